@@ -1,0 +1,3 @@
+//! Being written.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! Being written.
+#![deny(missing_docs)]

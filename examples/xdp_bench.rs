@@ -1,0 +1,5 @@
+//! Placeholder: being written.
+fn main() {
+    eprintln!("not implemented yet");
+    std::process::exit(1);
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property, integration, privileged (BPF, network
+# namespaces, cgroups) and doc tests, plus benches and examples built and run
+# once in test mode. Run as root. Installs what a fresh machine lacks first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked

@@ -1,0 +1,29 @@
+//! # flowpin
+//!
+//! Pin every flow to the right host and the right process.
+//!
+//! This facade re-exports the crates of the suite behind features:
+//!
+//! | feature        | crate                   | needs clang |
+//! |----------------|-------------------------|-------------|
+//! | `maglev`       | [`flowpin_maglev`]      | no          |
+//! | `tcp-opt`      | [`flowpin_tcp_opt`]     | no          |
+//! | `bpf`          | [`flowpin_bpf_progs`]   | yes         |
+//! | `sk-reuseport` | [`flowpin_sk_reuseport`]| yes         |
+//!
+//! Depend on `flowpin` with `default-features = false, features = ["maglev",
+//! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "maglev")]
+pub use flowpin_maglev as maglev;
+
+#[cfg(feature = "tcp-opt")]
+pub use flowpin_tcp_opt as tcp_opt;
+
+#[cfg(feature = "bpf")]
+pub use flowpin_bpf_progs as bpf;
+
+#[cfg(feature = "sk-reuseport")]
+pub use flowpin_sk_reuseport as sk_reuseport;
