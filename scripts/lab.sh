@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: builds and runs the full data-path lab (examples/lab) as root.
+# Installs what a fresh machine lacks first. Extra arguments go to the lab,
+# e.g. ./scripts/lab.sh --json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+cargo run --release --locked --example lab -- "$@"
