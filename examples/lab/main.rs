@@ -1,0 +1,508 @@
+//! The flowpin lab: the talk's whole first hop, in network namespaces.
+//!
+//! clients → a router spreading flows over **two LBs by ECMP** (L4 hash) →
+//! each LB running `xdp_lb` (Maglev + LRU, server_id routing) → 5 backend
+//! hosts, each its own process in its own namespace and cgroup, running
+//! `xdp_decap` and its own `sockops_server_id` instance (server role, its own
+//! server_id) and a TCP server of long-lived streams. The clients run the
+//! sock_ops program in the client role. Replies go straight back (DSR).
+//!
+//! For each scenario, twice (server_id routing on, then off), with fresh LBs
+//! and fresh connections, it counts long-lived connections to backends that
+//! stayed healthy which broke (reset or stalled). Then it measures the cost
+//! of the sock_ops program on short connect-request-close connections.
+//!
+//! Run as root: `cargo run --release --example lab [-- --json]`.
+//! Everything it creates (namespaces, cgroups, XDP links, processes) is
+//! removed on exit, also on Ctrl-C.
+
+mod backend;
+mod proto;
+mod topo;
+mod workload;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig};
+use flowpin_bpf_progs::testing::Cgroup;
+use flowpin_bpf_progs::xdp_attach::XdpLink;
+use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
+use flowpin_bpf_progs::xdp_pass::XdpPass;
+use serde::Serialize;
+
+use crate::backend::{BackendArgs, BackendProcess};
+use crate::topo::Topology;
+use crate::workload::{Broken, CrrResult, Streams};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Parser, Debug)]
+#[command(about = "flowpin lab: ECMP over two XDP load balancers, server_id routing, DSR backends")]
+struct Args {
+    /// Print one JSON object on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Long-lived connections per run.
+    #[arg(long, default_value_t = 500)]
+    connections: usize,
+    /// Seconds of connect-request-close traffic per CRR measurement.
+    #[arg(long, default_value_t = 3.0)]
+    crr_secs: f64,
+    /// Internal: run as backend process `<index> <netns path> <cgroup path>`.
+    #[arg(long, num_args = 3, hide = true)]
+    backend_child: Option<Vec<String>>,
+}
+
+/// One scenario's result, as printed in the JSON.
+#[derive(Debug, Serialize)]
+struct ScenarioResult {
+    name: &'static str,
+    connections: usize,
+    broken_with_server_id: usize,
+    broken_without_server_id: usize,
+    #[serde(skip)]
+    detail_with: RunDetail,
+    #[serde(skip)]
+    detail_without: RunDetail,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct RunDetail {
+    healthy: usize,
+    reset: usize,
+    stalled: usize,
+    sid_routed: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct CrrReport {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+}
+
+impl From<CrrResult> for CrrReport {
+    fn from(c: CrrResult) -> Self {
+        CrrReport {
+            rps: c.rps,
+            p50_us: c.p50_us,
+            p99_us: c.p99_us,
+            errors: c.errors,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct LabReport {
+    scenarios: Vec<ScenarioResult>,
+    crr_ratio: f64,
+    crr_with_sockops: CrrReport,
+    crr_without_sockops: CrrReport,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    AddBackendThenLbOut,
+    RemoveBackendThenLbOut,
+    LbOutAndBack,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::AddBackendThenLbOut => "backend added, then LB1 out of ECMP",
+            Scenario::RemoveBackendThenLbOut => "backend removed, then LB1 out of ECMP",
+            Scenario::LbOutAndBack => "LB1 out of ECMP and back",
+        }
+    }
+}
+
+fn progress(msg: impl AsRef<str>) {
+    eprintln!("[lab {:>6.1}s] {}", START.with(|s| s.elapsed().as_secs_f64()), msg.as_ref());
+}
+
+thread_local! {
+    static START: Instant = Instant::now();
+}
+
+/// Sleeps `d`, returning early with an error on Ctrl-C.
+fn pause(d: Duration) -> Result<(), Error> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            return Err("interrupted (Ctrl-C): cleaning up".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn check_interrupted() -> Result<(), Error> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        return Err("interrupted (Ctrl-C): cleaning up".into());
+    }
+    Ok(())
+}
+
+fn vip() -> Vip {
+    Vip::new(IpAddr::V4(topo::VIP), topo::VIP_PORT, Proto::Tcp)
+}
+
+fn backends(indices: &[usize]) -> Vec<Backend> {
+    indices
+        .iter()
+        .map(|&j| Backend::new(IpAddr::V4(topo::backend_addr(j)), 1, topo::server_id(j)))
+        .collect()
+}
+
+/// One LB host: its program and the link attaching it.
+struct LbHost {
+    lb: XdpLb,
+    _link: XdpLink,
+}
+
+fn start_lbs(topo: &Topology, server_id_routing: bool, ring: &[usize]) -> Result<Vec<LbHost>, Error> {
+    let mut hosts = Vec::new();
+    for (i, ns) in topo.lbs.iter().enumerate() {
+        let config = XdpLbConfig {
+            local_mac: topo.lb_mac[i],
+            next_hop_mac: topo.router_mac_to_lb[i],
+            // Outer sources differ per LB, inside 10.200.0.0/16, varying per flow.
+            tunnel_src_v4: (std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16),
+            ..XdpLbConfig::default()
+        };
+        let mut lb = XdpLb::load(config)?;
+        let flags = if server_id_routing { VipFlags::SERVER_ID } else { VipFlags::NONE };
+        lb.add_vip(vip(), flags)?;
+        lb.set_backends(&vip(), &backends(ring))?;
+        let link = {
+            let lb_ref = &lb;
+            ns.run(move || lb_ref.attach_by_name(topo::LB_IF))??
+        };
+        hosts.push(LbHost { lb, _link: link });
+    }
+    Ok(hosts)
+}
+
+fn set_ring(lbs: &mut [LbHost], ring: &[usize]) -> Result<(), Error> {
+    for h in lbs.iter_mut() {
+        h.lb.set_backends(&vip(), &backends(ring))?;
+    }
+    Ok(())
+}
+
+const INITIAL_RING: [usize; 4] = [0, 1, 2, 3];
+const SPARE: usize = 4;
+const REMOVED: usize = 3;
+
+fn run_once(
+    topo: &Topology,
+    scenario: Scenario,
+    server_id_routing: bool,
+    n: usize,
+) -> Result<(usize, RunDetail), Error> {
+    let mode = if server_id_routing { "server_id on " } else { "server_id off" };
+    let tag = |s: &str| format!("{:<40} [{mode}] {s}", scenario.name());
+    topo.set_ecmp(&[true, true])?;
+    let mut lbs = start_lbs(topo, server_id_routing, &INITIAL_RING)?;
+    progress(tag("fresh LBs attached, both in ECMP"));
+    let streams = match Streams::open(&topo.client, n) {
+        Ok(s) => s,
+        Err(e) => {
+            for (i, h) in lbs.iter().enumerate() {
+                eprintln!("LB{} stats: {:?}", i + 1, h.lb.stats());
+            }
+            if std::env::var_os("LAB_HOLD").is_some() {
+                eprintln!("LAB_HOLD: holding 120 s for inspection");
+                pause(Duration::from_secs(120))?;
+            }
+            return Err(e);
+        }
+    };
+    progress(tag(&format!("{n} long-lived connections streaming")));
+    pause(Duration::from_millis(1000))?;
+    let mut unhealthy: Option<u16> = None;
+    match scenario {
+        Scenario::AddBackendThenLbOut => {
+            let ring: Vec<usize> = INITIAL_RING.iter().copied().chain([SPARE]).collect();
+            set_ring(&mut lbs, &ring)?;
+            progress(tag("backend 5 added to the ring on both LBs"));
+        }
+        Scenario::RemoveBackendThenLbOut => {
+            let ring: Vec<usize> = INITIAL_RING.iter().copied().filter(|&j| j != REMOVED).collect();
+            set_ring(&mut lbs, &ring)?;
+            unhealthy = Some(REMOVED as u16);
+            progress(tag("backend 4 removed from the ring on both LBs"));
+        }
+        Scenario::LbOutAndBack => {}
+    }
+    pause(Duration::from_millis(1000))?;
+    topo.set_ecmp(&[false, true])?;
+    progress(tag("LB1 taken out of ECMP"));
+    pause(Duration::from_millis(1500))?;
+    if let Scenario::LbOutAndBack = scenario {
+        topo.set_ecmp(&[true, true])?;
+        progress(tag("LB1 back in ECMP"));
+        pause(Duration::from_millis(1500))?;
+    }
+    // Long enough for a stalled ping to be detected.
+    pause(Duration::from_millis(2800))?;
+    let reports = streams.finish();
+    let sid_routed: u64 = lbs
+        .iter()
+        .filter_map(|h| h.lb.vip_stats(&vip()).ok())
+        .map(|s| s.sid_routed)
+        .sum();
+    drop(lbs);
+    let healthy: Vec<_> = reports.iter().filter(|r| Some(r.backend) != unhealthy).collect();
+    let reset = healthy.iter().filter(|r| r.broken == Some(Broken::Reset)).count();
+    let stalled = healthy.iter().filter(|r| r.broken == Some(Broken::Stalled)).count();
+    let never_answered = reports.iter().filter(|r| r.answered == 0).count();
+    if never_answered == reports.len() {
+        return Err("no connection ever got an answer: the data path is broken".into());
+    }
+    let detail = RunDetail {
+        healthy: healthy.len(),
+        reset,
+        stalled,
+        sid_routed,
+    };
+    progress(tag(&format!(
+        "done: {} of {} connections to healthy backends broke ({} reset, {} stalled)",
+        reset + stalled,
+        healthy.len(),
+        reset,
+        stalled
+    )));
+    Ok((reset + stalled, detail))
+}
+
+fn lab(args: &Args) -> Result<LabReport, Error> {
+    progress("building namespaces: client, router, 2 LBs, 5 backends");
+    let topo = Topology::build()?;
+    // The router's veth ends facing the LBs need an XDP program for native XDP_TX on veth.
+    let pass = XdpPass::load()?;
+    let mut pass_links = Vec::new();
+    for i in 0..topo::LBS {
+        let name = format!("r-lb{}", i + 1);
+        let p = &pass;
+        pass_links.push(topo.router.run(move || p.attach_by_name(&name))??);
+    }
+    topo.client.sysctl("net.ipv4.ip_local_port_range", "10000 65000")?;
+    topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+
+    progress("cgroups: one per backend host, one for the clients");
+    let client_cg = Cgroup::new("cli")?;
+    let mut be_cgs = Vec::new();
+    for j in 0..topo::BACKENDS {
+        be_cgs.push(Cgroup::new(&format!("be{}", j + 1))?);
+    }
+    let client_ops = ServerIdOps::load(ServerIdOpsConfig::client().ports(&[topo::VIP_PORT]))?;
+    // This process (the clients' host) joins the client cgroup; backends move to their own.
+    let _in_client_cg = CgroupMembership::join(&client_cg)?;
+    let client_link = client_ops.attach(client_cg.path())?;
+
+    progress("starting 5 backend processes (xdp_decap + sock_ops server role + TCP server)");
+    let mut procs = Vec::new();
+    for j in 0..topo::BACKENDS {
+        check_interrupted()?;
+        procs.push(BackendProcess::start(j, &topo.backends[j], be_cgs[j].path())?);
+    }
+
+    let mut scenarios = Vec::new();
+    for scenario in [
+        Scenario::AddBackendThenLbOut,
+        Scenario::RemoveBackendThenLbOut,
+        Scenario::LbOutAndBack,
+    ] {
+        let (with, dw) = run_once(&topo, scenario, true, args.connections)?;
+        let (without, dwo) = run_once(&topo, scenario, false, args.connections)?;
+        scenarios.push(ScenarioResult {
+            name: scenario.name(),
+            connections: args.connections,
+            broken_with_server_id: with,
+            broken_without_server_id: without,
+            detail_with: dw,
+            detail_without: dwo,
+        });
+    }
+
+    // Cost of the sock_ops program on short connections, same run, same path.
+    let dur = Duration::from_secs_f64(args.crr_secs);
+    topo.set_ecmp(&[true, true])?;
+    let lbs = start_lbs(&topo, true, &INITIAL_RING)?;
+    // Alternate with/without in short rounds so drift (other load, TIME_WAIT
+    // build-up) hits both sides alike; sum over rounds.
+    let rounds = 3;
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    let mut client_link = Some(client_link);
+    for round in 1..=rounds {
+        check_interrupted()?;
+        progress(format!("CRR round {round}/{rounds}: connect-request-close with the sock_ops programs"));
+        with.push(workload::crr(&topo.client, 2, dur / rounds)?);
+        drop(client_link.take());
+        for p in procs.iter_mut() {
+            p.set_sockops(false)?;
+        }
+        progress(format!("CRR round {round}/{rounds}: connect-request-close without the sock_ops programs"));
+        without.push(workload::crr(&topo.client, 2, dur / rounds)?);
+        client_link = Some(client_ops.attach(client_cg.path())?);
+        for p in procs.iter_mut() {
+            p.set_sockops(true)?;
+        }
+    }
+    drop(client_link);
+    let with = CrrResult::merge(&with);
+    let without = CrrResult::merge(&without);
+    drop(lbs);
+
+    progress("tearing down");
+    drop(procs);
+    drop(pass_links);
+    Ok(LabReport {
+        crr_ratio: if without.rps > 0.0 { with.rps / without.rps } else { 0.0 },
+        scenarios,
+        crr_with_sockops: with.into(),
+        crr_without_sockops: without.into(),
+    })
+}
+
+/// Moves this process into a cgroup; moves it back to where it was on drop.
+struct CgroupMembership {
+    original: PathBuf,
+}
+
+impl CgroupMembership {
+    fn join(cg: &Cgroup) -> Result<Self, Error> {
+        let root = flowpin_bpf_progs::testing::cgroup2_mount()?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")?;
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/")
+            .trim_start_matches('/')
+            .to_string();
+        let original = root.join(rel);
+        cg.add_pid(std::process::id())?;
+        Ok(CgroupMembership { original })
+    }
+}
+
+impl Drop for CgroupMembership {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.original.join("cgroup.procs"), std::process::id().to_string());
+    }
+}
+
+fn print_table(r: &LabReport, to_stderr: bool) {
+    let mut out = String::new();
+    out.push_str("\nConnections to healthy backends broken (reset or stalled), per scenario:\n\n");
+    out.push_str(&format!(
+        "{:<40} {:>11} {:>16} {:>19}\n",
+        "scenario", "connections", "with server_id", "without server_id"
+    ));
+    for s in &r.scenarios {
+        let pct = |b: usize, d: &RunDetail| {
+            if d.healthy == 0 {
+                0.0
+            } else {
+                100.0 * b as f64 / d.healthy as f64
+            }
+        };
+        out.push_str(&format!(
+            "{:<40} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%)\n",
+            s.name,
+            s.connections,
+            s.broken_with_server_id,
+            pct(s.broken_with_server_id, &s.detail_with),
+            s.broken_without_server_id,
+            pct(s.broken_without_server_id, &s.detail_without),
+        ));
+    }
+    out.push_str("\n(counted over connections whose backend stayed healthy; reset / stalled / packets routed by server_id)\n");
+    for s in &r.scenarios {
+        for (mode, d) in [("with", &s.detail_with), ("without", &s.detail_without)] {
+            out.push_str(&format!(
+                "  {:<40} {:<8} healthy {:>4}  reset {:>4}  stalled {:>4}  sid-routed pkts {:>7}\n",
+                s.name, mode, d.healthy, d.reset, d.stalled, d.sid_routed
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nShort connections (connect-request-close), same path:\n\n{:<22} {:>10} {:>10} {:>10} {:>7}\n",
+        "", "req/s", "p50 µs", "p99 µs", "errors"
+    ));
+    for (name, c) in [("with sock_ops", &r.crr_with_sockops), ("without sock_ops", &r.crr_without_sockops)] {
+        out.push_str(&format!(
+            "{:<22} {:>10.0} {:>10.0} {:>10.0} {:>7}\n",
+            name, c.rps, c.p50_us, c.p99_us, c.errors
+        ));
+    }
+    out.push_str(&format!("ratio (with / without): {:.3}\n", r.crr_ratio));
+    if to_stderr {
+        eprint!("{out}");
+    } else {
+        print!("{out}");
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(child) = &args.backend_child {
+        let parsed = (|| -> Option<BackendArgs> {
+            Some(BackendArgs {
+                index: child.first()?.parse().ok()?,
+                netns: PathBuf::from(child.get(1)?),
+                cgroup: PathBuf::from(child.get(2)?),
+            })
+        })();
+        let Some(parsed) = parsed else {
+            eprintln!("bad --backend-child arguments");
+            return ExitCode::from(2);
+        };
+        return match backend::child_main(parsed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("backend: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the lab creates network namespaces, cgroups and BPF programs: run it as root");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
+        eprintln!("cannot install the Ctrl-C handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    match lab(&args) {
+        Ok(report) => {
+            print_table(&report, args.json);
+            if args.json {
+                match serde_json::to_string(&report) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("JSON: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            progress("clean: no namespace, cgroup, link or process left behind");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lab failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
