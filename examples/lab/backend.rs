@@ -31,11 +31,16 @@ pub(crate) struct BackendArgs {
 }
 
 /// Entry point of `lab --backend-child <index> <netns path> <cgroup path>`.
-pub(crate) fn child_main(args: BackendArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn child_main(
+    args: BackendArgs,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let name = args.netns.display().to_string();
     enter_netns(&args.netns, &name)?;
     // Move this whole process into the backend's own cgroup before any socket exists.
-    std::fs::write(args.cgroup.join("cgroup.procs"), std::process::id().to_string())?;
+    std::fs::write(
+        args.cgroup.join("cgroup.procs"),
+        std::process::id().to_string(),
+    )?;
 
     let server_id = topo::server_id(args.index);
     let decap = XdpDecap::load(XdpDecapConfig::default())?;
@@ -60,11 +65,7 @@ pub(crate) fn child_main(args: BackendArgs) -> Result<(), Box<dyn std::error::Er
     for line in stdin.lock().lines() {
         match line?.trim() {
             "sockops off" => ops_link = None,
-            "sockops on" => {
-                if ops_link.is_none() {
-                    ops_link = Some(ops.attach(&args.cgroup)?);
-                }
-            }
+            "sockops on" if ops_link.is_none() => ops_link = Some(ops.attach(&args.cgroup)?),
             _ => {}
         }
         println!("ok");
@@ -101,7 +102,11 @@ pub(crate) struct BackendProcess {
 
 impl BackendProcess {
     /// Starts backend `index` in `ns`, inside cgroup `cgroup`, and waits for `ready`.
-    pub(crate) fn start(index: usize, ns: &NetNs, cgroup: &Path) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub(crate) fn start(
+        index: usize,
+        ns: &NetNs,
+        cgroup: &Path,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg("--backend-child")
@@ -114,7 +119,11 @@ impl BackendProcess {
             .spawn()?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut p = BackendProcess { child, stdin, stdout };
+        let mut p = BackendProcess {
+            child,
+            stdin,
+            stdout,
+        };
         p.expect_line("ready")?;
         Ok(p)
     }
@@ -129,7 +138,10 @@ impl BackendProcess {
     }
 
     /// Attaches (`true`) or detaches its sock_ops program.
-    pub(crate) fn set_sockops(&mut self, on: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub(crate) fn set_sockops(
+        &mut self,
+        on: bool,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let stdin = self.stdin.as_mut().ok_or("backend stdin closed")?;
         writeln!(stdin, "sockops {}", if on { "on" } else { "off" })?;
         stdin.flush()?;

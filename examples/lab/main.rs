@@ -126,7 +126,11 @@ impl Scenario {
 }
 
 fn progress(msg: impl AsRef<str>) {
-    eprintln!("[lab {:>6.1}s] {}", START.with(|s| s.elapsed().as_secs_f64()), msg.as_ref());
+    eprintln!(
+        "[lab {:>6.1}s] {}",
+        START.with(|s| s.elapsed().as_secs_f64()),
+        msg.as_ref()
+    );
 }
 
 thread_local! {
@@ -169,7 +173,11 @@ struct LbHost {
     _link: XdpLink,
 }
 
-fn start_lbs(topo: &Topology, server_id_routing: bool, ring: &[usize]) -> Result<Vec<LbHost>, Error> {
+fn start_lbs(
+    topo: &Topology,
+    server_id_routing: bool,
+    ring: &[usize],
+) -> Result<Vec<LbHost>, Error> {
     let mut hosts = Vec::new();
     for (i, ns) in topo.lbs.iter().enumerate() {
         let config = XdpLbConfig {
@@ -180,7 +188,11 @@ fn start_lbs(topo: &Topology, server_id_routing: bool, ring: &[usize]) -> Result
             ..XdpLbConfig::default()
         };
         let mut lb = XdpLb::load(config)?;
-        let flags = if server_id_routing { VipFlags::SERVER_ID } else { VipFlags::NONE };
+        let flags = if server_id_routing {
+            VipFlags::SERVER_ID
+        } else {
+            VipFlags::NONE
+        };
         lb.add_vip(vip(), flags)?;
         lb.set_backends(&vip(), &backends(ring))?;
         let link = {
@@ -209,7 +221,11 @@ fn run_once(
     server_id_routing: bool,
     n: usize,
 ) -> Result<(usize, RunDetail), Error> {
-    let mode = if server_id_routing { "server_id on " } else { "server_id off" };
+    let mode = if server_id_routing {
+        "server_id on "
+    } else {
+        "server_id off"
+    };
     let tag = |s: &str| format!("{:<40} [{mode}] {s}", scenario.name());
     topo.set_ecmp(&[true, true])?;
     let mut lbs = start_lbs(topo, server_id_routing, &INITIAL_RING)?;
@@ -237,7 +253,11 @@ fn run_once(
             progress(tag("backend 5 added to the ring on both LBs"));
         }
         Scenario::RemoveBackendThenLbOut => {
-            let ring: Vec<usize> = INITIAL_RING.iter().copied().filter(|&j| j != REMOVED).collect();
+            let ring: Vec<usize> = INITIAL_RING
+                .iter()
+                .copied()
+                .filter(|&j| j != REMOVED)
+                .collect();
             set_ring(&mut lbs, &ring)?;
             unhealthy = Some(REMOVED as u16);
             progress(tag("backend 4 removed from the ring on both LBs"));
@@ -262,9 +282,18 @@ fn run_once(
         .map(|s| s.sid_routed)
         .sum();
     drop(lbs);
-    let healthy: Vec<_> = reports.iter().filter(|r| Some(r.backend) != unhealthy).collect();
-    let reset = healthy.iter().filter(|r| r.broken == Some(Broken::Reset)).count();
-    let stalled = healthy.iter().filter(|r| r.broken == Some(Broken::Stalled)).count();
+    let healthy: Vec<_> = reports
+        .iter()
+        .filter(|r| Some(r.backend) != unhealthy)
+        .collect();
+    let reset = healthy
+        .iter()
+        .filter(|r| r.broken == Some(Broken::Reset))
+        .count();
+    let stalled = healthy
+        .iter()
+        .filter(|r| r.broken == Some(Broken::Stalled))
+        .count();
     let never_answered = reports.iter().filter(|r| r.answered == 0).count();
     if never_answered == reports.len() {
         return Err("no connection ever got an answer: the data path is broken".into());
@@ -296,7 +325,8 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
         let p = &pass;
         pass_links.push(topo.router.run(move || p.attach_by_name(&name))??);
     }
-    topo.client.sysctl("net.ipv4.ip_local_port_range", "10000 65000")?;
+    topo.client
+        .sysctl("net.ipv4.ip_local_port_range", "10000 65000")?;
     topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
 
     progress("cgroups: one per backend host, one for the clients");
@@ -312,9 +342,9 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
 
     progress("starting 5 backend processes (xdp_decap + sock_ops server role + TCP server)");
     let mut procs = Vec::new();
-    for j in 0..topo::BACKENDS {
+    for (j, (ns, cg)) in topo.backends.iter().zip(&be_cgs).enumerate() {
         check_interrupted()?;
-        procs.push(BackendProcess::start(j, &topo.backends[j], be_cgs[j].path())?);
+        procs.push(BackendProcess::start(j, ns, cg.path())?);
     }
 
     let mut scenarios = Vec::new();
@@ -347,13 +377,17 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
     let mut client_link = Some(client_link);
     for round in 1..=rounds {
         check_interrupted()?;
-        progress(format!("CRR round {round}/{rounds}: connect-request-close with the sock_ops programs"));
+        progress(format!(
+            "CRR round {round}/{rounds}: connect-request-close with the sock_ops programs"
+        ));
         with.push(workload::crr(&topo.client, 2, dur / rounds)?);
         drop(client_link.take());
         for p in procs.iter_mut() {
             p.set_sockops(false)?;
         }
-        progress(format!("CRR round {round}/{rounds}: connect-request-close without the sock_ops programs"));
+        progress(format!(
+            "CRR round {round}/{rounds}: connect-request-close without the sock_ops programs"
+        ));
         without.push(workload::crr(&topo.client, 2, dur / rounds)?);
         client_link = Some(client_ops.attach(client_cg.path())?);
         for p in procs.iter_mut() {
@@ -369,7 +403,11 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
     drop(procs);
     drop(pass_links);
     Ok(LabReport {
-        crr_ratio: if without.rps > 0.0 { with.rps / without.rps } else { 0.0 },
+        crr_ratio: if without.rps > 0.0 {
+            with.rps / without.rps
+        } else {
+            0.0
+        },
         scenarios,
         crr_with_sockops: with.into(),
         crr_without_sockops: without.into(),
@@ -399,7 +437,10 @@ impl CgroupMembership {
 
 impl Drop for CgroupMembership {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.original.join("cgroup.procs"), std::process::id().to_string());
+        let _ = std::fs::write(
+            self.original.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
     }
 }
 
@@ -441,7 +482,10 @@ fn print_table(r: &LabReport, to_stderr: bool) {
         "\nShort connections (connect-request-close), same path:\n\n{:<22} {:>10} {:>10} {:>10} {:>7}\n",
         "", "req/s", "p50 µs", "p99 µs", "errors"
     ));
-    for (name, c) in [("with sock_ops", &r.crr_with_sockops), ("without sock_ops", &r.crr_without_sockops)] {
+    for (name, c) in [
+        ("with sock_ops", &r.crr_with_sockops),
+        ("without sock_ops", &r.crr_without_sockops),
+    ] {
         out.push_str(&format!(
             "{:<22} {:>10.0} {:>10.0} {:>10.0} {:>7}\n",
             name, c.rps, c.p50_us, c.p99_us, c.errors

@@ -108,9 +108,21 @@ impl Topology {
             let lb = NetNs::new(&format!("lb{}", i + 1))?;
             let rif = format!("r-lb{}", i + 1);
             links.push(VethPair::new(&router, &rif, &lb, LB_IF)?);
-            router.ip(&["addr", "add", &format!("{}/24", router_lb_addr(i)), "dev", &rif])?;
+            router.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", router_lb_addr(i)),
+                "dev",
+                &rif,
+            ])?;
             lb.ip(&["addr", "add", &format!("{}/24", lb_addr(i)), "dev", LB_IF])?;
-            lb.ip(&["route", "add", "default", "via", &router_lb_addr(i).to_string()])?;
+            lb.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &router_lb_addr(i).to_string(),
+            ])?;
             router.sysctl(&format!("net.ipv4.conf.{rif}.rp_filter"), "0")?;
             router_mac_to_lb.push(mac_of(&router, &rif)?);
             lb_mac.push(mac_of(&lb, LB_IF)?);
@@ -121,9 +133,21 @@ impl Topology {
             let rif = format!("r-be{}", j + 1);
             links.push(VethPair::new(&router, &rif, &be, BE_IF)?);
             router.ip(&["addr", "add", &format!("10.2.{}.1/24", j + 1), "dev", &rif])?;
-            be.ip(&["addr", "add", &format!("{}/24", backend_addr(j)), "dev", BE_IF])?;
+            be.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", backend_addr(j)),
+                "dev",
+                BE_IF,
+            ])?;
             be.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-            be.ip(&["route", "add", "default", "via", &format!("10.2.{}.1", j + 1)])?;
+            be.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.2.{}.1", j + 1),
+            ])?;
             be.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
             be.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
             be.sysctl(&format!("net.ipv4.conf.{BE_IF}.rp_filter"), "0")?;
@@ -147,7 +171,9 @@ impl Topology {
     /// several, L4 hash policy). Taking an LB out reshuffles its flows.
     pub(crate) fn set_ecmp(&self, up: &[bool]) -> Result<(), TestingError> {
         let mut args: Vec<String> = vec!["route".into(), "replace".into(), format!("{VIP}/32")];
-        let active: Vec<usize> = (0..LBS).filter(|&i| up.get(i).copied().unwrap_or(false)).collect();
+        let active: Vec<usize> = (0..LBS)
+            .filter(|&i| up.get(i).copied().unwrap_or(false))
+            .collect();
         if active.len() == 1 {
             let i = active[0];
             args.extend([

@@ -58,7 +58,8 @@ fn open_one() -> Result<(TcpStream, u16), Box<dyn std::error::Error + Send + Syn
     let addr = SocketAddr::from((topo::VIP, topo::VIP_PORT));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(io_err)?;
     s.set_nodelay(true).map_err(io_err)?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).map_err(io_err)?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(io_err)?;
     let mut g = [0u8; GREETING_LEN];
     s.read_exact(&mut g).map_err(io_err)?;
     let (backend, _sid) = parse_greeting(&g).ok_or("bad greeting from backend")?;
@@ -73,25 +74,30 @@ pub(crate) struct Streams {
 
 impl Streams {
     /// Opens `n` connections from the client namespace and starts pinging.
-    pub(crate) fn open(client: &NetNs, n: usize) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let conns = client.run(move || -> Result<Vec<Conn>, Box<dyn std::error::Error + Send + Sync>> {
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                let (stream, backend) = open_one()?;
-                stream.set_nonblocking(true).map_err(io_err)?;
-                v.push(Conn {
-                    stream,
-                    backend,
-                    outstanding_since: None,
-                    last_ping: Instant::now(),
-                    got: 0,
-                    answered: 0,
-                    seq: 0,
-                    broken: None,
-                });
-            }
-            Ok(v)
-        })??;
+    pub(crate) fn open(
+        client: &NetNs,
+        n: usize,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let conns = client.run(
+            move || -> Result<Vec<Conn>, Box<dyn std::error::Error + Send + Sync>> {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (stream, backend) = open_one()?;
+                    stream.set_nonblocking(true).map_err(io_err)?;
+                    v.push(Conn {
+                        stream,
+                        backend,
+                        outstanding_since: None,
+                        last_ping: Instant::now(),
+                        got: 0,
+                        answered: 0,
+                        seq: 0,
+                        broken: None,
+                    });
+                }
+                Ok(v)
+            },
+        )??;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let driver = std::thread::spawn(move || drive(conns, &stop2));
@@ -211,7 +217,11 @@ impl CrrResult {
 }
 
 /// Runs connect-request-close transactions from `threads` client threads for `dur`.
-pub(crate) fn crr(client: &NetNs, threads: usize, dur: Duration) -> Result<CrrResult, Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn crr(
+    client: &NetNs,
+    threads: usize,
+    dur: Duration,
+) -> Result<CrrResult, Box<dyn std::error::Error + Send + Sync>> {
     let mut handles = Vec::new();
     for _ in 0..threads {
         handles.push(client.spawn(move || {
