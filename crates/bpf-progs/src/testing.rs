@@ -67,6 +67,17 @@ pub enum TestingError {
     /// The closure run in a namespace panicked.
     #[error("the closure run inside network namespace {0} panicked")]
     Panicked(String),
+    /// An `ioctl(SIOCETHTOOL)` on an interface failed.
+    #[error("SIOCETHTOOL {what} on interface {ifname}: {source} (does the interface exist in this thread's network namespace, and are we root?)")]
+    Ethtool {
+        /// The ethtool command that failed.
+        what: &'static str,
+        /// The interface.
+        ifname: String,
+        /// The underlying error (errno).
+        #[source]
+        source: io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, TestingError>;
@@ -254,7 +265,18 @@ pub struct VethPair {
 impl VethPair {
     /// Creates `a` in namespace `ns_a` and its peer `b` in `ns_b`, both up.
     pub fn new(ns_a: &NetNs, a: &str, ns_b: &NetNs, b: &str) -> Result<Self> {
-        ns_a.ip(&["link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b.name()])?;
+        ns_a.ip(&[
+            "link",
+            "add",
+            a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "netns",
+            ns_b.name(),
+        ])?;
         let pair = VethPair {
             a_ns: ns_a.name().to_string(),
             a: a.to_string(),
@@ -380,4 +402,65 @@ fn probe_bpf() -> std::result::Result<(), String> {
         .open(&mut obj)
         .map_err(|e| e.to_string())?;
     open.load().map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// `ethtool -K <ifname> tx off`: turns off TX checksum offload of an
+/// interface (`SIOCETHTOOL` / `ETHTOOL_STXCSUM`), so the kernel computes
+/// TCP/UDP checksums in software before the interface transmits. `ethtool`
+/// itself need not be installed.
+///
+/// Needed on the veth that feeds a native-XDP program which sends frames
+/// back out (`XDP_TX`, e.g. `xdp_lb`): veth hands packets over with
+/// `CHECKSUM_PARTIAL` (checksum left for "hardware"), XDP turns them into
+/// raw frames and that state is lost, so the checksum would never be filled
+/// in and the receiver would drop the segment.
+///
+/// The ioctl acts on the network namespace of the **calling thread**: call
+/// it from inside the namespace that holds `ifname`, e.g.
+/// `ns.run(|| disable_tx_checksum_offload("veth0"))`.
+pub fn disable_tx_checksum_offload(ifname: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    let err = |what, source| TestingError::Ethtool {
+        what,
+        ifname: ifname.to_string(),
+        source,
+    };
+    if ifname.is_empty() || ifname.len() > 15 {
+        return Err(err(
+            "ETHTOOL_STXCSUM",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "interface names are 1 to 15 bytes long",
+            ),
+        ));
+    }
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+        .map_err(|e| err("socket(AF_INET, SOCK_DGRAM)", e))?;
+    let mut val = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    // SAFETY: ifreq is plain old data (integers, arrays and a union of such
+    // and pointers); all-zero is a valid value.
+    let mut ifr: nix::libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as nix::libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut val as *mut EthtoolValue).cast();
+    // SAFETY: SIOCETHTOOL reads `ifr` (NUL-terminated name: at most 15
+    // bytes were copied into the zeroed 16-byte array) and the
+    // ethtool_value it points to; both live on this stack frame for the
+    // whole call.
+    let rc = unsafe { nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCETHTOOL as _, &mut ifr) };
+    if rc < 0 {
+        return Err(err("ETHTOOL_STXCSUM off", io::Error::last_os_error()));
+    }
+    Ok(())
 }

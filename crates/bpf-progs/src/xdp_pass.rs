@@ -59,7 +59,11 @@ impl XdpPass {
     /// namespace, native mode falling back to generic.
     pub fn attach_by_name(&self, ifname: &str) -> Result<XdpLink, XdpPassError> {
         let ifindex = ifindex_by_name(ifname)?;
-        Ok(attach_xdp(&self.prog, ifindex, XdpAttachMode::NativeOrGeneric)?)
+        Ok(attach_xdp(
+            &self.prog,
+            ifindex,
+            XdpAttachMode::NativeOrGeneric,
+        )?)
     }
 
     /// Runs the program once on `packet` with `BPF_PROG_TEST_RUN`.

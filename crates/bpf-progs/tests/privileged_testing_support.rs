@@ -31,6 +31,9 @@ fn privileged_netns_veth_and_cgroup_guards_clean_up() {
         assert!(cg_path.starts_with(cgroup2_mount().unwrap()));
         assert!(cg_path.join("cgroup.procs").exists());
     }
-    assert!(!std::path::Path::new("/run/netns").join(&a_name).exists(), "netns removed");
+    assert!(
+        !std::path::Path::new("/run/netns").join(&a_name).exists(),
+        "netns removed"
+    );
     assert!(!cg_path.exists(), "cgroup removed");
 }

@@ -1,2 +1,83 @@
-//! Being written.
+//! Zero-downtime release with a BPF-steered `SO_REUSEPORT` group.
+//!
+//! Every release of a server is a *generation*: a set of sockets (one per
+//! worker or CPU) bound to the same address with `SO_REUSEPORT`. The
+//! `sk_reuseport_select` BPF program (crate `flowpin-bpf-progs`) picks, for
+//! every TCP connection request and UDP packet, a socket of the right
+//! generation:
+//!
+//! - new TCP connections and new UDP flows go to the **live** generation
+//!   (by flow hash or by CPU, selectable); flipping it is one map write;
+//! - a UDP flow stays on the socket that first got it while that socket
+//!   lives (LRU flow table); QUIC short-header packets go to the socket whose
+//!   id is in their connection ID, with no table;
+//! - when the old process closes its listeners, the requests queued on them
+//!   migrate to the live generation (`BPF_SK_REUSEPORT_SELECT_OR_MIGRATE`,
+//!   `net.ipv4.tcp_migrate_req=1`) instead of being reset;
+//! - a socket bound but not yet added gets nothing, so a new process warms
+//!   up before it takes traffic.
+//!
+//! ```no_run
+//! use flowpin_sk_reuseport::{GroupConfig, Proto, ReuseportGroup};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let addr = "127.0.0.1:8443".parse()?;
+//! // First process: create the group, pinned under bpffs.
+//! let group = ReuseportGroup::create(addr, Proto::Udp, GroupConfig::new("/sys/fs/bpf/myservice-udp"))?;
+//! let sock = flowpin_sk_reuseport::bind_reuseport(addr, Proto::Udp)?;
+//! let g1 = group.add_generation(&[sock])?;
+//! group.activate(g1)?;
+//! // Next release, in a new process:
+//! let group = ReuseportGroup::join("/sys/fs/bpf/myservice-udp")?;
+//! let sock = flowpin_sk_reuseport::bind_reuseport(addr, Proto::Udp)?;
+//! let g2 = group.add_generation(&[sock])?; // warms up: gets nothing yet
+//! group.activate(g2)?;                     // the flip: new flows go to g2
+//! group.retire(g1)?;                       // g1 keeps its flows until idle / deadline
+//! # Ok(()) }
+//! ```
+//!
+//! The release logic ([`release`]) is plain Rust tested without a kernel;
+//! [`ReuseportGroup`] is a thin layer applying its transitions to the maps.
+//!
+//! # The bind() pitfall
+//!
+//! Mixing `SO_REUSEPORT` and plain binds of one port across many addresses
+//! (`[::1]:443` without, `[::2]:443` with, `[::]:443` with) made `bind()`
+//! walk long bind-hash chains under a spin lock on older kernels (fixed
+//! since 6.1 with the bhash2 table). `examples/bind_pitfall.rs` binds
+//! 20,000 sockets in that pattern in a namespace and prints bind() p50/p99;
+//! run it on your kernel (`cargo run --release --example bind_pitfall`).
+//! Result on Linux 6.18 (this project's CI machine, 2 vCPUs): see the
+//! README section "bind() pitfall" of this crate's report; in short, bind()
+//! stays flat in the number of sockets.
 #![deny(missing_docs)]
+
+pub mod group;
+pub mod release;
+
+use std::net::SocketAddr;
+
+pub use group::{
+    enable_tcp_migrate_req, ensure_bpffs, Drops, GenerationStats, GroupConfig, GroupError,
+    GroupStats, Proto, ReuseportGroup, SelectMode,
+};
+pub use release::{GenInfo, GenState, Generation, ReleaseError, ReleaseState, Retirement};
+
+/// A socket for a group: `SO_REUSEPORT` set before `bind(addr)`; TCP
+/// sockets listen with a backlog of 1024. (IPv6 sockets are IPv6-only.)
+pub fn bind_reuseport(addr: SocketAddr, proto: Proto) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let (ty, p) = match proto {
+        Proto::Tcp => (Type::STREAM, socket2::Protocol::TCP),
+        Proto::Udp => (Type::DGRAM, socket2::Protocol::UDP),
+    };
+    let s = Socket::new(Domain::for_address(addr), ty, Some(p))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    if proto == Proto::Tcp {
+        s.listen(1024)?;
+    }
+    Ok(s)
+}

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: (MIT OR Apache-2.0) */
+/*
+ * flowpin XDP load balancer (xdp_lb): map keys/values, flags, stats layout,
+ * encapsulation format and the flow hash. Shared by xdp_lb.bpf.c and (for the
+ * encapsulation format) by the backend-side xdp_decap program. The Rust
+ * mirror is crates/bpf-progs/src/xdp_lb.rs (+ flow_hash.rs, model.rs); keep
+ * both in sync (the privileged tests compare them byte for byte).
+ *
+ * Encapsulation (what a backend receives):
+ *   IPv4 inner, IPv4 backend: IPIP        eth | IPv4 (proto 4)   | inner IPv4 packet
+ *   IPv6 inner, IPv6 backend: IP6IP6      eth | IPv6 (nh 41)     | inner IPv6 packet
+ *   IPv4 inner, IPv6 backend: 4-in-6      eth | IPv6 (nh 4)      | inner IPv4 packet
+ *   (IPv6 inner with an IPv4 backend is refused by the control plane.)
+ * Outer header: IPv4 ihl 5, tos = inner tos, id 0, DF = inner DF, ttl =
+ * inner ttl; IPv6 traffic class = inner tos/tc, flow label = flow hash &
+ * 0xfffff, hop limit = inner ttl/hop limit. Outer source = configured prefix
+ * with its host bits (last 32 bits for IPv6) taken from the flow hash, so
+ * routers after the LB keep per-flow ECMP entropy. Ethernet: dst = next hop,
+ * src = local MAC, an 802.1Q tag of the input is kept.
+ */
+#ifndef FLOWPIN_LB_H
+#define FLOWPIN_LB_H
+
+#include <linux/types.h>
+
+/* VIP flags (flowpin_vip_meta.flags). */
+#define FLOWPIN_VIP_PORT_AGNOSTIC (1u << 0) /* match any destination port (key port 0) */
+#define FLOWPIN_VIP_SKIP_LRU_UDP (1u << 1)  /* UDP: Maglev only, no connection table */
+#define FLOWPIN_VIP_SERVER_ID (1u << 2)     /* TCP: route by the server_id option */
+#define FLOWPIN_VIP_QUIC (1u << 3)          /* UDP: QUIC, short header routed by CID */
+#define FLOWPIN_VIP_ICMP_ECHO (1u << 4)     /* the ICMP entry of a VIP address: answer echo */
+
+#define FLOWPIN_FAMILY_V4 4
+#define FLOWPIN_FAMILY_V6 6
+
+/* Bound of the IPv6 extension header walk (hop-by-hop, routing, dest opts, fragment). */
+#define FLOWPIN_LB_MAX_EXT_HDRS 8
+
+/* ICMP too-big replies quote this many bytes of the offending IP packet. */
+#define FLOWPIN_LB_ICMP4_QUOTE 68
+#define FLOWPIN_LB_ICMP6_QUOTE 248
+#define FLOWPIN_LB_DEFAULT_TTL 64
+
+/* Seed of the flow hash (fixed: every LB must hash a flow the same way). */
+#define FLOWPIN_FLOW_HASH_SEED 0x666c6f77u /* "flow" */
+
+/* Key of the `vips` map. IPv4: addr[0] holds the address, addr[1..3] = 0.
+ * port in network order (0 for port-agnostic and ICMP entries). */
+struct flowpin_vip_key {
+	__u32 addr[4];
+	__u16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+struct flowpin_vip_meta {
+	__u32 vip_id; /* index into the ring and vip_stats */
+	__u32 flags;
+};
+
+/* Value of the `backends` array (index 0 is never a backend). family 0 = free. */
+struct flowpin_backend {
+	__u32 addr[4];
+	__u8 family;
+	__u8 pad[3];
+};
+
+/* Key of the `lru` connection table. Non-first fragments have ports 0. */
+struct flowpin_flow_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Direct-mapped VIP table (`vip_table`, an ARRAY: lookups need no hash
+ * helper). slot = flowpin_vip_slot(key); state 1: this slot's only VIP is
+ * `key`; state 2: several VIPs share the slot, look the key up in `vips`. */
+#define FLOWPIN_VIP_SLOTS 4096
+#define FLOWPIN_VIP_SLOT_SHIFT 20 /* 32 - log2(FLOWPIN_VIP_SLOTS) */
+struct flowpin_vip_slot {
+	struct flowpin_vip_key key;
+	struct flowpin_vip_meta meta;
+	__u32 state;
+};
+
+static __always_inline __u32 flowpin_vip_slot(const struct flowpin_vip_key *k)
+{
+	__u32 h = k->addr[0] ^ k->addr[1] ^ k->addr[2] ^ k->addr[3] ^
+		  ((__u32)k->port | ((__u32)k->proto << 16) | ((__u32)k->family << 24));
+
+	return (h * 0x9e3779b1u) >> FLOWPIN_VIP_SLOT_SHIFT;
+}
+
+/* Connection table (`conn`): a per-CPU, 4-way set-associative LRU cache,
+ * one ARRAY of conn_sets * ncpus sets of one cache line each; CPU c uses sets
+ * [c * conn_sets, (c+1) * conn_sets). set = flow hash & (conn_sets - 1). A
+ * flow is identified by a 64-bit fingerprint: its flow hash and a second,
+ * independent hash (seed FLOWPIN_FLOW_HASH_SEED2) of the same 5-tuple.
+ * `order` lists the ways from most to least recently used, 2 bits each
+ * (bits 0-1 = MRU); 0 means the initial order 0xE4. A hit moves its way to
+ * the front; an insert replaces the LRU way (or the flow's own way). */
+#define FLOWPIN_CONN_WAYS 4
+#define FLOWPIN_CONN_ORDER_INIT 0xE4
+#define FLOWPIN_FLOW_HASH_SEED2 0x70696e21u /* "pin!" */
+struct flowpin_conn_set {
+	__u32 hash[FLOWPIN_CONN_WAYS];
+	__u32 hash2[FLOWPIN_CONN_WAYS];
+	__u32 backend[FLOWPIN_CONN_WAYS]; /* 0: empty way */
+	__u32 order;
+	__u32 pad[3];
+};
+
+/* Direct-mapped server_id table (`sid_table`, an ARRAY), same scheme as
+ * the VIP table: state 1 = this slot's only route, state 2 = several routes
+ * share the slot, look (vip_id, server_id) up in `server_ids`. */
+#define FLOWPIN_SID_SLOTS 65536
+#define FLOWPIN_SID_SLOT_SHIFT 16 /* 32 - log2(FLOWPIN_SID_SLOTS) */
+struct flowpin_sid_slot {
+	__u32 vip_id;
+	__u32 server_id;
+	__u32 backend;
+	__u32 state;
+};
+
+static __always_inline __u32 flowpin_sid_slot(__u32 vip_id, __u32 server_id)
+{
+	return ((vip_id * 0x9e3779b1u) ^ server_id) * 0x85ebca6bu >> FLOWPIN_SID_SLOT_SHIFT;
+}
+
+/* Key of the `server_ids` map (server_id in host order). */
+struct flowpin_sid_key {
+	__u32 vip_id;
+	__u32 server_id;
+};
+
+/* Runtime configuration (the program's .data section, written by user space). */
+struct flowpin_lb_cfg {
+	__u8 local_mac[6];
+	__u8 next_hop_mac[6];
+	__u16 mtu;          /* L3 MTU of the egress link (outer packet limit) */
+	__u8 tcpopt_layout; /* FLOWPIN_LAYOUT_* */
+	__u8 tcpopt_kind;   /* option kind of FLOWPIN_LAYOUT_COMPACT */
+	__u16 tcpopt_exid;  /* ExID of FLOWPIN_LAYOUT_RFC6994, host order */
+	__u8 quic_cid_len;  /* server-chosen short-header DCID length */
+	__u8 pad0;
+	__u32 tun_src4;           /* outer IPv4 source prefix, host order */
+	__u32 tun_src4_host_mask; /* host bits filled from the flow hash, host order */
+	__u32 tun_src6[4];        /* outer IPv6 source prefix, network order */
+	__u32 tun_src6_host_mask; /* host bits of the last 32 bits, host order */
+	__u32 port_agnostic_vips; /* number of port-agnostic VIPs (0: skip the 2nd lookup) */
+};
+
+/* Per-VIP per-CPU counters (`vip_stats`, indexed by vip_id). */
+struct flowpin_vip_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 lru_hit;
+	__u64 lru_miss; /* TCP non-SYN / UDP packets not in the table */
+	__u64 new_flows; /* backend chosen by the Maglev ring */
+	__u64 sid_routed;
+	__u64 sid_fallback_unknown;
+	__u64 sid_fallback_zero;
+	__u64 sid_fallback_malformed;
+	__u64 sid_missing; /* no server_id option / no CID layout */
+	__u64 quic_long_header;
+	__u64 too_big;
+	__u64 unknown_backend;
+};
+
+/* Global per-CPU counters (`lb_stats`, one entry). */
+struct flowpin_lb_stats {
+	__u64 drop_malformed;
+	__u64 drop_unknown_backend;
+	__u64 drop_too_big; /* too big and no ICMP could be built */
+	__u64 icmp_too_big_sent;
+	__u64 encap_error;
+	__u64 icmp_echo_replies;
+	__u64 pass_fragment_no_vip; /* non-first fragment, no port-agnostic VIP */
+	__u64 pass_ext_hdr_limit;   /* IPv6 extension chain longer than the bound */
+};
+
+/* The flow hash: murmur3_32 over 32-bit words, each read little-endian from
+ * the packet bytes (what a plain load gives on x86/arm64 BPF):
+ *   IPv4: src, dst, ports, proto      IPv6: src[0..4], dst[0..4], ports, proto
+ * ports = sport bytes | dport bytes << 16 (the raw network-order bytes), proto
+ * = IP protocol. Mirror: flow_hash.rs. */
+static __always_inline __u32 flowpin_rotl32(__u32 x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+static __always_inline __u32 flowpin_mm3_round(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51u;
+	k = flowpin_rotl32(k, 15);
+	k *= 0x1b873593u;
+	h ^= k;
+	h = flowpin_rotl32(h, 13);
+	return h * 5 + 0xe6546b64u;
+}
+
+static __always_inline __u32 flowpin_mm3_final(__u32 h, __u32 nwords)
+{
+	h ^= nwords * 4;
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+#endif /* FLOWPIN_LB_H */

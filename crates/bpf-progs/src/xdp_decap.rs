@@ -1,0 +1,426 @@
+//! `xdp_decap`: the backend side of the XDP load balancer.
+//!
+//! An XDP program that strips the outer header of tunnelled packets
+//! addressed to one of this host's tunnel addresses and passes the inner
+//! packet up the stack, so backends need no `ipip`/`ip6_tunnel` module.
+//! The VIP lives on the backend's loopback and replies go straight to the
+//! client (direct server return).
+//!
+//! Forms handled ([`DecapForm`]): IPIP (IPv4 in IPv4, outer protocol 4),
+//! IPv6 in IPv4 (protocol 41), IP6IP6 (outer IPv6, next header 41) and
+//! IPv4 in IPv6 (next header 4). The Ethernet MACs and any single
+//! 802.1Q/802.1ad tag are kept; the ethertype becomes the inner protocol's.
+//!
+//! Verdicts (each case has its own counter in [`DecapStats`]):
+//!
+//! | packet | verdict | counter |
+//! |---|---|---|
+//! | tunnel packet to one of our addresses, well formed | `XDP_PASS`, outer header removed | `decap_<form>` |
+//! | not IPv4/IPv6, or not a tunnel protocol | `XDP_PASS`, untouched | `passed_not_tunnel` |
+//! | tunnel protocol, outer destination not ours | `XDP_PASS`, untouched | `passed_not_ours` |
+//! | Ethernet/VLAN/outer IP header truncated or invalid (version, IHL) | `XDP_PASS`, untouched (the stack drops it) | `passed_malformed_outer` |
+//! | ours, outer header is a fragment | `XDP_PASS`, untouched (the stack reassembles) | `passed_fragment` |
+//! | ours, outer length fields disagree with the frame, inner header truncated/invalid/wrong version | `XDP_DROP` | `dropped_malformed` |
+//! | ours, `bpf_xdp_adjust_head` failed | `XDP_DROP` | `dropped_error` |
+//! | ours, outer ECN CE, inner Not-ECT (RFC 6040) | `XDP_DROP` | `dropped_ecn` |
+//!
+//! ECN is handled as the kernel's own tunnels do (RFC 6040, normal mode): a
+//! CE mark on the outer header is copied to an ECN-capable inner header
+//! (the inner IPv4 header checksum updated; also counted in
+//! `ecn_ce_propagated`); otherwise the inner packet is not changed.
+//!
+//! Outer IPv6 extension headers (hop-by-hop, routing, destination options)
+//! are skipped, up to 4 of them.
+//!
+//! ```no_run
+//! use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
+//! let decap = XdpDecap::load(XdpDecapConfig::default())?;
+//! decap.add_tunnel_addr("10.0.0.2".parse().unwrap())?;
+//! let link = decap.attach_by_name("eth0")?;
+//! println!("xdp_decap attached in {} mode", link.mode());
+//! let stats = decap.stats()?;
+//! println!("decapsulated {}", stats.decapsulated());
+//! # Ok::<(), flowpin_bpf_progs::xdp_decap::XdpDecapError>(())
+//! ```
+
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::skel::xdp_decap::XdpDecapSkelBuilder;
+use crate::xdp_attach::{attach_xdp, ifindex_by_name, xdp_test_run};
+pub use crate::xdp_attach::{
+    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTestRun, XdpVerdict,
+};
+
+/// Errors of the `xdp_decap` control API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum XdpDecapError {
+    /// The configuration is unusable.
+    #[error("invalid XdpDecapConfig: {0}")]
+    InvalidConfig(&'static str),
+    /// Opening the embedded BPF object failed.
+    #[error("opening the xdp_decap BPF object failed: {0}")]
+    Open(#[source] libbpf_rs::Error),
+    /// Resizing a map before load failed.
+    #[error("setting max_entries of map {map} to {value} failed: {source}")]
+    Resize {
+        /// Map name.
+        map: &'static str,
+        /// Requested size.
+        value: u32,
+        /// libbpf's error (with errno).
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    /// The kernel refused the program or its maps.
+    #[error("loading xdp_decap into the kernel failed (verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock): {0}")]
+    Load(#[source] libbpf_rs::Error),
+    /// Duplicating a program or map fd after load failed.
+    #[error("taking a handle on {what} after load failed: {source}")]
+    Handle {
+        /// Program or map name.
+        what: &'static str,
+        /// libbpf's error (with errno).
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    /// A map operation failed.
+    #[error("{op} on map {map} failed: {source}{hint}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// The operation (`update`, `delete`, `lookup`, ...).
+        op: &'static str,
+        /// libbpf's error (with errno).
+        #[source]
+        source: libbpf_rs::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A value read from a map had an unexpected size.
+    #[error("map {map} returned a {got}-byte value, expected {want} bytes (program and Rust API out of sync)")]
+    ValueSize {
+        /// Map name.
+        map: &'static str,
+        /// Size read.
+        got: usize,
+        /// Size expected.
+        want: usize,
+    },
+    /// Attaching or test-running failed.
+    #[error(transparent)]
+    Xdp(#[from] XdpAttachError),
+}
+
+type Result<T> = std::result::Result<T, XdpDecapError>;
+
+/// Load-time configuration of [`XdpDecap`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct XdpDecapConfig {
+    /// How many tunnel addresses of each family (IPv4, IPv6) the program can
+    /// hold. Default 64.
+    pub max_tunnel_addrs: u32,
+}
+
+impl Default for XdpDecapConfig {
+    fn default() -> Self {
+        XdpDecapConfig {
+            max_tunnel_addrs: 64,
+        }
+    }
+}
+
+impl XdpDecapConfig {
+    /// Sets [`XdpDecapConfig::max_tunnel_addrs`].
+    pub fn max_tunnel_addrs(mut self, n: u32) -> Self {
+        self.max_tunnel_addrs = n;
+        self
+    }
+}
+
+/// The encapsulation forms `xdp_decap` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecapForm {
+    /// IPv4 in IPv4 (outer protocol 4).
+    Ipip,
+    /// IPv6 in IPv6 (outer next header 41).
+    Ip6Ip6,
+    /// IPv4 in IPv6 (outer next header 4).
+    Ip4InIp6,
+    /// IPv6 in IPv4 (outer protocol 41).
+    Ip6InIp4,
+}
+
+/// Counters of `xdp_decap`, summed over CPUs. Field order mirrors
+/// `struct decap_stats` in `xdp_decap.bpf.c`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecapStats {
+    /// IPIP packets decapsulated.
+    pub decap_ipip: u64,
+    /// IP6IP6 packets decapsulated.
+    pub decap_ip6ip6: u64,
+    /// IPv4-in-IPv6 packets decapsulated.
+    pub decap_4in6: u64,
+    /// IPv6-in-IPv4 packets decapsulated.
+    pub decap_6in4: u64,
+    /// Passed untouched: not IP, or not a tunnel protocol.
+    pub passed_not_tunnel: u64,
+    /// Passed untouched: a tunnel packet for an address that is not ours.
+    pub passed_not_ours: u64,
+    /// Passed untouched: Ethernet/VLAN/outer IP header truncated or invalid.
+    pub passed_malformed_outer: u64,
+    /// Passed untouched: a tunnel packet for us whose outer header is a
+    /// fragment.
+    pub passed_fragment: u64,
+    /// Dropped: a tunnel packet for us with inconsistent outer lengths or a
+    /// truncated/invalid inner header.
+    pub dropped_malformed: u64,
+    /// Dropped: `bpf_xdp_adjust_head` failed.
+    pub dropped_error: u64,
+    /// Decapsulated packets whose inner header got the outer CE mark (also
+    /// counted in their `decap_<form>`).
+    pub ecn_ce_propagated: u64,
+    /// Dropped: outer header CE, inner packet not ECN-capable (RFC 6040).
+    pub dropped_ecn: u64,
+}
+
+const STATS_FIELDS: usize = 12;
+
+impl DecapStats {
+    /// Packets decapsulated, all forms.
+    pub fn decapsulated(&self) -> u64 {
+        self.decap_ipip + self.decap_ip6ip6 + self.decap_4in6 + self.decap_6in4
+    }
+
+    /// Packets decapsulated in one form.
+    pub fn decapsulated_form(&self, form: DecapForm) -> u64 {
+        match form {
+            DecapForm::Ipip => self.decap_ipip,
+            DecapForm::Ip6Ip6 => self.decap_ip6ip6,
+            DecapForm::Ip4InIp6 => self.decap_4in6,
+            DecapForm::Ip6InIp4 => self.decap_6in4,
+        }
+    }
+
+    /// Packets passed untouched, all reasons.
+    pub fn passed(&self) -> u64 {
+        self.passed_not_tunnel
+            + self.passed_not_ours
+            + self.passed_malformed_outer
+            + self.passed_fragment
+    }
+
+    /// Packets dropped, all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_malformed + self.dropped_error + self.dropped_ecn
+    }
+
+    /// Every packet the program saw.
+    pub fn total(&self) -> u64 {
+        self.decapsulated() + self.passed() + self.dropped()
+    }
+
+    fn from_fields(f: [u64; STATS_FIELDS]) -> Self {
+        DecapStats {
+            decap_ipip: f[0],
+            decap_ip6ip6: f[1],
+            decap_4in6: f[2],
+            decap_6in4: f[3],
+            passed_not_tunnel: f[4],
+            passed_not_ours: f[5],
+            passed_malformed_outer: f[6],
+            passed_fragment: f[7],
+            dropped_malformed: f[8],
+            dropped_error: f[9],
+            ecn_ce_propagated: f[10],
+            dropped_ecn: f[11],
+        }
+    }
+}
+
+/// The loaded `xdp_decap` program and its maps. Owns only file descriptors:
+/// links made by [`XdpDecap::attach`] keep the program alive on their own.
+#[derive(Debug)]
+pub struct XdpDecap {
+    prog: OwnedFd,
+    tunnel_v4: MapHandle,
+    tunnel_v6: MapHandle,
+    stats: MapHandle,
+}
+
+const MAP_V4: &str = "tunnel_v4";
+const MAP_V6: &str = "tunnel_v6";
+const MAP_STATS: &str = "stats";
+
+impl XdpDecap {
+    /// Opens and loads the program into the kernel (not yet attached).
+    pub fn load(config: XdpDecapConfig) -> Result<Self> {
+        if config.max_tunnel_addrs == 0 {
+            return Err(XdpDecapError::InvalidConfig(
+                "max_tunnel_addrs must be at least 1",
+            ));
+        }
+        let mut storage = MaybeUninit::uninit();
+        let mut open = XdpDecapSkelBuilder::default()
+            .open(&mut storage)
+            .map_err(XdpDecapError::Open)?;
+        for (map, name) in [
+            (&mut open.maps.tunnel_v4, MAP_V4),
+            (&mut open.maps.tunnel_v6, MAP_V6),
+        ] {
+            map.set_max_entries(config.max_tunnel_addrs)
+                .map_err(|source| XdpDecapError::Resize {
+                    map: name,
+                    value: config.max_tunnel_addrs,
+                    source,
+                })?;
+        }
+        let skel = open.load().map_err(XdpDecapError::Load)?;
+        let prog = skel
+            .progs
+            .xdp_decap
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| XdpDecapError::Handle {
+                what: "program xdp_decap",
+                source: e.into(),
+            })?;
+        let handle = |map: &libbpf_rs::Map<'_>, what| {
+            MapHandle::try_from(map).map_err(|source| XdpDecapError::Handle { what, source })
+        };
+        Ok(XdpDecap {
+            prog,
+            tunnel_v4: handle(&skel.maps.tunnel_v4, "map tunnel_v4")?,
+            tunnel_v6: handle(&skel.maps.tunnel_v6, "map tunnel_v6")?,
+            stats: handle(&skel.maps.stats, "map stats")?,
+        })
+    }
+
+    /// The program's fd (for `attach_xdp`, queries, or test runs).
+    pub fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// Attaches to `ifindex` (resolved in the calling thread's network
+    /// namespace), native mode falling back to generic; the link says which.
+    pub fn attach(&self, ifindex: u32) -> Result<XdpLink> {
+        self.attach_with_mode(ifindex, XdpAttachMode::NativeOrGeneric)
+    }
+
+    /// Like [`XdpDecap::attach`], by interface name.
+    pub fn attach_by_name(&self, ifname: &str) -> Result<XdpLink> {
+        let ifindex = ifindex_by_name(ifname)?;
+        self.attach(ifindex)
+    }
+
+    /// Attaches in an explicit mode.
+    pub fn attach_with_mode(&self, ifindex: u32, mode: XdpAttachMode) -> Result<XdpLink> {
+        Ok(attach_xdp(&self.prog, ifindex, mode)?)
+    }
+
+    /// Adds one of this host's tunnel addresses: tunnel packets to it are
+    /// decapsulated. Adding an address twice is not an error.
+    pub fn add_tunnel_addr(&self, addr: IpAddr) -> Result<()> {
+        let (map, name, key) = self.tunnel_map(addr);
+        map.update(&key, &[1], MapFlags::ANY)
+            .map_err(|source| XdpDecapError::Map {
+                map: name,
+                op: "update",
+                source,
+                hint: " (E2BIG: the map is full; raise XdpDecapConfig::max_tunnel_addrs)",
+            })
+    }
+
+    /// Removes a tunnel address. Returns whether it was present.
+    pub fn remove_tunnel_addr(&self, addr: IpAddr) -> Result<bool> {
+        let (map, name, key) = self.tunnel_map(addr);
+        match map.delete(&key) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(XdpDecapError::Map {
+                map: name,
+                op: "delete",
+                source,
+                hint: "",
+            }),
+        }
+    }
+
+    /// The configured tunnel addresses (IPv4 first, unordered within a family).
+    pub fn tunnel_addrs(&self) -> Result<Vec<IpAddr>> {
+        let mut out = Vec::new();
+        for key in self.tunnel_v4.keys() {
+            let b: [u8; 4] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| XdpDecapError::ValueSize {
+                    map: MAP_V4,
+                    got: key.len(),
+                    want: 4,
+                })?;
+            out.push(IpAddr::from(b));
+        }
+        for key in self.tunnel_v6.keys() {
+            let b: [u8; 16] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| XdpDecapError::ValueSize {
+                    map: MAP_V6,
+                    got: key.len(),
+                    want: 16,
+                })?;
+            out.push(IpAddr::from(b));
+        }
+        Ok(out)
+    }
+
+    fn tunnel_map(&self, addr: IpAddr) -> (&MapHandle, &'static str, Vec<u8>) {
+        match addr {
+            IpAddr::V4(a) => (&self.tunnel_v4, MAP_V4, a.octets().to_vec()),
+            IpAddr::V6(a) => (&self.tunnel_v6, MAP_V6, a.octets().to_vec()),
+        }
+    }
+
+    /// The counters, summed over all CPUs.
+    pub fn stats(&self) -> Result<DecapStats> {
+        let per_cpu = self
+            .stats
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| XdpDecapError::Map {
+                map: MAP_STATS,
+                op: "lookup_percpu",
+                source,
+                hint: "",
+            })?
+            .unwrap_or_default();
+        let mut sum = [0u64; STATS_FIELDS];
+        for cpu in per_cpu {
+            if cpu.len() < STATS_FIELDS * 8 {
+                return Err(XdpDecapError::ValueSize {
+                    map: MAP_STATS,
+                    got: cpu.len(),
+                    want: STATS_FIELDS * 8,
+                });
+            }
+            for (i, chunk) in cpu.chunks_exact(8).take(STATS_FIELDS).enumerate() {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(chunk);
+                sum[i] = sum[i].wrapping_add(u64::from_ne_bytes(b));
+            }
+        }
+        Ok(DecapStats::from_fields(sum))
+    }
+
+    /// Runs the program once on `packet` with `BPF_PROG_TEST_RUN` (for tests
+    /// and benches). The live maps are used: counters it bumps stay bumped.
+    pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun> {
+        Ok(xdp_test_run(&self.prog, packet)?)
+    }
+}

@@ -1,0 +1,823 @@
+//! [`ReuseportGroup`]: a BPF-steered `SO_REUSEPORT` group shared by the
+//! processes of successive releases through maps pinned on bpffs.
+//!
+//! Every operation reads the generation table from the kernel, applies one
+//! transition of the plain-Rust [`ReleaseState`], and writes back what
+//! changed, so any process holding the group (the creator, or one that
+//! joined) sees and changes the same state. One controller at a time: the
+//! handover between releases is sequential (the new process adds and
+//! activates, the old one then exits).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flowpin_bpf_progs::sk_reuseport_select::{
+    self as sel, monotonic_ns, sock_key, GenEntry, RawGenState, RawStats, SelectConfig,
+    SelectError, SkReuseportSelect, STATS_NO_GEN,
+};
+use socket2::SockRef;
+
+use crate::release::{
+    Activity, GenInfo, GenState, Generation, ReleaseError, ReleaseState, Retirement, MAX_GENS,
+    MAX_SLOTS,
+};
+
+pub use flowpin_bpf_progs::sk_reuseport_select::{Proto, SelectMode};
+
+/// Where bpffs is mounted (mounted there by [`ReuseportGroup::create`] if missing).
+pub const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Errors of the group API: each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// bpffs could not be mounted or the pin path is not on bpffs.
+    #[error("pin path {path}: {why}")]
+    Bpffs {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
+    /// `create` found pins already there.
+    #[error("pin path {0} already holds a group; join it with ReuseportGroup::join, or remove it with ReuseportGroup::remove_pins")]
+    PinExists(PathBuf),
+    /// `join` found no usable group at the pin path.
+    #[error("stale pin path {path}: {why}")]
+    StalePin {
+        /// The path.
+        path: PathBuf,
+        /// What was found.
+        why: String,
+    },
+    /// A kernel call of the thin layer failed.
+    #[error("{step}: {source}")]
+    Kernel {
+        /// Which step.
+        step: &'static str,
+        /// The kernel layer's error.
+        #[source]
+        source: SelectError,
+    },
+    /// Socket `index` is of another address family than the group.
+    #[error("socket #{index} is {got}, the group is {expected}: create the socket with the group's family")]
+    WrongFamily {
+        /// Position in the slice given.
+        index: usize,
+        /// The group's family.
+        expected: &'static str,
+        /// The socket's family.
+        got: &'static str,
+    },
+    /// Socket `index` is of another protocol than the group.
+    #[error("socket #{index} is {got:?}, the group is {expected:?}")]
+    WrongProtocol {
+        /// Position in the slice given.
+        index: usize,
+        /// The group's protocol.
+        expected: Proto,
+        /// The socket's protocol.
+        got: Proto,
+    },
+    /// Socket `index` is bound to another address or port.
+    #[error("socket #{index} is bound to {got}, the group is {expected}: bind it to the group's address")]
+    WrongAddress {
+        /// Position in the slice given.
+        index: usize,
+        /// The group's address.
+        expected: SocketAddr,
+        /// The socket's address.
+        got: SocketAddr,
+    },
+    /// Socket `index` lacks `SO_REUSEPORT`.
+    #[error("socket #{index} does not have SO_REUSEPORT: set it (socket2 set_reuse_port(true)) before bind()")]
+    NotReuseport {
+        /// Position in the slice given.
+        index: usize,
+    },
+    /// TCP socket `index` is not listening.
+    #[error("TCP socket #{index} is not listening: call listen() before adding it")]
+    NotListening {
+        /// Position in the slice given.
+        index: usize,
+    },
+    /// A socket query failed.
+    #[error("socket #{index}: {step} failed: {source}")]
+    Socket {
+        /// Position in the slice given.
+        index: usize,
+        /// Which query.
+        step: &'static str,
+        /// errno.
+        #[source]
+        source: io::Error,
+    },
+    /// The slot already holds a socket.
+    #[error("slot {slot} of {gen} is busy (holds a live socket): remove it or pick a free slot")]
+    SlotBusy {
+        /// The generation.
+        gen: Generation,
+        /// The slot.
+        slot: u32,
+    },
+    /// A slot number past the generation's slots.
+    #[error("slot {slot} is out of range: {gen} has {slots} slots")]
+    SlotRange {
+        /// The generation.
+        gen: Generation,
+        /// The slot.
+        slot: u32,
+        /// Its slot count.
+        slots: u32,
+    },
+    /// Activating a generation whose sockets are all gone.
+    #[error("{0} has no socket left in the map (closed?); add a new generation")]
+    EmptyGeneration(Generation),
+    /// The release state machine refused the transition.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// A QUIC connection ID could not be written.
+    #[error("encoding a QUIC connection ID: {0}")]
+    Cid(String),
+    /// Setting `net.ipv4.tcp_migrate_req` failed.
+    #[error("setting net.ipv4.tcp_migrate_req=1: {0}")]
+    Sysctl(#[source] io::Error),
+}
+
+type Result<T> = std::result::Result<T, GroupError>;
+
+fn kernel(step: &'static str) -> impl FnOnce(SelectError) -> GroupError {
+    move |source| GroupError::Kernel { step, source }
+}
+
+/// Configuration of a group (fixed by the process that creates it).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// bpffs directory where the program and maps are pinned (created; its
+    /// parent must be on bpffs, e.g. `/sys/fs/bpf/myservice`).
+    pub pin_path: PathBuf,
+    /// Slot choice for new TCP connections.
+    pub tcp_mode: SelectMode,
+    /// Slot choice for new UDP flows.
+    pub udp_mode: SelectMode,
+    /// Keep UDP flows on their first socket while it lives.
+    pub udp_affinity: bool,
+    /// Route QUIC short-header packets by the socket id in their DCID.
+    pub quic_cid: bool,
+    /// Byte offset of the 2-byte socket id inside the DCID.
+    pub cid_sock_offset: u8,
+    /// Entries of the UDP flow table (LRU).
+    pub flow_table_size: u32,
+    /// How long a retired generation keeps its UDP flows at most.
+    pub drain_deadline: Duration,
+    /// A retired generation without a packet for this long is removed.
+    pub drain_idle: Duration,
+    /// Set `net.ipv4.tcp_migrate_req=1` in the caller's namespace (TCP groups).
+    pub set_migrate_sysctl: bool,
+    /// Remove the pins when this handle drops (tests; a real release keeps
+    /// them for the next process and calls [`ReuseportGroup::remove_pins`] at the end).
+    pub unpin_on_drop: bool,
+}
+
+impl GroupConfig {
+    /// Defaults: hash steering, UDP affinity with 65,536 flows, QUIC CID
+    /// routing off (turn it on for QUIC services only: any UDP payload whose
+    /// first byte has the high bit clear looks like a short header), socket
+    /// id at DCID offset 5 (after the flowpin CID layout's server_id), 60 s
+    /// drain deadline, 10 s idle.
+    pub fn new(pin_path: impl Into<PathBuf>) -> Self {
+        GroupConfig {
+            pin_path: pin_path.into(),
+            tcp_mode: SelectMode::Hash,
+            udp_mode: SelectMode::Hash,
+            udp_affinity: true,
+            quic_cid: false,
+            cid_sock_offset: sel::DEFAULT_CID_SOCK_OFFSET,
+            flow_table_size: 65_536,
+            drain_deadline: Duration::from_secs(60),
+            drain_idle: Duration::from_secs(10),
+            set_migrate_sysctl: true,
+            unpin_on_drop: false,
+        }
+    }
+}
+
+/// Drops (or fallbacks) by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// No live generation (or it has no slots): dropped.
+    pub no_live: u64,
+    /// Every socket of the live generation was gone: dropped.
+    pub no_socket: u64,
+    /// A closing listener's request found no live socket: left to the kernel's hash.
+    pub migrate_fallback: u64,
+    /// A UDP flow's socket was gone: the flow was re-homed to the live generation.
+    pub flow_rehomed: u64,
+}
+
+impl From<[u64; sel::DROP_REASONS]> for Drops {
+    fn from(d: [u64; sel::DROP_REASONS]) -> Self {
+        Drops {
+            no_live: d[0],
+            no_socket: d[1],
+            migrate_fallback: d[2],
+            flow_rehomed: d[3],
+        }
+    }
+}
+
+/// Counters of one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerationStats {
+    /// The generation.
+    pub gen: Generation,
+    /// Its state.
+    pub state: GenState,
+    /// Its sockets still in the map.
+    pub sockets: u32,
+    /// UDP packets and TCP connection requests delivered to it.
+    pub packets: u64,
+    /// New TCP connections and UDP flows given to it.
+    pub new_flows: u64,
+    /// TCP requests migrated to it from closed listeners.
+    pub migrated: u64,
+    /// QUIC short-header packets routed to it by CID.
+    pub cid_routed: u64,
+    /// Drops and fallbacks while it was the target.
+    pub drops: Drops,
+}
+
+/// Counters of the whole group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Per generation (retired ones included until their index is reused), oldest first.
+    pub generations: Vec<GenerationStats>,
+    /// Events that belong to no generation (e.g. no live generation).
+    pub unassigned: Drops,
+}
+
+impl GroupStats {
+    /// The counters of `gen`.
+    pub fn get(&self, gen: Generation) -> Option<&GenerationStats> {
+        self.generations.iter().find(|g| g.gen == gen)
+    }
+}
+
+/// A reuseport group steered by the `sk_reuseport_select` BPF program.
+#[derive(Debug)]
+pub struct ReuseportGroup {
+    prog: SkReuseportSelect,
+    cfg: SelectConfig,
+    pin_path: PathBuf,
+    drain_deadline: Duration,
+    drain_idle: Duration,
+    unpin_on_drop: bool,
+}
+
+// The statfs f_type width differs between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn is_bpffs(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+/// Mounts bpffs at `/sys/fs/bpf` if nothing is mounted there.
+pub fn ensure_bpffs() -> Result<()> {
+    let root = Path::new(BPFFS);
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(root).map_err(|e| GroupError::Bpffs {
+        path: root.into(),
+        why: format!("creating the mount point: {e}"),
+    })?;
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| GroupError::Bpffs {
+        path: root.into(),
+        why: format!("mount -t bpf bpf {BPFFS} failed: {e} (need CAP_SYS_ADMIN)"),
+    })
+}
+
+/// Sets `net.ipv4.tcp_migrate_req=1` in the calling thread's network namespace.
+pub fn enable_tcp_migrate_req() -> Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1").map_err(GroupError::Sysctl)
+}
+
+fn family_name(a: &SocketAddr) -> &'static str {
+    if a.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+impl ReuseportGroup {
+    /// Creates a group for `addr`/`proto`: loads the program, pins it and its
+    /// maps under `config.pin_path`. Add sockets with
+    /// [`add_generation`](Self::add_generation), then [`activate`](Self::activate).
+    pub fn create(addr: SocketAddr, proto: Proto, config: GroupConfig) -> Result<Self> {
+        ensure_bpffs()?;
+        let dir = config.pin_path.clone();
+        let parent = dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+        if !is_bpffs(&parent) {
+            return Err(GroupError::Bpffs {
+                path: dir,
+                why: format!(
+                    "its parent {} is not on bpffs: use a path under {BPFFS}",
+                    parent.display()
+                ),
+            });
+        }
+        if dir.join("prog").exists() || dir.join("socks").exists() {
+            return Err(GroupError::PinExists(dir));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| GroupError::Bpffs {
+            path: dir.clone(),
+            why: format!("creating the pin directory: {e}"),
+        })?;
+        if proto == Proto::Tcp && config.set_migrate_sysctl {
+            enable_tcp_migrate_req()?;
+        }
+        let cfg = SelectConfig {
+            tcp_mode: config.tcp_mode,
+            udp_mode: config.udp_mode,
+            udp_affinity: config.udp_affinity,
+            quic_cid: config.quic_cid,
+            cid_sock_offset: config.cid_sock_offset,
+            flow_table_size: config.flow_table_size,
+            addr,
+            proto,
+        };
+        let mut prog = SkReuseportSelect::load(&cfg).map_err(kernel("loading the program"))?;
+        if let Err(e) = prog.pin(&dir) {
+            let _ = SkReuseportSelect::unpin(&dir);
+            return Err(GroupError::Kernel {
+                step: "pinning program and maps",
+                source: e,
+            });
+        }
+        Ok(ReuseportGroup {
+            prog,
+            cfg,
+            pin_path: dir,
+            drain_deadline: config.drain_deadline,
+            drain_idle: config.drain_idle,
+            unpin_on_drop: config.unpin_on_drop,
+        })
+    }
+
+    /// Joins the group pinned at `pin_path` (by another process, usually the
+    /// previous release): re-opens its program and maps.
+    pub fn join(pin_path: impl AsRef<Path>) -> Result<Self> {
+        let dir = pin_path.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(GroupError::StalePin {
+                path: dir,
+                why: "no such directory: the group was removed (its creator called remove_pins) or never created".into(),
+            });
+        }
+        let missing: Vec<&str> = sel::PIN_NAMES
+            .iter()
+            .copied()
+            .filter(|n| !dir.join(n).exists())
+            .collect();
+        if !missing.is_empty() {
+            return Err(GroupError::StalePin {
+                path: dir,
+                why: format!("pins {missing:?} are missing: a half-removed or foreign group; remove it and create a new one"),
+            });
+        }
+        let prog = SkReuseportSelect::from_pinned(&dir).map_err(|e| GroupError::StalePin {
+            path: dir.clone(),
+            why: e.to_string(),
+        })?;
+        let cfg = prog.config().map_err(|e| GroupError::StalePin {
+            path: dir.clone(),
+            why: e.to_string(),
+        })?;
+        Ok(ReuseportGroup {
+            prog,
+            cfg,
+            pin_path: dir,
+            drain_deadline: Duration::from_secs(60),
+            drain_idle: Duration::from_secs(10),
+            unpin_on_drop: false,
+        })
+    }
+
+    /// Sets the drain deadline and idle time used by [`retire`](Self::retire)
+    /// and [`reap`](Self::reap) in this process (a joining process starts with 60 s / 10 s).
+    pub fn set_drain(&mut self, deadline: Duration, idle: Duration) {
+        self.drain_deadline = deadline;
+        self.drain_idle = idle;
+    }
+
+    /// Removes the pins when this handle drops.
+    pub fn set_unpin_on_drop(&mut self, yes: bool) {
+        self.unpin_on_drop = yes;
+    }
+
+    /// The group's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.cfg.addr
+    }
+
+    /// The group's protocol.
+    pub fn proto(&self) -> Proto {
+        self.cfg.proto
+    }
+
+    /// The pin directory.
+    pub fn pin_path(&self) -> &Path {
+        &self.pin_path
+    }
+
+    /// The kernel layer (maps), for inspection.
+    pub fn kernel(&self) -> &SkReuseportSelect {
+        &self.prog
+    }
+
+    /// The release state, read from the kernel.
+    pub fn state(&self) -> Result<ReleaseState> {
+        let mut entries = [None; MAX_GENS as usize];
+        for (i, e) in entries.iter_mut().enumerate() {
+            let raw = self
+                .prog
+                .gen_entry(i as u32)
+                .map_err(kernel("reading the gens map"))?;
+            *e = match raw.state {
+                RawGenState::Empty => None,
+                s => Some(GenInfo {
+                    gen: Generation(raw.gen),
+                    slots: raw.nslots,
+                    state: match s {
+                        RawGenState::Warming => GenState::Warming,
+                        RawGenState::Live => GenState::Live,
+                        RawGenState::Draining => GenState::Draining {
+                            deadline_ns: (raw.deadline_ns != 0).then_some(raw.deadline_ns),
+                        },
+                        _ => GenState::Retired,
+                    },
+                }),
+            };
+        }
+        Ok(ReleaseState::from_entries(entries))
+    }
+
+    fn write_entry(&self, info: &GenInfo) -> Result<()> {
+        let (state, deadline_ns) = match info.state {
+            GenState::Warming => (RawGenState::Warming, 0),
+            GenState::Live => (RawGenState::Live, 0),
+            GenState::Draining { deadline_ns } => (RawGenState::Draining, deadline_ns.unwrap_or(0)),
+            GenState::Retired => (RawGenState::Retired, 0),
+        };
+        self.prog
+            .set_gen_entry(
+                info.gen.index(),
+                &GenEntry {
+                    gen: info.gen.0,
+                    nslots: info.slots,
+                    state,
+                    deadline_ns,
+                },
+            )
+            .map_err(kernel("writing the gens map"))
+    }
+
+    fn write_changes(&self, before: &ReleaseState, after: &ReleaseState) -> Result<()> {
+        for (b, a) in before.entries().iter().zip(after.entries()) {
+            if b != a {
+                if let Some(a) = a {
+                    self.write_entry(a)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_socket<S: AsFd>(&self, index: usize, s: &S) -> Result<()> {
+        let sock = SockRef::from(s);
+        let q = |step: &'static str| {
+            move |source| GroupError::Socket {
+                index,
+                step,
+                source,
+            }
+        };
+        let local = sock.local_addr().map_err(q("getsockname"))?;
+        let want = self.cfg.addr;
+        let Some(got) = local.as_socket() else {
+            return Err(GroupError::WrongFamily {
+                index,
+                expected: family_name(&want),
+                got: "not IP",
+            });
+        };
+        if got.is_ipv4() != want.is_ipv4() {
+            return Err(GroupError::WrongFamily {
+                index,
+                expected: family_name(&want),
+                got: family_name(&got),
+            });
+        }
+        let ty = sock.r#type().map_err(q("getsockopt(SO_TYPE)"))?;
+        let got_proto = if ty == socket2::Type::STREAM {
+            Proto::Tcp
+        } else {
+            Proto::Udp
+        };
+        if got_proto != self.cfg.proto {
+            return Err(GroupError::WrongProtocol {
+                index,
+                expected: self.cfg.proto,
+                got: got_proto,
+            });
+        }
+        if !sock.reuse_port().map_err(q("getsockopt(SO_REUSEPORT)"))? {
+            return Err(GroupError::NotReuseport { index });
+        }
+        if got != want {
+            return Err(GroupError::WrongAddress {
+                index,
+                expected: want,
+                got,
+            });
+        }
+        if self.cfg.proto == Proto::Tcp
+            && !sock.is_listener().map_err(q("getsockopt(SO_ACCEPTCONN)"))?
+        {
+            return Err(GroupError::NotListening { index });
+        }
+        Ok(())
+    }
+
+    fn clear_index(&self, index: u32) -> Result<()> {
+        for slot in 0..MAX_SLOTS {
+            self.prog
+                .remove_socket(index * MAX_SLOTS + slot)
+                .map_err(kernel("clearing the socket array"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a generation: `sockets[i]` becomes slot `i`. The sockets must be
+    /// bound to the group's address with `SO_REUSEPORT` (TCP: listening).
+    /// The generation warms up (gets nothing) until [`activate`](Self::activate).
+    /// Also (re)attaches the program to the group through `sockets[0]`.
+    pub fn add_generation<S: AsFd>(&self, sockets: &[S]) -> Result<Generation> {
+        for (i, s) in sockets.iter().enumerate() {
+            self.check_socket(i, s)?;
+        }
+        self.reap()?;
+        let before = self.state()?;
+        let mut after = before.clone();
+        let info = after.add(sockets.len())?;
+        let idx = info.gen.index();
+        self.clear_index(idx)?;
+        self.prog
+            .reset_stats(idx)
+            .map_err(kernel("resetting the stats of the index"))?;
+        for (slot, s) in sockets.iter().enumerate() {
+            if let Err(e) = self
+                .prog
+                .insert_socket(idx * MAX_SLOTS + slot as u32, s.as_fd())
+            {
+                self.clear_index(idx)?;
+                return Err(match e {
+                    SelectError::SlotBusy { .. } => GroupError::SlotBusy {
+                        gen: info.gen,
+                        slot: slot as u32,
+                    },
+                    e => GroupError::Kernel {
+                        step: "inserting a socket into the socket array",
+                        source: e,
+                    },
+                });
+            }
+        }
+        self.write_changes(&before, &after)?;
+        if let Some(first) = sockets.first() {
+            self.prog
+                .attach(first.as_fd())
+                .map_err(kernel("attaching the program (SO_ATTACH_REUSEPORT_EBPF)"))?;
+        }
+        Ok(info.gen)
+    }
+
+    /// Puts `sock` into `slot` of `gen` (e.g. a restarted worker). A slot
+    /// that still holds a live socket is refused with [`GroupError::SlotBusy`].
+    pub fn add_socket<S: AsFd>(&self, gen: Generation, slot: u32, sock: &S) -> Result<()> {
+        self.check_socket(0, sock)?;
+        let st = self.state()?;
+        let info = st.get(gen).ok_or(ReleaseError::Unknown(gen))?;
+        if info.state == GenState::Retired {
+            return Err(ReleaseError::Retired(gen).into());
+        }
+        if slot >= info.slots {
+            return Err(GroupError::SlotRange {
+                gen,
+                slot,
+                slots: info.slots,
+            });
+        }
+        match self.prog.insert_socket(sock_key(gen.0, slot), sock.as_fd()) {
+            Ok(()) => Ok(()),
+            Err(SelectError::SlotBusy { .. }) => Err(GroupError::SlotBusy { gen, slot }),
+            Err(e) => Err(GroupError::Kernel {
+                step: "inserting a socket into the socket array",
+                source: e,
+            }),
+        }
+    }
+
+    fn sockets_left(&self, gen: Generation, slots: u32) -> Result<u32> {
+        let mut n = 0;
+        for slot in 0..slots.min(MAX_SLOTS) {
+            if self
+                .prog
+                .socket_cookie(sock_key(gen.0, slot))
+                .map_err(kernel("reading the socket array"))?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Makes `gen` live: from now on new TCP connections and new UDP flows go
+    /// to its sockets. The flip is one write of the `live` map; the previous
+    /// live generation drains (keeps its UDP flows and QUIC connections).
+    pub fn activate(&self, gen: Generation) -> Result<Option<Generation>> {
+        let before = self.state()?;
+        let mut after = before.clone();
+        let prev = after.activate(gen)?;
+        let slots = after.get(gen).map_or(0, |g| g.slots);
+        if self.sockets_left(gen, slots)? == 0 {
+            return Err(GroupError::EmptyGeneration(gen));
+        }
+        // The states first (BPF does not read them for steering), then the flip.
+        self.write_changes(&before, &after)?;
+        self.prog
+            .set_live(gen.0)
+            .map_err(kernel("flipping the live map"))?;
+        Ok(prev)
+    }
+
+    /// Retires `gen`: a warming generation is removed now; a draining one
+    /// keeps its existing UDP flows until the drain deadline or until idle
+    /// (removed by [`reap`](Self::reap)). The live generation is refused.
+    pub fn retire(&self, gen: Generation) -> Result<Retirement> {
+        let before = self.state()?;
+        let mut after = before.clone();
+        let r = after.retire(gen, monotonic_ns(), self.drain_deadline.as_nanos() as u64)?;
+        if r == Retirement::RemoveNow {
+            self.clear_index(gen.index())?;
+        }
+        self.write_changes(&before, &after)?;
+        Ok(r)
+    }
+
+    /// Removes `gen`'s sockets from the map now, whatever its flows (not the live one).
+    pub fn remove(&self, gen: Generation) -> Result<()> {
+        let before = self.state()?;
+        let mut after = before.clone();
+        after.finish(gen)?;
+        self.clear_index(gen.index())?;
+        self.write_changes(&before, &after)
+    }
+
+    /// Removes draining generations that are due: no socket left, past the
+    /// deadline, or idle (see [`ReleaseState::due`]). Returns them.
+    pub fn reap(&self) -> Result<Vec<Generation>> {
+        let before = self.state()?;
+        let mut activity = Vec::new();
+        for g in before.generations() {
+            if matches!(g.state, GenState::Draining { .. }) {
+                let left = self.sockets_left(g.gen, g.slots)?;
+                let last = self
+                    .prog
+                    .stats(g.gen.index())
+                    .map_err(kernel("reading stats"))?
+                    .last_ns;
+                activity.push((
+                    g.gen,
+                    Activity {
+                        sockets_left: left,
+                        last_ns: last,
+                    },
+                ));
+            }
+        }
+        let due = before.due(monotonic_ns(), self.drain_idle.as_nanos() as u64, |g| {
+            activity.iter().find(|(x, _)| *x == g).map_or(
+                Activity {
+                    sockets_left: 0,
+                    last_ns: 0,
+                },
+                |(_, a)| *a,
+            )
+        });
+        let mut after = before.clone();
+        for g in &due {
+            after.finish(*g)?;
+            self.clear_index(g.index())?;
+        }
+        self.write_changes(&before, &after)?;
+        Ok(due)
+    }
+
+    /// The live generation.
+    pub fn live(&self) -> Result<Option<Generation>> {
+        let g = self.prog.live().map_err(kernel("reading the live map"))?;
+        Ok((g != 0).then_some(Generation(g)))
+    }
+
+    /// The socket id of `slot` of `gen` to put in QUIC connection IDs
+    /// (2 bytes, big-endian, at DCID offset `cid_sock_offset`).
+    pub fn socket_id(gen: Generation, slot: u32) -> u16 {
+        sock_key(gen.0, slot) as u16
+    }
+
+    /// Writes a QUIC connection ID that routes to `slot` of `gen`: the
+    /// flowpin CID layout with `server_id` (for the L4 load balancer, see
+    /// `flowpin_tcp_opt::quic`) and the socket id at the group's
+    /// `cid_sock_offset`. Fill `cid` with random bytes first; it must be 8 to
+    /// 20 bytes and long enough for the socket id.
+    pub fn encode_cid(
+        &self,
+        cid: &mut [u8],
+        server_id: flowpin_tcp_opt::ServerId,
+        gen: Generation,
+        slot: u32,
+    ) -> Result<()> {
+        let off = usize::from(self.cfg.cid_sock_offset);
+        if cid.len() < off + 2 {
+            return Err(GroupError::Cid(format!(
+                "a {}-byte CID has no room for the socket id at offset {off}",
+                cid.len()
+            )));
+        }
+        flowpin_tcp_opt::encode_cid(cid, flowpin_tcp_opt::CidLayout::Flowpin, server_id)
+            .map_err(|e| GroupError::Cid(e.to_string()))?;
+        cid[off..off + 2].copy_from_slice(&Self::socket_id(gen, slot).to_be_bytes());
+        Ok(())
+    }
+
+    /// Counters per generation.
+    pub fn stats(&self) -> Result<GroupStats> {
+        let st = self.state()?;
+        let mut generations = Vec::new();
+        for g in st.generations() {
+            let s: RawStats = self
+                .prog
+                .stats(g.gen.index())
+                .map_err(kernel("reading stats"))?;
+            generations.push(GenerationStats {
+                gen: g.gen,
+                state: g.state,
+                sockets: self.sockets_left(g.gen, g.slots)?,
+                packets: s.packets,
+                new_flows: s.new_flows,
+                migrated: s.migrated,
+                cid_routed: s.cid_routed,
+                drops: s.drops.into(),
+            });
+        }
+        let un = self
+            .prog
+            .stats(STATS_NO_GEN)
+            .map_err(kernel("reading stats"))?;
+        Ok(GroupStats {
+            generations,
+            unassigned: un.drops.into(),
+        })
+    }
+
+    /// Removes the pins of the group at `pin_path` (the sockets keep the
+    /// program attached while they live). Missing pins are fine.
+    pub fn remove_pins(pin_path: impl AsRef<Path>) -> Result<()> {
+        let p = pin_path.as_ref();
+        SkReuseportSelect::unpin(p).map_err(|e| GroupError::Bpffs {
+            path: p.into(),
+            why: format!("removing pins: {e}"),
+        })
+    }
+}
+
+impl Drop for ReuseportGroup {
+    fn drop(&mut self) {
+        if self.unpin_on_drop {
+            let _ = SkReuseportSelect::unpin(&self.pin_path);
+        }
+    }
+}

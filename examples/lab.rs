@@ -1,5 +1,0 @@
-//! Placeholder: being written.
-fn main() {
-    eprintln!("not implemented yet");
-    std::process::exit(1);
-}
