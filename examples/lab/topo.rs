@@ -10,7 +10,7 @@
 
 use std::net::Ipv4Addr;
 
-use flowpin_bpf_progs::testing::{NetNs, TestingError, VethPair};
+use flowpin_bpf_progs::testing::{disable_tx_checksum_offload, NetNs, TestingError, VethPair};
 
 /// The virtual IP clients connect to.
 pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
@@ -98,7 +98,7 @@ impl Topology {
         // veth offloads checksums (CHECKSUM_PARTIAL); a packet that crosses
         // native XDP on the LB loses that state, so the client computes its
         // TCP checksums in software, as a real NIC would have on the wire.
-        client.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
+        client.run(|| disable_tx_checksum_offload("eth0"))??;
         client.ip(&["route", "add", "default", "via", "10.0.1.1"])?;
         router.ip(&["addr", "add", "10.0.1.1/24", "dev", "r-cli"])?;
 

@@ -650,7 +650,9 @@ fn sid_delta(after: &VipStats, before: &VipStats) -> [u64; 5] {
 /// saw the flows, e.g. after an ECMP reshuffle). Connections that echo the
 /// server_id to a `SERVER_ID` VIP all survive; without the echo (client
 /// without sock_ops) or without the VIP flag, exactly the flows the new ring
-/// sends elsewhere break.
+/// sends elsewhere break (as `flowpin_maglev` predicts, flow by flow). Then
+/// one host is drained (weight 0): its echoing connections survive, new
+/// connections avoid it.
 #[test]
 fn privileged_server_id_live_routes_by_server_id_after_the_ring_changed() {
     if !require_bpf("privileged_server_id_live_routes_by_server_id_after_the_ring_changed") {
