@@ -377,6 +377,10 @@ fn serve(args: &Args) -> Res<()> {
         // (The last process of the run is still live: nobody to hand over to.)
         if ug.live()? != Some(ugen) {
             ug.remove(ugen)?;
+            // Packets that picked our sockets just before the removal may
+            // still be on their way to our queues (other CPUs, RCU): keep
+            // serving a moment, then answer the rest and close.
+            std::thread::sleep(Duration::from_millis(20));
         }
         if tg.live()? != Some(tgen) {
             tg.retire(tgen)?;
@@ -708,6 +712,12 @@ fn run_strategy(args: &Args, strategy: &str, port: u16) -> Res<Counts> {
         debug(t0, "UDP flows stopped");
         cur.stop(&sh)?;
         debug(t0, "last server stopped");
+        if std::env::var_os("FLOWPIN_RELEASE_DEBUG").is_some() {
+            let snmp = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
+            for l in snmp.lines().filter(|l| l.starts_with("Udp:")) {
+                eprintln!("{l}");
+            }
+        }
         c.refused = sh.refused.load(Ordering::Relaxed);
         c.reset = sh.reset.load(Ordering::Relaxed);
         c.timeouts = sh.timeouts.load(Ordering::Relaxed);

@@ -309,13 +309,34 @@ pub struct SkReuseportSelect {
     stats: MapHandle,
 }
 
-fn bytes_of<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: T is a plain-old-data #[repr(C)] struct or integer; reading its
-    // bytes (padding included: every struct here has explicit padding fields) is sound.
+/// Plain-old-data map values: `#[repr(C)]` without implicit padding (every
+/// struct here spells its padding out as fields), any bit pattern valid.
+///
+/// # Safety
+/// Implement only for types with those properties.
+unsafe trait Pod: Copy + Default {}
+// SAFETY: integers are plain old data.
+unsafe impl Pod for u32 {}
+// SAFETY: integers are plain old data.
+unsafe impl Pod for u64 {}
+// SAFETY: #[repr(C)], u32/u16/byte-array fields laid out without gaps (48 bytes, size test below).
+unsafe impl Pod for RawConfig {}
+// SAFETY: #[repr(C)], 4 × u32 then u64, no gaps (24 bytes).
+unsafe impl Pod for RawGen {}
+// SAFETY: #[repr(C)], only u64 fields.
+unsafe impl Pod for RawStatsC {}
+// SAFETY: #[repr(C)], two byte arrays then two u16, no gaps (36 bytes).
+unsafe impl Pod for RawFlowKey {}
+// SAFETY: #[repr(C)], 2 × u32 then u64, no gaps (16 bytes).
+unsafe impl Pod for RawFlow {}
+
+fn bytes_of<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is Pod: every byte of it is initialised (no padding), so
+    // viewing it as a byte slice of its size is sound.
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
-fn read_pod<T: Copy + Default>(map: &'static str, b: &[u8]) -> Result<T> {
+fn read_pod<T: Pod>(map: &'static str, b: &[u8]) -> Result<T> {
     let want = std::mem::size_of::<T>();
     if b.len() < want {
         return Err(SelectError::Layout {
@@ -325,8 +346,8 @@ fn read_pod<T: Copy + Default>(map: &'static str, b: &[u8]) -> Result<T> {
         });
     }
     let mut v = T::default();
-    // SAFETY: `b` holds at least size_of::<T>() bytes, T is plain-old-data
-    // (any bit pattern valid) and the copy is unaligned-safe.
+    // SAFETY: `b` holds at least size_of::<T>() bytes, T is Pod (any bit
+    // pattern valid) and a byte copy has no alignment requirement.
     unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut v as *mut T).cast::<u8>(), want) };
     Ok(v)
 }

@@ -716,3 +716,147 @@ fn privileged_bad_input_is_refused_and_group_unharmed() {
     })
     .unwrap();
 }
+
+#[test]
+fn privileged_ipv6_group_keeps_flows_across_flip() {
+    if !require_bpf("privileged_ipv6_group_keeps_flows_across_flip") {
+        return;
+    }
+    let ns = NetNs::new("rpv6").unwrap();
+    ns.run(|| {
+        let addr: SocketAddr = "[::1]:7050".parse().unwrap();
+        let group = ReuseportGroup::create(addr, Proto::Udp, cfg("v6")).unwrap();
+        let a = [udp(addr), udp(addr)];
+        let g1 = group.add_generation(&a).unwrap();
+        group.activate(g1).unwrap();
+        let clients: Vec<UdpSocket> = (0..30)
+            .map(|_| UdpSocket::bind("[::1]:0").unwrap())
+            .collect();
+        for c in &clients {
+            c.send_to(b"\xc0v6", addr).unwrap();
+        }
+        let first: HashMap<SocketAddr, usize> = recv_all(&[&a[0], &a[1]], 30)
+            .into_iter()
+            .map(|(i, f)| (f, i))
+            .collect();
+        assert_eq!(first.len(), 30);
+        let b = [udp(addr)];
+        group.activate(group.add_generation(&b).unwrap()).unwrap();
+        for c in &clients {
+            c.send_to(b"\xc0v6", addr).unwrap();
+        }
+        let again = recv_all(&[&a[0], &a[1], &b[0]], 30);
+        assert_eq!(again.len(), 30);
+        for (i, from) in &again {
+            assert_eq!(Some(i), first.get(from), "IPv6 flow {from} stays put");
+        }
+        // The flow table holds the real IPv6 tuples.
+        let flows = group.kernel().flows().unwrap();
+        assert_eq!(flows.len(), 30);
+        assert!(flows
+            .iter()
+            .all(|f| f.local == addr && f.remote.ip() == addr.ip()));
+        let mut remotes: Vec<SocketAddr> = flows.iter().map(|f| f.remote).collect();
+        remotes.sort();
+        let mut want: Vec<SocketAddr> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        want.sort();
+        assert_eq!(remotes, want);
+    })
+    .unwrap();
+}
+
+#[test]
+fn privileged_udp_steering_by_cpu() {
+    if !require_bpf("privileged_udp_steering_by_cpu") {
+        return;
+    }
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(2);
+    let ns = NetNs::new("rpucpu").unwrap();
+    ns.run(move || {
+        let addr: SocketAddr = "127.0.0.1:7060".parse().unwrap();
+        let mut c = cfg("ucpu");
+        c.udp_mode = SelectMode::Cpu;
+        let group = ReuseportGroup::create(addr, Proto::Udp, c).unwrap();
+        let a = [udp(addr), udp(addr)];
+        group.activate(group.add_generation(&a).unwrap()).unwrap();
+        for cpu in 0..ncpu {
+            pin_cpu(cpu);
+            let clients: Vec<UdpSocket> = (0..10)
+                .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+                .collect();
+            for c in &clients {
+                c.send_to(b"\xc0cpu", addr).unwrap();
+            }
+            let got = recv_all(&[&a[0], &a[1]], 10);
+            assert_eq!(got.len(), 10);
+            assert!(
+                got.iter().all(|(i, _)| *i == cpu % 2),
+                "new flows sent from CPU {cpu} go to slot {}: {got:?}",
+                cpu % 2
+            );
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn privileged_retire_keeps_flows_until_deadline_then_reap_removes() {
+    if !require_bpf("privileged_retire_keeps_flows_until_deadline_then_reap_removes") {
+        return;
+    }
+    let ns = NetNs::new("rpret").unwrap();
+    ns.run(|| {
+        let addr: SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        let mut group = ReuseportGroup::create(addr, Proto::Udp, cfg("ret")).unwrap();
+        group.set_drain(Duration::from_millis(300), Duration::from_secs(60));
+        let a = [udp(addr)];
+        let g1 = group.add_generation(&a).unwrap();
+        group.activate(g1).unwrap();
+        let clients: Vec<UdpSocket> = (0..10)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let send_all = || {
+            for c in &clients {
+                c.send_to(b"\xc0r", addr).unwrap();
+            }
+        };
+        send_all();
+        assert_eq!(recv_all(&[&a[0]], 10).len(), 10);
+        let b = [udp(addr)];
+        let g2 = group.add_generation(&b).unwrap();
+        group.activate(g2).unwrap();
+        assert!(matches!(
+            group.retire(g1).unwrap(),
+            flowpin_sk_reuseport::Retirement::Draining { .. }
+        ));
+        // Before the deadline: the flows stay on generation 1.
+        assert!(group.reap().unwrap().is_empty());
+        send_all();
+        let got = recv_all(&[&a[0], &b[0]], 10);
+        assert!(
+            got.len() == 10 && got.iter().all(|(i, _)| *i == 0),
+            "{got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(350));
+        // Past the deadline: reap removes generation 1 from the map, its
+        // still-open socket gets nothing, its flows re-home to generation 2.
+        assert_eq!(group.reap().unwrap(), vec![g1]);
+        assert_eq!(
+            group.state().unwrap().get(g1).unwrap().state,
+            flowpin_sk_reuseport::GenState::Retired
+        );
+        send_all();
+        let got = recv_all(&[&a[0], &b[0]], 10);
+        assert!(
+            got.len() == 10 && got.iter().all(|(i, _)| *i == 1),
+            "{got:?}"
+        );
+        let st = group.stats().unwrap();
+        assert_eq!(st.get(g1).unwrap().sockets, 0);
+        assert_eq!(st.get(g1).unwrap().drops.flow_rehomed, 10);
+    })
+    .unwrap();
+}

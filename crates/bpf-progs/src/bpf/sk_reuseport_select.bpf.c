@@ -243,8 +243,15 @@ static __always_inline int handle_udp(struct sk_reuseport_md *md, const struct f
 					return SK_PASS;
 				}
 			}
-			/* The flow's socket is gone: re-home it as a new flow. */
-			count_drop(g ? idx : FP_RP_STATS_NO_GEN, FP_RP_DROP_FLOW_GONE);
+			/*
+			 * The flow's socket is gone (closed, removed, generation
+			 * retired): re-home it as a new flow. Counted on the flow's
+			 * generation while that one still owns its index.
+			 */
+			idx = f->gen % FP_RP_MAX_GENS;
+			g = bpf_map_lookup_elem(&gens, &idx);
+			count_drop(g && g->gen == f->gen ? idx : FP_RP_STATS_NO_GEN,
+				   FP_RP_DROP_FLOW_GONE);
 		}
 	}
 
