@@ -45,6 +45,9 @@ struct Args {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Connection-table memory budget in MiB (default: XdpLbConfig's default).
+    #[arg(long)]
+    lru_mib: Option<u64>,
 }
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -104,7 +107,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cpus.set(0)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
     let empty = XdpPass::load()?;
-    let mut lb = XdpLb::load(XdpLbConfig::default())?;
+    let mut config = XdpLbConfig::default();
+    if let Some(mib) = args.lru_mib {
+        config.lru_memory_bytes = mib << 20;
+    }
+    let mut lb = XdpLb::load(config)?;
     lb.set_next_hop([0x02, 0, 0, 0, 0, 0x0a], [0x02, 0, 0, 0, 0, 0x0b])?;
     let backends: Vec<Backend> = (1..=8u8)
         .map(|i| {
@@ -123,9 +130,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lb.set_backends(&routed, &backends)?;
     let model = lb.model();
     eprintln!(
-        "xdp_lb loaded: ring {} slots/VIP, connection table {} flows over all CPUs (default budget), {} calls x {} rounds per case",
+        "xdp_lb loaded: ring {} slots/VIP, connection table {} flows over all CPUs ({} MiB budget), {} calls x {} rounds per case",
         lb.config().ring_size,
         lb.lru_entries(),
+        lb.config().lru_memory_bytes >> 20,
         args.calls,
         args.rounds
     );
@@ -277,6 +285,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         obj.insert("calls".into(), serde_json::json!(args.calls));
         obj.insert("rounds".into(), serde_json::json!(args.rounds));
         obj.insert("lru_entries".into(), serde_json::json!(lb.lru_entries()));
+        obj.insert(
+            "lru_mib".into(),
+            serde_json::json!(lb.config().lru_memory_bytes >> 20),
+        );
         println!("{}", serde_json::Value::Object(obj));
     }
     Ok(())

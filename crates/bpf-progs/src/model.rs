@@ -300,7 +300,15 @@ impl Model {
     /// Takes `other`'s configuration (VIPs, rings, routes, settings) and
     /// keeps this model's connection table and counters: what happens to
     /// the program when the control plane changes its maps.
+    /// Counters of a VIP id that now belongs to another VIP (or none) start
+    /// from zero, as `add_vip` clears them in the program.
     pub fn reconfigure(&mut self, other: Model) {
+        let ident = |m: &Model| -> HashMap<u32, (IpAddr, u16, u8)> {
+            m.vips.iter().map(|(k, v)| (v.id, *k)).collect()
+        };
+        let (old, new) = (ident(self), ident(&other));
+        self.vip_stats
+            .retain(|id, _| old.contains_key(id) && old.get(id) == new.get(id));
         self.cfg = other.cfg;
         self.vips = other.vips;
         self.port_agnostic = other.port_agnostic;

@@ -20,6 +20,21 @@
 //! # Ok::<(), flowpin_bpf_progs::xdp_lb::XdpLbError>(())
 //! ```
 //!
+//! # Verdicts
+//!
+//! | packet | verdict | counter |
+//! |---|---|---|
+//! | not IPv4/IPv6 (ARP, ...), not TCP/UDP/ICMP, no VIP matches | `XDP_PASS`, untouched | — |
+//! | truncated Ethernet/VLAN/IP/TCP/UDP header, IPv4 IHL < 5, IP length field larger than the frame or smaller than the header, TCP data offset < 5 | `XDP_DROP` | `drop_malformed` |
+//! | IPv6 extension chain (hop-by-hop, routing, destination options, fragment) longer than 8 headers | `XDP_PASS` | `pass_ext_hdr_limit` |
+//! | first fragment (offset 0): it carries the L4 header | handled by ports like any packet | — |
+//! | non-first fragment: hashed by addresses (ports 0), only to a port-agnostic VIP of its address and protocol; so the fragments of one datagram can reach different backends unless the VIP is port-agnostic | `XDP_TX` or `XDP_PASS` | `pass_fragment_no_vip` |
+//! | VIP without a live backend | `XDP_DROP` | `drop_unknown_backend`, per VIP `unknown_backend` |
+//! | encapsulated packet above the MTU | `XDP_TX` of an ICMP frag-needed / ICMPv6 packet-too-big to the client (source: the VIP) | `icmp_too_big_sent`, per VIP `too_big` |
+//! | ICMP/ICMPv6 echo request to a VIP address | `XDP_TX` of the echo reply, in place | `icmp_echo_replies` |
+//! | UDP with an empty payload or a zero length field (not validated) | forwarded like any packet | per VIP `packets` |
+//! | otherwise | `XDP_TX`, encapsulated | per VIP `packets`, `bytes`, route counters |
+//!
 //! # Connection table
 //!
 //! A per-CPU LRU cache, 4-way set-associative, in one `BPF_MAP_TYPE_ARRAY`
@@ -288,6 +303,9 @@ pub struct XdpLbConfig {
     /// Maximum number of (VIP, server_id) routes.
     pub max_server_ids: u32,
     /// Memory budget of the connection table, bytes (see the module docs).
+    /// Default 16 MiB: 2^20 flows over all CPUs (on 2 CPUs, 512 Ki each).
+    /// A table larger than the CPU caches and TLB reach costs new flows a
+    /// cache and TLB miss each (measured with `xdp_bench --lru-mib`).
     pub lru_memory_bytes: u64,
     /// L3 MTU of the egress link: an encapsulated packet above it gets an ICMP too-big.
     pub mtu: u16,
@@ -305,6 +323,11 @@ pub struct XdpLbConfig {
     pub tunnel_src_v6: (Ipv6Addr, u8),
     /// Answer ICMP/ICMPv6 echo requests to VIP addresses.
     pub answer_icmp_echo: bool,
+    /// One connection table shared by all CPUs instead of one per CPU. For
+    /// hosts where a flow's packets do not stay on one CPU (veth, no RSS).
+    /// Entries are written without locks: two CPUs racing on one set can
+    /// lose an entry (the flow then takes the ring again). Default: false.
+    pub conn_table_shared: bool,
 }
 
 impl Default for XdpLbConfig {
@@ -314,7 +337,7 @@ impl Default for XdpLbConfig {
             max_vips: 16,
             max_backends: 4096,
             max_server_ids: 65536,
-            lru_memory_bytes: 64 << 20,
+            lru_memory_bytes: 16 << 20,
             mtu: 1500,
             tcp_opt_layout: Layout::default(),
             quic_cid_len: 8,
@@ -323,13 +346,14 @@ impl Default for XdpLbConfig {
             tunnel_src_v4: (Ipv4Addr::new(172, 16, 0, 0), 16),
             tunnel_src_v6: ("fc00:f10e::".parse().unwrap_or(Ipv6Addr::UNSPECIFIED), 96),
             answer_icmp_echo: true,
+            conn_table_shared: false,
         }
     }
 }
 
 impl XdpLbConfig {
-    /// Connection-table sets per CPU the memory budget buys for `ncpus` CPUs
-    /// (a power of two, at least 1).
+    /// Connection-table sets per table the memory budget buys for `ncpus`
+    /// tables (a power of two, at least 1).
     pub fn conn_sets_per_cpu(&self, ncpus: u32) -> u32 {
         let sets = self.lru_memory_bytes / (CONN_SET_BYTES * u64::from(ncpus.max(1)));
         let sets = sets.clamp(1, 1 << 24);
@@ -352,7 +376,10 @@ impl XdpLbConfig {
             return bad(format!("max_vips * ring_size = {slots} slots is too many"));
         }
         if self.lru_memory_bytes < CONN_SET_BYTES * 64 {
-            return bad(format!("lru_memory_bytes must be at least {}", CONN_SET_BYTES * 64));
+            return bad(format!(
+                "lru_memory_bytes must be at least {}",
+                CONN_SET_BYTES * 64
+            ));
         }
         if self.mtu < 576 {
             return bad(format!("mtu {} is below 576", self.mtu));
@@ -468,10 +495,11 @@ pub struct XdpLb {
     data_map: MapHandle,
     config: XdpLbConfig,
     conn_sets: u32,
+    /// Number of connection tables (CPUs, or 1 when shared).
     ncpus: u32,
     port_agnostic: u32,
     /// VIP table slot → the (key, meta) pairs hashed there.
-    vip_slots: HashMap<u32, Vec<([u8; 20], [u8; 8])>>,
+    vip_slots: HashMap<u32, Vec<VipEntry>>,
     /// server_id table slot → the (vip_id, server_id, backend) routes hashed there.
     sid_slots: HashMap<u32, Vec<(u32, u32, u32)>>,
     vips: HashMap<Vip, VipState>,
@@ -482,6 +510,9 @@ pub struct XdpLb {
     next_backend_id: u32,
     echo_refs: HashMap<IpAddr, u32>,
 }
+
+/// A `vips` map entry: key bytes, value bytes.
+type VipEntry = ([u8; 20], [u8; 8]);
 
 const CFG_LEN: usize = 52;
 const VIP_STATS_FIELDS: usize = 13;
@@ -546,7 +577,8 @@ impl XdpLb {
             what: "the number of possible CPUs",
             source,
         })? as u32;
-        let conn_sets = config.conn_sets_per_cpu(ncpus);
+        let tables = if config.conn_table_shared { 1 } else { ncpus };
+        let conn_sets = config.conn_sets_per_cpu(tables);
         let mut storage = MaybeUninit::uninit();
         let mut open = XdpLbSkelBuilder::default()
             .open(&mut storage)
@@ -559,7 +591,7 @@ impl XdpLb {
         resize(&mut open.maps.vips, "vips", config.max_vips * 4 + 16)?;
         resize(&mut open.maps.ring, "ring", ring_slots)?;
         resize(&mut open.maps.backends, "backends", config.max_backends)?;
-        resize(&mut open.maps.conn, "conn", conn_sets * ncpus)?;
+        resize(&mut open.maps.conn, "conn", conn_sets * tables)?;
         resize(
             &mut open.maps.server_ids,
             "server_ids",
@@ -569,6 +601,7 @@ impl XdpLb {
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.ring_size = config.ring_size;
             ro.conn_sets = conn_sets;
+            ro.conn_percpu = u32::from(!config.conn_table_shared);
         }
         let skel = open.load().map_err(XdpLbError::Load)?;
         let prog = skel
@@ -596,7 +629,7 @@ impl XdpLb {
             lb_stats_map: h(&skel.maps.lb_stats, "map lb_stats")?,
             data_map: h(&skel.maps.data, "map .data (lb_cfg)")?,
             conn_sets,
-            ncpus,
+            ncpus: tables,
             port_agnostic: 0,
             vip_slots: HashMap::new(),
             sid_slots: HashMap::new(),
@@ -1178,7 +1211,13 @@ impl XdpLb {
             let n = chunk.min(total - start);
             let keys: Vec<u8> = (start..start + n).flat_map(|k| k.to_le_bytes()).collect();
             self.conn_map
-                .update_batch(&keys, &zeros[..n as usize * CONN_SET_BYTES as usize], n, MapFlags::ANY, MapFlags::ANY)
+                .update_batch(
+                    &keys,
+                    &zeros[..n as usize * CONN_SET_BYTES as usize],
+                    n,
+                    MapFlags::ANY,
+                    MapFlags::ANY,
+                )
                 .map_err(Self::map_err("update_batch", "conn"))?;
             start += n;
         }
@@ -1196,9 +1235,15 @@ impl XdpLb {
                 .map_err(Self::map_err("lookup", "conn"))?
                 .unwrap_or_default();
             if v.len() < 48 {
-                return Err(XdpLbError::BadValue { map: "conn", got: v.len(), want: CONN_SET_BYTES as usize });
+                return Err(XdpLbError::BadValue {
+                    map: "conn",
+                    got: v.len(),
+                    want: CONN_SET_BYTES as usize,
+                });
             }
-            n += (0..4).filter(|w| v[32 + w * 4..36 + w * 4] != [0, 0, 0, 0]).count();
+            n += (0..4)
+                .filter(|w| v[32 + w * 4..36 + w * 4] != [0, 0, 0, 0])
+                .count();
         }
         Ok(n)
     }
@@ -1248,5 +1293,87 @@ impl XdpLb {
             })
             .collect();
         Model::new(cfg, vips, self.echo_refs.keys().copied().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_masks() {
+        assert_eq!(host_mask(16, 32), 0x0000_ffff);
+        assert_eq!(host_mask(32, 32), 0);
+        assert_eq!(host_mask(0, 32), u32::MAX);
+        assert_eq!(host_mask(96, 128), u32::MAX);
+        assert_eq!(host_mask(120, 128), 0xff);
+        assert_eq!(host_mask(128, 128), 0);
+    }
+
+    #[test]
+    fn connection_table_size_follows_the_budget() {
+        let c = XdpLbConfig {
+            lru_memory_bytes: 64 << 20,
+            ..XdpLbConfig::default()
+        };
+        // 64 MiB / (64 B * 2 CPUs) = 524288 sets per CPU, a power of two.
+        assert_eq!(c.conn_sets_per_cpu(2), 524_288);
+        // Not a power of two: rounded down, never above the budget.
+        let c = XdpLbConfig {
+            lru_memory_bytes: 100 << 20,
+            ..XdpLbConfig::default()
+        };
+        let sets = c.conn_sets_per_cpu(3);
+        assert!(sets.is_power_of_two());
+        assert!(u64::from(sets) * CONN_SET_BYTES * 3 <= 100 << 20);
+        assert!(u64::from(sets) * 2 * CONN_SET_BYTES * 3 > 100 << 20);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(XdpLbConfig::default().validate().is_ok());
+        let bad = XdpLbConfig {
+            ring_size: 65536,
+            ..XdpLbConfig::default()
+        };
+        assert!(matches!(bad.validate(), Err(XdpLbError::InvalidConfig(_))));
+        let bad = XdpLbConfig {
+            mtu: 500,
+            ..XdpLbConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = XdpLbConfig {
+            quic_cid_len: 4,
+            ..XdpLbConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn slots_stay_in_range_and_spread() {
+        let mut vip_seen = HashSet::new();
+        let mut sid_seen = HashSet::new();
+        for i in 0..1000u32 {
+            let k = vip_key_bytes(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 80, 6);
+            let s = vip_slot(&k);
+            assert!(s < VIP_SLOTS);
+            vip_seen.insert(s);
+            let s = sid_slot(i % 7, i);
+            assert!(s < 65536);
+            sid_seen.insert(s);
+        }
+        assert!(vip_seen.len() > 800, "{}", vip_seen.len());
+        assert!(sid_seen.len() > 950, "{}", sid_seen.len());
+    }
+
+    #[test]
+    fn key_layout_matches_the_c_structs() {
+        let k = vip_key_bytes("192.0.2.1".parse().unwrap(), 0x1234, 17);
+        assert_eq!(&k[..4], &[192, 0, 2, 1]);
+        assert_eq!(&k[4..16], &[0; 12]);
+        assert_eq!(&k[16..18], &[0x12, 0x34], "port in network order");
+        assert_eq!((k[18], k[19]), (17, 4));
+        let k6 = vip_key_bytes("2001:db8::1".parse().unwrap(), 443, 6);
+        assert_eq!(k6[19], 6);
     }
 }

@@ -1,10 +1,11 @@
 //! Privileged tests of `xdp_lb` through BPF_PROG_TEST_RUN: every case
 //! compares the program's verdict and output packet byte for byte with
 //! `flowpin_bpf_progs::model`, and the program's counters with the model's.
+#![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
 mod xdp_lb_common;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::model::{Outcome, Route, Verdict};
@@ -551,4 +552,71 @@ fn privileged_vip_without_backends_drops_unknown_backend() {
     let d = fx.check(&tcp4(client4(1), 1, vip4(), 80, true, &[], b""));
     assert_eq!(d.verdict, Verdict::Pass);
     assert_eq!(fx.lb.global_stats().unwrap().drop_unknown_backend, 1);
+}
+
+#[test]
+fn privileged_shared_connection_table() {
+    if !require_bpf("privileged_shared_connection_table") {
+        return;
+    }
+    let mut fx = Fx::new(XdpLbConfig {
+        conn_table_shared: true,
+        ..test_config()
+    });
+    fx.add_vip(tcp_vip4(), VipFlags::NONE);
+    fx.set_backends(&tcp_vip4(), &backends(&[backend4(1), backend4(2)]));
+    assert_eq!(
+        fx.lb.lru_entries(),
+        fx.lb.conn_sets_per_cpu() * 4,
+        "one table"
+    );
+    for i in 0..50 {
+        fx.check(&tcp4(client4(i), 7, vip4(), 80, true, &[], b""));
+    }
+    assert_eq!(fx.lb.connection_table_len().unwrap(), 50);
+    fx.set_backends(
+        &tcp_vip4(),
+        &backends(&[backend4(1), backend4(2), backend4(3)]),
+    );
+    for i in 0..50 {
+        let d = fx.check(&tcp4(client4(i), 7, vip4(), 80, false, &[], b"x"));
+        assert_eq!(forwarded(&d).1, Route::Lru);
+    }
+    fx.lb.clear_connection_table().unwrap();
+    fx.model.clear_connection_table();
+    assert_eq!(fx.lb.connection_table_len().unwrap(), 0);
+    let d = fx.check(&tcp4(client4(1), 7, vip4(), 80, false, &[], b"x"));
+    assert_eq!(forwarded(&d).1, Route::Ring);
+    fx.assert_stats();
+}
+
+#[test]
+fn privileged_removed_vip_leaves_nothing_behind() {
+    if !require_bpf("privileged_removed_vip_leaves_nothing_behind") {
+        return;
+    }
+    let mut fx = Fx::new(test_config());
+    let a = tcp_vip4();
+    let id = fx.add_vip(a, VipFlags::SERVER_ID);
+    fx.set_backends(&a, &backends(&[backend4(1), backend4(2)]));
+    fx.check(&tcp4(client4(1), 1, vip4(), 80, true, &[], b""));
+    fx.lb.remove_vip(&a).unwrap();
+    fx.sync();
+    assert_eq!(
+        fx.check(&tcp4(client4(1), 1, vip4(), 80, false, &[], b""))
+            .verdict,
+        Verdict::Pass
+    );
+    // The next VIP reuses the id: empty ring, no server_id routes, zero counters.
+    let b = udp_vip6();
+    assert_eq!(fx.add_vip(b, VipFlags::QUIC), id);
+    assert_eq!(fx.lb.vip_stats(&b).unwrap(), Default::default());
+    let mut q = vec![0x41u8, 0x10, 0, 0, 0, 101];
+    q.extend_from_slice(&[0; 20]);
+    let d = fx.check(&udp6(client6(1), 1, vip6(), 443, &q));
+    assert_eq!(
+        (d.verdict, d.outcome),
+        (Verdict::Drop, Outcome::UnknownBackend)
+    );
+    fx.assert_stats();
 }

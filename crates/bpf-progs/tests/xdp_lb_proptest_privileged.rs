@@ -1,6 +1,7 @@
 //! Privileged property test: random and mutated packets through
 //! BPF_PROG_TEST_RUN; the verdict and the output packet must equal the
 //! model's, and at the end every counter must equal the model's.
+#![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
 mod xdp_lb_common;
 
@@ -59,7 +60,11 @@ fn build(s: &Spec) -> Vec<u8> {
             if s.tcp {
                 let t = b.tcp(s.sport, dport, 7, 1000);
                 let t = if s.syn { t.syn() } else { t.ack(1) };
-                let t = if opts.is_empty() { t } else { t.options_raw(&opts).unwrap() };
+                let t = if opts.is_empty() {
+                    t
+                } else {
+                    t.options_raw(&opts).unwrap()
+                };
                 t.write(&mut out, &s.payload).unwrap();
             } else {
                 b.udp(s.sport, dport).write(&mut out, &s.payload).unwrap();
@@ -67,11 +72,34 @@ fn build(s: &Spec) -> Vec<u8> {
         }};
     }
     let vlan = etherparse::VlanId::try_new(5).unwrap();
-    match (s.v6, s.vlan) {
-        (false, false) => finish!(base.ipv4(src4(s.src).octets(), dst4(s.dst).octets(), 9)),
-        (false, true) => finish!(base.single_vlan(vlan).ipv4(src4(s.src).octets(), dst4(s.dst).octets(), 9)),
-        (true, false) => finish!(base.ipv6(src6(s.src).octets(), dst6(s.dst).octets(), 9)),
-        (true, true) => finish!(base.single_vlan(vlan).ipv6(src6(s.src).octets(), dst6(s.dst).octets(), 9)),
+    if s.sport % 7 == 1 {
+        // ICMP echo request (answered for VIP addresses).
+        if s.v6 {
+            base.ipv6(src6(s.src).octets(), dst6(s.dst).octets(), 9)
+                .icmpv6_echo_request(s.sport, 1)
+                .write(&mut out, &s.payload)
+                .unwrap();
+        } else {
+            base.ipv4(src4(s.src).octets(), dst4(s.dst).octets(), 9)
+                .icmpv4_echo_request(s.sport, 1)
+                .write(&mut out, &s.payload)
+                .unwrap();
+        }
+    } else {
+        match (s.v6, s.vlan) {
+            (false, false) => finish!(base.ipv4(src4(s.src).octets(), dst4(s.dst).octets(), 9)),
+            (false, true) => {
+                finish!(base
+                    .single_vlan(vlan)
+                    .ipv4(src4(s.src).octets(), dst4(s.dst).octets(), 9))
+            }
+            (true, false) => finish!(base.ipv6(src6(s.src).octets(), dst6(s.dst).octets(), 9)),
+            (true, true) => {
+                finish!(base
+                    .single_vlan(vlan)
+                    .ipv6(src6(s.src).octets(), dst6(s.dst).octets(), 9))
+            }
+        }
     }
     match &s.mutation {
         Mutation::Flip(f) => {
@@ -93,10 +121,18 @@ fn src6(i: u8) -> Ipv6Addr {
     client6(u32::from(i))
 }
 fn dst4(i: u8) -> Ipv4Addr {
-    if i % 3 == 0 { Ipv4Addr::new(192, 0, 2, 99) } else { vip4() }
+    if i % 3 == 0 {
+        Ipv4Addr::new(192, 0, 2, 99)
+    } else {
+        vip4()
+    }
 }
 fn dst6(i: u8) -> Ipv6Addr {
-    if i % 3 == 0 { "2001:db8::99".parse().unwrap() } else { vip6() }
+    if i % 3 == 0 {
+        "2001:db8::99".parse().unwrap()
+    } else {
+        vip6()
+    }
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -118,24 +154,47 @@ fn options() -> impl Strategy<Value = Vec<u8>> {
 
 fn spec() -> impl Strategy<Value = Spec> {
     (
-        (any::<bool>(), prop::bool::weighted(0.2), any::<bool>(), any::<bool>(), any::<u8>(), 0u8..16, any::<u16>(), any::<u8>()),
+        (
+            any::<bool>(),
+            prop::bool::weighted(0.2),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u8>(),
+            0u8..16,
+            any::<u16>(),
+            any::<u8>(),
+        ),
         options(),
         prop::collection::vec(any::<u8>(), 0..64),
         mutation(),
     )
-        .prop_map(|((v6, vlan, tcp, syn, dst, src, sport, dport), opts, payload, mutation)| Spec {
-            v6,
-            vlan,
-            tcp,
-            syn,
-            dst,
-            src,
-            sport,
-            dport,
-            opts,
-            payload,
-            mutation,
-        })
+        .prop_map(
+            |((v6, vlan, tcp, syn, dst, src, sport, dport), opts, payload, mutation)| {
+                let mut s = Spec {
+                    v6,
+                    vlan,
+                    tcp,
+                    syn,
+                    dst,
+                    src,
+                    sport,
+                    dport,
+                    opts,
+                    payload,
+                    mutation,
+                };
+                // One case in four: a well-formed server_id packet to a server_id VIP
+                // (mutations may still break it).
+                if sport % 4 == 0 {
+                    s.tcp = true;
+                    s.syn = false;
+                    s.dst = 1;
+                    s.dport = if s.v6 { 1 } else { 0 };
+                    s.opts = sid_opt(if s.v6 { 104 } else { 101 } + u32::from(src % 3));
+                }
+                s
+            },
+        )
 }
 
 #[test]
@@ -144,14 +203,38 @@ fn privileged_proptest_random_and_mutated_packets_match_model() {
         return;
     }
     let mut fx = Fx::new(test_config());
-    let b4: Vec<Backend> = (1..=3).map(|i| Backend::new(backend4(i), 1, 100 + u32::from(i))).collect();
-    let b6: Vec<Backend> = (1..=3).map(|i| Backend::new(backend6(i), 1, 103 + u32::from(i))).collect();
+    let b4: Vec<Backend> = (1..=3)
+        .map(|i| Backend::new(backend4(i), 1, 100 + u32::from(i)))
+        .collect();
+    let b6: Vec<Backend> = (1..=3)
+        .map(|i| Backend::new(backend6(i), 1, 103 + u32::from(i)))
+        .collect();
     let vips = [
-        (Vip::new(IpAddr::V4(vip4()), 80, Proto::Tcp), VipFlags::SERVER_ID, &b4),
-        (Vip::new(IpAddr::V4(vip4()), 53, Proto::Udp), VipFlags::SKIP_LRU_UDP, &b4),
-        (Vip::new(IpAddr::V4(vip4()), 443, Proto::Udp), VipFlags::QUIC, &b6),
-        (Vip::new(IpAddr::V6(vip6()), 443, Proto::Tcp), VipFlags::SERVER_ID, &b6),
-        (Vip::new(IpAddr::V6(vip6()), 0, Proto::Udp), VipFlags::PORT_AGNOSTIC | VipFlags::QUIC, &b6),
+        (
+            Vip::new(IpAddr::V4(vip4()), 80, Proto::Tcp),
+            VipFlags::SERVER_ID,
+            &b4,
+        ),
+        (
+            Vip::new(IpAddr::V4(vip4()), 53, Proto::Udp),
+            VipFlags::SKIP_LRU_UDP,
+            &b4,
+        ),
+        (
+            Vip::new(IpAddr::V4(vip4()), 443, Proto::Udp),
+            VipFlags::QUIC,
+            &b6,
+        ),
+        (
+            Vip::new(IpAddr::V6(vip6()), 443, Proto::Tcp),
+            VipFlags::SERVER_ID,
+            &b6,
+        ),
+        (
+            Vip::new(IpAddr::V6(vip6()), 0, Proto::Udp),
+            VipFlags::PORT_AGNOSTIC | VipFlags::QUIC,
+            &b6,
+        ),
     ];
     for (v, f, b) in vips {
         fx.add_vip(v, f);
@@ -161,6 +244,7 @@ fn privileged_proptest_random_and_mutated_packets_match_model() {
     fx.lb.set_mtu(600).unwrap();
     fx.sync();
     let fx = RefCell::new(fx);
+    let seen = RefCell::new(std::collections::HashMap::<String, u32>::new());
     let mut runner = TestRunner::new(Config {
         cases: 256,
         failure_persistence: None,
@@ -182,7 +266,10 @@ fn privileged_proptest_random_and_mutated_packets_match_model() {
         }
         let mut fx = fx.borrow_mut();
         let want = fx.model.decide(&pkt);
-        let got = fx.lb.test_run(&pkt).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let got = fx
+            .lb
+            .test_run(&pkt)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let v = match got.verdict {
             XdpVerdict::Tx => Verdict::Tx,
             XdpVerdict::Pass => Verdict::Pass,
@@ -199,10 +286,35 @@ fn privileged_proptest_random_and_mutated_packets_match_model() {
                 hex(&got.packet)
             )));
         }
+        let key = format!("{:?}", want.outcome);
+        let key = key
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        *seen.borrow_mut().entry(key).or_default() += 1;
         Ok(())
     });
     if let Err(e) = result {
         panic!("{e}");
     }
     fx.borrow().assert_stats();
+    // The generator reaches every kind of decision.
+    let seen = seen.into_inner();
+    for k in [
+        "Forwarded",
+        "NotVip",
+        "Malformed",
+        "TooBig",
+        "IcmpEchoReply",
+    ] {
+        assert!(
+            seen.get(k).copied().unwrap_or(0) > 0,
+            "no {k} case among {seen:?}"
+        );
+    }
+    let fx = fx.into_inner();
+    let routed: u64 = fx.model.vip_stats.values().map(|s| s.sid_routed).sum();
+    assert!(routed > 0, "no packet routed by server_id");
+    eprintln!("decisions: {seen:?}, routed by server_id: {routed}");
 }

@@ -1,5 +1,6 @@
 //! Privileged tests of server_id routing in `xdp_lb` (TCP option and QUIC
 //! connection ID), byte for byte against the model.
+#![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
 mod xdp_lb_common;
 
@@ -284,5 +285,64 @@ fn privileged_quic_long_header_by_hash() {
     fx.assert_stats();
     let d = fx.check(&udp4(client4(1), 5000, vip4(), 443, &[]));
     assert_eq!(d.verdict, Verdict::Tx, "empty QUIC datagram: hashed");
+    fx.assert_stats();
+}
+
+/// `flowpin_sid_slot()` of flowpin_lb.h, re-implemented here to build collisions.
+fn sid_slot(vip_id: u32, sid: u32) -> u32 {
+    ((vip_id.wrapping_mul(0x9e37_79b1)) ^ sid).wrapping_mul(0x85eb_ca6b) >> 16
+}
+
+/// `flowpin_vip_slot()` of flowpin_lb.h for an IPv4 TCP VIP.
+fn vip_slot4(a: std::net::Ipv4Addr, port: u16) -> u32 {
+    let w = u32::from_le_bytes(a.octets());
+    let p = u32::from(u16::from_le_bytes(port.to_be_bytes())) | (6 << 16) | (4 << 24);
+    (w ^ p).wrapping_mul(0x9e37_79b1) >> 20
+}
+
+#[test]
+fn privileged_direct_table_collisions_fall_back_to_the_hash_maps() {
+    if !require_bpf("privileged_direct_table_collisions_fall_back_to_the_hash_maps") {
+        return;
+    }
+    let mut fx = Fx::new(test_config());
+    // Two VIPs whose direct-mapped VIP slot is the same.
+    let a = vip4();
+    let slot = vip_slot4(a, 80);
+    let b = (1..u32::MAX)
+        .map(|i| std::net::Ipv4Addr::from(u32::from(a) + i))
+        .find(|b| vip_slot4(*b, 80) == slot)
+        .unwrap();
+    let va = Vip::new(a.into(), 80, Proto::Tcp);
+    let vb = Vip::new(b.into(), 80, Proto::Tcp);
+    let id_a = fx.add_vip(va, VipFlags::SERVER_ID);
+    fx.add_vip(vb, VipFlags::NONE);
+    fx.set_backends(&va, &four());
+    fx.set_backends(&vb, &[Backend::new(backend4(9), 1, 0)]);
+    let d = fx.check(&tcp4(client4(1), 1, b, 80, true, &[], b""));
+    assert_eq!(fwd(&d).0, backend4(9));
+    // Two server_ids of VIP a in one sid slot.
+    let s1 = 101u32;
+    let s2 = (200..u32::MAX)
+        .find(|s| sid_slot(id_a, *s) == sid_slot(id_a, s1))
+        .unwrap();
+    let mut b4 = four();
+    b4[1].server_id = ServerId::new(s2);
+    fx.set_backends(&va, &b4);
+    for (sid, be) in [(s1, backend4(1)), (s2, backend4(2))] {
+        let (c, p) = flow_not_on(&fx, be);
+        let d = fx.check(&tcp4(c, p, a, 80, false, &sid_opt(sid), b""));
+        assert_eq!(fwd(&d), (be, Route::ServerId), "server_id {sid}");
+    }
+    // Removing one of two colliding VIPs leaves the other reachable.
+    fx.lb.remove_vip(&va).unwrap();
+    fx.sync();
+    assert_eq!(
+        fx.check(&tcp4(client4(2), 1, a, 80, true, &[], b""))
+            .verdict,
+        Verdict::Pass
+    );
+    let d = fx.check(&tcp4(client4(2), 1, b, 80, true, &[], b""));
+    assert_eq!(fwd(&d).0, backend4(9));
     fx.assert_stats();
 }

@@ -12,9 +12,16 @@
  *      backends routes there (no connection table, no ring).
  *      QUIC VIPs (FLOWPIN_VIP_QUIC): short-header packets by the server_id in
  *      the destination connection ID; long-header packets by hash.
- *   2. The per-CPU LRU connection table (skipped for SYNs, which always take
- *      the ring, and for UDP VIPs with FLOWPIN_VIP_SKIP_LRU_UDP).
+ *   2. The connection table (skipped for SYNs, which always take the ring,
+ *      and for UDP VIPs with FLOWPIN_VIP_SKIP_LRU_UDP): a per-CPU 4-way
+ *      set-associative LRU cache in an ARRAY (see flowpin_lb.h), flows
+ *      identified by a 64-bit fingerprint (two independent flow hashes).
  *   3. The VIP's Maglev ring: ring[vip_id * ring_size + hash % ring_size].
+ *
+ * VIP and server_id lookups go through direct-mapped ARRAY tables (no hash
+ * helper call), falling back to the HASH maps when several keys share a
+ * slot. The server_id option walk has a fast path for the usual option
+ * areas and a bpf_loop() walk for everything else.
  *
  * Verdicts (the Rust model in src/model.rs mirrors every one):
  *   not IPv4/IPv6, not TCP/UDP/ICMP, not a VIP                    XDP_PASS
@@ -46,6 +53,7 @@
 /* Sizes fixed at load (the Rust loader sets them and the map sizes). */
 const volatile __u32 ring_size = 65537;
 const volatile __u32 conn_sets = 1; /* sets per CPU, a power of two */
+const volatile __u32 conn_percpu = 1; /* 0: one table shared by all CPUs */
 
 /* Runtime configuration, written by user space through the mmapped .data. */
 struct flowpin_lb_cfg lb_cfg = {
@@ -257,7 +265,10 @@ static __always_inline __u32 fp_order_front(__u32 o, __u32 w)
 
 static __always_inline struct flowpin_conn_set *fp_conn_set(__u32 hash)
 {
-	__u32 idx = bpf_get_smp_processor_id() * conn_sets + (hash & (conn_sets - 1));
+	__u32 idx = hash & (conn_sets - 1);
+
+	if (conn_percpu)
+		idx += bpf_get_smp_processor_id() * conn_sets;
 
 	return bpf_map_lookup_elem(&conn, &idx);
 }

@@ -1,6 +1,6 @@
 //! Shared fixtures of the xdp_lb privileged tests: a loaded program with its
 //! model, packet builders (etherparse), and the byte-for-byte check.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
