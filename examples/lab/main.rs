@@ -185,6 +185,10 @@ fn start_lbs(
             next_hop_mac: topo.router_mac_to_lb[i],
             // Outer sources differ per LB, inside 10.200.0.0/16, varying per flow.
             tunnel_src_v4: (std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16),
+            // veth has no RSS: a flow's packets land on either CPU. One table
+            // shared by both CPUs models a NIC that keeps each flow on one CPU,
+            // so "broken without server_id" counts ECMP + ring changes only.
+            conn_table_shared: true,
             ..XdpLbConfig::default()
         };
         let mut lb = XdpLb::load(config)?;
