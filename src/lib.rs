@@ -14,6 +14,10 @@
 //! Depend on `flowpin` with `default-features = false, features = ["maglev",
 //! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    all(feature = "maglev", feature = "tcp-opt", feature = "bpf", feature = "sk-reuseport"),
+    doc = include_str!("../README.md")
+)]
 #![deny(missing_docs)]
 
 #[cfg(feature = "maglev")]
