@@ -90,17 +90,22 @@ fn bench_find(c: &mut Criterion) {
     for (name, area, layout, want) in cases {
         // Both must agree before their speed means anything.
         assert_eq!(
-            find_server_id(area, layout).unwrap().map(ServerId::get),
-            want
+            find_server_id(area, layout).map(|id| id.map(ServerId::get)),
+            Ok(want)
         );
         assert_eq!(naive_find(area, layout), want);
+        // The layout is configuration: opaque to the optimiser, but loaded
+        // once, not re-stored every iteration (a byte store then a wider
+        // load of the same enum stalls store forwarding and would measure
+        // the harness, not the parser).
+        let layout = black_box(layout);
         group.bench_with_input(BenchmarkId::new("flowpin", name), &area, |b, area| {
-            b.iter(|| find_server_id(black_box(area), black_box(layout)))
+            b.iter(|| find_server_id(black_box(area), layout))
         });
         group.bench_with_input(
             BenchmarkId::new("naive_byte_loop", name),
             &area,
-            |b, area| b.iter(|| naive_find(black_box(area), black_box(layout))),
+            |b, area| b.iter(|| naive_find(black_box(area), layout)),
         );
     }
     group.finish();

@@ -3,11 +3,23 @@
 use crate::consts::{QUIC_CID_MAX_LEN, QUIC_CID_MIN_LEN, TCPOPT_MAX_WALK};
 use crate::quic::CidLayout;
 
-/// A length or offset for an error report: lengths beyond `u32::MAX`
-/// (only possible for absurd inputs) saturate. Keeping [`Error`] at 12
-/// bytes lets `Result<Option<ServerId>, Error>` travel in registers.
-pub(crate) fn sat(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
+/// Integer types of the error fields.
+pub(crate) trait Saturating: TryFrom<usize> {
+    const MAX: Self;
+}
+impl Saturating for u16 {
+    const MAX: u16 = u16::MAX;
+}
+impl Saturating for u32 {
+    const MAX: u32 = u32::MAX;
+}
+
+/// A length or offset for an error report, in the field's type. Offsets in
+/// an options area never exceed `MAX_OPTION_WALK * 255`; lengths of absurd
+/// inputs saturate. Small fields keep [`Error`] at 8 bytes, so that
+/// `Result<Option<ServerId>, Error>` is returned in one register.
+pub(crate) fn sat<T: Saturating>(n: usize) -> T {
+    T::try_from(n).unwrap_or(T::MAX)
 }
 
 /// What was wrong with the bytes handed to a parser, or with a request to
@@ -28,7 +40,7 @@ pub enum Error {
     )]
     TruncatedOption {
         /// Offset of the option's kind byte.
-        offset: u32,
+        offset: u16,
         /// The option kind.
         kind: u8,
     },
@@ -40,7 +52,7 @@ pub enum Error {
     )]
     OptionLengthTooSmall {
         /// Offset of the option's kind byte.
-        offset: u32,
+        offset: u16,
         /// The option kind.
         kind: u8,
         /// The length byte.
@@ -54,13 +66,13 @@ pub enum Error {
     )]
     OptionPastEnd {
         /// Offset of the option's kind byte.
-        offset: u32,
+        offset: u16,
         /// The option kind.
         kind: u8,
         /// The length byte.
         len: u8,
-        /// Bytes left in the area from `offset`.
-        available: u32,
+        /// Bytes left in the area from `offset` (saturating at 65535).
+        available: u16,
     },
     /// The first option that matches the layout (kind, and ExID for RFC
     /// 6994) has the wrong length for a server_id option.
@@ -70,13 +82,13 @@ pub enum Error {
     )]
     BadServerIdLength {
         /// Offset of the option's kind byte.
-        offset: u32,
+        offset: u16,
         /// The option kind.
         kind: u8,
         /// The length byte.
         len: u8,
         /// The length the layout requires.
-        expected: u32,
+        expected: u16,
     },
     /// A buffer wrapped as a server_id option holds another option (other
     /// kind, or another RFC 6994 ExID).
@@ -98,13 +110,13 @@ pub enum Error {
     )]
     TooManyOptions {
         /// Offset where the walk stopped.
-        offset: u32,
+        offset: u16,
     },
     /// A TCP header is shorter than 20 bytes.
     #[error("TCP header truncated: {len} bytes, the fixed header alone needs 20")]
     TruncatedHeader {
         /// Bytes available.
-        len: u32,
+        len: u16,
     },
     /// A TCP header's data offset is below 5 words or beyond the buffer.
     #[error(
@@ -122,9 +134,9 @@ pub enum Error {
     #[error("buffer too short: writing needs {needed} bytes, only {available} available")]
     BufferTooShort {
         /// Bytes needed.
-        needed: u32,
+        needed: u16,
         /// Bytes available.
-        available: u32,
+        available: u16,
     },
     /// A compact layout was configured with kind 0 (EOL) or 1 (NOP), which
     /// cannot carry data.
@@ -138,15 +150,14 @@ pub enum Error {
     },
     /// The server_id does not fit the bits a connection-ID layout has for it.
     #[error(
-        "server_id {id} does not fit the {} connection-ID layout (max {max}); use a layout \
+        "server_id {id} does not fit the {} connection-ID layout (max {}); use a layout \
          with more server_id bits",
-        layout.name()
+        layout.name(),
+        layout.max_server_id()
     )]
     ServerIdTooLarge {
         /// The server_id.
         id: u32,
-        /// The largest server_id of the layout.
-        max: u32,
         /// The layout.
         layout: CidLayout,
     },
@@ -163,8 +174,8 @@ pub enum Error {
     #[error("QUIC packet truncated: {len} bytes, its header needs {needed}")]
     TruncatedQuicPacket {
         /// Bytes available.
-        len: u32,
+        len: u16,
         /// Bytes the header needs.
-        needed: u32,
+        needed: u16,
     },
 }

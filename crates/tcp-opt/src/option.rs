@@ -504,7 +504,7 @@ fn bad_length(offset: usize, kind: u8, len: usize, expected: usize) -> Error {
 /// matching `layout`, as `(offset, whole option bytes)`, with its length
 /// checked. Same walk as [`Options`] (the property tests hold the two and
 /// the header's C pseudocode together), written as one tight loop.
-#[inline]
+#[inline(always)]
 fn locate(area: &[u8], layout: Layout) -> Result<Option<(usize, &[u8])>, Error> {
     let m = Matcher::new(layout);
     let mut offset = 0usize;
@@ -562,7 +562,7 @@ pub fn find_server_id_option(
 }
 
 /// The server_id of the first option matching `layout`, 0 included.
-#[inline]
+#[inline(always)]
 pub(crate) fn find_raw_server_id(options: &[u8], layout: Layout) -> Result<Option<u32>, Error> {
     let Some((_, option)) = locate(options, layout)? else {
         return Ok(None);

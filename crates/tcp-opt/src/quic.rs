@@ -205,11 +205,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ConnectionId<T> {
         self.check()?;
         let id = id.get();
         if id > layout.max_server_id() {
-            return Err(Error::ServerIdTooLarge {
-                id,
-                max: layout.max_server_id(),
-                layout,
-            });
+            return Err(Error::ServerIdTooLarge { id, layout });
         }
         let b = self.buffer.as_mut();
         let len = b.len();

@@ -136,7 +136,7 @@ fn forty_one_nops_exceed_the_walk_bound() {
     assert_eq!(
         find_server_id(&area, RFC),
         Err(Error::TooManyOptions {
-            offset: MAX_OPTION_WALK as u32
+            offset: MAX_OPTION_WALK as u16
         })
     );
     // Forty NOPs then our option: never reached.
