@@ -215,8 +215,15 @@ impl Probe {
         index: usize,
     ) -> Result<(), Error> {
         // `offset + n * skip (mod 2^32)` repeats after 2^32 / 2^tz(skip) steps of n:
-        // if no free slot shows up within one period, Katran loops forever.
-        let period = 1u64 << (32 - self.skip.trailing_zeros().min(32));
+        // if no free slot shows up within one period, Katran loops forever. When
+        // the ring size is a power of two, the wrap does not change the slot
+        // (2^32 is a multiple of it) and the slots repeat after
+        // ring_size / gcd(skip, ring_size) steps already.
+        let mut period = 1u64 << (32 - self.skip.trailing_zeros().min(32));
+        if ring_size.is_power_of_two() {
+            let log = ring_size.trailing_zeros();
+            period = period.min(1u64 << (log - self.skip.trailing_zeros().min(log)));
+        }
         let mut probes = 0u64;
         loop {
             let cur = self.offset.wrapping_add(self.next.wrapping_mul(self.skip)) % ring_size;

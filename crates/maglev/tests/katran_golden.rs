@@ -314,6 +314,26 @@ fn inputs_katran_cannot_handle_are_errors() {
             })
         );
     }
+    // Katran's C++ never returns on this input (no result after 20 s): with a
+    // power-of-two ring, endpoints with an even skip only ever probe half the
+    // ring. We detect the cycle instead of looping.
+    let ten = eps(
+        10,
+        |i| i,
+        |i| 1 + i % 3,
+        |i| {
+            u64::from(i)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(7)
+        },
+    );
+    assert!(matches!(
+        generate_ring(&ten, 65536, Version::V1),
+        Err(Error::KatranNeverTerminates {
+            ring_size: 65536,
+            ..
+        })
+    ));
     // One endpoint: Katran fills any ring, even an empty one.
     assert_eq!(generate_ring(&two[..1], 0, Version::V1), Ok(vec![]));
 }
