@@ -53,7 +53,7 @@ struct Args {
     #[arg(long, default_value_t = 500)]
     connections: usize,
     /// Seconds of connect-request-close traffic per CRR measurement.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 6.0)]
     crr_secs: f64,
     /// Internal: run as backend process `<index> <netns path> <cgroup path>`.
     #[arg(long, num_args = 3, hide = true)]
@@ -113,6 +113,7 @@ enum Scenario {
     AddBackendThenLbOut,
     RemoveBackendThenLbOut,
     LbOutAndBack,
+    LbRestartedWhileBackendAdded,
 }
 
 impl Scenario {
@@ -121,6 +122,7 @@ impl Scenario {
             Scenario::AddBackendThenLbOut => "backend added, then LB1 out of ECMP",
             Scenario::RemoveBackendThenLbOut => "backend removed, then LB1 out of ECMP",
             Scenario::LbOutAndBack => "LB1 out of ECMP and back",
+            Scenario::LbRestartedWhileBackendAdded => "LB1 out, backend added, LB1 restarted+back",
         }
     }
 }
@@ -178,34 +180,42 @@ fn start_lbs(
     server_id_routing: bool,
     ring: &[usize],
 ) -> Result<Vec<LbHost>, Error> {
-    let mut hosts = Vec::new();
-    for (i, ns) in topo.lbs.iter().enumerate() {
-        let config = XdpLbConfig {
-            local_mac: topo.lb_mac[i],
-            next_hop_mac: topo.router_mac_to_lb[i],
-            // Outer sources differ per LB, inside 10.200.0.0/16, varying per flow.
-            tunnel_src_v4: (std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16),
-            // veth has no RSS: a flow's packets land on either CPU. One table
-            // shared by both CPUs models a NIC that keeps each flow on one CPU,
-            // so "broken without server_id" counts ECMP + ring changes only.
-            conn_table_shared: true,
-            ..XdpLbConfig::default()
-        };
-        let mut lb = XdpLb::load(config)?;
-        let flags = if server_id_routing {
-            VipFlags::SERVER_ID
-        } else {
-            VipFlags::NONE
-        };
-        lb.add_vip(vip(), flags)?;
-        lb.set_backends(&vip(), &backends(ring))?;
-        let link = {
-            let lb_ref = &lb;
-            ns.run(move || lb_ref.attach_by_name(topo::LB_IF))??
-        };
-        hosts.push(LbHost { lb, _link: link });
-    }
-    Ok(hosts)
+    (0..topo::LBS)
+        .map(|i| start_lb(topo, i, server_id_routing, ring))
+        .collect()
+}
+
+/// Loads and attaches a fresh `xdp_lb` (empty connection table) on LB `i`.
+fn start_lb(
+    topo: &Topology,
+    i: usize,
+    server_id_routing: bool,
+    ring: &[usize],
+) -> Result<LbHost, Error> {
+    let config = XdpLbConfig {
+        local_mac: topo.lb_mac[i],
+        next_hop_mac: topo.router_mac_to_lb[i],
+        // Outer sources differ per LB, inside 10.200.0.0/16, varying per flow.
+        tunnel_src_v4: (std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16),
+        // veth has no RSS: a flow's packets land on either CPU. One table
+        // shared by both CPUs models a NIC that keeps each flow on one CPU,
+        // so "broken without server_id" counts ECMP + ring changes only.
+        conn_table_shared: true,
+        ..XdpLbConfig::default()
+    };
+    let mut lb = XdpLb::load(config)?;
+    let flags = if server_id_routing {
+        VipFlags::SERVER_ID
+    } else {
+        VipFlags::NONE
+    };
+    lb.add_vip(vip(), flags)?;
+    lb.set_backends(&vip(), &backends(ring))?;
+    let link = {
+        let lb_ref = &lb;
+        topo.lbs[i].run(move || lb_ref.attach_by_name(topo::LB_IF))??
+    };
+    Ok(LbHost { lb, _link: link })
 }
 
 fn set_ring(lbs: &mut [LbHost], ring: &[usize]) -> Result<(), Error> {
@@ -230,7 +240,7 @@ fn run_once(
     } else {
         "server_id off"
     };
-    let tag = |s: &str| format!("{:<40} [{mode}] {s}", scenario.name());
+    let tag = |s: &str| format!("{:<44} [{mode}] {s}", scenario.name());
     topo.set_ecmp(&[true, true])?;
     let mut lbs = start_lbs(topo, server_id_routing, &INITIAL_RING)?;
     progress(tag("fresh LBs attached, both in ECMP"));
@@ -266,16 +276,35 @@ fn run_once(
             unhealthy = Some(REMOVED as u16);
             progress(tag("backend 4 removed from the ring on both LBs"));
         }
-        Scenario::LbOutAndBack => {}
+        Scenario::LbOutAndBack | Scenario::LbRestartedWhileBackendAdded => {}
     }
     pause(Duration::from_millis(1000))?;
     topo.set_ecmp(&[false, true])?;
     progress(tag("LB1 taken out of ECMP"));
     pause(Duration::from_millis(1500))?;
-    if let Scenario::LbOutAndBack = scenario {
-        topo.set_ecmp(&[true, true])?;
-        progress(tag("LB1 back in ECMP"));
-        pause(Duration::from_millis(1500))?;
+    match scenario {
+        Scenario::LbOutAndBack => {
+            topo.set_ecmp(&[true, true])?;
+            progress(tag("LB1 back in ECMP"));
+            pause(Duration::from_millis(1500))?;
+        }
+        Scenario::LbRestartedWhileBackendAdded => {
+            // Maintenance: while LB1 is out, capacity grows; LB1 restarts
+            // (its connection table is gone) with the new ring and comes back.
+            let ring: Vec<usize> = INITIAL_RING.iter().copied().chain([SPARE]).collect();
+            set_ring(&mut lbs[1..], &ring)?;
+            progress(tag("backend 5 added to the ring on LB2"));
+            drop(lbs.remove(0)); // detach the old instance first: one XDP program per interface
+            lbs.insert(0, start_lb(topo, 0, server_id_routing, &ring)?);
+            progress(tag(
+                "LB1 restarted with the new ring (empty connection table)",
+            ));
+            pause(Duration::from_millis(500))?;
+            topo.set_ecmp(&[true, true])?;
+            progress(tag("LB1 back in ECMP"));
+            pause(Duration::from_millis(1500))?;
+        }
+        _ => {}
     }
     // Long enough for a stalled ping to be detected.
     pause(Duration::from_millis(2800))?;
@@ -356,6 +385,7 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
         Scenario::AddBackendThenLbOut,
         Scenario::RemoveBackendThenLbOut,
         Scenario::LbOutAndBack,
+        Scenario::LbRestartedWhileBackendAdded,
     ] {
         let (with, dw) = run_once(&topo, scenario, true, args.connections)?;
         let (without, dwo) = run_once(&topo, scenario, false, args.connections)?;
@@ -373,32 +403,59 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
     let dur = Duration::from_secs_f64(args.crr_secs);
     topo.set_ecmp(&[true, true])?;
     let lbs = start_lbs(&topo, true, &INITIAL_RING)?;
-    // Alternate with/without in short rounds so drift (other load, TIME_WAIT
-    // build-up) hits both sides alike; sum over rounds.
-    let rounds = 3;
+    // Paired rounds in ABBA order (with, without, without, with, ...) so
+    // drift (other load, TIME_WAIT build-up) hits both sides alike. The
+    // ratio is the median of the per-pair rate ratios; the table shows the
+    // means over all rounds.
+    let rounds: u32 = 6;
     let mut with = Vec::new();
     let mut without = Vec::new();
+    let mut ratios = Vec::new();
     let mut client_link = Some(client_link);
-    for round in 1..=rounds {
-        check_interrupted()?;
-        progress(format!(
-            "CRR round {round}/{rounds}: connect-request-close with the sock_ops programs"
-        ));
-        with.push(workload::crr(&topo.client, 2, dur / rounds)?);
-        drop(client_link.take());
-        for p in procs.iter_mut() {
-            p.set_sockops(false)?;
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        let mut pair = [CrrResult::default(); 2];
+        for (k, on) in order.into_iter().enumerate() {
+            check_interrupted()?;
+            if on != client_link.is_some() {
+                client_link = if on {
+                    Some(client_ops.attach(client_cg.path())?)
+                } else {
+                    None
+                };
+                for p in procs.iter_mut() {
+                    p.set_sockops(on)?;
+                }
+            }
+            progress(format!(
+                "CRR round {}/{rounds}: connect-request-close {} the sock_ops programs",
+                round + 1,
+                if on { "with" } else { "without" }
+            ));
+            pair[k] = workload::crr(&topo.client, 2, dur / rounds)?;
         }
-        progress(format!(
-            "CRR round {round}/{rounds}: connect-request-close without the sock_ops programs"
-        ));
-        without.push(workload::crr(&topo.client, 2, dur / rounds)?);
-        client_link = Some(client_ops.attach(client_cg.path())?);
-        for p in procs.iter_mut() {
-            p.set_sockops(true)?;
+        let (w, wo) = if order[0] {
+            (pair[0], pair[1])
+        } else {
+            (pair[1], pair[0])
+        };
+        if wo.rps > 0.0 {
+            ratios.push(w.rps / wo.rps);
         }
+        with.push(w);
+        without.push(wo);
     }
     drop(client_link);
+    ratios.sort_by(f64::total_cmp);
+    let crr_ratio = match ratios.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => ratios[n / 2],
+        n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+    };
     let with = CrrResult::merge(&with);
     let without = CrrResult::merge(&without);
     drop(lbs);
@@ -407,11 +464,7 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
     drop(procs);
     drop(pass_links);
     Ok(LabReport {
-        crr_ratio: if without.rps > 0.0 {
-            with.rps / without.rps
-        } else {
-            0.0
-        },
+        crr_ratio,
         scenarios,
         crr_with_sockops: with.into(),
         crr_without_sockops: without.into(),
@@ -452,7 +505,7 @@ fn print_table(r: &LabReport, to_stderr: bool) {
     let mut out = String::new();
     out.push_str("\nConnections to healthy backends broken (reset or stalled), per scenario:\n\n");
     out.push_str(&format!(
-        "{:<40} {:>11} {:>16} {:>19}\n",
+        "{:<44} {:>11} {:>16} {:>19}\n",
         "scenario", "connections", "with server_id", "without server_id"
     ));
     for s in &r.scenarios {
@@ -464,7 +517,7 @@ fn print_table(r: &LabReport, to_stderr: bool) {
             }
         };
         out.push_str(&format!(
-            "{:<40} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%)\n",
+            "{:<44} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%)\n",
             s.name,
             s.connections,
             s.broken_with_server_id,
@@ -477,7 +530,7 @@ fn print_table(r: &LabReport, to_stderr: bool) {
     for s in &r.scenarios {
         for (mode, d) in [("with", &s.detail_with), ("without", &s.detail_without)] {
             out.push_str(&format!(
-                "  {:<40} {:<8} healthy {:>4}  reset {:>4}  stalled {:>4}  sid-routed pkts {:>7}\n",
+                "  {:<44} {:<8} healthy {:>4}  reset {:>4}  stalled {:>4}  sid-routed pkts {:>7}\n",
                 s.name, mode, d.healthy, d.reset, d.stalled, d.sid_routed
             ));
         }
@@ -495,7 +548,10 @@ fn print_table(r: &LabReport, to_stderr: bool) {
             name, c.rps, c.p50_us, c.p99_us, c.errors
         ));
     }
-    out.push_str(&format!("ratio (with / without): {:.3}\n", r.crr_ratio));
+    out.push_str(&format!(
+        "ratio (with / without, median of 6 paired rounds): {:.3}\n",
+        r.crr_ratio
+    ));
     if to_stderr {
         eprint!("{out}");
     } else {
