@@ -52,8 +52,9 @@ pub const STATS_NO_GEN: u32 = MAX_GENS;
 pub const CID_MAX_OFFSET: u8 = 18;
 /// Default byte offset of the socket id in the DCID: right after the
 /// 4-byte server_id of the flowpin CID layout (`flowpin_tcp_opt::quic`,
-/// `QUIC_CID_FLOWPIN_ID_OFFSET + 4`).
-pub const DEFAULT_CID_SOCK_OFFSET: u8 = 5;
+/// `QUIC_CID_FLOWPIN_ID_OFFSET + 4` = 5).
+pub const DEFAULT_CID_SOCK_OFFSET: u8 =
+    (flowpin_tcp_opt::consts::QUIC_CID_FLOWPIN_ID_OFFSET + 4) as u8;
 /// Number of drop reasons.
 pub const DROP_REASONS: usize = 4;
 
@@ -101,7 +102,7 @@ pub enum SelectError {
         source: libbpf_rs::Error,
     },
     /// Pinning or opening a pin failed.
-    #[error("{op} pin {path}: {source}")]
+    #[error("{op} pin {path}: {source} (EEXIST: something is already pinned there, remove it; ENOENT: no such pin or directory; EPERM/EACCES: need root, and the directory must be on bpffs)")]
     Pin {
         /// What was done.
         op: &'static str,
@@ -845,6 +846,12 @@ mod tests {
             u32::from(CID_MAX_OFFSET)
         );
         assert_eq!(define(&h, "FP_RP_MODE_CPU"), SelectMode::Cpu.raw());
+        assert!(h.contains(
+            "#define FP_RP_CID_DEFAULT_SOCK_OFFSET (FLOWPIN_QUIC_CID_FLOWPIN_ID_OFFSET + 4)"
+        ));
+        // Right after the flowpin CID layout's 4-byte server_id: byte 0 is
+        // the layout's version byte, bytes 1..5 the server_id.
+        assert_eq!(DEFAULT_CID_SOCK_OFFSET, 5);
         assert_eq!(define(&h, "FP_RP_STATE_LIVE"), RawGenState::Live.raw());
         assert_eq!(
             define(&h, "FP_RP_STATE_RETIRED"),

@@ -70,6 +70,7 @@ use flowpin_tcp_opt::{Layout, ServerId};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use crate::percpu::{sum_u64_counters, PercpuError};
 use crate::skel::sockops_server_id::SockopsServerIdSkelBuilder;
 
 /// Most ports and most addresses a [`ServerIdOpsConfig`] may list
@@ -583,27 +584,22 @@ impl ServerIdOps {
     /// The counters, summed over all CPUs.
     pub fn stats(&self) -> Result<ServerIdOpsStats> {
         let mut sum = [0u64; idx::NR];
-        for (i, total) in sum.iter_mut().enumerate() {
-            let per_cpu = self
-                .counters
-                .lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY)
-                .map_err(|source| ServerIdOpsError::Map {
-                    map: MAP_COUNTERS,
-                    op: "lookup_percpu",
-                    source,
-                })?
-                .unwrap_or_default();
-            for cpu in per_cpu {
-                let b: [u8; 8] =
-                    cpu.as_slice()
-                        .try_into()
-                        .map_err(|_| ServerIdOpsError::ValueSize {
-                            map: MAP_COUNTERS,
-                            got: cpu.len(),
-                            want: 8,
-                        })?;
-                *total = total.wrapping_add(u64::from_ne_bytes(b));
-            }
+        for (key, total) in (0u32..).zip(sum.iter_mut()) {
+            // One u64 per key of the per-CPU array.
+            sum_u64_counters(&self.counters, key, std::slice::from_mut(total)).map_err(
+                |e| match e {
+                    PercpuError::Lookup(source) => ServerIdOpsError::Map {
+                        map: MAP_COUNTERS,
+                        op: "lookup_percpu",
+                        source,
+                    },
+                    PercpuError::Short { got, want } => ServerIdOpsError::ValueSize {
+                        map: MAP_COUNTERS,
+                        got,
+                        want,
+                    },
+                },
+            )?;
         }
         Ok(ServerIdOpsStats::from_counters(&sum))
     }

@@ -84,15 +84,29 @@ type Result<T> = std::result::Result<T, TestingError>;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A name unique to this process and call: `fp<tag>-<pid>-<n>`, at most 15
-/// bytes so it is also a valid interface name.
+/// A name unique to this process and call: `fp<tag>-<pid><n>`, the pid in
+/// base 36 padded to 5 characters (so `<pid><n>` is unambiguous across
+/// processes running at the same time), at most 15 bytes so it is also a
+/// valid interface name (the tag is shortened to fit).
 pub fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id() % 100_000;
     let mut tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let suffix = format!("{pid}{n}");
+    let suffix = format!("{}{n}", pid_base36(std::process::id()));
     tag.truncate(15usize.saturating_sub(2 + suffix.len() + 1));
     format!("fp{tag}-{suffix}")
+}
+
+/// `pid` in base 36, exactly 5 characters: 36^5 > 2^22, Linux's largest
+/// `pid_max`, so distinct pids never give the same string.
+fn pid_base36(pid: u32) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = [b'0'; 5];
+    let mut v = pid;
+    for d in out.iter_mut().rev() {
+        *d = DIGITS[(v % 36) as usize];
+        v /= 36;
+    }
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// Runs a command and fails with its stderr if it exits non-zero.
@@ -463,4 +477,35 @@ pub fn disable_tx_checksum_offload(ifname: &str) -> Result<()> {
         return Err(err("ETHTOOL_STXCSUM off", io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_base36_is_fixed_width_and_injective_on_collision_prone_pids() {
+        // With plain decimal "<pid><n>", pid 1234 call 56 and pid 12345
+        // call 6 both gave "123456".
+        assert_eq!(pid_base36(0), "00000");
+        assert_eq!(pid_base36(35), "0000z");
+        assert_eq!(pid_base36(36), "00010");
+        assert_eq!(pid_base36(4_194_304), "2hwcg");
+        assert_ne!(
+            format!("{}{}", pid_base36(1234), 56),
+            format!("{}{}", pid_base36(12345), 6)
+        );
+    }
+
+    #[test]
+    fn unique_names_fit_an_interface_name_and_differ() {
+        let a = unique_name("a-long-tag-with-dashes");
+        let b = unique_name("a-long-tag-with-dashes");
+        assert_ne!(a, b);
+        for n in [&a, &b] {
+            assert!(n.len() <= 15, "{n} is longer than IFNAMSIZ - 1");
+            assert!(n.starts_with("fp"), "{n}");
+            assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        }
+    }
 }

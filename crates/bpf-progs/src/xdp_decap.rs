@@ -50,6 +50,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use crate::percpu::{sum_u64_counters, PercpuError};
 use crate::skel::xdp_decap::XdpDecapSkelBuilder;
 use crate::xdp_attach::{attach_xdp, ifindex_by_name, xdp_test_run};
 pub use crate::xdp_attach::{
@@ -390,31 +391,20 @@ impl XdpDecap {
 
     /// The counters, summed over all CPUs.
     pub fn stats(&self) -> Result<DecapStats> {
-        let per_cpu = self
-            .stats
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|source| XdpDecapError::Map {
+        let mut sum = [0u64; STATS_FIELDS];
+        sum_u64_counters(&self.stats, 0, &mut sum).map_err(|e| match e {
+            PercpuError::Lookup(source) => XdpDecapError::Map {
                 map: MAP_STATS,
                 op: "lookup_percpu",
                 source,
                 hint: "",
-            })?
-            .unwrap_or_default();
-        let mut sum = [0u64; STATS_FIELDS];
-        for cpu in per_cpu {
-            if cpu.len() < STATS_FIELDS * 8 {
-                return Err(XdpDecapError::ValueSize {
-                    map: MAP_STATS,
-                    got: cpu.len(),
-                    want: STATS_FIELDS * 8,
-                });
-            }
-            for (i, chunk) in cpu.chunks_exact(8).take(STATS_FIELDS).enumerate() {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(chunk);
-                sum[i] = sum[i].wrapping_add(u64::from_ne_bytes(b));
-            }
-        }
+            },
+            PercpuError::Short { got, want } => XdpDecapError::ValueSize {
+                map: MAP_STATS,
+                got,
+                want,
+            },
+        })?;
         Ok(DecapStats::from_fields(sum))
     }
 

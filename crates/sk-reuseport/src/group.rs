@@ -144,7 +144,7 @@ pub enum GroupError {
     #[error("encoding a QUIC connection ID: {0}")]
     Cid(String),
     /// Setting `net.ipv4.tcp_migrate_req` failed.
-    #[error("setting net.ipv4.tcp_migrate_req=1: {0}")]
+    #[error("setting net.ipv4.tcp_migrate_req=1 (writing /proc/sys/net/ipv4/tcp_migrate_req): {0} — needs root in this network namespace; or set it yourself and pass GroupConfig::set_migrate_sysctl = false")]
     Sysctl(#[source] io::Error),
 }
 
@@ -340,10 +340,6 @@ impl ReuseportGroup {
         if dir.join("prog").exists() || dir.join("socks").exists() {
             return Err(GroupError::PinExists(dir));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| GroupError::Bpffs {
-            path: dir.clone(),
-            why: format!("creating the pin directory: {e}"),
-        })?;
         if proto == Proto::Tcp && config.set_migrate_sysctl {
             enable_tcp_migrate_req()?;
         }
@@ -358,6 +354,12 @@ impl ReuseportGroup {
             proto,
         };
         let mut prog = SkReuseportSelect::load(&cfg).map_err(kernel("loading the program"))?;
+        // The directory only once nothing but pinning can fail: an error
+        // before this point leaves nothing behind on bpffs.
+        std::fs::create_dir_all(&dir).map_err(|e| GroupError::Bpffs {
+            path: dir.clone(),
+            why: format!("creating the pin directory: {e}"),
+        })?;
         if let Err(e) = prog.pin(&dir) {
             let _ = SkReuseportSelect::unpin(&dir);
             return Err(GroupError::Kernel {

@@ -453,8 +453,62 @@ fn privileged_migration_of_queued_requests_zero_resets() {
     .unwrap();
 }
 
+/// The live generation's only listener closes while the next generation is
+/// still warming: the program finds no live socket for the queued requests,
+/// leaves them to the kernel's hash (which picks the warming listener, the
+/// one documented exception to "warming gets nothing") and counts each once
+/// as `migrate_fallback`, not also as a drop.
+#[test]
+fn privileged_migration_without_live_socket_falls_back_and_counts_once() {
+    if !require_bpf("privileged_migration_without_live_socket_falls_back_and_counts_once") {
+        return;
+    }
+    let ns = NetNs::new("rpmigfb").unwrap();
+    ns.run(|| {
+        let addr: SocketAddr = "127.0.0.1:7012".parse().unwrap();
+        let group = ReuseportGroup::create(addr, Proto::Tcp, cfg("migfb")).unwrap();
+        let old = tcp(addr);
+        let g1 = group.add_generation(&[&old]).unwrap();
+        group.activate(g1).unwrap();
+        let new = tcp(addr);
+        let g2 = group.add_generation(&[&new]).unwrap(); // warming, never activated
+        let clients = connect_n(addr, 30);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(old);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            drain_accepts(&[&new]),
+            vec![30],
+            "the kernel's hash fallback moved every queued request to the only listener left"
+        );
+        let st = group.stats().unwrap();
+        assert_eq!(st.unassigned.migrate_fallback, 30, "{st:?}");
+        assert_eq!(
+            st.get(g1).unwrap().drops.no_socket,
+            0,
+            "a migration fallback is not a drop: {st:?}"
+        );
+        assert_eq!(st.unassigned.no_live, 0, "{st:?}");
+        assert_eq!(st.get(g2).unwrap().migrated, 0, "the program chose nothing");
+        drop(clients);
+    })
+    .unwrap();
+}
+
 const CHILD_ENV: &str = "FLOWPIN_RP_JOIN_CHILD";
 const CHILD_NS_ENV: &str = "FLOWPIN_RP_JOIN_CHILD_NS";
+
+/// Kills and reaps the child process if the test fails before waiting for it.
+struct ChildGuard(Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
 
 /// The second process: joins, adds and activates its generation, echoes
 /// "child" until it receives "quit".
@@ -507,19 +561,21 @@ fn privileged_cross_process_join_via_pins() {
         assert_eq!(recv_all(&[&mine], 20).len(), 20);
 
         let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "privileged_cross_process_join_via_pins",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &pin)
-            .env(CHILD_NS_ENV, &nspath)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
+        let mut child = ChildGuard(Some(
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "privileged_cross_process_join_via_pins",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, &pin)
+                .env(CHILD_NS_ENV, &nspath)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+        let mut out = child.0.as_mut().unwrap().stdout.take().unwrap();
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         let ready = loop {
@@ -574,7 +630,7 @@ fn privileged_cross_process_join_via_pins() {
         assert_eq!(st.get(Generation(2)).unwrap().new_flows, 1);
         assert_eq!(st.get(Generation(2)).unwrap().packets, 5);
         newc.send_to(b"\xc0quit", addr).unwrap();
-        let status = child.wait().unwrap();
+        let status = child.0.take().unwrap().wait().unwrap();
         assert!(status.success(), "child failed: {status}");
         // The child's socket is closed: generation 2 has no socket left; reap removes it.
         assert_eq!(
@@ -695,6 +751,13 @@ fn privileged_bad_input_is_refused_and_group_unharmed() {
             matches!(e, GroupError::StalePin { .. }) && e.to_string().contains("missing"),
             "{e}"
         );
+        // A create that fails (here: a zero-sized flow table) leaves nothing on bpffs.
+        let mut c = cfg("fail");
+        c.flow_table_size = 0;
+        let failed_pin = c.pin_path.clone();
+        let e = ReuseportGroup::create(addr, Proto::Udp, c).unwrap_err();
+        assert!(matches!(e, GroupError::Kernel { .. }), "{e}");
+        assert!(!failed_pin.exists(), "failed create left {failed_pin:?}");
 
         // The group is unharmed: generation 1 still gets every new flow, nothing dropped.
         assert_eq!(

@@ -95,15 +95,19 @@ static __always_inline struct fp_rp_gen *gen_entry(__u32 gen, __u32 *idx)
 /*
  * Selects a socket of the live generation, starting at slot `start` and
  * probing the following slots if a socket is gone. Returns the slot or -1.
+ * With `count_fail`, a failure is counted as a drop (NO_LIVE / NO_SOCKET);
+ * the migration path counts its own reason instead (nothing is dropped
+ * there: the kernel falls back to its hash).
  */
 static __always_inline int select_live(struct sk_reuseport_md *md, __u32 live_gen, __u32 start,
-				       __u32 *gen_idx)
+				       __u32 *gen_idx, int count_fail)
 {
 	struct fp_rp_gen *g = gen_entry(live_gen, gen_idx);
 	__u32 n, i;
 
 	if (!g || g->nslots == 0) {
-		count_drop(FP_RP_STATS_NO_GEN, FP_RP_DROP_NO_LIVE);
+		if (count_fail)
+			count_drop(FP_RP_STATS_NO_GEN, FP_RP_DROP_NO_LIVE);
 		return -1;
 	}
 	n = g->nslots;
@@ -122,7 +126,8 @@ static __always_inline int select_live(struct sk_reuseport_md *md, __u32 live_ge
 		if (bpf_sk_select_reuseport(md, &socks, &key, 0) == 0)
 			return slot;
 	}
-	count_drop(*gen_idx, FP_RP_DROP_NO_SOCKET);
+	if (count_fail)
+		count_drop(*gen_idx, FP_RP_DROP_NO_SOCKET);
 	return -1;
 }
 
@@ -255,7 +260,7 @@ static __always_inline int handle_udp(struct sk_reuseport_md *md, const struct f
 		}
 	}
 
-	slot = select_live(md, live_gen, pick_start(md, cfg->udp_mode), &idx);
+	slot = select_live(md, live_gen, pick_start(md, cfg->udp_mode), &idx, 1);
 	if (slot < 0)
 		return SK_DROP;
 	if (have_key) {
@@ -285,7 +290,7 @@ int flowpin_select(struct sk_reuseport_md *md)
 
 	if (md->migrating_sk) {
 		/* A listener of the group closed: move its queued requests to the live generation. */
-		slot = select_live(md, live_gen, md->hash, &idx);
+		slot = select_live(md, live_gen, md->hash, &idx, 0);
 		if (slot < 0) {
 			count_drop(FP_RP_STATS_NO_GEN, FP_RP_DROP_MIGRATE);
 			return SK_PASS;
@@ -300,7 +305,7 @@ int flowpin_select(struct sk_reuseport_md *md)
 		return handle_udp(md, cfg, live_gen);
 
 	/* TCP: the program runs once per connection request (SYN). */
-	slot = select_live(md, live_gen, pick_start(md, cfg->tcp_mode), &idx);
+	slot = select_live(md, live_gen, pick_start(md, cfg->tcp_mode), &idx, 1);
 	if (slot < 0)
 		return SK_DROP;
 	delivered(idx, 1);

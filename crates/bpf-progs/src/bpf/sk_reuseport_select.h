@@ -59,7 +59,7 @@
 /* Largest DCID offset for the socket id (a DCID is at most 20 bytes). */
 #define FP_RP_CID_MAX_OFFSET 18
 /* Default DCID offset of the socket id: after the flowpin layout's server_id. */
-#define FP_RP_CID_DEFAULT_SOCK_OFFSET 5
+#define FP_RP_CID_DEFAULT_SOCK_OFFSET (FLOWPIN_QUIC_CID_FLOWPIN_ID_OFFSET + 4)
 
 struct fp_rp_config {
 	__u32 tcp_mode;        /* FP_RP_MODE_* */
