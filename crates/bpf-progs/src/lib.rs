@@ -20,6 +20,21 @@
 //! `xdp_lb`'s hash and decision, for tests and benches), [`skel`] (the
 //! generated skeletons) and, with the `testing` feature, `testing`
 //! (namespace, veth and cgroup guards for privileged tests).
+//!
+//! ## Build
+//!
+//! `build.rs` compiles every `src/bpf/<name>.bpf.c` with clang (found on
+//! `$PATH` as `clang`, `clang-21` … `clang-14`, or `$FLOWPIN_CLANG`; a
+//! missing clang is a build error naming the packages to install) into a
+//! libbpf-rs skeleton in `OUT_DIR`, never committed. **No `vmlinux.h`**,
+//! neither generated nor vendored: the programs only touch UAPI context
+//! structs (`xdp_md`, `bpf_sock_ops`, `sk_reuseport_md`) and packet headers,
+//! so the stable UAPI headers (`linux-libc-dev`, `-I/usr/include/<multiarch>`)
+//! are enough, need no BTF at build time, and keep 3+ MB of generated,
+//! kernel-specific text out of the repository. The constants shared with
+//! Rust come from `crates/tcp-opt/include/flowpin/tcp_opt.h` (checked
+//! against the Rust ones by a test in `flowpin-tcp-opt`) and
+//! `src/bpf/*.h` (checked by this crate's unit tests).
 #![deny(missing_docs)]
 
 pub mod flow_hash;

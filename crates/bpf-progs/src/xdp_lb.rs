@@ -1131,25 +1131,17 @@ impl XdpLb {
         key: u32,
         fields: usize,
     ) -> Result<Vec<u64>> {
-        let per_cpu = map
-            .lookup_percpu(&key.to_le_bytes(), MapFlags::ANY)
-            .map_err(Self::map_err("lookup_percpu", name))?
-            .unwrap_or_default();
         let mut sum = vec![0u64; fields];
-        for v in per_cpu {
-            if v.len() < fields * 8 {
-                return Err(XdpLbError::BadValue {
-                    map: name,
-                    got: v.len(),
-                    want: fields * 8,
-                });
+        crate::percpu::sum_u64_counters(map, key, &mut sum).map_err(|e| match e {
+            crate::percpu::PercpuError::Lookup(source) => {
+                Self::map_err("lookup_percpu", name)(source)
             }
-            for (i, s) in sum.iter_mut().enumerate() {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&v[i * 8..i * 8 + 8]);
-                *s = s.wrapping_add(u64::from_le_bytes(w));
-            }
-        }
+            crate::percpu::PercpuError::Short { got, want } => XdpLbError::BadValue {
+                map: name,
+                got,
+                want,
+            },
+        })?;
         Ok(sum)
     }
 

@@ -51,7 +51,7 @@ fn build(s: &Spec) -> Vec<u8> {
     let mut out = Vec::new();
     let mut opts = s.opts.clone();
     opts.truncate(40);
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     macro_rules! finish {
@@ -121,14 +121,14 @@ fn src6(i: u8) -> Ipv6Addr {
     client6(u32::from(i))
 }
 fn dst4(i: u8) -> Ipv4Addr {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         Ipv4Addr::new(192, 0, 2, 99)
     } else {
         vip4()
     }
 }
 fn dst6(i: u8) -> Ipv6Addr {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         "2001:db8::99".parse().unwrap()
     } else {
         vip6()

@@ -188,7 +188,7 @@ proptest! {
     ) {
         let others: Vec<Vec<u8>> = others.into_iter().filter(|o| !is_server_id_kind(layout, o)).collect();
         let mut area: Vec<u8> = others.concat();
-        while area.len() % 4 != 0 {
+        while !area.len().is_multiple_of(4) {
             area.push(1);
         }
         let prefix_len = area.len();

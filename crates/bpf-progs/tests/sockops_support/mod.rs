@@ -507,7 +507,7 @@ impl RawSender {
     /// with NOPs to a multiple of 4.
     pub fn send(&self, o: &Out<'_>) {
         let mut opts = o.options.to_vec();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(1);
         }
         let mut tcp = etherparse::TcpHeader::new(o.sport, o.dport, o.seq, 65535);
