@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn matches_trial_division_below_100k() {
         fn slow(n: u32) -> bool {
-            n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+            n >= 2
+                && (2..)
+                    .take_while(|d| d * d <= n)
+                    .all(|d| !n.is_multiple_of(d))
         }
         for n in 0..100_000 {
             assert_eq!(is_prime(n), slow(n), "n = {n}");
