@@ -29,15 +29,6 @@ use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_tcp_opt::{Layout, ServerId};
 use sockops_support::*;
 
-/// The kinds of the options in an options area (not every byte: timestamps
-/// and ids may contain any value).
-fn option_kinds(area: &[u8]) -> Vec<u8> {
-    flowpin_tcp_opt::Options::new(area)
-        .map_while(Result::ok)
-        .map(|o| o.kind())
-        .collect()
-}
-
 fn id(n: u32) -> ServerId {
     ServerId::new(n).unwrap()
 }

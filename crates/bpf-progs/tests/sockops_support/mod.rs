@@ -529,3 +529,12 @@ impl RawSender {
         self.sock.send_to(&pkt, &to).unwrap();
     }
 }
+
+/// The kinds of the options in an options area (not every byte: timestamps
+/// and ids may contain any value).
+pub fn option_kinds(area: &[u8]) -> Vec<u8> {
+    flowpin_tcp_opt::Options::new(area)
+        .map_while(Result::ok)
+        .map(|o| o.kind())
+        .collect()
+}
