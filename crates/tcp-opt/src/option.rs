@@ -500,6 +500,10 @@ fn bad_length(offset: usize, kind: u8, len: usize, expected: usize) -> Error {
     }
 }
 
+/// TCP timestamps option (RFC 7323): kind and length.
+const TCPOPT_TIMESTAMP: u8 = 8;
+const TCPOPT_TIMESTAMP_LEN: u8 = 10;
+
 /// The walk of [`find_server_id`](crate::find_server_id): the first option
 /// matching `layout`, as `(offset, whole option bytes)`, with its length
 /// checked. Same walk as [`Options`] (the property tests hold the two and
@@ -507,8 +511,21 @@ fn bad_length(offset: usize, kind: u8, len: usize, expected: usize) -> Error {
 #[inline(always)]
 fn locate(area: &[u8], layout: Layout) -> Result<Option<(usize, &[u8])>, Error> {
     let m = Matcher::new(layout);
-    let mut offset = 0usize;
-    for _ in 0..TCPOPT_MAX_WALK {
+    // Fast path for the area every established Linux segment starts with:
+    // NOP, NOP, timestamps (kind 8, length 10). Skipping those three options
+    // at once is exactly what the walk below does for them, as long as
+    // kind 8 is not the layout's own kind; they count as three steps.
+    let (mut offset, start) = match area {
+        [TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, TCPOPT_TIMESTAMP_LEN, ..]
+            if area.len() >= 2 + usize::from(TCPOPT_TIMESTAMP_LEN)
+                && m.kinds[0] != TCPOPT_TIMESTAMP
+                && m.kinds[1] != TCPOPT_TIMESTAMP =>
+        {
+            (2 + usize::from(TCPOPT_TIMESTAMP_LEN), 3)
+        }
+        _ => (0usize, 0),
+    };
+    for _ in start..TCPOPT_MAX_WALK {
         let Some(&kind) = area.get(offset) else {
             return Ok(None);
         };

@@ -249,6 +249,31 @@ proptest! {
         prop_assert_eq!(walk_with_iterator(&area, layout), reference, "iterator on {:02x?}", area);
     }
 
+    /// Areas that start like every established Linux segment (NOP, NOP,
+    /// timestamps) take the crate's fast path: it must agree with the walk,
+    /// also for layouts whose own kind is 8 or 1.
+    #[test]
+    fn timestamp_prefix_agrees_with_the_c_walk(
+        ts in prop::array::uniform8(any::<u8>()),
+        rest in noisy_area(),
+        layout in prop_oneof![
+            layout(),
+            Just(Layout::Compact { kind: 8 }),
+            Just(Layout::Compact { kind: 10 }),
+        ],
+    ) {
+        let mut area = vec![1u8, 1, 8, 10];
+        area.extend_from_slice(&ts);
+        area.extend_from_slice(&rest);
+        let ours = find_server_id(&area, layout);
+        let reference = reference_walk(&area, layout);
+        match (&ours, reference) {
+            (Ok(found), Some(want)) => prop_assert_eq!(found.map(ServerId::get), want),
+            (Err(_), None) => {}
+            _ => prop_assert!(false, "crate {:?} vs C walk {:?} on {:02x?}", ours, reference, area),
+        }
+    }
+
     #[test]
     fn parse_of_random_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..96), layout in layout()) {
         let found = find_server_id(&bytes, layout);
