@@ -171,6 +171,47 @@ pub fn attach_xdp(
     }
 }
 
+/// A loaded XDP program of this crate, seen through its program fd: the
+/// attach and test-run methods every XDP control API shares, written once.
+///
+/// [`XdpLb`](crate::xdp_lb::XdpLb), [`XdpDecap`](crate::xdp_decap::XdpDecap)
+/// and [`XdpPass`](crate::xdp_pass::XdpPass) implement it (and keep
+/// same-named inherent methods, so callers need not import the trait); generic
+/// code can take any `impl XdpProgram`.
+pub trait XdpProgram {
+    /// The error type of the program's control API; attach and test-run
+    /// errors convert into it.
+    type Error: From<XdpAttachError>;
+
+    /// The program's fd (for [`attach_xdp`], queries, or test runs).
+    fn program_fd(&self) -> BorrowedFd<'_>;
+
+    /// Attaches to `ifindex` (resolved in the calling thread's network
+    /// namespace), native mode falling back to generic; the link says which.
+    fn attach(&self, ifindex: u32) -> Result<XdpLink, Self::Error> {
+        self.attach_with_mode(ifindex, XdpAttachMode::NativeOrGeneric)
+    }
+
+    /// [`attach`](Self::attach) by interface name (looked up in the calling
+    /// thread's network namespace).
+    fn attach_by_name(&self, ifname: &str) -> Result<XdpLink, Self::Error> {
+        let ifindex = ifindex_by_name(ifname)?;
+        self.attach(ifindex)
+    }
+
+    /// Attaches in an explicit mode.
+    fn attach_with_mode(&self, ifindex: u32, mode: XdpAttachMode) -> Result<XdpLink, Self::Error> {
+        Ok(attach_xdp(self.program_fd(), ifindex, mode)?)
+    }
+
+    /// Runs the program once on `packet` through `BPF_PROG_TEST_RUN`. The
+    /// maps are the live ones: counters it bumps (and, for `xdp_lb`, the
+    /// connection table) stay changed.
+    fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun, Self::Error> {
+        Ok(xdp_test_run(self.program_fd(), packet)?)
+    }
+}
+
 /// An XDP program's return code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpVerdict {

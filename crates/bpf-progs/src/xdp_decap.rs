@@ -52,9 +52,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::percpu::{sum_u64_counters, PercpuError};
 use crate::skel::xdp_decap::XdpDecapSkelBuilder;
-use crate::xdp_attach::{attach_xdp, ifindex_by_name, xdp_test_run};
 pub use crate::xdp_attach::{
-    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTestRun, XdpVerdict,
+    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpProgram, XdpTestRun, XdpVerdict,
 };
 
 /// Errors of the `xdp_decap` control API.
@@ -312,18 +311,17 @@ impl XdpDecap {
     /// Attaches to `ifindex` (resolved in the calling thread's network
     /// namespace), native mode falling back to generic; the link says which.
     pub fn attach(&self, ifindex: u32) -> Result<XdpLink> {
-        self.attach_with_mode(ifindex, XdpAttachMode::NativeOrGeneric)
+        XdpProgram::attach(self, ifindex)
     }
 
     /// Like [`XdpDecap::attach`], by interface name.
     pub fn attach_by_name(&self, ifname: &str) -> Result<XdpLink> {
-        let ifindex = ifindex_by_name(ifname)?;
-        self.attach(ifindex)
+        XdpProgram::attach_by_name(self, ifname)
     }
 
     /// Attaches in an explicit mode.
     pub fn attach_with_mode(&self, ifindex: u32, mode: XdpAttachMode) -> Result<XdpLink> {
-        Ok(attach_xdp(&self.prog, ifindex, mode)?)
+        XdpProgram::attach_with_mode(self, ifindex, mode)
     }
 
     /// Adds one of this host's tunnel addresses: tunnel packets to it are
@@ -356,29 +354,8 @@ impl XdpDecap {
 
     /// The configured tunnel addresses (IPv4 first, unordered within a family).
     pub fn tunnel_addrs(&self) -> Result<Vec<IpAddr>> {
-        let mut out = Vec::new();
-        for key in self.tunnel_v4.keys() {
-            let b: [u8; 4] = key
-                .as_slice()
-                .try_into()
-                .map_err(|_| XdpDecapError::ValueSize {
-                    map: MAP_V4,
-                    got: key.len(),
-                    want: 4,
-                })?;
-            out.push(IpAddr::from(b));
-        }
-        for key in self.tunnel_v6.keys() {
-            let b: [u8; 16] = key
-                .as_slice()
-                .try_into()
-                .map_err(|_| XdpDecapError::ValueSize {
-                    map: MAP_V6,
-                    got: key.len(),
-                    want: 16,
-                })?;
-            out.push(IpAddr::from(b));
-        }
+        let mut out = tunnel_keys::<4>(&self.tunnel_v4, MAP_V4)?;
+        out.extend(tunnel_keys::<16>(&self.tunnel_v6, MAP_V6)?);
         Ok(out)
     }
 
@@ -411,6 +388,32 @@ impl XdpDecap {
     /// Runs the program once on `packet` with `BPF_PROG_TEST_RUN` (for tests
     /// and benches). The live maps are used: counters it bumps stay bumped.
     pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun> {
-        Ok(xdp_test_run(&self.prog, packet)?)
+        XdpProgram::test_run(self, packet)
+    }
+}
+
+/// The keys of tunnel-address map `name`, each `N` bytes (4: IPv4, 16: IPv6).
+fn tunnel_keys<const N: usize>(map: &MapHandle, name: &'static str) -> Result<Vec<IpAddr>>
+where
+    IpAddr: From<[u8; N]>,
+{
+    map.keys()
+        .map(|key| {
+            <[u8; N]>::try_from(key.as_slice())
+                .map(IpAddr::from)
+                .map_err(|_| XdpDecapError::ValueSize {
+                    map: name,
+                    got: key.len(),
+                    want: N,
+                })
+        })
+        .collect()
+}
+
+impl XdpProgram for XdpDecap {
+    type Error = XdpDecapError;
+
+    fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
     }
 }

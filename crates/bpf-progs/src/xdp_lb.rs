@@ -71,9 +71,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::model::{Model, ModelConfig, ModelVip};
 use crate::skel::xdp_lb::XdpLbSkelBuilder;
-use crate::xdp_attach::{attach_xdp, ifindex_by_name, xdp_test_run};
 pub use crate::xdp_attach::{
-    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTestRun, XdpVerdict,
+    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpProgram, XdpTestRun, XdpVerdict,
 };
 
 /// Bytes of one connection-table set of 4 flows (see the module docs).
@@ -670,24 +669,23 @@ impl XdpLb {
     /// Attaches to `ifindex` (resolved in the calling thread's network
     /// namespace), native mode falling back to generic; the link says which.
     pub fn attach(&self, ifindex: u32) -> Result<XdpLink> {
-        self.attach_with_mode(ifindex, XdpAttachMode::NativeOrGeneric)
+        XdpProgram::attach(self, ifindex)
     }
 
     /// [`attach`](Self::attach) by interface name.
     pub fn attach_by_name(&self, ifname: &str) -> Result<XdpLink> {
-        let ifindex = ifindex_by_name(ifname)?;
-        self.attach(ifindex)
+        XdpProgram::attach_by_name(self, ifname)
     }
 
     /// Attaches in an explicit mode.
     pub fn attach_with_mode(&self, ifindex: u32, mode: XdpAttachMode) -> Result<XdpLink> {
-        Ok(attach_xdp(self.prog.as_fd(), ifindex, mode)?)
+        XdpProgram::attach_with_mode(self, ifindex, mode)
     }
 
     /// Runs the program once on `packet` through `BPF_PROG_TEST_RUN` (maps
     /// are the live ones: counters and the connection table change).
     pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun> {
-        Ok(xdp_test_run(self.prog.as_fd(), packet)?)
+        XdpProgram::test_run(self, packet)
     }
 
     fn cfg_bytes(&self) -> [u8; CFG_LEN] {
@@ -1285,6 +1283,14 @@ impl XdpLb {
             })
             .collect();
         Model::new(cfg, vips, self.echo_refs.keys().copied().collect())
+    }
+}
+
+impl XdpProgram for XdpLb {
+    type Error = XdpLbError;
+
+    fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
     }
 }
 

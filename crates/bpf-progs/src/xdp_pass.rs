@@ -8,9 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 use crate::skel::xdp_pass::XdpPassSkelBuilder;
-use crate::xdp_attach::{
-    attach_xdp, ifindex_by_name, xdp_test_run, XdpAttachError, XdpAttachMode, XdpLink, XdpTestRun,
-};
+use crate::xdp_attach::{XdpAttachError, XdpLink, XdpProgram, XdpTestRun};
 
 /// Errors of [`XdpPass`].
 #[derive(Debug, thiserror::Error)]
@@ -58,16 +56,19 @@ impl XdpPass {
     /// Attaches to the interface named `ifname` in the calling thread's
     /// namespace, native mode falling back to generic.
     pub fn attach_by_name(&self, ifname: &str) -> Result<XdpLink, XdpPassError> {
-        let ifindex = ifindex_by_name(ifname)?;
-        Ok(attach_xdp(
-            &self.prog,
-            ifindex,
-            XdpAttachMode::NativeOrGeneric,
-        )?)
+        XdpProgram::attach_by_name(self, ifname)
     }
 
     /// Runs the program once on `packet` with `BPF_PROG_TEST_RUN`.
     pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun, XdpPassError> {
-        Ok(xdp_test_run(&self.prog, packet)?)
+        XdpProgram::test_run(self, packet)
+    }
+}
+
+impl XdpProgram for XdpPass {
+    type Error = XdpPassError;
+
+    fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
     }
 }

@@ -535,16 +535,35 @@ drop:
 
 /* --------------------------------------------------------------- encap -- */
 
+/* Grows the packet head by @hdr_len bytes for the outer header (between
+ * the L2 header and the inner IP header) and rewrites the L2 header for the
+ * next hop, VLAN tag kept, with ethertype @proto. Returns the outer header,
+ * checked to lie within the packet, or NULL. @hdr_len is a constant at each
+ * call site: the verifier checks the caller's header writes against it. */
+static __always_inline void *fp_encap_push(struct xdp_md *ctx, const struct fp_pkt *p,
+					   const __u32 hdr_len, __be16 proto, const __u32 l2)
+{
+	void *data, *data_end, *o;
+
+	if (bpf_xdp_adjust_head(ctx, -(int)hdr_len))
+		return NULL;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	o = data + l2;
+	if (o + hdr_len > data_end)
+		return NULL;
+	fp_write_l2(data, lb_cfg.next_hop_mac, lb_cfg.local_mac, p, proto, l2);
+	return o;
+}
+
 static __always_inline int fp_encap(struct xdp_md *ctx, struct fp_pkt *p,
 				    const struct flowpin_backend *be, __u32 hash,
 				    struct flowpin_vip_stats *vs, const __u32 l2)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	const __u32 l3_off = l2;
-	__u32 inner_len = (data_end - data) - l3_off;
+	__u32 inner_len = (data_end - data) - l2;
 	struct flowpin_lb_stats *g;
-	struct ethhdr *eth;
 
 	if (be->family == FLOWPIN_FAMILY_V4) {
 		struct iphdr *o;
@@ -556,25 +575,9 @@ static __always_inline int fp_encap(struct xdp_md *ctx, struct fp_pkt *p,
 			goto err;
 		if (inner_len + sizeof(*o) > lb_cfg.mtu)
 			return fp_too_big(ctx, p, sizeof(*o), vs, l2);
-		if (bpf_xdp_adjust_head(ctx, -(int)sizeof(*o)))
+		o = fp_encap_push(ctx, p, sizeof(*o), bpf_htons(ETH_P_IP), l2);
+		if (!o)
 			goto err;
-		data = (void *)(long)ctx->data;
-		data_end = (void *)(long)ctx->data_end;
-		o = data + l3_off;
-		if ((void *)(o + 1) > data_end)
-			goto err;
-		eth = data;
-		__builtin_memcpy(eth->h_dest, lb_cfg.next_hop_mac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, lb_cfg.local_mac, ETH_ALEN);
-		if (l2 == 18) {
-			struct fp_vlan_hdr *vh = (void *)(eth + 1);
-
-			eth->h_proto = bpf_htons(ETH_P_8021Q);
-			vh->tci = p->vlan_tci;
-			vh->proto = bpf_htons(ETH_P_IP);
-		} else {
-			eth->h_proto = bpf_htons(ETH_P_IP);
-		}
 		*(__u8 *)o = 0x45;
 		o->tos = p->tos;
 		o->tot_len = bpf_htons(inner_len + sizeof(*o));
@@ -595,25 +598,9 @@ static __always_inline int fp_encap(struct xdp_md *ctx, struct fp_pkt *p,
 
 		if (inner_len + sizeof(*o) > lb_cfg.mtu)
 			return fp_too_big(ctx, p, sizeof(*o), vs, l2);
-		if (bpf_xdp_adjust_head(ctx, -(int)sizeof(*o)))
+		o = fp_encap_push(ctx, p, sizeof(*o), bpf_htons(ETH_P_IPV6), l2);
+		if (!o)
 			goto err;
-		data = (void *)(long)ctx->data;
-		data_end = (void *)(long)ctx->data_end;
-		o = data + l3_off;
-		if ((void *)(o + 1) > data_end)
-			goto err;
-		eth = data;
-		__builtin_memcpy(eth->h_dest, lb_cfg.next_hop_mac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, lb_cfg.local_mac, ETH_ALEN);
-		if (l2 == 18) {
-			struct fp_vlan_hdr *vh = (void *)(eth + 1);
-
-			eth->h_proto = bpf_htons(ETH_P_8021Q);
-			vh->tci = p->vlan_tci;
-			vh->proto = bpf_htons(ETH_P_IPV6);
-		} else {
-			eth->h_proto = bpf_htons(ETH_P_IPV6);
-		}
 		*(__be32 *)o = bpf_htonl((6u << 28) | ((__u32)p->tos << 20) | (hash & 0xfffff));
 		o->payload_len = bpf_htons(inner_len);
 		o->nexthdr = p->family == FLOWPIN_FAMILY_V4 ? IPPROTO_IPIP : IPPROTO_IPV6;
@@ -874,6 +861,37 @@ static __always_inline __u32 fp_sid_lookup(__u32 vip_id, __u32 sid)
 	return bi ? *bi : 0;
 }
 
+/* Acts on a server_id parse (@r, an FP_SID_* result of the TCP option walk
+ * or the QUIC CID read, @sid the id found): the backend registered for it
+ * on this VIP, or NULL to fall back to the hash; counts which case it was. */
+static __always_inline const struct flowpin_backend *
+fp_sid_route(int r, __u32 sid, __u32 vip_id, struct flowpin_vip_stats *vs)
+{
+	const struct flowpin_backend *be = NULL;
+	__u32 bi;
+
+	if (r == FP_SID_MALFORMED) {
+		vs->sid_fallback_malformed++;
+		return NULL;
+	}
+	if (r != FP_SID_FOUND) {
+		vs->sid_missing++;
+		return NULL;
+	}
+	if (sid == FLOWPIN_SERVER_ID_NONE) {
+		vs->sid_fallback_zero++;
+		return NULL;
+	}
+	bi = fp_sid_lookup(vip_id, sid);
+	if (bi)
+		be = fp_backend(bi);
+	if (be)
+		vs->sid_routed++;
+	else
+		vs->sid_fallback_unknown++;
+	return be;
+}
+
 static __always_inline struct flowpin_vip_meta *fp_vip_lookup(struct flowpin_vip_key *k)
 {
 	__u32 idx = flowpin_vip_slot(k);
@@ -948,24 +966,7 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 			return fp_drop_malformed();
 		optlen = (__u32)th->doff * 4 - sizeof(*th);
 		r = fp_tcp_server_id(ctx, (p->l4_off & 0x7fff) + sizeof(*th), optlen, &sid);
-		if (r == FP_SID_FOUND) {
-			if (sid == FLOWPIN_SERVER_ID_NONE) {
-				vs->sid_fallback_zero++;
-			} else {
-				__u32 bi = fp_sid_lookup(vip_id, sid);
-
-				if (bi)
-					be = fp_backend(bi);
-				if (be)
-					vs->sid_routed++;
-				else
-					vs->sid_fallback_unknown++;
-			}
-		} else if (r == FP_SID_MALFORMED) {
-			vs->sid_fallback_malformed++;
-		} else {
-			vs->sid_missing++;
-		}
+		be = fp_sid_route(r, sid, vip_id, vs);
 	} else if ((flags & FLOWPIN_VIP_QUIC) && proto == IPPROTO_UDP && !p->nonfirst) {
 		__u8 *q = data + (p->l4_off & 0x7fff) + sizeof(struct udphdr);
 		__u32 sid = 0;
@@ -979,24 +980,7 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 		} else {
 			r = fp_quic_server_id(q, data_end, &sid);
 		}
-		if (r == FP_SID_FOUND) {
-			if (sid == FLOWPIN_SERVER_ID_NONE) {
-				vs->sid_fallback_zero++;
-			} else {
-				__u32 bi = fp_sid_lookup(vip_id, sid);
-
-				if (bi)
-					be = fp_backend(bi);
-				if (be)
-					vs->sid_routed++;
-				else
-					vs->sid_fallback_unknown++;
-			}
-		} else if (r == FP_SID_MALFORMED) {
-			vs->sid_fallback_malformed++;
-		} else {
-			vs->sid_missing++;
-		}
+		be = fp_sid_route(r, sid, vip_id, vs);
 	}
 pick:
 	if (!be) {
