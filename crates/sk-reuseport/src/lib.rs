@@ -44,7 +44,7 @@
 //! times under load, each release a new process, with four strategies;
 //! `examples/bind_pitfall.rs` measures `bind()` when `SO_REUSEPORT` and
 //! plain binds are mixed on one port. Results on Linux 6.18 (flowpin: 0
-//! refused, 0 reset, 0 misrouted; UDP throughput 1.9× one socket; bind()
+//! refused, 0 reset, 0 misrouted; UDP throughput 1.7× one socket; bind()
 //! with the talk's mixed pattern still ~10× slower than all-`SO_REUSEPORT`,
 //! wildcard binds p99 ~4 ms) are in this crate's `README.md`.
 #![deny(missing_docs)]
