@@ -143,9 +143,7 @@ thread_local! {
 fn pause(d: Duration) -> Result<(), Error> {
     let end = Instant::now() + d;
     while Instant::now() < end {
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            return Err("interrupted (Ctrl-C): cleaning up".into());
-        }
+        check_interrupted()?;
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())

@@ -65,18 +65,28 @@ pub(crate) struct Topology {
     _links: Vec<VethPair>,
 }
 
+/// The MAC address of `dev` in `ns`, read from `ip -br link show`. Fails
+/// (rather than guessing) if the output holds no well-formed address: a
+/// wrong next-hop MAC would silently black-hole every encapsulated packet.
 fn mac_of(ns: &NetNs, dev: &str) -> Result<[u8; 6], TestingError> {
     let out = ns.ip(&["-br", "link", "show", "dev", dev])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mac = text
-        .split_whitespace()
-        .find(|w| w.len() == 17 && w.matches(':').count() == 5)
-        .unwrap_or("00:00:00:00:00:00");
-    let mut b = [0u8; 6];
-    for (i, part) in mac.split(':').enumerate().take(6) {
-        b[i] = u8::from_str_radix(part, 16).unwrap_or(0);
-    }
-    Ok(b)
+    let parse = |w: &str| -> Option<[u8; 6]> {
+        let mut b = [0u8; 6];
+        let mut parts = w.split(':');
+        for byte in &mut b {
+            *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+        }
+        parts.next().is_none().then_some(b)
+    };
+    text.split_whitespace()
+        .filter(|w| w.len() == 17)
+        .find_map(parse)
+        .ok_or_else(|| TestingError::Command {
+            cmd: format!("ip -n {} -br link show dev {dev}", ns.name()),
+            status: "no MAC address in the output".into(),
+            stderr: text.trim().to_string(),
+        })
 }
 
 impl Topology {

@@ -179,7 +179,8 @@ fn drive(mut conns: Vec<Conn>, stop: &AtomicBool) -> Vec<ConnReport> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    // A final check: a connection whose last ping is unanswered for too long is stalled.
+    // Stalls are detected inside the loop: callers keep it running for longer
+    // than STALL_AFTER after their last change.
     conns
         .into_iter()
         .map(|c| ConnReport {
