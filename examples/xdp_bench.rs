@@ -7,7 +7,10 @@
 //! `new_flow` (a TCP SYN from a new source address/port every call: ring
 //! lookup + LRU insert, LRU at its default size), `server_id` (a TCP ACK
 //! carrying a valid server_id option, a new flow every call: routed without
-//! LRU or ring). Each call's verdict is checked, and the output packet is
+//! LRU or ring), `quic_cid` (a QUIC short-header packet whose 16-byte
+//! flowpin-layout connection ID carries a valid server_id, a new client
+//! address every call: routed by CID without LRU or ring; the issue-14
+//! target is a cost no higher than `server_id` in the same run). Each call's verdict is checked, and the output packet is
 //! compared with `flowpin_bpf_progs::model` (every call for fixed packets,
 //! every 64th call for per-call packets).
 //!
@@ -21,7 +24,7 @@
 //! Run as root: `cargo run --release --example xdp_bench -- --json`
 //! (`--calls N --rounds R` for quick runs). The last line is one JSON
 //! object with `empty_ns`, `non_vip_ns`, `lru_hit_ns`, `new_flow_ns`,
-//! `server_id_ns` and the ratios.
+//! `server_id_ns`, `quic_cid_ns` and the ratios.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -54,6 +57,9 @@ const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const SERVER_ID_BASE: u32 = 1000;
+const QUIC_PORT: u16 = 443;
+/// The flowpin-quinn generator's default CID length.
+const QUIC_CID_LEN: u8 = 16;
 
 fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool, opts: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
@@ -70,7 +76,20 @@ fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, syn: bool, opts: &[
     v
 }
 
-/// Sets source address and port of a built IPv4/TCP frame (checksums are not
+fn quic_short(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, cid: &[u8]) -> Vec<u8> {
+    let mut q = vec![0x40u8];
+    q.extend_from_slice(cid);
+    q.extend_from_slice(&[0xa7; 40]);
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sport, QUIC_PORT)
+        .write(&mut v, &q)
+        .expect("build packet");
+    v
+}
+
+/// Sets source address and port of a built IPv4/TCP or UDP frame (checksums are not
 /// looked at by the program; the model sees the same bytes).
 fn set_src(pkt: &mut [u8], i: u32) {
     let a = Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff));
@@ -107,7 +126,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cpus.set(0)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
     let empty = XdpPass::load()?;
-    let mut config = XdpLbConfig::default();
+    let mut config = XdpLbConfig {
+        quic_cid_len: QUIC_CID_LEN,
+        ..XdpLbConfig::default()
+    };
     if let Some(mib) = args.lru_mib {
         config.lru_memory_bytes = mib << 20;
     }
@@ -128,6 +150,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lb.add_vip(routed, VipFlags::SERVER_ID)?;
     lb.set_backends(&plain, &backends)?;
     lb.set_backends(&routed, &backends)?;
+    let quic = Vip::new(VIP.into(), QUIC_PORT, Proto::Udp);
+    lb.add_vip(quic, VipFlags::QUIC)?;
+    lb.set_backends(&quic, &backends)?;
     let model = lb.model();
     eprintln!(
         "xdp_lb loaded: ring {} slots/VIP, connection table {} flows over all CPUs ({} MiB budget), {} calls x {} rounds per case",
@@ -154,6 +179,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sid_opts = vec![1u8, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
     sid_opts.extend_from_slice(&opt[..n]);
     let sid_pkt = tcp(Ipv4Addr::new(10, 0, 0, 1), 1024, VIP, 443, false, &sid_opts);
+    let mut cid = [0x3cu8; QUIC_CID_LEN as usize];
+    flowpin_tcp_opt::encode_cid(&mut cid, flowpin_tcp_opt::CidLayout::Flowpin, sid)?;
+    let quic_pkt = quic_short(Ipv4Addr::new(10, 0, 0, 1), 1024, VIP, &cid);
 
     // Warm the lru_hit flow and learn its expected output.
     let mut m = model.clone();
@@ -171,7 +199,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(non_vip_out.verdict, Verdict::Pass);
 
     let mut cases: Vec<Case> = Vec::new();
-    let names = ["empty", "non_vip", "lru_hit", "new_flow", "server_id"];
+    let names = [
+        "empty",
+        "non_vip",
+        "lru_hit",
+        "new_flow",
+        "server_id",
+        "quic_cid",
+    ];
     let mut kernel: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut flow_counter: u32 = 0;
@@ -182,12 +217,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "empty" | "lru_hit" => ack.clone(),
                 "non_vip" => non_vip.clone(),
                 "new_flow" => syn.clone(),
+                "quic_cid" => quic_pkt.clone(),
                 _ => sid_pkt.clone(),
             };
             let mut sum_ns: u64 = 0;
             let start = Instant::now();
             for call in 0..args.calls {
-                let per_call = *name == "new_flow" || *name == "server_id";
+                let per_call = matches!(*name, "new_flow" | "server_id" | "quic_cid");
                 if per_call {
                     flow_counter = flow_counter.wrapping_add(1);
                     set_src(&mut pkt, flow_counter);
@@ -252,8 +288,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         0,
         "server_id case never touched the LRU or the ring"
     );
+    let qs = lb.vip_stats(&quic)?;
+    assert_eq!(
+        (qs.lru_hit + qs.lru_miss + qs.new_flows, qs.sid_routed),
+        (0, qs.packets),
+        "every quic_cid packet routed by its CID, none by the LRU or the ring"
+    );
     let base = cases[0].result.0;
-    let targets = [None, Some(1.3), Some(2.3), Some(5.0), Some(2.5)];
+    let targets = [None, Some(1.3), Some(2.3), Some(5.0), Some(2.5), Some(2.5)];
     println!(
         "{:<10} {:>10} {:>8} {:>8} {:>12}",
         "case", "ns/packet", "ratio", "target", "wall ns/call"
@@ -268,6 +310,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.result.1
         );
     }
+    let (sid_ns, quic_ns) = (cases[4].result.0, cases[5].result.0);
+    println!(
+        "quic_cid vs server_id: {:.2}x ({})",
+        quic_ns / sid_ns,
+        if quic_ns <= sid_ns {
+            "no more than the TCP server_id path"
+        } else {
+            "MORE than the TCP server_id path"
+        }
+    );
     if args.json {
         let mut obj = serde_json::Map::new();
         for c in &cases {
@@ -282,6 +334,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 serde_json::json!((c.result.0 / base * 100.0).round() / 100.0),
             );
         }
+        obj.insert(
+            "quic_cid_vs_server_id".into(),
+            serde_json::json!((quic_ns / sid_ns * 100.0).round() / 100.0),
+        );
         obj.insert("calls".into(), serde_json::json!(args.calls));
         obj.insert("rounds".into(), serde_json::json!(args.rounds));
         obj.insert("lru_entries".into(), serde_json::json!(lb.lru_entries()));

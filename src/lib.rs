@@ -10,6 +10,7 @@
 //! | `tcp-opt`      | [`flowpin_tcp_opt`]     | no          |
 //! | `bpf`          | [`flowpin_bpf_progs`]   | yes         |
 //! | `sk-reuseport` | [`flowpin_sk_reuseport`]| yes         |
+//! | `quinn`        | [`flowpin_quinn`]       | no          |
 //!
 //! Depend on `flowpin` with `default-features = false, features = ["maglev",
 //! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
@@ -31,3 +32,7 @@ pub use flowpin_bpf_progs as bpf;
 
 #[cfg(feature = "sk-reuseport")]
 pub use flowpin_sk_reuseport as sk_reuseport;
+
+/// A quinn connection-ID generator carrying the server_id and socket id.
+#[cfg(feature = "quinn")]
+pub use flowpin_quinn as quinn;

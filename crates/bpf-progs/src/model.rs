@@ -47,6 +47,8 @@ pub struct ModelConfig {
     pub tcp_opt_layout: Layout,
     /// Server-chosen QUIC CID length.
     pub quic_cid_len: u8,
+    /// QUIC-LB plaintext configuration decoded besides the other layouts.
+    pub quic_lb: Option<flowpin_tcp_opt::QuicLb>,
     /// Connection-table sets per CPU (a power of two).
     pub conn_sets: u32,
 }
@@ -601,6 +603,18 @@ impl Model {
         let Ok(cid) = ConnectionId::new_checked(&pkt[c..c + cid_len]) else {
             return SidResult::Malformed;
         };
+        if let Some(q) = self.cfg.quic_lb {
+            let cr = pkt[c] >> flowpin_tcp_opt::consts::QUIC_LB_CR_SHIFT;
+            if cr == flowpin_tcp_opt::consts::QUIC_LB_CR_UNROUTABLE {
+                return SidResult::None;
+            }
+            if q.matches(pkt[c]) {
+                let layout = flowpin_tcp_opt::CidLayout::QuicLb(q);
+                return cid
+                    .raw_server_id(layout)
+                    .map_or(SidResult::Malformed, SidResult::Found);
+            }
+        }
         match cid.layout().and_then(|l| cid.raw_server_id(l)) {
             Some(id) => SidResult::Found(id),
             None => SidResult::None,

@@ -65,7 +65,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use flowpin_maglev::Maglev;
-use flowpin_tcp_opt::{Layout, ServerId};
+use flowpin_tcp_opt::{Layout, QuicLb, ServerId};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
@@ -312,6 +312,10 @@ pub struct XdpLbConfig {
     pub tcp_opt_layout: Layout,
     /// Length of the server-chosen QUIC connection IDs (8..=20).
     pub quic_cid_len: u8,
+    /// Also decode IETF QUIC-LB plaintext CIDs of this configuration (CIDs
+    /// whose config rotation bits are its codepoint; `0b111` is then never
+    /// routed; other CIDs keep the flowpin / Katran layouts). Default: off.
+    pub quic_lb: Option<QuicLb>,
     /// Our MAC (source of encapsulated packets).
     pub local_mac: [u8; 6],
     /// The next hop's MAC (destination of encapsulated packets).
@@ -340,6 +344,7 @@ impl Default for XdpLbConfig {
             mtu: 1500,
             tcp_opt_layout: Layout::default(),
             quic_cid_len: 8,
+            quic_lb: None,
             local_mac: [0; 6],
             next_hop_mac: [0; 6],
             tunnel_src_v4: (Ipv4Addr::new(172, 16, 0, 0), 16),
@@ -385,6 +390,17 @@ impl XdpLbConfig {
         }
         if !(8..=20).contains(&self.quic_cid_len) {
             return bad(format!("quic_cid_len {} not in 8..=20", self.quic_cid_len));
+        }
+        if let Some(q) = self.quic_lb {
+            if usize::from(self.quic_cid_len) < q.min_cid_len() {
+                return bad(format!(
+                    "quic_cid_len {} is too short for QUIC-LB CIDs with a {}-octet server ID \
+                     and a 4-octet nonce: use at least {}",
+                    self.quic_cid_len,
+                    q.server_id_len(),
+                    q.min_cid_len()
+                ));
+            }
         }
         if self.tunnel_src_v4.1 > 32 || self.tunnel_src_v6.1 > 128 {
             return bad("tunnel source prefix length out of range".into());
@@ -703,6 +719,7 @@ impl XdpLb {
         b[15] = kind;
         b[16..18].copy_from_slice(&exid.to_le_bytes());
         b[18] = c.quic_cid_len;
+        b[19] = c.quic_lb.map_or(0, QuicLb::lb_config_byte);
         let (p4, l4) = c.tunnel_src_v4;
         let m4 = host_mask(l4, 32);
         b[20..24].copy_from_slice(&(u32::from(p4) & !m4).to_le_bytes());
@@ -1259,6 +1276,7 @@ impl XdpLb {
             tun_src6_host_mask: host_mask(c.tunnel_src_v6.1.max(96), 128),
             tcp_opt_layout: c.tcp_opt_layout,
             quic_cid_len: c.quic_cid_len,
+            quic_lb: c.quic_lb,
             conn_sets: self.conn_sets,
         };
         let vips = self
@@ -1345,6 +1363,22 @@ mod tests {
             ..XdpLbConfig::default()
         };
         assert!(bad.validate().is_err());
+        // QUIC-LB with a 4-octet server ID needs 1 + 4 + 4 = 9 bytes.
+        let quic_lb = QuicLb::new(1, 4).ok();
+        let bad = XdpLbConfig {
+            quic_cid_len: 8,
+            quic_lb,
+            ..XdpLbConfig::default()
+        };
+        assert!(
+            matches!(bad.validate(), Err(XdpLbError::InvalidConfig(m)) if m.contains("at least 9"))
+        );
+        let good = XdpLbConfig {
+            quic_cid_len: 9,
+            quic_lb,
+            ..XdpLbConfig::default()
+        };
+        assert!(good.validate().is_ok());
     }
 
     #[test]

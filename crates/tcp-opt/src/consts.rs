@@ -138,3 +138,30 @@ pub const QUIC_CID_FLOWPIN_VERSION: u8 = 1;
 pub const QUIC_CID_FLOWPIN_APP_MASK: u8 = 0x0F;
 /// Offset of the big-endian 32-bit server_id of the flowpin layout.
 pub const QUIC_CID_FLOWPIN_ID_OFFSET: usize = 1;
+
+// ---------------------------------------------------------------- QUIC-LB
+
+/// Shift of the 3 config rotation bits in the first octet of a QUIC-LB CID.
+pub const QUIC_LB_CR_SHIFT: u8 = 5;
+/// Bits of the first octet holding the self-described length (CID length - 1).
+pub const QUIC_LB_LEN_MASK: u8 = 0x1F;
+/// Config rotation codepoint of CIDs that are never routable (0b111).
+pub const QUIC_LB_CR_UNROUTABLE: u8 = 7;
+/// Offset of the server ID in a plaintext QUIC-LB CID.
+pub const QUIC_LB_SID_OFFSET: usize = 1;
+/// Longest QUIC-LB server ID, octets.
+pub const QUIC_LB_MAX_SID_LEN: usize = 15;
+/// Shortest QUIC-LB nonce, octets.
+pub const QUIC_LB_MIN_NONCE_LEN: usize = 4;
+/// Longest server ID + nonce of a QUIC-LB CID, octets.
+pub const QUIC_LB_MAX_PLAINTEXT_LEN: usize = 19;
+/// Longest QUIC-LB server ID that flowpin routes (its server_ids are 32 bits).
+pub const QUIC_LB_MAX_ROUTED_SID_LEN: usize = 4;
+/// xdp_lb's QUIC-LB config byte: set when QUIC-LB decoding is on.
+pub const QUIC_LB_CFG_ON: u8 = 0x80;
+/// xdp_lb's QUIC-LB config byte: shift of the config rotation codepoint.
+pub const QUIC_LB_CFG_ID_SHIFT: u8 = 4;
+/// xdp_lb's QUIC-LB config byte: mask of the codepoint (after the shift).
+pub const QUIC_LB_CFG_ID_MASK: u8 = 0x07;
+/// xdp_lb's QUIC-LB config byte: mask of the server ID length.
+pub const QUIC_LB_CFG_SID_LEN_MASK: u8 = 0x0F;

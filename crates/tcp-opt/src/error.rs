@@ -7,6 +7,9 @@ use crate::quic::CidLayout;
 pub(crate) trait Saturating: TryFrom<usize> {
     const MAX: Self;
 }
+impl Saturating for u8 {
+    const MAX: u8 = u8::MAX;
+}
 impl Saturating for u16 {
     const MAX: u16 = u16::MAX;
 }
@@ -169,6 +172,24 @@ pub enum Error {
     BadCidLength {
         /// The connection ID's length.
         len: u32,
+    },
+    /// A QUIC-LB configuration outside the draft's limits (codepoint 0..=6,
+    /// server ID 1..=15 octets, 1..=4 for a routed flowpin server_id, nonce
+    /// at least 4 octets, server ID + nonce at most 19), or server ID / nonce
+    /// bytes of other lengths than configured.
+    #[error(
+        "QUIC-LB configuration (config id {config_id}, server ID {server_id_len} octets, \
+         nonce {nonce_len} octets) is invalid: use config id 0..=6, a server ID of 1..=15 \
+         octets (1..=4 for a flowpin server_id), a nonce of at least 4 octets, both \
+         summing to at most 19"
+    )]
+    BadQuicLbConfig {
+        /// The config rotation codepoint.
+        config_id: u8,
+        /// Server ID octets.
+        server_id_len: u8,
+        /// Nonce octets (0 where no nonce length was given).
+        nonce_len: u8,
     },
     /// A QUIC datagram is too short for the header it announces.
     #[error("QUIC packet truncated: {len} bytes, its header needs {needed}")]

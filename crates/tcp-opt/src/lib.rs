@@ -62,13 +62,15 @@ mod error;
 mod layout;
 pub mod option;
 pub mod quic;
+pub mod quic_lb;
 pub mod tcp;
 
 pub use codec::find_server_id_buf;
 pub use error::Error;
 pub use layout::{Layout, Sender, ServerId};
 pub use option::{Options, RawOption, ServerIdOption, ServerIdRepr, TcpOption};
-pub use quic::{decode_cid, encode_cid, CidLayout};
+pub use quic::{decode_cid, decode_cid_as, encode_cid, CidLayout};
+pub use quic_lb::{QuicLb, QuicLbConfig};
 pub use tcp::TcpHeader;
 
 /// The most options any walk examines, NOPs included; equal to

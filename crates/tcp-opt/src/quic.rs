@@ -11,6 +11,7 @@
 //! | [`CidLayout::KatranV2`] | `0b10xx_xxxx` | `cid[1..4]` big-endian | 24 bits |
 //! | [`CidLayout::KatranV3`] | `0b11xx_xxxx` | `cid[1..5]` big-endian | 32 bits |
 //! | [`CidLayout::Flowpin`] | `0x1?` (version nibble 1) | `cid[1..5]` big-endian | 32 bits |
+//! | [`CidLayout::QuicLb`] | config rotation `c >> 5` as configured | `cid[1..1 + n]` big-endian | `8n` bits, n = 1..=4 |
 //!
 //! The Katran layouts are those of Katran's `parse_quic()`
 //! (`katran/lib/bpf/pckt_parsing.h`, `QUIC_CONNID_VERSION_V1..V3`), pinned by
@@ -21,6 +22,11 @@
 //! (e.g. a reuseport generation and entropy). Encoding only overwrites the
 //! version and server_id bits, so fill the CID with random bytes first.
 //!
+//! The IETF QUIC-LB plaintext layout ([`crate::quic_lb`]) does not announce
+//! itself in the first byte (its config rotation bits overlap the other
+//! layouts' markers), so [`decode_cid`] never guesses it: read it with
+//! [`decode_cid_as`] and the configured [`QuicLb`].
+//!
 //! A CID carries a server_id only if it is at least [`QUIC_CID_MIN_LEN`]
 //! bytes long; server_id 0 means "none" in every layout.
 
@@ -28,6 +34,7 @@ use bytes::{Buf, BufMut};
 
 use crate::consts::*;
 use crate::error::sat;
+use crate::quic_lb::{first_octet, QuicLb};
 use crate::{Error, ServerId};
 
 /// Bit positions inside a connection ID, named once.
@@ -62,6 +69,10 @@ pub enum CidLayout {
     /// flowpin: version nibble [`QUIC_CID_FLOWPIN_VERSION`], 32-bit
     /// server_id in bytes 1..5, low nibble of byte 0 free for the server.
     Flowpin,
+    /// IETF QUIC-LB plaintext: config rotation codepoint in the top 3 bits,
+    /// the length − 1 in the low 5, a 1..=4-octet server ID from byte 1,
+    /// then a nonce of at least 4 octets.
+    QuicLb(QuicLb),
 }
 
 impl CidLayout {
@@ -71,6 +82,7 @@ impl CidLayout {
             CidLayout::KatranV1 => QUIC_CID_KATRAN_V1_MAX_ID,
             CidLayout::KatranV2 => QUIC_CID_KATRAN_V2_MAX_ID,
             CidLayout::KatranV3 | CidLayout::Flowpin => u32::MAX,
+            CidLayout::QuicLb(q) => q.max_server_id(),
         }
     }
 
@@ -81,7 +93,47 @@ impl CidLayout {
             CidLayout::KatranV2 => "Katran v2",
             CidLayout::KatranV3 => "Katran v3",
             CidLayout::Flowpin => "flowpin",
+            CidLayout::QuicLb(_) => "QUIC-LB",
         }
+    }
+
+    /// The first byte after the layout's routing bits: where a server's own
+    /// data (e.g. a reuseport socket id) can start.
+    pub const fn server_data_offset(self) -> usize {
+        match self {
+            // 2 bits of the id at the top of byte 2.
+            CidLayout::KatranV1 => field::V1_LOW + 1,
+            CidLayout::KatranV2 => QUIC_CID_KATRAN_V2_ID_OFFSET + 3,
+            CidLayout::KatranV3 => QUIC_CID_KATRAN_V3_ID_OFFSET + 4,
+            CidLayout::Flowpin => QUIC_CID_FLOWPIN_ID_OFFSET + 4,
+            CidLayout::QuicLb(q) => QUIC_LB_SID_OFFSET + q.server_id_len(),
+        }
+    }
+
+    /// The shortest CID of this layout that carries a server_id.
+    pub const fn min_cid_len(self) -> usize {
+        match self {
+            CidLayout::QuicLb(q) if q.min_cid_len() > QUIC_CID_MIN_LEN => q.min_cid_len(),
+            _ => QUIC_CID_MIN_LEN,
+        }
+    }
+
+    /// Whether `c`, a CID's first byte, carries this layout's marker bits.
+    pub const fn matches_first_byte(self, c: u8) -> bool {
+        match self {
+            CidLayout::QuicLb(q) => q.matches(c),
+            layout => matches!(CidLayout::from_first_byte(c), Some(l) if l.same_kind(layout)),
+        }
+    }
+
+    const fn same_kind(self, other: CidLayout) -> bool {
+        matches!(
+            (self, other),
+            (CidLayout::KatranV1, CidLayout::KatranV1)
+                | (CidLayout::KatranV2, CidLayout::KatranV2)
+                | (CidLayout::KatranV3, CidLayout::KatranV3)
+                | (CidLayout::Flowpin, CidLayout::Flowpin)
+        )
     }
 
     /// The layout announced by a CID's first byte, if any.
@@ -174,7 +226,21 @@ impl<T: AsRef<[u8]>> ConnectionId<T> {
             CidLayout::KatranV2 => b.get(field::V2_ID).map(be),
             CidLayout::KatranV3 => b.get(field::V3_ID).map(be),
             CidLayout::Flowpin => b.get(field::FLOWPIN_ID).map(be),
+            CidLayout::QuicLb(q) => b
+                .get(QUIC_LB_SID_OFFSET..QUIC_LB_SID_OFFSET + q.server_id_len())
+                .map(be),
         }
+    }
+
+    /// The server_id read as `layout`, `None` if the first byte does not
+    /// carry `layout`'s marker bits, the buffer is too short for them, or
+    /// the id is 0.
+    pub fn server_id_as(&self, layout: CidLayout) -> Option<ServerId> {
+        let &first = self.buffer.as_ref().get(field::FIRST)?;
+        if !layout.matches_first_byte(first) {
+            return None;
+        }
+        ServerId::new(self.raw_server_id(layout)?)
     }
 
     /// The layout and server_id, `None` if the first byte announces no
@@ -244,6 +310,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ConnectionId<T> {
                     .ok_or(short)?
                     .copy_from_slice(&id.to_be_bytes());
             }
+            CidLayout::QuicLb(q) => {
+                if len < q.min_cid_len() {
+                    return Err(short);
+                }
+                *b.get_mut(field::FIRST).ok_or(short)? = first_octet(q.config_id(), len);
+                let n = q.server_id_len();
+                b.get_mut(QUIC_LB_SID_OFFSET..QUIC_LB_SID_OFFSET + n)
+                    .ok_or(short)?
+                    .copy_from_slice(id.to_be_bytes().get(4 - n..).unwrap_or_default());
+            }
         }
         Ok(())
     }
@@ -272,6 +348,19 @@ pub fn encode_cid(cid: &mut [u8], layout: CidLayout, id: ServerId) -> Result<(),
 /// its length is out of [`QUIC_CID_MIN_LEN`]`..=`[`QUIC_CID_MAX_LEN`].
 pub fn decode_cid(cid: &[u8]) -> Result<Option<(CidLayout, ServerId)>, Error> {
     Ok(ConnectionId::new_checked(cid)?.server_id())
+}
+
+/// Reads the server_id of a connection ID in a known `layout` (needed for
+/// [`CidLayout::QuicLb`], which [`decode_cid`] cannot recognise): `Ok(None)`
+/// if the first byte does not carry the layout's marker or the server_id is
+/// 0, an error if the length is out of `layout.min_cid_len()..=`[`QUIC_CID_MAX_LEN`].
+pub fn decode_cid_as(cid: &[u8], layout: CidLayout) -> Result<Option<ServerId>, Error> {
+    if !(layout.min_cid_len()..=QUIC_CID_MAX_LEN).contains(&cid.len()) {
+        return Err(Error::BadCidLength {
+            len: sat(cid.len()),
+        });
+    }
+    Ok(ConnectionId::new_unchecked(cid).server_id_as(layout))
 }
 
 /// [`decode_cid`] over the next `len` bytes of a [`Buf`] (consumed).

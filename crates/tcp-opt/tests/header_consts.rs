@@ -131,6 +131,27 @@ fn rust_constants() -> BTreeMap<&'static str, u64> {
             "QUIC_CID_FLOWPIN_ID_OFFSET",
             c::QUIC_CID_FLOWPIN_ID_OFFSET as u64,
         ),
+        ("QUIC_LB_CR_SHIFT", c::QUIC_LB_CR_SHIFT as u64),
+        ("QUIC_LB_LEN_MASK", c::QUIC_LB_LEN_MASK as u64),
+        ("QUIC_LB_CR_UNROUTABLE", c::QUIC_LB_CR_UNROUTABLE as u64),
+        ("QUIC_LB_SID_OFFSET", c::QUIC_LB_SID_OFFSET as u64),
+        ("QUIC_LB_MAX_SID_LEN", c::QUIC_LB_MAX_SID_LEN as u64),
+        ("QUIC_LB_MIN_NONCE_LEN", c::QUIC_LB_MIN_NONCE_LEN as u64),
+        (
+            "QUIC_LB_MAX_PLAINTEXT_LEN",
+            c::QUIC_LB_MAX_PLAINTEXT_LEN as u64,
+        ),
+        (
+            "QUIC_LB_MAX_ROUTED_SID_LEN",
+            c::QUIC_LB_MAX_ROUTED_SID_LEN as u64,
+        ),
+        ("QUIC_LB_CFG_ON", c::QUIC_LB_CFG_ON as u64),
+        ("QUIC_LB_CFG_ID_SHIFT", c::QUIC_LB_CFG_ID_SHIFT as u64),
+        ("QUIC_LB_CFG_ID_MASK", c::QUIC_LB_CFG_ID_MASK as u64),
+        (
+            "QUIC_LB_CFG_SID_LEN_MASK",
+            c::QUIC_LB_CFG_SID_LEN_MASK as u64,
+        ),
     ];
     let map: BTreeMap<_, _> = table.iter().copied().collect();
     assert_eq!(
@@ -207,7 +228,7 @@ fn every_header_constant_matches_rust() {
             "{name} = {value:#x} in the header but {want:#x} in Rust"
         );
     }
-    assert_eq!(defines.len(), 53);
+    assert_eq!(defines.len(), 65);
 }
 
 #[test]

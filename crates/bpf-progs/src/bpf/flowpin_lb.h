@@ -145,7 +145,7 @@ struct flowpin_lb_cfg {
 	__u8 tcpopt_kind;   /* option kind of FLOWPIN_LAYOUT_COMPACT */
 	__u16 tcpopt_exid;  /* ExID of FLOWPIN_LAYOUT_RFC6994, host order */
 	__u8 quic_cid_len;  /* server-chosen short-header DCID length */
-	__u8 pad0;
+	__u8 quic_lb;       /* QUIC-LB config byte (flowpin/tcp_opt.h), 0 = off */
 	__u32 tun_src4;           /* outer IPv4 source prefix, host order */
 	__u32 tun_src4_host_mask; /* host bits filled from the flow hash, host order */
 	__u32 tun_src6[4];        /* outer IPv6 source prefix, network order */

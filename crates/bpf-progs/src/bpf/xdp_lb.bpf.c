@@ -805,12 +805,15 @@ static __always_inline int fp_tcp_server_id(struct xdp_md *ctx, __u32 opt_off, _
 	return w.res;
 }
 
+#include "quic_lb.h"
+
 /* QUIC short header: server_id from the DCID (layouts of flowpin/tcp_opt.h). */
 static __always_inline int fp_quic_server_id(__u8 *q, void *data_end, __u32 *sid)
 {
 	__u32 cid_len = lb_cfg.quic_cid_len & 0x1f;
 	__u8 *c = q + FLOWPIN_QUIC_SHORT_DCID_OFFSET;
 	__u8 c0, v;
+	int r;
 
 	if (cid_len < FLOWPIN_QUIC_CID_MIN_LEN)
 		cid_len = FLOWPIN_QUIC_CID_MIN_LEN;
@@ -818,6 +821,9 @@ static __always_inline int fp_quic_server_id(__u8 *q, void *data_end, __u32 *sid
 		return FP_SID_MALFORMED;
 	if ((void *)c + cid_len > data_end)
 		return FP_SID_MALFORMED;
+	r = fp_quic_lb_server_id(c, lb_cfg.quic_lb, sid);
+	if (r != FP_QUIC_LB_OTHER)
+		return r;
 	c0 = c[0];
 	if (((c0 & FLOWPIN_QUIC_CID_FLOWPIN_VERSION_MASK) >> FLOWPIN_QUIC_CID_FLOWPIN_VERSION_SHIFT) ==
 	    FLOWPIN_QUIC_CID_FLOWPIN_VERSION) {

@@ -184,4 +184,36 @@
 #define FLOWPIN_QUIC_CID_FLOWPIN_APP_MASK 0x0F
 #define FLOWPIN_QUIC_CID_FLOWPIN_ID_OFFSET 1
 
+/*
+ * IETF QUIC-LB plaintext connection IDs (draft-ietf-quic-load-balancers,
+ * "CID format" with no key):
+ *   First Octet { Config Rotation (3), CID Len or Random Bits (5) },
+ *   Server ID (1..15 octets), Nonce (>= 4 octets), Server ID + Nonce <= 19.
+ *   config rotation = dcid[0] >> FLOWPIN_QUIC_LB_CR_SHIFT; codepoint
+ *   FLOWPIN_QUIC_LB_CR_UNROUTABLE (0b111) is never routable (5-tuple routing);
+ *   length self-description = (dcid[0] & FLOWPIN_QUIC_LB_LEN_MASK) = CID length - 1.
+ *   server ID = dcid[FLOWPIN_QUIC_LB_SID_OFFSET ..][..server ID length].
+ * A QUIC-LB CID does not announce itself: the LB must be configured with the
+ * config rotation codepoint and the server ID length. xdp_lb takes them in one
+ * byte (lb_cfg.quic_lb): 0 = QUIC-LB off, else
+ *   FLOWPIN_QUIC_LB_CFG_ON | config_id << FLOWPIN_QUIC_LB_CFG_ID_SHIFT | server ID length,
+ * the length 1..FLOWPIN_QUIC_LB_MAX_ROUTED_SID_LEN octets (flowpin server_ids are
+ * 32 bits; the big-endian value of those octets is the server_id). With QUIC-LB
+ * on, a short-header DCID whose config rotation bits equal config_id is read as
+ * QUIC-LB, one with 0b111 carries no server_id, every other one is read by the
+ * layouts above (so pick a config_id your other servers' CIDs do not start with).
+ */
+#define FLOWPIN_QUIC_LB_CR_SHIFT 5
+#define FLOWPIN_QUIC_LB_LEN_MASK 0x1F
+#define FLOWPIN_QUIC_LB_CR_UNROUTABLE 7
+#define FLOWPIN_QUIC_LB_SID_OFFSET 1
+#define FLOWPIN_QUIC_LB_MAX_SID_LEN 15
+#define FLOWPIN_QUIC_LB_MIN_NONCE_LEN 4
+#define FLOWPIN_QUIC_LB_MAX_PLAINTEXT_LEN 19
+#define FLOWPIN_QUIC_LB_MAX_ROUTED_SID_LEN 4
+#define FLOWPIN_QUIC_LB_CFG_ON 0x80
+#define FLOWPIN_QUIC_LB_CFG_ID_SHIFT 4
+#define FLOWPIN_QUIC_LB_CFG_ID_MASK 0x07
+#define FLOWPIN_QUIC_LB_CFG_SID_LEN_MASK 0x0F
+
 #endif /* FLOWPIN_TCP_OPT_H */

@@ -1,0 +1,383 @@
+//! quic_lab: real QUIC (quinn) connections through the whole flowpin data
+//! path, while load balancers, backends, client addresses and server
+//! processes change.
+//!
+//! The network is the lab's (`examples/lab/topo.rs`): a client namespace, a
+//! router spreading the VIP over two `xdp_lb` LBs by ECMP, five backend
+//! hosts with `xdp_decap`. Every backend host runs its QUIC server as its
+//! own process, in its own namespace and cgroup, on a flowpin reuseport
+//! group (`server.rs`); each CID carries the host's server_id and the
+//! socket id. The client holds `--conns` long-lived connections, each with a
+//! stream doing a 64-byte round trip every 100 ms. A connection is broken if
+//! quinn reports it closed or timed out, or a round trip takes 2.5 s.
+//!
+//! Scenarios, each run with CID routing on (VIP with the QUIC flag) and off
+//! (no flag: connection table + Maglev ring):
+//! - `backend added, then LB1 out of ECMP`;
+//! - `clients rebind to a new source port` (`Endpoint::rebind`);
+//! - `server release`: a new server process joins every backend's group
+//!   and takes new connections; the old one keeps its own.
+//!
+//! Run as root: `cargo run --release --example quic_lab -- --json`
+//! (`--quick` for CI: 60 connections). The last line with `--json` is
+//! `{"scenarios":[{"name","connections","broken_with_cid","broken_without_cid"}]}`.
+
+#[allow(dead_code)]
+#[path = "../lab/topo.rs"]
+mod topo;
+
+mod quic;
+mod server;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use flowpin_bpf_progs::testing::{unique_name, Cgroup, NetNs};
+use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpLink};
+use flowpin_bpf_progs::xdp_pass::XdpPass;
+use flowpin_sk_reuseport::ReuseportGroup;
+
+use topo::Topology;
+
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The QUIC VIP port.
+pub(crate) const QUIC_PORT: u16 = 443;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Parser, Debug)]
+#[command(about = "quinn connections through xdp_lb, ECMP and reuseport releases")]
+struct Args {
+    /// Print the JSON report as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Long-lived connections per run.
+    #[arg(long, default_value_t = 300)]
+    conns: usize,
+    /// CI mode: 60 connections.
+    #[arg(long)]
+    quick: bool,
+    /// Internal: run a server process.
+    #[arg(long, num_args = 5, hide = true)]
+    server_child: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    BackendAddedLbOut,
+    Rebind,
+    Release,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::BackendAddedLbOut => "backend added, then LB1 out of ECMP",
+            Scenario::Rebind => "clients rebind to a new source port",
+            Scenario::Release => "server release",
+        }
+    }
+}
+
+fn progress(s: &str) {
+    eprintln!("[quic_lab] {s}");
+}
+
+fn check_interrupted() -> Result<(), Error> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        return Err("interrupted".into());
+    }
+    Ok(())
+}
+
+/// A server process; stdin EOF stops it, killed if it does not exit.
+struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl ServerProcess {
+    fn start(index: usize, ns: &NetNs, cg: &Cgroup, pin: &Path, join: bool) -> Result<Self, Error> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--server-child")
+            .arg(index.to_string())
+            .arg(ns.path())
+            .arg(cg.path())
+            .arg(pin)
+            .arg(if join { "join" } else { "create" })
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let mut p = ServerProcess { child, stdin };
+        let out = p.child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        if line.trim() != "ready" {
+            return Err(format!("server {index} said {line:?}").into());
+        }
+        Ok(p)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stdin = None;
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pins of the backends' reuseport groups, removed on drop.
+struct Pins(Vec<PathBuf>);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = ReuseportGroup::remove_pins(p);
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
+fn vip() -> Vip {
+    Vip::new(topo::VIP.into(), QUIC_PORT, Proto::Udp)
+}
+
+fn backends(ring: &[usize]) -> Vec<Backend> {
+    ring.iter()
+        .map(|&j| Backend::new(topo::backend_addr(j).into(), 1, topo::server_id(j)))
+        .collect()
+}
+
+fn udp_in(ns: &NetNs) -> Result<UdpSocket, Error> {
+    Ok(ns.run(|| UdpSocket::bind(SocketAddr::from((topo::CLIENT, 0))))??)
+}
+
+/// One run: fresh network, LBs, servers; `n` connections; the scenario;
+/// returns how many connections broke.
+fn run_once(scenario: Scenario, cid: bool, n: usize) -> Result<usize, Error> {
+    let tag = format!(
+        "{} / CID {}",
+        scenario.name(),
+        if cid { "on" } else { "off" }
+    );
+    progress(&format!("{tag}: building the network"));
+    let topo = Topology::build()?;
+    let pass = XdpPass::load()?;
+    let mut links: Vec<XdpLink> = Vec::new();
+    for i in 0..topo::LBS {
+        let name = format!("r-lb{}", i + 1);
+        let p = &pass;
+        links.push(topo.router.run(move || p.attach_by_name(&name))??);
+    }
+    let initial = [0usize, 1, 2, 3];
+    let mut lbs = Vec::new();
+    for i in 0..topo::LBS {
+        let mut lb = XdpLb::load(XdpLbConfig {
+            local_mac: topo.lb_mac[i],
+            next_hop_mac: topo.router_mac_to_lb[i],
+            tunnel_src_v4: (std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16),
+            conn_table_shared: true,
+            quic_cid_len: flowpin_quinn::DEFAULT_CID_LEN as u8,
+            ..XdpLbConfig::default()
+        })?;
+        lb.add_vip(vip(), if cid { VipFlags::QUIC } else { VipFlags::NONE })?;
+        lb.set_backends(&vip(), &backends(&initial))?;
+        let l = &lb;
+        links.push(topo.lbs[i].run(move || l.attach_by_name(topo::LB_IF))??);
+        lbs.push(lb);
+    }
+    let mut cgroups = Vec::new();
+    let pins = Pins(
+        (0..topo::BACKENDS)
+            .map(|j| Path::new("/sys/fs/bpf").join(unique_name(&format!("qlab{j}"))))
+            .collect(),
+    );
+    let mut servers = Vec::new();
+    for j in 0..topo::BACKENDS {
+        let cg = Cgroup::new(&format!("qlab{j}"))?;
+        servers.push(ServerProcess::start(
+            j,
+            &topo.backends[j],
+            &cg,
+            &pins.0[j],
+            false,
+        )?);
+        cgroups.push(cg);
+    }
+    check_interrupted()?;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    let broken = rt.block_on(async {
+        let to = SocketAddr::from((topo::VIP, QUIC_PORT));
+        let mut conns = Vec::new();
+        for _ in 0..n {
+            let ep = quic::client(udp_in(&topo.client)?)?;
+            conns.push(quic::Conn::open(ep, to).await?);
+        }
+        progress(&format!("{tag}: {n} connections up"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let broken = Arc::new(AtomicUsize::new(0));
+        let mut eps = Vec::new();
+        let mut tasks = Vec::new();
+        for mut c in conns {
+            eps.push(c.ep.clone());
+            let (stop, broken) = (stop.clone(), broken.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if c.conn.close_reason().is_some() || !c.round_trip().await {
+                        broken.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                c.conn.close(0u32.into(), b"done");
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match scenario {
+            Scenario::BackendAddedLbOut => {
+                let ring = [0usize, 1, 2, 3, 4];
+                for lb in &mut lbs {
+                    lb.set_backends(&vip(), &backends(&ring))?;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                topo.set_ecmp(&[false, true])?;
+            }
+            Scenario::Rebind => {
+                for ep in &eps {
+                    ep.rebind(udp_in(&topo.client)?)?;
+                }
+            }
+            Scenario::Release => {
+                for (j, ((ns, cg), pin)) in
+                    topo.backends.iter().zip(&cgroups).zip(&pins.0).enumerate()
+                {
+                    servers.push(ServerProcess::start(j, ns, cg, pin, true)?);
+                }
+                // New connections land on the new processes.
+                for _ in 0..(n / 10).max(5) {
+                    let ep = quic::client(udp_in(&topo.client)?)?;
+                    let mut c = quic::Conn::open(ep, to).await?;
+                    if !c.round_trip().await {
+                        return Err::<usize, Error>(
+                            "a new connection after the release failed".into(),
+                        );
+                    }
+                    c.conn.close(0u32.into(), b"done");
+                }
+            }
+        }
+        check_interrupted()?;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(broken.load(Ordering::Relaxed))
+    })?;
+    drop(rt);
+    progress(&format!("{tag}: {broken} of {n} connections broke"));
+    drop(servers);
+    drop(cgroups);
+    drop(pins);
+    drop(links);
+    drop(lbs);
+    drop(topo);
+    Ok(broken)
+}
+
+fn lab(args: &Args) -> Result<serde_json::Value, Error> {
+    let n = if args.quick { 60 } else { args.conns };
+    let mut out = Vec::new();
+    for s in [
+        Scenario::BackendAddedLbOut,
+        Scenario::Rebind,
+        Scenario::Release,
+    ] {
+        let with = run_once(s, true, n)?;
+        let without = run_once(s, false, n)?;
+        out.push(serde_json::json!({
+            "name": s.name(),
+            "connections": n,
+            "broken_with_cid": with,
+            "broken_without_cid": without,
+        }));
+    }
+    Ok(serde_json::json!({ "scenarios": out }))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(c) = &args.server_child {
+        let parsed = (|| {
+            Some(server::ServerArgs {
+                index: c.first()?.parse().ok()?,
+                netns: PathBuf::from(c.get(1)?),
+                cgroup: PathBuf::from(c.get(2)?),
+                pin: PathBuf::from(c.get(3)?),
+                join: c.get(4)? == "join",
+            })
+        })();
+        let Some(parsed) = parsed else {
+            eprintln!("bad --server-child arguments");
+            return ExitCode::from(2);
+        };
+        return match server::child_main(parsed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("quic_lab creates namespaces, cgroups and BPF programs: run it as root");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed)) {
+        eprintln!("cannot install the Ctrl-C handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    match lab(&args) {
+        Ok(report) => {
+            println!(
+                "{:<40} {:>6} {:>10} {:>13}",
+                "scenario", "conns", "with CID", "without CID"
+            );
+            for s in report["scenarios"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<40} {:>6} {:>10} {:>13}",
+                    s["name"].as_str().unwrap_or(""),
+                    s["connections"].as_u64().unwrap_or(0),
+                    s["broken_with_cid"].as_u64().unwrap_or(0),
+                    s["broken_without_cid"].as_u64().unwrap_or(0)
+                );
+            }
+            if args.json {
+                println!("{report}");
+            }
+            let _ = std::io::stdout().flush();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("quic_lab failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! quinn endpoints of the lab: a fixed self-signed identity (generated once
+//! per process from a fixed name; clients accept the server's certificate by
+//! pinning its public key is overkill here, so they skip verification of a
+//! lab-only name), an echo server and a client connection with one stream.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowpin_quinn::FlowpinCidGenerator;
+use quinn::{Endpoint, EndpointConfig, TokioRuntime, TransportConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+
+use crate::Error;
+
+/// The server name clients ask for.
+pub(crate) const NAME: &str = "quic-lab.flowpin.test";
+/// A stream round trip slower than this breaks the connection (issue 14).
+pub(crate) const STALL: Duration = Duration::from_millis(2500);
+
+fn transport() -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        10_000,
+    ))));
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
+    // 1200-byte packets: room for xdp_lb's outer header on 1500-byte links.
+    t.mtu_discovery_config(None);
+    Arc::new(t)
+}
+
+/// An echo server on `sock` with `cids`.
+pub(crate) fn server(sock: UdpSocket, cids: &FlowpinCidGenerator) -> Result<Endpoint, Error> {
+    let ck = rcgen::generate_simple_self_signed(vec![NAME.into()])?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let mut sc = quinn::ServerConfig::with_single_cert(vec![ck.cert.der().clone()], key)?;
+    sc.transport_config(transport());
+    let mut ec = EndpointConfig::default();
+    ec.cid_generator(cids.factory());
+    sock.set_nonblocking(true)?;
+    let ep = Endpoint::new(ec, Some(sc), sock, Arc::new(TokioRuntime))?;
+    let e = ep.clone();
+    tokio::spawn(async move {
+        while let Some(inc) = e.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = inc.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut recv, &mut send).await;
+                    });
+                }
+            });
+        }
+    });
+    Ok(ep)
+}
+
+/// The lab's servers make a new certificate per process: clients check the
+/// handshake signature but accept any certificate (a lab, not a deployment).
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client endpoint on `sock`.
+pub(crate) fn client(sock: UdpSocket) -> Result<Endpoint, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    let mut cc = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
+    ));
+    cc.transport_config(transport());
+    sock.set_nonblocking(true)?;
+    let mut ep = Endpoint::new(
+        EndpointConfig::default(),
+        None,
+        sock,
+        Arc::new(TokioRuntime),
+    )?;
+    ep.set_default_client_config(cc);
+    Ok(ep)
+}
+
+/// A connection with one long-lived stream.
+pub(crate) struct Conn {
+    pub(crate) ep: Endpoint,
+    pub(crate) conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    seq: u8,
+}
+
+impl Conn {
+    pub(crate) async fn open(ep: Endpoint, to: SocketAddr) -> Result<Conn, Error> {
+        let conn = tokio::time::timeout(Duration::from_secs(5), ep.connect(to, NAME)?)
+            .await
+            .map_err(|_| "handshake timed out")??;
+        let (send, recv) = conn.open_bi().await?;
+        let mut c = Conn {
+            ep,
+            conn,
+            send,
+            recv,
+            seq: 0,
+        };
+        if !c.round_trip().await {
+            return Err("first round trip failed".into());
+        }
+        Ok(c)
+    }
+
+    /// 64 bytes there and back within [`STALL`].
+    pub(crate) async fn round_trip(&mut self) -> bool {
+        self.seq = self.seq.wrapping_add(1);
+        let msg = [self.seq; 64];
+        let work = async {
+            self.send.write_all(&msg).await.ok()?;
+            let mut back = [0u8; 64];
+            self.recv.read_exact(&mut back).await.ok()?;
+            (back == msg).then_some(())
+        };
+        matches!(tokio::time::timeout(STALL, work).await, Ok(Some(())))
+    }
+}

@@ -1,0 +1,59 @@
+//! Privileged: `examples/quic_lab.rs` end to end in quick mode (60 quinn
+//! connections per run): 0 broken connections with CID routing in every
+//! scenario, and rebinding clients break without it (which shows the
+//! counters work).
+//!
+//! Runs the example binary that `cargo test --all-targets` builds next to
+//! this test (`target/<profile>/examples/quic_lab`).
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use flowpin_bpf_progs::testing::require_bpf;
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    dir.join("examples").join(name)
+}
+
+#[test]
+fn privileged_quic_lab_quick_no_broken_connection_with_cid_routing() {
+    if !require_bpf("privileged_quic_lab_quick_no_broken_connection_with_cid_routing") {
+        return;
+    }
+    let bin = example("quic_lab");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo test --all-targets` (or `cargo build --example quic_lab`) first",
+        bin.display()
+    );
+    let out = Command::new(&bin)
+        .args(["--quick", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "quic_lab failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let scenarios = v["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 3, "{v}");
+    for s in scenarios {
+        assert_eq!(s["connections"], 60, "{v}");
+        assert_eq!(s["broken_with_cid"], 0, "{v}");
+        assert!(s["broken_without_cid"].is_u64(), "{v}");
+    }
+    let rebind = scenarios
+        .iter()
+        .find(|s| s["name"] == "clients rebind to a new source port")
+        .unwrap();
+    assert!(
+        rebind["broken_without_cid"].as_u64().unwrap() > 0,
+        "rebinding must break connections without CID routing: {v}"
+    );
+}
