@@ -37,7 +37,8 @@
 //! `src/bpf/*.h` (checked by this crate's unit tests).
 #![deny(missing_docs)]
 
-pub mod flow_hash;
+pub mod error;
+pub use flowpin_bpf_abi::flow_hash;
 pub mod model;
 mod percpu;
 pub mod sk_reuseport_select;

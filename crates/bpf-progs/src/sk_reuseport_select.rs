@@ -38,25 +38,23 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 
+use crate::skel::sk_reuseport_select::types::{
+    fp_rp_config, fp_rp_flow, fp_rp_flow_key, fp_rp_gen, fp_rp_stats,
+};
 use crate::skel::sk_reuseport_select::SkReuseportSelectSkelBuilder;
+use crate::skel::{bytes_of, read, CStruct};
 
-/// Generations the socket array has room for (a ring: index = generation % this).
-pub const MAX_GENS: u32 = 8;
-/// Sockets (workers) per generation.
-pub const MAX_SLOTS: u32 = 64;
-/// Entries of the socket array.
-pub const SOCKS: u32 = MAX_GENS * MAX_SLOTS;
-/// Stats index of events that belong to no generation.
-pub const STATS_NO_GEN: u32 = MAX_GENS;
+use flowpin_bpf_abi::reuseport as abi;
+pub use flowpin_bpf_abi::reuseport::{sock_key, MAX_GENS, MAX_SLOTS, SOCKS, STATS_NO_GEN};
+
 /// Largest byte offset of the socket id inside a QUIC destination CID.
-pub const CID_MAX_OFFSET: u8 = 18;
+pub const CID_MAX_OFFSET: u8 = abi::CID_MAX_OFFSET as u8;
 /// Default byte offset of the socket id in the DCID: right after the
 /// 4-byte server_id of the flowpin CID layout (`flowpin_tcp_opt::quic`,
 /// `QUIC_CID_FLOWPIN_ID_OFFSET + 4` = 5).
-pub const DEFAULT_CID_SOCK_OFFSET: u8 =
-    (flowpin_tcp_opt::consts::QUIC_CID_FLOWPIN_ID_OFFSET + 4) as u8;
+pub const DEFAULT_CID_SOCK_OFFSET: u8 = abi::CID_DEFAULT_SOCK_OFFSET as u8;
 /// Number of drop reasons.
-pub const DROP_REASONS: usize = 4;
+pub const DROP_REASONS: usize = abi::DROP_REASONS as usize;
 
 /// `SO_ATTACH_REUSEPORT_EBPF` (asm-generic value; not exported by `libc` for glibc targets).
 const SO_ATTACH_REUSEPORT_EBPF: nix::libc::c_int = 52;
@@ -190,22 +188,6 @@ pub struct SelectConfig {
     pub proto: Proto,
 }
 
-/// Layout of `struct fp_rp_config` (see the C header).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct RawConfig {
-    tcp_mode: u32,
-    udp_mode: u32,
-    udp_affinity: u32,
-    quic_cid: u32,
-    cid_sock_offset: u32,
-    proto: u32,
-    addr: [u8; 16],
-    port: u16,
-    family: u16,
-    flow_table_size: u32,
-}
-
 /// State of a generation entry, as stored in the `gens` map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawGenState {
@@ -224,19 +206,19 @@ pub enum RawGenState {
 impl RawGenState {
     fn raw(self) -> u32 {
         match self {
-            RawGenState::Empty => 0,
-            RawGenState::Warming => 1,
-            RawGenState::Live => 2,
-            RawGenState::Draining => 3,
-            RawGenState::Retired => 4,
+            RawGenState::Empty => abi::STATE_EMPTY,
+            RawGenState::Warming => abi::STATE_WARMING,
+            RawGenState::Live => abi::STATE_LIVE,
+            RawGenState::Draining => abi::STATE_DRAINING,
+            RawGenState::Retired => abi::STATE_RETIRED,
         }
     }
     fn from_raw(v: u32) -> Self {
         match v {
-            1 => RawGenState::Warming,
-            2 => RawGenState::Live,
-            3 => RawGenState::Draining,
-            4 => RawGenState::Retired,
+            abi::STATE_WARMING => RawGenState::Warming,
+            abi::STATE_LIVE => RawGenState::Live,
+            abi::STATE_DRAINING => RawGenState::Draining,
+            abi::STATE_RETIRED => RawGenState::Retired,
             _ => RawGenState::Empty,
         }
     }
@@ -288,11 +270,6 @@ pub struct FlowEntry {
     pub last_ns: u64,
 }
 
-/// Socket-array key of `slot` in generation `gen` (index `gen % MAX_GENS`).
-pub fn sock_key(gen: u32, slot: u32) -> u32 {
-    (gen % MAX_GENS) * MAX_SLOTS + slot
-}
-
 /// Files pinned under a group's directory.
 pub const PIN_NAMES: [&str; 7] = ["prog", "socks", "live", "config", "gens", "flows", "stats"];
 
@@ -310,85 +287,12 @@ pub struct SkReuseportSelect {
     stats: MapHandle,
 }
 
-/// Plain-old-data map values: `#[repr(C)]` without implicit padding (every
-/// struct here spells its padding out as fields), any bit pattern valid.
-///
-/// # Safety
-/// Implement only for types with those properties.
-unsafe trait Pod: Copy + Default {}
-// SAFETY: integers are plain old data.
-unsafe impl Pod for u32 {}
-// SAFETY: integers are plain old data.
-unsafe impl Pod for u64 {}
-// SAFETY: #[repr(C)], u32/u16/byte-array fields laid out without gaps (48 bytes, size test below).
-unsafe impl Pod for RawConfig {}
-// SAFETY: #[repr(C)], 4 × u32 then u64, no gaps (24 bytes).
-unsafe impl Pod for RawGen {}
-// SAFETY: #[repr(C)], only u64 fields.
-unsafe impl Pod for RawStatsC {}
-// SAFETY: #[repr(C)], two byte arrays then two u16, no gaps (36 bytes).
-unsafe impl Pod for RawFlowKey {}
-// SAFETY: #[repr(C)], 2 × u32 then u64, no gaps (16 bytes).
-unsafe impl Pod for RawFlow {}
-
-fn bytes_of<T: Pod>(v: &T) -> &[u8] {
-    // SAFETY: T is Pod: every byte of it is initialised (no padding), so
-    // viewing it as a byte slice of its size is sound.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-fn read_pod<T: Pod>(map: &'static str, b: &[u8]) -> Result<T> {
-    let want = std::mem::size_of::<T>();
-    if b.len() < want {
-        return Err(SelectError::Layout {
-            map,
-            got: b.len(),
-            want,
-        });
-    }
-    let mut v = T::default();
-    // SAFETY: `b` holds at least size_of::<T>() bytes, T is Pod (any bit
-    // pattern valid) and a byte copy has no alignment requirement.
-    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut v as *mut T).cast::<u8>(), want) };
-    Ok(v)
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct RawGen {
-    gen: u32,
-    nslots: u32,
-    state: u32,
-    pad: u32,
-    deadline_ns: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct RawStatsC {
-    packets: u64,
-    new_flows: u64,
-    migrated: u64,
-    cid_routed: u64,
-    last_ns: u64,
-    drops: [u64; DROP_REASONS],
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct RawFlowKey {
-    raddr: [u8; 16],
-    laddr: [u8; 16],
-    rport: u16,
-    lport: u16,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct RawFlow {
-    gen: u32,
-    slot: u32,
-    last_ns: u64,
+fn read_pod<T: CStruct>(map: &'static str, b: &[u8]) -> Result<T> {
+    read(b).ok_or(SelectError::Layout {
+        map,
+        got: b.len(),
+        want: std::mem::size_of::<T>(),
+    })
 }
 
 fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(libbpf_rs::Error) -> SelectError {
@@ -503,22 +407,22 @@ impl SkReuseportSelect {
             (
                 "config",
                 this.config.value_size() as usize,
-                std::mem::size_of::<RawConfig>(),
+                std::mem::size_of::<fp_rp_config>(),
             ),
             (
                 "gens",
                 this.gens.value_size() as usize,
-                std::mem::size_of::<RawGen>(),
+                std::mem::size_of::<fp_rp_gen>(),
             ),
             (
                 "flows",
                 this.flows.value_size() as usize,
-                std::mem::size_of::<RawFlow>(),
+                std::mem::size_of::<fp_rp_flow>(),
             ),
             (
                 "stats",
                 this.stats.value_size() as usize,
-                std::mem::size_of::<RawStatsC>(),
+                std::mem::size_of::<fp_rp_stats>(),
             ),
         ];
         for (map, got, want) in checks {
@@ -585,7 +489,7 @@ impl SkReuseportSelect {
             IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), 4u16),
             IpAddr::V6(a) => (a.octets(), 6u16),
         };
-        let raw = RawConfig {
+        let raw = fp_rp_config {
             tcp_mode: cfg.tcp_mode.raw(),
             udp_mode: cfg.udp_mode.raw(),
             udp_affinity: cfg.udp_affinity as u32,
@@ -612,7 +516,7 @@ impl SkReuseportSelect {
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("config", "lookup"))?
             .ok_or_else(|| SelectError::Invalid("config map has no entry 0".into()))?;
-        let raw: RawConfig = read_pod("config", &v)?;
+        let raw: fp_rp_config = read_pod("config", &v)?;
         let v6 = Ipv6Addr::from(raw.addr);
         let ip = if raw.family == 4 {
             IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED))
@@ -677,7 +581,15 @@ impl SkReuseportSelect {
     /// removed, or the socket was closed).
     pub fn socket_cookie(&self, key: u32) -> Result<Option<u64>> {
         match self.socks.lookup(&key.to_ne_bytes(), MapFlags::ANY) {
-            Ok(Some(v)) => Ok(Some(read_pod::<u64>("socks", &v)?)),
+            Ok(Some(v)) => Ok(Some(u64::from_ne_bytes(
+                v.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or(SelectError::Layout {
+                        map: "socks",
+                        got: v.len(),
+                        want: 8,
+                    })?,
+            ))),
             Ok(None) => Ok(None),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(SelectError::Map {
@@ -695,7 +607,15 @@ impl SkReuseportSelect {
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("live", "lookup"))?
             .unwrap_or_default();
-        read_pod("live", &v)
+        let b: [u8; 4] = v
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(SelectError::Layout {
+                map: "live",
+                got: v.len(),
+                want: 4,
+            })?;
+        Ok(u32::from_ne_bytes(b))
     }
 
     /// Sets the live generation: the flip, one map write.
@@ -712,9 +632,9 @@ impl SkReuseportSelect {
             .lookup(&index.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("gens", "lookup"))?
             .unwrap_or_default();
-        let raw: RawGen = read_pod("gens", &v)?;
+        let raw: fp_rp_gen = read_pod("gens", &v)?;
         Ok(GenEntry {
-            gen: raw.gen,
+            gen: raw.r#gen,
             nslots: raw.nslots,
             state: RawGenState::from_raw(raw.state),
             deadline_ns: raw.deadline_ns,
@@ -728,11 +648,11 @@ impl SkReuseportSelect {
                 "generation index {index} >= {MAX_GENS}"
             )));
         }
-        let raw = RawGen {
-            gen: e.gen,
+        let raw = fp_rp_gen {
+            r#gen: e.gen,
             nslots: e.nslots,
             state: e.state.raw(),
-            pad: 0,
+            _pad: 0,
             deadline_ns: e.deadline_ns,
         };
         self.gens
@@ -749,7 +669,7 @@ impl SkReuseportSelect {
             .unwrap_or_default();
         let mut s = RawStats::default();
         for v in per_cpu {
-            let c: RawStatsC = read_pod("stats", &v)?;
+            let c: fp_rp_stats = read_pod("stats", &v)?;
             s.packets += c.packets;
             s.new_flows += c.new_flows;
             s.migrated += c.migrated;
@@ -765,7 +685,7 @@ impl SkReuseportSelect {
     /// Zeroes stats index `index` on every CPU.
     pub fn reset_stats(&self, index: u32) -> Result<()> {
         let ncpu = libbpf_rs::num_possible_cpus().map_err(map_err("stats", "num_possible_cpus"))?;
-        let zero = vec![vec![0u8; std::mem::size_of::<RawStatsC>()]; ncpu];
+        let zero = vec![vec![0u8; std::mem::size_of::<fp_rp_stats>()]; ncpu];
         self.stats
             .update_percpu(&index.to_ne_bytes(), &zero, MapFlags::ANY)
             .map_err(map_err("stats", "update_percpu"))
@@ -782,12 +702,12 @@ impl SkReuseportSelect {
             else {
                 continue; // evicted meanwhile
             };
-            let key: RawFlowKey = read_pod("flows", &k)?;
-            let f: RawFlow = read_pod("flows", &v)?;
+            let key: fp_rp_flow_key = read_pod("flows", &k)?;
+            let f: fp_rp_flow = read_pod("flows", &v)?;
             out.push(FlowEntry {
                 remote: addr_from(key.raddr, key.rport),
                 local: addr_from(key.laddr, key.lport),
-                gen: f.gen,
+                gen: f.r#gen,
                 slot: f.slot,
                 last_ns: f.last_ns,
             });
@@ -818,60 +738,6 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header() -> String {
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/bpf/sk_reuseport_select.h"
-        ))
-        .unwrap()
-    }
-
-    fn define(h: &str, name: &str) -> u32 {
-        let line = h
-            .lines()
-            .find(|l| l.starts_with(&format!("#define {name} ")))
-            .unwrap_or_else(|| panic!("{name} not in header"));
-        line.split_whitespace().nth(2).unwrap().parse().unwrap()
-    }
-
-    #[test]
-    fn rust_constants_match_the_c_header() {
-        let h = header();
-        assert_eq!(define(&h, "FP_RP_MAX_GENS"), MAX_GENS);
-        assert_eq!(define(&h, "FP_RP_MAX_SLOTS"), MAX_SLOTS);
-        assert_eq!(define(&h, "FP_RP_DROP_REASONS") as usize, DROP_REASONS);
-        assert_eq!(
-            define(&h, "FP_RP_CID_MAX_OFFSET"),
-            u32::from(CID_MAX_OFFSET)
-        );
-        assert_eq!(define(&h, "FP_RP_MODE_CPU"), SelectMode::Cpu.raw());
-        assert!(h.contains(
-            "#define FP_RP_CID_DEFAULT_SOCK_OFFSET (FLOWPIN_QUIC_CID_FLOWPIN_ID_OFFSET + 4)"
-        ));
-        // Right after the flowpin CID layout's 4-byte server_id: byte 0 is
-        // the layout's version byte, bytes 1..5 the server_id.
-        assert_eq!(DEFAULT_CID_SOCK_OFFSET, 5);
-        assert_eq!(define(&h, "FP_RP_STATE_LIVE"), RawGenState::Live.raw());
-        assert_eq!(
-            define(&h, "FP_RP_STATE_RETIRED"),
-            RawGenState::Retired.raw()
-        );
-        assert_eq!(
-            define(&h, "FP_RP_STATE_DRAINING"),
-            RawGenState::Draining.raw()
-        );
-    }
-
-    #[test]
-    fn struct_sizes_match_the_c_layouts() {
-        // fp_rp_config: 6 u32 + 16 + 2 + 2 + 4 = 48; fp_rp_gen 24; stats 9*8; key 36; flow 16.
-        assert_eq!(std::mem::size_of::<RawConfig>(), 48);
-        assert_eq!(std::mem::size_of::<RawGen>(), 24);
-        assert_eq!(std::mem::size_of::<RawStatsC>(), 72);
-        assert_eq!(std::mem::size_of::<RawFlowKey>(), 36);
-        assert_eq!(std::mem::size_of::<RawFlow>(), 16);
-    }
 
     #[test]
     fn sock_key_follows_the_documented_scheme() {

@@ -851,9 +851,9 @@ static __always_inline __u32 fp_sid_lookup(__u32 vip_id, __u32 sid)
 	struct flowpin_sid_key sk;
 	__u32 *bi;
 
-	if (!s || s->state == 0)
+	if (!s || s->state == FLOWPIN_SLOT_EMPTY)
 		return 0;
-	if (s->state == 1)
+	if (s->state == FLOWPIN_SLOT_ONE)
 		return s->vip_id == vip_id && s->server_id == sid ? s->backend : 0;
 	sk.vip_id = vip_id;
 	sk.server_id = sid;
@@ -898,9 +898,9 @@ static __always_inline struct flowpin_vip_meta *fp_vip_lookup(struct flowpin_vip
 	struct flowpin_vip_slot *s = bpf_map_lookup_elem(&vip_table, &idx);
 	const __u32 *a, *b;
 
-	if (!s || s->state == 0)
+	if (!s || s->state == FLOWPIN_SLOT_EMPTY)
 		return NULL;
-	if (s->state == 1) {
+	if (s->state == FLOWPIN_SLOT_ONE) {
 		a = (const void *)&s->key;
 		b = (const void *)k;
 		if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4])
