@@ -128,7 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lb.add_vip(routed, VipFlags::SERVER_ID)?;
     lb.set_backends(&plain, &backends)?;
     lb.set_backends(&routed, &backends)?;
-    let model = lb.model();
+    let model = flowpin_bpf_progs::model::Model::of(&lb);
     eprintln!(
         "xdp_lb loaded: ring {} slots/VIP, connection table {} flows over all CPUs ({} MiB budget), {} calls x {} rounds per case",
         lb.config().ring_size,

@@ -16,8 +16,9 @@
 //! | [`sk_reuseport_select`] | `SK_REUSEPORT`: generation/slot socket selection, request migration | a `SO_REUSEPORT` group (`SO_ATTACH_REUSEPORT_EBPF`; no link type exists, it stays attached while a socket of the group lives) | pinned maps, driven by `flowpin-sk-reuseport` |
 //!
 //! Shared pieces: [`xdp_attach`] (XDP attach, link guard and
-//! `BPF_PROG_TEST_RUN`), [`flow_hash`] and [`model`] (Rust twins of
-//! `xdp_lb`'s hash and decision, for tests and benches), [`skel`] (the
+//! `BPF_PROG_TEST_RUN`), [`flow_hash`] (from `flowpin-bpf-abi`, builds without clang)
+//! and, with the `testing` feature, `model` (a Rust twin of `xdp_lb`'s
+//! decision, the oracle of tests and benches), [`skel`] (the
 //! generated skeletons) and, with the `testing` feature, `testing`
 //! (namespace, veth and cgroup guards for privileged tests).
 //!
@@ -39,6 +40,7 @@
 
 pub mod error;
 pub use flowpin_bpf_abi::flow_hash;
+#[cfg(feature = "testing")]
 pub mod model;
 mod percpu;
 pub mod sk_reuseport_select;

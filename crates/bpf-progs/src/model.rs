@@ -22,7 +22,7 @@ use flowpin_tcp_opt::quic::ConnectionId;
 use flowpin_tcp_opt::Layout;
 
 use crate::flow_hash::{flow_hash, flow_hash2, FiveTuple};
-use crate::xdp_lb::{LbStats, VipStats};
+use crate::xdp_lb::{host_mask, LbStats, VipFlags, VipStats, XdpLb};
 
 /// The program's configuration as the model needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -890,6 +890,47 @@ impl Model {
             outcome: Outcome::TooBig(true),
             hash: Some(hash),
         }
+    }
+}
+
+impl Model {
+    /// A snapshot of `lb`'s configuration as a model that predicts the
+    /// program's decisions (with an empty connection table of its own).
+    pub fn of(lb: &XdpLb) -> Model {
+        let c = lb.config();
+        let cfg = ModelConfig {
+            ring_size: c.ring_size,
+            mtu: c.mtu,
+            local_mac: c.local_mac,
+            next_hop_mac: c.next_hop_mac,
+            tun_src4: u32::from(c.tunnel_src_v4.0) & !host_mask(c.tunnel_src_v4.1, 32),
+            tun_src4_host_mask: host_mask(c.tunnel_src_v4.1, 32),
+            tun_src6: {
+                let m6 = host_mask(c.tunnel_src_v6.1.max(96), 128);
+                let mut o6 = c.tunnel_src_v6.0.octets();
+                let last = u32::from_be_bytes([o6[12], o6[13], o6[14], o6[15]]) & !m6;
+                o6[12..16].copy_from_slice(&last.to_be_bytes());
+                Ipv6Addr::from(o6)
+            },
+            tun_src6_host_mask: host_mask(c.tunnel_src_v6.1.max(96), 128),
+            tcp_opt_layout: c.tcp_opt_layout,
+            quic_cid_len: c.quic_cid_len,
+            conn_sets: lb.conn_sets_per_cpu(),
+        };
+        let vips = lb
+            .state()
+            .vips()
+            .map(|v| ModelVip {
+                addr: v.addr,
+                port: v.port,
+                proto: v.proto.number(),
+                id: lb.state().vip_id(v).unwrap_or(0),
+                flags: lb.state().vip_flags(v).map_or(0, VipFlags::bits),
+                ring: lb.state().ring_addrs(v),
+                server_ids: lb.state().server_id_addrs(v),
+            })
+            .collect();
+        Model::new(cfg, vips, lb.state().echo_addrs().collect())
     }
 }
 

@@ -62,6 +62,7 @@
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr};
+
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use flowpin_tcp_opt::Layout;
@@ -69,7 +70,6 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::MapError;
-use crate::model::{Model, ModelConfig, ModelVip};
 use crate::skel::xdp_lb::types::{flowpin_conn_set, flowpin_lb_stats, flowpin_vip_stats};
 use crate::skel::xdp_lb::XdpLbSkelBuilder;
 use crate::skel::{bytes_of, read, sum_counters};
@@ -92,7 +92,8 @@ pub use state::{LbState, Plan, RingUpdate};
 pub use stats::{LbStats, Stats, VipStats};
 pub use types::{Backend, Proto, Vip, VipFlags};
 
-use config::host_mask;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use config::host_mask;
 use maps::KernelMaps;
 
 /// Bytes of one connection-table set of 4 flows (see the module docs).
@@ -443,45 +444,6 @@ impl XdpLb {
             n += set.backend.iter().filter(|&&b| b != 0).count();
         }
         Ok(n)
-    }
-
-    /// A snapshot of the configuration as a [`Model`] that predicts the
-    /// program's decisions (with an empty connection table of its own).
-    pub fn model(&self) -> Model {
-        let c = &self.config;
-        let cfg = ModelConfig {
-            ring_size: c.ring_size,
-            mtu: c.mtu,
-            local_mac: c.local_mac,
-            next_hop_mac: c.next_hop_mac,
-            tun_src4: u32::from(c.tunnel_src_v4.0) & !host_mask(c.tunnel_src_v4.1, 32),
-            tun_src4_host_mask: host_mask(c.tunnel_src_v4.1, 32),
-            tun_src6: {
-                let m6 = host_mask(c.tunnel_src_v6.1.max(96), 128);
-                let mut o6 = c.tunnel_src_v6.0.octets();
-                let last = u32::from_be_bytes([o6[12], o6[13], o6[14], o6[15]]) & !m6;
-                o6[12..16].copy_from_slice(&last.to_be_bytes());
-                Ipv6Addr::from(o6)
-            },
-            tun_src6_host_mask: host_mask(c.tunnel_src_v6.1.max(96), 128),
-            tcp_opt_layout: c.tcp_opt_layout,
-            quic_cid_len: c.quic_cid_len,
-            conn_sets: self.conn_sets,
-        };
-        let vips = self
-            .state
-            .vips()
-            .map(|v| ModelVip {
-                addr: v.addr,
-                port: v.port,
-                proto: v.proto.number(),
-                id: self.state.vip_id(v).unwrap_or(0),
-                flags: self.state.vip_flags(v).map_or(0, VipFlags::bits),
-                ring: self.state.ring_addrs(v),
-                server_ids: self.state.server_id_addrs(v),
-            })
-            .collect();
-        Model::new(cfg, vips, self.state.echo_addrs().collect())
     }
 }
 
