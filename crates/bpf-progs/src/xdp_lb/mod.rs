@@ -77,9 +77,12 @@ pub use crate::xdp_attach::{
     XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpProgram, XdpTestRun, XdpVerdict,
 };
 
+mod backend_ids;
 mod config;
 mod error;
 pub mod maps;
+mod ops;
+mod ring;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
