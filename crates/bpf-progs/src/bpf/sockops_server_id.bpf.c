@@ -49,6 +49,8 @@
 #include <bpf/bpf_endian.h>
 #include <flowpin/tcp_opt.h>
 
+#include "bpf_common.h"
+
 #include "sockops_server_id.h"
 
 #define AF_INET 2
@@ -129,33 +131,6 @@ static __always_inline __u32 opt_len(void)
 	return FLOWPIN_TCPOPT_COMPACT_LEN;
 }
 
-static __always_inline void put_be32(__u8 *p, __u32 v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static __always_inline __u32 get_be32(const __u8 *p)
-{
-	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
-}
-
-/* Katran keeps the id in host order (little endian on every arch we build for). */
-static __always_inline void put_le32(__u8 *p, __u32 v)
-{
-	p[0] = v;
-	p[1] = v >> 8;
-	p[2] = v >> 16;
-	p[3] = v >> 24;
-}
-
-static __always_inline __u32 get_le32(const __u8 *p)
-{
-	return ((__u32)p[3] << 24) | ((__u32)p[2] << 16) | ((__u32)p[1] << 8) | p[0];
-}
-
 /* Builds the option; synack selects Katran's server kind. */
 static __always_inline void build_opt(struct opt_buf *o, __u32 id, int synack)
 {
@@ -164,15 +139,15 @@ static __always_inline void build_opt(struct opt_buf *o, __u32 id, int synack)
 		o->len = FLOWPIN_TCPOPT_RFC6994_LEN;
 		o->data[0] = cfg_exid >> 8;
 		o->data[1] = cfg_exid & 0xff;
-		put_be32(&o->data[2], id);
+		fp_put_be32(&o->data[2], id);
 	} else if (cfg_layout == FLOWPIN_LAYOUT_KATRAN) {
 		o->kind = synack ? FLOWPIN_TCPOPT_KATRAN_SYNACK_KIND : FLOWPIN_TCPOPT_KATRAN_KIND;
 		o->len = FLOWPIN_TCPOPT_KATRAN_LEN;
-		put_le32(&o->data[0], id);
+		fp_put_le32(&o->data[0], id);
 	} else {
 		o->kind = cfg_kind;
 		o->len = FLOWPIN_TCPOPT_COMPACT_LEN;
-		put_be32(&o->data[0], id);
+		fp_put_be32(&o->data[0], id);
 	}
 }
 
@@ -209,11 +184,11 @@ static __always_inline int load_one(struct bpf_sock_ops *skops, __u8 kind, __u32
 	if (ret != opt_len() || o.len != opt_len())
 		return MALFORMED;
 	if (cfg_layout == FLOWPIN_LAYOUT_RFC6994)
-		*id = get_be32(&o.data[2]);
+		*id = fp_be32(&o.data[2]);
 	else if (cfg_layout == FLOWPIN_LAYOUT_KATRAN)
-		*id = get_le32(&o.data[0]);
+		*id = fp_le32(&o.data[0]);
 	else
-		*id = get_be32(&o.data[0]);
+		*id = fp_be32(&o.data[0]);
 	return *id == FLOWPIN_SERVER_ID_NONE ? ZERO : FOUND;
 }
 
