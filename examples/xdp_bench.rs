@@ -106,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cpus = nix::sched::CpuSet::new();
     cpus.set(0)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
-    let empty = XdpPass::load()?;
+    let empty = XdpPass::load(Default::default())?;
     let mut config = XdpLbConfig::default();
     if let Some(mib) = args.lru_mib {
         config.lru_memory_bytes = mib << 20;

@@ -106,6 +106,12 @@ plain_structs! {
         passed_malformed_outer, passed_fragment, dropped_malformed, dropped_error,
         ecn_ce_propagated, dropped_ecn,
     },
+    sockops_server_id::flowpin_sockops_stats {
+        server_listen_matched, server_listen_skipped, server_written, server_addr_skipped,
+        server_no_space, server_echo_ok, server_echo_missing, server_echo_wrong, client_connects,
+        client_parsed, client_missing, client_malformed, client_zero, client_echoed,
+        client_echoed_rst, client_no_space, errors,
+    },
     sk_reuseport_select::fp_rp_config {
         tcp_mode, udp_mode, udp_affinity, quic_cid, cid_sock_offset, proto, addr, port, family,
         flow_table_size,

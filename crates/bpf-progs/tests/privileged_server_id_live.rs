@@ -317,7 +317,7 @@ impl Lab {
             let addr = IpAddr::V4(backend_addr(j));
             let decap = XdpDecap::load(XdpDecapConfig::default()).unwrap();
             decap.add_tunnel_addr(addr).unwrap();
-            let link = ns.run(|| decap.attach_by_name("b0")).unwrap().unwrap();
+            let link = ns.run(|| decap.attach("b0")).unwrap().unwrap();
             assert_eq!(link.mode(), XdpMode::Native, "xdp_decap native on veth");
             xdp_links.push(link);
             decaps.push(decap);
@@ -348,26 +348,21 @@ impl Lab {
             });
         }
 
-        let mut lb = XdpLb::load(XdpLbConfig {
-            local_mac: MAC_LB,
-            next_hop_mac: MAC_RTR,
-            lru_memory_bytes: 1 << 20,
-            ..XdpLbConfig::default()
-        })
+        let mut lb = XdpLb::load(
+            XdpLbConfig::default()
+                .local_mac(MAC_LB)
+                .next_hop_mac(MAC_RTR)
+                .lru_memory_bytes(1 << 20),
+        )
         .unwrap();
         lb.add_vip(vip(PORT_SID), VipFlags::SERVER_ID).unwrap();
         lb.add_vip(vip(PORT_PLAIN), VipFlags::NONE).unwrap();
-        let link = net.lb.run(|| lb.attach_by_name("l0")).unwrap().unwrap();
+        let link = net.lb.run(|| lb.attach("l0")).unwrap().unwrap();
         assert_eq!(link.mode(), XdpMode::Native, "xdp_lb native on veth");
         xdp_links.push(link);
         // Native XDP_TX on a veth needs an XDP program on its peer.
-        let pass = XdpPass::load().unwrap();
-        xdp_links.push(
-            net.router
-                .run(|| pass.attach_by_name("rl"))
-                .unwrap()
-                .unwrap(),
-        );
+        let pass = XdpPass::load(Default::default()).unwrap();
+        xdp_links.push(net.router.run(|| pass.attach("rl")).unwrap().unwrap());
 
         Lab {
             _servers: servers,

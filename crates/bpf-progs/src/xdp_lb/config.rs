@@ -10,8 +10,10 @@ use crate::skel::xdp_lb::types::flowpin_lb_cfg;
 
 type Result<T> = std::result::Result<T, XdpLbError>;
 
-/// Load-time configuration.
+/// Load-time configuration: `XdpLbConfig::default()` then one setter per
+/// field, e.g. `XdpLbConfig::default().max_vips(64).mtu(9000)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct XdpLbConfig {
     /// Maglev table size M (prime). Default 65537.
     pub ring_size: u32,
@@ -67,6 +69,92 @@ impl Default for XdpLbConfig {
             answer_icmp_echo: true,
             conn_table_shared: false,
         }
+    }
+}
+
+impl XdpLbConfig {
+    /// Sets [`XdpLbConfig::ring_size`].
+    pub fn ring_size(mut self, ring_size: u32) -> Self {
+        self.ring_size = ring_size;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::max_vips`].
+    pub fn max_vips(mut self, max_vips: u32) -> Self {
+        self.max_vips = max_vips;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::max_backends`].
+    pub fn max_backends(mut self, max_backends: u32) -> Self {
+        self.max_backends = max_backends;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::max_server_ids`].
+    pub fn max_server_ids(mut self, max_server_ids: u32) -> Self {
+        self.max_server_ids = max_server_ids;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::lru_memory_bytes`].
+    pub fn lru_memory_bytes(mut self, lru_memory_bytes: u64) -> Self {
+        self.lru_memory_bytes = lru_memory_bytes;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::mtu`].
+    pub fn mtu(mut self, mtu: u16) -> Self {
+        self.mtu = mtu;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::tcp_opt_layout`].
+    pub fn tcp_opt_layout(mut self, tcp_opt_layout: Layout) -> Self {
+        self.tcp_opt_layout = tcp_opt_layout;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::quic_cid_len`].
+    pub fn quic_cid_len(mut self, quic_cid_len: u8) -> Self {
+        self.quic_cid_len = quic_cid_len;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::local_mac`].
+    pub fn local_mac(mut self, local_mac: [u8; 6]) -> Self {
+        self.local_mac = local_mac;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::next_hop_mac`].
+    pub fn next_hop_mac(mut self, next_hop_mac: [u8; 6]) -> Self {
+        self.next_hop_mac = next_hop_mac;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::tunnel_src_v4`].
+    pub fn tunnel_src_v4(mut self, tunnel_src_v4: (Ipv4Addr, u8)) -> Self {
+        self.tunnel_src_v4 = tunnel_src_v4;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::tunnel_src_v6`].
+    pub fn tunnel_src_v6(mut self, tunnel_src_v6: (Ipv6Addr, u8)) -> Self {
+        self.tunnel_src_v6 = tunnel_src_v6;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::answer_icmp_echo`].
+    pub fn answer_icmp_echo(mut self, answer_icmp_echo: bool) -> Self {
+        self.answer_icmp_echo = answer_icmp_echo;
+        self
+    }
+
+    /// Sets [`XdpLbConfig::conn_table_shared`].
+    pub fn conn_table_shared(mut self, conn_table_shared: bool) -> Self {
+        self.conn_table_shared = conn_table_shared;
+        self
     }
 }
 

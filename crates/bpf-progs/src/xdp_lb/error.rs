@@ -11,35 +11,9 @@ pub enum XdpLbError {
     /// The configuration is unusable.
     #[error("invalid XdpLbConfig: {0}")]
     InvalidConfig(String),
-    /// Opening the embedded BPF object failed.
-    #[error("opening the xdp_lb BPF object failed: {0}")]
-    Open(#[source] libbpf_rs::Error),
-    /// Sizing a map before load failed.
-    #[error("setting max_entries of map {map} to {value} failed: {source}")]
-    Resize {
-        /// Map name.
-        map: &'static str,
-        /// Requested size.
-        value: u32,
-        /// libbpf error (with errno).
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// Loading into the kernel failed.
-    #[error("loading xdp_lb into the kernel failed (verifier rejection, too little memory for the LRU/ring maps, or missing CAP_BPF/CAP_NET_ADMIN): {0}")]
-    Load(#[source] libbpf_rs::Error),
-    /// Taking a handle on a program or map after load failed.
-    #[error("taking a handle on {what} after load failed: {source}")]
-    Handle {
-        /// What.
-        what: &'static str,
-        /// libbpf error (with errno).
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// A map operation failed.
+    /// A kernel call failed: open, load, or a map operation.
     #[error(transparent)]
-    Map(#[from] crate::error::MapError),
+    Kernel(#[from] crate::error::KernelError),
     /// A configuration change did not fully reach the kernel (the error
     /// says whether the kernel was rolled back to the previous configuration).
     #[error(transparent)]
@@ -47,16 +21,6 @@ pub enum XdpLbError {
     /// The control state contradicts itself (a bug: please report it).
     #[error("internal error: {0}")]
     Internal(String),
-    /// A map returned a value of an unexpected size.
-    #[error("map {map} returned a {got}-byte value, expected {want} bytes (program and Rust API out of sync)")]
-    BadValue {
-        /// Map name.
-        map: &'static str,
-        /// Bytes received.
-        got: usize,
-        /// Bytes expected.
-        want: usize,
-    },
     /// The VIP is not configured.
     #[error("VIP {0} is not configured; add it with add_vip first")]
     UnknownVip(Vip),

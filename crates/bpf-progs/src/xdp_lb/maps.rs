@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::state::{MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
-use crate::error::MapError;
+use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{
     flowpin_backend, flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key,
     flowpin_vip_meta, flowpin_vip_slot, flowpin_vip_stats,
@@ -25,21 +25,21 @@ const RING_BATCH: usize = 8192;
 /// an in-memory model in tests.
 pub trait MapWriter {
     /// Performs one operation.
-    fn write(&mut self, op: &MapOp) -> Result<(), MapError>;
+    fn write(&mut self, op: &MapOp) -> Result<(), KernelError>;
 }
 
 /// A change that did not fully reach the kernel.
 #[derive(Debug)]
 pub struct ApplyError {
     /// The write that failed.
-    pub failed: MapError,
+    pub failed: KernelError,
     /// Its index in the plan.
     pub index: usize,
     /// Operations in the plan.
     pub total: usize,
     /// `None`: every earlier write was undone, the kernel holds the
     /// previous configuration. `Some`: undoing failed too.
-    pub rollback_failed: Option<MapError>,
+    pub rollback_failed: Option<Box<KernelError>>,
 }
 
 impl fmt::Display for ApplyError {
@@ -79,7 +79,7 @@ pub fn apply(writer: &mut impl MapWriter, ops: &[MapOp]) -> Result<(), ApplyErro
             for done in ops[..=index].iter().rev() {
                 if let Some(undo) = done.undo() {
                     if let Err(e) = writer.write(&undo) {
-                        rollback_failed.get_or_insert(e);
+                        rollback_failed.get_or_insert(Box::new(e));
                     }
                 }
             }
@@ -94,9 +94,9 @@ pub fn apply(writer: &mut impl MapWriter, ops: &[MapOp]) -> Result<(), ApplyErro
     Ok(())
 }
 
-/// The maps of a loaded `xdp_lb`.
+/// The maps of a loaded `xdp_lb` (reach them with [`XdpLb::maps`](super::XdpLb::maps)).
 #[derive(Debug)]
-pub(crate) struct KernelMaps {
+pub struct KernelMaps {
     pub(crate) vips: MapHandle,
     pub(crate) ring: MapHandle,
     pub(crate) backends: MapHandle,
@@ -112,6 +112,58 @@ pub(crate) struct KernelMaps {
     pub(crate) cfg: flowpin_lb_cfg,
     pub(crate) ring_size: u32,
     pub(crate) ncpus: usize,
+}
+
+impl KernelMaps {
+    /// The `vips` map.
+    pub fn vips(&self) -> &MapHandle {
+        &self.vips
+    }
+
+    /// The `ring` map.
+    pub fn ring(&self) -> &MapHandle {
+        &self.ring
+    }
+
+    /// The `backends` map.
+    pub fn backends(&self) -> &MapHandle {
+        &self.backends
+    }
+
+    /// The `conn` map.
+    pub fn conn(&self) -> &MapHandle {
+        &self.conn
+    }
+
+    /// The `vip_table` map.
+    pub fn vip_table(&self) -> &MapHandle {
+        &self.vip_table
+    }
+
+    /// The `server_ids` map.
+    pub fn server_ids(&self) -> &MapHandle {
+        &self.server_ids
+    }
+
+    /// The `sid_table` map.
+    pub fn sid_table(&self) -> &MapHandle {
+        &self.sid_table
+    }
+
+    /// The `vip_stats` map.
+    pub fn vip_stats(&self) -> &MapHandle {
+        &self.vip_stats
+    }
+
+    /// The `lb_stats` map.
+    pub fn lb_stats(&self) -> &MapHandle {
+        &self.lb_stats
+    }
+
+    /// The `data` map (the `.data` section holding `lb_cfg`).
+    pub fn data(&self) -> &MapHandle {
+        &self.data
+    }
 }
 
 fn c_addr(a: IpAddr) -> ([u32; 4], u8) {
@@ -150,10 +202,10 @@ fn c_sid_key(vip_id: u32, server_id: u32) -> flowpin_sid_key {
 }
 
 impl KernelMaps {
-    pub(crate) fn write_cfg(&self) -> Result<(), MapError> {
+    pub(crate) fn write_cfg(&self) -> Result<(), KernelError> {
         self.data
             .update(&0u32.to_ne_bytes(), bytes_of(&self.cfg), MapFlags::ANY)
-            .map_err(MapError::libbpf(".data (lb_cfg)", "update"))
+            .map_err(KernelError::map(".data (lb_cfg)", "update"))
     }
 
     fn update<T: CStruct>(
@@ -161,21 +213,21 @@ impl KernelMaps {
         name: &'static str,
         key: &[u8],
         v: &T,
-    ) -> Result<(), MapError> {
+    ) -> Result<(), KernelError> {
         map.update(key, bytes_of(v), MapFlags::ANY)
-            .map_err(MapError::libbpf(name, "update"))
+            .map_err(KernelError::map(name, "update"))
     }
 
-    fn delete(map: &MapHandle, name: &'static str, key: &[u8]) -> Result<(), MapError> {
+    fn delete(map: &MapHandle, name: &'static str, key: &[u8]) -> Result<(), KernelError> {
         match map.delete(key) {
             Ok(()) => Ok(()),
             // Undoing an insert that never happened: nothing to delete.
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(MapError::libbpf(name, "delete")(e)),
+            Err(e) => Err(KernelError::map(name, "delete")(e)),
         }
     }
 
-    fn ring(&self, vip_id: u32, writes: &[RingWrite]) -> Result<(), MapError> {
+    fn write_ring(&self, vip_id: u32, writes: &[RingWrite]) -> Result<(), KernelError> {
         let base = vip_id * self.ring_size;
         for chunk in writes.chunks(RING_BATCH) {
             let keys: Vec<u8> = chunk
@@ -191,20 +243,20 @@ impl KernelMaps {
                     MapFlags::ANY,
                     MapFlags::ANY,
                 )
-                .map_err(MapError::libbpf("ring", "update_batch"))?;
+                .map_err(KernelError::map("ring", "update_batch"))?;
         }
         Ok(())
     }
 }
 
 impl MapWriter for KernelMaps {
-    fn write(&mut self, op: &MapOp) -> Result<(), MapError> {
+    fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
         match op {
             MapOp::ResetVipStats { vip_id } => {
                 let zero = vec![bytes_of(&flowpin_vip_stats::default()).to_vec(); self.ncpus];
                 self.vip_stats
                     .update_percpu(&vip_id.to_ne_bytes(), &zero, MapFlags::ANY)
-                    .map_err(MapError::libbpf("vip_stats", "update_percpu"))
+                    .map_err(KernelError::map("vip_stats", "update_percpu"))
             }
             MapOp::Backend { id, addr, .. } => {
                 let v = match addr {
@@ -220,7 +272,7 @@ impl MapWriter for KernelMaps {
                 };
                 Self::update(&self.backends, "backends", &id.to_ne_bytes(), &v)
             }
-            MapOp::Ring { vip_id, writes } => self.ring(*vip_id, writes),
+            MapOp::Ring { vip_id, writes } => self.write_ring(*vip_id, writes),
             MapOp::Vip { key, meta, .. } => {
                 let k = c_vip_key(key);
                 match meta {
@@ -254,7 +306,7 @@ impl MapWriter for KernelMaps {
                     Some(b) => self
                         .server_ids
                         .update(bytes_of(&k), &b.to_ne_bytes(), MapFlags::ANY)
-                        .map_err(MapError::libbpf("server_ids", "update")),
+                        .map_err(KernelError::map("server_ids", "update")),
                     None => Self::delete(&self.server_ids, "server_ids", bytes_of(&k)),
                 }
             }

@@ -15,7 +15,7 @@
 //! let vip = Vip::new("192.0.2.10".parse().unwrap(), 80, Proto::Tcp);
 //! lb.add_vip(vip, VipFlags::SERVER_ID)?;
 //! lb.set_backends(&vip, &[Backend::new("10.0.0.2".parse().unwrap(), 1, 7)])?;
-//! let link = lb.attach_by_name("eth0")?;
+//! let link = lb.attach("eth0")?;
 //! println!("xdp_lb attached in {} mode", link.mode());
 //! # Ok::<(), flowpin_bpf_progs::xdp_lb::XdpLbError>(())
 //! ```
@@ -69,12 +69,13 @@ use flowpin_tcp_opt::Layout;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::error::MapError;
+use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{flowpin_conn_set, flowpin_lb_stats, flowpin_vip_stats};
 use crate::skel::xdp_lb::XdpLbSkelBuilder;
 use crate::skel::{bytes_of, read, sum_counters};
+use crate::xdp_attach::{attach_xdp, xdp_test_run};
 pub use crate::xdp_attach::{
-    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpProgram, XdpTestRun, XdpVerdict,
+    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTarget, XdpTestRun, XdpVerdict,
 };
 
 mod backend_ids;
@@ -97,7 +98,7 @@ pub use types::{Backend, Proto, Vip, VipFlags};
 
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use config::host_mask;
-use maps::KernelMaps;
+pub use maps::KernelMaps;
 
 /// Bytes of one connection-table set of 4 flows (see the module docs).
 pub const CONN_SET_BYTES: u64 = std::mem::size_of::<flowpin_conn_set>() as u64;
@@ -127,10 +128,8 @@ impl XdpLb {
     /// Opens, sizes and loads the program (not yet attached).
     pub fn load(config: XdpLbConfig) -> Result<Self> {
         config.validate()?;
-        let ncpus = libbpf_rs::num_possible_cpus().map_err(|source| XdpLbError::Handle {
-            what: "the number of possible CPUs",
-            source,
-        })?;
+        let ncpus = libbpf_rs::num_possible_cpus()
+            .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
         let tables = if config.conn_table_shared {
             1
         } else {
@@ -140,11 +139,11 @@ impl XdpLb {
         let mut storage = MaybeUninit::uninit();
         let mut open = XdpLbSkelBuilder::default()
             .open(&mut storage)
-            .map_err(XdpLbError::Open)?;
+            .map_err(KernelError::object("object xdp_lb", "open", ""))?;
         let ring_slots = config.max_vips * config.ring_size;
         let resize = |m: &mut libbpf_rs::OpenMapMut<'_>, map, value| {
             m.set_max_entries(value)
-                .map_err(|source| XdpLbError::Resize { map, value, source })
+                .map_err(KernelError::map(map, "set_max_entries"))
         };
         resize(&mut open.maps.vips, "vips", config.max_vips * 4 + 16)?;
         resize(&mut open.maps.ring, "ring", ring_slots)?;
@@ -161,30 +160,31 @@ impl XdpLb {
             ro.conn_sets = conn_sets;
             ro.conn_percpu = u32::from(!config.conn_table_shared);
         }
-        let skel = open.load().map_err(XdpLbError::Load)?;
+        let skel = open.load().map_err(KernelError::object(
+            "program xdp_lb",
+            "load",
+            "verifier rejection, too little memory for the connection table/ring maps, or missing CAP_BPF/CAP_NET_ADMIN",
+        ))?;
         let prog = skel
             .progs
             .xdp_lb
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| XdpLbError::Handle {
-                what: "program xdp_lb",
-                source: e.into(),
-            })?;
-        let h = |map: &libbpf_rs::MapMut<'_>, what| {
-            MapHandle::try_from(map).map_err(|source| XdpLbError::Handle { what, source })
+            .map_err(|e| KernelError::io("program xdp_lb", "dup", &e, ""))?;
+        let h = |map: &libbpf_rs::MapMut<'_>, name| {
+            MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
         };
         let maps = KernelMaps {
-            vips: h(&skel.maps.vips, "map vips")?,
-            ring: h(&skel.maps.ring, "map ring")?,
-            backends: h(&skel.maps.backends, "map backends")?,
-            conn: h(&skel.maps.conn, "map conn")?,
-            vip_table: h(&skel.maps.vip_table, "map vip_table")?,
-            server_ids: h(&skel.maps.server_ids, "map server_ids")?,
-            sid_table: h(&skel.maps.sid_table, "map sid_table")?,
-            vip_stats: h(&skel.maps.vip_stats, "map vip_stats")?,
-            lb_stats: h(&skel.maps.lb_stats, "map lb_stats")?,
-            data: h(&skel.maps.data, "map .data (lb_cfg)")?,
+            vips: h(&skel.maps.vips, "vips")?,
+            ring: h(&skel.maps.ring, "ring")?,
+            backends: h(&skel.maps.backends, "backends")?,
+            conn: h(&skel.maps.conn, "conn")?,
+            vip_table: h(&skel.maps.vip_table, "vip_table")?,
+            server_ids: h(&skel.maps.server_ids, "server_ids")?,
+            sid_table: h(&skel.maps.sid_table, "sid_table")?,
+            vip_stats: h(&skel.maps.vip_stats, "vip_stats")?,
+            lb_stats: h(&skel.maps.lb_stats, "lb_stats")?,
+            data: h(&skel.maps.data, ".data (lb_cfg)")?,
             cfg: config.to_c(0),
             ring_size: config.ring_size,
             ncpus,
@@ -226,26 +226,23 @@ impl XdpLb {
         self.conn_sets
     }
 
-    /// Attaches to `ifindex` (resolved in the calling thread's network
-    /// namespace), native mode falling back to generic; the link says which.
-    pub fn attach(&self, ifindex: u32) -> Result<XdpLink> {
-        XdpProgram::attach(self, ifindex)
-    }
-
-    /// [`attach`](Self::attach) by interface name.
-    pub fn attach_by_name(&self, ifname: &str) -> Result<XdpLink> {
-        XdpProgram::attach_by_name(self, ifname)
-    }
-
-    /// Attaches in an explicit mode.
-    pub fn attach_with_mode(&self, ifindex: u32, mode: XdpAttachMode) -> Result<XdpLink> {
-        XdpProgram::attach_with_mode(self, ifindex, mode)
+    /// Attaches to `target` (an ifindex, a name, or an [`XdpTarget`] with a
+    /// namespace and mode); dropping the link detaches.
+    pub fn attach(&self, target: impl Into<XdpTarget>) -> Result<XdpLink> {
+        Ok(attach_xdp(self.program_fd(), target)?)
     }
 
     /// Runs the program once on `packet` through `BPF_PROG_TEST_RUN` (maps
     /// are the live ones: counters and the connection table change).
     pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun> {
-        XdpProgram::test_run(self, packet)
+        Ok(xdp_test_run(self.program_fd(), packet)?)
+    }
+
+    /// The program's maps, for users who go lower (layouts in
+    /// `flowpin_lb.h`, generated into [`crate::skel::xdp_lb::types`]).
+    /// Writing them behind [`XdpLb`]'s back desynchronises its [`LbState`].
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
     }
 
     fn write_cfg(&mut self) -> Result<()> {
@@ -382,12 +379,16 @@ impl XdpLb {
     ) -> Result<T> {
         let per_cpu = map
             .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
-            .map_err(MapError::libbpf(name, "lookup_percpu"))?
+            .map_err(KernelError::map(name, "lookup_percpu"))?
             .unwrap_or_default();
-        sum_counters(&per_cpu).ok_or(XdpLbError::BadValue {
-            map: name,
-            got: per_cpu.first().map_or(0, Vec::len),
-            want: std::mem::size_of::<T>(),
+        sum_counters(&per_cpu).ok_or_else(|| {
+            KernelError::out_of_sync(
+                format!("map {name}"),
+                "lookup_percpu",
+                per_cpu.first().map_or(0, Vec::len),
+                std::mem::size_of::<T>(),
+            )
+            .into()
         })
     }
 
@@ -422,7 +423,7 @@ impl XdpLb {
                     MapFlags::ANY,
                     MapFlags::ANY,
                 )
-                .map_err(MapError::libbpf("conn", "update_batch"))?;
+                .map_err(KernelError::map("conn", "update_batch"))?;
             start += n;
         }
         Ok(())
@@ -437,24 +438,14 @@ impl XdpLb {
                 .maps
                 .conn
                 .lookup(&k.to_ne_bytes(), MapFlags::ANY)
-                .map_err(MapError::libbpf("conn", "lookup"))?
+                .map_err(KernelError::map("conn", "lookup"))?
                 .unwrap_or_default();
-            let set: flowpin_conn_set = read(&v).ok_or(XdpLbError::BadValue {
-                map: "conn",
-                got: v.len(),
-                want: CONN_SET_BYTES as usize,
+            let set: flowpin_conn_set = read(&v).ok_or_else(|| {
+                KernelError::out_of_sync("map conn", "lookup", v.len(), CONN_SET_BYTES as usize)
             })?;
             n += set.backend.iter().filter(|&&b| b != 0).count();
         }
         Ok(n)
-    }
-}
-
-impl XdpProgram for XdpLb {
-    type Error = XdpLbError;
-
-    fn program_fd(&self) -> BorrowedFd<'_> {
-        self.prog.as_fd()
     }
 }
 

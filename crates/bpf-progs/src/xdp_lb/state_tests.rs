@@ -11,7 +11,7 @@ use flowpin_maglev::Maglev;
 use super::maps::{apply, MapWriter};
 use super::state::{LbState, MapOp, SidRoute, Slot, VipKey, VipMeta};
 use super::{Backend, Proto, Vip, VipFlags, XdpLbConfig, XdpLbError};
-use crate::error::MapError;
+use crate::error::KernelError;
 
 /// The maps as the program sees them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,15 +75,11 @@ impl FakeMaps {
 }
 
 impl MapWriter for FakeMaps {
-    fn write(&mut self, op: &MapOp) -> Result<(), MapError> {
+    fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
         let n = self.writes;
         self.writes += 1;
         if self.fail_at == Some(n) {
-            return Err(MapError {
-                map: "injected",
-                op: "update",
-                error: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
-            });
+            return Err(KernelError::errno("map injected", "update", 12, ""));
         }
         match op {
             MapOp::ResetVipStats { .. } => {}
@@ -469,14 +465,10 @@ fn a_failed_rollback_is_reported_as_such() {
     // third write: the ring's undo is the second).
     struct FailTwice(FakeMaps, usize);
     impl MapWriter for FailTwice {
-        fn write(&mut self, op: &MapOp) -> Result<(), MapError> {
+        fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
             self.1 += 1;
             if self.1 == 2 || self.1 == 4 {
-                return Err(MapError {
-                    map: "injected",
-                    op: "update",
-                    error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-                });
+                return Err(KernelError::errno("map injected", "update", 1, ""));
             }
             self.0.write(op)
         }

@@ -35,12 +35,10 @@ pub fn backend6(i: u8) -> IpAddr {
 }
 
 pub fn test_config() -> XdpLbConfig {
-    XdpLbConfig {
-        lru_memory_bytes: 1 << 20,
-        local_mac: LOCAL_MAC,
-        next_hop_mac: NEXT_HOP_MAC,
-        ..XdpLbConfig::default()
-    }
+    XdpLbConfig::default()
+        .lru_memory_bytes(1 << 20)
+        .local_mac(LOCAL_MAC)
+        .next_hop_mac(NEXT_HOP_MAC)
 }
 
 /// The program and its model, kept in step.

@@ -14,7 +14,11 @@
 //! type for reuseport programs, so this is the only way: the program belongs
 //! to the *group* (`struct sock_reuseport`) and stays attached as long as
 //! one socket of the group lives, whoever attached it; attaching again
-//! replaces it. The program is loaded from section `sk_reuseport/migrate`,
+//! replaces it. The [`ReuseportLink`] that `attach` returns is therefore
+//! the one link of this crate that does **not** detach on drop (dropping a
+//! process's handle must not take the program away from the other
+//! processes of the group); [`ReuseportLink::detach`] detaches explicitly
+//! (`SO_DETACH_REUSEPORT_BPF` through a socket of the group). The program is loaded from section `sk_reuseport/migrate`,
 //! so its `expected_attach_type` is `BPF_SK_REUSEPORT_SELECT_OR_MIGRATE`
 //! (Linux ≥ 5.14): the kernel also runs it when a listener closes, and it
 //! moves the requests of the closed listener's queues to the live generation
@@ -38,237 +42,31 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 
+use crate::error::KernelError;
 use crate::skel::sk_reuseport_select::types::{
     fp_rp_config, fp_rp_flow, fp_rp_flow_key, fp_rp_gen, fp_rp_stats,
 };
 use crate::skel::sk_reuseport_select::SkReuseportSelectSkelBuilder;
 use crate::skel::{bytes_of, read, CStruct};
 
-use flowpin_bpf_abi::reuseport as abi;
-pub use flowpin_bpf_abi::reuseport::{sock_key, MAX_GENS, MAX_SLOTS, SOCKS, STATS_NO_GEN};
+mod error;
+mod link;
+mod types;
 
-/// Largest byte offset of the socket id inside a QUIC destination CID.
-pub const CID_MAX_OFFSET: u8 = abi::CID_MAX_OFFSET as u8;
-/// Default byte offset of the socket id in the DCID: right after the
-/// 4-byte server_id of the flowpin CID layout (`flowpin_tcp_opt::quic`,
-/// `QUIC_CID_FLOWPIN_ID_OFFSET + 4` = 5).
-pub const DEFAULT_CID_SOCK_OFFSET: u8 = abi::CID_DEFAULT_SOCK_OFFSET as u8;
-/// Number of drop reasons.
-pub const DROP_REASONS: usize = abi::DROP_REASONS as usize;
+pub use error::SelectError;
+pub use flowpin_bpf_abi::reuseport::{sock_key, MAX_GENS, MAX_SLOTS, SOCKS, STATS_NO_GEN};
+pub use link::ReuseportLink;
+pub use types::{
+    FlowEntry, GenEntry, Proto, RawGenState, RawStats, SelectConfig, SelectMode, CID_MAX_OFFSET,
+    DEFAULT_CID_SOCK_OFFSET, DROP_REASONS,
+};
+
+type Result<T> = std::result::Result<T, SelectError>;
 
 /// `SO_ATTACH_REUSEPORT_EBPF` (asm-generic value; not exported by `libc` for glibc targets).
 const SO_ATTACH_REUSEPORT_EBPF: nix::libc::c_int = 52;
 
-/// Errors of the sk_reuseport_select kernel layer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SelectError {
-    /// Opening or loading the BPF object failed.
-    #[error("loading sk_reuseport_select ({step}): {source} — needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.14")]
-    Load {
-        /// Which step failed.
-        step: &'static str,
-        /// libbpf's error.
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// A map operation failed.
-    #[error("{op} on map `{map}` failed: {source}")]
-    Map {
-        /// The map.
-        map: &'static str,
-        /// The operation.
-        op: &'static str,
-        /// libbpf's error (with errno).
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// The socket-array slot already holds a socket (`EEXIST` from `BPF_NOEXIST`).
-    #[error("socket-array slot {key} is busy (already holds a socket); remove it first or use another slot")]
-    SlotBusy {
-        /// The socket-array key.
-        key: u32,
-    },
-    /// The kernel refused the socket for the socket array (`EINVAL`: not
-    /// bound/listening or no `SO_REUSEPORT`; `ENOTSUPP`: not TCP/UDP over IPv4/IPv6).
-    #[error("the kernel refused the socket for socket-array slot {key}: {source} — it must be a bound (TCP: listening) SO_REUSEPORT TCP/UDP socket")]
-    SocketRefused {
-        /// The socket-array key.
-        key: u32,
-        /// libbpf's error (with errno).
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// Pinning or opening a pin failed.
-    #[error("{op} pin {path}: {source} (EEXIST: something is already pinned there, remove it; ENOENT: no such pin or directory; EPERM/EACCES: need root, and the directory must be on bpffs)")]
-    Pin {
-        /// What was done.
-        op: &'static str,
-        /// The bpffs path.
-        path: PathBuf,
-        /// libbpf's error.
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// `setsockopt(SO_ATTACH_REUSEPORT_EBPF)` failed.
-    #[error("setsockopt(SO_ATTACH_REUSEPORT_EBPF) failed: {0} — the socket must be a SO_REUSEPORT TCP/UDP socket")]
-    Attach(#[source] std::io::Error),
-    /// A value is out of range.
-    #[error("invalid argument: {0}")]
-    Invalid(String),
-    /// A map returned a value of an unexpected size (stale or foreign pin).
-    #[error("map `{map}` has values of {got} bytes, expected {want}: the pinned maps belong to another program version")]
-    Layout {
-        /// The map.
-        map: &'static str,
-        /// Size found.
-        got: usize,
-        /// Size expected.
-        want: usize,
-    },
-}
-
-type Result<T> = std::result::Result<T, SelectError>;
-
-/// How a new flow picks a slot of the live generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SelectMode {
-    /// By the kernel's 4-tuple hash of the packet (`md->hash`).
-    #[default]
-    Hash,
-    /// By the CPU that handles the packet (`bpf_get_smp_processor_id() % slots`),
-    /// for locality with one socket (thread) per CPU.
-    Cpu,
-}
-
-impl SelectMode {
-    fn raw(self) -> u32 {
-        match self {
-            SelectMode::Hash => 0,
-            SelectMode::Cpu => 1,
-        }
-    }
-    fn from_raw(v: u32) -> Self {
-        if v == 1 {
-            SelectMode::Cpu
-        } else {
-            SelectMode::Hash
-        }
-    }
-}
-
-/// Transport protocol of a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    /// TCP (listening sockets).
-    Tcp,
-    /// UDP (bound sockets).
-    Udp,
-}
-
-/// Configuration of the program, kept in its `config` map (shared by every
-/// process of the group) plus the flow-table size, fixed at load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SelectConfig {
-    /// Slot choice for new TCP connections.
-    pub tcp_mode: SelectMode,
-    /// Slot choice for new UDP flows.
-    pub udp_mode: SelectMode,
-    /// Keep UDP flows on the socket that first got them (flow table).
-    pub udp_affinity: bool,
-    /// Route QUIC short-header packets by the socket id in the DCID.
-    pub quic_cid: bool,
-    /// Byte offset of the 2-byte big-endian socket id in the DCID (≤ [`CID_MAX_OFFSET`]).
-    pub cid_sock_offset: u8,
-    /// Entries of the UDP flow table (LRU). Fixed when the program is loaded.
-    pub flow_table_size: u32,
-    /// The group's local address (stored for processes that join).
-    pub addr: SocketAddr,
-    /// The group's protocol (stored for processes that join).
-    pub proto: Proto,
-}
-
-/// State of a generation entry, as stored in the `gens` map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawGenState {
-    /// Never used.
-    Empty,
-    /// Sockets in the array, not live yet.
-    Warming,
-    /// Takes new flows.
-    Live,
-    /// Serves existing flows only.
-    Draining,
-    /// Gone; the index may be reused.
-    Retired,
-}
-
-impl RawGenState {
-    fn raw(self) -> u32 {
-        match self {
-            RawGenState::Empty => abi::STATE_EMPTY,
-            RawGenState::Warming => abi::STATE_WARMING,
-            RawGenState::Live => abi::STATE_LIVE,
-            RawGenState::Draining => abi::STATE_DRAINING,
-            RawGenState::Retired => abi::STATE_RETIRED,
-        }
-    }
-    fn from_raw(v: u32) -> Self {
-        match v {
-            abi::STATE_WARMING => RawGenState::Warming,
-            abi::STATE_LIVE => RawGenState::Live,
-            abi::STATE_DRAINING => RawGenState::Draining,
-            abi::STATE_RETIRED => RawGenState::Retired,
-            _ => RawGenState::Empty,
-        }
-    }
-}
-
-/// One entry of the `gens` map (`struct fp_rp_gen`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GenEntry {
-    /// Generation number owning the index (0 = none).
-    pub gen: u32,
-    /// Slots used.
-    pub nslots: u32,
-    /// State.
-    pub state: RawGenState,
-    /// Draining deadline, `CLOCK_MONOTONIC` nanoseconds (0 = none).
-    pub deadline_ns: u64,
-}
-
-/// Per-generation counters (`struct fp_rp_stats`), summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RawStats {
-    /// Packets (UDP) and connection requests (TCP) delivered.
-    pub packets: u64,
-    /// New TCP connections and new UDP flows.
-    pub new_flows: u64,
-    /// TCP requests migrated here from a closed listener.
-    pub migrated: u64,
-    /// QUIC short-header packets routed by CID.
-    pub cid_routed: u64,
-    /// Latest `bpf_ktime_get_coarse_ns()` of a delivery (max over CPUs).
-    pub last_ns: u64,
-    /// Drops by reason: [no live generation, no socket in live generation,
-    /// migration without target (kernel fallback), UDP flow whose socket is gone (re-homed)].
-    pub drops: [u64; DROP_REASONS],
-}
-
-/// A UDP flow of the flow table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowEntry {
-    /// Remote address and port.
-    pub remote: SocketAddr,
-    /// Local address and port.
-    pub local: SocketAddr,
-    /// Generation that owns the flow.
-    pub gen: u32,
-    /// Slot within the generation.
-    pub slot: u32,
-    /// Last packet, `bpf_ktime_get_coarse_ns()`.
-    pub last_ns: u64,
-}
+const PIN_HINT: &str = "EEXIST: something is already pinned there, remove it; ENOENT: no such pin or directory; EPERM/EACCES: need root, and the directory must be on bpffs";
 
 /// Files pinned under a group's directory.
 pub const PIN_NAMES: [&str; 7] = ["prog", "socks", "live", "config", "gens", "flows", "stats"];
@@ -288,15 +86,19 @@ pub struct SkReuseportSelect {
 }
 
 fn read_pod<T: CStruct>(map: &'static str, b: &[u8]) -> Result<T> {
-    read(b).ok_or(SelectError::Layout {
-        map,
-        got: b.len(),
-        want: std::mem::size_of::<T>(),
+    read(b).ok_or_else(|| {
+        KernelError::out_of_sync(
+            format!("map {map}"),
+            "lookup",
+            b.len(),
+            std::mem::size_of::<T>(),
+        )
+        .into()
     })
 }
 
 fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(libbpf_rs::Error) -> SelectError {
-    move |source| SelectError::Map { map, op, source }
+    move |e| KernelError::map(map, op)(e).into()
 }
 
 fn addr_from(raw: [u8; 16], port_be: u16) -> SocketAddr {
@@ -311,50 +113,48 @@ fn addr_from(raw: [u8; 16], port_be: u16) -> SocketAddr {
 impl SkReuseportSelect {
     /// Loads the program with `cfg` (flow-table size applied before load,
     /// the rest written to the `config` map).
-    pub fn load(cfg: &SelectConfig) -> Result<Self> {
+    pub fn load(config: SelectConfig) -> Result<Self> {
+        let cfg = &config;
         if cfg.cid_sock_offset > CID_MAX_OFFSET {
-            return Err(SelectError::Invalid(format!(
+            return Err(SelectError::InvalidConfig(format!(
                 "cid_sock_offset {} > {CID_MAX_OFFSET}: a QUIC CID is at most 20 bytes",
                 cfg.cid_sock_offset
             )));
         }
         if cfg.flow_table_size == 0 {
-            return Err(SelectError::Invalid("flow_table_size must be > 0".into()));
+            return Err(SelectError::InvalidConfig(
+                "flow_table_size must be > 0".into(),
+            ));
         }
         let mut obj = std::mem::MaybeUninit::uninit();
         let mut open = SkReuseportSelectSkelBuilder::default()
             .open(&mut obj)
-            .map_err(|source| SelectError::Load {
-                step: "open",
-                source,
-            })?;
+            .map_err(KernelError::object(
+                "object sk_reuseport_select",
+                "open",
+                "",
+            ))?;
         open.maps
             .flows
             .set_max_entries(cfg.flow_table_size)
-            .map_err(|source| SelectError::Load {
-                step: "set flows max_entries",
-                source,
-            })?;
-        let skel = open.load().map_err(|source| SelectError::Load {
-            step: "load",
-            source,
-        })?;
+            .map_err(KernelError::map("flows", "set_max_entries"))?;
+        let skel = open.load().map_err(KernelError::object(
+            "program sk_reuseport_select",
+            "load",
+            "needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.14",
+        ))?;
         let h = |m: &libbpf_rs::Map<'_>, name: &'static str| {
-            MapHandle::try_from(m).map_err(|source| SelectError::Load { step: name, source })
+            MapHandle::try_from(m).map_err(KernelError::map(name, "dup"))
         };
         let this = SkReuseportSelect {
-            prog: ProgramHandle::try_from(&skel.progs.flowpin_select).map_err(|source| {
-                SelectError::Load {
-                    step: "dup program fd",
-                    source,
-                }
-            })?,
-            socks: h(&skel.maps.socks, "dup socks fd")?,
-            live: h(&skel.maps.live, "dup live fd")?,
-            config: h(&skel.maps.config, "dup config fd")?,
-            gens: h(&skel.maps.gens, "dup gens fd")?,
-            flows: h(&skel.maps.flows, "dup flows fd")?,
-            stats: h(&skel.maps.stats, "dup stats fd")?,
+            prog: ProgramHandle::try_from(&skel.progs.flowpin_select)
+                .map_err(|e| KernelError::libbpf("program sk_reuseport_select", "dup", &e, ""))?,
+            socks: h(&skel.maps.socks, "socks")?,
+            live: h(&skel.maps.live, "live")?,
+            config: h(&skel.maps.config, "config")?,
+            gens: h(&skel.maps.gens, "gens")?,
+            flows: h(&skel.maps.flows, "flows")?,
+            stats: h(&skel.maps.stats, "stats")?,
         };
         this.set_config(cfg)?;
         Ok(this)
@@ -365,10 +165,8 @@ impl SkReuseportSelect {
     pub fn pin(&mut self, dir: &Path) -> Result<()> {
         let p = |n: &str| dir.join(n);
         let pin_err = |path: PathBuf| {
-            move |source| SelectError::Pin {
-                op: "creating",
-                path,
-                source,
+            move |e: libbpf_rs::Error| -> SelectError {
+                KernelError::libbpf(format!("pin {}", path.display()), "pin", &e, PIN_HINT).into()
             }
         };
         self.prog.pin(p("prog")).map_err(pin_err(p("prog")))?;
@@ -386,10 +184,8 @@ impl SkReuseportSelect {
     pub fn from_pinned(dir: &Path) -> Result<Self> {
         let p = |n: &str| dir.join(n);
         let open_err = |path: PathBuf| {
-            move |source| SelectError::Pin {
-                op: "opening",
-                path,
-                source,
+            move |e: libbpf_rs::Error| -> SelectError {
+                KernelError::libbpf(format!("pin {}", path.display()), "open", &e, PIN_HINT).into()
             }
         };
         let m = |n: &str| MapHandle::from_pinned_path(p(n)).map_err(open_err(p(n)));
@@ -427,15 +223,21 @@ impl SkReuseportSelect {
         ];
         for (map, got, want) in checks {
             if got != want {
-                return Err(SelectError::Layout { map, got, want });
+                return Err(KernelError::out_of_sync(
+                    format!("pinned map {map}"),
+                    "open",
+                    got,
+                    want,
+                )
+                .into());
             }
         }
         if this.socks.max_entries() != SOCKS || this.gens.max_entries() != MAX_GENS {
-            return Err(SelectError::Layout {
-                map: "socks/gens",
-                got: this.socks.max_entries() as usize,
-                want: SOCKS as usize,
-            });
+            return Err(SelectError::Invalid(format!(
+                "pinned maps socks/gens have {}/{} entries, this build expects {SOCKS}/{MAX_GENS}: the pins belong to another flowpin version",
+                this.socks.max_entries(),
+                this.gens.max_entries()
+            )));
         }
         Ok(this)
     }
@@ -458,8 +260,10 @@ impl SkReuseportSelect {
     }
 
     /// Attaches the program to the reuseport group of `sock` with
-    /// `SO_ATTACH_REUSEPORT_EBPF` (replaces any program the group had).
-    pub fn attach(&self, sock: BorrowedFd<'_>) -> Result<()> {
+    /// `SO_ATTACH_REUSEPORT_EBPF` (replaces any program the group had). It
+    /// stays attached while a socket of the group lives: see the module
+    /// docs for why the returned link does not detach on drop.
+    pub fn attach(&self, sock: BorrowedFd<'_>) -> Result<ReuseportLink> {
         let fd: nix::libc::c_int = self.prog.as_fd().as_raw_fd();
         // SAFETY: setsockopt with a valid socket fd (borrowed for the call),
         // a pointer to a live c_int and its exact size.
@@ -473,9 +277,35 @@ impl SkReuseportSelect {
             )
         };
         if rc != 0 {
-            return Err(SelectError::Attach(std::io::Error::last_os_error()));
+            return Err(KernelError::io(
+                format!("socket fd {}", sock.as_raw_fd()),
+                "setsockopt(SO_ATTACH_REUSEPORT_EBPF)",
+                &std::io::Error::last_os_error(),
+                "the socket must be a SO_REUSEPORT TCP/UDP socket",
+            )
+            .into());
         }
-        Ok(())
+        Ok(ReuseportLink::new(self.prog.id()))
+    }
+
+    /// The program's fd.
+    pub fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// One of the program's maps by its pin name (`socks`, `live`,
+    /// `config`, `gens`, `flows`, `stats`; see the module docs), for users
+    /// who go lower.
+    pub fn map(&self, name: &str) -> Option<&MapHandle> {
+        Some(match name {
+            "socks" => &self.socks,
+            "live" => &self.live,
+            "config" => &self.config,
+            "gens" => &self.gens,
+            "flows" => &self.flows,
+            "stats" => &self.stats,
+            _ => return None,
+        })
     }
 
     /// The program's kernel id.
@@ -560,7 +390,10 @@ impl SkReuseportSelect {
             Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {
                 Err(SelectError::SlotBusy { key })
             }
-            Err(source) => Err(SelectError::SocketRefused { key, source }),
+            Err(e) => Err(SelectError::SocketRefused {
+                key,
+                source: KernelError::map("socks", "update")(e),
+            }),
         }
     }
 
@@ -569,11 +402,7 @@ impl SkReuseportSelect {
         match self.socks.delete(&key.to_ne_bytes()) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(SelectError::Map {
-                map: "socks",
-                op: "delete",
-                source,
-            }),
+            Err(e) => Err(map_err("socks", "delete")(e)),
         }
     }
 
@@ -584,19 +413,11 @@ impl SkReuseportSelect {
             Ok(Some(v)) => Ok(Some(u64::from_ne_bytes(
                 v.get(..8)
                     .and_then(|b| b.try_into().ok())
-                    .ok_or(SelectError::Layout {
-                        map: "socks",
-                        got: v.len(),
-                        want: 8,
-                    })?,
+                    .ok_or_else(|| KernelError::out_of_sync("map socks", "lookup", v.len(), 8))?,
             ))),
             Ok(None) => Ok(None),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(SelectError::Map {
-                map: "socks",
-                op: "lookup",
-                source,
-            }),
+            Err(e) => Err(map_err("socks", "lookup")(e)),
         }
     }
 
@@ -610,11 +431,7 @@ impl SkReuseportSelect {
         let b: [u8; 4] = v
             .get(..4)
             .and_then(|b| b.try_into().ok())
-            .ok_or(SelectError::Layout {
-                map: "live",
-                got: v.len(),
-                want: 4,
-            })?;
+            .ok_or_else(|| KernelError::out_of_sync("map live", "lookup", v.len(), 4))?;
         Ok(u32::from_ne_bytes(b))
     }
 
@@ -660,8 +477,9 @@ impl SkReuseportSelect {
             .map_err(map_err("gens", "update"))
     }
 
-    /// Counters of stats index `index` (a generation index, or [`STATS_NO_GEN`]), summed over CPUs.
-    pub fn stats(&self, index: u32) -> Result<RawStats> {
+    /// Counters of stats index `index` (a generation index, or
+    /// [`STATS_NO_GEN`]), summed over CPUs (one `lookup_percpu`).
+    pub fn stats_of(&self, index: u32) -> Result<RawStats> {
         let per_cpu = self
             .stats
             .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
@@ -670,21 +488,33 @@ impl SkReuseportSelect {
         let mut s = RawStats::default();
         for v in per_cpu {
             let c: fp_rp_stats = read_pod("stats", &v)?;
-            s.packets += c.packets;
-            s.new_flows += c.new_flows;
-            s.migrated += c.migrated;
-            s.cid_routed += c.cid_routed;
-            s.last_ns = s.last_ns.max(c.last_ns);
-            for (d, x) in s.drops.iter_mut().zip(c.drops) {
-                *d += x;
-            }
+            s.add(&c);
         }
         Ok(s)
     }
 
+    /// Counters of the whole program: every generation index and the
+    /// "no generation" entry, summed over CPUs (one `lookup_percpu` per
+    /// index, `MAX_GENS + 1` in all).
+    pub fn stats(&self) -> Result<RawStats> {
+        let mut total = RawStats::default();
+        for index in 0..=STATS_NO_GEN {
+            let per_cpu = self
+                .stats
+                .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+                .map_err(map_err("stats", "lookup_percpu"))?
+                .unwrap_or_default();
+            for v in per_cpu {
+                total.add(&read_pod::<fp_rp_stats>("stats", &v)?);
+            }
+        }
+        Ok(total)
+    }
+
     /// Zeroes stats index `index` on every CPU.
     pub fn reset_stats(&self, index: u32) -> Result<()> {
-        let ncpu = libbpf_rs::num_possible_cpus().map_err(map_err("stats", "num_possible_cpus"))?;
+        let ncpu = libbpf_rs::num_possible_cpus()
+            .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
         let zero = vec![vec![0u8; std::mem::size_of::<fp_rp_stats>()]; ncpu];
         self.stats
             .update_percpu(&index.to_ne_bytes(), &zero, MapFlags::ANY)
