@@ -32,6 +32,7 @@ use flowpin_bpf_progs::model::{Outcome, Route, Verdict};
 use flowpin_bpf_progs::xdp_attach::XdpVerdict;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
+use flowpin_tcp_opt::ServerId;
 
 #[derive(Parser, Debug)]
 #[command(about = "xdp_lb per-path cost vs the empty XDP program (BPF_PROG_TEST_RUN, repeat = 1)")]
@@ -115,11 +116,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lb.set_next_hop([0x02, 0, 0, 0, 0, 0x0a], [0x02, 0, 0, 0, 0, 0x0b])?;
     let backends: Vec<Backend> = (1..=8u8)
         .map(|i| {
-            Backend::new(
-                IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)),
-                1,
-                SERVER_ID_BASE + u32::from(i),
-            )
+            Backend::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)))
+                .server_id(ServerId::new(SERVER_ID_BASE + u32::from(i)))
         })
         .collect();
     let plain = Vip::new(VIP.into(), 80, Proto::Tcp);

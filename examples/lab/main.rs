@@ -33,6 +33,7 @@ use flowpin_bpf_progs::testing::Cgroup;
 use flowpin_bpf_progs::xdp_attach::XdpLink;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
+use flowpin_tcp_opt::ServerId;
 use serde::Serialize;
 
 use crate::backend::{BackendArgs, BackendProcess};
@@ -163,7 +164,10 @@ fn vip() -> Vip {
 fn backends(indices: &[usize]) -> Vec<Backend> {
     indices
         .iter()
-        .map(|&j| Backend::new(IpAddr::V4(topo::backend_addr(j)), 1, topo::server_id(j)))
+        .map(|&j| {
+            Backend::new(IpAddr::V4(topo::backend_addr(j)))
+                .server_id(ServerId::new(topo::server_id(j)))
+        })
         .collect()
 }
 

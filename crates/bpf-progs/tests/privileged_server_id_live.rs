@@ -381,7 +381,7 @@ impl Lab {
 
     /// Backend `j` as the LB sees it: weight 1, server_id `lb_sid` (0: none).
     fn backend(&self, j: usize, lb_sid: u32) -> Backend {
-        Backend::new(self.hosts[j].addr, 1, lb_sid)
+        Backend::new(self.hosts[j].addr).server_id(ServerId::new(lb_sid))
     }
 
     /// Sets the backends of both VIPs.
@@ -789,7 +789,7 @@ fn privileged_server_id_live_routes_by_server_id_after_the_ring_changed() {
     let drained = [
         lab.backend(2, 33),
         lab.backend(1, 22),
-        Backend::new(a, 0, 11),
+        Backend::new(a).weight(0).server_id(ServerId::new(11)),
     ];
     lab.set_backends(&drained);
     lab.lb.clear_connection_table().unwrap();

@@ -486,7 +486,7 @@ fn privileged_xdp_live_tcp_through_xdp_lb_and_xdp_decap_dsr() {
         (vip_4in6, IpAddr::V6(LB_BE6)),
     ] {
         lb.add_vip(vip, VipFlags::NONE).unwrap();
-        lb.set_backends(&vip, &[Backend::new(be, 1, 0)]).unwrap();
+        lb.set_backends(&vip, &[Backend::new(be)]).unwrap();
     }
     let lb_link = t.lb.run(|| lb.attach("l0")).unwrap().unwrap();
     assert_eq!(lb_link.mode(), XdpMode::Native, "xdp_lb native on veth");

@@ -11,6 +11,7 @@ use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::model::{Outcome, Route, Verdict};
 use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags};
+use flowpin_tcp_opt::ServerId;
 use xdp_lb_common::*;
 
 fn tcp_vip4() -> Vip {
@@ -30,7 +31,7 @@ fn backends(addrs: &[IpAddr]) -> Vec<Backend> {
     addrs
         .iter()
         .enumerate()
-        .map(|(i, a)| Backend::new(*a, 1, 100 + i as u32))
+        .map(|(i, a)| Backend::new(*a).server_id(ServerId::new(100 + i as u32)))
         .collect()
 }
 
@@ -161,7 +162,7 @@ fn privileged_ipv6_vip_refuses_ipv4_backends() {
     fx.add_vip(tcp_vip6(), VipFlags::NONE);
     let err = fx
         .lb
-        .set_backends(&tcp_vip6(), &[Backend::new(backend4(1), 1, 0)]);
+        .set_backends(&tcp_vip6(), &[Backend::new(backend4(1))]);
     assert!(err.is_err(), "IPv6 VIP with IPv4 backend must be refused");
 }
 

@@ -10,11 +10,13 @@
 //!
 //! ```no_run
 //! use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
+//! use flowpin_tcp_opt::ServerId;
 //! let mut lb = XdpLb::load(XdpLbConfig::default())?;
 //! lb.set_next_hop([0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2])?;
 //! let vip = Vip::new("192.0.2.10".parse().unwrap(), 80, Proto::Tcp);
 //! lb.add_vip(vip, VipFlags::SERVER_ID)?;
-//! lb.set_backends(&vip, &[Backend::new("10.0.0.2".parse().unwrap(), 1, 7)])?;
+//! let backend = Backend::new("10.0.0.2".parse().unwrap()).weight(3).server_id(ServerId::new(7));
+//! lb.set_backends(&vip, &[backend])?;
 //! let link = lb.attach("eth0")?;
 //! println!("xdp_lb attached in {} mode", link.mode());
 //! # Ok::<(), flowpin_bpf_progs::xdp_lb::XdpLbError>(())

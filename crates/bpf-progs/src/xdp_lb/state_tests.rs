@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use flowpin_maglev::Maglev;
+use flowpin_tcp_opt::ServerId;
 
 use super::maps::{apply, MapWriter};
 use super::state::{LbState, MapOp, SidRoute, Slot, VipKey, VipMeta};
@@ -182,7 +183,9 @@ fn vip() -> Vip {
 }
 
 fn be(i: u8, w: u32, sid: u32) -> Backend {
-    Backend::new(format!("10.0.0.{i}").parse().unwrap(), w, sid)
+    Backend::new(format!("10.0.0.{i}").parse().unwrap())
+        .weight(w)
+        .server_id(ServerId::new(sid))
 }
 
 /// Plans, applies into `maps` and commits.

@@ -103,12 +103,26 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend; `server_id` 0 means none.
-    pub fn new(addr: IpAddr, weight: u32, server_id: u32) -> Backend {
+    /// A backend at `addr` (its tunnel destination), weight 1, no
+    /// server_id: `Backend::new(addr).weight(3).server_id(id)`.
+    pub fn new(addr: IpAddr) -> Backend {
         Backend {
             addr,
-            weight,
-            server_id: ServerId::new(server_id),
+            weight: 1,
+            server_id: None,
         }
+    }
+
+    /// Sets the Maglev weight (0: no new flows, still reachable by server_id).
+    pub fn weight(mut self, weight: u32) -> Backend {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets the host's server_id (`ServerId` or `Option<ServerId>`; `None`:
+    /// not routed by server_id).
+    pub fn server_id(mut self, id: impl Into<Option<ServerId>>) -> Backend {
+        self.server_id = id.into();
+        self
     }
 }
