@@ -85,6 +85,7 @@ mod config;
 mod error;
 pub mod maps;
 mod ops;
+mod overlay;
 mod ring;
 pub mod state;
 #[cfg(test)]

@@ -27,12 +27,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use flowpin_bpf_abi::lb;
-
 use flowpin_maglev::Maglev;
 
 use super::backend_ids::BackendAlloc;
 pub use super::ops::{MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
+use super::overlay::Overlay;
 use super::ring::{build_table, ring_writes};
 use super::{Backend, Proto, Vip, VipFlags, XdpLbError};
 
@@ -101,93 +100,12 @@ pub struct LbState {
     free_vip_ids: Vec<u32>,
     backends: BackendAlloc,
     /// `vip_table` slot → the (key, meta) pairs hashed there.
-    vip_slots: HashMap<u32, Vec<(VipKey, VipMeta)>>,
+    pub(super) vip_slots: HashMap<u32, Vec<(VipKey, VipMeta)>>,
     /// `sid_table` slot → the routes hashed there.
-    sid_slots: HashMap<u32, Vec<SidRoute>>,
+    pub(super) sid_slots: HashMap<u32, Vec<SidRoute>>,
     /// ICMP entries: VIPs per address.
     echo_refs: HashMap<IpAddr, u32>,
     port_agnostic: u32,
-}
-
-/// Slot overlays: the slots a plan touches, as they will be.
-struct Overlay<'a> {
-    state: &'a LbState,
-    vip_slots: HashMap<u32, Vec<(VipKey, VipMeta)>>,
-    sid_slots: HashMap<u32, Vec<SidRoute>>,
-    ops: Vec<MapOp>,
-}
-
-impl Overlay<'_> {
-    fn vip_slot(&mut self, slot: u32) -> &mut Vec<(VipKey, VipMeta)> {
-        let st = self.state;
-        self.vip_slots
-            .entry(slot)
-            .or_insert_with(|| st.vip_slots.get(&slot).cloned().unwrap_or_default())
-    }
-    fn sid_slot(&mut self, slot: u32) -> &mut Vec<SidRoute> {
-        let st = self.state;
-        self.sid_slots
-            .entry(slot)
-            .or_insert_with(|| st.sid_slots.get(&slot).cloned().unwrap_or_default())
-    }
-    /// Adds (`meta: Some`) or removes a `vips` entry, hash map and slot in order.
-    fn vip_entry(&mut self, key: VipKey, meta: Option<VipMeta>, prev: Option<VipMeta>) {
-        let slot = key.slot();
-        let before = Slot::of(self.vip_slot(slot));
-        let entries = self.vip_slot(slot);
-        entries.retain(|(k, _)| *k != key);
-        if let Some(m) = meta {
-            entries.push((key, m));
-        }
-        let after = Slot::of(entries);
-        if meta.is_some() {
-            self.ops.push(MapOp::Vip { key, meta, prev });
-        }
-        if after != before {
-            self.ops.push(MapOp::VipSlot {
-                slot,
-                value: after,
-                prev: before,
-            });
-        }
-        if meta.is_none() {
-            self.ops.push(MapOp::Vip { key, meta, prev });
-        }
-    }
-    /// Sets or removes a server_id route, hash map and slot in order.
-    fn sid_route(&mut self, vip_id: u32, server_id: u32, backend: Option<u32>, prev: Option<u32>) {
-        let slot = lb::sid_slot(vip_id, server_id);
-        let before = Slot::of(self.sid_slot(slot));
-        let routes = self.sid_slot(slot);
-        routes.retain(|r| (r.vip_id, r.server_id) != (vip_id, server_id));
-        if let Some(b) = backend {
-            routes.push(SidRoute {
-                vip_id,
-                server_id,
-                backend: b,
-            });
-        }
-        let after = Slot::of(routes);
-        let route = MapOp::SidRoute {
-            vip_id,
-            server_id,
-            backend,
-            prev,
-        };
-        if backend.is_some() {
-            self.ops.push(route.clone());
-        }
-        if after != before {
-            self.ops.push(MapOp::SidSlot {
-                slot,
-                value: after,
-                prev: before,
-            });
-        }
-        if backend.is_none() {
-            self.ops.push(route);
-        }
-    }
 }
 
 impl LbState {
@@ -208,15 +126,6 @@ impl LbState {
             sid_slots: HashMap::new(),
             echo_refs: HashMap::new(),
             port_agnostic: 0,
-        }
-    }
-
-    fn overlay(&self) -> Overlay<'_> {
-        Overlay {
-            state: self,
-            vip_slots: HashMap::new(),
-            sid_slots: HashMap::new(),
-            ops: Vec::new(),
         }
     }
 
