@@ -35,6 +35,7 @@ use flowpin_bpf_progs::model::{Outcome, Route, Verdict};
 use flowpin_bpf_progs::xdp_attach::XdpVerdict;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
+use flowpin_tcp_opt::ServerId;
 
 #[derive(Parser, Debug)]
 #[command(about = "xdp_lb per-path cost vs the empty XDP program (BPF_PROG_TEST_RUN, repeat = 1)")]
@@ -125,11 +126,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cpus = nix::sched::CpuSet::new();
     cpus.set(0)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus)?;
-    let empty = XdpPass::load()?;
-    let mut config = XdpLbConfig {
-        quic_cid_len: QUIC_CID_LEN,
-        ..XdpLbConfig::default()
-    };
+    let empty = XdpPass::load(Default::default())?;
+    let mut config = XdpLbConfig::default().quic_cid_len(QUIC_CID_LEN);
     if let Some(mib) = args.lru_mib {
         config.lru_memory_bytes = mib << 20;
     }
@@ -137,11 +135,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lb.set_next_hop([0x02, 0, 0, 0, 0, 0x0a], [0x02, 0, 0, 0, 0, 0x0b])?;
     let backends: Vec<Backend> = (1..=8u8)
         .map(|i| {
-            Backend::new(
-                IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)),
-                1,
-                SERVER_ID_BASE + u32::from(i),
-            )
+            Backend::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)))
+                .server_id(ServerId::new(SERVER_ID_BASE + u32::from(i)))
         })
         .collect();
     let plain = Vip::new(VIP.into(), 80, Proto::Tcp);
@@ -153,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quic = Vip::new(VIP.into(), QUIC_PORT, Proto::Udp);
     lb.add_vip(quic, VipFlags::QUIC)?;
     lb.set_backends(&quic, &backends)?;
-    let model = lb.model();
+    let model = flowpin_bpf_progs::model::Model::of(&lb);
     eprintln!(
         "xdp_lb loaded: ring {} slots/VIP, connection table {} flows over all CPUs ({} MiB budget), {} calls x {} rounds per case",
         lb.config().ring_size,

@@ -54,6 +54,8 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let bpf_dir = manifest.join("src/bpf");
     let tcp_opt_include = manifest.join("../tcp-opt/include");
+    // The headers shared with Rust (single source of truth of the layouts).
+    let abi_include = manifest.join("../bpf-abi/include/flowpin");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
     let (target_arch_define, multiarch) = match arch.as_str() {
         "x86_64" => ("__TARGET_ARCH_x86", "x86_64-linux-gnu"),
@@ -64,6 +66,7 @@ fn main() {
 
     println!("cargo:rerun-if-changed={}", bpf_dir.display());
     println!("cargo:rerun-if-changed={}", tcp_opt_include.display());
+    println!("cargo:rerun-if-changed={}", abi_include.display());
 
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&bpf_dir)
         .expect("src/bpf exists")
@@ -78,9 +81,11 @@ fn main() {
     {
         println!("cargo:rerun-if-changed={}", entry.path().display());
     }
-    if let Ok(rd) = std::fs::read_dir(tcp_opt_include.join("flowpin")) {
-        for entry in rd.flatten() {
-            println!("cargo:rerun-if-changed={}", entry.path().display());
+    for dir in [tcp_opt_include.join("flowpin"), abi_include.clone()] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for entry in rd.flatten() {
+                println!("cargo:rerun-if-changed={}", entry.path().display());
+            }
         }
     }
 
@@ -112,6 +117,7 @@ fn main() {
             "-Werror".to_string(),
             format!("-D{target_arch_define}"),
             format!("-I{}", bpf_dir.display()),
+            format!("-I{}", abi_include.display()),
             format!("-I{}", tcp_opt_include.display()),
             format!("-I/usr/include/{multiarch}"),
         ];

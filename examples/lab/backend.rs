@@ -45,7 +45,7 @@ pub(crate) fn child_main(
     let server_id = topo::server_id(args.index);
     let decap = XdpDecap::load(XdpDecapConfig::default())?;
     decap.add_tunnel_addr(topo::backend_addr(args.index).into())?;
-    let _decap_link = decap.attach_by_name(topo::BE_IF)?;
+    let _decap_link = decap.attach(topo::BE_IF)?;
 
     let sid = flowpin_tcp_opt::ServerId::new(server_id).ok_or("server_id 0 is reserved")?;
     let ops = ServerIdOps::load(ServerIdOpsConfig::server(sid).ports(&[topo::VIP_PORT]))?;

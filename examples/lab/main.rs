@@ -33,6 +33,7 @@ use flowpin_bpf_progs::testing::Cgroup;
 use flowpin_bpf_progs::xdp_attach::XdpLink;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
+use flowpin_tcp_opt::ServerId;
 use serde::Serialize;
 
 use crate::backend::{BackendArgs, BackendProcess};
@@ -163,7 +164,10 @@ fn vip() -> Vip {
 fn backends(indices: &[usize]) -> Vec<Backend> {
     indices
         .iter()
-        .map(|&j| Backend::new(IpAddr::V4(topo::backend_addr(j)), 1, topo::server_id(j)))
+        .map(|&j| {
+            Backend::new(IpAddr::V4(topo::backend_addr(j)))
+                .server_id(ServerId::new(topo::server_id(j)))
+        })
         .collect()
 }
 
@@ -190,17 +194,15 @@ fn start_lb(
     server_id_routing: bool,
     ring: &[usize],
 ) -> Result<LbHost, Error> {
-    let config = XdpLbConfig {
-        local_mac: topo.lb_mac[i],
-        next_hop_mac: topo.router_mac_to_lb[i],
+    let config = XdpLbConfig::default()
+        .local_mac(topo.lb_mac[i])
+        .next_hop_mac(topo.router_mac_to_lb[i])
         // Outer sources differ per LB, inside 10.200.0.0/16, varying per flow.
-        tunnel_src_v4: (std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16),
+        .tunnel_src_v4((std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16))
         // veth has no RSS: a flow's packets land on either CPU. One table
         // shared by both CPUs models a NIC that keeps each flow on one CPU,
         // so "broken without server_id" counts ECMP + ring changes only.
-        conn_table_shared: true,
-        ..XdpLbConfig::default()
-    };
+        .conn_table_shared(true);
     let mut lb = XdpLb::load(config)?;
     let flags = if server_id_routing {
         VipFlags::SERVER_ID
@@ -211,7 +213,7 @@ fn start_lb(
     lb.set_backends(&vip(), &backends(ring))?;
     let link = {
         let lb_ref = &lb;
-        topo.lbs[i].run(move || lb_ref.attach_by_name(topo::LB_IF))??
+        topo.lbs[i].run(move || lb_ref.attach(topo::LB_IF))??
     };
     Ok(LbHost { lb, _link: link })
 }
@@ -349,12 +351,12 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
     progress("building namespaces: client, router, 2 LBs, 5 backends");
     let topo = Topology::build()?;
     // The router's veth ends facing the LBs need an XDP program for native XDP_TX on veth.
-    let pass = XdpPass::load()?;
+    let pass = XdpPass::load(Default::default())?;
     let mut pass_links = Vec::new();
     for i in 0..topo::LBS {
         let name = format!("r-lb{}", i + 1);
         let p = &pass;
-        pass_links.push(topo.router.run(move || p.attach_by_name(&name))??);
+        pass_links.push(topo.router.run(move || p.attach(&name))??);
     }
     topo.client
         .sysctl("net.ipv4.ip_local_port_range", "10000 65000")?;

@@ -160,7 +160,10 @@ fn vip() -> Vip {
 
 fn backends(ring: &[usize]) -> Vec<Backend> {
     ring.iter()
-        .map(|&j| Backend::new(topo::backend_addr(j).into(), 1, topo::server_id(j)))
+        .map(|&j| {
+            Backend::new(topo::backend_addr(j).into())
+                .server_id(flowpin_tcp_opt::ServerId::new(topo::server_id(j)))
+        })
         .collect()
 }
 
@@ -178,28 +181,28 @@ fn run_once(scenario: Scenario, cid: bool, n: usize) -> Result<usize, Error> {
     );
     progress(&format!("{tag}: building the network"));
     let topo = Topology::build()?;
-    let pass = XdpPass::load()?;
+    let pass = XdpPass::load(Default::default())?;
     let mut links: Vec<XdpLink> = Vec::new();
     for i in 0..topo::LBS {
         let name = format!("r-lb{}", i + 1);
         let p = &pass;
-        links.push(topo.router.run(move || p.attach_by_name(&name))??);
+        links.push(topo.router.run(move || p.attach(&name))??);
     }
     let initial = [0usize, 1, 2, 3];
     let mut lbs = Vec::new();
     for i in 0..topo::LBS {
-        let mut lb = XdpLb::load(XdpLbConfig {
-            local_mac: topo.lb_mac[i],
-            next_hop_mac: topo.router_mac_to_lb[i],
-            tunnel_src_v4: (std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16),
-            conn_table_shared: true,
-            quic_cid_len: flowpin_quinn::DEFAULT_CID_LEN as u8,
-            ..XdpLbConfig::default()
-        })?;
+        let mut lb = XdpLb::load(
+            XdpLbConfig::default()
+                .local_mac(topo.lb_mac[i])
+                .next_hop_mac(topo.router_mac_to_lb[i])
+                .tunnel_src_v4((std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16))
+                .conn_table_shared(true)
+                .quic_cid_len(flowpin_quinn::DEFAULT_CID_LEN as u8),
+        )?;
         lb.add_vip(vip(), if cid { VipFlags::QUIC } else { VipFlags::NONE })?;
         lb.set_backends(&vip(), &backends(&initial))?;
         let l = &lb;
-        links.push(topo.lbs[i].run(move || l.attach_by_name(topo::LB_IF))??);
+        links.push(topo.lbs[i].run(move || l.attach(topo::LB_IF))??);
         lbs.push(lb);
     }
     let mut cgroups = Vec::new();

@@ -43,7 +43,7 @@ pub(crate) fn child_main(a: ServerArgs) -> Result<(), Error> {
     } else {
         let decap = XdpDecap::load(XdpDecapConfig::default())?;
         decap.add_tunnel_addr(topo::backend_addr(a.index).into())?;
-        let link = decap.attach_by_name(topo::BE_IF)?;
+        let link = decap.attach(topo::BE_IF)?;
         _decap = Some((decap, link));
         let mut cfg = GroupConfig::new(&a.pin);
         cfg.quic_cid = true;

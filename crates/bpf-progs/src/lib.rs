@@ -1,25 +1,38 @@
 //! BPF programs of the flowpin suite, compiled by libbpf-cargo into
 //! libbpf-rs skeletons, with typed Rust control APIs.
 //!
-//! One module per program, each with the same shape: a config struct →
-//! `load` → `attach` → a link that detaches on drop → typed map updates and
-//! `stats()` (per-CPU counters summed over CPUs). Loading needs root
-//! (`CAP_BPF` + `CAP_NET_ADMIN`); every error names the map or call that
-//! failed and carries its errno.
+//! # One shape for every program
 //!
-//! | module | program type | attached to | handle (dropping it detaches) |
-//! |---|---|---|---|
-//! | [`xdp_lb`] | XDP: L4 load balancer (Maglev + LRU, IPIP/IP6IP6 encap, server_id routing) | an interface, native mode falling back to generic | [`xdp_attach::XdpLink`] |
-//! | [`xdp_decap`] | XDP: backend-side decapsulation | an interface, same | [`xdp_attach::XdpLink`] |
-//! | [`xdp_pass`] | XDP: empty `XDP_PASS` (bench baseline, veth peer) | an interface, same | [`xdp_attach::XdpLink`] |
-//! | [`sockops_server_id`] | `SOCK_OPS`: server_id TCP option, server and client roles | a cgroup v2, through a BPF link | [`sockops_server_id::SockopsLink`] |
-//! | [`sk_reuseport_select`] | `SK_REUSEPORT`: generation/slot socket selection, request migration | a `SO_REUSEPORT` group (`SO_ATTACH_REUSEPORT_EBPF`; no link type exists, it stays attached while a socket of the group lives) | pinned maps, driven by `flowpin-sk-reuseport` |
+//! ```text
+//! let prog = Prog::load(ProgConfig::…().setter(…))?;   // open + size + load
+//! let link = prog.attach(target)?;                      // dropping `link` detaches
+//! let stats = prog.stats()?;                            // typed, one per-CPU lookup, summed
+//! prog.program_fd(); prog.maps()/map(…);                // to go lower
+//! ```
 //!
-//! Shared pieces: [`xdp_attach`] (XDP attach, link guard and
-//! `BPF_PROG_TEST_RUN`), [`flow_hash`] and [`model`] (Rust twins of
-//! `xdp_lb`'s hash and decision, for tests and benches), [`skel`] (the
-//! generated skeletons) and, with the `testing` feature, `testing`
-//! (namespace, veth and cgroup guards for privileged tests).
+//! Configs are `#[non_exhaustive]` builders; each module has one
+//! `#[non_exhaustive]` error enum (`InvalidConfig`, `Kernel(`[`error::KernelError`]`)`
+//! — object, operation, errno, what to do — and what only that program can
+//! say); no `libbpf_rs::Error` is in the public API. Loading needs root
+//! (`CAP_BPF` + `CAP_NET_ADMIN`).
+//!
+//! | module | program type | config → `load` | `attach(target)` → link | `stats()` |
+//! |---|---|---|---|---|
+//! | [`xdp_lb`] | XDP: L4 load balancer (Maglev + LRU, IPIP/IP6IP6 encap, server_id routing) | [`xdp_lb::XdpLbConfig`] | [`xdp_attach::XdpTarget`] (ifindex, name, name in another netns; native falling back to generic) → [`xdp_attach::XdpLink`] | [`xdp_lb::Stats`] (global + per VIP) |
+//! | [`xdp_decap`] | XDP: backend-side decapsulation | [`xdp_decap::XdpDecapConfig`] | same | [`xdp_decap::DecapStats`] |
+//! | [`xdp_pass`] | XDP: empty `XDP_PASS` (bench baseline, veth peer) | [`xdp_pass::XdpPassConfig`] | same | none: it is the empty baseline |
+//! | [`sockops_server_id`] | `SOCK_OPS`: server_id TCP option, server and client roles | [`sockops_server_id::ServerIdOpsConfig`] | a cgroup v2 ([`sockops_server_id::CgroupRef`]) → [`sockops_server_id::SockopsLink`] | [`sockops_server_id::ServerIdOpsStats`] |
+//! | [`sk_reuseport_select`] | `SK_REUSEPORT`: generation/slot socket selection, request migration | [`sk_reuseport_select::SelectConfig`] | a socket of the `SO_REUSEPORT` group → [`sk_reuseport_select::ReuseportLink`] (the exception: no kernel link type exists, the program stays while the group lives) | [`sk_reuseport_select::RawStats`] (total; `stats_of(index)` per generation) |
+//!
+//! Shared pieces: [`error`] ([`error::KernelError`]), [`xdp_attach`] (XDP
+//! attach targets, link guard and `BPF_PROG_TEST_RUN`), [`netns`] and
+//! [`process`] (what an embedder needs around the programs: run code in a
+//! network namespace, start a server inside a cgroup, turn off TX checksum
+//! offload), [`flow_hash`] (from `flowpin-bpf-abi`, builds without clang),
+//! [`skel`] (the generated skeletons) and, with the `testing` feature,
+//! `model` (a Rust twin of `xdp_lb`'s decision, the oracle of tests and
+//! benches) and `testing` (namespace, veth and cgroup guards for privileged
+//! tests).
 //!
 //! ## Build
 //!
@@ -37,9 +50,13 @@
 //! `src/bpf/*.h` (checked by this crate's unit tests).
 #![deny(missing_docs)]
 
-pub mod flow_hash;
+pub mod error;
+pub use flowpin_bpf_abi::flow_hash;
+#[cfg(feature = "testing")]
 pub mod model;
-mod percpu;
+pub mod netdev;
+pub mod netns;
+pub mod process;
 pub mod sk_reuseport_select;
 pub mod skel;
 pub mod sockops_server_id;

@@ -13,3 +13,149 @@
 )]
 
 include!(concat!(env!("OUT_DIR"), "/skels.rs"));
+
+use std::mem::size_of;
+
+/// A generated type that is a plain C struct of integers (and arrays of
+/// them) with **no padding**: any bytes of its size are a valid value, and
+/// every byte of a value is initialised, so it can be viewed as bytes and
+/// read from bytes. Implemented only by [`plain_structs!`], whose unit test
+/// checks the no-padding claim against the generated fields.
+pub(crate) trait CStruct: plain::Plain + Default + Copy {}
+
+/// The bytes of `v`, to hand to a map update.
+pub(crate) fn bytes_of<T: CStruct>(v: &T) -> &[u8] {
+    // SAFETY: `T: CStruct` has no padding (checked by `tests::no_padding`),
+    // so all `size_of::<T>()` bytes of `v` are initialised.
+    unsafe { plain::as_bytes(v) }
+}
+
+/// A `T` read from the first `size_of::<T>()` bytes of `b` (a map value or
+/// key as the kernel returned it); `None` if `b` is shorter.
+pub(crate) fn read<T: CStruct>(b: &[u8]) -> Option<T> {
+    let mut v = T::default();
+    plain::copy_from_bytes(&mut v, b).ok()?;
+    Some(v)
+}
+
+/// Sum over CPUs of a per-CPU value made of `u64` counters (wrapping).
+pub(crate) fn sum_counters<T: CStruct>(per_cpu: &[Vec<u8>]) -> Option<T> {
+    let words = size_of::<T>() / 8;
+    let mut sum = vec![0u64; words];
+    for cpu in per_cpu {
+        let b = cpu.get(..words * 8)?;
+        for (t, c) in sum.iter_mut().zip(b.chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            *t = t.wrapping_add(u64::from_ne_bytes(w));
+        }
+    }
+    let mut out = T::default();
+    let bytes: Vec<u8> = sum.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    plain::copy_from_bytes(&mut out, &bytes).ok()?;
+    Some(out)
+}
+
+macro_rules! plain_structs {
+    ($($m:ident :: $t:ident { $($f:ident),* $(,)? }),* $(,)?) => {
+        $(
+            // SAFETY: a `#[repr(C)]` struct generated from BTF whose fields
+            // are integers and arrays of integers (every bit pattern valid);
+            // `tests::no_padding` checks that the fields listed here cover
+            // its whole size.
+            unsafe impl plain::Plain for $m::types::$t {}
+            impl CStruct for $m::types::$t {}
+        )*
+        #[cfg(test)]
+        fn field_sizes() -> Vec<(&'static str, usize, usize)> {
+            fn size<S, F>(_: impl for<'a> Fn(&'a S) -> &'a F) -> usize {
+                size_of::<F>()
+            }
+            vec![$((
+                stringify!($t),
+                size_of::<$m::types::$t>(),
+                0 $(+ size(|s: &$m::types::$t| &s.$f))*,
+            )),*]
+        }
+    };
+}
+
+plain_structs! {
+    xdp_lb::flowpin_vip_key { addr, port, proto, family },
+    xdp_lb::flowpin_vip_meta { vip_id, flags },
+    xdp_lb::flowpin_backend { addr, family, pad },
+    xdp_lb::flowpin_vip_slot { key, meta, state },
+    xdp_lb::flowpin_conn_set { hash, hash2, backend, order, pad },
+    xdp_lb::flowpin_sid_key { vip_id, server_id },
+    xdp_lb::flowpin_sid_slot { vip_id, server_id, backend, state },
+    xdp_lb::flowpin_vip_stats {
+        packets, bytes, lru_hit, lru_miss, new_flows, sid_routed, sid_fallback_unknown,
+        sid_fallback_zero, sid_fallback_malformed, sid_missing, quic_long_header, too_big,
+        unknown_backend,
+    },
+    xdp_lb::flowpin_lb_stats {
+        drop_malformed, drop_unknown_backend, drop_too_big, icmp_too_big_sent, encap_error,
+        icmp_echo_replies, pass_fragment_no_vip, pass_ext_hdr_limit,
+    },
+    xdp_lb::flowpin_lb_cfg {
+        local_mac, next_hop_mac, mtu, tcpopt_layout, tcpopt_kind, tcpopt_exid, quic_cid_len,
+        quic_lb, tun_src4, tun_src4_host_mask, tun_src6, tun_src6_host_mask, port_agnostic_vips,
+    },
+    xdp_decap::decap_stats {
+        decap_ipip, decap_ip6ip6, decap_4in6, decap_6in4, passed_not_tunnel, passed_not_ours,
+        passed_malformed_outer, passed_fragment, dropped_malformed, dropped_error,
+        ecn_ce_propagated, dropped_ecn,
+    },
+    sockops_server_id::flowpin_sockops_stats {
+        server_listen_matched, server_listen_skipped, server_written, server_addr_skipped,
+        server_no_space, server_echo_ok, server_echo_missing, server_echo_wrong, client_connects,
+        client_parsed, client_missing, client_malformed, client_zero, client_echoed,
+        client_echoed_rst, client_no_space, errors,
+    },
+    sk_reuseport_select::fp_rp_config {
+        tcp_mode, udp_mode, udp_affinity, quic_cid, cid_sock_offset, proto, addr, port, family,
+        flow_table_size,
+    },
+    sk_reuseport_select::fp_rp_gen { r#gen, nslots, state, _pad, deadline_ns },
+    sk_reuseport_select::fp_rp_flow_key { raddr, laddr, rport, lport },
+    sk_reuseport_select::fp_rp_flow { r#gen, slot, last_ns },
+    sk_reuseport_select::fp_rp_stats { packets, new_flows, migrated, cid_routed, last_ns, drops },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every type viewed as bytes is padding-free: its listed fields add up
+    /// to its size. A field added in C (or padding introduced) fails here.
+    #[test]
+    fn no_padding() {
+        for (name, size, fields) in field_sizes() {
+            assert_eq!(
+                size, fields,
+                "{name}: {size} bytes but its fields add up to {fields}: padding or an unlisted field; add an explicit pad field in C and list it in plain_structs!"
+            );
+        }
+    }
+
+    #[test]
+    fn counters_sum_over_cpus() {
+        let a = xdp_lb::types::flowpin_lb_stats {
+            drop_malformed: 1,
+            pass_ext_hdr_limit: 5,
+            ..Default::default()
+        };
+        let b = xdp_lb::types::flowpin_lb_stats {
+            drop_malformed: 2,
+            encap_error: 7,
+            ..Default::default()
+        };
+        let per_cpu = vec![bytes_of(&a).to_vec(), bytes_of(&b).to_vec()];
+        let s: xdp_lb::types::flowpin_lb_stats = sum_counters(&per_cpu).expect("full values");
+        assert_eq!(
+            (s.drop_malformed, s.encap_error, s.pass_ext_hdr_limit),
+            (3, 7, 5)
+        );
+        assert!(sum_counters::<xdp_lb::types::flowpin_lb_stats>(&[vec![0; 8]]).is_none());
+    }
+}

@@ -418,7 +418,8 @@ fn probe_bpf() -> std::result::Result<(), String> {
     open.load().map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// `ethtool -K <ifname> tx off`: turns off TX checksum offload of an
+/// [`crate::netdev::disable_tx_checksum_offload`] with this module's error
+/// type. `ethtool -K <ifname> tx off`: turns off TX checksum offload of an
 /// interface (`SIOCETHTOOL` / `ETHTOOL_STXCSUM`), so the kernel computes
 /// TCP/UDP checksums in software before the interface transmits. `ethtool`
 /// itself need not be installed.
@@ -433,50 +434,11 @@ fn probe_bpf() -> std::result::Result<(), String> {
 /// it from inside the namespace that holds `ifname`, e.g.
 /// `ns.run(|| disable_tx_checksum_offload("veth0"))`.
 pub fn disable_tx_checksum_offload(ifname: &str) -> Result<()> {
-    use std::os::fd::AsRawFd;
-
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    let err = |what, source| TestingError::Ethtool {
-        what,
+    crate::netdev::disable_tx_checksum_offload(ifname).map_err(|e| TestingError::Ethtool {
+        what: e.op,
         ifname: ifname.to_string(),
-        source,
-    };
-    if ifname.is_empty() || ifname.len() > 15 {
-        return Err(err(
-            "ETHTOOL_STXCSUM",
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "interface names are 1 to 15 bytes long",
-            ),
-        ));
-    }
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-        .map_err(|e| err("socket(AF_INET, SOCK_DGRAM)", e))?;
-    let mut val = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
-    };
-    // SAFETY: ifreq is plain old data (integers, arrays and a union of such
-    // and pointers); all-zero is a valid value.
-    let mut ifr: nix::libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as nix::libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&mut val as *mut EthtoolValue).cast();
-    // SAFETY: SIOCETHTOOL reads `ifr` (NUL-terminated name: at most 15
-    // bytes were copied into the zeroed 16-byte array) and the
-    // ethtool_value it points to; both live on this stack frame for the
-    // whole call.
-    let rc = unsafe { nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCETHTOOL as _, &mut ifr) };
-    if rc < 0 {
-        return Err(err("ETHTOOL_STXCSUM off", io::Error::last_os_error()));
-    }
-    Ok(())
+        source: io::Error::other(e.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -7,27 +7,38 @@
 //! with a skeleton's `Program`, a [`libbpf_rs::ProgramHandle`] or a plain
 //! [`OwnedFd`].
 //!
-//! Interface indexes and names are resolved in the network namespace of the
-//! calling thread: attach from a thread inside the namespace that owns the
-//! interface. The returned [`XdpLink`] can then be kept and dropped anywhere
-//! (closing a BPF link detaches it wherever the closing thread lives).
+//! An [`XdpTarget`] names the interface: by index or name, in the calling
+//! thread's network namespace or in another one
+//! ([`XdpTarget::ifname_in_netns`]: a short-lived thread enters that
+//! namespace, resolves the name and creates the link there; no setns code
+//! in the caller). The returned [`XdpLink`] can then be kept and dropped
+//! anywhere (closing a BPF link detaches it wherever the closing thread
+//! lives).
 
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::KernelError;
 
 /// Errors of XDP attach and test runs.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum XdpAttachError {
-    /// The interface name does not exist in the caller's network namespace.
-    #[error("no interface named {name:?} in this thread's network namespace (if_nametoindex: {errno}); attach from a thread inside the interface's namespace")]
+    /// The interface name does not exist in the namespace it was looked up in.
+    #[error("no interface named {name:?} in {} (if_nametoindex: {errno}); check the name, or give the namespace with XdpTarget::ifname_in_netns", netns.as_deref().map_or_else(|| "this thread's network namespace".to_string(), |p| format!("network namespace {}", p.display())))]
     NoSuchInterface {
         /// The name looked up.
         name: String,
+        /// The namespace it was looked up in (`None`: the calling thread's).
+        netns: Option<PathBuf>,
         /// errno of `if_nametoindex`.
-        errno: nix::Error,
+        errno: io::Error,
     },
+    /// Entering the target's network namespace failed (open or `setns`).
+    #[error(transparent)]
+    Netns(KernelError),
     /// `bpf_link_create(BPF_XDP)` refused the program in every mode tried.
     #[error("bpf_link_create(BPF_XDP) on ifindex {ifindex} failed in {tried}: {errno} (EEXIST/EBUSY: another XDP program is attached; EOPNOTSUPP: the driver has no native XDP, try XdpAttachMode::Generic; EPERM: need CAP_NET_ADMIN + CAP_BPF)")]
     Attach {
@@ -115,8 +126,122 @@ impl AsFd for XdpLink {
 pub fn ifindex_by_name(name: &str) -> Result<u32, XdpAttachError> {
     nix::net::if_::if_nametoindex(name).map_err(|errno| XdpAttachError::NoSuchInterface {
         name: name.to_string(),
-        errno,
+        netns: None,
+        errno: io::Error::from_raw_os_error(errno as i32),
     })
+}
+
+/// Where to attach an XDP program: an interface (by index or name), in the
+/// calling thread's network namespace or another one, and the mode.
+///
+/// `u32` (an ifindex), `&str` and `String` (a name) convert into a target
+/// in the calling thread's namespace, native mode falling back to generic.
+///
+/// ```no_run
+/// use flowpin_bpf_progs::xdp_attach::{XdpAttachMode, XdpTarget};
+/// # fn f(decap: &flowpin_bpf_progs::xdp_decap::XdpDecap) -> Result<(), flowpin_bpf_progs::xdp_decap::XdpDecapError> {
+/// let here = decap.attach("eth0")?;
+/// let there = decap.attach(XdpTarget::ifname_in_netns("b0", "/run/netns/backend1"))?;
+/// let generic = decap.attach(XdpTarget::ifindex(7).mode(XdpAttachMode::Generic))?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpTarget {
+    iface: Iface,
+    netns: Option<PathBuf>,
+    mode: XdpAttachMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Iface {
+    Index(u32),
+    Name(String),
+}
+
+impl XdpTarget {
+    /// The interface with index `ifindex`.
+    pub fn ifindex(ifindex: u32) -> Self {
+        XdpTarget {
+            iface: Iface::Index(ifindex),
+            netns: None,
+            mode: XdpAttachMode::default(),
+        }
+    }
+
+    /// The interface named `name`.
+    pub fn ifname(name: impl Into<String>) -> Self {
+        XdpTarget {
+            iface: Iface::Name(name.into()),
+            netns: None,
+            mode: XdpAttachMode::default(),
+        }
+    }
+
+    /// The interface named `name` in the network namespace at `netns` (a
+    /// namespace file: `/run/netns/<name>` as `ip netns add` makes, or
+    /// `/proc/<pid>/ns/net`). The name is resolved and the link created by
+    /// a short-lived thread inside that namespace; the link then lives on
+    /// in the caller.
+    pub fn ifname_in_netns(name: impl Into<String>, netns: impl Into<PathBuf>) -> Self {
+        XdpTarget::ifname(name).in_netns(netns)
+    }
+
+    /// The same interface, in the network namespace at `netns`.
+    pub fn in_netns(mut self, netns: impl Into<PathBuf>) -> Self {
+        self.netns = Some(netns.into());
+        self
+    }
+
+    /// Asks for an attach mode (default: native, falling back to generic).
+    pub fn mode(mut self, mode: XdpAttachMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The namespace the interface lives in (`None`: the caller's).
+    pub fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
+    }
+
+    fn ifindex_here(&self) -> Result<u32, XdpAttachError> {
+        match &self.iface {
+            Iface::Index(i) => Ok(*i),
+            Iface::Name(n) => ifindex_by_name(n).map_err(|e| match e {
+                XdpAttachError::NoSuchInterface { name, errno, .. } => {
+                    XdpAttachError::NoSuchInterface {
+                        name,
+                        netns: self.netns.clone(),
+                        errno,
+                    }
+                }
+                e => e,
+            }),
+        }
+    }
+}
+
+impl From<u32> for XdpTarget {
+    fn from(ifindex: u32) -> Self {
+        XdpTarget::ifindex(ifindex)
+    }
+}
+
+impl From<&str> for XdpTarget {
+    fn from(name: &str) -> Self {
+        XdpTarget::ifname(name)
+    }
+}
+
+impl From<String> for XdpTarget {
+    fn from(name: String) -> Self {
+        XdpTarget::ifname(name)
+    }
+}
+
+impl From<&String> for XdpTarget {
+    fn from(name: &String) -> Self {
+        XdpTarget::ifname(name.as_str())
+    }
 }
 
 fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> Result<OwnedFd, io::Error> {
@@ -143,15 +268,25 @@ fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> Result<OwnedFd
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Attaches an XDP program to `ifindex` through a BPF link in the requested
-/// mode. With [`XdpAttachMode::NativeOrGeneric`] native mode is tried first
-/// and generic mode if the driver refuses; [`XdpLink::mode`] says which.
+/// Attaches an XDP program through a BPF link to `target` (an ifindex, an
+/// interface name, or an [`XdpTarget`] with a namespace and a mode). With
+/// [`XdpAttachMode::NativeOrGeneric`] native mode is tried first and generic
+/// mode if the driver refuses; [`XdpLink::mode`] says which.
 pub fn attach_xdp(
     prog: impl AsFd,
-    ifindex: u32,
-    mode: XdpAttachMode,
+    target: impl Into<XdpTarget>,
 ) -> Result<XdpLink, XdpAttachError> {
+    let target = target.into();
     let prog = prog.as_fd();
+    match target.netns.clone() {
+        None => attach_here(prog, &target),
+        Some(path) => crate::netns::run_in(&path, || attach_here(prog, &target))
+            .map_err(XdpAttachError::Netns)?,
+    }
+}
+
+fn attach_here(prog: BorrowedFd<'_>, target: &XdpTarget) -> Result<XdpLink, XdpAttachError> {
+    let ifindex = target.ifindex_here()?;
     let drv = libbpf_rs::libbpf_sys::XDP_FLAGS_DRV_MODE;
     let skb = libbpf_rs::libbpf_sys::XDP_FLAGS_SKB_MODE;
     let attempt = |flags, mode, tried| {
@@ -163,52 +298,11 @@ pub fn attach_xdp(
                 errno,
             })
     };
-    match mode {
+    match target.mode {
         XdpAttachMode::Native => attempt(drv, XdpMode::Native, "native mode"),
         XdpAttachMode::Generic => attempt(skb, XdpMode::Generic, "generic mode"),
         XdpAttachMode::NativeOrGeneric => attempt(drv, XdpMode::Native, "native mode")
             .or_else(|_| attempt(skb, XdpMode::Generic, "native mode, then generic mode")),
-    }
-}
-
-/// A loaded XDP program of this crate, seen through its program fd: the
-/// attach and test-run methods every XDP control API shares, written once.
-///
-/// [`XdpLb`](crate::xdp_lb::XdpLb), [`XdpDecap`](crate::xdp_decap::XdpDecap)
-/// and [`XdpPass`](crate::xdp_pass::XdpPass) implement it (and keep
-/// same-named inherent methods, so callers need not import the trait); generic
-/// code can take any `impl XdpProgram`.
-pub trait XdpProgram {
-    /// The error type of the program's control API; attach and test-run
-    /// errors convert into it.
-    type Error: From<XdpAttachError>;
-
-    /// The program's fd (for [`attach_xdp`], queries, or test runs).
-    fn program_fd(&self) -> BorrowedFd<'_>;
-
-    /// Attaches to `ifindex` (resolved in the calling thread's network
-    /// namespace), native mode falling back to generic; the link says which.
-    fn attach(&self, ifindex: u32) -> Result<XdpLink, Self::Error> {
-        self.attach_with_mode(ifindex, XdpAttachMode::NativeOrGeneric)
-    }
-
-    /// [`attach`](Self::attach) by interface name (looked up in the calling
-    /// thread's network namespace).
-    fn attach_by_name(&self, ifname: &str) -> Result<XdpLink, Self::Error> {
-        let ifindex = ifindex_by_name(ifname)?;
-        self.attach(ifindex)
-    }
-
-    /// Attaches in an explicit mode.
-    fn attach_with_mode(&self, ifindex: u32, mode: XdpAttachMode) -> Result<XdpLink, Self::Error> {
-        Ok(attach_xdp(self.program_fd(), ifindex, mode)?)
-    }
-
-    /// Runs the program once on `packet` through `BPF_PROG_TEST_RUN`. The
-    /// maps are the live ones: counters it bumps (and, for `xdp_lb`, the
-    /// connection table) stay changed.
-    fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun, Self::Error> {
-        Ok(xdp_test_run(self.program_fd(), packet)?)
     }
 }
 

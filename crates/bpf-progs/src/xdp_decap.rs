@@ -36,7 +36,7 @@
 //! use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
 //! let decap = XdpDecap::load(XdpDecapConfig::default())?;
 //! decap.add_tunnel_addr("10.0.0.2".parse().unwrap())?;
-//! let link = decap.attach_by_name("eth0")?;
+//! let link = decap.attach("eth0")?; // or XdpTarget::ifname_in_netns("eth0", "/run/netns/b1")
 //! println!("xdp_decap attached in {} mode", link.mode());
 //! let stats = decap.stats()?;
 //! println!("decapsulated {}", stats.decapsulated());
@@ -50,10 +50,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::percpu::{sum_u64_counters, PercpuError};
+use crate::error::KernelError;
+use crate::skel::xdp_decap::types::decap_stats;
 use crate::skel::xdp_decap::XdpDecapSkelBuilder;
+use crate::xdp_attach::{attach_xdp, xdp_test_run};
 pub use crate::xdp_attach::{
-    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpProgram, XdpTestRun, XdpVerdict,
+    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTarget, XdpTestRun, XdpVerdict,
 };
 
 /// Errors of the `xdp_decap` control API.
@@ -62,56 +64,10 @@ pub use crate::xdp_attach::{
 pub enum XdpDecapError {
     /// The configuration is unusable.
     #[error("invalid XdpDecapConfig: {0}")]
-    InvalidConfig(&'static str),
-    /// Opening the embedded BPF object failed.
-    #[error("opening the xdp_decap BPF object failed: {0}")]
-    Open(#[source] libbpf_rs::Error),
-    /// Resizing a map before load failed.
-    #[error("setting max_entries of map {map} to {value} failed: {source}")]
-    Resize {
-        /// Map name.
-        map: &'static str,
-        /// Requested size.
-        value: u32,
-        /// libbpf's error (with errno).
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// The kernel refused the program or its maps.
-    #[error("loading xdp_decap into the kernel failed (verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock): {0}")]
-    Load(#[source] libbpf_rs::Error),
-    /// Duplicating a program or map fd after load failed.
-    #[error("taking a handle on {what} after load failed: {source}")]
-    Handle {
-        /// Program or map name.
-        what: &'static str,
-        /// libbpf's error (with errno).
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    /// A map operation failed.
-    #[error("{op} on map {map} failed: {source}{hint}")]
-    Map {
-        /// Map name.
-        map: &'static str,
-        /// The operation (`update`, `delete`, `lookup`, ...).
-        op: &'static str,
-        /// libbpf's error (with errno).
-        #[source]
-        source: libbpf_rs::Error,
-        /// What to do about it.
-        hint: &'static str,
-    },
-    /// A value read from a map had an unexpected size.
-    #[error("map {map} returned a {got}-byte value, expected {want} bytes (program and Rust API out of sync)")]
-    ValueSize {
-        /// Map name.
-        map: &'static str,
-        /// Size read.
-        got: usize,
-        /// Size expected.
-        want: usize,
-    },
+    InvalidConfig(String),
+    /// A kernel call failed: open, load, or a map operation.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
     /// Attaching or test-running failed.
     #[error(transparent)]
     Xdp(#[from] XdpAttachError),
@@ -157,8 +113,8 @@ pub enum DecapForm {
     Ip6InIp4,
 }
 
-/// Counters of `xdp_decap`, summed over CPUs. Field order mirrors
-/// `struct decap_stats` in `xdp_decap.bpf.c`.
+/// Counters of `xdp_decap`, summed over CPUs; read from the generated
+/// `struct decap_stats` of `xdp_decap.bpf.c`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DecapStats {
@@ -190,8 +146,6 @@ pub struct DecapStats {
     /// Dropped: outer header CE, inner packet not ECN-capable (RFC 6040).
     pub dropped_ecn: u64,
 }
-
-const STATS_FIELDS: usize = 12;
 
 impl DecapStats {
     /// Packets decapsulated, all forms.
@@ -226,21 +180,23 @@ impl DecapStats {
     pub fn total(&self) -> u64 {
         self.decapsulated() + self.passed() + self.dropped()
     }
+}
 
-    fn from_fields(f: [u64; STATS_FIELDS]) -> Self {
+impl From<decap_stats> for DecapStats {
+    fn from(f: decap_stats) -> Self {
         DecapStats {
-            decap_ipip: f[0],
-            decap_ip6ip6: f[1],
-            decap_4in6: f[2],
-            decap_6in4: f[3],
-            passed_not_tunnel: f[4],
-            passed_not_ours: f[5],
-            passed_malformed_outer: f[6],
-            passed_fragment: f[7],
-            dropped_malformed: f[8],
-            dropped_error: f[9],
-            ecn_ce_propagated: f[10],
-            dropped_ecn: f[11],
+            decap_ipip: f.decap_ipip,
+            decap_ip6ip6: f.decap_ip6ip6,
+            decap_4in6: f.decap_4in6,
+            decap_6in4: f.decap_6in4,
+            passed_not_tunnel: f.passed_not_tunnel,
+            passed_not_ours: f.passed_not_ours,
+            passed_malformed_outer: f.passed_malformed_outer,
+            passed_fragment: f.passed_fragment,
+            dropped_malformed: f.dropped_malformed,
+            dropped_error: f.dropped_error,
+            ecn_ce_propagated: f.ecn_ce_propagated,
+            dropped_ecn: f.dropped_ecn,
         }
     }
 }
@@ -264,42 +220,39 @@ impl XdpDecap {
     pub fn load(config: XdpDecapConfig) -> Result<Self> {
         if config.max_tunnel_addrs == 0 {
             return Err(XdpDecapError::InvalidConfig(
-                "max_tunnel_addrs must be at least 1",
+                "max_tunnel_addrs must be at least 1".into(),
             ));
         }
         let mut storage = MaybeUninit::uninit();
         let mut open = XdpDecapSkelBuilder::default()
             .open(&mut storage)
-            .map_err(XdpDecapError::Open)?;
+            .map_err(KernelError::object("object xdp_decap", "open", ""))?;
         for (map, name) in [
             (&mut open.maps.tunnel_v4, MAP_V4),
             (&mut open.maps.tunnel_v6, MAP_V6),
         ] {
             map.set_max_entries(config.max_tunnel_addrs)
-                .map_err(|source| XdpDecapError::Resize {
-                    map: name,
-                    value: config.max_tunnel_addrs,
-                    source,
-                })?;
+                .map_err(KernelError::map(name, "set_max_entries"))?;
         }
-        let skel = open.load().map_err(XdpDecapError::Load)?;
+        let skel = open.load().map_err(KernelError::object(
+            "program xdp_decap",
+            "load",
+            "verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock",
+        ))?;
         let prog = skel
             .progs
             .xdp_decap
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| XdpDecapError::Handle {
-                what: "program xdp_decap",
-                source: e.into(),
-            })?;
-        let handle = |map: &libbpf_rs::Map<'_>, what| {
-            MapHandle::try_from(map).map_err(|source| XdpDecapError::Handle { what, source })
+            .map_err(|e| KernelError::io("program xdp_decap", "dup", &e, ""))?;
+        let handle = |map: &libbpf_rs::Map<'_>, name| {
+            MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
         };
         Ok(XdpDecap {
             prog,
-            tunnel_v4: handle(&skel.maps.tunnel_v4, "map tunnel_v4")?,
-            tunnel_v6: handle(&skel.maps.tunnel_v6, "map tunnel_v6")?,
-            stats: handle(&skel.maps.stats, "map stats")?,
+            tunnel_v4: handle(&skel.maps.tunnel_v4, MAP_V4)?,
+            tunnel_v6: handle(&skel.maps.tunnel_v6, MAP_V6)?,
+            stats: handle(&skel.maps.stats, MAP_STATS)?,
         })
     }
 
@@ -308,33 +261,31 @@ impl XdpDecap {
         self.prog.as_fd()
     }
 
-    /// Attaches to `ifindex` (resolved in the calling thread's network
-    /// namespace), native mode falling back to generic; the link says which.
-    pub fn attach(&self, ifindex: u32) -> Result<XdpLink> {
-        XdpProgram::attach(self, ifindex)
+    /// Attaches to `target` (an ifindex, a name, or an [`XdpTarget`] with a
+    /// namespace and mode); dropping the link detaches.
+    pub fn attach(&self, target: impl Into<XdpTarget>) -> Result<XdpLink> {
+        Ok(attach_xdp(self.program_fd(), target)?)
     }
 
-    /// Like [`XdpDecap::attach`], by interface name.
-    pub fn attach_by_name(&self, ifname: &str) -> Result<XdpLink> {
-        XdpProgram::attach_by_name(self, ifname)
-    }
-
-    /// Attaches in an explicit mode.
-    pub fn attach_with_mode(&self, ifindex: u32, mode: XdpAttachMode) -> Result<XdpLink> {
-        XdpProgram::attach_with_mode(self, ifindex, mode)
+    /// The tunnel-address maps (IPv4 address / IPv6 address → `u8` 1), for
+    /// users who go lower.
+    pub fn tunnel_maps(&self) -> (&MapHandle, &MapHandle) {
+        (&self.tunnel_v4, &self.tunnel_v6)
     }
 
     /// Adds one of this host's tunnel addresses: tunnel packets to it are
     /// decapsulated. Adding an address twice is not an error.
     pub fn add_tunnel_addr(&self, addr: IpAddr) -> Result<()> {
         let (map, name, key) = self.tunnel_map(addr);
-        map.update(&key, &[1], MapFlags::ANY)
-            .map_err(|source| XdpDecapError::Map {
-                map: name,
-                op: "update",
-                source,
-                hint: " (E2BIG: the map is full; raise XdpDecapConfig::max_tunnel_addrs)",
-            })
+        map.update(&key, &[1], MapFlags::ANY).map_err(|e| {
+            KernelError::libbpf(
+                format!("map {name}"),
+                "update",
+                &e,
+                "E2BIG: the map is full; raise XdpDecapConfig::max_tunnel_addrs",
+            )
+            .into()
+        })
     }
 
     /// Removes a tunnel address. Returns whether it was present.
@@ -343,12 +294,7 @@ impl XdpDecap {
         match map.delete(&key) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(XdpDecapError::Map {
-                map: name,
-                op: "delete",
-                source,
-                hint: "",
-            }),
+            Err(e) => Err(KernelError::map(name, "delete")(e).into()),
         }
     }
 
@@ -366,29 +312,28 @@ impl XdpDecap {
         }
     }
 
-    /// The counters, summed over all CPUs.
+    /// The counters, summed over all CPUs (one `lookup_percpu`).
     pub fn stats(&self) -> Result<DecapStats> {
-        let mut sum = [0u64; STATS_FIELDS];
-        sum_u64_counters(&self.stats, 0, &mut sum).map_err(|e| match e {
-            PercpuError::Lookup(source) => XdpDecapError::Map {
-                map: MAP_STATS,
-                op: "lookup_percpu",
-                source,
-                hint: "",
-            },
-            PercpuError::Short { got, want } => XdpDecapError::ValueSize {
-                map: MAP_STATS,
-                got,
-                want,
-            },
+        let per_cpu = self
+            .stats
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(KernelError::map(MAP_STATS, "lookup_percpu"))?
+            .unwrap_or_default();
+        let sum: decap_stats = crate::skel::sum_counters(&per_cpu).ok_or_else(|| {
+            KernelError::out_of_sync(
+                "map stats",
+                "lookup_percpu",
+                per_cpu.first().map_or(0, Vec::len),
+                std::mem::size_of::<decap_stats>(),
+            )
         })?;
-        Ok(DecapStats::from_fields(sum))
+        Ok(sum.into())
     }
 
     /// Runs the program once on `packet` with `BPF_PROG_TEST_RUN` (for tests
     /// and benches). The live maps are used: counters it bumps stay bumped.
     pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun> {
-        XdpProgram::test_run(self, packet)
+        Ok(xdp_test_run(self.program_fd(), packet)?)
     }
 }
 
@@ -401,19 +346,9 @@ where
         .map(|key| {
             <[u8; N]>::try_from(key.as_slice())
                 .map(IpAddr::from)
-                .map_err(|_| XdpDecapError::ValueSize {
-                    map: name,
-                    got: key.len(),
-                    want: N,
+                .map_err(|_| {
+                    KernelError::out_of_sync(format!("map {name}"), "keys", key.len(), N).into()
                 })
         })
         .collect()
-}
-
-impl XdpProgram for XdpDecap {
-    type Error = XdpDecapError;
-
-    fn program_fd(&self) -> BorrowedFd<'_> {
-        self.prog.as_fd()
-    }
 }

@@ -1,29 +1,34 @@
 //! The empty XDP program (`XDP_PASS`): the baseline of every XDP benchmark
 //! and the pass-through program a veth peer needs so that native `XDP_TX`
-//! and redirects into it work.
+//! and redirects into it work. It has no maps, so no `stats()`: counting
+//! would make it a worse baseline.
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
+use crate::error::KernelError;
 use crate::skel::xdp_pass::XdpPassSkelBuilder;
-use crate::xdp_attach::{XdpAttachError, XdpLink, XdpProgram, XdpTestRun};
+use crate::xdp_attach::{attach_xdp, xdp_test_run, XdpAttachError, XdpLink, XdpTarget, XdpTestRun};
 
 /// Errors of [`XdpPass`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum XdpPassError {
-    /// Opening or loading the object failed (kernel verifier log on stderr).
-    #[error("loading xdp_pass into the kernel failed: {0} (need root / CAP_BPF)")]
-    Load(#[source] libbpf_rs::Error),
-    /// Duplicating the program fd failed.
-    #[error("duplicating the xdp_pass program fd failed: {0}")]
-    Fd(#[source] std::io::Error),
+    /// Opening, loading or taking a handle on the program failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
     /// Attach or test run failed.
     #[error(transparent)]
-    Attach(#[from] XdpAttachError),
+    Xdp(#[from] XdpAttachError),
 }
+
+/// Load-time configuration of [`XdpPass`] (nothing to configure yet; it
+/// exists so every program loads the same way).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct XdpPassConfig {}
 
 /// The loaded empty XDP program. Owns only its fd.
 #[derive(Debug)]
@@ -33,18 +38,22 @@ pub struct XdpPass {
 
 impl XdpPass {
     /// Loads the program.
-    pub fn load() -> Result<Self, XdpPassError> {
+    pub fn load(_config: XdpPassConfig) -> Result<Self, XdpPassError> {
         let mut storage = MaybeUninit::uninit();
         let open = XdpPassSkelBuilder::default()
             .open(&mut storage)
-            .map_err(XdpPassError::Load)?;
-        let skel = open.load().map_err(XdpPassError::Load)?;
+            .map_err(KernelError::object("object xdp_pass", "open", ""))?;
+        let skel = open.load().map_err(KernelError::object(
+            "program xdp_pass",
+            "load",
+            "need root (CAP_BPF + CAP_NET_ADMIN)",
+        ))?;
         let prog = skel
             .progs
             .xdp_pass
             .as_fd()
             .try_clone_to_owned()
-            .map_err(XdpPassError::Fd)?;
+            .map_err(|e| KernelError::io("program xdp_pass", "dup", &e, ""))?;
         Ok(XdpPass { prog })
     }
 
@@ -53,22 +62,14 @@ impl XdpPass {
         self.prog.as_fd()
     }
 
-    /// Attaches to the interface named `ifname` in the calling thread's
-    /// namespace, native mode falling back to generic.
-    pub fn attach_by_name(&self, ifname: &str) -> Result<XdpLink, XdpPassError> {
-        XdpProgram::attach_by_name(self, ifname)
+    /// Attaches to `target` (an ifindex, a name, or an [`XdpTarget`] with a
+    /// namespace and mode); dropping the link detaches.
+    pub fn attach(&self, target: impl Into<XdpTarget>) -> Result<XdpLink, XdpPassError> {
+        Ok(attach_xdp(self.program_fd(), target)?)
     }
 
     /// Runs the program once on `packet` with `BPF_PROG_TEST_RUN`.
     pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun, XdpPassError> {
-        XdpProgram::test_run(self, packet)
-    }
-}
-
-impl XdpProgram for XdpPass {
-    type Error = XdpPassError;
-
-    fn program_fd(&self) -> BorrowedFd<'_> {
-        self.prog.as_fd()
+        Ok(xdp_test_run(self.program_fd(), packet)?)
     }
 }

@@ -317,7 +317,7 @@ impl Lab {
             let addr = IpAddr::V4(backend_addr(j));
             let decap = XdpDecap::load(XdpDecapConfig::default()).unwrap();
             decap.add_tunnel_addr(addr).unwrap();
-            let link = ns.run(|| decap.attach_by_name("b0")).unwrap().unwrap();
+            let link = ns.run(|| decap.attach("b0")).unwrap().unwrap();
             assert_eq!(link.mode(), XdpMode::Native, "xdp_decap native on veth");
             xdp_links.push(link);
             decaps.push(decap);
@@ -348,26 +348,21 @@ impl Lab {
             });
         }
 
-        let mut lb = XdpLb::load(XdpLbConfig {
-            local_mac: MAC_LB,
-            next_hop_mac: MAC_RTR,
-            lru_memory_bytes: 1 << 20,
-            ..XdpLbConfig::default()
-        })
+        let mut lb = XdpLb::load(
+            XdpLbConfig::default()
+                .local_mac(MAC_LB)
+                .next_hop_mac(MAC_RTR)
+                .lru_memory_bytes(1 << 20),
+        )
         .unwrap();
         lb.add_vip(vip(PORT_SID), VipFlags::SERVER_ID).unwrap();
         lb.add_vip(vip(PORT_PLAIN), VipFlags::NONE).unwrap();
-        let link = net.lb.run(|| lb.attach_by_name("l0")).unwrap().unwrap();
+        let link = net.lb.run(|| lb.attach("l0")).unwrap().unwrap();
         assert_eq!(link.mode(), XdpMode::Native, "xdp_lb native on veth");
         xdp_links.push(link);
         // Native XDP_TX on a veth needs an XDP program on its peer.
-        let pass = XdpPass::load().unwrap();
-        xdp_links.push(
-            net.router
-                .run(|| pass.attach_by_name("rl"))
-                .unwrap()
-                .unwrap(),
-        );
+        let pass = XdpPass::load(Default::default()).unwrap();
+        xdp_links.push(net.router.run(|| pass.attach("rl")).unwrap().unwrap());
 
         Lab {
             _servers: servers,
@@ -386,7 +381,7 @@ impl Lab {
 
     /// Backend `j` as the LB sees it: weight 1, server_id `lb_sid` (0: none).
     fn backend(&self, j: usize, lb_sid: u32) -> Backend {
-        Backend::new(self.hosts[j].addr, 1, lb_sid)
+        Backend::new(self.hosts[j].addr).server_id(ServerId::new(lb_sid))
     }
 
     /// Sets the backends of both VIPs.
@@ -794,7 +789,7 @@ fn privileged_server_id_live_routes_by_server_id_after_the_ring_changed() {
     let drained = [
         lab.backend(2, 33),
         lab.backend(1, 22),
-        Backend::new(a, 0, 11),
+        Backend::new(a).weight(0).server_id(ServerId::new(11)),
     ];
     lab.set_backends(&drained);
     lab.lb.clear_connection_table().unwrap();

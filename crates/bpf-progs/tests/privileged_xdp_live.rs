@@ -188,11 +188,7 @@ fn privileged_xdp_live_decap_udp_all_forms_native_veth() {
         "IP6IP6 without decap"
     );
 
-    let link = t
-        .backend
-        .run(|| decap.attach_by_name("b0"))
-        .unwrap()
-        .unwrap();
+    let link = t.backend.run(|| decap.attach("b0")).unwrap().unwrap();
     assert_eq!(link.mode(), XdpMode::Native, "veth has native XDP");
     let before = decap.stats().unwrap();
 
@@ -469,21 +465,17 @@ fn privileged_xdp_live_tcp_through_xdp_lb_and_xdp_decap_dsr() {
     let decap = XdpDecap::load(XdpDecapConfig::default()).unwrap();
     decap.add_tunnel_addr(IpAddr::V4(LB_BE4)).unwrap();
     decap.add_tunnel_addr(IpAddr::V6(LB_BE6)).unwrap();
-    let decap_link = t
-        .backend
-        .run(|| decap.attach_by_name("b0"))
-        .unwrap()
-        .unwrap();
+    let decap_link = t.backend.run(|| decap.attach("b0")).unwrap().unwrap();
     assert_eq!(decap_link.mode(), XdpMode::Native);
 
     // LB: three VIPs, one per encapsulation form.
-    let mut lb = XdpLb::load(XdpLbConfig {
-        local_mac: MAC_L,
-        next_hop_mac: MAC_B,
-        mtu: 1500,
-        lru_memory_bytes: 1 << 20,
-        ..XdpLbConfig::default()
-    })
+    let mut lb = XdpLb::load(
+        XdpLbConfig::default()
+            .local_mac(MAC_L)
+            .next_hop_mac(MAC_B)
+            .mtu(1500)
+            .lru_memory_bytes(1 << 20),
+    )
     .unwrap();
     let vip_ipip = Vip::new(LB_VIP4.into(), 8080, Proto::Tcp);
     let vip_ip6ip6 = Vip::new(LB_VIP6.into(), 8080, Proto::Tcp);
@@ -494,12 +486,12 @@ fn privileged_xdp_live_tcp_through_xdp_lb_and_xdp_decap_dsr() {
         (vip_4in6, IpAddr::V6(LB_BE6)),
     ] {
         lb.add_vip(vip, VipFlags::NONE).unwrap();
-        lb.set_backends(&vip, &[Backend::new(be, 1, 0)]).unwrap();
+        lb.set_backends(&vip, &[Backend::new(be)]).unwrap();
     }
-    let lb_link = t.lb.run(|| lb.attach_by_name("l0")).unwrap().unwrap();
+    let lb_link = t.lb.run(|| lb.attach("l0")).unwrap().unwrap();
     assert_eq!(lb_link.mode(), XdpMode::Native, "xdp_lb native on veth");
-    let pass = XdpPass::load().unwrap();
-    let _pass_link = t.sw.run(|| pass.attach_by_name("swl")).unwrap().unwrap();
+    let pass = XdpPass::load(Default::default()).unwrap();
+    let _pass_link = t.sw.run(|| pass.attach("swl")).unwrap().unwrap();
 
     const MIB: usize = 1 << 20;
     for (i, (vip, form)) in [

@@ -10,15 +10,16 @@ mod xdp_lb_common;
 use flowpin_bpf_progs::model::{Outcome, Verdict};
 use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags};
+use flowpin_tcp_opt::ServerId;
 use xdp_lb_common::*;
 
 fn setup() -> Fx {
     let mut fx = Fx::new(test_config());
     let b4: Vec<Backend> = (1..=3)
-        .map(|i| Backend::new(backend4(i), 1, 100 + u32::from(i)))
+        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
         .collect();
     let b6: Vec<Backend> = (1..=3)
-        .map(|i| Backend::new(backend6(i), 1, 200 + u32::from(i)))
+        .map(|i| Backend::new(backend6(i)).server_id(ServerId::new(200 + u32::from(i))))
         .collect();
     for (vip, flags, b) in [
         (
@@ -264,7 +265,7 @@ fn privileged_fragments_first_by_ports_others_by_addresses() {
     // With a port-agnostic VIP of that address: forwarded, hashed by addresses.
     let any = Vip::new(vip4().into(), 0, Proto::Udp);
     fx.add_vip(any, VipFlags::PORT_AGNOSTIC);
-    fx.set_backends(&any, &[Backend::new(backend4(9), 1, 0)]);
+    fx.set_backends(&any, &[Backend::new(backend4(9))]);
     let d = fx.check(&later);
     assert_eq!(d.verdict, Verdict::Tx);
     match d.outcome {

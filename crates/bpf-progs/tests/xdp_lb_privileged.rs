@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::model::{Outcome, Route, Verdict};
 use flowpin_bpf_progs::testing::require_bpf;
-use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLbConfig};
+use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags};
+use flowpin_tcp_opt::ServerId;
 use xdp_lb_common::*;
 
 fn tcp_vip4() -> Vip {
@@ -30,7 +31,7 @@ fn backends(addrs: &[IpAddr]) -> Vec<Backend> {
     addrs
         .iter()
         .enumerate()
-        .map(|(i, a)| Backend::new(*a, 1, 100 + i as u32))
+        .map(|(i, a)| Backend::new(*a).server_id(ServerId::new(100 + i as u32)))
         .collect()
 }
 
@@ -161,7 +162,7 @@ fn privileged_ipv6_vip_refuses_ipv4_backends() {
     fx.add_vip(tcp_vip6(), VipFlags::NONE);
     let err = fx
         .lb
-        .set_backends(&tcp_vip6(), &[Backend::new(backend4(1), 1, 0)]);
+        .set_backends(&tcp_vip6(), &[Backend::new(backend4(1))]);
     assert!(err.is_err(), "IPv6 VIP with IPv4 backend must be refused");
 }
 
@@ -475,10 +476,7 @@ fn privileged_flow_hash_golden() {
     }
     // A /96 IPv6 tunnel prefix: the last 32 bits of the outer source are
     // the program's flow hash; compare with the Rust function.
-    let mut fx = Fx::new(XdpLbConfig {
-        tunnel_src_v6: ("fc00:1::".parse().unwrap(), 96),
-        ..test_config()
-    });
+    let mut fx = Fx::new(test_config().tunnel_src_v6(("fc00:1::".parse().unwrap(), 96)));
     fx.add_vip(tcp_vip4(), VipFlags::NONE);
     fx.set_backends(&tcp_vip4(), &backends(&[backend6(1)]));
     fx.add_vip(udp_vip6(), VipFlags::NONE);
@@ -559,10 +557,7 @@ fn privileged_shared_connection_table() {
     if !require_bpf("privileged_shared_connection_table") {
         return;
     }
-    let mut fx = Fx::new(XdpLbConfig {
-        conn_table_shared: true,
-        ..test_config()
-    });
+    let mut fx = Fx::new(test_config().conn_table_shared(true));
     fx.add_vip(tcp_vip4(), VipFlags::NONE);
     fx.set_backends(&tcp_vip4(), &backends(&[backend4(1), backend4(2)]));
     assert_eq!(

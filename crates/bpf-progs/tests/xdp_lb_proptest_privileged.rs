@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flowpin_bpf_progs::model::Verdict;
 use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpVerdict};
+use flowpin_tcp_opt::ServerId;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use xdp_lb_common::*;
@@ -204,10 +205,10 @@ fn privileged_proptest_random_and_mutated_packets_match_model() {
     }
     let mut fx = Fx::new(test_config());
     let b4: Vec<Backend> = (1..=3)
-        .map(|i| Backend::new(backend4(i), 1, 100 + u32::from(i)))
+        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
         .collect();
     let b6: Vec<Backend> = (1..=3)
-        .map(|i| Backend::new(backend6(i), 1, 103 + u32::from(i)))
+        .map(|i| Backend::new(backend6(i)).server_id(ServerId::new(103 + u32::from(i))))
         .collect();
     let vips = [
         (

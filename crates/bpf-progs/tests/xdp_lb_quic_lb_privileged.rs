@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use flowpin_bpf_progs::model::{Decision, Outcome, Route};
 use flowpin_bpf_progs::testing::require_bpf;
-use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLbConfig};
+use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags};
 use flowpin_tcp_opt::{CidLayout, QuicLb, ServerId};
 use xdp_lb_common::*;
 
@@ -27,16 +27,12 @@ fn fwd(d: &Decision) -> (IpAddr, Route) {
 }
 
 fn fx_with(quic_lb: Option<QuicLb>, cid_len: u8, sids: [u32; 4]) -> Fx {
-    let mut fx = Fx::new(XdpLbConfig {
-        quic_lb,
-        quic_cid_len: cid_len,
-        ..test_config()
-    });
+    let mut fx = Fx::new(test_config().quic_lb(quic_lb).quic_cid_len(cid_len));
     fx.add_vip(quic_vip(), VipFlags::QUIC);
     let backends: Vec<Backend> = sids
         .iter()
         .zip(1u8..)
-        .map(|(&sid, i)| Backend::new(backend4(i), 1, sid))
+        .map(|(&sid, i)| Backend::new(backend4(i)).server_id(ServerId::new(sid)))
         .collect();
     fx.set_backends(&quic_vip(), &backends);
     fx

@@ -18,7 +18,7 @@ fn vip() -> Vip {
 
 fn four() -> Vec<Backend> {
     (1..=4)
-        .map(|i| Backend::new(backend4(i), 1, 100 + u32::from(i)))
+        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
         .collect()
 }
 
@@ -142,7 +142,7 @@ fn privileged_server_id_after_ring_change() {
     }
     // Ring change: backend 1 leaves, backend 5 joins.
     let mut b = four()[1..].to_vec();
-    b.push(Backend::new(backend4(5), 1, 105));
+    b.push(Backend::new(backend4(5)).server_id(ServerId::new(105)));
     fx.set_backends(&vip(), &b);
     for &(c, p) in &flows {
         let d = fx.check(&tcp4(c, p, vip4(), 80, false, &sid_opt(102), b""));
@@ -318,7 +318,7 @@ fn privileged_direct_table_collisions_fall_back_to_the_hash_maps() {
     let id_a = fx.add_vip(va, VipFlags::SERVER_ID);
     fx.add_vip(vb, VipFlags::NONE);
     fx.set_backends(&va, &four());
-    fx.set_backends(&vb, &[Backend::new(backend4(9), 1, 0)]);
+    fx.set_backends(&vb, &[Backend::new(backend4(9))]);
     let d = fx.check(&tcp4(client4(1), 1, b, 80, true, &[], b""));
     assert_eq!(fwd(&d).0, backend4(9));
     // Two server_ids of VIP a in one sid slot.

@@ -53,34 +53,35 @@
 //! `%`), done with a precomputed multiplicative inverse instead of a
 //! division; `backend = ring[slot]`.
 //!
-//! ## Measured (this crate's tests, `M = 65537`)
+//! ## Keys: the contract with the load balancer
 //!
-//! * Weights `i % 10 + 1`: worst relative share error 0.15 % at `N = 100`
-//!   and 0.71 % at `N = 1000` (Katran's MaglevV2: 0.13 % and 7.7 %).
-//! * Equal weights, removing 1 of 100 backends (mean over 20 key sets):
-//!   1.56 % of all slots change; 0.56 % of the slots whose backend stays
-//!   alive move anyway (ideal: 1 % and 0 %) — the Maglev paper's trade-off,
-//!   kept intact by the quota fill.
-//! * `examples/maglev_resilience.rs` (the paper's figure 13, N = 1000,
-//!   M = 65537): removing 1 / 10 / 100 backends moves 0.65 % / 3.3 % /
-//!   13.5 % of flows (ideal 0.1 / 1 / 10 %; `hash % N`: 99.7–99.9 %).
-//! * Imbalance (max / mean slots) with equal weights: `ceil(M/N) / (M/N)`,
-//!   e.g. 1.0010 at `N = 100`.
+//! A backend's key is **its address as [`std::net::IpAddr::to_string`]
+//! writes it** (`"10.0.0.2"`, `"2001:db8::2"`; no port, no brackets).
+//! Every `flowpin` load balancer (`flowpin-bpf-progs`' `xdp_lb`, the etcd
+//! registry, the examples) builds its ring from exactly these keys, so
+//! independent LB hosts that see the same backends build the same ring and
+//! route every flow the same way. Another key for the same host (a name,
+//! an address with a port) gives another permutation, hence another ring:
+//! mixing key forms across LB hosts breaks consistency.
 //!
-//! ## Speed
+//! ## Balance, resilience and speed
 //!
-//! The fill walks each permutation with one modular add per probe (no
-//! division), tests slots in an `M`-bit bitmap (8 KiB at `M = 65537`, L1
-//! resident), and once fewer than `0.75 √M` slots are free picks each
-//! backend's next slot directly (the free slot with the smallest
-//! permutation index `(e - offset) · skip⁻¹ mod M`) instead of probing a
-//! nearly full table. `benches/maglev.rs` compares it with the crates.io
-//! crates `maglev-hash` 0.1 and `maglev` 0.2 in the same run; on a 2-core
-//! AMD EPYC (Zen 5, 2.6 GHz) VM, best of 300 builds, `M = 65537`: 0.73 ms at
-//! `N = 100` (`maglev-hash` 1.61 ms, `maglev` 31 ms) and 0.79 ms at
-//! `N = 1000` (1.76 ms and 363 ms). [`Maglev::lookup`] costs 0.8 ns
-//! (a `%` on the same ring: 2.5 ns). [`Maglev::build_many`] builds many
-//! tables on all cores.
+//! Weights are apportioned exactly (Hamilton quotas, above); a backend that
+//! leaves moves about its own share of slots plus a little more (the
+//! paper's trade-off, kept by the quota fill). The fill walks each
+//! permutation with one modular add per probe (no division), tests slots in
+//! an `M`-bit bitmap (8 KiB at `M = 65537`, L1 resident), and once fewer
+//! than `0.75 √M` slots are free picks each backend's next slot directly
+//! (the free slot with the smallest permutation index
+//! `(e - offset) · skip⁻¹ mod M`) instead of probing a nearly full table.
+//! [`Maglev::build_many`] builds many tables on all cores.
+//!
+//! Every figure (balance error, disruption, build and lookup time against
+//! the crates.io crates `maglev-hash` and `maglev` in the same run, the
+//! paper's resilience experiment) is kept in one place, the
+//! [Benchmarks section of the flowpin README](https://github.com/flowpin/flowpin#benchmarks),
+//! with the command that reproduces it (`cargo bench --bench maglev`,
+//! `cargo run --release --example maglev_resilience`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

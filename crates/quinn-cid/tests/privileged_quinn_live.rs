@@ -172,36 +172,31 @@ fn privileged_quinn_rebinding_client_keeps_its_connection_only_with_cid_routing(
     for (j, ns) in net.backends.iter().enumerate() {
         let decap = XdpDecap::load(XdpDecapConfig::default()).unwrap();
         decap.add_tunnel_addr(backend_addr(j).into()).unwrap();
-        xdp_links.push(ns.run(|| decap.attach_by_name("b0")).unwrap().unwrap());
+        xdp_links.push(ns.run(|| decap.attach("b0")).unwrap().unwrap());
         decaps.push(decap);
     }
-    let mut lb = XdpLb::load(XdpLbConfig {
-        local_mac: MAC_LB,
-        next_hop_mac: MAC_RTR,
-        lru_memory_bytes: 1 << 20,
-        quic_cid_len: DEFAULT_CID_LEN as u8,
-        ..XdpLbConfig::default()
-    })
+    let mut lb = XdpLb::load(
+        XdpLbConfig::default()
+            .local_mac(MAC_LB)
+            .next_hop_mac(MAC_RTR)
+            .lru_memory_bytes(1 << 20)
+            .quic_cid_len(DEFAULT_CID_LEN as u8),
+    )
     .unwrap();
     let vip = |p| Vip::new(VIP.into(), p, Proto::Udp);
     lb.add_vip(vip(PORT_CID), VipFlags::QUIC).unwrap();
     lb.add_vip(vip(PORT_PLAIN), VipFlags::NONE).unwrap();
     let backends: Vec<Backend> = (0..BACKENDS)
-        .map(|j| Backend::new(backend_addr(j).into(), 1, server_id(j).get()))
+        .map(|j| Backend::new(backend_addr(j).into()).server_id(server_id(j)))
         .collect();
     for p in [PORT_CID, PORT_PLAIN] {
         lb.set_backends(&vip(p), &backends).unwrap();
     }
-    let link = net.lb.run(|| lb.attach_by_name("l0")).unwrap().unwrap();
+    let link = net.lb.run(|| lb.attach("l0")).unwrap().unwrap();
     assert_eq!(link.mode(), XdpMode::Native);
     xdp_links.push(link);
-    let pass = XdpPass::load().unwrap();
-    xdp_links.push(
-        net.router
-            .run(|| pass.attach_by_name("rl"))
-            .unwrap()
-            .unwrap(),
-    );
+    let pass = XdpPass::load(Default::default()).unwrap();
+    xdp_links.push(net.router.run(|| pass.attach("rl")).unwrap().unwrap());
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tls = Tls::new();

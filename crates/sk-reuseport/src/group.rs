@@ -343,17 +343,15 @@ impl ReuseportGroup {
         if proto == Proto::Tcp && config.set_migrate_sysctl {
             enable_tcp_migrate_req()?;
         }
-        let cfg = SelectConfig {
-            tcp_mode: config.tcp_mode,
-            udp_mode: config.udp_mode,
-            udp_affinity: config.udp_affinity,
-            quic_cid: config.quic_cid,
-            cid_sock_offset: config.cid_sock_offset,
-            flow_table_size: config.flow_table_size,
-            addr,
-            proto,
-        };
-        let mut prog = SkReuseportSelect::load(&cfg).map_err(kernel("loading the program"))?;
+        let cfg = SelectConfig::new(addr, proto)
+            .tcp_mode(config.tcp_mode)
+            .udp_mode(config.udp_mode)
+            .udp_affinity(config.udp_affinity)
+            .quic_cid(config.quic_cid)
+            .cid_sock_offset(config.cid_sock_offset)
+            .flow_table_size(config.flow_table_size);
+        let mut prog =
+            SkReuseportSelect::load(cfg.clone()).map_err(kernel("loading the program"))?;
         // The directory only once nothing but pinning can fail: an error
         // before this point leaves nothing behind on bpffs.
         std::fs::create_dir_all(&dir).map_err(|e| GroupError::Bpffs {
@@ -708,7 +706,7 @@ impl ReuseportGroup {
                 let left = self.sockets_left(g.gen, g.slots)?;
                 let last = self
                     .prog
-                    .stats(g.gen.index())
+                    .stats_of(g.gen.index())
                     .map_err(kernel("reading stats"))?
                     .last_ns;
                 activity.push((
@@ -782,7 +780,7 @@ impl ReuseportGroup {
         for g in st.generations() {
             let s: RawStats = self
                 .prog
-                .stats(g.gen.index())
+                .stats_of(g.gen.index())
                 .map_err(kernel("reading stats"))?;
             generations.push(GenerationStats {
                 gen: g.gen,
@@ -797,7 +795,7 @@ impl ReuseportGroup {
         }
         let un = self
             .prog
-            .stats(STATS_NO_GEN)
+            .stats_of(STATS_NO_GEN)
             .map_err(kernel("reading stats"))?;
         Ok(GroupStats {
             generations,

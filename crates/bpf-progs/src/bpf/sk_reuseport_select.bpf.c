@@ -18,6 +18,8 @@
 #include <linux/in.h>
 #include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
+
+#include "bpf_common.h"
 #include <bpf/bpf_endian.h>
 
 #include "sk_reuseport_select.h"

@@ -49,6 +49,8 @@
 #include <bpf/bpf_endian.h>
 #include <flowpin/tcp_opt.h>
 
+#include "bpf_common.h"
+
 #include "sockops_server_id.h"
 
 #define AF_INET 2
@@ -98,18 +100,20 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLOWPIN_SOCKOPS_NR_COUNTERS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
+	__type(value, struct flowpin_sockops_stats);
+} stats SEC(".maps");
 
-static __always_inline void count(__u32 idx)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
-
-	if (c)
-		*c += 1;
-}
+/* Bumps one counter of struct flowpin_sockops_stats. */
+#define count(field)                                                           \
+	do {                                                                   \
+		__u32 zero_ = 0;                                               \
+		struct flowpin_sockops_stats *s_ =                            \
+			bpf_map_lookup_elem(&stats, &zero_);                   \
+		if (s_)                                                        \
+			s_->field++;                                           \
+	} while (0)
 
 /* ---- option layout ---- */
 
@@ -129,33 +133,6 @@ static __always_inline __u32 opt_len(void)
 	return FLOWPIN_TCPOPT_COMPACT_LEN;
 }
 
-static __always_inline void put_be32(__u8 *p, __u32 v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static __always_inline __u32 get_be32(const __u8 *p)
-{
-	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
-}
-
-/* Katran keeps the id in host order (little endian on every arch we build for). */
-static __always_inline void put_le32(__u8 *p, __u32 v)
-{
-	p[0] = v;
-	p[1] = v >> 8;
-	p[2] = v >> 16;
-	p[3] = v >> 24;
-}
-
-static __always_inline __u32 get_le32(const __u8 *p)
-{
-	return ((__u32)p[3] << 24) | ((__u32)p[2] << 16) | ((__u32)p[1] << 8) | p[0];
-}
-
 /* Builds the option; synack selects Katran's server kind. */
 static __always_inline void build_opt(struct opt_buf *o, __u32 id, int synack)
 {
@@ -164,15 +141,15 @@ static __always_inline void build_opt(struct opt_buf *o, __u32 id, int synack)
 		o->len = FLOWPIN_TCPOPT_RFC6994_LEN;
 		o->data[0] = cfg_exid >> 8;
 		o->data[1] = cfg_exid & 0xff;
-		put_be32(&o->data[2], id);
+		fp_put_be32(&o->data[2], id);
 	} else if (cfg_layout == FLOWPIN_LAYOUT_KATRAN) {
 		o->kind = synack ? FLOWPIN_TCPOPT_KATRAN_SYNACK_KIND : FLOWPIN_TCPOPT_KATRAN_KIND;
 		o->len = FLOWPIN_TCPOPT_KATRAN_LEN;
-		put_le32(&o->data[0], id);
+		fp_put_le32(&o->data[0], id);
 	} else {
 		o->kind = cfg_kind;
 		o->len = FLOWPIN_TCPOPT_COMPACT_LEN;
-		put_be32(&o->data[0], id);
+		fp_put_be32(&o->data[0], id);
 	}
 }
 
@@ -209,11 +186,11 @@ static __always_inline int load_one(struct bpf_sock_ops *skops, __u8 kind, __u32
 	if (ret != opt_len() || o.len != opt_len())
 		return MALFORMED;
 	if (cfg_layout == FLOWPIN_LAYOUT_RFC6994)
-		*id = get_be32(&o.data[2]);
+		*id = fp_be32(&o.data[2]);
 	else if (cfg_layout == FLOWPIN_LAYOUT_KATRAN)
-		*id = get_le32(&o.data[0]);
+		*id = fp_le32(&o.data[0]);
 	else
-		*id = get_be32(&o.data[0]);
+		*id = fp_be32(&o.data[0]);
 	return *id == FLOWPIN_SERVER_ID_NONE ? ZERO : FOUND;
 }
 
@@ -244,7 +221,7 @@ static __always_inline int find_opt(struct bpf_sock_ops *skops, int synack, __u3
 static __always_inline void set_flags(struct bpf_sock_ops *skops, __u32 flags)
 {
 	if (bpf_sock_ops_cb_flags_set(skops, flags))
-		count(FLOWPIN_SOCKOPS_ERRORS);
+		count(errors);
 }
 
 /* ---- server role ---- */
@@ -276,10 +253,10 @@ static __always_inline void server_listen(struct bpf_sock_ops *skops)
 	__u16 port = skops->local_port;
 
 	if (cfg_filter_ports && !bpf_map_lookup_elem(&server_ports, &port)) {
-		count(FLOWPIN_SOCKOPS_SERVER_LISTEN_SKIPPED);
+		count(server_listen_skipped);
 		return;
 	}
-	count(FLOWPIN_SOCKOPS_SERVER_LISTEN_MATCHED);
+	count(server_listen_matched);
 	set_flags(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
 
@@ -301,11 +278,11 @@ static __always_inline void server_passive_established(struct bpf_sock_ops *skop
 	/* The ACK that concluded the handshake: did the client echo us? */
 	r = find_opt(skops, 0, &id);
 	if (r == FOUND && id == cfg_server_id)
-		count(FLOWPIN_SOCKOPS_SERVER_ECHO_OK);
+		count(server_echo_ok);
 	else if (r == NOT_FOUND)
-		count(FLOWPIN_SOCKOPS_SERVER_ECHO_MISSING);
+		count(server_echo_missing);
 	else
-		count(FLOWPIN_SOCKOPS_SERVER_ECHO_WRONG);
+		count(server_echo_wrong);
 }
 
 /* ---- client role ---- */
@@ -320,30 +297,30 @@ static __always_inline void client_active_established(struct bpf_sock_ops *skops
 
 	r = find_opt(skops, 1, &id);
 	if (r == NOT_FOUND) {
-		count(FLOWPIN_SOCKOPS_CLIENT_MISSING);
+		count(client_missing);
 		return;
 	}
 	if (r == MALFORMED) {
-		count(FLOWPIN_SOCKOPS_CLIENT_MALFORMED);
+		count(client_malformed);
 		return;
 	}
 	if (r == ZERO) {
-		count(FLOWPIN_SOCKOPS_CLIENT_ZERO);
+		count(client_zero);
 		return;
 	}
 	sk = skops->sk;
 	if (!sk) {
-		count(FLOWPIN_SOCKOPS_ERRORS);
+		count(errors);
 		return;
 	}
 	init.server_id = id;
 	st = bpf_sk_storage_get(&sk_server_id, sk, &init, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
-		count(FLOWPIN_SOCKOPS_ERRORS);
+		count(errors);
 		return;
 	}
 	st->server_id = id;
-	count(FLOWPIN_SOCKOPS_CLIENT_PARSED);
+	count(client_parsed);
 	set_flags(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
 
@@ -367,11 +344,11 @@ static __always_inline void hdr_opt_len(struct bpf_sock_ops *skops)
 		if (!cfg_server)
 			return;
 		if (!local_addr_configured(skops)) {
-			count(FLOWPIN_SOCKOPS_SERVER_ADDR_SKIPPED);
+			count(server_addr_skipped);
 			return;
 		}
 		if (bpf_reserve_hdr_opt(skops, opt_len(), 0))
-			count(FLOWPIN_SOCKOPS_SERVER_NO_SPACE);
+			count(server_no_space);
 		return;
 	}
 	if (!cfg_client || (flags & TCPHDR_SYN))
@@ -382,7 +359,7 @@ static __always_inline void hdr_opt_len(struct bpf_sock_ops *skops)
 	 * CURRENT_MSS, no packet): segments are then sized with room for the
 	 * option. Only real packets without room are counted. */
 	if (bpf_reserve_hdr_opt(skops, opt_len(), 0) && skops->args[0] != BPF_WRITE_HDR_TCP_CURRENT_MSS)
-		count(FLOWPIN_SOCKOPS_CLIENT_NO_SPACE);
+		count(client_no_space);
 }
 
 static __always_inline void write_hdr_opt(struct bpf_sock_ops *skops)
@@ -396,9 +373,9 @@ static __always_inline void write_hdr_opt(struct bpf_sock_ops *skops)
 			return;
 		build_opt(&o, cfg_server_id, 1);
 		if (bpf_store_hdr_opt(skops, &o, opt_len(), 0))
-			count(FLOWPIN_SOCKOPS_ERRORS);
+			count(errors);
 		else
-			count(FLOWPIN_SOCKOPS_SERVER_WRITTEN);
+			count(server_written);
 		return;
 	}
 	if (!cfg_client || (flags & TCPHDR_SYN))
@@ -408,12 +385,12 @@ static __always_inline void write_hdr_opt(struct bpf_sock_ops *skops)
 		return;
 	build_opt(&o, st->server_id, 0);
 	if (bpf_store_hdr_opt(skops, &o, opt_len(), 0)) {
-		count(FLOWPIN_SOCKOPS_ERRORS);
+		count(errors);
 		return;
 	}
-	count(FLOWPIN_SOCKOPS_CLIENT_ECHOED);
+	count(client_echoed);
 	if (flags & TCPHDR_RST)
-		count(FLOWPIN_SOCKOPS_CLIENT_ECHOED_RST);
+		count(client_echoed_rst);
 }
 
 SEC("sockops")
@@ -438,7 +415,7 @@ int sockops_server_id(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		if (cfg_client)
-			count(FLOWPIN_SOCKOPS_CLIENT_CONNECTS);
+			count(client_connects);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		if (cfg_client)

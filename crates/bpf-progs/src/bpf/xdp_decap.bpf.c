@@ -47,10 +47,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define DECAP_MAX_EXT_HDRS 4
+#include "bpf_common.h"
 
-#define ETH_P_8021Q_ 0x8100
-#define ETH_P_8021AD_ 0x88A8
+#define DECAP_MAX_EXT_HDRS 4
 #define IPV4_FRAG_MASK 0x3FFF /* MF flag + fragment offset */
 
 /* Index of each counter in struct decap_stats (mirrored in xdp_decap.rs). */
@@ -166,7 +165,6 @@ static __always_inline enum ce_result propagate_ce(void *inner, void *data_end, 
 	if (inner_type == ETH_P_IP) {
 		struct iphdr *ip = inner;
 		__u16 old_word, new_word;
-		__u32 csum;
 
 		if ((void *)(ip + 1) > data_end)
 			return CE_BOUNDS;
@@ -174,16 +172,11 @@ static __always_inline enum ce_result propagate_ce(void *inner, void *data_end, 
 			return CE_DROP;
 		if ((ip->tos & ECN_MASK) == ECN_CE)
 			return CE_NONE;
-		/* RFC 1624 incremental update of the word holding the TOS. */
+		/* Incremental update of the word holding the TOS. */
 		old_word = *(__u16 *)ip;
 		ip->tos |= ECN_CE;
 		new_word = *(__u16 *)ip;
-		csum = (__u16)~ip->check;
-		csum += (__u16)~old_word;
-		csum += new_word;
-		csum = (csum & 0xffff) + (csum >> 16);
-		csum = (csum & 0xffff) + (csum >> 16);
-		ip->check = (__u16)~csum;
+		fp_csum_replace2(&ip->check, old_word, new_word);
 		return CE_SET;
 	}
 	struct ipv6hdr *ip6 = inner;
@@ -204,8 +197,10 @@ int xdp_decap(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	__u32 l2_len = sizeof(struct ethhdr);
+	__u32 l2_len;
 	__u16 eth_proto;
+	__be16 proto_be, tci;
+	int vlan;
 	__u32 frame_left; /* bytes from the outer IP header to data_end */
 	__u32 outer_len;  /* bytes to strip */
 	__u32 avail;      /* outer payload length according to the outer header */
@@ -218,17 +213,13 @@ int xdp_decap(struct xdp_md *ctx)
 		COUNT(passed_malformed_outer);
 		return XDP_PASS;
 	}
-	eth_proto = bpf_ntohs(eth->h_proto);
-	if (eth_proto == ETH_P_8021Q_ || eth_proto == ETH_P_8021AD_) {
-		__be16 *inner_type = data + sizeof(struct ethhdr) + 2;
-
-		if ((void *)(inner_type + 1) > data_end) {
-			COUNT(passed_malformed_outer);
-			return XDP_PASS;
-		}
-		eth_proto = bpf_ntohs(*inner_type);
-		l2_len += 4;
+	vlan = fp_parse_vlan(data, data_end, &proto_be, &tci, 1);
+	if (vlan < 0) {
+		COUNT(passed_malformed_outer);
+		return XDP_PASS;
 	}
+	l2_len = vlan;
+	eth_proto = bpf_ntohs(proto_be);
 	l3 = data + l2_len;
 	frame_left = (__u32)(data_end - l3);
 

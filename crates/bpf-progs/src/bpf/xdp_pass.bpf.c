@@ -4,6 +4,8 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "bpf_common.h"
+
 SEC("xdp")
 int xdp_pass(struct xdp_md *ctx)
 {

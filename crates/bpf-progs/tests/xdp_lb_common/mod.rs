@@ -35,12 +35,10 @@ pub fn backend6(i: u8) -> IpAddr {
 }
 
 pub fn test_config() -> XdpLbConfig {
-    XdpLbConfig {
-        lru_memory_bytes: 1 << 20,
-        local_mac: LOCAL_MAC,
-        next_hop_mac: NEXT_HOP_MAC,
-        ..XdpLbConfig::default()
-    }
+    XdpLbConfig::default()
+        .lru_memory_bytes(1 << 20)
+        .local_mac(LOCAL_MAC)
+        .next_hop_mac(NEXT_HOP_MAC)
 }
 
 /// The program and its model, kept in step.
@@ -53,14 +51,15 @@ impl Fx {
     pub fn new(config: XdpLbConfig) -> Fx {
         pin_to_one_cpu();
         let lb = XdpLb::load(config).expect("load xdp_lb");
-        let model = lb.model();
+        let model = flowpin_bpf_progs::model::Model::of(&lb);
         Fx { lb, model }
     }
 
     /// Re-reads the control plane's state into the model (keeping its
     /// connection table and counters), as the program sees new map contents.
     pub fn sync(&mut self) {
-        self.model.reconfigure(self.lb.model());
+        self.model
+            .reconfigure(flowpin_bpf_progs::model::Model::of(&self.lb));
     }
 
     pub fn add_vip(&mut self, vip: Vip, flags: flowpin_bpf_progs::xdp_lb::VipFlags) -> u32 {

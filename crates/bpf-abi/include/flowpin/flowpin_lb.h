@@ -2,9 +2,13 @@
 /*
  * flowpin XDP load balancer (xdp_lb): map keys/values, flags, stats layout,
  * encapsulation format and the flow hash. Shared by xdp_lb.bpf.c and (for the
- * encapsulation format) by the backend-side xdp_decap program. The Rust
- * mirror is crates/bpf-progs/src/xdp_lb.rs (+ flow_hash.rs, model.rs); keep
- * both in sync (the privileged tests compare them byte for byte).
+ * encapsulation format) by the backend-side xdp_decap program. This file is
+ * the single source of truth: Rust reads the structs through the types
+ * libbpf-cargo generates from BTF (flowpin_bpf_progs::skel::xdp_lb::types),
+ * the #defines are re-stated in flowpin-bpf-abi (`lb`, checked against this
+ * file by its tests/header_defines.rs), and the inline functions (flow hash,
+ * slots) are written once more in flowpin-bpf-abi, checked by privileged
+ * golden tests that run both on the same packets.
  *
  * Encapsulation (what a backend receives):
  *   IPv4 inner, IPv4 backend: IPIP        eth | IPv4 (proto 4)   | inner IPv4 packet
@@ -29,6 +33,11 @@
 #define FLOWPIN_VIP_SERVER_ID (1u << 2)     /* TCP: route by the server_id option */
 #define FLOWPIN_VIP_QUIC (1u << 3)          /* UDP: QUIC, short header routed by CID */
 #define FLOWPIN_VIP_ICMP_ECHO (1u << 4)     /* the ICMP entry of a VIP address: answer echo */
+
+/* `state` of a direct-mapped table slot (vip_table, sid_table). */
+#define FLOWPIN_SLOT_EMPTY 0
+#define FLOWPIN_SLOT_ONE 1    /* the slot's only entry is inline */
+#define FLOWPIN_SLOT_SHARED 2 /* several entries share the slot: look the key up in the hash map */
 
 #define FLOWPIN_FAMILY_V4 4
 #define FLOWPIN_FAMILY_V6 6

@@ -2,8 +2,10 @@
 /*
  * flowpin sk_reuseport_select: layouts and constants shared by the BPF
  * program (sk_reuseport_select.bpf.c) and its Rust control layer
- * (flowpin_bpf_progs::sk_reuseport_select, which mirrors every constant and
- * struct below; a unit test checks the Rust copies against this file).
+ * (flowpin_bpf_progs::sk_reuseport_select). The structs reach Rust through
+ * the types libbpf-cargo generates from BTF; the #defines are re-stated in
+ * flowpin-bpf-abi (`reuseport`), checked against this file by its
+ * tests/header_defines.rs.
  *
  * Socket array key scheme:   key = gen_index * FP_RP_MAX_SLOTS + slot
  *   gen_index = generation % FP_RP_MAX_GENS   (generation numbers start at 1)

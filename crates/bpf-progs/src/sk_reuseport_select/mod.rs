@@ -1,0 +1,586 @@
+//! The `sk_reuseport_select` program: picks the socket of a `SO_REUSEPORT`
+//! group for every TCP connection request and UDP packet, by *generation*
+//! (one release of the server) and *slot* (one socket per worker or CPU).
+//!
+//! This is the thin typed kernel layer: load the program, pin and re-open
+//! its maps, attach it to a group, read and write the maps. The release
+//! logic (which generation is live, what may be retired) lives in the
+//! `flowpin-sk-reuseport` crate.
+//!
+//! # Attach method
+//!
+//! `setsockopt(SO_ATTACH_REUSEPORT_EBPF)` on any socket of the group
+//! ([`SkReuseportSelect::attach`]). As of Linux 6.18 there is no BPF link
+//! type for reuseport programs, so this is the only way: the program belongs
+//! to the *group* (`struct sock_reuseport`) and stays attached as long as
+//! one socket of the group lives, whoever attached it; attaching again
+//! replaces it. The [`ReuseportLink`] that `attach` returns is therefore
+//! the one link of this crate that does **not** detach on drop (dropping a
+//! process's handle must not take the program away from the other
+//! processes of the group); [`ReuseportLink::detach`] detaches explicitly
+//! (`SO_DETACH_REUSEPORT_BPF` through a socket of the group). The program is loaded from section `sk_reuseport/migrate`,
+//! so its `expected_attach_type` is `BPF_SK_REUSEPORT_SELECT_OR_MIGRATE`
+//! (Linux ≥ 5.14): the kernel also runs it when a listener closes, and it
+//! moves the requests of the closed listener's queues to the live generation
+//! instead of resetting them.
+//!
+//! # Maps (key scheme in `src/bpf/sk_reuseport_select.h`)
+//!
+//! | map | type | what |
+//! |---|---|---|
+//! | `socks` | `REUSEPORT_SOCKARRAY[MAX_GENS * MAX_SLOTS]` | key `gen_index * MAX_SLOTS + slot` → socket |
+//! | `live` | `ARRAY[1]` of `u32` | the live generation; a flip is one write |
+//! | `config` | `ARRAY[1]` of [`SelectConfig`] | modes, QUIC CID layout, group address |
+//! | `gens` | `ARRAY[MAX_GENS]` of [`GenEntry`] | generation number, slots, state per index |
+//! | `flows` | `LRU_HASH` | UDP flow → (generation, slot), size from config |
+//! | `stats` | `PERCPU_ARRAY[MAX_GENS + 1]` | per generation index; the last is "no generation" |
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
+
+use crate::error::KernelError;
+use crate::skel::sk_reuseport_select::types::{
+    fp_rp_config, fp_rp_flow, fp_rp_flow_key, fp_rp_gen, fp_rp_stats,
+};
+use crate::skel::sk_reuseport_select::SkReuseportSelectSkelBuilder;
+use crate::skel::{bytes_of, read, CStruct};
+
+mod error;
+mod link;
+mod types;
+
+pub use error::SelectError;
+pub use flowpin_bpf_abi::reuseport::{sock_key, MAX_GENS, MAX_SLOTS, SOCKS, STATS_NO_GEN};
+pub use link::ReuseportLink;
+pub use types::{
+    FlowEntry, GenEntry, Proto, RawGenState, RawStats, SelectConfig, SelectMode, CID_MAX_OFFSET,
+    DEFAULT_CID_SOCK_OFFSET, DROP_REASONS,
+};
+
+type Result<T> = std::result::Result<T, SelectError>;
+
+/// `SO_ATTACH_REUSEPORT_EBPF` (asm-generic value; not exported by `libc` for glibc targets).
+const SO_ATTACH_REUSEPORT_EBPF: nix::libc::c_int = 52;
+
+const PIN_HINT: &str = "EEXIST: something is already pinned there, remove it; ENOENT: no such pin or directory; EPERM/EACCES: need root, and the directory must be on bpffs";
+
+/// Files pinned under a group's directory.
+pub const PIN_NAMES: [&str; 7] = ["prog", "socks", "live", "config", "gens", "flows", "stats"];
+
+/// The loaded program and its maps, held as plain fds (no skeleton lifetime),
+/// so the same type serves the process that loaded it and processes that
+/// re-open its pins.
+#[derive(Debug)]
+pub struct SkReuseportSelect {
+    prog: ProgramHandle,
+    socks: MapHandle,
+    live: MapHandle,
+    config: MapHandle,
+    gens: MapHandle,
+    flows: MapHandle,
+    stats: MapHandle,
+}
+
+fn read_pod<T: CStruct>(map: &'static str, b: &[u8]) -> Result<T> {
+    read(b).ok_or_else(|| {
+        KernelError::out_of_sync(
+            format!("map {map}"),
+            "lookup",
+            b.len(),
+            std::mem::size_of::<T>(),
+        )
+        .into()
+    })
+}
+
+fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(libbpf_rs::Error) -> SelectError {
+    move |e| KernelError::map(map, op)(e).into()
+}
+
+fn addr_from(raw: [u8; 16], port_be: u16) -> SocketAddr {
+    let v6 = Ipv6Addr::from(raw);
+    let ip = match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    };
+    SocketAddr::new(ip, u16::from_be(port_be))
+}
+
+impl SkReuseportSelect {
+    /// Loads the program with `cfg` (flow-table size applied before load,
+    /// the rest written to the `config` map).
+    pub fn load(config: SelectConfig) -> Result<Self> {
+        let cfg = &config;
+        if cfg.cid_sock_offset > CID_MAX_OFFSET {
+            return Err(SelectError::InvalidConfig(format!(
+                "cid_sock_offset {} > {CID_MAX_OFFSET}: a QUIC CID is at most 20 bytes",
+                cfg.cid_sock_offset
+            )));
+        }
+        if cfg.flow_table_size == 0 {
+            return Err(SelectError::InvalidConfig(
+                "flow_table_size must be > 0".into(),
+            ));
+        }
+        let mut obj = std::mem::MaybeUninit::uninit();
+        let mut open = SkReuseportSelectSkelBuilder::default()
+            .open(&mut obj)
+            .map_err(KernelError::object(
+                "object sk_reuseport_select",
+                "open",
+                "",
+            ))?;
+        open.maps
+            .flows
+            .set_max_entries(cfg.flow_table_size)
+            .map_err(KernelError::map("flows", "set_max_entries"))?;
+        let skel = open.load().map_err(KernelError::object(
+            "program sk_reuseport_select",
+            "load",
+            "needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.14",
+        ))?;
+        let h = |m: &libbpf_rs::Map<'_>, name: &'static str| {
+            MapHandle::try_from(m).map_err(KernelError::map(name, "dup"))
+        };
+        let this = SkReuseportSelect {
+            prog: ProgramHandle::try_from(&skel.progs.flowpin_select)
+                .map_err(|e| KernelError::libbpf("program sk_reuseport_select", "dup", &e, ""))?,
+            socks: h(&skel.maps.socks, "socks")?,
+            live: h(&skel.maps.live, "live")?,
+            config: h(&skel.maps.config, "config")?,
+            gens: h(&skel.maps.gens, "gens")?,
+            flows: h(&skel.maps.flows, "flows")?,
+            stats: h(&skel.maps.stats, "stats")?,
+        };
+        this.set_config(cfg)?;
+        Ok(this)
+    }
+
+    /// Pins the program and every map under `dir` (a bpffs directory that
+    /// must exist): `dir/prog`, `dir/socks`, ... (see [`PIN_NAMES`]).
+    pub fn pin(&mut self, dir: &Path) -> Result<()> {
+        let p = |n: &str| dir.join(n);
+        let pin_err = |path: PathBuf| {
+            move |e: libbpf_rs::Error| -> SelectError {
+                KernelError::libbpf(format!("pin {}", path.display()), "pin", &e, PIN_HINT).into()
+            }
+        };
+        self.prog.pin(p("prog")).map_err(pin_err(p("prog")))?;
+        self.socks.pin(p("socks")).map_err(pin_err(p("socks")))?;
+        self.live.pin(p("live")).map_err(pin_err(p("live")))?;
+        self.config.pin(p("config")).map_err(pin_err(p("config")))?;
+        self.gens.pin(p("gens")).map_err(pin_err(p("gens")))?;
+        self.flows.pin(p("flows")).map_err(pin_err(p("flows")))?;
+        self.stats.pin(p("stats")).map_err(pin_err(p("stats")))?;
+        Ok(())
+    }
+
+    /// Re-opens a program and maps pinned by [`pin`](Self::pin) (in this
+    /// or another process) and checks their layout.
+    pub fn from_pinned(dir: &Path) -> Result<Self> {
+        let p = |n: &str| dir.join(n);
+        let open_err = |path: PathBuf| {
+            move |e: libbpf_rs::Error| -> SelectError {
+                KernelError::libbpf(format!("pin {}", path.display()), "open", &e, PIN_HINT).into()
+            }
+        };
+        let m = |n: &str| MapHandle::from_pinned_path(p(n)).map_err(open_err(p(n)));
+        let this = SkReuseportSelect {
+            prog: ProgramHandle::from_pinned_path(p("prog")).map_err(open_err(p("prog")))?,
+            socks: m("socks")?,
+            live: m("live")?,
+            config: m("config")?,
+            gens: m("gens")?,
+            flows: m("flows")?,
+            stats: m("stats")?,
+        };
+        let checks: [(&'static str, usize, usize); 5] = [
+            ("socks", this.socks.value_size() as usize, 8),
+            (
+                "config",
+                this.config.value_size() as usize,
+                std::mem::size_of::<fp_rp_config>(),
+            ),
+            (
+                "gens",
+                this.gens.value_size() as usize,
+                std::mem::size_of::<fp_rp_gen>(),
+            ),
+            (
+                "flows",
+                this.flows.value_size() as usize,
+                std::mem::size_of::<fp_rp_flow>(),
+            ),
+            (
+                "stats",
+                this.stats.value_size() as usize,
+                std::mem::size_of::<fp_rp_stats>(),
+            ),
+        ];
+        for (map, got, want) in checks {
+            if got != want {
+                return Err(KernelError::out_of_sync(
+                    format!("pinned map {map}"),
+                    "open",
+                    got,
+                    want,
+                )
+                .into());
+            }
+        }
+        if this.socks.max_entries() != SOCKS || this.gens.max_entries() != MAX_GENS {
+            return Err(SelectError::Invalid(format!(
+                "pinned maps socks/gens have {}/{} entries, this build expects {SOCKS}/{MAX_GENS}: the pins belong to another flowpin version",
+                this.socks.max_entries(),
+                this.gens.max_entries()
+            )));
+        }
+        Ok(this)
+    }
+
+    /// Removes the pins under `dir` (missing ones are ignored) and the
+    /// directory itself if it is then empty.
+    pub fn unpin(dir: &Path) -> std::io::Result<()> {
+        for n in PIN_NAMES {
+            match std::fs::remove_file(dir.join(n)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Attaches the program to the reuseport group of `sock` with
+    /// `SO_ATTACH_REUSEPORT_EBPF` (replaces any program the group had). It
+    /// stays attached while a socket of the group lives: see the module
+    /// docs for why the returned link does not detach on drop.
+    pub fn attach(&self, sock: BorrowedFd<'_>) -> Result<ReuseportLink> {
+        let fd: nix::libc::c_int = self.prog.as_fd().as_raw_fd();
+        // SAFETY: setsockopt with a valid socket fd (borrowed for the call),
+        // a pointer to a live c_int and its exact size.
+        let rc = unsafe {
+            nix::libc::setsockopt(
+                sock.as_raw_fd(),
+                nix::libc::SOL_SOCKET,
+                SO_ATTACH_REUSEPORT_EBPF,
+                (&fd as *const nix::libc::c_int).cast(),
+                std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(KernelError::io(
+                format!("socket fd {}", sock.as_raw_fd()),
+                "setsockopt(SO_ATTACH_REUSEPORT_EBPF)",
+                &std::io::Error::last_os_error(),
+                "the socket must be a SO_REUSEPORT TCP/UDP socket",
+            )
+            .into());
+        }
+        Ok(ReuseportLink::new(self.prog.id()))
+    }
+
+    /// The program's fd.
+    pub fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// One of the program's maps by its pin name (`socks`, `live`,
+    /// `config`, `gens`, `flows`, `stats`; see the module docs), for users
+    /// who go lower.
+    pub fn map(&self, name: &str) -> Option<&MapHandle> {
+        Some(match name {
+            "socks" => &self.socks,
+            "live" => &self.live,
+            "config" => &self.config,
+            "gens" => &self.gens,
+            "flows" => &self.flows,
+            "stats" => &self.stats,
+            _ => return None,
+        })
+    }
+
+    /// The program's kernel id.
+    pub fn prog_id(&self) -> u32 {
+        self.prog.id()
+    }
+
+    /// Writes `cfg` to the `config` map (flow-table size is fixed at load and ignored here).
+    pub fn set_config(&self, cfg: &SelectConfig) -> Result<()> {
+        let (addr, family) = match cfg.addr.ip() {
+            IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), 4u16),
+            IpAddr::V6(a) => (a.octets(), 6u16),
+        };
+        let raw = fp_rp_config {
+            tcp_mode: cfg.tcp_mode.raw(),
+            udp_mode: cfg.udp_mode.raw(),
+            udp_affinity: cfg.udp_affinity as u32,
+            quic_cid: cfg.quic_cid as u32,
+            cid_sock_offset: u32::from(cfg.cid_sock_offset),
+            proto: match cfg.proto {
+                Proto::Tcp => 6,
+                Proto::Udp => 17,
+            },
+            addr,
+            port: cfg.addr.port(),
+            family,
+            flow_table_size: self.flows.max_entries(),
+        };
+        self.config
+            .update(&0u32.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
+            .map_err(map_err("config", "update"))
+    }
+
+    /// Reads the `config` map.
+    pub fn config(&self) -> Result<SelectConfig> {
+        let v = self
+            .config
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("config", "lookup"))?
+            .ok_or_else(|| SelectError::Invalid("config map has no entry 0".into()))?;
+        let raw: fp_rp_config = read_pod("config", &v)?;
+        let v6 = Ipv6Addr::from(raw.addr);
+        let ip = if raw.family == 4 {
+            IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED))
+        } else {
+            IpAddr::V6(v6)
+        };
+        let proto = match raw.proto {
+            6 => Proto::Tcp,
+            17 => Proto::Udp,
+            p => {
+                return Err(SelectError::Invalid(format!(
+                    "config map holds protocol {p}: the group was never configured (stale pin?)"
+                )))
+            }
+        };
+        Ok(SelectConfig {
+            tcp_mode: SelectMode::from_raw(raw.tcp_mode),
+            udp_mode: SelectMode::from_raw(raw.udp_mode),
+            udp_affinity: raw.udp_affinity != 0,
+            quic_cid: raw.quic_cid != 0,
+            cid_sock_offset: raw.cid_sock_offset.min(u32::from(CID_MAX_OFFSET)) as u8,
+            flow_table_size: raw.flow_table_size,
+            addr: SocketAddr::new(ip, raw.port),
+            proto,
+        })
+    }
+
+    /// Puts `sock` into socket-array slot `key` (`BPF_NOEXIST`: a busy slot is an error).
+    pub fn insert_socket(&self, key: u32, sock: BorrowedFd<'_>) -> Result<()> {
+        if key >= SOCKS {
+            return Err(SelectError::Invalid(format!(
+                "socket-array key {key} >= {SOCKS}"
+            )));
+        }
+        let fd = sock.as_raw_fd() as u64;
+        match self
+            .socks
+            .update(&key.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::NO_EXIST)
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {
+                Err(SelectError::SlotBusy { key })
+            }
+            Err(e) => Err(SelectError::SocketRefused {
+                key,
+                source: KernelError::map("socks", "update")(e),
+            }),
+        }
+    }
+
+    /// Removes slot `key` from the socket array; `Ok(false)` if it was empty.
+    pub fn remove_socket(&self, key: u32) -> Result<bool> {
+        match self.socks.delete(&key.to_ne_bytes()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(map_err("socks", "delete")(e)),
+        }
+    }
+
+    /// Cookie of the socket in slot `key` (`None` if empty: never filled,
+    /// removed, or the socket was closed).
+    pub fn socket_cookie(&self, key: u32) -> Result<Option<u64>> {
+        match self.socks.lookup(&key.to_ne_bytes(), MapFlags::ANY) {
+            Ok(Some(v)) => Ok(Some(u64::from_ne_bytes(
+                v.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| KernelError::out_of_sync("map socks", "lookup", v.len(), 8))?,
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(map_err("socks", "lookup")(e)),
+        }
+    }
+
+    /// The live generation (0 = none).
+    pub fn live(&self) -> Result<u32> {
+        let v = self
+            .live
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("live", "lookup"))?
+            .unwrap_or_default();
+        let b: [u8; 4] = v
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| KernelError::out_of_sync("map live", "lookup", v.len(), 4))?;
+        Ok(u32::from_ne_bytes(b))
+    }
+
+    /// Sets the live generation: the flip, one map write.
+    pub fn set_live(&self, gen: u32) -> Result<()> {
+        self.live
+            .update(&0u32.to_ne_bytes(), &gen.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("live", "update"))
+    }
+
+    /// Reads entry `index` of the `gens` map.
+    pub fn gen_entry(&self, index: u32) -> Result<GenEntry> {
+        let v = self
+            .gens
+            .lookup(&index.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("gens", "lookup"))?
+            .unwrap_or_default();
+        let raw: fp_rp_gen = read_pod("gens", &v)?;
+        Ok(GenEntry {
+            gen: raw.r#gen,
+            nslots: raw.nslots,
+            state: RawGenState::from_raw(raw.state),
+            deadline_ns: raw.deadline_ns,
+        })
+    }
+
+    /// Writes entry `index` of the `gens` map.
+    pub fn set_gen_entry(&self, index: u32, e: &GenEntry) -> Result<()> {
+        if index >= MAX_GENS {
+            return Err(SelectError::Invalid(format!(
+                "generation index {index} >= {MAX_GENS}"
+            )));
+        }
+        let raw = fp_rp_gen {
+            r#gen: e.gen,
+            nslots: e.nslots,
+            state: e.state.raw(),
+            _pad: 0,
+            deadline_ns: e.deadline_ns,
+        };
+        self.gens
+            .update(&index.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
+            .map_err(map_err("gens", "update"))
+    }
+
+    /// Counters of stats index `index` (a generation index, or
+    /// [`STATS_NO_GEN`]), summed over CPUs (one `lookup_percpu`).
+    pub fn stats_of(&self, index: u32) -> Result<RawStats> {
+        let per_cpu = self
+            .stats
+            .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("stats", "lookup_percpu"))?
+            .unwrap_or_default();
+        let mut s = RawStats::default();
+        for v in per_cpu {
+            let c: fp_rp_stats = read_pod("stats", &v)?;
+            s.add(&c);
+        }
+        Ok(s)
+    }
+
+    /// Counters of the whole program: every generation index and the
+    /// "no generation" entry, summed over CPUs (one `lookup_percpu` per
+    /// index, `MAX_GENS + 1` in all).
+    pub fn stats(&self) -> Result<RawStats> {
+        let mut total = RawStats::default();
+        for index in 0..=STATS_NO_GEN {
+            let per_cpu = self
+                .stats
+                .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+                .map_err(map_err("stats", "lookup_percpu"))?
+                .unwrap_or_default();
+            for v in per_cpu {
+                total.add(&read_pod::<fp_rp_stats>("stats", &v)?);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Zeroes stats index `index` on every CPU.
+    pub fn reset_stats(&self, index: u32) -> Result<()> {
+        let ncpu = libbpf_rs::num_possible_cpus()
+            .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
+        let zero = vec![vec![0u8; std::mem::size_of::<fp_rp_stats>()]; ncpu];
+        self.stats
+            .update_percpu(&index.to_ne_bytes(), &zero, MapFlags::ANY)
+            .map_err(map_err("stats", "update_percpu"))
+    }
+
+    /// Every entry of the UDP flow table.
+    pub fn flows(&self) -> Result<Vec<FlowEntry>> {
+        let mut out = Vec::new();
+        for k in self.flows.keys() {
+            let Some(v) = self
+                .flows
+                .lookup(&k, MapFlags::ANY)
+                .map_err(map_err("flows", "lookup"))?
+            else {
+                continue; // evicted meanwhile
+            };
+            let key: fp_rp_flow_key = read_pod("flows", &k)?;
+            let f: fp_rp_flow = read_pod("flows", &v)?;
+            out.push(FlowEntry {
+                remote: addr_from(key.raddr, key.rport),
+                local: addr_from(key.laddr, key.lport),
+                gen: f.r#gen,
+                slot: f.slot,
+                last_ns: f.last_ns,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Entries of the flow table (fixed at load).
+    pub fn flow_table_size(&self) -> u32 {
+        self.flows.max_entries()
+    }
+}
+
+/// `CLOCK_MONOTONIC` now in nanoseconds, the clock of `bpf_ktime_get_coarse_ns()`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the live local `ts`.
+    let rc = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sock_key_follows_the_documented_scheme() {
+        assert_eq!(sock_key(1, 0), MAX_SLOTS);
+        assert_eq!(sock_key(8, 3), 3);
+        assert_eq!(sock_key(9, 63), MAX_SLOTS + 63);
+    }
+
+    #[test]
+    fn addr_from_unmaps_ipv4() {
+        let v4 = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
+        assert_eq!(addr_from(v4, 53u16.to_be()), "10.1.2.3:53".parse().unwrap());
+        let v6 = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(addr_from(v6, 443u16.to_be()), "[::1]:443".parse().unwrap());
+    }
+}

@@ -1,0 +1,288 @@
+//! `sockops_server_id`: the server_id TCP header option, end to end on the
+//! hosts.
+//!
+//! A `BPF_PROG_TYPE_SOCK_OPS` program attached to a cgroup v2:
+//!
+//! - **server role**: every SYN-ACK sent by a listener of the cgroup (on a
+//!   configured port and local address) carries this host's server_id;
+//!   nothing else the server sends does.
+//! - **client role**: a connection whose SYN-ACK carried a valid server_id
+//!   keeps it in `bpf_sk_storage` and carries it in every later packet it
+//!   sends (the handshake ACK, data, pure ACKs, FIN and the RST of an abortive
+//!   close). A connection whose SYN-ACK carried none, a malformed one or
+//!   server_id 0 never runs the program again: nothing is written.
+//!
+//! The header-option callbacks are switched on per socket
+//! (`bpf_sock_ops_cb_flags_set`) only where an option is written: on
+//! configured listeners (for their SYN-ACKs) and on client connections that
+//! received a server_id. Other sockets of the cgroup only pay the
+//! once-per-connection callbacks (listen, connect, established).
+//!
+//! What the kernel does with the option on Linux 6.18, as checked on the
+//! wire by `tests/privileged_sockops*.rs` (unless marked "kernel source"):
+//!
+//! | packet | carries the option |
+//! |---|---|
+//! | client SYN (also a TCP Fast Open SYN with data) | no |
+//! | server SYN-ACK (configured listener; also with TFO, next to TCP-MD5, after a 40-byte SYN) | yes, the server's id |
+//! | client handshake ACK, data, pure ACKs, FIN, the ACK of the server's FIN | yes, the echoed id |
+//! | client RST of an abortive close (`SO_LINGER {on, 0}`, `tcp_send_active_reset`) | yes (counted in `echoed_rst`) |
+//! | RST the client's kernel sends for a segment to a closed socket (`tcp_v4_send_reset`, per-netns control socket, no BPF callback) | no |
+//! | ACKs re-sent from `TIME_WAIT` (`tcp_v4_send_ack`, control socket; kernel source) | no |
+//! | server data, ACKs, FIN after the handshake | no |
+//! | any packet whose other options leave less than 8 bytes (e.g. 4 SACK blocks; MPTCP DSS + timestamps; an MPTCP MP_JOIN SYN-ACK) | no: counted in `no_space` when 1..7 bytes were left; with 0 left the kernel does not call the program at all (uncounted) |
+//!
+//! A load balancer routing by server_id therefore has to fall back to its
+//! flow table / hash for the packets without it (the SYN, kernel RSTs,
+//! `TIME_WAIT` ACKs, ACKs with many SACK blocks). Over MPTCP most data
+//! packets have no room left.
+//!
+//! Cost (measured on this 2-core, loaded lab machine, connect + 8-byte
+//! request/response + close over veth between namespaces, p50 of 3000
+//! connections): 53.3 µs without the program; +0.5–1 µs with the server
+//! stamping and the client parsing; +3 µs (≈ 6 %) with the echo on every
+//! client packet. Part of the echo's cost is on the receiver: any extra
+//! option changes the header length, so the server's TCP header prediction
+//! (fast path) never matches the client's packets (a 2 MB upload: 668
+//! `TcpExtTCPHPHits` on the server without the program, 0 with it).
+//!
+//! Each instance has its own maps and nothing is pinned: several instances
+//! with different server_ids can run at the same time, one per cgroup.
+//!
+//! ```no_run
+//! use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig};
+//! use flowpin_tcp_opt::ServerId;
+//! let ops = ServerIdOps::load(ServerIdOpsConfig::server(ServerId::new(42).unwrap()).ports(&[443]))?;
+//! let link = ops.attach("/sys/fs/cgroup/backend")?; // detached when `link` drops
+//! println!("SYN-ACKs stamped: {}", ops.stats()?.server.written);
+//! # drop(link);
+//! # Ok::<(), flowpin_bpf_progs::sockops_server_id::ServerIdOpsError>(())
+//! ```
+
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use flowpin_tcp_opt::{Layout, ServerId};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::error::KernelError;
+use crate::skel::sockops_server_id::types::flowpin_sockops_stats;
+use crate::skel::sockops_server_id::SockopsServerIdSkelBuilder;
+
+mod cgroup;
+mod config;
+mod stats;
+
+pub use cgroup::{CgroupRef, SockopsLink};
+pub use config::{Role, ServerIdOpsConfig, MAX_FILTER_ENTRIES};
+pub use stats::{ClientStats, ServerIdOpsStats, ServerStats};
+
+/// Errors of the `sockops_server_id` control API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerIdOpsError {
+    /// The configuration is unusable.
+    #[error("invalid ServerIdOpsConfig: {0}")]
+    InvalidConfig(String),
+    /// A kernel call failed: open, load, a map, the cgroup or the link.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+type Result<T> = std::result::Result<T, ServerIdOpsError>;
+
+/// A loaded `sockops_server_id` instance. Owns only file descriptors (the
+/// program and its maps): nothing is pinned, instances are independent, and
+/// links made by [`ServerIdOps::attach`] keep the program running on their
+/// own.
+#[derive(Debug)]
+pub struct ServerIdOps {
+    prog: OwnedFd,
+    stats: MapHandle,
+    server_ports: MapHandle,
+    server_addrs: MapHandle,
+    config: ServerIdOpsConfig,
+}
+
+fn addr_key(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl ServerIdOps {
+    /// Opens, configures and loads the program (not yet attached).
+    pub fn load(config: ServerIdOpsConfig) -> Result<Self> {
+        config.validate()?;
+        let mut storage = MaybeUninit::uninit();
+        let mut open = SockopsServerIdSkelBuilder::default()
+            .open(&mut storage)
+            .map_err(KernelError::object("object sockops_server_id", "open", ""))?;
+        {
+            let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
+                ServerIdOpsError::InvalidConfig(
+                    "the BPF object has no mmapable .rodata (libbpf too old?)".into(),
+                )
+            })?;
+            let server_id = config.role.server_id();
+            ro.cfg_server = u8::from(server_id.is_some());
+            ro.cfg_client = u8::from(config.role.is_client());
+            ro.cfg_server_id = server_id.map_or(0, ServerId::get);
+            ro.cfg_layout = config.layout.selector() as u8;
+            match config.layout {
+                Layout::Rfc6994 { exid } => {
+                    ro.cfg_kind = flowpin_tcp_opt::consts::TCPOPT_EXP_KIND;
+                    ro.cfg_exid = exid;
+                }
+                Layout::Compact { kind } => ro.cfg_kind = kind,
+                _ => {}
+            }
+            ro.cfg_filter_ports = u8::from(!config.ports.is_empty());
+            ro.cfg_filter_addrs = u8::from(!config.addrs.is_empty());
+        }
+        let skel = open.load().map_err(KernelError::object(
+            "program sockops_server_id",
+            "load",
+            "verifier rejection, kernel < 5.10 without bpf_*_hdr_opt, or missing CAP_BPF/CAP_NET_ADMIN",
+        ))?;
+        for port in &config.ports {
+            skel.maps
+                .server_ports
+                .update(&port.to_ne_bytes(), &[1], MapFlags::ANY)
+                .map_err(KernelError::map("server_ports", "update"))?;
+        }
+        for addr in &config.addrs {
+            skel.maps
+                .server_addrs
+                .update(&addr_key(*addr), &[1], MapFlags::ANY)
+                .map_err(KernelError::map("server_addrs", "update"))?;
+        }
+        let prog = skel
+            .progs
+            .sockops_server_id
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::io("program sockops_server_id", "dup", &e, ""))?;
+        let handle = |m: &libbpf_rs::Map<'_>, name| {
+            MapHandle::try_from(m).map_err(KernelError::map(name, "dup"))
+        };
+        Ok(ServerIdOps {
+            prog,
+            stats: handle(&skel.maps.stats, "stats")?,
+            server_ports: handle(&skel.maps.server_ports, "server_ports")?,
+            server_addrs: handle(&skel.maps.server_addrs, "server_addrs")?,
+            config,
+        })
+    }
+
+    /// The configuration this instance was loaded with.
+    pub fn config(&self) -> &ServerIdOpsConfig {
+        &self.config
+    }
+
+    /// The program's fd.
+    pub fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// The port filter map (`u16` port, host order → `u8` 1), for users who
+    /// go lower.
+    pub fn server_ports_map(&self) -> &MapHandle {
+        &self.server_ports
+    }
+
+    /// The address filter map (IPv6 or v4-mapped address → `u8` 1).
+    pub fn server_addrs_map(&self) -> &MapHandle {
+        &self.server_addrs
+    }
+
+    /// Attaches to a cgroup v2 (a directory path or an open directory) with
+    /// a BPF link. Other programs attached to the cgroup keep running.
+    /// Detached when the returned link drops.
+    ///
+    /// A socket belongs to the cgroup of the process that created it (an
+    /// accepted socket to its listener's). The program acts at `listen()`
+    /// and at connection establishment, so: attach **before the server calls
+    /// `listen()`** (a listener that was already listening is never
+    /// stamped; [`crate::process::CommandCgroupExt`] starts a server inside
+    /// the cgroup); a client connection is handled if the program is
+    /// attached when its handshake completes.
+    pub fn attach<'a>(&self, cgroup: impl Into<CgroupRef<'a>>) -> Result<SockopsLink> {
+        Ok(cgroup::attach(self.prog.as_fd(), cgroup.into())?)
+    }
+
+    /// The counters, summed over all CPUs (one `lookup_percpu`).
+    pub fn stats(&self) -> Result<ServerIdOpsStats> {
+        let per_cpu = self
+            .stats
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(KernelError::map("stats", "lookup_percpu"))?
+            .unwrap_or_default();
+        let sum: flowpin_sockops_stats = crate::skel::sum_counters(&per_cpu).ok_or_else(|| {
+            KernelError::errno(
+                "map stats",
+                "lookup_percpu",
+                22,
+                "a value shorter than struct flowpin_sockops_stats: program and library out of sync",
+            )
+        })?;
+        Ok(sum.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowpin_tcp_opt::ServerId;
+
+    #[test]
+    fn config_rejects_port_zero_and_too_many_entries() {
+        let id = ServerId::new(7).unwrap();
+        assert!(ServerIdOpsConfig::server(id)
+            .ports(&[0])
+            .validate()
+            .is_err());
+        let many: Vec<u16> = (1..=65).collect();
+        assert!(ServerIdOpsConfig::server(id)
+            .ports(&many)
+            .validate()
+            .is_err());
+        for kind in [0, 1, 2, 8, 19, 30] {
+            assert!(ServerIdOpsConfig::client()
+                .layout(Layout::Compact { kind })
+                .validate()
+                .is_err());
+        }
+        assert!(ServerIdOpsConfig::client()
+            .layout(Layout::Compact { kind: 0xB5 })
+            .validate()
+            .is_ok());
+        assert!(ServerIdOpsConfig::both(id)
+            .ports(&[443])
+            .addrs(&["10.0.0.1".parse().unwrap()])
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn ipv4_filter_addresses_are_v4_mapped() {
+        assert_eq!(
+            addr_key("10.1.2.3".parse().unwrap()),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn filter_limits_match_the_c_header() {
+        let h = include_str!("../bpf/sockops_server_id.h");
+        assert!(h.contains(&format!(
+            "#define FLOWPIN_SOCKOPS_MAX_PORTS {MAX_FILTER_ENTRIES}"
+        )));
+        assert!(h.contains(&format!(
+            "#define FLOWPIN_SOCKOPS_MAX_ADDRS {MAX_FILTER_ENTRIES}"
+        )));
+    }
+}

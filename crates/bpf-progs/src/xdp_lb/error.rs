@@ -1,0 +1,64 @@
+//! Errors of the `xdp_lb` control API.
+
+use super::maps::ApplyError;
+use super::Vip;
+use crate::xdp_attach::XdpAttachError;
+
+/// Errors of the `xdp_lb` control API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum XdpLbError {
+    /// The configuration is unusable.
+    #[error("invalid XdpLbConfig: {0}")]
+    InvalidConfig(String),
+    /// A kernel call failed: open, load, or a map operation.
+    #[error(transparent)]
+    Kernel(#[from] crate::error::KernelError),
+    /// A configuration change did not fully reach the kernel (the error
+    /// says whether the kernel was rolled back to the previous configuration).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The control state contradicts itself (a bug: please report it).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The VIP is not configured.
+    #[error("VIP {0} is not configured; add it with add_vip first")]
+    UnknownVip(Vip),
+    /// The VIP is already configured.
+    #[error("VIP {0} is already configured; remove_vip it first to change its flags")]
+    VipExists(Vip),
+    /// A VIP argument is inconsistent.
+    #[error("invalid VIP {vip}: {why}")]
+    InvalidVip {
+        /// The VIP.
+        vip: Vip,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// All VIP slots are in use.
+    #[error("all {max} VIP slots are in use; raise XdpLbConfig::max_vips")]
+    TooManyVips {
+        /// The configured maximum.
+        max: u32,
+    },
+    /// All backend slots are in use.
+    #[error("all {max} backend slots are in use; raise XdpLbConfig::max_backends")]
+    TooManyBackends {
+        /// The configured maximum.
+        max: u32,
+    },
+    /// A backend list is inconsistent.
+    #[error("invalid backend list for VIP {vip}: {why}")]
+    InvalidBackends {
+        /// The VIP.
+        vip: Vip,
+        /// What is wrong.
+        why: String,
+    },
+    /// Building the Maglev table failed.
+    #[error("building the Maglev table failed: {0}")]
+    Maglev(#[from] flowpin_maglev::Error),
+    /// Attaching or a test run failed.
+    #[error(transparent)]
+    Xdp(#[from] XdpAttachError),
+}

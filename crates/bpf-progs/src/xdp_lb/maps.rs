@@ -1,0 +1,339 @@
+//! The thin applier: writes the [`MapOp`]s of a [`Plan`](super::state::Plan)
+//! into the program's maps, encoding each through the types libbpf-cargo
+//! generated from `flowpin_lb.h`. If a write fails, the operations already
+//! written are undone in reverse order, so the kernel is back at the
+//! previous configuration, and the error says whether that worked.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::state::{MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
+use crate::error::KernelError;
+use crate::skel::xdp_lb::types::{
+    flowpin_backend, flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key,
+    flowpin_vip_meta, flowpin_vip_slot, flowpin_vip_stats,
+};
+use crate::skel::{bytes_of, CStruct};
+use flowpin_bpf_abi::lb;
+
+/// Ring slots per `update_batch` call.
+const RING_BATCH: usize = 8192;
+
+/// Something that takes map operations one at a time: the kernel maps, or
+/// an in-memory model in tests.
+pub trait MapWriter {
+    /// Performs one operation.
+    fn write(&mut self, op: &MapOp) -> Result<(), KernelError>;
+}
+
+/// A change that did not fully reach the kernel.
+#[derive(Debug)]
+pub struct ApplyError {
+    /// The write that failed.
+    pub failed: KernelError,
+    /// Its index in the plan.
+    pub index: usize,
+    /// Operations in the plan.
+    pub total: usize,
+    /// `None`: every earlier write was undone, the kernel holds the
+    /// previous configuration. `Some`: undoing failed too.
+    pub rollback_failed: Option<Box<KernelError>>,
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "map write {} of {} failed: {}; ",
+            self.index + 1,
+            self.total,
+            self.failed
+        )?;
+        match &self.rollback_failed {
+            None => write!(
+                f,
+                "the earlier writes were undone: the kernel still holds the previous configuration, nothing changed"
+            ),
+            Some(e) => write!(
+                f,
+                "undoing the earlier writes failed too ({e}): the kernel maps may be inconsistent; reload the program (XdpLb::load) and configure it again"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.failed)
+    }
+}
+
+/// Writes `ops` in order; on a failure, undoes what was written (the
+/// failed operation included: a batch may have been partly written).
+pub fn apply(writer: &mut impl MapWriter, ops: &[MapOp]) -> Result<(), ApplyError> {
+    for (index, op) in ops.iter().enumerate() {
+        if let Err(failed) = writer.write(op) {
+            let mut rollback_failed = None;
+            for done in ops[..=index].iter().rev() {
+                if let Some(undo) = done.undo() {
+                    if let Err(e) = writer.write(&undo) {
+                        rollback_failed.get_or_insert(Box::new(e));
+                    }
+                }
+            }
+            return Err(ApplyError {
+                failed,
+                index,
+                total: ops.len(),
+                rollback_failed,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The maps of a loaded `xdp_lb` (reach them with [`XdpLb::maps`](super::XdpLb::maps)).
+#[derive(Debug)]
+pub struct KernelMaps {
+    pub(crate) vips: MapHandle,
+    pub(crate) ring: MapHandle,
+    pub(crate) backends: MapHandle,
+    pub(crate) conn: MapHandle,
+    pub(crate) vip_table: MapHandle,
+    pub(crate) server_ids: MapHandle,
+    pub(crate) sid_table: MapHandle,
+    pub(crate) vip_stats: MapHandle,
+    pub(crate) lb_stats: MapHandle,
+    /// The `.data` section holding `lb_cfg`.
+    pub(crate) data: MapHandle,
+    /// What `lb_cfg` holds (the applier changes `port_agnostic_vips`).
+    pub(crate) cfg: flowpin_lb_cfg,
+    pub(crate) ring_size: u32,
+    pub(crate) ncpus: usize,
+}
+
+impl KernelMaps {
+    /// The `vips` map.
+    pub fn vips(&self) -> &MapHandle {
+        &self.vips
+    }
+
+    /// The `ring` map.
+    pub fn ring(&self) -> &MapHandle {
+        &self.ring
+    }
+
+    /// The `backends` map.
+    pub fn backends(&self) -> &MapHandle {
+        &self.backends
+    }
+
+    /// The `conn` map.
+    pub fn conn(&self) -> &MapHandle {
+        &self.conn
+    }
+
+    /// The `vip_table` map.
+    pub fn vip_table(&self) -> &MapHandle {
+        &self.vip_table
+    }
+
+    /// The `server_ids` map.
+    pub fn server_ids(&self) -> &MapHandle {
+        &self.server_ids
+    }
+
+    /// The `sid_table` map.
+    pub fn sid_table(&self) -> &MapHandle {
+        &self.sid_table
+    }
+
+    /// The `vip_stats` map.
+    pub fn vip_stats(&self) -> &MapHandle {
+        &self.vip_stats
+    }
+
+    /// The `lb_stats` map.
+    pub fn lb_stats(&self) -> &MapHandle {
+        &self.lb_stats
+    }
+
+    /// The `data` map (the `.data` section holding `lb_cfg`).
+    pub fn data(&self) -> &MapHandle {
+        &self.data
+    }
+}
+
+fn c_addr(a: IpAddr) -> ([u32; 4], u8) {
+    let k = VipKey {
+        addr: a,
+        port: 0,
+        proto: 0,
+    };
+    let (b, fam) = k.addr_bytes();
+    let mut w = [0u32; 4];
+    for (w, c) in w.iter_mut().zip(b.chunks_exact(4)) {
+        *w = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    (w, fam)
+}
+
+pub(crate) fn c_vip_key(k: &VipKey) -> flowpin_vip_key {
+    let (addr, family) = c_addr(k.addr);
+    flowpin_vip_key {
+        addr,
+        port: k.port.to_be(),
+        proto: k.proto,
+        family,
+    }
+}
+
+fn c_meta(m: &VipMeta) -> flowpin_vip_meta {
+    flowpin_vip_meta {
+        vip_id: m.vip_id,
+        flags: m.flags,
+    }
+}
+
+fn c_sid_key(vip_id: u32, server_id: u32) -> flowpin_sid_key {
+    flowpin_sid_key { vip_id, server_id }
+}
+
+impl KernelMaps {
+    pub(crate) fn write_cfg(&self) -> Result<(), KernelError> {
+        self.data
+            .update(&0u32.to_ne_bytes(), bytes_of(&self.cfg), MapFlags::ANY)
+            .map_err(KernelError::map(".data (lb_cfg)", "update"))
+    }
+
+    fn update<T: CStruct>(
+        map: &MapHandle,
+        name: &'static str,
+        key: &[u8],
+        v: &T,
+    ) -> Result<(), KernelError> {
+        map.update(key, bytes_of(v), MapFlags::ANY)
+            .map_err(KernelError::map(name, "update"))
+    }
+
+    fn delete(map: &MapHandle, name: &'static str, key: &[u8]) -> Result<(), KernelError> {
+        match map.delete(key) {
+            Ok(()) => Ok(()),
+            // Undoing an insert that never happened: nothing to delete.
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(KernelError::map(name, "delete")(e)),
+        }
+    }
+
+    fn write_ring(&self, vip_id: u32, writes: &[RingWrite]) -> Result<(), KernelError> {
+        let base = vip_id * self.ring_size;
+        for chunk in writes.chunks(RING_BATCH) {
+            let keys: Vec<u8> = chunk
+                .iter()
+                .flat_map(|w| (base + w.slot).to_ne_bytes())
+                .collect();
+            let vals: Vec<u8> = chunk.iter().flat_map(|w| w.backend.to_ne_bytes()).collect();
+            self.ring
+                .update_batch(
+                    &keys,
+                    &vals,
+                    chunk.len() as u32,
+                    MapFlags::ANY,
+                    MapFlags::ANY,
+                )
+                .map_err(KernelError::map("ring", "update_batch"))?;
+        }
+        Ok(())
+    }
+}
+
+impl MapWriter for KernelMaps {
+    fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
+        match op {
+            MapOp::ResetVipStats { vip_id } => {
+                let zero = vec![bytes_of(&flowpin_vip_stats::default()).to_vec(); self.ncpus];
+                self.vip_stats
+                    .update_percpu(&vip_id.to_ne_bytes(), &zero, MapFlags::ANY)
+                    .map_err(KernelError::map("vip_stats", "update_percpu"))
+            }
+            MapOp::Backend { id, addr, .. } => {
+                let v = match addr {
+                    Some(a) => {
+                        let (addr, family) = c_addr(*a);
+                        flowpin_backend {
+                            addr,
+                            family,
+                            pad: [0; 3],
+                        }
+                    }
+                    None => flowpin_backend::default(),
+                };
+                Self::update(&self.backends, "backends", &id.to_ne_bytes(), &v)
+            }
+            MapOp::Ring { vip_id, writes } => self.write_ring(*vip_id, writes),
+            MapOp::Vip { key, meta, .. } => {
+                let k = c_vip_key(key);
+                match meta {
+                    Some(m) => Self::update(&self.vips, "vips", bytes_of(&k), &c_meta(m)),
+                    None => Self::delete(&self.vips, "vips", bytes_of(&k)),
+                }
+            }
+            MapOp::VipSlot { slot, value, .. } => {
+                let v = match value {
+                    Slot::Empty => flowpin_vip_slot::default(),
+                    Slot::One((k, m)) => flowpin_vip_slot {
+                        key: c_vip_key(k),
+                        meta: c_meta(m),
+                        state: lb::SLOT_ONE,
+                    },
+                    Slot::Shared => flowpin_vip_slot {
+                        state: lb::SLOT_SHARED,
+                        ..Default::default()
+                    },
+                };
+                Self::update(&self.vip_table, "vip_table", &slot.to_ne_bytes(), &v)
+            }
+            MapOp::SidRoute {
+                vip_id,
+                server_id,
+                backend,
+                ..
+            } => {
+                let k = c_sid_key(*vip_id, *server_id);
+                match backend {
+                    Some(b) => self
+                        .server_ids
+                        .update(bytes_of(&k), &b.to_ne_bytes(), MapFlags::ANY)
+                        .map_err(KernelError::map("server_ids", "update")),
+                    None => Self::delete(&self.server_ids, "server_ids", bytes_of(&k)),
+                }
+            }
+            MapOp::SidSlot { slot, value, .. } => {
+                let v = match value {
+                    Slot::Empty => flowpin_sid_slot::default(),
+                    Slot::One(SidRoute {
+                        vip_id,
+                        server_id,
+                        backend,
+                    }) => flowpin_sid_slot {
+                        vip_id: *vip_id,
+                        server_id: *server_id,
+                        backend: *backend,
+                        state: lb::SLOT_ONE,
+                    },
+                    Slot::Shared => flowpin_sid_slot {
+                        state: lb::SLOT_SHARED,
+                        ..Default::default()
+                    },
+                };
+                Self::update(&self.sid_table, "sid_table", &slot.to_ne_bytes(), &v)
+            }
+            MapOp::PortAgnosticVips { count, .. } => {
+                self.cfg.port_agnostic_vips = *count;
+                self.write_cfg()
+            }
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! `xdp_lb`: the XDP L4 load balancer and its typed control API.
+//!
+//! The program (`src/bpf/xdp_lb.bpf.c`) matches packets to VIPs
+//! (address, port, protocol), picks a backend (server_id option or QUIC
+//! connection ID → per-CPU LRU connection table → the VIP's Maglev ring),
+//! encapsulates (IPIP, IP6IP6 or IPv4-in-IPv6) and sends the packet back out
+//! to the configured next hop (`XDP_TX`). Everything else passes untouched.
+//! [`crate::model`] predicts every decision and output byte of it in plain
+//! Rust; the privileged tests compare the two byte for byte.
+//!
+//! ```no_run
+//! use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
+//! use flowpin_tcp_opt::ServerId;
+//! let mut lb = XdpLb::load(XdpLbConfig::default())?;
+//! lb.set_next_hop([0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2])?;
+//! let vip = Vip::new("192.0.2.10".parse().unwrap(), 80, Proto::Tcp);
+//! lb.add_vip(vip, VipFlags::SERVER_ID)?;
+//! let backend = Backend::new("10.0.0.2".parse().unwrap()).weight(3).server_id(ServerId::new(7));
+//! lb.set_backends(&vip, &[backend])?;
+//! let link = lb.attach("eth0")?;
+//! println!("xdp_lb attached in {} mode", link.mode());
+//! # Ok::<(), flowpin_bpf_progs::xdp_lb::XdpLbError>(())
+//! ```
+//!
+//! # Verdicts
+//!
+//! | packet | verdict | counter |
+//! |---|---|---|
+//! | not IPv4/IPv6 (ARP, ...), not TCP/UDP/ICMP, no VIP matches | `XDP_PASS`, untouched | — |
+//! | truncated Ethernet/VLAN/IP/TCP/UDP header, IPv4 IHL < 5, IP length field larger than the frame or smaller than the header, TCP data offset < 5 | `XDP_DROP` | `drop_malformed` |
+//! | IPv6 extension chain (hop-by-hop, routing, destination options, fragment) longer than 8 headers | `XDP_PASS` | `pass_ext_hdr_limit` |
+//! | first fragment (offset 0): it carries the L4 header | handled by ports like any packet | — |
+//! | non-first fragment: hashed by addresses (ports 0), only to a port-agnostic VIP of its address and protocol; so the fragments of one datagram can reach different backends unless the VIP is port-agnostic | `XDP_TX` or `XDP_PASS` | `pass_fragment_no_vip` |
+//! | VIP without a live backend | `XDP_DROP` | `drop_unknown_backend`, per VIP `unknown_backend` |
+//! | encapsulated packet above the MTU | `XDP_TX` of an ICMP frag-needed / ICMPv6 packet-too-big to the client (source: the VIP) | `icmp_too_big_sent`, per VIP `too_big` |
+//! | ICMP/ICMPv6 echo request to a VIP address | `XDP_TX` of the echo reply, in place | `icmp_echo_replies` |
+//! | UDP with an empty payload or a zero length field (not validated) | forwarded like any packet | per VIP `packets` |
+//! | otherwise | `XDP_TX`, encapsulated | per VIP `packets`, `bytes`, route counters |
+//!
+//! # Connection table
+//!
+//! A per-CPU LRU cache, 4-way set-associative, in one `BPF_MAP_TYPE_ARRAY`
+//! (each CPU owns its own range of sets, like Katran's per-CPU LRU maps, so
+//! CPUs never share a lock or a cache line): a lookup is an inlined array
+//! access plus key compares, an insert replaces the least recently used way
+//! of the flow's set. A `BPF_MAP_TYPE_LRU_HASH` (per-CPU lists or not) was
+//! measured first: its insert alone cost ~300 ns here, more than the whole
+//! new-flow budget.
+//!
+//! A flow is identified by a 64-bit fingerprint (two independent 32-bit
+//! murmur3 hashes of its 5-tuple, [`crate::flow_hash`]): a set of 4 flows
+//! then fits one cache line, so a new flow costs one cache miss, not three.
+//! Two flows are confused only if both hashes collide (about 2^-64 per
+//! pair of flows in one set).
+//!
+//! Size from [`XdpLbConfig::lru_memory_bytes`]: a set is
+//! [`CONN_SET_BYTES`] = 64 bytes (4 × (hash, hash2, backend index), the LRU
+//! order, padding) and holds 4 flows, so
+//! `sets_per_cpu = 2^floor(log2(budget / (64 * ncpus)))` and the table
+//! holds `4 * sets_per_cpu` flows per CPU (16 bytes per flow per CPU; the
+//! array uses `64 * sets_per_cpu * ncpus <= budget` bytes). Each CPU only
+//! sees the flows it handled (NIC RSS keeps a flow on one CPU).
+
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use flowpin_tcp_opt::Layout;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::error::KernelError;
+use crate::skel::xdp_lb::types::{flowpin_conn_set, flowpin_lb_stats, flowpin_vip_stats};
+use crate::skel::xdp_lb::XdpLbSkelBuilder;
+use crate::skel::{bytes_of, read, sum_counters};
+use crate::xdp_attach::{attach_xdp, xdp_test_run};
+pub use crate::xdp_attach::{
+    XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTarget, XdpTestRun, XdpVerdict,
+};
+
+mod backend_ids;
+mod config;
+mod error;
+pub mod maps;
+mod ops;
+mod overlay;
+mod ring;
+pub mod state;
+#[cfg(test)]
+mod state_tests;
+mod stats;
+mod types;
+
+pub use config::XdpLbConfig;
+pub use error::XdpLbError;
+pub use state::{LbState, Plan, RingUpdate};
+pub use stats::{LbStats, Stats, VipStats};
+pub use types::{Backend, Proto, Vip, VipFlags};
+
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use config::host_mask;
+pub use maps::KernelMaps;
+
+/// Bytes of one connection-table set of 4 flows (see the module docs).
+pub const CONN_SET_BYTES: u64 = std::mem::size_of::<flowpin_conn_set>() as u64;
+/// Flows per connection-table set.
+pub const CONN_WAYS: u32 = flowpin_bpf_abi::lb::CONN_WAYS;
+
+/// Default Maglev table size (a prime).
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+
+type Result<T> = std::result::Result<T, XdpLbError>;
+
+/// The loaded `xdp_lb` program and its maps. Mutating calls take `&mut self`
+/// (one control plane per instance). Links made by [`XdpLb::attach`] keep
+/// the program alive on their own.
+#[derive(Debug)]
+pub struct XdpLb {
+    prog: OwnedFd,
+    maps: KernelMaps,
+    config: XdpLbConfig,
+    conn_sets: u32,
+    /// Number of connection tables (CPUs, or 1 when shared).
+    ncpus: u32,
+    state: LbState,
+}
+
+impl XdpLb {
+    /// Opens, sizes and loads the program (not yet attached).
+    pub fn load(config: XdpLbConfig) -> Result<Self> {
+        config.validate()?;
+        let ncpus = libbpf_rs::num_possible_cpus()
+            .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
+        let tables = if config.conn_table_shared {
+            1
+        } else {
+            ncpus as u32
+        };
+        let conn_sets = config.conn_sets_per_cpu(tables);
+        let mut storage = MaybeUninit::uninit();
+        let mut open = XdpLbSkelBuilder::default()
+            .open(&mut storage)
+            .map_err(KernelError::object("object xdp_lb", "open", ""))?;
+        let ring_slots = config.max_vips * config.ring_size;
+        let resize = |m: &mut libbpf_rs::OpenMapMut<'_>, map, value| {
+            m.set_max_entries(value)
+                .map_err(KernelError::map(map, "set_max_entries"))
+        };
+        resize(&mut open.maps.vips, "vips", config.max_vips * 4 + 16)?;
+        resize(&mut open.maps.ring, "ring", ring_slots)?;
+        resize(&mut open.maps.backends, "backends", config.max_backends)?;
+        resize(&mut open.maps.conn, "conn", conn_sets * tables)?;
+        resize(
+            &mut open.maps.server_ids,
+            "server_ids",
+            config.max_server_ids,
+        )?;
+        resize(&mut open.maps.vip_stats, "vip_stats", config.max_vips)?;
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.ring_size = config.ring_size;
+            ro.conn_sets = conn_sets;
+            ro.conn_percpu = u32::from(!config.conn_table_shared);
+        }
+        let skel = open.load().map_err(KernelError::object(
+            "program xdp_lb",
+            "load",
+            "verifier rejection, too little memory for the connection table/ring maps, or missing CAP_BPF/CAP_NET_ADMIN",
+        ))?;
+        let prog = skel
+            .progs
+            .xdp_lb
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::io("program xdp_lb", "dup", &e, ""))?;
+        let h = |map: &libbpf_rs::MapMut<'_>, name| {
+            MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
+        };
+        let maps = KernelMaps {
+            vips: h(&skel.maps.vips, "vips")?,
+            ring: h(&skel.maps.ring, "ring")?,
+            backends: h(&skel.maps.backends, "backends")?,
+            conn: h(&skel.maps.conn, "conn")?,
+            vip_table: h(&skel.maps.vip_table, "vip_table")?,
+            server_ids: h(&skel.maps.server_ids, "server_ids")?,
+            sid_table: h(&skel.maps.sid_table, "sid_table")?,
+            vip_stats: h(&skel.maps.vip_stats, "vip_stats")?,
+            lb_stats: h(&skel.maps.lb_stats, "lb_stats")?,
+            data: h(&skel.maps.data, ".data (lb_cfg)")?,
+            cfg: config.to_c(0),
+            ring_size: config.ring_size,
+            ncpus,
+        };
+        maps.write_cfg()?;
+        Ok(XdpLb {
+            prog,
+            maps,
+            conn_sets,
+            ncpus: tables,
+            state: LbState::new(&config),
+            config,
+        })
+    }
+
+    /// The program's fd (for `attach_xdp`, queries, or test runs).
+    pub fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// The configuration in force (after `set_*` calls).
+    pub fn config(&self) -> &XdpLbConfig {
+        &self.config
+    }
+
+    /// The control state: what the kernel tables hold.
+    pub fn state(&self) -> &LbState {
+        &self.state
+    }
+
+    /// Flows the connection table holds, all CPUs together (derived from
+    /// the memory budget).
+    pub fn lru_entries(&self) -> u32 {
+        self.conn_sets * CONN_WAYS * self.ncpus
+    }
+
+    /// Connection-table sets per CPU.
+    pub fn conn_sets_per_cpu(&self) -> u32 {
+        self.conn_sets
+    }
+
+    /// Attaches to `target` (an ifindex, a name, or an [`XdpTarget`] with a
+    /// namespace and mode); dropping the link detaches.
+    pub fn attach(&self, target: impl Into<XdpTarget>) -> Result<XdpLink> {
+        Ok(attach_xdp(self.program_fd(), target)?)
+    }
+
+    /// Runs the program once on `packet` through `BPF_PROG_TEST_RUN` (maps
+    /// are the live ones: counters and the connection table change).
+    pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun> {
+        Ok(xdp_test_run(self.program_fd(), packet)?)
+    }
+
+    /// The program's maps, for users who go lower (layouts in
+    /// `flowpin_lb.h`, generated into [`crate::skel::xdp_lb::types`]).
+    /// Writing them behind [`XdpLb`]'s back desynchronises its [`LbState`].
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    fn write_cfg(&mut self) -> Result<()> {
+        let agnostic = self.maps.cfg.port_agnostic_vips;
+        self.maps.cfg = self.config.to_c(agnostic);
+        Ok(self.maps.write_cfg()?)
+    }
+
+    /// Sets our MAC and the next hop's MAC (Ethernet header of encapsulated packets).
+    pub fn set_next_hop(&mut self, local_mac: [u8; 6], next_hop_mac: [u8; 6]) -> Result<()> {
+        self.config.local_mac = local_mac;
+        self.config.next_hop_mac = next_hop_mac;
+        self.write_cfg()
+    }
+
+    /// Sets the egress L3 MTU.
+    pub fn set_mtu(&mut self, mtu: u16) -> Result<()> {
+        if mtu < 576 {
+            return Err(XdpLbError::InvalidConfig(format!("mtu {mtu} is below 576")));
+        }
+        self.config.mtu = mtu;
+        self.write_cfg()
+    }
+
+    /// Sets the outer source prefixes (host bits come from the flow hash).
+    pub fn set_tunnel_sources(&mut self, v4: (Ipv4Addr, u8), v6: (Ipv6Addr, u8)) -> Result<()> {
+        if v4.1 > 32 || v6.1 > 128 {
+            return Err(XdpLbError::InvalidConfig(
+                "tunnel source prefix length out of range".into(),
+            ));
+        }
+        self.config.tunnel_src_v4 = v4;
+        self.config.tunnel_src_v6 = v6;
+        self.write_cfg()
+    }
+
+    /// Sets the server_id TCP option layout.
+    pub fn set_tcp_opt_layout(&mut self, layout: Layout) -> Result<()> {
+        self.config.tcp_opt_layout = layout;
+        self.write_cfg()
+    }
+
+    /// Writes a plan into the kernel maps and commits it to the state. On a
+    /// failed write the kernel is rolled back and the state is unchanged.
+    fn apply(&mut self, plan: Plan) -> Result<Plan> {
+        maps::apply(&mut self.maps, &plan.ops)?;
+        Ok(plan)
+    }
+
+    fn apply_commit(&mut self, plan: Plan) -> Result<RingUpdate> {
+        let plan = self.apply(plan)?;
+        let update = plan.update;
+        self.state.commit(plan);
+        Ok(update)
+    }
+
+    /// Adds a VIP (no backends yet: its packets are dropped as
+    /// `unknown_backend` until [`set_backends`](Self::set_backends)).
+    /// Returns its id (index of its ring and counters).
+    pub fn add_vip(&mut self, vip: Vip, flags: VipFlags) -> Result<u32> {
+        let plan = self.state.add_vip(vip, flags)?;
+        let plan = self.apply(plan)?;
+        let id = plan
+            .vip_id
+            .ok_or_else(|| XdpLbError::Internal("add_vip planned no id".into()))?;
+        self.state.commit(plan);
+        Ok(id)
+    }
+
+    /// Removes a VIP: its packets pass untouched from now on; its ring,
+    /// server_id routes and unused backends are cleared.
+    pub fn remove_vip(&mut self, vip: &Vip) -> Result<()> {
+        let plan = self.state.remove_vip(vip)?;
+        self.apply_commit(plan).map(|_| ())
+    }
+
+    /// Sets the backends of a VIP. Builds its Maglev ring with
+    /// `flowpin-maglev` (key: the backend address as text, so every load
+    /// balancer builds the same ring) and writes only the slots
+    /// [`Maglev::diff`](flowpin_maglev::Maglev::diff) reports, in an order
+    /// that never leaves a slot or a server_id route pointing at a removed
+    /// backend (see [`state`]). If a write fails the kernel is rolled back
+    /// and the error says so.
+    pub fn set_backends(&mut self, vip: &Vip, backends: &[Backend]) -> Result<RingUpdate> {
+        let plan = self.state.set_backends(vip, backends)?;
+        self.apply_commit(plan)
+    }
+
+    /// Removes one backend of a VIP.
+    pub fn remove_backend(&mut self, vip: &Vip, addr: std::net::IpAddr) -> Result<RingUpdate> {
+        let plan = self.state.remove_backend(vip, addr)?;
+        self.apply_commit(plan)
+    }
+
+    /// Changes one backend's Maglev weight.
+    pub fn set_weight(
+        &mut self,
+        vip: &Vip,
+        addr: std::net::IpAddr,
+        weight: u32,
+    ) -> Result<RingUpdate> {
+        let plan = self.state.set_weight(vip, addr, weight)?;
+        self.apply_commit(plan)
+    }
+
+    /// The backends of a VIP as last set.
+    pub fn backends(&self, vip: &Vip) -> Option<&[Backend]> {
+        self.state.backends(vip)
+    }
+
+    /// The id of a configured VIP.
+    pub fn vip_id(&self, vip: &Vip) -> Option<u32> {
+        self.state.vip_id(vip)
+    }
+
+    /// Counters of one VIP, summed over CPUs.
+    pub fn vip_stats(&self, vip: &Vip) -> Result<VipStats> {
+        let id = self.state.vip_id(vip).ok_or(XdpLbError::UnknownVip(*vip))?;
+        let s: flowpin_vip_stats = self.read_counters(&self.maps.vip_stats, "vip_stats", id)?;
+        Ok(s.into())
+    }
+
+    /// Global counters, summed over CPUs.
+    pub fn global_stats(&self) -> Result<LbStats> {
+        let s: flowpin_lb_stats = self.read_counters(&self.maps.lb_stats, "lb_stats", 0)?;
+        Ok(s.into())
+    }
+
+    fn read_counters<T: crate::skel::CStruct>(
+        &self,
+        map: &MapHandle,
+        name: &'static str,
+        key: u32,
+    ) -> Result<T> {
+        let per_cpu = map
+            .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+            .map_err(KernelError::map(name, "lookup_percpu"))?
+            .unwrap_or_default();
+        sum_counters(&per_cpu).ok_or_else(|| {
+            KernelError::out_of_sync(
+                format!("map {name}"),
+                "lookup_percpu",
+                per_cpu.first().map_or(0, Vec::len),
+                std::mem::size_of::<T>(),
+            )
+            .into()
+        })
+    }
+
+    /// All counters, summed over CPUs.
+    pub fn stats(&self) -> Result<Stats> {
+        let mut vips = HashMap::new();
+        for vip in self.state.vips() {
+            vips.insert(*vip, self.vip_stats(vip)?);
+        }
+        Ok(Stats {
+            global: self.global_stats()?,
+            vips,
+        })
+    }
+
+    /// Empties the connection table (all CPUs). Flows then follow the ring again.
+    pub fn clear_connection_table(&self) -> Result<()> {
+        let total = self.conn_sets * self.ncpus;
+        let chunk = 1024u32;
+        let empty = bytes_of(&flowpin_conn_set::default()).to_vec();
+        let zeros = empty.repeat(chunk as usize);
+        let mut start = 0;
+        while start < total {
+            let n = chunk.min(total - start);
+            let keys: Vec<u8> = (start..start + n).flat_map(|k| k.to_ne_bytes()).collect();
+            self.maps
+                .conn
+                .update_batch(
+                    &keys,
+                    &zeros[..n as usize * empty.len()],
+                    n,
+                    MapFlags::ANY,
+                    MapFlags::ANY,
+                )
+                .map_err(KernelError::map("conn", "update_batch"))?;
+            start += n;
+        }
+        Ok(())
+    }
+
+    /// Flows currently in the connection table, all CPUs together (reads
+    /// the whole table: for tests and tools, not for a hot loop).
+    pub fn connection_table_len(&self) -> Result<usize> {
+        let mut n = 0;
+        for k in 0..self.conn_sets * self.ncpus {
+            let v = self
+                .maps
+                .conn
+                .lookup(&k.to_ne_bytes(), MapFlags::ANY)
+                .map_err(KernelError::map("conn", "lookup"))?
+                .unwrap_or_default();
+            let set: flowpin_conn_set = read(&v).ok_or_else(|| {
+                KernelError::out_of_sync("map conn", "lookup", v.len(), CONN_SET_BYTES as usize)
+            })?;
+            n += set.backend.iter().filter(|&&b| b != 0).count();
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_masks() {
+        assert_eq!(host_mask(16, 32), 0x0000_ffff);
+        assert_eq!(host_mask(32, 32), 0);
+        assert_eq!(host_mask(0, 32), u32::MAX);
+        assert_eq!(host_mask(96, 128), u32::MAX);
+        assert_eq!(host_mask(120, 128), 0xff);
+        assert_eq!(host_mask(128, 128), 0);
+    }
+
+    #[test]
+    fn connection_table_size_follows_the_budget() {
+        let c = XdpLbConfig {
+            lru_memory_bytes: 64 << 20,
+            ..XdpLbConfig::default()
+        };
+        // 64 MiB / (64 B * 2 CPUs) = 524288 sets per CPU, a power of two.
+        assert_eq!(c.conn_sets_per_cpu(2), 524_288);
+        // Not a power of two: rounded down, never above the budget.
+        let c = XdpLbConfig {
+            lru_memory_bytes: 100 << 20,
+            ..XdpLbConfig::default()
+        };
+        let sets = c.conn_sets_per_cpu(3);
+        assert!(sets.is_power_of_two());
+        assert!(u64::from(sets) * CONN_SET_BYTES * 3 <= 100 << 20);
+        assert!(u64::from(sets) * 2 * CONN_SET_BYTES * 3 > 100 << 20);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(XdpLbConfig::default().validate().is_ok());
+        let bad = XdpLbConfig {
+            ring_size: 65536,
+            ..XdpLbConfig::default()
+        };
+        assert!(matches!(bad.validate(), Err(XdpLbError::InvalidConfig(_))));
+        let bad = XdpLbConfig {
+            mtu: 500,
+            ..XdpLbConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = XdpLbConfig {
+            quic_cid_len: 4,
+            ..XdpLbConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        // QUIC-LB with a 4-octet server ID needs 1 + 4 + 4 = 9 bytes.
+        let quic_lb = flowpin_tcp_opt::QuicLb::new(1, 4).ok();
+        let bad = XdpLbConfig::default().quic_cid_len(8).quic_lb(quic_lb);
+        assert!(
+            matches!(bad.validate(), Err(XdpLbError::InvalidConfig(m)) if m.contains("at least 9"))
+        );
+        let good = XdpLbConfig::default().quic_cid_len(9).quic_lb(quic_lb);
+        assert!(good.validate().is_ok());
+        assert_eq!(
+            good.to_c(0).quic_lb,
+            quic_lb.map_or(0, flowpin_tcp_opt::QuicLb::lb_config_byte)
+        );
+    }
+
+    #[test]
+    fn cfg_encoding_uses_the_generated_layout() {
+        let c = XdpLbConfig {
+            mtu: 1400,
+            quic_cid_len: 12,
+            ..XdpLbConfig::default()
+        };
+        let raw = c.to_c(3);
+        assert_eq!(raw.mtu, 1400);
+        assert_eq!(raw.quic_cid_len, 12);
+        assert_eq!(raw.port_agnostic_vips, 3);
+        // 172.16.0.0/16: host bits from the flow hash.
+        assert_eq!(raw.tun_src4, 0xac10_0000);
+        assert_eq!(raw.tun_src4_host_mask, 0xffff);
+    }
+}

@@ -1,0 +1,508 @@
+//! `LbState` and the applier without a kernel: every plan is replayed one
+//! operation at a time into an in-memory copy of the maps, the ordering
+//! rules are checked after each operation, and failures are injected at
+//! every position to check the rollback.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use flowpin_maglev::Maglev;
+use flowpin_tcp_opt::ServerId;
+
+use super::maps::{apply, MapWriter};
+use super::state::{LbState, MapOp, SidRoute, Slot, VipKey, VipMeta};
+use super::{Backend, Proto, Vip, VipFlags, XdpLbConfig, XdpLbError};
+use crate::error::KernelError;
+
+/// The maps as the program sees them.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct FakeMaps {
+    backends: HashMap<u32, IpAddr>,
+    ring: HashMap<(u32, u32), u32>,
+    vips: HashMap<VipKey, VipMeta>,
+    vip_table: HashMap<u32, Slot<(VipKey, VipMeta)>>,
+    server_ids: HashMap<(u32, u32), u32>,
+    sid_table: HashMap<u32, Slot<SidRoute>>,
+    port_agnostic: u32,
+    /// Writes performed (a failing one included).
+    writes: usize,
+    /// Fail the write with this number (0-based).
+    fail_at: Option<usize>,
+    /// Check the ordering rules after every write.
+    check: bool,
+}
+
+impl FakeMaps {
+    fn checked() -> FakeMaps {
+        FakeMaps {
+            check: true,
+            ..FakeMaps::default()
+        }
+    }
+
+    /// The ordering rules of `state`'s module docs.
+    fn assert_consistent(&self, after: &MapOp) {
+        for (&(vip, slot), &b) in &self.ring {
+            assert!(
+                b == 0 || self.backends.contains_key(&b),
+                "after {after:?}: ring slot {slot} of VIP {vip} points at free backend {b}"
+            );
+        }
+        for (&(vip, sid), &b) in &self.server_ids {
+            assert!(
+                self.backends.contains_key(&b),
+                "after {after:?}: route {vip}/{sid} points at free backend {b}"
+            );
+        }
+        for (slot, s) in &self.sid_table {
+            if let Slot::One(r) = s {
+                assert_eq!(
+                    self.server_ids.get(&(r.vip_id, r.server_id)),
+                    Some(&r.backend),
+                    "after {after:?}: sid_table slot {slot} inlines a route not in server_ids"
+                );
+            }
+        }
+        for (slot, s) in &self.vip_table {
+            if let Slot::One((k, m)) = s {
+                assert_eq!(
+                    self.vips.get(k),
+                    Some(m),
+                    "after {after:?}: vip_table slot {slot} inlines a VIP not in vips"
+                );
+            }
+        }
+    }
+}
+
+impl MapWriter for FakeMaps {
+    fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
+        let n = self.writes;
+        self.writes += 1;
+        if self.fail_at == Some(n) {
+            return Err(KernelError::errno("map injected", "update", 12, ""));
+        }
+        match op {
+            MapOp::ResetVipStats { .. } => {}
+            MapOp::Backend { id, addr, .. } => match addr {
+                Some(a) => {
+                    self.backends.insert(*id, *a);
+                }
+                None => {
+                    self.backends.remove(id);
+                }
+            },
+            MapOp::Ring { vip_id, writes } => {
+                for w in writes {
+                    self.ring.insert((*vip_id, w.slot), w.backend);
+                }
+            }
+            MapOp::Vip { key, meta, .. } => match meta {
+                Some(m) => {
+                    self.vips.insert(*key, *m);
+                }
+                None => {
+                    self.vips.remove(key);
+                }
+            },
+            MapOp::VipSlot { slot, value, .. } => {
+                self.vip_table.insert(*slot, *value);
+            }
+            MapOp::SidRoute {
+                vip_id,
+                server_id,
+                backend,
+                ..
+            } => match backend {
+                Some(b) => {
+                    self.server_ids.insert((*vip_id, *server_id), *b);
+                }
+                None => {
+                    self.server_ids.remove(&(*vip_id, *server_id));
+                }
+            },
+            MapOp::SidSlot { slot, value, .. } => {
+                self.sid_table.insert(*slot, *value);
+            }
+            MapOp::PortAgnosticVips { count, .. } => self.port_agnostic = *count,
+        }
+        if self.check {
+            self.assert_consistent(op);
+        }
+        Ok(())
+    }
+}
+
+/// Map contents only (not the bookkeeping), with unset ring slots and
+/// empty slots equal to absent ones.
+fn contents(m: &FakeMaps) -> impl PartialEq + std::fmt::Debug {
+    let ring: HashMap<_, _> = m.ring.iter().filter(|(_, &b)| b != 0).collect();
+    let vt: HashMap<_, _> = m
+        .vip_table
+        .iter()
+        .filter(|(_, s)| **s != Slot::Empty)
+        .collect();
+    let st: HashMap<_, _> = m
+        .sid_table
+        .iter()
+        .filter(|(_, s)| **s != Slot::Empty)
+        .collect();
+    format!(
+        "{:?}",
+        (
+            sorted(&m.backends),
+            sorted(&ring),
+            sorted(&m.vips),
+            sorted(&vt),
+            sorted(&m.server_ids),
+            sorted(&st),
+            m.port_agnostic
+        )
+    )
+}
+
+fn sorted<K: std::fmt::Debug, V: std::fmt::Debug>(m: &HashMap<K, V>) -> Vec<String> {
+    let mut v: Vec<String> = m.iter().map(|e| format!("{e:?}")).collect();
+    v.sort();
+    v
+}
+
+const M: u32 = 251;
+
+type Change = dyn Fn(&LbState) -> Result<super::Plan, XdpLbError>;
+
+fn config() -> XdpLbConfig {
+    XdpLbConfig {
+        ring_size: M,
+        ..XdpLbConfig::default()
+    }
+}
+
+fn vip() -> Vip {
+    Vip::new("192.0.2.10".parse().unwrap(), 80, Proto::Tcp)
+}
+
+fn be(i: u8, w: u32, sid: u32) -> Backend {
+    Backend::new(format!("10.0.0.{i}").parse().unwrap())
+        .weight(w)
+        .server_id(ServerId::new(sid))
+}
+
+/// Plans, applies into `maps` and commits.
+fn run(maps: &mut FakeMaps, plan: Result<super::Plan, XdpLbError>) -> super::Plan {
+    let plan = plan.expect("plan");
+    apply(maps, &plan.ops).expect("apply");
+    plan
+}
+
+fn step(
+    st: &mut LbState,
+    maps: &mut FakeMaps,
+    f: impl Fn(&LbState) -> Result<super::Plan, XdpLbError>,
+) {
+    let plan = run(maps, f(st));
+    st.commit(plan);
+}
+
+/// The ring the maps hold for a VIP, as addresses.
+fn ring_of(maps: &FakeMaps, vip_id: u32) -> Vec<Option<IpAddr>> {
+    (0..M)
+        .map(|s| {
+            let b = maps.ring.get(&(vip_id, s)).copied().unwrap_or(0);
+            maps.backends.get(&b).copied()
+        })
+        .collect()
+}
+
+fn expected_ring(backends: &[Backend]) -> Vec<Option<IpAddr>> {
+    let keys: Vec<(String, u32)> = backends
+        .iter()
+        .map(|b| (b.addr.to_string(), b.weight))
+        .collect();
+    let t = Maglev::build_weighted(&keys, M).unwrap();
+    t.ring()
+        .iter()
+        .map(|&i| Some(backends[i as usize].addr))
+        .collect()
+}
+
+#[test]
+fn a_vip_is_reachable_only_after_its_entries_exist() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    step(&mut st, &mut maps, |s| {
+        s.add_vip(vip(), VipFlags::SERVER_ID)
+    });
+    let key = VipKey {
+        addr: vip().addr,
+        port: 80,
+        proto: 6,
+    };
+    assert_eq!(
+        maps.vips.get(&key),
+        Some(&VipMeta {
+            vip_id: 0,
+            flags: VipFlags::SERVER_ID.bits()
+        })
+    );
+    assert_eq!(
+        maps.vip_table.get(&key.slot()),
+        Some(&Slot::One((key, maps.vips[&key])))
+    );
+    // The ICMP entry of the address answers echo.
+    assert_eq!(maps.vips.len(), 2);
+    // Counters reset first: before any entry makes the VIP reachable.
+    let plan = st
+        .add_vip(Vip::new(vip().addr, 443, Proto::Tcp), VipFlags::NONE)
+        .unwrap();
+    assert!(matches!(plan.ops[0], MapOp::ResetVipStats { vip_id: 1 }));
+}
+
+#[test]
+fn set_backends_writes_new_backends_first_and_frees_old_ones_last() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    step(&mut st, &mut maps, |s| {
+        s.add_vip(vip(), VipFlags::SERVER_ID)
+    });
+    let a = [be(1, 1, 101), be(2, 1, 102), be(3, 1, 103)];
+    step(&mut st, &mut maps, |s| s.set_backends(&vip(), &a));
+    assert_eq!(ring_of(&maps, 0), expected_ring(&a));
+    assert_eq!(maps.server_ids.len(), 3);
+
+    // Replace backend 2 with 4: 4 first, 2 last, routes in between.
+    let b = [be(1, 1, 101), be(4, 1, 104), be(3, 1, 103)];
+    let plan = st.set_backends(&vip(), &b).unwrap();
+    let pos = |f: &dyn Fn(&MapOp) -> bool| plan.ops.iter().position(f).expect("op present");
+    let add4 = pos(&|o| matches!(o, MapOp::Backend { addr: Some(_), .. }));
+    let ring = pos(&|o| matches!(o, MapOp::Ring { .. }));
+    let route = pos(&|o| {
+        matches!(
+            o,
+            MapOp::SidRoute {
+                backend: Some(_),
+                ..
+            }
+        )
+    });
+    let del2 = pos(&|o| matches!(o, MapOp::Backend { addr: None, .. }));
+    assert!(add4 < ring && ring < del2 && route < del2, "{:?}", plan.ops);
+    let plan = run(&mut maps, Ok(plan));
+    st.commit(plan);
+    assert_eq!(ring_of(&maps, 0), expected_ring(&b));
+    assert_eq!(maps.backends.len(), 3);
+    assert!(!maps.server_ids.contains_key(&(0, 102)));
+}
+
+#[test]
+fn only_the_slots_maglev_diff_reports_are_written() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    step(&mut st, &mut maps, |s| s.add_vip(vip(), VipFlags::NONE));
+    let a: Vec<Backend> = (1..=5).map(|i| be(i, 1, 0)).collect();
+    let plan = st.set_backends(&vip(), &a).unwrap();
+    assert_eq!(
+        plan.update.slots_changed, M,
+        "the first ring fills every slot"
+    );
+    let plan = run(&mut maps, Ok(plan));
+    st.commit(plan);
+
+    let b: Vec<Backend> = a[1..].to_vec();
+    let keys = |v: &[Backend]| -> Vec<String> { v.iter().map(|b| b.addr.to_string()).collect() };
+    let diff = Maglev::diff(
+        &Maglev::build(&keys(&a), M).unwrap(),
+        &Maglev::build(&keys(&b), M).unwrap(),
+    )
+    .unwrap();
+    let plan = st.set_backends(&vip(), &b).unwrap();
+    let written: Vec<u32> = plan
+        .ops
+        .iter()
+        .filter_map(|o| match o {
+            MapOp::Ring { writes, .. } => Some(writes.iter().map(|w| w.slot)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let want: Vec<u32> = diff.changes.iter().map(|c| c.slot).collect();
+    assert_eq!(written, want);
+    assert_eq!(plan.update.slots_changed as usize, want.len());
+    let plan = run(&mut maps, Ok(plan));
+    st.commit(plan);
+    assert_eq!(ring_of(&maps, 0), expected_ring(&b));
+
+    // The same set again writes nothing.
+    let plan = st.set_backends(&vip(), &b).unwrap();
+    assert!(plan.ops.is_empty(), "{:?}", plan.ops);
+}
+
+#[test]
+fn remove_backend_and_set_weight() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    step(&mut st, &mut maps, |s| {
+        s.add_vip(vip(), VipFlags::SERVER_ID)
+    });
+    let a = [be(1, 1, 101), be(2, 1, 102), be(3, 1, 103)];
+    step(&mut st, &mut maps, |s| s.set_backends(&vip(), &a));
+    let two = a[1].addr;
+    step(&mut st, &mut maps, |s| s.set_weight(&vip(), two, 0));
+    let w: Vec<Backend> = a
+        .iter()
+        .map(|b| {
+            if b.addr == two {
+                Backend { weight: 0, ..*b }
+            } else {
+                *b
+            }
+        })
+        .collect();
+    assert_eq!(ring_of(&maps, 0), expected_ring(&w));
+    // Weight 0: no slots, still routable by server_id.
+    assert!(!ring_of(&maps, 0).contains(&Some(two)));
+    assert!(maps.server_ids.contains_key(&(0, 102)));
+    step(&mut st, &mut maps, |s| s.remove_backend(&vip(), two));
+    assert!(!maps.server_ids.contains_key(&(0, 102)));
+    assert_eq!(maps.backends.len(), 2);
+    assert!(matches!(
+        st.remove_backend(&vip(), two),
+        Err(XdpLbError::InvalidBackends { .. })
+    ));
+    assert!(matches!(
+        st.set_weight(&vip(), two, 3),
+        Err(XdpLbError::InvalidBackends { .. })
+    ));
+}
+
+#[test]
+fn removing_a_vip_makes_it_unreachable_first_and_clears_everything() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    let agnostic = Vip::new("192.0.2.20".parse().unwrap(), 0, Proto::Udp);
+    step(&mut st, &mut maps, |s| {
+        s.add_vip(vip(), VipFlags::SERVER_ID)
+    });
+    step(&mut st, &mut maps, |s| {
+        s.add_vip(agnostic, VipFlags::PORT_AGNOSTIC)
+    });
+    assert_eq!(maps.port_agnostic, 1);
+    let a = [be(1, 1, 101), be(2, 1, 102)];
+    step(&mut st, &mut maps, |s| s.set_backends(&vip(), &a));
+    step(&mut st, &mut maps, |s| s.set_backends(&agnostic, &a));
+    let plan = st.remove_vip(&vip()).unwrap();
+    assert!(
+        matches!(plan.ops[0], MapOp::VipSlot { .. }),
+        "the direct-mapped slot goes first: {:?}",
+        plan.ops[0]
+    );
+    assert!(matches!(plan.ops[1], MapOp::Vip { meta: None, .. }));
+    let plan = run(&mut maps, Ok(plan));
+    st.commit(plan);
+    // Backends shared with the other VIP stay.
+    assert_eq!(maps.backends.len(), 2);
+    assert!(!maps.server_ids.keys().any(|(v, _)| *v == 0));
+    step(&mut st, &mut maps, |s| s.remove_vip(&agnostic));
+    assert!(maps.server_ids.is_empty());
+    assert!(maps.backends.is_empty() && maps.vips.is_empty());
+    assert!(maps.ring.values().all(|&b| b == 0));
+    assert_eq!(maps.port_agnostic, 0);
+    assert_eq!(st.vips().count(), 0);
+}
+
+/// A failure injected at every position of a plan: the maps are back at
+/// the previous configuration, the state is unchanged (the same change
+/// planned again produces the same plan), and the error says so.
+#[test]
+fn a_failed_write_rolls_the_kernel_back() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    step(&mut st, &mut maps, |s| {
+        s.add_vip(vip(), VipFlags::SERVER_ID)
+    });
+    let a = [be(1, 1, 101), be(2, 1, 102), be(3, 1, 103)];
+    step(&mut st, &mut maps, |s| s.set_backends(&vip(), &a));
+    let b = [be(1, 2, 101), be(4, 1, 104), be(5, 1, 102)];
+    let changes: Vec<Box<Change>> = vec![
+        Box::new(move |s| s.set_backends(&vip(), &b)),
+        Box::new(|s| s.remove_vip(&vip())),
+        Box::new(|s| s.add_vip(Vip::new(vip().addr, 0, Proto::Tcp), VipFlags::PORT_AGNOSTIC)),
+        Box::new(|s| s.remove_backend(&vip(), "10.0.0.2".parse().unwrap())),
+    ];
+    for change in &changes {
+        let n = change(&st).unwrap().ops.len();
+        assert!(n > 0);
+        for fail_at in 0..n {
+            let before = contents(&maps);
+            let mut faulty = FakeMaps {
+                fail_at: Some(maps.writes + fail_at),
+                check: false,
+                ..maps.clone()
+            };
+            let plan = change(&st).unwrap();
+            let err = apply(&mut faulty, &plan.ops).expect_err("injected failure");
+            assert_eq!(err.index, fail_at);
+            assert!(err.rollback_failed.is_none());
+            assert_eq!(contents(&faulty), before, "failure at op {fail_at} of {n}");
+            let msg = XdpLbError::from(err).to_string();
+            assert!(
+                msg.contains("previous configuration") && msg.contains("injected"),
+                "{msg}"
+            );
+            // Not committed: planning again gives the same operations.
+            assert_eq!(change(&st).unwrap().ops, plan.ops);
+        }
+    }
+    // And a change applies cleanly afterwards.
+    step(&mut st, &mut maps, |s| s.set_backends(&vip(), &a[..1]));
+    assert_eq!(ring_of(&maps, 0), expected_ring(&a[..1]));
+}
+
+#[test]
+fn a_failed_rollback_is_reported_as_such() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    step(&mut st, &mut maps, |s| s.add_vip(vip(), VipFlags::NONE));
+    let plan = st.set_backends(&vip(), &[be(1, 1, 0)]).unwrap();
+    // Fail the ring write (op 1), then the undo of the backend entry (the
+    // third write: the ring's undo is the second).
+    struct FailTwice(FakeMaps, usize);
+    impl MapWriter for FailTwice {
+        fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
+            self.1 += 1;
+            if self.1 == 2 || self.1 == 4 {
+                return Err(KernelError::errno("map injected", "update", 1, ""));
+            }
+            self.0.write(op)
+        }
+    }
+    let mut w = FailTwice(maps.clone(), 0);
+    let err = apply(&mut w, &plan.ops).expect_err("failure");
+    assert!(err.rollback_failed.is_some());
+    assert!(err.to_string().contains("may be inconsistent"), "{err}");
+}
+
+#[test]
+fn backend_indices_are_shared_and_reused_fifo() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    let v2 = Vip::new("192.0.2.11".parse().unwrap(), 80, Proto::Tcp);
+    step(&mut st, &mut maps, |s| s.add_vip(vip(), VipFlags::NONE));
+    step(&mut st, &mut maps, |s| s.add_vip(v2, VipFlags::NONE));
+    step(&mut st, &mut maps, |s| {
+        s.set_backends(&vip(), &[be(1, 1, 0), be(2, 1, 0)])
+    });
+    step(&mut st, &mut maps, |s| s.set_backends(&v2, &[be(2, 1, 0)]));
+    let two = "10.0.0.2".parse().unwrap();
+    let id2 = st.backend_index(two).unwrap();
+    assert_eq!(maps.backends.len(), 2, "one entry per address");
+    step(&mut st, &mut maps, |s| {
+        s.set_backends(&vip(), &[be(1, 1, 0)])
+    });
+    assert_eq!(st.backend_index(two), Some(id2), "still used by v2");
+    step(&mut st, &mut maps, |s| s.set_backends(&v2, &[]));
+    assert_eq!(st.backend_index(two), None);
+    // Freed indices are reused first-in first-out.
+    step(&mut st, &mut maps, |s| s.set_backends(&v2, &[be(7, 1, 0)]));
+    assert_eq!(st.backend_index("10.0.0.7".parse().unwrap()), Some(id2));
+}

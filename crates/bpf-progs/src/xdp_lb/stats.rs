@@ -1,0 +1,103 @@
+//! Counters of `xdp_lb`, read from its struct-valued per-CPU maps
+//! (`flowpin_vip_stats`, `flowpin_lb_stats`) and summed over CPUs.
+
+use std::collections::HashMap;
+
+use super::Vip;
+use crate::skel::xdp_lb::types::{flowpin_lb_stats, flowpin_vip_stats};
+
+/// Per-VIP counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VipStats {
+    /// Packets matched to the VIP.
+    pub packets: u64,
+    /// Their bytes (Ethernet frame length as received).
+    pub bytes: u64,
+    /// Backend found in the connection table.
+    pub lru_hit: u64,
+    /// Connection-table lookups that missed (SYNs do not look up).
+    pub lru_miss: u64,
+    /// Backend taken from the Maglev ring.
+    pub new_flows: u64,
+    /// Routed by server_id (TCP option or QUIC CID).
+    pub sid_routed: u64,
+    /// server_id not among the VIP's backends: fell back.
+    pub sid_fallback_unknown: u64,
+    /// server_id 0: fell back.
+    pub sid_fallback_zero: u64,
+    /// Malformed option area / short CID: fell back.
+    pub sid_fallback_malformed: u64,
+    /// No server_id option / CID of no known layout (SYNs are not counted).
+    pub sid_missing: u64,
+    /// QUIC long-header packets (hashed).
+    pub quic_long_header: u64,
+    /// Packets too big after encapsulation.
+    pub too_big: u64,
+    /// Packets dropped because no backend was available.
+    pub unknown_backend: u64,
+}
+
+/// Global counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LbStats {
+    /// Dropped: truncated or invalid headers.
+    pub drop_malformed: u64,
+    /// Dropped: the VIP has no (live) backend.
+    pub drop_unknown_backend: u64,
+    /// Dropped: too big and no ICMP reply could be built.
+    pub drop_too_big: u64,
+    /// ICMP fragmentation-needed / packet-too-big replies sent.
+    pub icmp_too_big_sent: u64,
+    /// Dropped: encapsulation failed (adjust_head, IPv6 packet with IPv4 backend).
+    pub encap_error: u64,
+    /// ICMP echo replies sent.
+    pub icmp_echo_replies: u64,
+    /// Passed: non-first fragment without a port-agnostic VIP.
+    pub pass_fragment_no_vip: u64,
+    /// Passed: IPv6 extension header chain longer than the walk bound.
+    pub pass_ext_hdr_limit: u64,
+}
+
+/// Everything [`XdpLb::stats`](super::XdpLb::stats) returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Global counters.
+    pub global: LbStats,
+    /// Per-VIP counters.
+    pub vips: HashMap<Vip, VipStats>,
+}
+
+impl From<flowpin_vip_stats> for VipStats {
+    fn from(s: flowpin_vip_stats) -> Self {
+        VipStats {
+            packets: s.packets,
+            bytes: s.bytes,
+            lru_hit: s.lru_hit,
+            lru_miss: s.lru_miss,
+            new_flows: s.new_flows,
+            sid_routed: s.sid_routed,
+            sid_fallback_unknown: s.sid_fallback_unknown,
+            sid_fallback_zero: s.sid_fallback_zero,
+            sid_fallback_malformed: s.sid_fallback_malformed,
+            sid_missing: s.sid_missing,
+            quic_long_header: s.quic_long_header,
+            too_big: s.too_big,
+            unknown_backend: s.unknown_backend,
+        }
+    }
+}
+
+impl From<flowpin_lb_stats> for LbStats {
+    fn from(s: flowpin_lb_stats) -> Self {
+        LbStats {
+            drop_malformed: s.drop_malformed,
+            drop_unknown_backend: s.drop_unknown_backend,
+            drop_too_big: s.drop_too_big,
+            icmp_too_big_sent: s.icmp_too_big_sent,
+            encap_error: s.encap_error,
+            icmp_echo_replies: s.icmp_echo_replies,
+            pass_fragment_no_vip: s.pass_fragment_no_vip,
+            pass_ext_hdr_limit: s.pass_ext_hdr_limit,
+        }
+    }
+}
