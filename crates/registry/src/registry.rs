@@ -567,6 +567,15 @@ impl Registration {
             .collect()
     }
 
+    /// Stops the keep-alive without revoking: the backends stay until the
+    /// lease expires (within its TTL), exactly as if the host had died.
+    /// For failure drills and tests; a host that leaves on purpose calls
+    /// [`Registration::deregister`].
+    pub fn abandon(mut self) {
+        self.revoked = true;
+        self.lease.stop();
+    }
+
     /// Revokes the lease and waits: every backend of this registration is
     /// gone from etcd when this returns.
     pub async fn deregister(mut self) -> Result<()> {
