@@ -1,6 +1,4 @@
-//! # flowpin-registry
-//!
-//! placeholder
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
