@@ -630,3 +630,31 @@ async fn a_transaction_of_several_backends_is_one_snapshot() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_etcd_is_an_actionable_error_not_a_hang() {
+    // A port nobody listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut config = flowpin_registry::RegistryConfig::new(
+        [format!("http://127.0.0.1:{port}")],
+        "/flowpin/test",
+    );
+    config.request_timeout = Duration::from_secs(1);
+    config.connect_timeout = Duration::from_millis(500);
+    let t = Instant::now();
+    let err = match Registry::connect(config).await {
+        Ok(reg) => reg.watch().await.expect_err("watch of a dead etcd"),
+        Err(e) => e,
+    };
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("check that etcd is up"), "{msg}");
+}
