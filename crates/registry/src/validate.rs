@@ -435,6 +435,22 @@ mod tests {
         assert_eq!(kinds(&rej), vec![RejectKind::DuplicateServerId]);
     }
 
+    #[test]
+    fn a_backend_written_before_its_vip_is_accepted_once_the_vip_exists() {
+        let l = layout();
+        let b = (
+            l.backend(&vip(), ip("10.1.0.2")),
+            r#"{"addr":"10.1.0.2","weight":1}"#.to_string(),
+            1,
+        );
+        let (vips, rej) = build(&l, &raw(std::slice::from_ref(&b)));
+        assert!(vips.is_empty());
+        assert_eq!(kinds(&rej), vec![RejectKind::UnknownVip]);
+        let (vips, rej) = build(&l, &raw(&[b, vip_entry(&l, 2)]));
+        assert!(rej.is_empty(), "{rej:?}");
+        assert_eq!(vips[&vip()].backends.len(), 1);
+    }
+
     fn any_backend() -> impl Strategy<Value = BackendSpec> {
         (
             any::<u32>(),

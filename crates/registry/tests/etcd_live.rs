@@ -188,9 +188,15 @@ async fn watch_resumes_after_etcd_restart() {
     )
     .await
     .expect("put");
+    // A registered host whose keep-alive must survive the restart too.
+    let ttl = Duration::from_secs(3);
+    let host = reg.register(ttl).await.expect("register");
+    host.add_backend(&vip(), &BackendSpec::new(ip("10.1.0.9"), 1, sid(9)))
+        .await
+        .expect("add");
     let mut watch = reg.watch().await.expect("watch");
     let first = watch
-        .wait_for(|s| s.backend_count() == 1)
+        .wait_for(|s| s.backend_count() == 2)
         .await
         .expect("first");
     eventually(Duration::from_secs(5), "watch connected", || {
@@ -233,7 +239,7 @@ async fn watch_resumes_after_etcd_restart() {
     put.expect("put after restart");
     let snap = tokio::time::timeout(
         Duration::from_secs(15),
-        watch.wait_for(|s| s.backend_count() == 2),
+        watch.wait_for(|s| s.backend_count() == 3),
     )
     .await
     .expect("watch did not resume after the restart")
@@ -242,6 +248,17 @@ async fn watch_resumes_after_etcd_restart() {
     let stats = watch.stats();
     assert!(stats.reconnects >= 1, "{stats:?}");
     assert_eq!(stats.compactions, 0, "{stats:?}");
+    // etcd restores leases with a fresh TTL on restart: only a keep-alive
+    // that reconnected keeps the host registered past two more TTLs.
+    tokio::time::sleep(ttl * 2).await;
+    let now = watch.current();
+    assert!(
+        now.backends(&vip())
+            .is_some_and(|b| b.contains_key(&ip("10.1.0.9"))),
+        "lease lost after the restart"
+    );
+    assert_eq!(now.backend_count(), 3);
+    drop(host);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
