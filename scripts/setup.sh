@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what flowpin needs on a fresh Debian/Ubuntu machine (run as root):
 # clang + llvm for the BPF programs, libelf/zlib/pkg-config for libbpf,
-# iproute2 for the network-namespace labs and tests. Idempotent and quiet
+# iproute2 for the network-namespace labs and tests, etcd (the registry's
+# store, started by its tests and the lab) and protoc (etcd-client's build).
+# Idempotent and quiet
 # when everything is already there.
 set -euo pipefail
 
@@ -10,6 +12,8 @@ command -v clang-19 >/dev/null 2>&1 || command -v clang >/dev/null 2>&1 || need+
 command -v llvm-strip-19 >/dev/null 2>&1 || command -v llvm-strip >/dev/null 2>&1 || need+=(llvm-19)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -e /usr/include/gelf.h ] || need+=(libelf-dev)
 [ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
 [ -e /usr/include/linux/bpf.h ] || need+=(linux-libc-dev)

@@ -11,6 +11,7 @@
 //! | `bpf`          | [`flowpin_bpf_progs`]   | yes         |
 //! | `sk-reuseport` | [`flowpin_sk_reuseport`]| yes         |
 //! | `quinn`        | [`flowpin_quinn`]       | no          |
+//! | `registry`     | `flowpin_registry` (etcd; opt-in) | no (needs protoc) |
 //!
 //! Depend on `flowpin` with `default-features = false, features = ["maglev",
 //! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
@@ -36,3 +37,5 @@ pub use flowpin_sk_reuseport as sk_reuseport;
 /// A quinn connection-ID generator carrying the server_id and socket id.
 #[cfg(feature = "quinn")]
 pub use flowpin_quinn as quinn;
+#[cfg(feature = "registry")]
+pub use flowpin_registry as registry;

@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod keys;
+mod lease;
+pub mod local_etcd;
+mod model;
+mod registry;
+mod validate;
+mod watch;
+
+pub use error::{Error, Result};
+pub use flowpin_tcp_opt::ServerId;
+pub use keys::{KeyKind, KeyLayout};
+pub use model::{
+    BackendSpec, BackendState, Proto, RejectCounts, RejectKind, Rejection, Snapshot, VipEntry,
+    VipFlags, VipKey, VipSpec, MAX_WEIGHT,
+};
+pub use registry::{
+    AllocateOptions, Registration, Registry, RegistryConfig, ServerIdClaim, DEFAULT_QUARANTINE,
+    MAX_QUARANTINE, MAX_TTL, MIN_TTL,
+};
+pub use watch::{SnapshotWatch, WatchStats};

@@ -1,0 +1,186 @@
+//! A throwaway single-member etcd on loopback, for tests, benches and labs:
+//! free ports, a temporary data directory, killed and removed on drop.
+//!
+//! The binary is `$FLOWPIN_ETCD` or `etcd` on `PATH` (Debian package
+//! `etcd-server`, installed by `scripts/setup.sh`).
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A running local etcd. Dropping it kills the process and removes its data.
+#[derive(Debug)]
+pub struct LocalEtcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+/// The etcd binary this module would run, if there is one.
+pub fn etcd_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FLOWPIN_ETCD") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::LocalEtcd {
+        what: "free port",
+        detail: e.to_string(),
+    })?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::LocalEtcd {
+            what: "free port",
+            detail: e.to_string(),
+        })
+}
+
+impl LocalEtcd {
+    /// Starts etcd on two free loopback ports and waits until it serves
+    /// requests (up to 20 s).
+    pub async fn start() -> Result<LocalEtcd> {
+        let binary = etcd_binary().ok_or_else(|| Error::LocalEtcd {
+            what: "find binary",
+            detail: "no etcd on PATH and FLOWPIN_ETCD unset: install it (apt-get install etcd-server, or ./scripts/setup.sh)".into(),
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("flowpin-etcd-")
+            .tempdir()
+            .map_err(|e| Error::LocalEtcd {
+                what: "temporary directory",
+                detail: e.to_string(),
+            })?;
+        let mut etcd = LocalEtcd {
+            child: None,
+            dir,
+            binary,
+            client_port: free_port()?,
+            peer_port: free_port()?,
+        };
+        etcd.restart().await?;
+        Ok(etcd)
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client port.
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    /// The last lines of etcd's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Kills etcd (SIGKILL) and waits for it; the data directory stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)starts etcd on the same ports and data directory and waits until
+    /// it serves requests.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let spawn_err = |e: std::io::Error| Error::LocalEtcd {
+            what: "spawn",
+            detail: e.to_string(),
+        };
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(spawn_err)?;
+        let log2 = log.try_clone().map_err(spawn_err)?;
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(&self.binary)
+            .arg("--name=flowpin-test")
+            .arg(format!("--data-dir={}", self.data_dir().display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=flowpin-test={peer}"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(spawn_err)?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(20)).await
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        let endpoint = self.endpoint();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(Error::LocalEtcd {
+                        what: "start",
+                        detail: format!("etcd exited with {status}; its log:\n{}", self.log_tail()),
+                    });
+                }
+            }
+            let opts =
+                etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500));
+            let probe = async {
+                let mut c = etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await?;
+                c.status().await
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(Error::LocalEtcd {
+                    what: "start",
+                    detail: format!(
+                        "etcd did not serve within {limit:?}; its log:\n{}",
+                        self.log_tail()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The directory holding data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

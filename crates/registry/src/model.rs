@@ -1,0 +1,348 @@
+//! The registry's description of VIPs and backends, as stored (JSON) and as
+//! watched (validated snapshots).
+//!
+//! These types are the registry's own; the LB node maps them to
+//! `flowpin_bpf_progs::xdp_lb`'s `Vip`, `VipFlags` and `Backend` (the field
+//! names and meanings are the same: a backend's `weight` is its Maglev weight,
+//! `server_id` the id it writes into its SYN-ACKs, `state` whether the ring
+//! may give it new flows).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use flowpin_tcp_opt::ServerId;
+use serde::{Deserialize, Serialize};
+
+/// Largest accepted backend weight. Weights are relative (Maglev apportions
+/// the ring by `w / Σw`); `1..=MAX_WEIGHT` keeps `Σw · M` far from overflow for
+/// any realistic backend count.
+pub const MAX_WEIGHT: u32 = 1 << 16;
+
+/// Transport protocol of a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// The key segment and JSON spelling: `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    /// Parses the key segment (`tcp` / `udp`).
+    pub fn from_key_segment(s: &str) -> Option<Proto> {
+        match s {
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// Identity of a VIP: address, port, protocol. Port 0 is a port-agnostic VIP
+/// (its flags must say `port_agnostic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VipKey {
+    /// Destination address.
+    pub addr: IpAddr,
+    /// Destination port (0: every port, with [`VipFlags::port_agnostic`]).
+    pub port: u16,
+    /// Protocol.
+    pub proto: Proto,
+}
+
+impl VipKey {
+    /// A VIP identity.
+    pub fn new(addr: IpAddr, port: u16, proto: Proto) -> VipKey {
+        VipKey { addr, port, proto }
+    }
+}
+
+impl fmt::Display for VipKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{}:{a}:{}", self.proto.as_str(), self.port),
+            IpAddr::V6(a) => write!(f, "{}:[{a}]:{}", self.proto.as_str(), self.port),
+        }
+    }
+}
+
+/// Per-VIP features; the same bits as xdp_lb's `VipFlags` (by name). Absent
+/// fields are `false`; unknown fields make the value malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VipFlags {
+    /// Match every destination port (the VIP's port must be 0).
+    pub port_agnostic: bool,
+    /// UDP only: no connection table, Maglev only.
+    pub skip_lru_udp: bool,
+    /// TCP only: route by the server_id TCP option.
+    pub server_id: bool,
+    /// UDP only: QUIC, short-header packets routed by the server_id in the DCID.
+    pub quic: bool,
+}
+
+/// A VIP as stored under `routing/vips/`: its identity and its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipSpec {
+    /// Destination address.
+    pub addr: IpAddr,
+    /// Destination port (0 with `flags.port_agnostic`).
+    pub port: u16,
+    /// Protocol.
+    pub proto: Proto,
+    /// Features.
+    #[serde(default)]
+    pub flags: VipFlags,
+}
+
+impl VipSpec {
+    /// A VIP with the given flags.
+    pub fn new(key: VipKey, flags: VipFlags) -> VipSpec {
+        VipSpec {
+            addr: key.addr,
+            port: key.port,
+            proto: key.proto,
+            flags,
+        }
+    }
+
+    /// Its identity.
+    pub fn key(&self) -> VipKey {
+        VipKey::new(self.addr, self.port, self.proto)
+    }
+}
+
+/// Whether the ring may give a backend new flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// In the ring: gets new flows.
+    #[default]
+    Active,
+    /// Out of the ring, still reachable by server_id and the connection
+    /// table: its existing flows finish, it gets no new ones.
+    Draining,
+}
+
+/// A backend of one VIP, as registered by the backend host.
+///
+/// Stored as JSON `{"addr":"10.1.0.2","weight":100,"server_id":7,"state":"active"}`;
+/// `server_id` 0 or absent means none (the backend is reached by the ring and
+/// the connection table only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendSpec {
+    /// The backend host's address (tunnel destination).
+    pub addr: IpAddr,
+    /// Maglev weight, `1..=MAX_WEIGHT`.
+    pub weight: u32,
+    /// The host's server_id, if it runs the sock_ops program.
+    pub server_id: Option<ServerId>,
+    /// Active or draining.
+    pub state: BackendState,
+}
+
+impl BackendSpec {
+    /// An active backend.
+    pub fn new(addr: IpAddr, weight: u32, server_id: Option<ServerId>) -> BackendSpec {
+        BackendSpec {
+            addr,
+            weight,
+            server_id,
+            state: BackendState::Active,
+        }
+    }
+}
+
+/// The JSON form of [`BackendSpec`] (server_id as a plain number, 0 = none).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackendJson {
+    pub(crate) addr: IpAddr,
+    pub(crate) weight: u32,
+    #[serde(default)]
+    pub(crate) server_id: u32,
+    #[serde(default)]
+    pub(crate) state: BackendState,
+}
+
+impl From<&BackendSpec> for BackendJson {
+    fn from(b: &BackendSpec) -> BackendJson {
+        BackendJson {
+            addr: b.addr,
+            weight: b.weight,
+            server_id: b.server_id.map_or(0, u32::from),
+            state: b.state,
+        }
+    }
+}
+
+impl From<BackendJson> for BackendSpec {
+    fn from(b: BackendJson) -> BackendSpec {
+        BackendSpec {
+            addr: b.addr,
+            weight: b.weight,
+            server_id: ServerId::new(b.server_id),
+            state: b.state,
+        }
+    }
+}
+
+/// A VIP of a snapshot with its accepted backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipEntry {
+    /// The VIP and its flags.
+    pub spec: VipSpec,
+    /// Its backends, by address.
+    pub backends: BTreeMap<IpAddr, BackendSpec>,
+}
+
+/// Why an entry of the registry was rejected. Counted per kind in
+/// [`RejectCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RejectKind {
+    /// The key under the prefix does not follow the layout (or is not in
+    /// canonical form, e.g. `010.0.0.1` or an uncompressed IPv6 address).
+    MalformedKey,
+    /// The value is not the JSON the key calls for (syntax, field types,
+    /// unknown fields).
+    MalformedValue,
+    /// The value describes another VIP / backend than its key names.
+    KeyMismatch,
+    /// Unspecified, multicast or broadcast address.
+    BadAddress,
+    /// Weight 0 or above [`MAX_WEIGHT`].
+    BadWeight,
+    /// VIP flags that contradict the VIP (port-agnostic with a port, QUIC on
+    /// TCP, server_id on UDP, ...).
+    BadFlags,
+    /// A backend of a VIP that is not in the registry.
+    UnknownVip,
+    /// A server_id already carried by another backend address (or an address
+    /// registered with two server_ids); the entry created first wins.
+    DuplicateServerId,
+}
+
+impl RejectKind {
+    /// Every kind, in counter order.
+    pub const ALL: [RejectKind; 8] = [
+        RejectKind::MalformedKey,
+        RejectKind::MalformedValue,
+        RejectKind::KeyMismatch,
+        RejectKind::BadAddress,
+        RejectKind::BadWeight,
+        RejectKind::BadFlags,
+        RejectKind::UnknownVip,
+        RejectKind::DuplicateServerId,
+    ];
+
+    /// Snake-case name (for logs and metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::MalformedKey => "malformed_key",
+            RejectKind::MalformedValue => "malformed_value",
+            RejectKind::KeyMismatch => "key_mismatch",
+            RejectKind::BadAddress => "bad_address",
+            RejectKind::BadWeight => "bad_weight",
+            RejectKind::BadFlags => "bad_flags",
+            RejectKind::UnknownVip => "unknown_vip",
+            RejectKind::DuplicateServerId => "duplicate_server_id",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            RejectKind::MalformedKey => 0,
+            RejectKind::MalformedValue => 1,
+            RejectKind::KeyMismatch => 2,
+            RejectKind::BadAddress => 3,
+            RejectKind::BadWeight => 4,
+            RejectKind::BadFlags => 5,
+            RejectKind::UnknownVip => 6,
+            RejectKind::DuplicateServerId => 7,
+        }
+    }
+}
+
+impl fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of the registry that is currently not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The etcd key (lossy UTF-8).
+    pub key: String,
+    /// The entry's `mod_revision`.
+    pub mod_revision: i64,
+    /// Why.
+    pub kind: RejectKind,
+    /// What exactly was wrong.
+    pub reason: String,
+}
+
+/// How many entry versions were rejected, per kind, since the watch started.
+/// An entry version (key, mod_revision) is counted once per kind, however
+/// many snapshots it stays rejected in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RejectCounts([u64; 8]);
+
+impl RejectCounts {
+    /// The count of one kind.
+    pub fn get(&self, kind: RejectKind) -> u64 {
+        self.0[kind.index()]
+    }
+
+    /// Sum over every kind.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// `(kind, count)` for every kind.
+    pub fn iter(&self) -> impl Iterator<Item = (RejectKind, u64)> + '_ {
+        RejectKind::ALL.iter().map(|k| (*k, self.get(*k)))
+    }
+
+    pub(crate) fn add(&mut self, kind: RejectKind) {
+        self.0[kind.index()] += 1;
+    }
+}
+
+/// The registry's content at one etcd revision, validated: every VIP with its
+/// accepted backends, the entries that were rejected, and the counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// The etcd revision this snapshot is the state of (0: never synced).
+    pub revision: i64,
+    /// Every valid VIP with its valid backends.
+    pub vips: BTreeMap<VipKey, VipEntry>,
+    /// Entries present at `revision` but not applied, by key.
+    pub rejected: Vec<Rejection>,
+    /// Rejections counted since the watch started.
+    pub reject_counts: RejectCounts,
+}
+
+impl Snapshot {
+    /// The backends of a VIP (None: VIP not in the registry).
+    pub fn backends(&self, vip: &VipKey) -> Option<&BTreeMap<IpAddr, BackendSpec>> {
+        self.vips.get(vip).map(|v| &v.backends)
+    }
+
+    /// Number of accepted backends over every VIP.
+    pub fn backend_count(&self) -> usize {
+        self.vips.values().map(|v| v.backends.len()).sum()
+    }
+}
