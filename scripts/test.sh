@@ -27,3 +27,13 @@ cargo build --workspace --examples --locked
 cargo test --workspace --all-targets --locked --no-fail-fast
 cargo test --workspace --doc --locked
 
+# The measurement programs, quick mode: seconds each, failing on a broken
+# invariant (wrong verdict or output in the bench, a broken server_id
+# connection in the lab, any loss for flowpin in the release harness).
+if [ "$(id -u)" -eq 0 ]; then
+    cargo run --locked --quiet --example xdp_bench -- --quick
+    cargo run --locked --quiet --example lab -- --quick
+    cargo run --locked --quiet --example release -- --quick
+else
+    echo "SKIPPED quick runs of xdp_bench, lab, release (need root)" >>"$FLOWPIN_SKIP_LOG"
+fi
