@@ -244,9 +244,25 @@ fn serve_udp(
                 break;
             }
             if flags.udp_quit_when_empty.load(Ordering::Relaxed) {
-                // Answer what is queued now, then close.
-                let _ = u.set_nonblocking(true);
-                while let Ok((n, from)) = u.recv_from(&mut b) {
+                // Answer what is queued now, then close. MSG_DONTWAIT per
+                // call, not O_NONBLOCK: after an fd hand-over the file
+                // description is shared with the successor, and flipping
+                // its flags would make the successor's reads spin.
+                let sock = socket2::SockRef::from(&u);
+                loop {
+                    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+                    let Ok((n, from)) =
+                        sock.recv_from_with_flags(&mut buf, nix::libc::MSG_DONTWAIT)
+                    else {
+                        break;
+                    };
+                    let Some(from) = from.as_socket() else {
+                        continue;
+                    };
+                    for (d, s) in b.iter_mut().zip(&buf[..n]) {
+                        // SAFETY: recv_from_with_flags initialised the first n bytes.
+                        *d = unsafe { s.assume_init() };
+                    }
                     handle(&u, &b[..n], from);
                 }
                 break;
