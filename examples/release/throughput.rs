@@ -1,8 +1,10 @@
-//! UDP throughput of three receivers under the same offered load, in paired
+//! UDP throughput of four receivers under the same offered load, in paired
 //! rounds: one socket read by one thread (the talk's socket-takeover case),
 //! plain `SO_REUSEPORT` with one socket and thread per CPU (the kernel's
-//! flow hash spreads the load), and a flowpin group with one socket and
-//! thread per CPU (steered by CPU).
+//! flow hash spreads the load), a flowpin group with the same sockets and
+//! threads spreading new flows by the same hash (like for like with plain
+//! reuseport: the difference is what the BPF program and its flow table
+//! cost), and a flowpin group steered by CPU.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -152,7 +154,10 @@ fn measure_pps(
 pub(crate) struct Throughput {
     pub(crate) one_socket: f64,
     pub(crate) reuseport: f64,
+    /// flowpin group, new flows by the kernel's hash (like plain reuseport).
     pub(crate) flowpin: f64,
+    /// flowpin group, new flows by CPU.
+    pub(crate) flowpin_cpu: f64,
     /// Medians of the per-round ratios.
     pub(crate) flowpin_over_reuseport: f64,
     pub(crate) flowpin_over_one_socket: f64,
@@ -172,18 +177,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The order of the three receivers in each round: all six permutations in
-/// turn, so drift and order effects hit each receiver alike.
-const ORDERS: [[usize; 3]; 6] = [
-    [0, 1, 2],
-    [2, 1, 0],
-    [1, 2, 0],
-    [0, 2, 1],
-    [2, 0, 1],
-    [1, 0, 2],
-];
+/// The order of the receivers in round `r`: rotations, every other cycle
+/// reversed, so drift and order effects hit each receiver alike.
+fn order(r: usize, n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).map(|i| (i + r) % n).collect();
+    if (r / n) % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
 
-/// Measures the three receivers, `secs` of counted time each in total,
+/// Measures the four receivers, `secs` of counted time each in total,
 /// over `rounds` rounds.
 pub(crate) fn throughput(secs: f64, rounds: usize, load: Load) -> Res<Throughput> {
     let ncpu = load.ncpu;
@@ -199,24 +203,31 @@ pub(crate) fn throughput(secs: f64, rounds: usize, load: Load) -> Res<Throughput
             .map(|_| Ok(bind_reuseport(a2, Proto::Udp).map(UdpSocket::from)?))
             .collect()
     })??;
-    // The flowpin group: one socket per CPU, steered by CPU, same threads.
+    // The flowpin groups: one socket per CPU, same threads; new flows by
+    // the kernel's hash (a3) or by CPU (a4).
+    let group = |port: u16, mode: SelectMode| -> Res<(ReuseportGroup, Vec<UdpSocket>)> {
+        let a: SocketAddr = SocketAddr::new(IP.parse()?, port);
+        let pin = PathBuf::from(format!(
+            "/sys/fs/bpf/flowpin-release-tp{port}-{}",
+            std::process::id()
+        ));
+        ns.run(move || -> Res<(ReuseportGroup, Vec<UdpSocket>)> {
+            let mut c = GroupConfig::new(&pin);
+            c.udp_mode = mode;
+            c.unpin_on_drop = true;
+            let g = ReuseportGroup::create(a, Proto::Udp, c)?;
+            let socks: Vec<UdpSocket> = (0..ncpu)
+                .map(|_| bind_reuseport(a, Proto::Udp).map(UdpSocket::from))
+                .collect::<Result<_, _>>()?;
+            let gen = g.add_generation(&socks)?;
+            g.activate(gen)?;
+            Ok((g, socks))
+        })?
+    };
     let a3: SocketAddr = SocketAddr::new(IP.parse()?, 9103);
-    let pin = PathBuf::from(format!(
-        "/sys/fs/bpf/flowpin-release-tp-{}",
-        std::process::id()
-    ));
-    let (group, socks) = ns.run(move || -> Res<(ReuseportGroup, Vec<UdpSocket>)> {
-        let mut c = GroupConfig::new(&pin);
-        c.udp_mode = SelectMode::Cpu;
-        c.unpin_on_drop = true;
-        let g = ReuseportGroup::create(a3, Proto::Udp, c)?;
-        let socks: Vec<UdpSocket> = (0..ncpu)
-            .map(|_| bind_reuseport(a3, Proto::Udp).map(UdpSocket::from))
-            .collect::<Result<_, _>>()?;
-        let gen = g.add_generation(&socks)?;
-        g.activate(gen)?;
-        Ok((g, socks))
-    })??;
+    let a4: SocketAddr = SocketAddr::new(IP.parse()?, 9104);
+    let (g_hash, s_hash) = group(9103, SelectMode::Hash)?;
+    let (g_cpu, s_cpu) = group(9104, SelectMode::Cpu)?;
     let per_cpu = |v: Vec<UdpSocket>| -> Vec<(Arc<UdpSocket>, Option<usize>)> {
         v.into_iter()
             .enumerate()
@@ -226,30 +237,32 @@ pub(crate) fn throughput(secs: f64, rounds: usize, load: Load) -> Res<Throughput
     let receivers = [
         (a1, vec![(Arc::new(single), None)]),
         (a2, per_cpu(plain)),
-        (a3, per_cpu(socks)),
+        (a3, per_cpu(s_hash)),
+        (a4, per_cpu(s_cpu)),
     ];
     let rounds = rounds.max(1);
     let each = secs / rounds as f64;
-    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut rates: [Vec<f64>; 4] = Default::default();
     let (mut over_rp, mut over_one) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let mut r = [0f64; 3];
-        for &i in &ORDERS[round % ORDERS.len()] {
+        let mut r = [0f64; 4];
+        for i in order(round, receivers.len()) {
             let (addr, readers) = &receivers[i];
             r[i] = measure_pps(&ns, *addr, readers, load, each)?;
         }
-        for i in 0..3 {
+        for i in 0..4 {
             rates[i].push(r[i]);
         }
         over_rp.push(r[2] / r[1]);
         over_one.push(r[2] / r[0]);
     }
-    drop(group);
-    let [one, rp, fp] = rates;
+    drop((g_hash, g_cpu));
+    let [one, rp, fp, fp_cpu] = rates;
     Ok(Throughput {
         one_socket: median(one),
         reuseport: median(rp),
         flowpin: median(fp),
+        flowpin_cpu: median(fp_cpu),
         flowpin_over_reuseport: median(over_rp),
         flowpin_over_one_socket: median(over_one),
         rounds,
