@@ -231,8 +231,11 @@ fn udp_worker(addr: SocketAddr, flows: usize, period: Duration, sh: Arc<Shared>)
     let mut c = Counts::default();
     let mut seq = 0u32;
     let mut b = [0u8; 16];
-    let mut drain = |socks: &[UdpSocket], owner: &mut [u32], c: &mut Counts| -> Res<()> {
-        let alive = sh.alive.lock().map_err(|_| "poisoned")?.clone();
+    let mut drain = |socks: &[UdpSocket],
+                     owner: &mut [u32],
+                     c: &mut Counts,
+                     seq_now: u32|
+     -> Res<()> {
         for (i, s) in socks.iter().enumerate() {
             while let Ok(n) = s.recv(&mut b) {
                 if n < 8 {
@@ -243,10 +246,22 @@ fn udp_worker(addr: SocketAddr, flows: usize, period: Duration, sh: Arc<Shared>)
                 let o = owner[i];
                 if o == 0 || o == label {
                     owner[i] = label;
-                } else if !alive.contains(&label) {
-                    // A late reply from a generation that has closed: delivered right at the time.
+                    continue;
+                }
+                // A reply from another process than the owner: judged with
+                // the processes alive now (not a snapshot: the harness marks
+                // a process gone before it lets it close, and marks a new one
+                // alive before it starts, so this view is never behind the
+                // reply being judged).
+                let alive = sh.alive.lock().map_err(|_| "poisoned")?;
+                if !alive.contains(&label) {
+                    // A late reply from a process that has closed.
                 } else if alive.contains(&o) {
                     c.misrouted += 1;
+                    if std::env::var_os("FLOWPIN_RELEASE_DEBUG").is_some() {
+                        let seq = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                        eprintln!("misrouted: flow {i} owner {o} reply from {label} (seq {seq}, now {seq_now}), alive {alive:?}");
+                    }
                 } else {
                     owner[i] = label; // the owner is gone: the flow moved on legitimately
                 }
@@ -270,7 +285,7 @@ fn udp_worker(addr: SocketAddr, flows: usize, period: Duration, sh: Arc<Shared>)
                 req[4..].copy_from_slice(&owner[k * per_step + j].to_be_bytes());
                 let _ = s.send(&req);
             }
-            drain(&socks, &mut owner, &mut c)?;
+            drain(&socks, &mut owner, &mut c, seq)?;
             if let Some(rest) = step.checked_sub(t0.elapsed()) {
                 std::thread::sleep(rest);
             }
@@ -279,7 +294,7 @@ fn udp_worker(addr: SocketAddr, flows: usize, period: Duration, sh: Arc<Shared>)
     // Late replies.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(1000) && c.udp_replies < c.udp_sent {
-        drain(&socks, &mut owner, &mut c)?;
+        drain(&socks, &mut owner, &mut c, seq)?;
         std::thread::sleep(Duration::from_millis(10));
     }
     c.lost = c.udp_sent.saturating_sub(c.udp_replies);

@@ -174,7 +174,8 @@ fn now_ns() -> u64 {
 /// fd-passing-forwarder, new process side: the channel to the predecessor,
 /// `None` once the predecessor has said it is leaving.
 struct Forward {
-    prev: u32,
+    /// Our own label: the connection id of the flows we own.
+    own: u32,
     chan: Mutex<Option<UnixStream>>,
 }
 
@@ -182,10 +183,13 @@ struct Forward {
 const FRAME_HEAD: usize = 15;
 
 impl Forward {
-    /// Forwards the packet to the predecessor if `cid` names it and it still
-    /// runs; `false` = serve it here.
+    /// Forwards the packet to the predecessor while it runs, unless the
+    /// flow is ours (`cid` = our label) or new (`cid` 0); `false` = serve
+    /// it here. Flows of processes older than the predecessor (their owner
+    /// has left; the client has not heard from a newer one yet) go to the
+    /// predecessor too, which took them over: one process answers a flow.
     fn forward(&self, cid: u32, from: SocketAddr, req: &[u8]) -> bool {
-        if cid != self.prev {
+        if cid == 0 || cid == self.own {
             return false;
         }
         let SocketAddr::V4(from) = from else {
@@ -341,10 +345,10 @@ pub(crate) fn serve(args: &Args, strategy: Strategy) -> Res<()> {
         Strategy::Reuseport | Strategy::ReuseportNoMigrate => bind_group(addr)?,
         Strategy::FdPassing | Strategy::FdPassingForwarder => match &args.takeover {
             Some(p) => {
-                let (s, prev, chan) = take_over(p)?;
+                let (s, _prev, chan) = take_over(p)?;
                 if strategy == Strategy::FdPassingForwarder {
                     let f = Arc::new(Forward {
-                        prev,
+                        own: label,
                         chan: Mutex::new(Some(chan.try_clone()?)),
                     });
                     watcher = Some(f.clone().watch(chan));
