@@ -137,6 +137,11 @@ impl BackendProcess {
         Ok(())
     }
 
+    /// The child's process id (to check that it is gone after the lab).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Attaches (`true`) or detaches its sock_ops program.
     pub(crate) fn set_sockops(
         &mut self,

@@ -7,14 +7,24 @@
 //! server_id) and a TCP server of long-lived streams. The clients run the
 //! sock_ops program in the client role. Replies go straight back (DSR).
 //!
-//! For each scenario, twice (server_id routing on, then off), with fresh LBs
-//! and fresh connections, it counts long-lived connections to backends that
-//! stayed healthy which broke (reset or stalled). Then it measures the cost
-//! of the sock_ops program on short connect-request-close connections.
+//! For each scenario, twice (server_id routing on and off, the order
+//! alternating between scenarios), with fresh LBs and fresh connections, it
+//! counts long-lived connections to backends that stayed healthy which
+//! broke (reset or stalled). Each run checks what it claims: both LBs carry
+//! VIP packets before LB1 leaves ECMP and only LB2 after (packets per LB are
+//! printed), and with server_id routing on, packets were routed by it
+//! (`sid_routed > 0`); otherwise the run fails. Then it measures the cost of
+//! the sock_ops program on short connect-request-close connections, in
+//! paired rounds. The lab fails when a connection to a healthy backend
+//! broke with server_id routing on, or a CRR transaction failed.
+//!
+//! `--quick` (seconds): one scenario, 60 connections, a 1 s CRR check (what
+//! CI runs through `scripts/test.sh`).
 //!
 //! Run as root: `cargo run --release --example lab [-- --json]`.
 //! Everything it creates (namespaces, cgroups, XDP links, processes) is
-//! removed on exit, also on Ctrl-C.
+//! removed on exit, also on Ctrl-C; before it says "clean" it looks for
+//! each namespace, cgroup and process it made and for new bpffs pins.
 
 mod backend;
 mod proto;
@@ -53,9 +63,23 @@ struct Args {
     /// Long-lived connections per run.
     #[arg(long, default_value_t = 500)]
     connections: usize,
-    /// Seconds of connect-request-close traffic per CRR measurement.
-    #[arg(long, default_value_t = 6.0)]
+    /// Seconds of connect-request-close traffic per side of the CRR
+    /// measurement, split over the paired rounds.
+    #[arg(long, default_value_t = 12.0)]
     crr_secs: f64,
+    /// Paired CRR rounds (each pair: with and without sock_ops, order
+    /// alternating); the ratio is the median of the per-pair ratios. Many
+    /// short pairs: load from outside the lab changes over seconds, so
+    /// short adjacent rounds see the same load.
+    #[arg(long, default_value_t = 48)]
+    crr_pairs: u32,
+    /// Only the CRR measurement (no failure scenarios).
+    #[arg(long)]
+    crr_only: bool,
+    /// Seconds, not minutes: one scenario (both modes) with 60 connections
+    /// and a 1 s CRR check; fails on any broken invariant (what CI runs).
+    #[arg(long)]
+    quick: bool,
     /// Internal: run as backend process `<index> <netns path> <cgroup path>`.
     #[arg(long, num_args = 3, hide = true)]
     backend_child: Option<Vec<String>>,
@@ -80,6 +104,10 @@ struct RunDetail {
     reset: usize,
     stalled: usize,
     sid_routed: u64,
+    /// VIP packets per LB in the window before LB1 left ECMP.
+    lb_packets_before: [u64; topo::LBS],
+    /// VIP packets per LB in the window after LB1 left ECMP (from 200 ms after).
+    lb_packets_after: [u64; topo::LBS],
 }
 
 #[derive(Debug, Serialize)]
@@ -105,6 +133,9 @@ impl From<CrrResult> for CrrReport {
 struct LabReport {
     scenarios: Vec<ScenarioResult>,
     crr_ratio: f64,
+    crr_ratio_min: f64,
+    crr_ratio_max: f64,
+    crr_pairs: u32,
     crr_with_sockops: CrrReport,
     crr_without_sockops: CrrReport,
 }
@@ -225,6 +256,23 @@ fn set_ring(lbs: &mut [LbHost], ring: &[usize]) -> Result<(), Error> {
     Ok(())
 }
 
+/// VIP packets each LB has seen so far.
+fn lb_packets(lbs: &[LbHost]) -> Result<[u64; topo::LBS], Error> {
+    let mut out = [0; topo::LBS];
+    for (o, h) in out.iter_mut().zip(lbs) {
+        *o = h.lb.vip_stats(&vip())?.packets;
+    }
+    Ok(out)
+}
+
+fn delta(a: [u64; topo::LBS], b: [u64; topo::LBS]) -> [u64; topo::LBS] {
+    let mut d = [0; topo::LBS];
+    for i in 0..topo::LBS {
+        d[i] = b[i].saturating_sub(a[i]);
+    }
+    d
+}
+
 const INITIAL_RING: [usize; 4] = [0, 1, 2, 3];
 const SPARE: usize = 4;
 const REMOVED: usize = 3;
@@ -258,6 +306,7 @@ fn run_once(
         }
     };
     progress(tag(&format!("{n} long-lived connections streaming")));
+    let at_open = lb_packets(&lbs)?;
     pause(Duration::from_millis(1000))?;
     let mut unhealthy: Option<u16> = None;
     match scenario {
@@ -279,9 +328,25 @@ fn run_once(
         Scenario::LbOutAndBack | Scenario::LbRestartedWhileBackendAdded => {}
     }
     pause(Duration::from_millis(1000))?;
+    let before_out = lb_packets(&lbs)?;
     topo.set_ecmp(&[false, true])?;
     progress(tag("LB1 taken out of ECMP"));
-    pause(Duration::from_millis(1500))?;
+    pause(Duration::from_millis(200))?;
+    let settled = lb_packets(&lbs)?;
+    pause(Duration::from_millis(1300))?;
+    let after_out = lb_packets(&lbs)?;
+    let (lb_before, lb_after) = (delta(at_open, before_out), delta(settled, after_out));
+    progress(tag(&format!(
+        "VIP packets per LB: before LB1 left {lb_before:?}, after {lb_after:?}"
+    )));
+    // ECMP really moved the flows: both LBs carried some before, only LB2 after.
+    if lb_before.contains(&0) || lb_after[0] != 0 || lb_after[1] == 0 {
+        return Err(format!(
+            "{}: ECMP did not move the flows as the scenario says (VIP packets per LB before LB1 left {lb_before:?}, after {lb_after:?})",
+            scenario.name()
+        )
+        .into());
+    }
     match scenario {
         Scenario::LbOutAndBack => {
             topo.set_ecmp(&[true, true])?;
@@ -331,11 +396,20 @@ fn run_once(
     if never_answered == reports.len() {
         return Err("no connection ever got an answer: the data path is broken".into());
     }
+    if server_id_routing && sid_routed == 0 {
+        return Err(format!(
+            "{}: server_id routing is on but no packet was routed by server_id",
+            scenario.name()
+        )
+        .into());
+    }
     let detail = RunDetail {
         healthy: healthy.len(),
         reset,
         stalled,
         sid_routed,
+        lb_packets_before: lb_before,
+        lb_packets_after: lb_after,
     };
     progress(tag(&format!(
         "done: {} of {} connections to healthy backends broke ({} reset, {} stalled)",
@@ -347,9 +421,71 @@ fn run_once(
     Ok((reset + stalled, detail))
 }
 
-fn lab(args: &Args) -> Result<LabReport, Error> {
+/// What the lab created, to check after teardown that none of it is left.
+#[derive(Default)]
+struct Created {
+    netns: Vec<PathBuf>,
+    cgroups: Vec<PathBuf>,
+    pids: Vec<u32>,
+    bpffs_before: Vec<PathBuf>,
+}
+
+fn bpffs_entries() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+impl Created {
+    /// Looks for everything the lab made: namespaces, cgroups, processes,
+    /// pins. (XDP and sock_ops links die with their namespace, interface or
+    /// cgroup, and the lab pins nothing: a new bpffs entry is a leftover.)
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for n in &self.netns {
+            if n.exists() {
+                left.push(format!("network namespace {}", n.display()));
+            }
+        }
+        for c in &self.cgroups {
+            if c.exists() {
+                left.push(format!("cgroup {}", c.display()));
+            }
+        }
+        for pid in &self.pids {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false);
+            if alive {
+                left.push(format!("backend process {pid}"));
+            }
+        }
+        for e in bpffs_entries() {
+            if !self.bpffs_before.contains(&e)
+                && e.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.contains("lab"))
+            {
+                left.push(format!("bpffs pin {}", e.display()));
+            }
+        }
+        left
+    }
+}
+
+fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
+    created.bpffs_before = bpffs_entries();
     progress("building namespaces: client, router, 2 LBs, 5 backends");
     let topo = Topology::build()?;
+    for ns in [&topo.client, &topo.router]
+        .into_iter()
+        .chain(&topo.lbs)
+        .chain(&topo.backends)
+    {
+        created.netns.push(ns.path());
+    }
     // The router's veth ends facing the LBs need an XDP program for native XDP_TX on veth.
     let pass = XdpPass::load(Default::default())?;
     let mut pass_links = Vec::new();
@@ -364,9 +500,11 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
 
     progress("cgroups: one per backend host, one for the clients");
     let client_cg = Cgroup::new("cli")?;
+    created.cgroups.push(client_cg.path().to_path_buf());
     let mut be_cgs = Vec::new();
     for j in 0..topo::BACKENDS {
         be_cgs.push(Cgroup::new(&format!("be{}", j + 1))?);
+        created.cgroups.push(be_cgs[j].path().to_path_buf());
     }
     let client_ops = ServerIdOps::load(ServerIdOpsConfig::client().ports(&[topo::VIP_PORT]))?;
     // This process (the clients' host) joins the client cgroup; backends move to their own.
@@ -377,18 +515,34 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
     let mut procs = Vec::new();
     for (j, (ns, cg)) in topo.backends.iter().zip(&be_cgs).enumerate() {
         check_interrupted()?;
-        procs.push(BackendProcess::start(j, ns, cg.path())?);
+        let p = BackendProcess::start(j, ns, cg.path())?;
+        created.pids.push(p.pid());
+        procs.push(p);
     }
 
     let mut scenarios = Vec::new();
-    for scenario in [
+    let all = [
         Scenario::AddBackendThenLbOut,
         Scenario::RemoveBackendThenLbOut,
         Scenario::LbOutAndBack,
         Scenario::LbRestartedWhileBackendAdded,
-    ] {
-        let (with, dw) = run_once(&topo, scenario, true, args.connections)?;
-        let (without, dwo) = run_once(&topo, scenario, false, args.connections)?;
+    ];
+    let chosen = if args.crr_only {
+        &all[..0]
+    } else if args.quick {
+        &all[..1]
+    } else {
+        &all[..]
+    };
+    for (k, &scenario) in chosen.iter().enumerate() {
+        // Alternate which mode runs first, so drift favours neither.
+        let ((with, dw), (without, dwo)) = if k % 2 == 0 {
+            let w = run_once(&topo, scenario, true, args.connections)?;
+            (w, run_once(&topo, scenario, false, args.connections)?)
+        } else {
+            let wo = run_once(&topo, scenario, false, args.connections)?;
+            (run_once(&topo, scenario, true, args.connections)?, wo)
+        };
         scenarios.push(ScenarioResult {
             name: scenario.name(),
             connections: args.connections,
@@ -403,16 +557,20 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
     let dur = Duration::from_secs_f64(args.crr_secs);
     topo.set_ecmp(&[true, true])?;
     let lbs = start_lbs(&topo, true, &INITIAL_RING)?;
-    // Paired rounds in ABBA order (with, without, without, with, ...) so
-    // drift (other load, TIME_WAIT build-up) hits both sides alike. The
-    // ratio is the median of the per-pair rate ratios; the table shows the
-    // means over all rounds.
-    let rounds: u32 = 6;
+    // Paired rounds, the order alternating (with, without, without, with,
+    // ...), so drift (other load, TIME_WAIT build-up) hits both sides
+    // alike. After every switch of the programs a short warm-up run is
+    // discarded (attach/detach, first connections of a new state), and the
+    // client threads are pinned one per CPU. The ratio is the median of the
+    // per-pair rate ratios; the table shows the means over all rounds.
+    let pairs = args.crr_pairs.max(1);
+    let per_round = dur / pairs;
+    let warmup = Duration::from_millis(50).min(per_round);
     let mut with = Vec::new();
     let mut without = Vec::new();
     let mut ratios = Vec::new();
     let mut client_link = Some(client_link);
-    for round in 0..rounds {
+    for round in 0..pairs {
         let order = if round % 2 == 0 {
             [true, false]
         } else {
@@ -431,18 +589,22 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
                     p.set_sockops(on)?;
                 }
             }
-            progress(format!(
-                "CRR round {}/{rounds}: connect-request-close {} the sock_ops programs",
-                round + 1,
-                if on { "with" } else { "without" }
-            ));
-            pair[k] = workload::crr(&topo.client, 2, dur / rounds)?;
+            workload::crr(&topo.client, 2, warmup)?; // not counted
+            pair[k] = workload::crr(&topo.client, 2, per_round)?;
         }
         let (w, wo) = if order[0] {
             (pair[0], pair[1])
         } else {
             (pair[1], pair[0])
         };
+        if std::env::var_os("LAB_CRR_DEBUG").is_some() {
+            progress(format!(
+                "CRR pair {}/{pairs}: with {:.0} req/s, without {:.0} req/s",
+                round + 1,
+                w.rps,
+                wo.rps
+            ));
+        }
         if wo.rps > 0.0 {
             ratios.push(w.rps / wo.rps);
         }
@@ -456,6 +618,10 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
         n if n % 2 == 1 => ratios[n / 2],
         n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
     };
+    let crr_ratio_range = (
+        ratios.first().copied().unwrap_or(0.0),
+        ratios.last().copied().unwrap_or(0.0),
+    );
     let with = CrrResult::merge(&with);
     let without = CrrResult::merge(&without);
     drop(lbs);
@@ -465,6 +631,9 @@ fn lab(args: &Args) -> Result<LabReport, Error> {
     drop(pass_links);
     Ok(LabReport {
         crr_ratio,
+        crr_ratio_min: crr_ratio_range.0,
+        crr_ratio_max: crr_ratio_range.1,
+        crr_pairs: pairs,
         scenarios,
         crr_with_sockops: with.into(),
         crr_without_sockops: without.into(),
@@ -530,8 +699,8 @@ fn print_table(r: &LabReport, to_stderr: bool) {
     for s in &r.scenarios {
         for (mode, d) in [("with", &s.detail_with), ("without", &s.detail_without)] {
             out.push_str(&format!(
-                "  {:<44} {:<8} healthy {:>4}  reset {:>4}  stalled {:>4}  sid-routed pkts {:>7}\n",
-                s.name, mode, d.healthy, d.reset, d.stalled, d.sid_routed
+                "  {:<44} {:<8} healthy {:>4}  reset {:>4}  stalled {:>4}  sid-routed pkts {:>7}  VIP pkts per LB before/after LB1 out {:?} / {:?}\n",
+                s.name, mode, d.healthy, d.reset, d.stalled, d.sid_routed, d.lb_packets_before, d.lb_packets_after
             ));
         }
     }
@@ -549,8 +718,8 @@ fn print_table(r: &LabReport, to_stderr: bool) {
         ));
     }
     out.push_str(&format!(
-        "ratio (with / without, median of 6 paired rounds): {:.3}\n",
-        r.crr_ratio
+        "ratio (with / without, median of {} paired rounds): {:.3} (per-pair range {:.3} .. {:.3})\n",
+        r.crr_pairs, r.crr_ratio, r.crr_ratio_min, r.crr_ratio_max
     ));
     if to_stderr {
         eprint!("{out}");
@@ -560,7 +729,7 @@ fn print_table(r: &LabReport, to_stderr: bool) {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let Some(child) = &args.backend_child {
         let parsed = (|| -> Option<BackendArgs> {
             Some(BackendArgs {
@@ -589,7 +758,20 @@ fn main() -> ExitCode {
         eprintln!("cannot install the Ctrl-C handler: {e}");
         return ExitCode::FAILURE;
     }
-    match lab(&args) {
+    if args.quick {
+        args.connections = 60;
+        args.crr_secs = 1.0;
+        args.crr_pairs = 2;
+    }
+    let mut created = Created::default();
+    let result = lab(&args, &mut created);
+    // Everything is dropped now: look for what is left before saying so.
+    let left = created.leftovers();
+    if !left.is_empty() {
+        eprintln!("lab failed: left behind: {}", left.join(", "));
+        return ExitCode::FAILURE;
+    }
+    match result {
         Ok(report) => {
             print_table(&report, args.json);
             if args.json {
@@ -601,7 +783,30 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            progress("clean: no namespace, cgroup, link or process left behind");
+            progress(format!(
+                "clean: checked {} namespaces, {} cgroups, {} backend processes and bpffs: nothing left behind",
+                created.netns.len(),
+                created.cgroups.len(),
+                created.pids.len()
+            ));
+            let broken: Vec<String> = report
+                .scenarios
+                .iter()
+                .filter(|s| s.broken_with_server_id > 0)
+                .map(|s| format!("{}: {} broken", s.name, s.broken_with_server_id))
+                .collect();
+            if !broken.is_empty() {
+                eprintln!(
+                    "lab failed: connections to healthy backends broke with server_id routing: {}",
+                    broken.join("; ")
+                );
+                return ExitCode::FAILURE;
+            }
+            let errors = report.crr_with_sockops.errors + report.crr_without_sockops.errors;
+            if errors > 0 {
+                eprintln!("lab failed: {errors} CRR transactions failed");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -224,8 +224,18 @@ pub(crate) fn crr(
     dur: Duration,
 ) -> Result<CrrResult, Box<dyn std::error::Error + Send + Sync>> {
     let mut handles = Vec::new();
-    for _ in 0..threads {
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    for t in 0..threads {
         handles.push(client.spawn(move || {
+            // One client thread per CPU, pinned: a thread that migrates
+            // (or two that share a CPU while the other idles) shows up as
+            // tail latency that belongs to neither side of the comparison.
+            let mut set = nix::sched::CpuSet::new();
+            if set.set(t % ncpu).is_ok() {
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+            }
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let end = Instant::now() + dur;

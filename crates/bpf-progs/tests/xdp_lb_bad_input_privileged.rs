@@ -182,11 +182,37 @@ fn privileged_bad_ihl_and_version() {
                 "IHL {ihl}"
             );
         } else {
-            // IHL >= 5 reads options/TCP from the wrong place: a defined verdict either way.
-            assert!(matches!(
-                d.verdict,
-                Verdict::Drop | Verdict::Tx | Verdict::Pass
-            ));
+            // IHL >= 5: the bytes after the 20-byte header count as IP
+            // options and the ports are read at offset 4 * IHL (inside the
+            // real TCP header or its payload), the TCP data offset at
+            // 4 * IHL + 12. A data offset that is < 5 or runs past the
+            // frame is malformed. Otherwise the packet is to the VIP's
+            // address but is the VIP's flow only if those bytes say port
+            // 80: then it is forwarded and carried unchanged in the tunnel;
+            // else it is no VIP's and passes untouched.
+            let l4 = 14 + 4 * usize::from(ihl);
+            let dport = u16::from_be_bytes([p[l4 + 2], p[l4 + 3]]);
+            let doff = usize::from(p[l4 + 12] >> 4);
+            if doff < 5 || l4 + 4 * doff > p.len() {
+                assert_eq!(
+                    (d.verdict, d.outcome),
+                    (Verdict::Drop, Outcome::Malformed),
+                    "IHL {ihl}: TCP data offset {doff} at {l4}"
+                );
+            } else if dport == 80 {
+                let Outcome::Forwarded { backend, .. } = d.outcome else {
+                    panic!("IHL {ihl}: {:?}, expected forwarded", d.outcome);
+                };
+                assert_eq!(d.verdict, Verdict::Tx, "IHL {ihl}");
+                assert_encap(&d.packet, &p, backend);
+            } else {
+                assert_eq!(
+                    (d.verdict, d.outcome),
+                    (Verdict::Pass, Outcome::NotVip),
+                    "IHL {ihl}: ports read at offset {l4}, dport {dport}"
+                );
+                assert_eq!(d.packet, p, "IHL {ihl}: passed packets are not rewritten");
+            }
         }
     }
     let mut p = good.clone();

@@ -163,7 +163,21 @@ fn privileged_ipv6_vip_refuses_ipv4_backends() {
     let err = fx
         .lb
         .set_backends(&tcp_vip6(), &[Backend::new(backend4(1))]);
-    assert!(err.is_err(), "IPv6 VIP with IPv4 backend must be refused");
+    // Refused for that reason (not any error), and nothing was written: the
+    // VIP still has no backend.
+    let msg = err
+        .expect_err("IPv6 VIP with IPv4 backend must be refused")
+        .to_string();
+    assert!(
+        msg.contains("IPv6 VIP cannot tunnel to IPv4 backend 10."),
+        "refused for the wrong reason: {msg}"
+    );
+    fx.sync();
+    let d = fx.check(&tcp6(client6(1), 1, vip6(), 443, true, &[], b""));
+    assert_eq!(
+        (d.verdict, d.outcome),
+        (Verdict::Drop, Outcome::UnknownBackend)
+    );
 }
 
 #[test]
@@ -560,11 +574,7 @@ fn privileged_shared_connection_table() {
     let mut fx = Fx::new(test_config().conn_table_shared(true));
     fx.add_vip(tcp_vip4(), VipFlags::NONE);
     fx.set_backends(&tcp_vip4(), &backends(&[backend4(1), backend4(2)]));
-    assert_eq!(
-        fx.lb.lru_entries(),
-        fx.lb.conn_sets_per_cpu() * 4,
-        "one table"
-    );
+    // The flows are learned on CPU 0 (Fx pins there) ...
     for i in 0..50 {
         fx.check(&tcp4(client4(i), 7, vip4(), 80, true, &[], b""));
     }
@@ -573,6 +583,16 @@ fn privileged_shared_connection_table() {
         &tcp_vip4(),
         &backends(&[backend4(1), backend4(2), backend4(3)]),
     );
+    // ... and found on CPU 1: one table for all CPUs. (Per-CPU tables would
+    // miss here and route by the new ring.)
+    // A machine without CPU 1 fails here: a shared table is only told
+    // apart from per-CPU tables on 2+ CPUs.
+    let mut set = nix::sched::CpuSet::new();
+    set.set(1).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .expect("CPU 1 (a shared table is only told apart on 2+ CPUs)");
+    // SAFETY: sched_getcpu takes no arguments and only reads the caller's CPU.
+    assert_eq!(unsafe { nix::libc::sched_getcpu() }, 1, "running on CPU 1");
     for i in 0..50 {
         let d = fx.check(&tcp4(client4(i), 7, vip4(), 80, false, &[], b"x"));
         assert_eq!(forwarded(&d).1, Route::Lru);

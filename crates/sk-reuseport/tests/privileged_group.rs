@@ -102,6 +102,23 @@ fn pin_cpu(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu).unwrap();
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+    // SAFETY: sched_getcpu takes no arguments and only reads the caller's CPU.
+    let now = unsafe { nix::libc::sched_getcpu() };
+    assert_eq!(now, cpu as i32, "pinned to CPU {cpu} but running on {now}");
+}
+
+/// The CPUs a steering test checks: every CPU up to 3 (one per slot). A
+/// machine with one CPU cannot show that steering follows the CPU: that is a
+/// failure, not a silent pass on CPU 0.
+fn steering_cpus(test: &str) -> usize {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    assert!(
+        n >= 2,
+        "{test}: CPU steering needs at least 2 CPUs to be checked; this machine has {n}"
+    );
+    n.min(3)
 }
 
 #[test]
@@ -170,34 +187,29 @@ fn privileged_tcp_steering_by_cpu() {
     if !require_bpf("privileged_tcp_steering_by_cpu") {
         return;
     }
-    if std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        < 2
-    {
-        eprintln!("privileged_tcp_steering_by_cpu: needs 2 CPUs, the machine has 1; CPU steering checked on CPU 0 only");
-    }
-    let ncpu = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(2);
+    let ncpu = steering_cpus("privileged_tcp_steering_by_cpu");
     let ns = NetNs::new("rpcpu").unwrap();
     ns.run(move || {
         let addr: SocketAddr = "127.0.0.1:7002".parse().unwrap();
         let mut c = cfg("cpu");
         c.tcp_mode = SelectMode::Cpu;
         let group = ReuseportGroup::create(addr, Proto::Tcp, c).unwrap();
-        let a = [tcp(addr), tcp(addr)];
+        // Three sockets: CPU c maps to slot c % 3, so CPUs 0, 1 (and 2)
+        // each have a slot of their own, and a program that ignored the CPU
+        // (or always used CPU 0) would fail on CPU 1.
+        let a = [tcp(addr), tcp(addr), tcp(addr)];
         group.activate(group.add_generation(&a).unwrap()).unwrap();
         for cpu in 0..ncpu {
             pin_cpu(cpu);
             let _c = connect_n(addr, 10);
-            let n = drain_accepts(&[&a[0], &a[1]]);
+            let n = drain_accepts(&[&a[0], &a[1], &a[2]]);
+            let mut want = [0; 3];
+            want[cpu % 3] = 10;
             assert_eq!(
-                n[cpu % 2],
-                10,
-                "SYNs handled on CPU {cpu} all go to slot {}: {n:?}",
-                cpu % 2
+                n,
+                want,
+                "SYNs handled on CPU {cpu} all go to slot {}",
+                cpu % 3
             );
         }
     })
@@ -833,17 +845,14 @@ fn privileged_udp_steering_by_cpu() {
     if !require_bpf("privileged_udp_steering_by_cpu") {
         return;
     }
-    let ncpu = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(2);
+    let ncpu = steering_cpus("privileged_udp_steering_by_cpu");
     let ns = NetNs::new("rpucpu").unwrap();
     ns.run(move || {
         let addr: SocketAddr = "127.0.0.1:7060".parse().unwrap();
         let mut c = cfg("ucpu");
         c.udp_mode = SelectMode::Cpu;
         let group = ReuseportGroup::create(addr, Proto::Udp, c).unwrap();
-        let a = [udp(addr), udp(addr)];
+        let a = [udp(addr), udp(addr), udp(addr)];
         group.activate(group.add_generation(&a).unwrap()).unwrap();
         for cpu in 0..ncpu {
             pin_cpu(cpu);
@@ -853,12 +862,12 @@ fn privileged_udp_steering_by_cpu() {
             for c in &clients {
                 c.send_to(b"\xc0cpu", addr).unwrap();
             }
-            let got = recv_all(&[&a[0], &a[1]], 10);
+            let got = recv_all(&[&a[0], &a[1], &a[2]], 10);
             assert_eq!(got.len(), 10);
             assert!(
-                got.iter().all(|(i, _)| *i == cpu % 2),
+                got.iter().all(|(i, _)| *i == cpu % 3),
                 "new flows sent from CPU {cpu} go to slot {}: {got:?}",
-                cpu % 2
+                cpu % 3
             );
         }
     })
