@@ -40,6 +40,7 @@
 pub mod flow_hash;
 pub mod model;
 mod percpu;
+pub mod sk_lookup;
 pub mod sk_reuseport_select;
 pub mod skel;
 pub mod sockops_server_id;
