@@ -10,6 +10,7 @@
 //! | `tcp-opt`      | [`flowpin_tcp_opt`]     | no          |
 //! | `bpf`          | [`flowpin_bpf_progs`]   | yes         |
 //! | `sk-reuseport` | [`flowpin_sk_reuseport`]| yes         |
+//! | `sk-lookup`    | [`flowpin_sk_lookup`]   | yes         |
 //!
 //! Depend on `flowpin` with `default-features = false, features = ["maglev",
 //! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
@@ -31,3 +32,6 @@ pub use flowpin_bpf_progs as bpf;
 
 #[cfg(feature = "sk-reuseport")]
 pub use flowpin_sk_reuseport as sk_reuseport;
+
+#[cfg(feature = "sk-lookup")]
+pub use flowpin_sk_lookup as sk_lookup;
