@@ -280,7 +280,15 @@ impl SkLookup {
         );
         match self.destinations.delete(&index.to_ne_bytes()) {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
+            // A socket map answers EINVAL for an empty slot of a valid index.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    libbpf_rs::ErrorKind::NotFound | libbpf_rs::ErrorKind::InvalidInput
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(kerr("map destinations", "delete")(e)),
         }
     }
