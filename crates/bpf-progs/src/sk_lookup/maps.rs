@@ -265,7 +265,7 @@ impl SkLookup {
                     "map destinations",
                     "update",
                     &e,
-                    "the socket must be a TCP listener or a bound UDP socket of this network namespace",
+                    "the socket must be a TCP listener or a bound UDP socket; EBUSY: it is in another socket map already (e.g. a reuseport group's socket array: register another member of the group, one in no generation)",
                 ))
             })
     }
