@@ -9,3 +9,4 @@ cd "$(dirname "$0")/.."
 cargo build --workspace --examples --locked
 cargo test --workspace --all-targets --locked --no-fail-fast
 cargo test --workspace --doc --locked
+cargo run --release --locked --example any_port -- --quick  # sk_lookup invariants (issue 15)
