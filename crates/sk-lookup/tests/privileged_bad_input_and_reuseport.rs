@@ -1,6 +1,7 @@
 //! Bad input changes nothing (live, through the kernel), and a label that
 //! names a socket of a SO_REUSEPORT group lets the group's sk_reuseport
 //! program pick. Root only; as root nothing skips.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! redirect by port and by address (TCP, UDP, IPv4, IPv6, v4-mapped),
 //! any-port bindings, precedence, pass when no socket is registered,
 //! restart, concurrency, cleanup. Root only; as root nothing skips.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

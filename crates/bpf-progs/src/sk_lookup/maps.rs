@@ -18,6 +18,8 @@ use super::{
 // of integers and integer arrays, without implicit padding (explicit `_pad`
 // fields; `struct_layouts_have_no_padding` checks the sizes), so every bit
 // pattern is valid and every byte is initialised.
+//
+// SAFETY: as above, for fp_skl_key.
 unsafe impl plain::Plain for fp_skl_key {}
 // SAFETY: see above.
 unsafe impl plain::Plain for fp_skl_binding {}
