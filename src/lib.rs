@@ -16,7 +16,13 @@
 //! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
 #![forbid(unsafe_code)]
 #![cfg_attr(
-    all(feature = "maglev", feature = "tcp-opt", feature = "bpf", feature = "sk-reuseport"),
+    all(
+        feature = "maglev",
+        feature = "tcp-opt",
+        feature = "bpf",
+        feature = "sk-reuseport",
+        feature = "sk-lookup"
+    ),
     doc = include_str!("../README.md")
 )]
 #![deny(missing_docs)]
