@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use flowpin_bpf_progs::sk_lookup::types::fp_skl_dest;
 use flowpin_bpf_progs::sk_lookup::{
-    LabelStats, NetnsRef, SkLookup, SkLookupConfig, SkLookupError, SkLookupLink, SkLookupStats,
-    FAMILY_V4, FAMILY_V6, MAX_LABELS,
+    summary_of, LabelStats, NetnsRef, SkLookup, SkLookupConfig, SkLookupError, SkLookupLink,
+    SkLookupStats, FAMILY_V4, FAMILY_V6, MAX_LABELS,
 };
 use nix::fcntl::{Flock, FlockArg};
 use socket2::SockRef;
@@ -279,11 +279,16 @@ impl Dispatcher {
         self.bind_many(&[(binding, label.clone())])
     }
 
-    /// Adds bindings, all or none (one batch map update when the kernel
-    /// supports it).
+    /// Adds bindings, all or none. Under the lock: one read of the maps
+    /// (batch lookups), every check in memory ([`Table::plan_bind`]), then
+    /// the writes — host prefixes in one batch update of the hash, the
+    /// others in one of the trie.
     pub fn bind_many(&self, bindings: &[(Binding, Label)]) -> Result<()> {
         let _lock = self.lock()?;
-        let plan = self.table()?.plan_bind(bindings)?;
+        let table = self.table()?;
+        let plan = table.plan_bind(bindings)?;
+        let before = summary_of(&table.keys());
+        let after = before | summary_of(plan.insert.iter().map(|(k, _)| k));
         let mut created = Vec::new();
         let undo = |created: &[&Label]| {
             for l in created {
@@ -301,8 +306,15 @@ impl Dispatcher {
             }
             created.push(label);
         }
+        // The program may look for the new bindings before they are there,
+        // never skip ones that are.
+        if let Err(e) = self.prog.write_summary(after) {
+            undo(&created);
+            return Err(kernel("writing the summary")(e));
+        }
         if let Err(e) = self.prog.insert_bindings(&plan.insert) {
             undo(&created);
+            let _ = self.prog.write_summary(before);
             return Err(kernel("inserting bindings")(e));
         }
         Ok(())
@@ -317,12 +329,23 @@ impl Dispatcher {
     /// Removes bindings, all or none.
     pub fn unbind_many(&self, bindings: &[Binding]) -> Result<()> {
         let _lock = self.lock()?;
-        let plan = self.table()?.plan_unbind(bindings)?;
+        let table = self.table()?;
+        let plan = table.plan_unbind(bindings)?;
         for k in &plan.delete {
             self.prog
                 .delete_binding(k)
                 .map_err(kernel("deleting a binding"))?;
         }
+        // Cleared once the bindings are gone.
+        let left: Vec<_> = table
+            .bindings
+            .keys()
+            .filter(|b| !bindings.contains(b))
+            .map(Binding::key)
+            .collect();
+        self.prog
+            .write_summary(summary_of(&left))
+            .map_err(kernel("writing the summary"))?;
         for &i in &plan.clear_destinations {
             self.prog
                 .remove_destination(i)

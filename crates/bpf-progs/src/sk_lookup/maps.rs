@@ -2,25 +2,29 @@
 //! as the skeleton's generated struct through `plain` (checked length and
 //! alignment), never at hand-counted offsets.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::types::{
-    fp_skl_binding, fp_skl_dest, fp_skl_key, fp_skl_label, fp_skl_label_name, fp_skl_stats,
+    fp_skl_binding, fp_skl_dest, fp_skl_host_key, fp_skl_key, fp_skl_label, fp_skl_label_name,
+    fp_skl_stats,
 };
 use super::{
-    KernelError, Result, SkLookup, SkLookupError, DESTINATIONS, LABEL_MAX, MAX_LABELS,
-    STATS_UNMATCHED,
+    summary_shift, KernelError, Result, SkLookup, SkLookupError, DESTINATIONS, FAMILY_V6,
+    IPPROTO_UDP, KEY_HEADER_BITS, KIND_HOST_ANY, KIND_HOST_PORT, KIND_NET_ANY, KIND_NET_PORT,
+    LABEL_MAX, MAX_LABELS, PORT_ANY, STATS_UNMATCHED,
 };
 
-// SAFETY (all five): #[repr(C)] structs generated from sk_lookup.h made only
+// SAFETY (all seven): #[repr(C)] structs generated from sk_lookup.h made only
 // of integers and integer arrays, without implicit padding (explicit `_pad`
 // fields; `struct_layouts_have_no_padding` checks the sizes), so every bit
 // pattern is valid and every byte is initialised.
 //
 // SAFETY: as above, for fp_skl_key.
 unsafe impl plain::Plain for fp_skl_key {}
+// SAFETY: see above.
+unsafe impl plain::Plain for fp_skl_host_key {}
 // SAFETY: see above.
 unsafe impl plain::Plain for fp_skl_binding {}
 // SAFETY: see above.
@@ -46,6 +50,25 @@ fn read<T: plain::Plain + Default>(map: &'static str, b: &[u8]) -> Result<T> {
         want: std::mem::size_of::<T>() as u32,
     })?;
     Ok(v)
+}
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call of [`SkLookup::read_bindings`].
+pub const READ_BATCH: usize = 4096;
+
+const ENOENT: i32 = 2;
+const EINVAL: i32 = 22;
+const EOPNOTSUPP: i32 = 95;
+/// The kernel-internal "not supported" some map types answer batch ops with.
+const ENOTSUPP: i32 = 524;
+const INSERT_HINT: &str = "ENOSPC/E2BIG/ENOMEM: the bindings trie is full; EEXIST: a binding exists (written without the dispatcher's lock?)";
+
+fn batch_opts() -> libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+    libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
+        elem_flags: 0,
+        flags: 0,
+        ..Default::default()
+    }
 }
 
 fn kerr(map: &'static str, op: &'static str) -> impl Fn(libbpf_rs::Error) -> SkLookupError {
@@ -123,6 +146,196 @@ fn label_name(k: &fp_skl_label_name) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
+/// Whether a binding key is a host prefix (`/32`, `/128`), kept in `hosts`.
+fn is_host(k: &fp_skl_key) -> bool {
+    let full = if k.family == FAMILY_V6 { 128 } else { 32 };
+    k.prefixlen == KEY_HEADER_BITS + full
+}
+
+fn host_key(k: &fp_skl_key) -> fp_skl_host_key {
+    fp_skl_host_key {
+        protocol: k.protocol,
+        family: k.family,
+        port: k.port,
+        addr: k.addr,
+    }
+}
+
+fn trie_key(h: &fp_skl_host_key) -> fp_skl_key {
+    let full = if h.family == FAMILY_V6 { 128 } else { 32 };
+    fp_skl_key {
+        prefixlen: KEY_HEADER_BITS + full,
+        protocol: h.protocol,
+        family: h.family,
+        port: h.port,
+        addr: h.addr,
+    }
+}
+
+/// The summary word for a set of binding keys: per (protocol, family), which
+/// of the program's four lookups can match (see `sk_lookup.h`).
+pub fn summary_of<'a>(keys: impl IntoIterator<Item = &'a fp_skl_key>) -> u32 {
+    keys.into_iter().fold(0, |acc, k| {
+        let kind = match (is_host(k), k.port == PORT_ANY) {
+            (true, false) => KIND_HOST_PORT,
+            (true, true) => KIND_HOST_ANY,
+            (false, false) => KIND_NET_PORT,
+            (false, true) => KIND_NET_ANY,
+        };
+        acc | kind << summary_shift(k.protocol == IPPROTO_UDP, k.family == FAMILY_V6)
+    })
+}
+
+/// Reads a whole map with `BPF_MAP_LOOKUP_BATCH`, one syscall per
+/// [`READ_BATCH`] entries. `None` if the kernel has no batch ops for it.
+fn read_batch<K: plain::Plain + Default, V: plain::Plain + Default>(
+    map: &MapHandle,
+    name: &'static str,
+) -> Result<Option<Vec<(K, V)>>> {
+    let ksz = std::mem::size_of::<K>();
+    let vsz = std::mem::size_of::<V>();
+    let mut out = Vec::new();
+    let mut keys = vec![0u8; READ_BATCH * ksz];
+    let mut vals = vec![0u8; READ_BATCH * vsz];
+    // The batch token: a key for tries (generic batch ops), a bucket index
+    // (u32) for hashes.
+    let mut token = vec![0u8; ksz.max(4)];
+    let mut first = true;
+    let opts = batch_opts();
+    loop {
+        let mut count = READ_BATCH as u32;
+        let mut prev = token.clone();
+        // SAFETY: `keys` and `vals` hold `count` keys and values of the
+        // map's sizes (checked at open against K and V), `prev` and `token`
+        // one batch token each; all live for the call, which writes at most
+        // `count` entries and one token.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                if first {
+                    std::ptr::null_mut()
+                } else {
+                    prev.as_mut_ptr().cast()
+                },
+                token.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let errno = if rc < 0 { -rc } else { 0 };
+        if first && count == 0 && matches!(errno, EINVAL | EOPNOTSUPP | ENOTSUPP) {
+            return Ok(None);
+        }
+        if errno != 0 && errno != ENOENT {
+            return Err(KernelError::errno(name, "lookup_batch", errno, "").into());
+        }
+        let n = (count as usize).min(READ_BATCH);
+        for (k, v) in keys[..n * ksz]
+            .chunks_exact(ksz)
+            .zip(vals[..n * vsz].chunks_exact(vsz))
+        {
+            out.push((read(name, k)?, read(name, v)?));
+        }
+        if errno == ENOENT {
+            return Ok(Some(out));
+        }
+        first = false;
+    }
+}
+
+/// Reads a whole map one key at a time (kernels without batch ops).
+fn read_one_by_one<K: plain::Plain + Default, V: plain::Plain + Default>(
+    map: &MapHandle,
+    name: &'static str,
+) -> Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    for k in map.keys() {
+        if let Some(v) = map
+            .lookup(&k, MapFlags::ANY)
+            .map_err(kerr(name, "lookup"))?
+        {
+            out.push((read(name, &k)?, read(name, &v)?));
+        }
+    }
+    Ok(out)
+}
+
+fn read_all<K: plain::Plain + Default, V: plain::Plain + Default>(
+    map: &MapHandle,
+    name: &'static str,
+) -> Result<Vec<(K, V)>> {
+    match read_batch(map, name)? {
+        Some(v) => Ok(v),
+        None => read_one_by_one(map, name),
+    }
+}
+
+/// Inserts entries absent from `map` in one `BPF_MAP_UPDATE_BATCH` (one
+/// update each where the kernel has no batch ops for the map). All or none.
+fn insert_all<K: plain::Plain, V: plain::Plain>(
+    map: &MapHandle,
+    name: &'static str,
+    entries: &[(K, V)],
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut keys = Vec::with_capacity(entries.len() * std::mem::size_of::<K>());
+    let mut vals = Vec::with_capacity(entries.len() * std::mem::size_of::<V>());
+    for (k, v) in entries {
+        keys.extend_from_slice(bytes(k));
+        vals.extend_from_slice(bytes(v));
+    }
+    let n = u32::try_from(entries.len()).map_err(|_| {
+        SkLookupError::InvalidConfig(format!("{} bindings in one call", entries.len()))
+    })?;
+    let mut count = n;
+    let opts = batch_opts();
+    // SAFETY: `keys` and `vals` hold `n` keys and values of the map's sizes
+    // (checked at open against K and V); the kernel reads them and writes
+    // the number it applied into the live local `count`.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_update_batch(
+            map.as_fd().as_raw_fd(),
+            keys.as_ptr().cast(),
+            vals.as_ptr().cast(),
+            &mut count,
+            &opts,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let errno = -rc;
+    let applied = (count as usize).min(entries.len());
+    if applied == 0 && matches!(errno, EINVAL | EOPNOTSUPP | ENOTSUPP) {
+        for (i, (k, v)) in entries.iter().enumerate() {
+            if let Err(e) = map.update(bytes(k), bytes(v), MapFlags::NO_EXIST) {
+                remove_all(map, &entries[..i]);
+                return Err(with_hint(
+                    KernelError::libbpf(name, "update", &e, ""),
+                    INSERT_HINT,
+                ));
+            }
+        }
+        return Ok(());
+    }
+    remove_all(map, &entries[..applied]);
+    Err(with_hint(
+        KernelError::errno(name, "update_batch", errno, ""),
+        INSERT_HINT,
+    ))
+}
+
+/// Best-effort removal of entries this call inserted (the undo of a failure).
+fn remove_all<K: plain::Plain, V>(map: &MapHandle, entries: &[(K, V)]) {
+    for (k, _) in entries {
+        let _ = map.delete(bytes(k));
+    }
+}
+
 fn sum_stats(map: &MapHandle, index: u32) -> Result<LabelStats> {
     let per_cpu = map
         .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
@@ -136,75 +349,82 @@ fn sum_stats(map: &MapHandle, index: u32) -> Result<LabelStats> {
 }
 
 impl SkLookup {
-    /// Every binding of the trie.
+    /// Every binding: the trie's and the host hash's (as trie keys of a
+    /// full-length prefix), read with `BPF_MAP_LOOKUP_BATCH` — one syscall
+    /// per [`READ_BATCH`] entries — or one lookup per key on kernels without
+    /// batch ops for these map types.
     pub fn read_bindings(&self) -> Result<Vec<(fp_skl_key, fp_skl_binding)>> {
-        let mut out = Vec::new();
-        for k in self.bindings.keys() {
-            if let Some(v) = self
-                .bindings
-                .lookup(&k, MapFlags::ANY)
-                .map_err(kerr("map bindings", "lookup"))?
-            {
-                out.push((read("bindings", &k)?, read("bindings", &v)?));
-            }
-        }
+        let mut out: Vec<(fp_skl_key, fp_skl_binding)> = read_all(&self.bindings, "map bindings")?;
+        let hosts: Vec<(fp_skl_host_key, fp_skl_binding)> = read_all(&self.hosts, "map hosts")?;
+        out.extend(hosts.iter().map(|(k, v)| (trie_key(k), *v)));
         Ok(out)
     }
 
-    /// Inserts new bindings (`BPF_NOEXIST`), in one `BPF_MAP_UPDATE_BATCH`
-    /// when the kernel supports it for LPM tries, else one update each. On a
-    /// failure the bindings of this call already inserted are removed again.
+    /// Inserts bindings that are in neither map: host prefixes into `hosts`,
+    /// the others into the trie, each in one `BPF_MAP_UPDATE_BATCH` (one
+    /// update per entry on kernels without batch ops). All or none: on a
+    /// failure the entries of this call already inserted are removed again.
+    ///
+    /// The caller guarantees absence (the `flowpin-sk-lookup` dispatcher
+    /// checks it against the maps under its lock): the batch runs with
+    /// `BPF_ANY`, because the kernel's generic batch update accepts no
+    /// per-element flag but `BPF_F_LOCK` (`generic_map_update_batch`;
+    /// `BPF_NOEXIST` there is EINVAL). The one-by-one fallback keeps
+    /// `BPF_NOEXIST`. The caller also sets the summary bits first
+    /// ([`write_summary`](Self::write_summary)).
     pub fn insert_bindings(&self, entries: &[(fp_skl_key, fp_skl_binding)]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut keys = Vec::with_capacity(entries.len() * std::mem::size_of::<fp_skl_key>());
-        let mut vals = Vec::with_capacity(entries.len() * std::mem::size_of::<fp_skl_binding>());
-        for (k, v) in entries {
-            keys.extend_from_slice(bytes(k));
-            vals.extend_from_slice(bytes(v));
-        }
-        let batch = self.bindings.update_batch(
-            &keys,
-            &vals,
-            entries.len() as u32,
-            MapFlags::NO_EXIST,
-            MapFlags::ANY,
-        );
-        let err = match batch {
-            Ok(()) => return Ok(()),
-            Err(e) => KernelError::libbpf("map bindings", "update_batch", &e, ""),
-        };
-        // EINVAL/EOPNOTSUPP/ENOTSUPP: no batch ops for this map type; anything
-        // else (EEXIST, E2BIG, ENOMEM) stopped part-way.
-        if !(err.is(22) || err.is(95) || err.is(524)) {
-            self.rollback(entries);
-            return Err(with_hint(
-                err,
-                "bindings trie full (E2BIG/ENOMEM) or a binding exists (EEXIST)",
-            ));
-        }
-        for (i, (k, v)) in entries.iter().enumerate() {
-            if let Err(e) = self.bindings.update(bytes(k), bytes(v), MapFlags::NO_EXIST) {
-                self.rollback(&entries[..i]);
-                return Err(with_hint(
-                    KernelError::libbpf("map bindings", "update", &e, ""),
-                    "bindings trie full (E2BIG/ENOMEM) or a binding exists (EEXIST)",
-                ));
-            }
+        let hosts: Vec<(fp_skl_host_key, fp_skl_binding)> = entries
+            .iter()
+            .filter(|(k, _)| is_host(k))
+            .map(|(k, v)| (host_key(k), *v))
+            .collect();
+        let nets: Vec<(fp_skl_key, fp_skl_binding)> = entries
+            .iter()
+            .filter(|(k, _)| !is_host(k))
+            .copied()
+            .collect();
+        insert_all(&self.hosts, "map hosts", &hosts)?;
+        if let Err(e) = insert_all(&self.bindings, "map bindings", &nets) {
+            remove_all(&self.hosts, &hosts);
+            return Err(e);
         }
         Ok(())
     }
 
-    fn rollback(&self, entries: &[(fp_skl_key, fp_skl_binding)]) {
-        for (k, _) in entries {
-            let _ = self.bindings.delete(bytes(k));
-        }
+    /// Writes the summary word (see [`summary_of`]): which lookups the
+    /// program makes.
+    pub fn write_summary(&self, word: u32) -> Result<()> {
+        self.summary
+            .update(&0u32.to_ne_bytes(), &word.to_ne_bytes(), MapFlags::ANY)
+            .map_err(kerr("map summary", "update"))
+    }
+
+    /// The summary word the program reads.
+    pub fn read_summary(&self) -> Result<u32> {
+        let v = self
+            .summary
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(kerr("map summary", "lookup"))?
+            .unwrap_or_default();
+        let mut b = [0u8; 4];
+        b.copy_from_slice(v.get(..4).ok_or(SkLookupError::Layout {
+            map: "summary",
+            what: "value size",
+            got: v.len() as u32,
+            want: 4,
+        })?);
+        Ok(u32::from_ne_bytes(b))
     }
 
     /// Removes one binding (exact key); `false` if there was none.
+    /// A host prefix is removed from `hosts`, any other from the trie.
     pub fn delete_binding(&self, key: &fp_skl_key) -> Result<bool> {
-        match self.bindings.delete(bytes(key)) {
+        let r = if is_host(key) {
+            self.hosts.delete(bytes(&host_key(key)))
+        } else {
+            self.bindings.delete(bytes(key))
+        };
+        match r {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(kerr("map bindings", "delete")(e)),

@@ -4,12 +4,15 @@
 //!
 //! The program runs when the kernel looks up the socket for a TCP SYN or a
 //! UDP datagram in the network namespace it is attached to. It looks the
-//! packet's (protocol, local address, local port) up in an LPM trie of
-//! *bindings*; a match names a *label*, and the socket registered for the
+//! packet's (protocol, local address, local port) up in its *bindings* — a
+//! hash of host prefixes (`/32`, `/128`) first, then an LPM trie of shorter
+//! ones; a match names a *label*, and the socket registered for the
 //! label (a TCP listener or a UDP socket, in a `SOCKMAP`) receives the
 //! packet. Precedence: the longest address prefix wins, then a specific
-//! port beats "any port" (the key scheme and why it takes two trie lookups
-//! are in `src/bpf/sk_lookup.h`). Anything else — no binding, no socket,
+//! port beats "any port" (the key scheme, the lookup order and why it
+//! keeps the precedence are in `src/bpf/sk_lookup.h`). A one-word
+//! *summary* tells the program which lookups can match at all, so a packet
+//! no binding can match costs one array read. Anything else — no binding, no socket,
 //! a socket the kernel refuses — falls through to the regular lookup. A
 //! socket of a `SO_REUSEPORT` group is assigned with the group's own
 //! selection left on, so the group's `sk_reuseport` program still picks.
@@ -26,7 +29,9 @@
 //!
 //! | map | type | key → value |
 //! |---|---|---|
-//! | `bindings` | `LPM_TRIE` ([`SkLookupConfig::max_bindings`]) | [`types::fp_skl_key`] → [`types::fp_skl_binding`] |
+//! | `bindings` | `LPM_TRIE` ([`SkLookupConfig::max_bindings`]) | [`types::fp_skl_key`] → [`types::fp_skl_binding`] (prefixes shorter than a host) |
+//! | `hosts` | `HASH` ([`SkLookupConfig::max_bindings`]) | [`types::fp_skl_host_key`] → [`types::fp_skl_binding`] (host prefixes) |
+//! | `summary` | `ARRAY[1]` | `0` → `u32`: [`KIND_HOST_PORT`]… bits at [`summary_shift`] |
 //! | `destinations` | `SOCKMAP[DESTINATIONS]` | `label * 2 + slot` → socket |
 //! | `labels` | `HASH[MAX_LABELS]` | [`types::fp_skl_label_name`] → [`types::fp_skl_label`] (user space only) |
 //! | `dest_meta` | `ARRAY[DESTINATIONS]` | index → [`types::fp_skl_dest`] (user space only) |
@@ -54,14 +59,15 @@ use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
 
 pub use error::{KernelError, SkLookupError};
 pub use link::{NetnsRef, SkLookupLink};
-pub use maps::{label_key, Destination, LabelStats, SkLookupStats};
+pub use maps::{label_key, summary_of, Destination, LabelStats, SkLookupStats, READ_BATCH};
 
 use crate::skel::sk_lookup::SkLookupSkelBuilder;
 
 /// The map layouts, generated from `src/bpf/sk_lookup.h` by libbpf-cargo.
 pub mod types {
     pub use crate::skel::sk_lookup::types::{
-        fp_skl_binding, fp_skl_dest, fp_skl_key, fp_skl_label, fp_skl_label_name, fp_skl_stats,
+        fp_skl_binding, fp_skl_dest, fp_skl_host_key, fp_skl_key, fp_skl_label, fp_skl_label_name,
+        fp_skl_stats,
     };
 }
 
@@ -89,15 +95,34 @@ pub const FAMILY_V6: u8 = 6;
 pub const PORT_ANY: u16 = 0;
 /// Key bits before the address: protocol, family, port (`FP_SKL_KEY_HEADER_BITS`).
 pub const KEY_HEADER_BITS: u32 = 32;
+/// Summary bit: a host binding (`hosts`) with a specific port (`FP_SKL_KIND_HOST_PORT`).
+pub const KIND_HOST_PORT: u32 = 1;
+/// Summary bit: a host binding for any port (`FP_SKL_KIND_HOST_ANY`).
+pub const KIND_HOST_ANY: u32 = 2;
+/// Summary bit: a trie binding with a specific port (`FP_SKL_KIND_NET_PORT`).
+pub const KIND_NET_PORT: u32 = 4;
+/// Summary bit: a trie binding for any port (`FP_SKL_KIND_NET_ANY`).
+pub const KIND_NET_ANY: u32 = 8;
+/// Summary bits per (protocol, family) (`FP_SKL_KINDS`).
+pub const KINDS: u32 = 4;
+
+/// Shift of the (protocol, family) group in the summary word
+/// (`FP_SKL_SUMMARY_SHIFT(udp, v6)`).
+pub fn summary_shift(udp: bool, v6: bool) -> u32 {
+    (u32::from(udp) * 2 + u32::from(v6)) * KINDS
+}
+
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u8 = 6;
 /// `IPPROTO_UDP`.
 pub const IPPROTO_UDP: u8 = 17;
 
 /// Files pinned by [`SkLookup::pin`] under its directory.
-pub const PIN_NAMES: [&str; 6] = [
+pub const PIN_NAMES: [&str; 8] = [
     "prog",
     "bindings",
+    "hosts",
+    "summary",
     "destinations",
     "labels",
     "dest_meta",
@@ -110,7 +135,8 @@ type Result<T> = std::result::Result<T, SkLookupError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SkLookupConfig {
-    /// Capacity of the bindings trie (entries are allocated on demand).
+    /// Capacity of the bindings trie, and of the host-binding hash (entries
+    /// are allocated on demand in both).
     pub max_bindings: u32,
 }
 
@@ -151,6 +177,8 @@ impl SkLookupConfig {
 pub struct SkLookup {
     prog: ProgramHandle,
     bindings: MapHandle,
+    hosts: MapHandle,
+    summary: MapHandle,
     destinations: MapHandle,
     labels: MapHandle,
     dest_meta: MapHandle,
@@ -172,6 +200,10 @@ impl SkLookup {
             .bindings
             .set_max_entries(config.max_bindings)
             .map_err(|e| KernelError::libbpf("map bindings", "set_max_entries", &e, ""))?;
+        open.maps
+            .hosts
+            .set_max_entries(config.max_bindings)
+            .map_err(|e| KernelError::libbpf("map hosts", "set_max_entries", &e, ""))?;
         let skel = open
             .load()
             .map_err(|e| KernelError::libbpf("object sk_lookup", "load", &e, LOAD_HINT))?;
@@ -183,6 +215,8 @@ impl SkLookup {
             prog: ProgramHandle::try_from(&skel.progs.flowpin_sk_lookup)
                 .map_err(|e| KernelError::libbpf("program flowpin_sk_lookup", "dup fd", &e, ""))?,
             bindings: h(&skel.maps.bindings, "map bindings")?,
+            hosts: h(&skel.maps.hosts, "map hosts")?,
+            summary: h(&skel.maps.summary, "map summary")?,
             destinations: h(&skel.maps.destinations, "map destinations")?,
             labels: h(&skel.maps.labels, "map labels")?,
             dest_meta: h(&skel.maps.dest_meta, "map dest_meta")?,
@@ -207,6 +241,10 @@ impl SkLookup {
         self.bindings
             .pin(p("bindings"))
             .map_err(|e| err("bindings", e))?;
+        self.hosts.pin(p("hosts")).map_err(|e| err("hosts", e))?;
+        self.summary
+            .pin(p("summary"))
+            .map_err(|e| err("summary", e))?;
         self.destinations
             .pin(p("destinations"))
             .map_err(|e| err("destinations", e))?;
@@ -238,6 +276,8 @@ impl SkLookup {
                 KernelError::libbpf(format!("pin {}", p("prog").display()), "open", &e, HINT)
             })?,
             bindings: m("bindings")?,
+            hosts: m("hosts")?,
+            summary: m("summary")?,
             destinations: m("destinations")?,
             labels: m("labels")?,
             dest_meta: m("dest_meta")?,
@@ -249,7 +289,31 @@ impl SkLookup {
 
     fn check_layout(&self) -> Result<()> {
         use std::mem::size_of;
-        let checks: [(&'static str, &'static str, u32, usize); 10] = [
+        let checks: [(&'static str, &'static str, u32, usize); 14] = [
+            (
+                "hosts",
+                "key size",
+                self.hosts.key_size(),
+                size_of::<types::fp_skl_host_key>(),
+            ),
+            (
+                "hosts",
+                "value size",
+                self.hosts.value_size(),
+                size_of::<types::fp_skl_binding>(),
+            ),
+            (
+                "hosts",
+                "max entries",
+                self.hosts.max_entries(),
+                self.bindings.max_entries() as usize,
+            ),
+            (
+                "summary",
+                "value size",
+                self.summary.value_size(),
+                size_of::<u32>(),
+            ),
             (
                 "bindings",
                 "key size",
@@ -354,6 +418,16 @@ impl SkLookup {
         &self.bindings
     }
 
+    /// The host-binding hash.
+    pub fn hosts_map(&self) -> &MapHandle {
+        &self.hosts
+    }
+
+    /// The one-word summary of which lookups can match.
+    pub fn summary_map(&self) -> &MapHandle {
+        &self.summary
+    }
+
     /// The socket map.
     pub fn destinations_map(&self) -> &MapHandle {
         &self.destinations
@@ -374,7 +448,7 @@ impl SkLookup {
         &self.stats
     }
 
-    /// Capacity of the bindings trie.
+    /// Capacity of the bindings trie (and of the host hash).
     pub fn max_bindings(&self) -> u32 {
         self.bindings.max_entries()
     }

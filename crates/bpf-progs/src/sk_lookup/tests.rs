@@ -42,13 +42,28 @@ fn every_shared_define_matches_the_rust_constant() {
     assert_eq!(num(h, "FP_SKL_FAMILY_V6"), u64::from(FAMILY_V6));
     assert_eq!(num(h, "FP_SKL_PORT_ANY"), u64::from(PORT_ANY));
     assert_eq!(num(h, "FP_SKL_KEY_HEADER_BITS"), u64::from(KEY_HEADER_BITS));
+    assert_eq!(num(h, "FP_SKL_KIND_HOST_PORT"), u64::from(KIND_HOST_PORT));
+    assert_eq!(num(h, "FP_SKL_KIND_HOST_ANY"), u64::from(KIND_HOST_ANY));
+    assert_eq!(num(h, "FP_SKL_KIND_NET_PORT"), u64::from(KIND_NET_PORT));
+    assert_eq!(num(h, "FP_SKL_KIND_NET_ANY"), u64::from(KIND_NET_ANY));
+    assert_eq!(num(h, "FP_SKL_KINDS"), u64::from(KINDS));
+    assert_eq!(
+        define(h, "FP_SKL_SUMMARY_SHIFT(udp, v6)"),
+        "(((udp) * 2 + (v6)) * FP_SKL_KINDS)"
+    );
+    for (udp, v6) in [(false, false), (false, true), (true, false), (true, true)] {
+        assert_eq!(
+            summary_shift(udp, v6),
+            (u32::from(udp) * 2 + u32::from(v6)) * KINDS
+        );
+    }
     // Every #define of the header is checked above.
     let defines = h
         .lines()
         .filter(|l| l.starts_with("#define FP_SKL_"))
         .count();
     assert_eq!(
-        defines, 13,
+        defines, 19,
         "a new #define in sk_lookup.h needs a check here"
     );
 }
@@ -72,6 +87,7 @@ fn struct_layouts_have_no_padding() {
     use std::mem::size_of;
     // Each size is the sum of its fields: nothing implicit for `plain` to expose.
     assert_eq!(size_of::<fp_skl_key>(), 4 + 1 + 1 + 2 + 16);
+    assert_eq!(size_of::<fp_skl_host_key>(), 1 + 1 + 2 + 16);
     assert_eq!(size_of::<fp_skl_binding>(), 4 + 4);
     assert_eq!(size_of::<fp_skl_label_name>(), LABEL_MAX);
     assert_eq!(size_of::<fp_skl_label>(), 4 + 4);

@@ -398,6 +398,11 @@ impl Table {
         }
     }
 
+    /// The map key of every binding.
+    pub fn keys(&self) -> Vec<fp_skl_key> {
+        self.bindings.keys().map(Binding::key).collect()
+    }
+
     /// Checks new bindings and plans their writes. Any bad entry refuses the
     /// whole call. Labels are created as needed.
     pub fn plan_bind(&self, new: &[(Binding, Label)]) -> Result<Plan, Error> {
