@@ -151,6 +151,7 @@ impl Dispatcher {
     /// program once no process holds it) and the directory.
     pub fn remove(dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
+        detach_pinned(dir)?;
         for n in [LINK_PIN] {
             match std::fs::remove_file(dir.join(n)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -208,10 +209,12 @@ impl Dispatcher {
             .map_err(kernel("attaching to the network namespace"))
     }
 
-    /// Removes the pinned link: the program is detached (once no process
-    /// holds the link). `false` if none was pinned.
+    /// Detaches the program now (`BPF_LINK_DETACH` on the pinned link:
+    /// removing a pin alone releases the link only later, from a kernel work
+    /// queue) and removes the pin. `false` if none was pinned.
     pub fn detach(&self) -> Result<bool> {
         let _lock = self.lock()?;
+        detach_pinned(&self.dir)?;
         match std::fs::remove_file(self.dir.join(LINK_PIN)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -437,6 +440,17 @@ impl Dispatcher {
     pub fn max_labels(&self) -> u32 {
         MAX_LABELS
     }
+}
+
+/// Detaches the link pinned under `dir`, if one is.
+fn detach_pinned(dir: &Path) -> Result<()> {
+    let path = dir.join(LINK_PIN);
+    if !path.exists() {
+        return Ok(());
+    }
+    SkLookupLink::from_pinned(&path)
+        .and_then(SkLookupLink::detach)
+        .map_err(kernel("detaching the pinned link"))
 }
 
 fn socket_facts<S: AsFd>(s: &S) -> Result<SocketFacts> {

@@ -24,7 +24,16 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
         .unwrap();
     d.bind(bind(Protocol::Tcp, "fd00::/64", None), &v6).unwrap();
     let before = d.table().unwrap();
-    let same = |what: &str| assert_eq!(d.table().unwrap(), before, "{what} changed the state");
+    let summary = d.kernel().read_summary().unwrap();
+    assert_ne!(summary, 0, "the summary shows the two bindings");
+    let same = |what: &str| {
+        assert_eq!(d.table().unwrap(), before, "{what} changed the state");
+        assert_eq!(
+            d.kernel().read_summary().unwrap(),
+            summary,
+            "{what} changed the summary"
+        );
+    };
 
     // Overlapping identical binding, alone or inside a batch.
     let e = d
@@ -68,6 +77,50 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
         "{e}"
     );
     same("too many bindings");
+    // The capacity counts host bindings (hash) and prefixes (trie) together.
+    let mixed = [
+        (bind(Protocol::Udp, "10.0.9.9/32", None), label("many")),
+        (bind(Protocol::Udp, "10.0.9.0/24", Some(53)), label("many")),
+        (bind(Protocol::Tcp, "fd00::9/128", Some(80)), label("many")),
+    ];
+    let e = d.bind_many(&mixed).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::TooManyBindings {
+                have: 2,
+                adding: 3,
+                max: 4
+            }
+        ),
+        "{e}"
+    );
+    same("too many bindings, hosts and prefixes mixed");
+    // Past the model, the kernel's own limit: a batch the maps cannot hold
+    // leaves nothing behind (written straight to the kernel layer).
+    let keys: Vec<_> = [
+        "10.0.8.1/32",
+        "10.0.8.0/24",
+        "10.0.7.0/24",
+        "10.0.6.0/24",
+        "10.0.5.0/24",
+    ]
+    .iter()
+    .map(|p| {
+        (
+            bind(Protocol::Tcp, p, None).key(),
+            flowpin_bpf_progs::sk_lookup::types::fp_skl_binding {
+                label: 0,
+                addr_bits: 24,
+            },
+        )
+    })
+    .collect();
+    // 2 in the trie + 4 more: the kernel refuses the third (ENOSPC) after
+    // the host binding went into the hash.
+    let e = d.kernel().insert_bindings(&keys).unwrap_err();
+    assert!(e.to_string().contains("bindings trie is full"), "{e}");
+    same("a kernel refusal part-way through a batch");
     // Unknown label, unknown binding.
     env.in_ns(|| {
         let l = listener("127.0.0.1:0");

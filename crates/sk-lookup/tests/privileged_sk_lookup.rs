@@ -306,3 +306,89 @@ fn prog_fd_by_id(id: u32) -> i32 {
     }
     fd
 }
+
+/// Host prefixes live in the `hosts` hash, shorter ones in the trie: the
+/// program's order across the two keeps "longest prefix, then specific port".
+#[test]
+fn privileged_precedence_across_the_host_hash_and_the_trie() {
+    if !require_root("privileged_precedence_across_the_host_hash_and_the_trie") {
+        return;
+    }
+    let env = Env::new("sklmix");
+    let names = [
+        "net80",
+        "netany",
+        "hostany",
+        "host443",
+        "udphost53",
+        "v6net80",
+        "v6host",
+        "v6host80",
+    ];
+    let bindings = [
+        bind(Protocol::Tcp, "10.0.0.0/24", Some(80)),
+        bind(Protocol::Tcp, "10.0.0.0/24", None),
+        bind(Protocol::Tcp, "10.0.0.77/32", None),
+        bind(Protocol::Tcp, "10.0.0.77/32", Some(443)),
+        bind(Protocol::Udp, "10.0.0.77/32", Some(53)),
+        bind(Protocol::Tcp, "fd00::/64", Some(80)),
+        bind(Protocol::Tcp, "fd00::7/128", None),
+        bind(Protocol::Tcp, "fd00::8/128", Some(80)),
+    ];
+    let all: Vec<_> = bindings
+        .iter()
+        .zip(names)
+        .map(|(b, n)| (*b, label(n)))
+        .collect();
+    env.d().bind_many(&all).unwrap();
+    assert_eq!(
+        env.d().bindings().unwrap().len(),
+        all.len(),
+        "read back from both maps"
+    );
+    env.in_ns(|| {
+        let ls: Vec<_> = names[..5]
+            .iter()
+            .map(|_| listener("127.0.0.1:0"))
+            .chain(names[5..].iter().map(|_| listener("[::1]:0")))
+            .collect();
+        for (n, l) in names.iter().zip(&ls) {
+            if *n != "udphost53" {
+                env.d().register(&label(n), l).unwrap();
+            }
+        }
+        let at = |dst: &str, i: usize, why: &str| {
+            assert_eq!(reaches(sa(dst), &ls[i]), Some(sa(dst)), "{dst}: {why}");
+        };
+        at("10.0.0.77:443", 3, "/32 port beats /32 any");
+        at("10.0.0.77:80", 2, "/32 any (hash) beats /24 port 80 (trie)");
+        at("10.0.0.77:53", 2, "a UDP host binding does not catch TCP");
+        at("10.0.0.5:443", 1, "the /32 port binding is for .77 only");
+        at("10.0.0.5:80", 0, "/24 port beats /24 any");
+        at(
+            "[fd00::7]:80",
+            6,
+            "/128 any (hash) beats /64 port 80 (trie)",
+        );
+        at("[fd00::8]:80", 7, "/128 port 80");
+        at("[fd00::5]:80", 5, "/64 port 80");
+        assert!(
+            refused(sa("[fd00::8]:81")),
+            "/128 port 80 only, nothing for 81"
+        );
+    });
+    // Unbinding a host binding falls back to the trie.
+    env.d()
+        .unbind(bind(Protocol::Tcp, "10.0.0.77/32", None))
+        .unwrap();
+    env.in_ns(|| {
+        let l = listener("127.0.0.1:0");
+        env.d().unregister(&label("net80"), Protocol::Tcp).unwrap();
+        env.d().register(&label("net80"), &l).unwrap();
+        assert_eq!(
+            reaches(sa("10.0.0.77:80"), &l),
+            Some(sa("10.0.0.77:80")),
+            "/24 port 80 once the /32 any is gone"
+        );
+    });
+}

@@ -96,11 +96,9 @@ impl Prefix {
             IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
             IpAddr::V6(a) => u128::from(a),
         };
-        let host = if len == 0 {
-            u128::MAX
-        } else {
-            u128::MAX >> len
-        };
+        // Host bits of the 128-bit form: none for a /128 (a shift by 128
+        // would overflow).
+        let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
         let host = if addr.is_ipv4() {
             host & (u128::MAX << 96)
         } else {

@@ -345,3 +345,24 @@ proptest! {
         prop_assert_eq!(got, best);
     }
 }
+
+#[test]
+fn host_prefixes_parse_in_both_families() {
+    for s in [
+        "10.0.0.7/32",
+        "fd00::7/128",
+        "::/0",
+        "0.0.0.0/0",
+        "::ffff:10.0.0.7/128",
+    ] {
+        let p: Prefix = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(
+            p.len() == 32 || p.len() == 128,
+            p.addr().to_string().ends_with('7')
+        );
+    }
+    assert_eq!(
+        "fd00::7/128".parse::<Prefix>().unwrap(),
+        Prefix::host("fd00::7".parse().unwrap())
+    );
+}
