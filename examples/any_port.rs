@@ -12,11 +12,15 @@
 //!    over without, for a destination that matches a binding (steered to
 //!    the one socket, against a listener bound there the ordinary way) and
 //!    one that does not (a plain listener; the program runs and finds
-//!    nothing), in paired rounds alternating which goes first; the ratio is
-//!    the median over rounds;
+//!    nothing). Each round runs four blocks, attached/detached in ABBA order
+//!    (BAAB on odd rounds), each block the hit then the miss destination,
+//!    the thread (client and server) pinned to one CPU (`--cpu`, default the
+//!    last); the ratio is the median over rounds, printed with the min and
+//!    max of the per-round ratios and the load average;
 //! 3. sets up `--addrs` (2,000) addresses × 10 ports both ways: with bind()
 //!    (one listening socket each, plain binds, the fast path) and with
-//!    sk_lookup bindings (one batch map update) to the one socket; prints
+//!    sk_lookup bindings (`bind_many`: host prefixes, one batch update of
+//!    the program's hash) to the one socket; prints
 //!    sockets, kernel memory (`Slab` in /proc/meminfo before/after), set-up
 //!    time and p99 of a new connection to a random one of them.
 //!
@@ -48,12 +52,18 @@ struct Args {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
-    /// Paired rounds of the CRR comparison.
-    #[arg(long, default_value_t = 8)]
+    /// Rounds of the CRR comparison (each: 4 blocks, ABBA or BAAB).
+    #[arg(long, default_value_t = 40)]
     rounds: usize,
-    /// Connections per side per round.
-    #[arg(long, default_value_t = 3000)]
+    /// Connections per destination per block.
+    #[arg(long, default_value_t = 400)]
     conns: usize,
+    /// CPU the CRR thread (client and server) is pinned to; default: the last.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Leave the CRR thread to the scheduler (no pinning).
+    #[arg(long, conflicts_with = "cpu")]
+    no_pin: bool,
     /// Addresses of the set-up comparison (× 10 ports).
     #[arg(long, default_value_t = 2000)]
     addrs: usize,
@@ -76,12 +86,13 @@ fn crr(dst: SocketAddr, l: &TcpListener) -> Res<Duration> {
     Ok(t.elapsed())
 }
 
-fn rate(dst: SocketAddr, l: &TcpListener, n: usize) -> Res<f64> {
+/// Seconds of wall-clock time `n` CRRs take.
+fn crr_secs(dst: SocketAddr, l: &TcpListener, n: usize) -> Res<f64> {
     let t = Instant::now();
     for _ in 0..n {
         crr(dst, l)?;
     }
-    Ok(n as f64 / t.elapsed().as_secs_f64())
+    Ok(t.elapsed().as_secs_f64())
 }
 
 fn p99(mut v: Vec<Duration>) -> Duration {
@@ -93,7 +104,39 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// (min, max) of the per-round ratios.
+fn spread(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// Pins the calling thread to `cpu` (if given).
+fn pin_to(cpu: Option<usize>) -> Res<()> {
+    if let Some(c) = cpu {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(c)?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+            .map_err(|e| format!("pinning the CRR thread to CPU {c}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The three load averages of /proc/loadavg, as text.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn slab_kb() -> u64 {
@@ -234,7 +277,7 @@ fn main() -> Res<()> {
     let mut a = Args::parse();
     if a.quick {
         a.rounds = a.rounds.min(2);
-        a.conns = a.conns.min(200);
+        a.conns = a.conns.min(100);
         a.addrs = a.addrs.min(200);
     }
     let ns = NetNs::new("anyport")?;
@@ -263,7 +306,10 @@ fn main() -> Res<()> {
     }
     drop(link);
 
-    // 2. CRR with the program over without, paired rounds.
+    // 2. CRR with the program over without: ABBA blocks per round (BAAB on
+    //    odd rounds), hit and miss back to back in each block, the measuring
+    //    thread pinned to one CPU; per-round ratio = time without / time with
+    //    for the same number of connections; median and spread over rounds.
     let hit_dst: SocketAddr = "10.0.0.5:8080".parse()?;
     let (plain_hit, plain_miss) = ns.run(|| -> Res<(TcpListener, TcpListener)> {
         Ok((
@@ -272,35 +318,75 @@ fn main() -> Res<()> {
         ))
     })??;
     let miss_dst = plain_miss.local_addr()?;
+    let cpu = match a.cpu {
+        _ if a.no_pin => None,
+        Some(c) => Some(c),
+        None => std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() - 1),
+    };
+    // Warm-up (both paths, caches, the listeners' accept queues).
+    ns.run(|| -> Res<()> {
+        pin_to(cpu)?;
+        crr_secs(hit_dst, &plain_hit, a.conns)?;
+        crr_secs(miss_dst, &plain_miss, a.conns)?;
+        Ok(())
+    })??;
+    // The program's own cost per run, as the kernel counts it.
+    let stats_fd = flowpin_bpf_progs::sk_lookup::enable_run_time_stats()?;
+    let mut prog_ns = [(0u64, 0u64); 2]; // [hit, miss]: (runs, ns)
     let (mut hit, mut miss) = (Vec::new(), Vec::new());
     for r in 0..a.rounds {
-        let mut with = [0.0; 2];
-        let mut without = [0.0; 2];
-        for on in if r % 2 == 0 {
-            [true, false]
+        let order = if r % 2 == 0 {
+            [true, false, false, true]
         } else {
-            [false, true]
-        } {
+            [false, true, true, false]
+        };
+        // Seconds spent, [without, with] × [hit, miss].
+        let mut spent = [[0.0f64; 2]; 2];
+        for on in order {
             let link = if on {
                 Some(d.attach_link(ns.path().as_path())?)
             } else {
                 None
             };
             let (h, m) = ns.run(|| -> Res<(f64, f64)> {
+                pin_to(cpu)?;
                 // With the program the hit destination is steered to `tcp`;
                 // without, the plain listener bound there answers.
-                let h = rate(hit_dst, if on { &tcp } else { &plain_hit }, a.conns)?;
-                let m = rate(miss_dst, &plain_miss, a.conns)?;
+                let s0 = d.kernel().run_stats()?;
+                let h = crr_secs(hit_dst, if on { &tcp } else { &plain_hit }, a.conns)?;
+                let s1 = d.kernel().run_stats()?;
+                let m = crr_secs(miss_dst, &plain_miss, a.conns)?;
+                let s2 = d.kernel().run_stats()?;
+                if on {
+                    for (slot, (x, y)) in prog_ns.iter_mut().zip([(s0, s1), (s1, s2)]) {
+                        slot.0 += y.runs - x.runs;
+                        slot.1 += y.run_time_ns - x.run_time_ns;
+                    }
+                }
                 Ok((h, m))
             })??;
-            let slot = if on { &mut with } else { &mut without };
-            *slot = [h, m];
+            spent[usize::from(on)][0] += h;
+            spent[usize::from(on)][1] += m;
             drop(link);
         }
-        hit.push(with[0] / without[0]);
-        miss.push(with[1] / without[1]);
+        // Rate with / rate without = time without / time with.
+        hit.push(spent[0][0] / spent[1][0]);
+        miss.push(spent[0][1] / spent[1][1]);
     }
+    drop(stats_fd);
+    let per_run = |(runs, ns): (u64, u64)| {
+        if runs == 0 {
+            f64::NAN
+        } else {
+            ns as f64 / runs as f64
+        }
+    };
+    let (prog_hit_ns, prog_miss_ns) = (per_run(prog_ns[0]), per_run(prog_ns[1]));
+    let (hit_spread, miss_spread) = (spread(&hit), spread(&miss));
     let (crr_hit, crr_miss) = (median(hit), median(miss));
+    let load = loadavg();
 
     // 3. Set-up of addrs × 10 ports: bind() against bindings.
     let n = a.addrs * PORTS_PER_ADDR as usize;
@@ -388,7 +474,19 @@ fn main() -> Res<()> {
     }
 
     println!("any_port: {checked} (address, port) pairs of 10.0.0.0/24 reached one TCP and one UDP socket");
-    println!("CRR, program attached / not ({} paired rounds × {} conns, median): matching destination {crr_hit:.3}, non-matching {crr_miss:.3}", a.rounds, a.conns);
+    println!(
+        "CRR, program attached / not ({} rounds × ABBA blocks × {} conns, pinned to CPU {}, median [min–max]): matching destination {crr_hit:.3} [{:.3}–{:.3}], non-matching {crr_miss:.3} [{:.3}–{:.3}]; load average {load}",
+        a.rounds,
+        a.conns,
+        cpu.map_or("-".to_string(), |c| c.to_string()),
+        hit_spread.0,
+        hit_spread.1,
+        miss_spread.0,
+        miss_spread.1
+    );
+    println!(
+        "sk_lookup program run time (kernel bpf_stats): {prog_hit_ns:.0} ns per matching lookup, {prog_miss_ns:.0} ns per non-matching one"
+    );
     println!();
     println!(
         "{} addresses × {PORTS_PER_ADDR} ports        | bind()      | sk_lookup",

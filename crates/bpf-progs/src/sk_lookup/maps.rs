@@ -63,6 +63,8 @@ const ENOTSUPP: i32 = 524;
 const INSERT_HINT: &str = "ENOSPC/E2BIG/ENOMEM: the bindings trie is full; EEXIST: a binding exists (written without the dispatcher's lock?)";
 
 fn batch_opts() -> libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+    // Padding fields exist on some targets only.
+    #[allow(clippy::needless_update)]
     libbpf_rs::libbpf_sys::bpf_map_batch_opts {
         sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
         elem_flags: 0,

@@ -51,7 +51,7 @@ mod link;
 mod maps;
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -130,6 +130,37 @@ pub const PIN_NAMES: [&str; 8] = [
 ];
 
 type Result<T> = std::result::Result<T, SkLookupError>;
+
+/// Run counters of the program ([`SkLookup::run_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProgRunStats {
+    /// Runs counted.
+    pub runs: u64,
+    /// Their summed run time, in ns.
+    pub run_time_ns: u64,
+}
+
+/// Turns the kernel's BPF run-time stats (`run_cnt`, `run_time_ns` of
+/// every program) on while the returned fd is open (`BPF_ENABLE_STATS`;
+/// each run then costs two clock reads more).
+pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd> {
+    // SAFETY: a plain syscall wrapper without pointers.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    if fd < 0 {
+        return Err(KernelError::errno(
+            "bpf stats",
+            "bpf_enable_stats",
+            -fd,
+            "needs CAP_SYS_ADMIN",
+        )
+        .into());
+    }
+    // SAFETY: bpf_enable_stats returned a new fd nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
 
 /// Load-time configuration of [`SkLookup`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -446,6 +477,32 @@ impl SkLookup {
     /// The per-CPU stats map.
     pub fn stats_map(&self) -> &MapHandle {
         &self.stats
+    }
+
+    /// How often the program ran and for how long in all, as the kernel
+    /// counts it (`bpf_prog_info.run_cnt` / `run_time_ns`): only while
+    /// run-time stats are on ([`enable_run_time_stats`]).
+    pub fn run_stats(&self) -> Result<ProgRunStats> {
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+        let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+        // SAFETY: `info` is a live, zeroed bpf_prog_info of `len` bytes; the
+        // kernel writes at most `len` bytes and updates the live local `len`.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                self.prog.as_fd().as_raw_fd(),
+                &mut info,
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(
+                KernelError::errno("program flowpin_sk_lookup", "get_info", -rc, "").into(),
+            );
+        }
+        Ok(ProgRunStats {
+            runs: info.run_cnt,
+            run_time_ns: info.run_time_ns,
+        })
     }
 
     /// Capacity of the bindings trie (and of the host hash).
