@@ -340,10 +340,11 @@ impl Dispatcher {
                 .map_err(kernel("deleting a binding"))?;
         }
         // Cleared once the bindings are gone.
+        let gone: std::collections::BTreeSet<&Binding> = bindings.iter().collect();
         let left: Vec<_> = table
             .bindings
             .keys()
-            .filter(|b| !bindings.contains(b))
+            .filter(|b| !gone.contains(b))
             .map(Binding::key)
             .collect();
         self.prog
