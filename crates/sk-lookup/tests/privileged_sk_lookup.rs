@@ -206,6 +206,12 @@ fn privileged_pass_when_no_socket_is_registered() {
         env.d().register(&l, &gone).unwrap();
         assert!(reaches(sa("10.0.0.5:9001"), &gone).is_some());
         drop(gone);
+        // The socket closes once every copy of its fd is gone: a child
+        // another test thread forks holds one until it execs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while env.d().labels().unwrap()[0].tcp.is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(
             reaches(sa("10.0.0.5:9000"), &plain),
             Some(sa("10.0.0.5:9000"))
@@ -292,8 +298,17 @@ fn privileged_remove_cleans_every_pin_and_detaches() {
     let dir = env.dir.clone();
     drop(env);
     assert!(!dir.exists(), "pin directory left behind");
-    // No handle and no pin left: the program is gone from the kernel.
-    assert!(prog_fd_by_id(prog_id) < 0, "program {prog_id} still loaded");
+    // No handle and no pin left: the program is gone from the kernel. The
+    // last reference (the link's) is dropped from a kernel work queue after
+    // the pin's inode is freed (RCU): allow it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while prog_fd_by_id(prog_id) >= 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        prog_fd_by_id(prog_id) < 0,
+        "program {prog_id} still loaded after 5 s"
+    );
 }
 
 /// `bpf_prog_get_fd_by_id`: a new fd (closed again), or a negative errno.

@@ -50,13 +50,27 @@ impl<'a> From<BorrowedFd<'a>> for NetnsRef<'a> {
 
 /// The program attached to a network namespace through a BPF link.
 ///
-/// Dropping it detaches the program — unless the link is pinned
-/// ([`pin`](Self::pin)): a pinned link stays until its pin is removed
-/// ([`unpin`](Self::unpin)) and every fd of it is closed.
+/// Dropping a link made by [`SkLookup::attach`] detaches the program, at
+/// once (`BPF_LINK_DETACH`: closing the fd alone would leave it attached
+/// while any copy of the fd lives, e.g. in a child forked by another thread
+/// and not yet exec'd) — unless the link was pinned ([`pin`](Self::pin)):
+/// a pinned link stays until its pin is removed ([`unpin`](Self::unpin))
+/// and every fd of it is closed. Dropping a handle opened with
+/// [`from_pinned`](Self::from_pinned) never detaches.
 #[derive(Debug)]
 pub struct SkLookupLink {
     fd: OwnedFd,
     target: String,
+    detach_on_drop: std::cell::Cell<bool>,
+}
+
+impl Drop for SkLookupLink {
+    fn drop(&mut self) {
+        if self.detach_on_drop.get() {
+            // SAFETY: a valid link fd. Failure leaves the close to detach.
+            let _ = unsafe { libbpf_rs::libbpf_sys::bpf_link_detach(self.fd.as_raw_fd()) };
+        }
+    }
 }
 
 fn cpath(p: &Path) -> Result<CString> {
@@ -93,6 +107,7 @@ impl SkLookupLink {
             )
             .into());
         }
+        self.detach_on_drop.set(false);
         Ok(())
     }
 
@@ -115,6 +130,7 @@ impl SkLookupLink {
             // SAFETY: bpf_obj_get returned a new fd nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             target: format!("pinned {}", path.display()),
+            detach_on_drop: std::cell::Cell::new(false),
         })
     }
 
@@ -131,6 +147,7 @@ impl SkLookupLink {
         if rc < 0 {
             return Err(KernelError::errno("link", "bpf_link_detach", -rc, "").into());
         }
+        self.detach_on_drop.set(false);
         Ok(())
     }
 }
@@ -175,6 +192,7 @@ impl SkLookup {
             // SAFETY: bpf_link_create returned a new fd nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             target,
+            detach_on_drop: std::cell::Cell::new(true),
         })
     }
 }
