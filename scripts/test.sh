@@ -34,6 +34,7 @@ if [ "$(id -u)" -eq 0 ]; then
     cargo run --locked --quiet --example xdp_bench -- --quick
     cargo run --locked --quiet --example lab -- --quick
     cargo run --locked --quiet --example release -- --quick
+    cargo run --locked --quiet --example any_port -- --quick  # sk_lookup invariants
 else
-    echo "SKIPPED quick runs of xdp_bench, lab, release (need root)" >>"$FLOWPIN_SKIP_LOG"
+    echo "SKIPPED quick runs of xdp_bench, lab, release, any_port (need root)" >>"$FLOWPIN_SKIP_LOG"
 fi

@@ -12,12 +12,19 @@
 //! | `sk-reuseport` | [`flowpin_sk_reuseport`]| yes         |
 //! | `quinn`        | [`flowpin_quinn`]       | no          |
 //! | `registry`     | `flowpin_registry` (etcd; opt-in) | no (needs protoc) |
+//! | `sk-lookup`    | [`flowpin_sk_lookup`]   | yes         |
 //!
 //! Depend on `flowpin` with `default-features = false, features = ["maglev",
 //! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
 #![forbid(unsafe_code)]
 #![cfg_attr(
-    all(feature = "maglev", feature = "tcp-opt", feature = "bpf", feature = "sk-reuseport"),
+    all(
+        feature = "maglev",
+        feature = "tcp-opt",
+        feature = "bpf",
+        feature = "sk-reuseport",
+        feature = "sk-lookup"
+    ),
     doc = include_str!("../README.md")
 )]
 #![deny(missing_docs)]
@@ -39,3 +46,5 @@ pub use flowpin_sk_reuseport as sk_reuseport;
 pub use flowpin_quinn as quinn;
 #[cfg(feature = "registry")]
 pub use flowpin_registry as registry;
+#[cfg(feature = "sk-lookup")]
+pub use flowpin_sk_lookup as sk_lookup;

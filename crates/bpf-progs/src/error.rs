@@ -231,6 +231,7 @@ mod tests {
         assert_eq!(k.errno, Some(17));
         assert!(k.is(17));
         assert_eq!(k.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(errno_in("no errno here"), None);
         let s = k.to_string();
         assert!(s.starts_with("update on map bindings failed"), "{s}");
         assert!(s.contains("remove it first"), "{s}");

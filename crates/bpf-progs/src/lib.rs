@@ -57,6 +57,7 @@ pub mod model;
 pub mod netdev;
 pub mod netns;
 pub mod process;
+pub mod sk_lookup;
 pub mod sk_reuseport_select;
 pub mod skel;
 pub mod sockops_server_id;

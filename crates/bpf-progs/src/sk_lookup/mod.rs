@@ -1,0 +1,515 @@
+//! `sk_lookup`: steer connections and datagrams for any address and any
+//! port to a chosen socket, whatever that socket is bound to
+//! (`BPF_PROG_TYPE_SK_LOOKUP`, Linux ≥ 5.9).
+//!
+//! The program runs when the kernel looks up the socket for a TCP SYN or a
+//! UDP datagram in the network namespace it is attached to. It looks the
+//! packet's (protocol, local address, local port) up in its *bindings* — a
+//! hash of host prefixes (`/32`, `/128`) first, then an LPM trie of shorter
+//! ones; a match names a *label*, and the socket registered for the
+//! label (a TCP listener or a UDP socket, in a `SOCKMAP`) receives the
+//! packet. Precedence: the longest address prefix wins, then a specific
+//! port beats "any port" (the key scheme, the lookup order and why it
+//! keeps the precedence are in `src/bpf/sk_lookup.h`). A one-word
+//! *summary* tells the program which lookups can match at all, so a packet
+//! no binding can match costs one array read. Anything else — no binding, no socket,
+//! a socket the kernel refuses — falls through to the regular lookup. A
+//! socket of a `SO_REUSEPORT` group is assigned with the group's own
+//! selection left on, so the group's `sk_reuseport` program still picks.
+//!
+//! This is the thin kernel layer, in the shape shared by every program of
+//! the crate: [`SkLookupConfig`] → [`SkLookup::load`] →
+//! [`SkLookup::attach`] → [`SkLookupLink`] (a BPF link: detaches on drop
+//! unless pinned; [`SkLookupLink::pin`] / [`SkLookupLink::from_pinned`]) →
+//! [`SkLookup::stats`]. Map layouts are the skeleton's generated types
+//! ([`types`]). Bindings, labels and registration rules live in the
+//! `flowpin-sk-lookup` crate.
+//!
+//! # Maps
+//!
+//! | map | type | key → value |
+//! |---|---|---|
+//! | `bindings` | `LPM_TRIE` ([`SkLookupConfig::max_bindings`]) | [`types::fp_skl_key`] → [`types::fp_skl_binding`] (prefixes shorter than a host) |
+//! | `hosts` | `HASH` ([`SkLookupConfig::max_bindings`]) | [`types::fp_skl_host_key`] → [`types::fp_skl_binding`] (host prefixes) |
+//! | `summary` | `ARRAY[1]` | `0` → `u32`: [`KIND_HOST_PORT`]… bits at [`summary_shift`] |
+//! | `destinations` | `SOCKMAP[DESTINATIONS]` | `label * 2 + slot` → socket |
+//! | `labels` | `HASH[MAX_LABELS]` | [`types::fp_skl_label_name`] → [`types::fp_skl_label`] (user space only) |
+//! | `dest_meta` | `ARRAY[DESTINATIONS]` | index → [`types::fp_skl_dest`] (user space only) |
+//! | `stats` | `PERCPU_ARRAY[MAX_LABELS + 1]` | label id → [`types::fp_skl_stats`]; the last: unmatched lookups |
+//!
+//! ```no_run
+//! use flowpin_bpf_progs::sk_lookup::{SkLookup, SkLookupConfig};
+//! let prog = SkLookup::load(SkLookupConfig::new())?;
+//! let link = prog.attach("/run/netns/edge")?; // detached when `link` drops
+//! println!("{:?}", prog.stats()?);
+//! # drop(link);
+//! # Ok::<(), flowpin_bpf_progs::sk_lookup::SkLookupError>(())
+//! ```
+
+mod error;
+mod link;
+mod maps;
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::Path;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
+
+pub use error::{KernelError, SkLookupError};
+pub use link::{NetnsRef, SkLookupLink};
+pub use maps::{label_key, summary_of, Destination, LabelStats, SkLookupStats, READ_BATCH};
+
+use crate::skel::sk_lookup::SkLookupSkelBuilder;
+
+/// The map layouts, generated from `src/bpf/sk_lookup.h` by libbpf-cargo.
+pub mod types {
+    pub use crate::skel::sk_lookup::types::{
+        fp_skl_binding, fp_skl_dest, fp_skl_host_key, fp_skl_key, fp_skl_label, fp_skl_label_name,
+        fp_skl_stats,
+    };
+}
+
+/// Labels the maps hold; label ids are `0..MAX_LABELS` (`FP_SKL_MAX_LABELS`).
+pub const MAX_LABELS: u32 = 1024;
+/// Socket slots per label: one TCP, one UDP (`FP_SKL_SLOTS_PER_LABEL`).
+pub const SLOTS_PER_LABEL: u32 = 2;
+/// Slot of a label's TCP listener (`FP_SKL_SLOT_TCP`).
+pub const SLOT_TCP: u32 = 0;
+/// Slot of a label's UDP socket (`FP_SKL_SLOT_UDP`).
+pub const SLOT_UDP: u32 = 1;
+/// Entries of `destinations` and `dest_meta` (`FP_SKL_DESTINATIONS`).
+pub const DESTINATIONS: u32 = MAX_LABELS * SLOTS_PER_LABEL;
+/// Stats index of lookups that matched no binding (`FP_SKL_STATS_UNMATCHED`).
+pub const STATS_UNMATCHED: u32 = MAX_LABELS;
+/// Default capacity of the bindings trie (`FP_SKL_DEFAULT_MAX_BINDINGS`).
+pub const DEFAULT_MAX_BINDINGS: u32 = 65_536;
+/// Longest label name in bytes (`FP_SKL_LABEL_MAX`).
+pub const LABEL_MAX: usize = 32;
+/// Key family byte of IPv4 (`FP_SKL_FAMILY_V4`).
+pub const FAMILY_V4: u8 = 4;
+/// Key family byte of IPv6 (`FP_SKL_FAMILY_V6`).
+pub const FAMILY_V6: u8 = 6;
+/// Key port of an "any port" binding (`FP_SKL_PORT_ANY`).
+pub const PORT_ANY: u16 = 0;
+/// Key bits before the address: protocol, family, port (`FP_SKL_KEY_HEADER_BITS`).
+pub const KEY_HEADER_BITS: u32 = 32;
+/// Summary bit: a host binding (`hosts`) with a specific port (`FP_SKL_KIND_HOST_PORT`).
+pub const KIND_HOST_PORT: u32 = 1;
+/// Summary bit: a host binding for any port (`FP_SKL_KIND_HOST_ANY`).
+pub const KIND_HOST_ANY: u32 = 2;
+/// Summary bit: a trie binding with a specific port (`FP_SKL_KIND_NET_PORT`).
+pub const KIND_NET_PORT: u32 = 4;
+/// Summary bit: a trie binding for any port (`FP_SKL_KIND_NET_ANY`).
+pub const KIND_NET_ANY: u32 = 8;
+/// Summary bits per (protocol, family) (`FP_SKL_KINDS`).
+pub const KINDS: u32 = 4;
+
+/// Shift of the (protocol, family) group in the summary word
+/// (`FP_SKL_SUMMARY_SHIFT(udp, v6)`).
+pub fn summary_shift(udp: bool, v6: bool) -> u32 {
+    (u32::from(udp) * 2 + u32::from(v6)) * KINDS
+}
+
+/// `IPPROTO_TCP`.
+pub const IPPROTO_TCP: u8 = 6;
+/// `IPPROTO_UDP`.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Files pinned by [`SkLookup::pin`] under its directory.
+pub const PIN_NAMES: [&str; 8] = [
+    "prog",
+    "bindings",
+    "hosts",
+    "summary",
+    "destinations",
+    "labels",
+    "dest_meta",
+    "stats",
+];
+
+type Result<T> = std::result::Result<T, SkLookupError>;
+
+/// Run counters of the program ([`SkLookup::run_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProgRunStats {
+    /// Runs counted.
+    pub runs: u64,
+    /// Their summed run time, in ns.
+    pub run_time_ns: u64,
+}
+
+/// Turns the kernel's BPF run-time stats (`run_cnt`, `run_time_ns` of
+/// every program) on while the returned fd is open (`BPF_ENABLE_STATS`;
+/// each run then costs two clock reads more).
+pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd> {
+    // SAFETY: a plain syscall wrapper without pointers.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    if fd < 0 {
+        return Err(KernelError::errno(
+            "bpf stats",
+            "bpf_enable_stats",
+            -fd,
+            "needs CAP_SYS_ADMIN",
+        )
+        .into());
+    }
+    // SAFETY: bpf_enable_stats returned a new fd nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// Load-time configuration of [`SkLookup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SkLookupConfig {
+    /// Capacity of the bindings trie, and of the host-binding hash (entries
+    /// are allocated on demand in both).
+    pub max_bindings: u32,
+}
+
+impl Default for SkLookupConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SkLookupConfig {
+    /// [`DEFAULT_MAX_BINDINGS`] bindings.
+    pub fn new() -> Self {
+        SkLookupConfig {
+            max_bindings: DEFAULT_MAX_BINDINGS,
+        }
+    }
+
+    /// Sets [`SkLookupConfig::max_bindings`].
+    pub fn max_bindings(mut self, n: u32) -> Self {
+        self.max_bindings = n;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_bindings == 0 || self.max_bindings > 1 << 24 {
+            return Err(SkLookupError::InvalidConfig(format!(
+                "max_bindings {} must be in 1..=16777216",
+                self.max_bindings
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The loaded program and its maps, held as plain fds: the same type serves
+/// the process that loaded it and processes that re-open its pins.
+#[derive(Debug)]
+pub struct SkLookup {
+    prog: ProgramHandle,
+    bindings: MapHandle,
+    hosts: MapHandle,
+    summary: MapHandle,
+    destinations: MapHandle,
+    labels: MapHandle,
+    dest_meta: MapHandle,
+    stats: MapHandle,
+}
+
+const LOAD_HINT: &str =
+    "needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.9 for BPF_PROG_TYPE_SK_LOOKUP";
+
+impl SkLookup {
+    /// Opens, sizes and loads the program (not attached yet).
+    pub fn load(config: SkLookupConfig) -> Result<Self> {
+        config.validate()?;
+        let mut obj = MaybeUninit::uninit();
+        let mut open = SkLookupSkelBuilder::default()
+            .open(&mut obj)
+            .map_err(|e| KernelError::libbpf("object sk_lookup", "open", &e, LOAD_HINT))?;
+        open.maps
+            .bindings
+            .set_max_entries(config.max_bindings)
+            .map_err(|e| KernelError::libbpf("map bindings", "set_max_entries", &e, ""))?;
+        open.maps
+            .hosts
+            .set_max_entries(config.max_bindings)
+            .map_err(|e| KernelError::libbpf("map hosts", "set_max_entries", &e, ""))?;
+        let skel = open
+            .load()
+            .map_err(|e| KernelError::libbpf("object sk_lookup", "load", &e, LOAD_HINT))?;
+        let h = |m: &libbpf_rs::Map<'_>, name: &'static str| {
+            MapHandle::try_from(m)
+                .map_err(|e| SkLookupError::from(KernelError::libbpf(name, "dup fd", &e, "")))
+        };
+        Ok(SkLookup {
+            prog: ProgramHandle::try_from(&skel.progs.flowpin_sk_lookup)
+                .map_err(|e| KernelError::libbpf("program flowpin_sk_lookup", "dup fd", &e, ""))?,
+            bindings: h(&skel.maps.bindings, "map bindings")?,
+            hosts: h(&skel.maps.hosts, "map hosts")?,
+            summary: h(&skel.maps.summary, "map summary")?,
+            destinations: h(&skel.maps.destinations, "map destinations")?,
+            labels: h(&skel.maps.labels, "map labels")?,
+            dest_meta: h(&skel.maps.dest_meta, "map dest_meta")?,
+            stats: h(&skel.maps.stats, "map stats")?,
+        })
+    }
+
+    /// Pins the program and every map under `dir` (an existing bpffs
+    /// directory): `dir/prog`, `dir/bindings`, ... ([`PIN_NAMES`]).
+    pub fn pin(&mut self, dir: &Path) -> Result<()> {
+        const HINT: &str = "EEXIST: something is pinned there already; ENOENT: the directory does not exist; EPERM: not on bpffs or not root";
+        let p = |n: &str| dir.join(n);
+        let err = |n: &str, e: libbpf_rs::Error| {
+            SkLookupError::from(KernelError::libbpf(
+                format!("pin {}", p(n).display()),
+                "pin",
+                &e,
+                HINT,
+            ))
+        };
+        self.prog.pin(p("prog")).map_err(|e| err("prog", e))?;
+        self.bindings
+            .pin(p("bindings"))
+            .map_err(|e| err("bindings", e))?;
+        self.hosts.pin(p("hosts")).map_err(|e| err("hosts", e))?;
+        self.summary
+            .pin(p("summary"))
+            .map_err(|e| err("summary", e))?;
+        self.destinations
+            .pin(p("destinations"))
+            .map_err(|e| err("destinations", e))?;
+        self.labels.pin(p("labels")).map_err(|e| err("labels", e))?;
+        self.dest_meta
+            .pin(p("dest_meta"))
+            .map_err(|e| err("dest_meta", e))?;
+        self.stats.pin(p("stats")).map_err(|e| err("stats", e))?;
+        Ok(())
+    }
+
+    /// Re-opens a program and maps pinned by [`pin`](Self::pin) (in this or
+    /// another process) and checks that their layout is this build's.
+    pub fn from_pinned(dir: &Path) -> Result<Self> {
+        const HINT: &str = "ENOENT: nothing pinned there (created by SkLookup::pin?)";
+        let p = |n: &str| dir.join(n);
+        let m = |n: &str| {
+            MapHandle::from_pinned_path(p(n)).map_err(|e| {
+                SkLookupError::from(KernelError::libbpf(
+                    format!("pin {}", p(n).display()),
+                    "open",
+                    &e,
+                    HINT,
+                ))
+            })
+        };
+        let this = SkLookup {
+            prog: ProgramHandle::from_pinned_path(p("prog")).map_err(|e| {
+                KernelError::libbpf(format!("pin {}", p("prog").display()), "open", &e, HINT)
+            })?,
+            bindings: m("bindings")?,
+            hosts: m("hosts")?,
+            summary: m("summary")?,
+            destinations: m("destinations")?,
+            labels: m("labels")?,
+            dest_meta: m("dest_meta")?,
+            stats: m("stats")?,
+        };
+        this.check_layout()?;
+        Ok(this)
+    }
+
+    fn check_layout(&self) -> Result<()> {
+        use std::mem::size_of;
+        let checks: [(&'static str, &'static str, u32, usize); 14] = [
+            (
+                "hosts",
+                "key size",
+                self.hosts.key_size(),
+                size_of::<types::fp_skl_host_key>(),
+            ),
+            (
+                "hosts",
+                "value size",
+                self.hosts.value_size(),
+                size_of::<types::fp_skl_binding>(),
+            ),
+            (
+                "hosts",
+                "max entries",
+                self.hosts.max_entries(),
+                self.bindings.max_entries() as usize,
+            ),
+            (
+                "summary",
+                "value size",
+                self.summary.value_size(),
+                size_of::<u32>(),
+            ),
+            (
+                "bindings",
+                "key size",
+                self.bindings.key_size(),
+                size_of::<types::fp_skl_key>(),
+            ),
+            (
+                "bindings",
+                "value size",
+                self.bindings.value_size(),
+                size_of::<types::fp_skl_binding>(),
+            ),
+            (
+                "destinations",
+                "max entries",
+                self.destinations.max_entries(),
+                DESTINATIONS as usize,
+            ),
+            (
+                "labels",
+                "key size",
+                self.labels.key_size(),
+                size_of::<types::fp_skl_label_name>(),
+            ),
+            (
+                "labels",
+                "value size",
+                self.labels.value_size(),
+                size_of::<types::fp_skl_label>(),
+            ),
+            (
+                "labels",
+                "max entries",
+                self.labels.max_entries(),
+                MAX_LABELS as usize,
+            ),
+            (
+                "dest_meta",
+                "value size",
+                self.dest_meta.value_size(),
+                size_of::<types::fp_skl_dest>(),
+            ),
+            (
+                "dest_meta",
+                "max entries",
+                self.dest_meta.max_entries(),
+                DESTINATIONS as usize,
+            ),
+            (
+                "stats",
+                "value size",
+                self.stats.value_size(),
+                size_of::<types::fp_skl_stats>(),
+            ),
+            (
+                "stats",
+                "max entries",
+                self.stats.max_entries(),
+                (MAX_LABELS + 1) as usize,
+            ),
+        ];
+        for (map, what, got, want) in checks {
+            if got as usize != want {
+                return Err(SkLookupError::Layout {
+                    map,
+                    what,
+                    got,
+                    want: want as u32,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the pins under `dir` (missing ones are fine) and the
+    /// directory if it is then empty.
+    pub fn unpin(dir: &Path) -> std::io::Result<()> {
+        for n in PIN_NAMES {
+            match std::fs::remove_file(dir.join(n)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The program's fd (e.g. to attach it yourself).
+    pub fn program_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// The program's kernel id.
+    pub fn program_id(&self) -> u32 {
+        self.prog.id()
+    }
+
+    /// The bindings trie.
+    pub fn bindings_map(&self) -> &MapHandle {
+        &self.bindings
+    }
+
+    /// The host-binding hash.
+    pub fn hosts_map(&self) -> &MapHandle {
+        &self.hosts
+    }
+
+    /// The one-word summary of which lookups can match.
+    pub fn summary_map(&self) -> &MapHandle {
+        &self.summary
+    }
+
+    /// The socket map.
+    pub fn destinations_map(&self) -> &MapHandle {
+        &self.destinations
+    }
+
+    /// The label-name map.
+    pub fn labels_map(&self) -> &MapHandle {
+        &self.labels
+    }
+
+    /// The registration metadata map.
+    pub fn dest_meta_map(&self) -> &MapHandle {
+        &self.dest_meta
+    }
+
+    /// The per-CPU stats map.
+    pub fn stats_map(&self) -> &MapHandle {
+        &self.stats
+    }
+
+    /// How often the program ran and for how long in all, as the kernel
+    /// counts it (`bpf_prog_info.run_cnt` / `run_time_ns`): only while
+    /// run-time stats are on ([`enable_run_time_stats`]).
+    pub fn run_stats(&self) -> Result<ProgRunStats> {
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+        let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+        // SAFETY: `info` is a live, zeroed bpf_prog_info of `len` bytes; the
+        // kernel writes at most `len` bytes and updates the live local `len`.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                self.prog.as_fd().as_raw_fd(),
+                &mut info,
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(
+                KernelError::errno("program flowpin_sk_lookup", "get_info", -rc, "").into(),
+            );
+        }
+        Ok(ProgRunStats {
+            runs: info.run_cnt,
+            run_time_ns: info.run_time_ns,
+        })
+    }
+
+    /// Capacity of the bindings trie (and of the host hash).
+    pub fn max_bindings(&self) -> u32 {
+        self.bindings.max_entries()
+    }
+}
+
+#[cfg(test)]
+mod tests;
