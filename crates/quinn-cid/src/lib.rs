@@ -56,6 +56,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// The quinn-proto this generator implements `ConnectionIdGenerator` for,
+/// re-exported so an application configures its endpoint with the
+/// matching version (`flowpin_quinn::quinn_proto::EndpointConfig`).
+pub use quinn_proto;
+
 use std::time::Duration;
 
 use flowpin_tcp_opt::consts::{QUIC_CID_MAX_LEN, QUIC_CID_MIN_LEN};
