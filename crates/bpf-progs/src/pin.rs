@@ -211,3 +211,22 @@ pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> Result<(), Ker
     }
     Ok(())
 }
+
+/// The id of the BPF program behind `fd`.
+pub fn prog_id(fd: BorrowedFd<'_>) -> Result<u32, KernelError> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` is a writable bpf_prog_info of `len` bytes that outlives the call.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    };
+    if rc < 0 {
+        return Err(KernelError::errno(
+            "program",
+            "bpf_prog_get_info_by_fd",
+            -rc,
+            "",
+        ));
+    }
+    Ok(info.id)
+}

@@ -142,11 +142,12 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 		be = fp_sid_route(r, sid, vip_id, vs, &sid_idx);
 	}
 pick:
-	/* Keep the connection table warm from server_id-routed packets (insert
-	 * on a miss), so the flow's packets without the option follow it after
-	 * this LB lost its table or took the flow over (see XdpLbConfig). */
-	if (be && sid_warm_conn &&
-	    !(proto == IPPROTO_UDP && (flags & FLOWPIN_VIP_SKIP_LRU_UDP))) {
+	/* TCP: keep the connection table warm from server_id-routed packets
+	 * (insert on a miss), so the flow's packets without the option (kernel
+	 * RSTs, TIME_WAIT ACKs, ACKs with no option room) follow it after this
+	 * LB lost its table or took the flow over (see XdpLbConfig). QUIC
+	 * short-header packets all carry their CID: no need. */
+	if (be && sid_warm_conn && proto == IPPROTO_TCP) {
 		cs = fp_conn_set(hash);
 		if (cs) {
 			hash2 = fp_flow_hash(&p->flow, p->family == FLOWPIN_FAMILY_V6,

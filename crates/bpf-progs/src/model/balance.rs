@@ -140,7 +140,7 @@ impl Model {
         let set = hash & (self.cfg.conn_sets - 1);
         let fp = (hash, flow_hash2(&tuple));
         if let Some((a, Route::ServerId)) = chosen {
-            if self.cfg.sid_warm_conn && use_lru {
+            if self.cfg.sid_warm_conn && p.proto == IpNumber::TCP {
                 let conn = self.conn.entry(set).or_default();
                 if conn.lookup(fp) != Some(a) {
                     conn.insert(fp, a);

@@ -471,7 +471,7 @@ impl XdpLb {
         link.update_program(loaded.prog.as_fd())?;
         if let Some(dir) = self.pin_dir.get() {
             let p = dir.join("prog");
-            let tmp = dir.join("prog.new");
+            let tmp = dir.join("prog_upgrade");
             let _ = std::fs::remove_file(&tmp);
             pin_fd(loaded.prog.as_fd(), &tmp)?;
             std::fs::rename(&tmp, &p)
