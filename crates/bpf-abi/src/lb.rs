@@ -54,6 +54,8 @@ pub const SLOT_SHARED: u32 = 2;
 
 /// Layout version of pinned `xdp_lb` state (`FLOWPIN_LB_LAYOUT_VERSION`).
 pub const LB_LAYOUT_VERSION: u32 = 1;
+/// Layout version of pinned `xdp_decap` state (`FLOWPIN_DECAP_LAYOUT_VERSION`).
+pub const DECAP_LAYOUT_VERSION: u32 = 1;
 /// `flowpin_lb_meta.flags`: VIP addresses answer echo requests.
 pub const LB_META_ICMP_ECHO: u32 = 1 << 0;
 /// `flowpin_lb_meta.flags`: server_id-routed packets keep the connection table warm.

@@ -202,6 +202,10 @@ fn flowpin_lb_h_matches_the_rust_constants() {
             ("FLOWPIN_SLOT_ONE", lb::SLOT_ONE.into()),
             ("FLOWPIN_SLOT_SHARED", lb::SLOT_SHARED.into()),
             ("FLOWPIN_LB_LAYOUT_VERSION", lb::LB_LAYOUT_VERSION.into()),
+            (
+                "FLOWPIN_DECAP_LAYOUT_VERSION",
+                lb::DECAP_LAYOUT_VERSION.into(),
+            ),
             ("FLOWPIN_LB_META_ICMP_ECHO", lb::LB_META_ICMP_ECHO.into()),
             (
                 "FLOWPIN_LB_META_SID_WARM_CONN",

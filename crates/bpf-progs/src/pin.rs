@@ -230,3 +230,54 @@ pub fn prog_id(fd: BorrowedFd<'_>) -> Result<u32, KernelError> {
     }
     Ok(info.id)
 }
+
+/// Pins `objects` (name, fd) under `dir` (created on bpffs, 0700), in
+/// order, under the directory's lock; the last one should be the `meta`
+/// map, so a directory holding `meta` is complete. Fails with EEXIST if
+/// `dir` already holds a `meta`; on a failure the pins made are removed.
+pub(crate) fn pin_all(dir: &Path, objects: &[(&str, BorrowedFd<'_>)]) -> Result<(), KernelError> {
+    create_pin_dir(dir)?;
+    let _lock = PinLock::acquire(dir)?;
+    if dir.join("meta").exists() {
+        return Err(KernelError::errno(
+            format!("pin directory {}", dir.display()),
+            "pin",
+            17,
+            "it already holds a pinned program: reopen it with open_pinned, or remove it with unpin",
+        ));
+    }
+    for (i, (name, fd)) in objects.iter().enumerate() {
+        if let Err(e) = pin_fd(*fd, &dir.join(name)) {
+            for (n, _) in &objects[..i] {
+                let _ = std::fs::remove_file(dir.join(n));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the program pinned at `dir/prog` with `prog` (an upgrade):
+/// pinned under a temporary name, then renamed over the old pin.
+pub(crate) fn repin_prog(dir: &Path, prog: BorrowedFd<'_>) -> Result<(), KernelError> {
+    let p = dir.join("prog");
+    // bpffs refuses names with a dot.
+    let tmp = dir.join("prog_upgrade");
+    let _ = std::fs::remove_file(&tmp);
+    pin_fd(prog, &tmp)?;
+    std::fs::rename(&tmp, &p)
+        .map_err(|e| KernelError::io(format!("pin {}", p.display()), "rename", &e, ""))
+}
+
+/// Opens the map pinned at `dir/name`.
+pub(crate) fn map_at(dir: &Path, name: &str) -> Result<libbpf_rs::MapHandle, KernelError> {
+    let p = dir.join(name);
+    libbpf_rs::MapHandle::from_pinned_path(&p).map_err(|e| {
+        KernelError::libbpf(
+            format!("pin {}", p.display()),
+            "open",
+            &e,
+            "ENOENT: not a pin directory of this program, or a half-removed one (unpin it)",
+        )
+    })
+}

@@ -119,6 +119,9 @@ plain_structs! {
         client_parsed, client_missing, client_malformed, client_zero, client_echoed,
         client_echoed_rst, client_no_space, errors,
     },
+    sockops_server_id::flowpin_sockops_meta {
+        layout_version, server_id, server, client, layout, kind, exid, filter_ports, filter_addrs,
+    },
     sk_reuseport_select::fp_rp_config {
         tcp_mode, udp_mode, udp_affinity, quic_cid, cid_sock_offset, proto, addr, port, family,
         flow_table_size,

@@ -149,6 +149,8 @@ struct flowpin_sid_key {
  * bumped on any change to a pinned map's key, value or meaning; a pin
  * directory of another version is refused, never reused. */
 #define FLOWPIN_LB_LAYOUT_VERSION 1
+/* The same for a pinned xdp_decap (its `meta` array holds this number). */
+#define FLOWPIN_DECAP_LAYOUT_VERSION 1
 
 /* flowpin_lb_meta.flags */
 #define FLOWPIN_LB_META_ICMP_ECHO (1u << 0) /* VIP addresses answer echo requests */

@@ -32,7 +32,7 @@ use super::rebuild::PinnedContents;
 use super::state::{BackendDesc, MapOp, RingWrite, VipKey, VipMeta};
 use super::{load_program, LbState, Result, XdpLb, XdpLbConfig, XdpLbError, CONN_SET_BYTES};
 use crate::error::KernelError;
-use crate::pin::{create_pin_dir, open_pinned_fd, pin_fd, remove_pin_dir, PinLock};
+use crate::pin::{open_pinned_fd, remove_pin_dir, PinLock};
 use crate::skel::xdp_lb::types::{
     flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_conn_set,
     flowpin_lb_cfg, flowpin_lb_meta, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
@@ -132,16 +132,7 @@ fn config_of(m: &flowpin_lb_meta, cfg: &flowpin_lb_cfg, ncpus: usize) -> XdpLbCo
 }
 
 fn map_at(dir: &Path, name: &'static str) -> Result<MapHandle> {
-    let p = dir.join(name);
-    MapHandle::from_pinned_path(&p).map_err(|e| {
-        KernelError::libbpf(
-            format!("pin {}", p.display()),
-            "open",
-            &e,
-            "ENOENT: not a pinned xdp_lb directory, or a half-removed one (XdpLb::unpin it)",
-        )
-        .into()
-    })
+    Ok(crate::pin::map_at(dir, name)?)
 }
 
 fn lookup0(map: &MapHandle, name: &'static str) -> Result<Vec<u8>> {
@@ -277,42 +268,26 @@ impl XdpLb {
     /// conventionally as `dir/link` (then [`unpin`](Self::unpin) removes it
     /// too). Later changes through this instance take the directory's lock.
     pub fn pin(&self, dir: &Path) -> Result<()> {
-        create_pin_dir(dir)?;
-        let _lock = PinLock::acquire(dir)?;
-        if dir.join("meta").exists() {
-            return Err(KernelError::errno(
-                format!("pin directory {}", dir.display()),
-                "pin",
-                17,
-                "it already holds an xdp_lb: reopen it with XdpLb::open_pinned or remove it with XdpLb::unpin",
-            )
-            .into());
-        }
         let m = &self.maps;
-        let fds: [(&str, std::os::fd::BorrowedFd<'_>); 13] = [
-            // meta last among the maps: a directory with `meta` is complete.
-            ("vips", m.vips.as_fd()),
-            ("ring", m.ring.as_fd()),
-            ("backends", m.backends.as_fd()),
-            ("backend_descs", m.backend_descs.as_fd()),
-            ("conn", m.conn.as_fd()),
-            ("vip_table", m.vip_table.as_fd()),
-            ("server_ids", m.server_ids.as_fd()),
-            ("sid_table", m.sid_table.as_fd()),
-            ("vip_stats", m.vip_stats.as_fd()),
-            ("lb_stats", m.lb_stats.as_fd()),
-            ("data", m.data.as_fd()),
-            ("prog", self.prog.as_fd()),
-            ("meta", m.meta.as_fd()),
-        ];
-        for (i, (name, fd)) in fds.iter().enumerate() {
-            if let Err(e) = pin_fd(*fd, &dir.join(name)) {
-                for (n, _) in &fds[..i] {
-                    let _ = std::fs::remove_file(dir.join(n));
-                }
-                return Err(e.into());
-            }
-        }
+        crate::pin::pin_all(
+            dir,
+            &[
+                ("vips", m.vips.as_fd()),
+                ("ring", m.ring.as_fd()),
+                ("backends", m.backends.as_fd()),
+                ("backend_descs", m.backend_descs.as_fd()),
+                ("conn", m.conn.as_fd()),
+                ("vip_table", m.vip_table.as_fd()),
+                ("server_ids", m.server_ids.as_fd()),
+                ("sid_table", m.sid_table.as_fd()),
+                ("vip_stats", m.vip_stats.as_fd()),
+                ("lb_stats", m.lb_stats.as_fd()),
+                ("data", m.data.as_fd()),
+                ("prog", self.prog.as_fd()),
+                // meta last: a directory with `meta` is complete.
+                ("meta", m.meta.as_fd()),
+            ],
+        )?;
         let _ = self.pin_dir.set(dir.to_path_buf());
         Ok(())
     }
@@ -470,12 +445,7 @@ impl XdpLb {
         let loaded = load_program(&self.config, Some(&self.maps))?;
         link.update_program(loaded.prog.as_fd())?;
         if let Some(dir) = self.pin_dir.get() {
-            let p = dir.join("prog");
-            let tmp = dir.join("prog_upgrade");
-            let _ = std::fs::remove_file(&tmp);
-            pin_fd(loaded.prog.as_fd(), &tmp)?;
-            std::fs::rename(&tmp, &p)
-                .map_err(|e| KernelError::io(format!("pin {}", p.display()), "rename", &e, ""))?;
+            crate::pin::repin_prog(dir, loaded.prog.as_fd())?;
         }
         self.prog = loaded.prog;
         Ok(())
