@@ -124,7 +124,7 @@ plain_structs! {
     },
     sk_reuseport_select::fp_rp_config {
         tcp_mode, udp_mode, udp_affinity, quic_cid, cid_sock_offset, proto, addr, port, family,
-        flow_table_size,
+        flow_table_size, drain_deadline_ms, drain_idle_ms,
     },
     sk_reuseport_select::fp_rp_gen { r#gen, nslots, state, _pad, deadline_ns },
     sk_reuseport_select::fp_rp_flow_key { raddr, laddr, rport, lport },
