@@ -78,9 +78,17 @@ pub(crate) fn run_once(
     let pins = PinDirs::new();
     let mut ctl = Vec::new();
     for i in 0..topo::LBS {
-        ctl.push(LbControl::start(topo, i, &pins.0[i], false, server_id_routing)?);
+        ctl.push(LbControl::start(
+            topo,
+            i,
+            &pins.0[i],
+            false,
+            server_id_routing,
+        )?);
     }
-    progress(tag("2 LB control processes loaded, pinned and attached xdp_lb"));
+    progress(tag(
+        "2 LB control processes loaded, pinned and attached xdp_lb",
+    ));
     let mut streams = Some(Streams::open(&topo.client, n)?);
     progress(tag(&format!("{n} long-lived connections streaming")));
     pause(Duration::from_millis(1000))?;
@@ -88,7 +96,9 @@ pub(crate) fn run_once(
     match s {
         StateScenario::ControlKilled => {
             ctl.remove(0).kill();
-            progress(tag("LB1 control process killed (SIGKILL); its xdp_lb keeps forwarding"));
+            progress(tag(
+                "LB1 control process killed (SIGKILL); its xdp_lb keeps forwarding",
+            ));
             pause(Duration::from_millis(500))?;
             let again = LbControl::start(topo, 0, &pins.0[0], true, server_id_routing)?;
             progress(tag(&format!(
@@ -100,7 +110,9 @@ pub(crate) fn run_once(
             for c in &mut ctl {
                 c.cmd(&ring_cmd(&ring))?;
             }
-            progress(tag("backend 5 added on both LBs (LB1 by its new controller)"));
+            progress(tag(
+                "backend 5 added on both LBs (LB1 by its new controller)",
+            ));
             pause(Duration::from_millis(1500))?;
         }
         StateScenario::Upgraded => {
