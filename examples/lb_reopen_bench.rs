@@ -8,7 +8,7 @@
 //! `add_vip` + `set_backends` of the same 1,000 backends (and every flow's
 //! connection-table entry lost).
 //!
-//! Run as root: `cargo run --release --example lb_reopen_bench --features bpf`
+//! Run as root: `cargo run --release --example lb_reopen_bench`
 //! (`--backends N --runs R --json`). Pins go under
 //! `/sys/fs/bpf/flowpin-reopen-bench-<pid>` and are removed on exit
 //! (including a panic; Ctrl-C is handled too).

@@ -22,6 +22,21 @@
 //! # Ok::<(), flowpin_bpf_progs::xdp_lb::XdpLbError>(())
 //! ```
 //!
+//! # State that outlives the control process
+//!
+//! [`XdpLb::pin`] pins every map and the program under a directory;
+//! [`XdpLb::open_pinned`] (another process, after a crash or a release)
+//! rebuilds the control state from the maps — `vips` and the
+//! `backend_descs` records of each VIP's backend list, weight, server_id,
+//! drain state and backend index — so [`XdpLb::backends`] returns what was
+//! set before, and the connection table and ring never stopped working.
+//! [`XdpLb::upgrade`] swaps this build's program into an attached link
+//! keeping every map; [`XdpLb::drain_backend`] takes a backend out of the
+//! ring while its flows keep reaching it. Changes of a pinned instance take
+//! the pin directory's lock and catch up with other processes' changes
+//! first (`meta.generation`). Layout versions, the ring check on reopen
+//! and the figures: see `pinned.rs` and the README.
+//!
 //! # Verdicts
 //!
 //! | packet | verdict | counter |
