@@ -219,6 +219,36 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
         Some(&backends(6)[..])
     );
 
+    // A controller killed half-way through a ring change leaves ring slots
+    // that disagree with the backend lists: the next open rewrites them.
+    {
+        use libbpf_rs::MapCore;
+        let ring = lb.maps().ring();
+        let want = lb.state().ring_indices(&tcp_vip());
+        let wrong = want.iter().copied().max().unwrap() + 1;
+        for slot in [0u32, 7, 4242, 65536] {
+            ring.update(
+                &slot.to_ne_bytes(),
+                &wrong.to_ne_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .unwrap();
+        }
+        let healed = XdpLb::open_pinned(&dir).unwrap();
+        assert_eq!(healed.repaired_ring_slots(), 4);
+        for slot in [0u32, 7, 4242, 65536] {
+            let v = ring
+                .lookup(&slot.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                u32::from_ne_bytes(v[..4].try_into().unwrap()),
+                want[slot as usize]
+            );
+        }
+        assert_eq!(XdpLb::open_pinned(&dir).unwrap().repaired_ring_slots(), 0);
+    }
+
     // An incompatible layout is refused, saying which version it holds.
     let meta = lb.maps().meta();
     use libbpf_rs::MapCore;
