@@ -355,3 +355,109 @@ fn privileged_drain_keeps_old_flows_and_sends_new_ones_elsewhere() {
         );
     }
 }
+
+const LB_CHILD_DIR: &str = "FLOWPIN_TEST_LB_CTL_DIR";
+const LB_CHILD_K: &str = "FLOWPIN_TEST_LB_CTL_K";
+const LB_CHILD_START: &str = "FLOWPIN_TEST_LB_CTL_START";
+const LB_ROUNDS: u32 = 40;
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// The weight controller `k` leaves on its backend `i` after round `r`.
+fn weight_of(k: u8, i: u8, r: u32) -> u32 {
+    1 + (u32::from(k) + u32::from(i) + r) % 5
+}
+
+/// Run by the child processes of the two-controller test only: controller
+/// `k` reopens the pins and, `LB_ROUNDS` times, changes the weights of
+/// "its" four backends (k * 4 + 1 ..= k * 4 + 4) and drains / undrains one.
+#[test]
+fn helper_lb_controller_child() {
+    let (Ok(dir), Ok(k)) = (std::env::var(LB_CHILD_DIR), std::env::var(LB_CHILD_K)) else {
+        return; // not a child: nothing to do
+    };
+    let k: u8 = k.parse().unwrap();
+    let start: u128 = std::env::var(LB_CHILD_START).unwrap().parse().unwrap();
+    let mut lb = XdpLb::open_pinned(Path::new(&dir)).unwrap();
+    while now_ms() < start {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    for r in 0..LB_ROUNDS {
+        for i in 1..=4u8 {
+            let addr = backend4(k * 4 + i);
+            lb.set_weight(&tcp_vip(), addr, weight_of(k, i, r)).unwrap();
+        }
+        let d = backend4(k * 4 + 1);
+        if r % 2 == 0 {
+            lb.drain_backend(&tcp_vip(), d).unwrap();
+        } else {
+            lb.undrain_backend(&tcp_vip(), d).unwrap();
+        }
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn privileged_two_lb_controllers_lose_no_change() {
+    if skip("privileged_two_lb_controllers_lose_no_change") {
+        return;
+    }
+    let dir = PathBuf::from("/sys/fs/bpf").join(unique_name("lb2c"));
+    let _guard = PinDir(dir.clone());
+    let mut lb = XdpLb::load(test_config()).unwrap();
+    lb.add_vip(tcp_vip(), VipFlags::SERVER_ID).unwrap();
+    lb.set_backends(&tcp_vip(), &backends(8)).unwrap();
+    lb.pin(&dir).unwrap();
+    drop(lb);
+    let start = (now_ms() + 400).to_string();
+    let children: Vec<_> = (0..2)
+        .map(|k| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "helper_lb_controller_child", "--nocapture"])
+                .env(LB_CHILD_DIR, &dir)
+                .env(LB_CHILD_K, k.to_string())
+                .env(LB_CHILD_START, &start)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Both run at once from `start`.
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a controller failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let lb = XdpLb::open_pinned(&dir).unwrap();
+    let want: Vec<Backend> = backends(8)
+        .into_iter()
+        .enumerate()
+        .map(|(n, b)| {
+            let (k, i) = ((n / 4) as u8, (n % 4) as u8 + 1);
+            b.weight(weight_of(k, i, LB_ROUNDS - 1))
+        })
+        .collect();
+    assert_eq!(
+        lb.backends(&tcp_vip()),
+        Some(&want[..]),
+        "a change was lost"
+    );
+    // Round LB_ROUNDS - 1 is odd: both drained backends were put back.
+    assert!(!lb.is_draining(&tcp_vip(), backend4(1)));
+    assert!(!lb.is_draining(&tcp_vip(), backend4(5)));
+    assert_eq!(
+        lb.repaired_ring_slots(),
+        0,
+        "the kernel ring disagrees with the backend lists: interleaved writes"
+    );
+}
