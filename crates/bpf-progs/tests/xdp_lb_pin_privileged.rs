@@ -162,6 +162,11 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
         0,
         "the ring matched the backend lists"
     );
+    assert_eq!(
+        lb.repaired_entries(),
+        0,
+        "every table matched the backend lists"
+    );
     assert_eq!(lb.config().local_mac, LOCAL_MAC, "runtime config read back");
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
         let mode = e.metadata().unwrap().permissions().mode() & 0o777;
@@ -247,6 +252,73 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
             );
         }
         assert_eq!(XdpLb::open_pinned(&dir).unwrap().repaired_ring_slots(), 0);
+
+        // Entries of a change that never reached `backend_descs`: an
+        // orphan backend entry, an orphan server_id route (it would send
+        // server_id 4242's packets to whatever reuses index 77), a missing
+        // route, a stale direct-mapped slot.
+        let orphan = |vip_id: u32, sid: u32| {
+            let mut k = vip_id.to_ne_bytes().to_vec();
+            k.extend_from_slice(&sid.to_ne_bytes());
+            k
+        };
+        let mut be = [0u8; 20];
+        be[..4].copy_from_slice(&[10, 9, 9, 9]);
+        be[16] = 4;
+        let m = lb.maps();
+        m.backends()
+            .update(&77u32.to_ne_bytes(), &be, libbpf_rs::MapFlags::ANY)
+            .unwrap();
+        m.server_ids()
+            .update(
+                &orphan(0, 4242),
+                &77u32.to_ne_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .unwrap();
+        m.server_ids().delete(&orphan(0, 101)).unwrap();
+        let slot = flowpin_bpf_abi::lb::sid_slot(0, 4242);
+        let mut v = [0u8; 16];
+        v[4..8].copy_from_slice(&4242u32.to_ne_bytes());
+        v[8..12].copy_from_slice(&77u32.to_ne_bytes());
+        v[12..].copy_from_slice(&flowpin_bpf_abi::lb::SLOT_ONE.to_ne_bytes());
+        m.sid_table()
+            .update(&slot.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+            .unwrap();
+        let healed = XdpLb::open_pinned(&dir).unwrap();
+        assert!(
+            healed.repaired_entries() >= 4,
+            "{}",
+            healed.repaired_entries()
+        );
+        let m = healed.maps();
+        let get =
+            |map: &libbpf_rs::MapHandle, k: &[u8]| map.lookup(k, libbpf_rs::MapFlags::ANY).unwrap();
+        assert_eq!(
+            get(m.server_ids(), &orphan(0, 4242)),
+            None,
+            "orphan route left"
+        );
+        assert!(
+            get(m.server_ids(), &orphan(0, 101)).is_some(),
+            "route not restored"
+        );
+        assert_eq!(
+            get(m.backends(), &77u32.to_ne_bytes()).unwrap()[16],
+            0,
+            "orphan backend left"
+        );
+        assert_eq!(
+            get(m.sid_table(), &slot.to_ne_bytes()).unwrap()[12..],
+            [0; 4]
+        );
+        assert_eq!(XdpLb::open_pinned(&dir).unwrap().repaired_entries(), 0);
+        let with_opt = tcp4(client4(9000), 9000, vip4(), 80, false, &sid_opt(101), b"x");
+        assert_eq!(
+            sent_to(&healed, &with_opt),
+            backend4(1),
+            "server_id 101 routes again"
+        );
     }
 
     // An incompatible layout is refused, saying which version it holds.

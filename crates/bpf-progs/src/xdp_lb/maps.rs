@@ -203,7 +203,7 @@ pub(crate) fn c_vip_key(k: &VipKey) -> flowpin_vip_key {
     }
 }
 
-fn c_meta(m: &VipMeta) -> flowpin_vip_meta {
+pub(crate) fn c_meta(m: &VipMeta) -> flowpin_vip_meta {
     flowpin_vip_meta {
         vip_id: m.vip_id,
         flags: m.flags,

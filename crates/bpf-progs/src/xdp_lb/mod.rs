@@ -107,6 +107,7 @@ mod pinned;
 mod rebuild;
 #[cfg(test)]
 mod rebuild_tests;
+mod repair;
 mod ring;
 pub mod state;
 #[cfg(test)]
@@ -155,6 +156,8 @@ pub struct XdpLb {
     meta: flowpin_lb_meta,
     /// Ring slots `open_pinned` found different from the rebuilt state and rewrote.
     repaired_ring_slots: u32,
+    /// Other entries `open_pinned` found different and rewrote.
+    repaired_entries: u32,
 }
 
 /// A program loaded from this build, against fresh maps or pinned ones.
@@ -287,6 +290,7 @@ impl XdpLb {
             pin_dir: std::sync::OnceLock::new(),
             meta: loaded.meta,
             repaired_ring_slots: 0,
+            repaired_entries: 0,
         })
     }
 

@@ -9,9 +9,10 @@
 //!
 //! [`XdpLb::open_pinned`] opens the maps and the program and rebuilds the
 //! control state from `vips` and `backend_descs`
-//! ([`LbState::rebuild`](super::LbState::rebuild)); the ring is derived
-//! data: it is compared with the kernel's and any differing slot rewritten
-//! (a controller killed half-way through a ring change). Nothing is
+//! ([`LbState::rebuild`](super::LbState::rebuild)); the ring, the backend
+//! entries, the server_id routes and the direct-mapped slots are derived
+//! data: they are compared with the kernel's and any difference rewritten
+//! (a controller killed half-way through a change; see `repair.rs`). Nothing is
 //! loaded, so reopening is fast (see the README for the figure).
 //!
 //! [`XdpLb::upgrade`] loads this build's program against the same maps
@@ -144,7 +145,7 @@ fn lookup0(map: &MapHandle, name: &'static str) -> Result<Vec<u8>> {
         .unwrap_or_default())
 }
 
-fn ip_of(addr: [u32; 4], family: u8) -> Option<std::net::IpAddr> {
+pub(super) fn ip_of(addr: [u32; 4], family: u8) -> Option<std::net::IpAddr> {
     let mut b = [0u8; 16];
     for (d, w) in b.chunks_exact_mut(4).zip(addr) {
         d.copy_from_slice(&w.to_ne_bytes());
@@ -211,15 +212,31 @@ fn read_contents(maps: &KernelMaps) -> Result<PinnedContents> {
 
 /// `ring[base .. base + n]` with `bpf_map_lookup_batch`.
 fn read_ring(ring: &MapHandle, base: u32, n: u32) -> Result<Vec<u32>> {
+    Ok(read_array(ring, "ring", base, n)?
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// The values of `map[base .. base + n]` (an array map with `u32` keys),
+/// concatenated, read with `bpf_map_lookup_batch` into one buffer.
+pub(super) fn read_array(
+    map: &MapHandle,
+    name: &'static str,
+    base: u32,
+    n: u32,
+) -> Result<Vec<u8>> {
     use std::os::fd::AsRawFd;
-    let mut out = Vec::with_capacity(n as usize);
+    let vsize = map.value_size() as usize;
+    let mut out: Vec<u8> = Vec::with_capacity(n as usize * vsize);
     let mut keys = vec![0u32; n as usize];
-    let mut vals = vec![0u32; n as usize];
+    let mut vals = vec![0u8; n as usize * vsize];
     // The batch cursor is the last key read: start after base - 1.
     let mut cursor: u32 = base.wrapping_sub(1);
     let mut first = base == 0;
-    while (out.len() as u32) < n {
-        let want = n - out.len() as u32;
+    let mut got = 0u32;
+    while got < n {
+        let want = n - got;
         let mut count = want;
         let mut next: u32 = 0;
         let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
@@ -231,11 +248,11 @@ fn read_ring(ring: &MapHandle, base: u32, n: u32) -> Result<Vec<u32>> {
         } else {
             (&mut cursor as *mut u32).cast()
         };
-        // SAFETY: keys/vals hold `want` u32 slots (the key and value size of
-        // the ring), `count` says so; in/out batch point to live u32s.
+        // SAFETY: keys holds `want` u32 keys and vals `want` values of the
+        // map's value size, `count` says so; in/out batch point to live u32s.
         let rc = unsafe {
             libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
-                ring.as_fd().as_raw_fd(),
+                map.as_fd().as_raw_fd(),
                 in_batch,
                 (&mut next as *mut u32).cast(),
                 keys.as_mut_ptr().cast(),
@@ -245,19 +262,25 @@ fn read_ring(ring: &MapHandle, base: u32, n: u32) -> Result<Vec<u32>> {
             )
         };
         if rc < 0 && -rc != 2 {
-            return Err(KernelError::errno("map ring", "lookup_batch", -rc, "").into());
+            return Err(KernelError::errno(format!("map {name}"), "lookup_batch", -rc, "").into());
         }
-        out.extend_from_slice(&vals[..count.min(want) as usize]);
+        let count = count.min(want);
+        out.extend_from_slice(&vals[..count as usize * vsize]);
+        got += count;
         if count == 0 || rc < 0 {
             break;
         }
         cursor = next;
         first = false;
     }
-    if out.len() as u32 != n {
-        return Err(
-            KernelError::out_of_sync("map ring", "lookup_batch", out.len(), n as usize).into(),
-        );
+    if got != n {
+        return Err(KernelError::out_of_sync(
+            format!("map {name}"),
+            "lookup_batch",
+            got as usize,
+            n as usize,
+        )
+        .into());
     }
     Ok(out)
 }
@@ -326,7 +349,7 @@ impl XdpLb {
         let _lock = PinLock::acquire(dir)?;
         let mut lb = Self::open_locked(dir, meta_map)?;
         let _ = lb.pin_dir.set(dir.to_path_buf());
-        lb.repair_rings()?;
+        lb.repair()?;
         Ok(lb)
     }
 
@@ -384,12 +407,13 @@ impl XdpLb {
             pin_dir: std::sync::OnceLock::new(),
             meta,
             repaired_ring_slots: 0,
+            repaired_entries: 0,
         })
     }
 
     /// Compares every VIP's kernel ring with the rebuilt state's and
     /// rewrites the slots that differ.
-    fn repair_rings(&mut self) -> Result<()> {
+    pub(super) fn repair_rings(&mut self) -> Result<()> {
         let m = self.config.ring_size;
         let mut repaired = 0;
         let vips: Vec<_> = self.state.vip_ids().collect();
@@ -419,6 +443,13 @@ impl XdpLb {
     /// controller died half-way through a change).
     pub fn repaired_ring_slots(&self) -> u32 {
         self.repaired_ring_slots
+    }
+
+    /// Other entries (`backends`, `server_ids`, `sid_table`, `vip_table`)
+    /// [`open_pinned`](Self::open_pinned) found different from the rebuilt
+    /// state, and rewrote or removed.
+    pub fn repaired_entries(&self) -> u32 {
+        self.repaired_entries
     }
 
     /// The pin directory, once pinned or reopened.
