@@ -313,6 +313,22 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
             [0; 4]
         );
         assert_eq!(XdpLb::open_pinned(&dir).unwrap().repaired_entries(), 0);
+        // A backend record of a VIP that is gone (a remove_vip cut short):
+        // the reopen still works, and deletes it.
+        let mut key = 5u32.to_ne_bytes().to_vec();
+        key.extend_from_slice(&0u32.to_ne_bytes());
+        let mut desc = [0u8; 32];
+        desc[..4].copy_from_slice(&[10, 9, 9, 8]);
+        desc[16] = 4;
+        desc[20..24].copy_from_slice(&1u32.to_ne_bytes());
+        desc[28..32].copy_from_slice(&78u32.to_ne_bytes());
+        m.backend_descs()
+            .update(&key, &desc, libbpf_rs::MapFlags::ANY)
+            .unwrap();
+        let again = XdpLb::open_pinned(&dir).unwrap();
+        assert_eq!(again.repaired_entries(), 1);
+        assert_eq!(get(m.backend_descs(), &key), None, "orphan record left");
+        assert_eq!(again.backends(&tcp_vip()), healed.backends(&tcp_vip()));
         let with_opt = tcp4(client4(9000), 9000, vip4(), 80, false, &sid_opt(101), b"x");
         assert_eq!(
             sent_to(&healed, &with_opt),

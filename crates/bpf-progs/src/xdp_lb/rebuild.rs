@@ -29,8 +29,9 @@ fn corrupt(why: String) -> XdpLbError {
 impl LbState {
     /// The control state whose tables are `contents` (for a program loaded
     /// with `config`). Fails if the contents contradict themselves (a
-    /// descriptor of an unknown VIP, a gap in a backend list, one address
-    /// with two indices).
+    /// gap in a backend list, one address with two indices). Descriptors of
+    /// a VIP that is not configured (a `remove_vip` cut short) are kept
+    /// aside in the state, for `open_pinned` to delete.
     pub fn rebuild(config: &XdpLbConfig, contents: &PinnedContents) -> Result<LbState, XdpLbError> {
         let mut st = LbState::new(config);
         let mut by_id: HashMap<u32, (Vip, VipFlags)> = HashMap::new();
@@ -64,10 +65,10 @@ impl LbState {
         let mut lists: HashMap<u32, BTreeMap<u32, BackendDesc>> = HashMap::new();
         for (vip_id, pos, d) in &contents.descs {
             if !by_id.contains_key(vip_id) {
-                return Err(corrupt(format!(
-                    "backend {} is recorded for VIP id {vip_id}, which is not configured",
-                    d.addr
-                )));
+                // Left by a `remove_vip` that stopped after the VIP became
+                // unreachable: nothing uses it; `open_pinned` deletes it.
+                st.orphan_descs.push((*vip_id, *pos, *d));
+                continue;
             }
             lists.entry(*vip_id).or_default().insert(*pos, *d);
         }
@@ -141,11 +142,6 @@ impl LbState {
                     sids,
                 },
             );
-        }
-        if let Some(id) = lists.keys().next() {
-            return Err(corrupt(format!(
-                "backends recorded for unknown VIP id {id}"
-            )));
         }
         let used: HashSet<u32> = alloc.ids.values().map(|x| x.0).collect();
         alloc.next = used.iter().max().map_or(1, |m| m + 1);

@@ -208,6 +208,14 @@ impl XdpLb {
                 });
             }
         }
+        for &(vip_id, pos, d) in &st.orphan_descs {
+            last.push(MapOp::BackendDesc {
+                vip_id,
+                pos,
+                value: None,
+                prev: Some(d),
+            });
+        }
         let n = first.len() + routes.len() + vips.len() + last.len();
         apply(&mut self.maps, &first)?;
         self.repair_rings()?;
@@ -215,6 +223,7 @@ impl XdpLb {
         apply(&mut self.maps, &vips)?;
         apply(&mut self.maps, &last)?;
         self.repaired_entries = n as u32;
+        self.state.orphan_descs.clear();
         Ok(())
     }
 }

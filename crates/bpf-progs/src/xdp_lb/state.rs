@@ -122,6 +122,9 @@ pub struct LbState {
     /// ICMP entries: VIPs per address.
     pub(super) echo_refs: HashMap<IpAddr, u32>,
     pub(super) port_agnostic: u32,
+    /// `backend_descs` entries of VIPs that are not configured, found by
+    /// [`LbState::rebuild`] (a `remove_vip` cut short); deleted on reopen.
+    pub(super) orphan_descs: Vec<(u32, u32, BackendDesc)>,
 }
 
 impl LbState {
@@ -142,6 +145,7 @@ impl LbState {
             sid_slots: HashMap::new(),
             echo_refs: HashMap::new(),
             port_agnostic: 0,
+            orphan_descs: Vec::new(),
         }
     }
 
