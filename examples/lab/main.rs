@@ -27,7 +27,9 @@
 //! each namespace, cgroup and process it made and for new bpffs pins.
 
 mod backend;
+mod control;
 mod proto;
+mod scenarios_state;
 mod topo;
 mod workload;
 
@@ -83,6 +85,9 @@ struct Args {
     /// Internal: run as backend process `<index> <netns path> <cgroup path>`.
     #[arg(long, num_args = 3, hide = true)]
     backend_child: Option<Vec<String>>,
+    /// Internal: run as an LB control process (see control.rs).
+    #[arg(long, num_args = 7, hide = true)]
+    lb_control: Option<Vec<String>>,
 }
 
 /// One scenario's result, as printed in the JSON.
@@ -92,6 +97,8 @@ struct ScenarioResult {
     connections: usize,
     broken_with_server_id: usize,
     broken_without_server_id: usize,
+    /// Packets the LBs' programs dropped over the scenario (both runs).
+    packets_dropped_by_lb: u64,
     #[serde(skip)]
     detail_with: RunDetail,
     #[serde(skip)]
@@ -105,9 +112,10 @@ struct RunDetail {
     stalled: usize,
     sid_routed: u64,
     /// VIP packets per LB in the window before LB1 left ECMP.
-    lb_packets_before: [u64; topo::LBS],
+    lb_packets_before: Option<[u64; topo::LBS]>,
     /// VIP packets per LB in the window after LB1 left ECMP (from 200 ms after).
-    lb_packets_after: [u64; topo::LBS],
+    lb_packets_after: Option<[u64; topo::LBS]>,
+    lb_drops: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,7 +162,9 @@ impl Scenario {
             Scenario::AddBackendThenLbOut => "backend added, then LB1 out of ECMP",
             Scenario::RemoveBackendThenLbOut => "backend removed, then LB1 out of ECMP",
             Scenario::LbOutAndBack => "LB1 out of ECMP and back",
-            Scenario::LbRestartedWhileBackendAdded => "LB1 out, backend added, LB1 restarted+back",
+            Scenario::LbRestartedWhileBackendAdded => {
+                "LB1 out, backend added, LB1 state lost (new machine)+back"
+            }
         }
     }
 }
@@ -379,6 +389,11 @@ fn run_once(
         .filter_map(|h| h.lb.vip_stats(&vip()).ok())
         .map(|s| s.sid_routed)
         .sum();
+    let lb_drops: u64 = lbs
+        .iter()
+        .filter_map(|h| h.lb.global_stats().ok())
+        .map(|s| control::dropped(&s))
+        .sum();
     drop(lbs);
     let healthy: Vec<_> = reports
         .iter()
@@ -408,8 +423,9 @@ fn run_once(
         reset,
         stalled,
         sid_routed,
-        lb_packets_before: lb_before,
-        lb_packets_after: lb_after,
+        lb_packets_before: Some(lb_before),
+        lb_packets_after: Some(lb_after),
+        lb_drops,
     };
     progress(tag(&format!(
         "done: {} of {} connections to healthy backends broke ({} reset, {} stalled)",
@@ -548,6 +564,20 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
             connections: args.connections,
             broken_with_server_id: with,
             broken_without_server_id: without,
+            packets_dropped_by_lb: dw.lb_drops + dwo.lb_drops,
+            detail_with: dw,
+            detail_without: dwo,
+        });
+    }
+    for scenario in scenarios_state::StateScenario::ALL {
+        let (with, dw) = scenarios_state::run_once(&topo, scenario, true, args.connections)?;
+        let (without, dwo) = scenarios_state::run_once(&topo, scenario, false, args.connections)?;
+        scenarios.push(ScenarioResult {
+            name: scenario.name(),
+            connections: args.connections,
+            broken_with_server_id: with,
+            broken_without_server_id: without,
+            packets_dropped_by_lb: dw.lb_drops + dwo.lb_drops,
             detail_with: dw,
             detail_without: dwo,
         });
@@ -674,7 +704,7 @@ fn print_table(r: &LabReport, to_stderr: bool) {
     let mut out = String::new();
     out.push_str("\nConnections to healthy backends broken (reset or stalled), per scenario:\n\n");
     out.push_str(&format!(
-        "{:<44} {:>11} {:>16} {:>19}\n",
+        "{:<58} {:>11} {:>16} {:>19}\n",
         "scenario", "connections", "with server_id", "without server_id"
     ));
     for s in &r.scenarios {
@@ -686,7 +716,7 @@ fn print_table(r: &LabReport, to_stderr: bool) {
             }
         };
         out.push_str(&format!(
-            "{:<44} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%)\n",
+            "{:<58} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%)\n",
             s.name,
             s.connections,
             s.broken_with_server_id,
@@ -699,8 +729,12 @@ fn print_table(r: &LabReport, to_stderr: bool) {
     for s in &r.scenarios {
         for (mode, d) in [("with", &s.detail_with), ("without", &s.detail_without)] {
             out.push_str(&format!(
-                "  {:<44} {:<8} healthy {:>4}  reset {:>4}  stalled {:>4}  sid-routed pkts {:>7}  VIP pkts per LB before/after LB1 out {:?} / {:?}\n",
-                s.name, mode, d.healthy, d.reset, d.stalled, d.sid_routed, d.lb_packets_before, d.lb_packets_after
+                "  {:<58} {:<8} healthy {:>4}  reset {:>4}  stalled {:>4}  sid-routed pkts {:>7}  LB drops {:>5}{}\n",
+                s.name, mode, d.healthy, d.reset, d.stalled, d.sid_routed, d.lb_drops,
+                match (d.lb_packets_before, d.lb_packets_after) {
+                    (Some(b), Some(a)) => format!("  VIP pkts per LB before/after LB1 out {b:?} / {a:?}"),
+                    _ => String::new(),
+                }
             ));
         }
     }
@@ -730,6 +764,19 @@ fn print_table(r: &LabReport, to_stderr: bool) {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
+    if let Some(a) = &args.lb_control {
+        let Some(parsed) = control::ControlArgs::parse(a) else {
+            eprintln!("bad --lb-control arguments");
+            return ExitCode::from(2);
+        };
+        return match control::child_main(parsed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lb-control: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(child) = &args.backend_child {
         let parsed = (|| -> Option<BackendArgs> {
             Some(BackendArgs {

@@ -8,7 +8,17 @@
 //! let link = prog.attach(target)?;                      // dropping `link` detaches
 //! let stats = prog.stats()?;                            // typed, one per-CPU lookup, summed
 //! prog.program_fd(); prog.maps()/map(…);                // to go lower
+//!
+//! // State that outlives the process (xdp_lb, xdp_decap, sockops_server_id):
+//! prog.pin(dir)?; link.pin(dir.join("link"))?;          // bpffs, 0600, layout version in `meta`
+//! let prog = Prog::open_pinned(dir)?;                   // another process, later: same maps and state
+//! let link = Link::from_pinned(dir.join("link"))?;
+//! prog.upgrade(&link)?;                                 // this build's program, same maps, bpf_link_update
+//! Prog::unpin(dir)?;                                    // every pin, links included
 //! ```
+//!
+//! [`pin`] holds what they share: bpffs mounting, 0600 pins, the
+//! cross-process lock (`flock` on the pin directory) and `BPF_LINK_UPDATE`.
 //!
 //! Configs are `#[non_exhaustive]` builders; each module has one
 //! `#[non_exhaustive]` error enum (`InvalidConfig`, `Kernel(`[`error::KernelError`]`)`
@@ -56,6 +66,7 @@ pub use flowpin_bpf_abi::flow_hash;
 pub mod model;
 pub mod netdev;
 pub mod netns;
+pub mod pin;
 pub mod process;
 pub mod sk_lookup;
 pub mod sk_reuseport_select;

@@ -14,6 +14,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flowpin_bpf_progs::pin::PinLock;
 use flowpin_bpf_progs::sk_reuseport_select::{
     self as sel, monotonic_ns, sock_key, GenEntry, RawGenState, RawStats, SelectConfig,
     SelectError, SkReuseportSelect, STATS_NO_GEN,
@@ -53,6 +54,14 @@ pub enum GroupError {
         path: PathBuf,
         /// What was found.
         why: String,
+    },
+    /// Taking the group's cross-process lock (`flock` on the pin directory) failed.
+    #[error("locking the group at {path}: {source} (was the pin directory removed?)")]
+    Lock {
+        /// The pin directory.
+        path: PathBuf,
+        /// The failed call.
+        source: flowpin_bpf_progs::error::KernelError,
     },
     /// A kernel call of the thin layer failed.
     #[error("{step}: {source}")]
@@ -273,8 +282,6 @@ pub struct ReuseportGroup {
     prog: SkReuseportSelect,
     cfg: SelectConfig,
     pin_path: PathBuf,
-    drain_deadline: Duration,
-    drain_idle: Duration,
     unpin_on_drop: bool,
 }
 
@@ -349,7 +356,8 @@ impl ReuseportGroup {
             .udp_affinity(config.udp_affinity)
             .quic_cid(config.quic_cid)
             .cid_sock_offset(config.cid_sock_offset)
-            .flow_table_size(config.flow_table_size);
+            .flow_table_size(config.flow_table_size)
+            .drain(config.drain_deadline, config.drain_idle);
         let mut prog =
             SkReuseportSelect::load(cfg.clone()).map_err(kernel("loading the program"))?;
         // The directory only once nothing but pinning can fail: an error
@@ -369,8 +377,6 @@ impl ReuseportGroup {
             prog,
             cfg,
             pin_path: dir,
-            drain_deadline: config.drain_deadline,
-            drain_idle: config.drain_idle,
             unpin_on_drop: config.unpin_on_drop,
         })
     }
@@ -408,17 +414,48 @@ impl ReuseportGroup {
             prog,
             cfg,
             pin_path: dir,
-            drain_deadline: Duration::from_secs(60),
-            drain_idle: Duration::from_secs(10),
             unpin_on_drop: false,
         })
     }
 
-    /// Sets the drain deadline and idle time used by [`retire`](Self::retire)
-    /// and [`reap`](Self::reap) in this process (a joining process starts with 60 s / 10 s).
-    pub fn set_drain(&mut self, deadline: Duration, idle: Duration) {
-        self.drain_deadline = deadline;
-        self.drain_idle = idle;
+    /// Sets the group's drain deadline and idle time, used by
+    /// [`retire`](Self::retire) and [`reap`](Self::reap) of every process
+    /// of the group (they live in the pinned `config` map: a process that
+    /// joins gets the group's settings).
+    pub fn set_drain(&self, deadline: Duration, idle: Duration) -> Result<()> {
+        let _lock = self.lock()?;
+        let cfg = self
+            .prog
+            .config()
+            .map_err(kernel("reading the config map"))?
+            .drain(deadline, idle);
+        self.prog
+            .set_config(&cfg)
+            .map_err(kernel("writing the config map"))
+    }
+
+    /// The group's drain deadline and idle time (from the pinned `config` map).
+    pub fn drain_settings(&self) -> Result<(Duration, Duration)> {
+        let cfg = self
+            .prog
+            .config()
+            .map_err(kernel("reading the config map"))?;
+        Ok((
+            Duration::from_millis(u64::from(cfg.drain_deadline_ms)),
+            Duration::from_millis(u64::from(cfg.drain_idle_ms)),
+        ))
+    }
+
+    /// The group's cross-process lock: an exclusive `flock` on the pin
+    /// directory (bpffs holds no regular files), taken by every
+    /// read-modify-write of the group's maps, so controllers in several
+    /// processes never compute the same generation or clear each other's
+    /// sockets.
+    fn lock(&self) -> Result<PinLock> {
+        PinLock::acquire(&self.pin_path).map_err(|source| GroupError::Lock {
+            path: self.pin_path.clone(),
+            source,
+        })
     }
 
     /// Removes the pins when this handle drops.
@@ -577,7 +614,8 @@ impl ReuseportGroup {
         for (i, s) in sockets.iter().enumerate() {
             self.check_socket(i, s)?;
         }
-        self.reap()?;
+        let _lock = self.lock()?;
+        self.reap_locked()?;
         let before = self.state()?;
         let mut after = before.clone();
         let info = after.add(sockets.len())?;
@@ -617,6 +655,7 @@ impl ReuseportGroup {
     /// that still holds a live socket is refused with [`GroupError::SlotBusy`].
     pub fn add_socket<S: AsFd>(&self, gen: Generation, slot: u32, sock: &S) -> Result<()> {
         self.check_socket(0, sock)?;
+        let _lock = self.lock()?;
         let st = self.state()?;
         let info = st.get(gen).ok_or(ReleaseError::Unknown(gen))?;
         if info.state == GenState::Retired {
@@ -658,6 +697,7 @@ impl ReuseportGroup {
     /// to its sockets. The flip is one write of the `live` map; the previous
     /// live generation drains (keeps its UDP flows and QUIC connections).
     pub fn activate(&self, gen: Generation) -> Result<Option<Generation>> {
+        let _lock = self.lock()?;
         let before = self.state()?;
         let mut after = before.clone();
         let prev = after.activate(gen)?;
@@ -677,9 +717,11 @@ impl ReuseportGroup {
     /// keeps its existing UDP flows until the drain deadline or until idle
     /// (removed by [`reap`](Self::reap)). The live generation is refused.
     pub fn retire(&self, gen: Generation) -> Result<Retirement> {
+        let _lock = self.lock()?;
+        let (deadline, _) = self.drain_settings()?;
         let before = self.state()?;
         let mut after = before.clone();
-        let r = after.retire(gen, monotonic_ns(), self.drain_deadline.as_nanos() as u64)?;
+        let r = after.retire(gen, monotonic_ns(), deadline.as_nanos() as u64)?;
         if r == Retirement::RemoveNow {
             self.clear_index(gen.index())?;
         }
@@ -689,6 +731,7 @@ impl ReuseportGroup {
 
     /// Removes `gen`'s sockets from the map now, whatever its flows (not the live one).
     pub fn remove(&self, gen: Generation) -> Result<()> {
+        let _lock = self.lock()?;
         let before = self.state()?;
         let mut after = before.clone();
         after.finish(gen)?;
@@ -699,6 +742,12 @@ impl ReuseportGroup {
     /// Removes draining generations that are due: no socket left, past the
     /// deadline, or idle (see [`ReleaseState::due`]). Returns them.
     pub fn reap(&self) -> Result<Vec<Generation>> {
+        let _lock = self.lock()?;
+        self.reap_locked()
+    }
+
+    fn reap_locked(&self) -> Result<Vec<Generation>> {
+        let (_, idle) = self.drain_settings()?;
         let before = self.state()?;
         let mut activity = Vec::new();
         for g in before.generations() {
@@ -718,7 +767,7 @@ impl ReuseportGroup {
                 ));
             }
         }
-        let due = before.due(monotonic_ns(), self.drain_idle.as_nanos() as u64, |g| {
+        let due = before.due(monotonic_ns(), idle.as_nanos() as u64, |g| {
             activity.iter().find(|(x, _)| *x == g).map_or(
                 Activity {
                     sockets_left: 0,

@@ -882,8 +882,18 @@ fn privileged_retire_keeps_flows_until_deadline_then_reap_removes() {
     let ns = NetNs::new("rpret").unwrap();
     ns.run(|| {
         let addr: SocketAddr = "127.0.0.1:7070".parse().unwrap();
-        let mut group = ReuseportGroup::create(addr, Proto::Udp, cfg("ret")).unwrap();
-        group.set_drain(Duration::from_millis(300), Duration::from_secs(60));
+        let group = ReuseportGroup::create(addr, Proto::Udp, cfg("ret")).unwrap();
+        group
+            .set_drain(Duration::from_millis(300), Duration::from_secs(60))
+            .unwrap();
+        // A process that joins gets the group's settings, not defaults.
+        assert_eq!(
+            ReuseportGroup::join(group.pin_path())
+                .unwrap()
+                .drain_settings()
+                .unwrap(),
+            (Duration::from_millis(300), Duration::from_secs(60))
+        );
         let a = [udp(addr)];
         let g1 = group.add_generation(&a).unwrap();
         group.activate(g1).unwrap();

@@ -75,6 +75,10 @@ struct fp_rp_config {
 	__u16 port;            /* local port, host order */
 	__u16 family;          /* 4 or 6 */
 	__u32 flow_table_size; /* entries of `flows` */
+	/* Group settings every controller process uses (so one that joins gets
+	 * the group's, not its own defaults). */
+	__u32 drain_deadline_ms; /* a retired generation keeps its UDP flows at most this long */
+	__u32 drain_idle_ms;     /* a retired generation idle this long is removed */
 };
 
 struct fp_rp_gen {

@@ -333,6 +333,8 @@ impl SkReuseportSelect {
             port: cfg.addr.port(),
             family,
             flow_table_size: self.flows.max_entries(),
+            drain_deadline_ms: cfg.drain_deadline_ms,
+            drain_idle_ms: cfg.drain_idle_ms,
         };
         self.config
             .update(&0u32.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
@@ -371,6 +373,8 @@ impl SkReuseportSelect {
             flow_table_size: raw.flow_table_size,
             addr: SocketAddr::new(ip, raw.port),
             proto,
+            drain_deadline_ms: raw.drain_deadline_ms,
+            drain_idle_ms: raw.drain_idle_ms,
         })
     }
 

@@ -74,6 +74,12 @@ pub struct SelectConfig {
     pub addr: SocketAddr,
     /// The group's protocol (stored for processes that join).
     pub proto: Proto,
+    /// A retired generation keeps its UDP flows at most this long
+    /// (milliseconds; a group setting every controller reads from the map).
+    pub drain_deadline_ms: u32,
+    /// A retired generation without a packet for this long is removed
+    /// (milliseconds; a group setting).
+    pub drain_idle_ms: u32,
 }
 
 impl SelectConfig {
@@ -90,6 +96,8 @@ impl SelectConfig {
             flow_table_size: 65536,
             addr,
             proto,
+            drain_deadline_ms: 60_000,
+            drain_idle_ms: 10_000,
         }
     }
 
@@ -126,6 +134,14 @@ impl SelectConfig {
     /// Sets [`SelectConfig::flow_table_size`].
     pub fn flow_table_size(mut self, entries: u32) -> Self {
         self.flow_table_size = entries;
+        self
+    }
+
+    /// Sets the drain deadline and idle time (saturated to `u32::MAX` ms).
+    pub fn drain(mut self, deadline: std::time::Duration, idle: std::time::Duration) -> Self {
+        let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        self.drain_deadline_ms = ms(deadline);
+        self.drain_idle_ms = ms(idle);
         self
     }
 }

@@ -1,0 +1,219 @@
+//! Scenarios of a data path that outlives its control process (issue 11):
+//! both LBs are driven by `lb-control` processes ([`crate::control`]) that
+//! pin their state, so an LB's control side can crash, restart and upgrade
+//! the program while the connection table and the ring stay in the kernel.
+//!
+//! - `LB control process killed (SIGKILL) and restarted`: LB1's controller
+//!   is killed mid-stream; a new process reopens the pins and then adds a
+//!   backend on both LBs.
+//! - `xdp_lb upgraded in place`: both LBs load this build's program against
+//!   their pinned maps and swap it into their pinned links under load.
+//! - `backend drained, then removed after its connections closed`: backend
+//!   4 is drained on both LBs (new flows elsewhere, its flows stay); new
+//!   connections are opened and checked to avoid it; its connections close;
+//!   then it is removed.
+
+use std::time::Duration;
+
+use crate::control::{LbControl, PinDirs};
+use crate::topo::{self, Topology};
+use crate::workload::{Broken, ConnReport, Streams};
+use crate::{pause, progress, Error, RunDetail, INITIAL_RING, REMOVED, SPARE};
+
+/// One of the scenarios of this module.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StateScenario {
+    ControlKilled,
+    Upgraded,
+    Drained,
+}
+
+impl StateScenario {
+    pub(crate) const ALL: [StateScenario; 3] = [
+        StateScenario::ControlKilled,
+        StateScenario::Upgraded,
+        StateScenario::Drained,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StateScenario::ControlKilled => "LB control process killed (SIGKILL) and restarted",
+            StateScenario::Upgraded => "xdp_lb upgraded in place",
+            StateScenario::Drained => "backend drained, then removed after its connections closed",
+        }
+    }
+}
+
+fn ring_cmd(ring: &[usize]) -> String {
+    let v: Vec<String> = ring.iter().map(usize::to_string).collect();
+    format!("ring {}", v.join(","))
+}
+
+fn broken(reports: &[ConnReport]) -> (usize, usize) {
+    let reset = reports
+        .iter()
+        .filter(|r| r.broken == Some(Broken::Reset))
+        .count();
+    let stalled = reports
+        .iter()
+        .filter(|r| r.broken == Some(Broken::Stalled))
+        .count();
+    (reset, stalled)
+}
+
+/// Runs `s` once; returns the broken connections to healthy backends and the details.
+pub(crate) fn run_once(
+    topo: &Topology,
+    s: StateScenario,
+    server_id_routing: bool,
+    n: usize,
+) -> Result<(usize, RunDetail), Error> {
+    let mode = if server_id_routing {
+        "server_id on "
+    } else {
+        "server_id off"
+    };
+    let tag = |m: &str| format!("{:<44} [{mode}] {m}", s.name());
+    topo.set_ecmp(&[true, true])?;
+    let pins = PinDirs::new();
+    let mut ctl = Vec::new();
+    for i in 0..topo::LBS {
+        ctl.push(LbControl::start(
+            topo,
+            i,
+            &pins.0[i],
+            false,
+            server_id_routing,
+        )?);
+    }
+    progress(tag(
+        "2 LB control processes loaded, pinned and attached xdp_lb",
+    ));
+    let mut streams = Some(Streams::open(&topo.client, n)?);
+    progress(tag(&format!("{n} long-lived connections streaming")));
+    pause(Duration::from_millis(1000))?;
+    let mut reports = Vec::new();
+    match s {
+        StateScenario::ControlKilled => {
+            ctl.remove(0).kill();
+            progress(tag(
+                "LB1 control process killed (SIGKILL); its xdp_lb keeps forwarding",
+            ));
+            pause(Duration::from_millis(500))?;
+            let again = LbControl::start(topo, 0, &pins.0[0], true, server_id_routing)?;
+            progress(tag(&format!(
+                "new LB1 control process reopened the pinned state in {:.1} ms",
+                again.ready_ms
+            )));
+            ctl.insert(0, again);
+            let ring: Vec<usize> = INITIAL_RING.iter().copied().chain([SPARE]).collect();
+            for c in &mut ctl {
+                c.cmd(&ring_cmd(&ring))?;
+            }
+            progress(tag(
+                "backend 5 added on both LBs (LB1 by its new controller)",
+            ));
+            pause(Duration::from_millis(1500))?;
+        }
+        StateScenario::Upgraded => {
+            for (i, c) in ctl.iter_mut().enumerate() {
+                let ids = c.cmd("upgrade")?;
+                let mut w = ids.split_whitespace();
+                let (old, new) = (w.next().unwrap_or("?"), w.next().unwrap_or("?"));
+                if old == new {
+                    return Err(format!("LB{}: the link still runs program {old}", i + 1).into());
+                }
+                progress(tag(&format!(
+                    "LB{}: program {old} -> {new} swapped into its pinned link (bpf_link_update)",
+                    i + 1
+                )));
+            }
+            pause(Duration::from_millis(1500))?;
+        }
+        StateScenario::Drained => {
+            for c in &mut ctl {
+                c.cmd(&format!("drain {REMOVED}"))?;
+            }
+            progress(tag("backend 4 drained on both LBs"));
+            pause(Duration::from_millis(1000))?;
+            let fresh = Streams::open(&topo.client, n / 5)?;
+            pause(Duration::from_millis(1000))?;
+            let old = streams.take().ok_or("streams already finished")?.finish();
+            let on_drained = old
+                .iter()
+                .filter(|r| usize::from(r.backend) == REMOVED)
+                .count();
+            let (reset, stalled) = broken(
+                &old.iter()
+                    .filter(|r| usize::from(r.backend) == REMOVED)
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+            progress(tag(&format!(
+                "the {} connections opened before closed; {on_drained} were on the draining backend ({} of them broke while it drained)",
+                old.len(),
+                reset + stalled
+            )));
+            pause(Duration::from_millis(300))?;
+            for c in &mut ctl {
+                c.cmd(&format!("remove {REMOVED}"))?;
+            }
+            progress(tag("backend 4 removed on both LBs"));
+            pause(Duration::from_millis(2800))?;
+            let later = fresh.finish();
+            let misplaced = later
+                .iter()
+                .filter(|r| usize::from(r.backend) == REMOVED)
+                .count();
+            progress(tag(&format!(
+                "{} connections opened while draining: {misplaced} reached the draining backend (expected 0)",
+                later.len()
+            )));
+            if misplaced > 0 {
+                return Err(format!(
+                    "{misplaced} new connections reached the draining backend: drain is broken"
+                )
+                .into());
+            }
+            reports.extend(old);
+            reports.extend(later);
+        }
+    }
+    if let Some(st) = streams.take() {
+        // Long enough for a stalled ping to be detected.
+        pause(Duration::from_millis(2800))?;
+        reports = st.finish();
+    }
+    let (mut drops, mut sid_routed) = (0, 0);
+    for c in &mut ctl {
+        let (d, r) = c.stats()?;
+        drops += d;
+        sid_routed += r;
+    }
+    drop(ctl);
+    drop(pins);
+    let (reset, stalled) = broken(&reports);
+    if reports.iter().all(|r| r.answered == 0) {
+        return Err("no connection ever got an answer: the data path is broken".into());
+    }
+    if server_id_routing && sid_routed == 0 {
+        return Err("server_id routing is on but no packet was routed by server_id".into());
+    }
+    progress(tag(&format!(
+        "done: {} of {} connections broke ({reset} reset, {stalled} stalled); the LBs dropped {drops} packets",
+        reset + stalled,
+        reports.len()
+    )));
+    Ok((
+        reset + stalled,
+        RunDetail {
+            healthy: reports.len(),
+            reset,
+            stalled,
+            sid_routed,
+            lb_drops: drops,
+            lb_packets_before: None,
+            lb_packets_after: None,
+        },
+    ))
+}
