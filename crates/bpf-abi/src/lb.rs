@@ -52,6 +52,19 @@ pub const SLOT_ONE: u32 = 1;
 /// the key up in the hash map.
 pub const SLOT_SHARED: u32 = 2;
 
+/// Layout version of pinned `xdp_lb` state (`FLOWPIN_LB_LAYOUT_VERSION`).
+pub const LB_LAYOUT_VERSION: u32 = 1;
+/// Layout version of pinned `xdp_decap` state (`FLOWPIN_DECAP_LAYOUT_VERSION`).
+pub const DECAP_LAYOUT_VERSION: u32 = 1;
+/// `flowpin_lb_meta.flags`: VIP addresses answer echo requests.
+pub const LB_META_ICMP_ECHO: u32 = 1 << 0;
+/// `flowpin_lb_meta.flags`: server_id-routed packets keep the connection table warm.
+pub const LB_META_SID_WARM_CONN: u32 = 1 << 1;
+/// `flowpin_backend_desc.state`: in the ring.
+pub const BACKEND_ACTIVE: u8 = 0;
+/// `flowpin_backend_desc.state`: draining (out of the ring, still reachable).
+pub const BACKEND_DRAINING: u8 = 1;
+
 /// `flowpin_vip_slot()`: the `vip_table` slot of a VIP key. `addr` is the
 /// key's address bytes (an IPv4 address in the first 4, the rest 0), `port`
 /// in host order (the key stores it in network order).

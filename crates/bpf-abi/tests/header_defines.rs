@@ -201,6 +201,18 @@ fn flowpin_lb_h_matches_the_rust_constants() {
             ("FLOWPIN_SLOT_EMPTY", lb::SLOT_EMPTY.into()),
             ("FLOWPIN_SLOT_ONE", lb::SLOT_ONE.into()),
             ("FLOWPIN_SLOT_SHARED", lb::SLOT_SHARED.into()),
+            ("FLOWPIN_LB_LAYOUT_VERSION", lb::LB_LAYOUT_VERSION.into()),
+            (
+                "FLOWPIN_DECAP_LAYOUT_VERSION",
+                lb::DECAP_LAYOUT_VERSION.into(),
+            ),
+            ("FLOWPIN_LB_META_ICMP_ECHO", lb::LB_META_ICMP_ECHO.into()),
+            (
+                "FLOWPIN_LB_META_SID_WARM_CONN",
+                lb::LB_META_SID_WARM_CONN.into(),
+            ),
+            ("FLOWPIN_BACKEND_ACTIVE", lb::BACKEND_ACTIVE.into()),
+            ("FLOWPIN_BACKEND_DRAINING", lb::BACKEND_DRAINING.into()),
         ],
     );
 }

@@ -56,6 +56,7 @@ pub use flowpin_bpf_abi::flow_hash;
 pub mod model;
 pub mod netdev;
 pub mod netns;
+pub mod pin;
 pub mod process;
 pub mod sk_lookup;
 pub mod sk_reuseport_select;

@@ -88,6 +88,13 @@ plain_structs! {
     xdp_lb::flowpin_conn_set { hash, hash2, backend, order, pad },
     xdp_lb::flowpin_sid_key { vip_id, server_id },
     xdp_lb::flowpin_sid_slot { vip_id, server_id, backend, state },
+    xdp_lb::flowpin_backend_desc_key { vip_id, pos },
+    xdp_lb::flowpin_backend_desc { addr, family, state, has_server_id, pad, weight, server_id, backend },
+    xdp_lb::flowpin_lb_meta {
+        layout_version, ring_size, max_vips, max_backends, max_server_ids, conn_sets, conn_tables,
+        flags, generation, size_vip_key, size_vip_meta, size_backend, size_backend_desc,
+        size_conn_set, size_sid_slot, size_lb_cfg,
+    },
     xdp_lb::flowpin_vip_stats {
         packets, bytes, lru_hit, lru_miss, new_flows, sid_routed, sid_fallback_unknown,
         sid_fallback_zero, sid_fallback_malformed, sid_missing, quic_long_header, too_big,
@@ -111,6 +118,9 @@ plain_structs! {
         server_no_space, server_echo_ok, server_echo_missing, server_echo_wrong, client_connects,
         client_parsed, client_missing, client_malformed, client_zero, client_echoed,
         client_echoed_rst, client_no_space, errors,
+    },
+    sockops_server_id::flowpin_sockops_meta {
+        layout_version, server_id, server, client, layout, kind, exid, filter_ports, filter_addrs,
     },
     sk_reuseport_select::fp_rp_config {
         tcp_mode, udp_mode, udp_affinity, quic_cid, cid_sock_offset, proto, addr, port, family,

@@ -110,10 +110,83 @@ impl XdpLink {
         self.ifindex
     }
 
-    /// Detaches now (same as dropping).
+    /// Detaches now (same as dropping). A pinned link stays attached until
+    /// its pin is removed as well.
     pub fn detach(self) {
         drop(self);
     }
+
+    /// Pins the link at `path` (on bpffs, mode 0600): the program stays
+    /// attached after this process exits, until the pin is removed.
+    pub fn pin(&self, path: impl AsRef<Path>) -> Result<(), KernelError> {
+        crate::pin::pin_fd(self.fd.as_fd(), path.as_ref())
+    }
+
+    /// Reopens a link pinned by [`pin`](Self::pin). Its mode is read from
+    /// the interface (`bpf_xdp_query`) when the interface is in the calling
+    /// thread's network namespace, and reported as
+    /// [`XdpMode::Generic`] when it cannot be determined.
+    pub fn from_pinned(path: impl AsRef<Path>) -> Result<XdpLink, KernelError> {
+        let path = path.as_ref();
+        let fd = crate::pin::open_pinned_fd(path)?;
+        let info = link_info(fd.as_fd()).map_err(|e| {
+            KernelError::io(
+                format!("link {}", path.display()),
+                "bpf_link_get_info_by_fd",
+                &e,
+                "",
+            )
+        })?;
+        if info.type_ != libbpf_rs::libbpf_sys::BPF_LINK_TYPE_XDP {
+            return Err(KernelError::errno(
+                format!("link {}", path.display()),
+                "open",
+                22,
+                "the pinned link is not an XDP link",
+            ));
+        }
+        // SAFETY: type_ is BPF_LINK_TYPE_XDP, so the xdp member is the one the kernel filled.
+        let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+        let mut q = libbpf_rs::libbpf_sys::bpf_xdp_query_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_xdp_query_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: `q` is a properly sized, initialised opts struct that outlives the call.
+        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut q) };
+        let mode = if rc == 0 && q.drv_prog_id == info.prog_id && info.prog_id != 0 {
+            XdpMode::Native
+        } else {
+            XdpMode::Generic
+        };
+        Ok(XdpLink { fd, ifindex, mode })
+    }
+
+    /// Swaps the link's program for `prog` atomically (`BPF_LINK_UPDATE`):
+    /// every packet runs the old program or the new one.
+    pub fn update_program(&self, prog: impl AsFd) -> Result<(), KernelError> {
+        crate::pin::link_update(self.fd.as_fd(), prog.as_fd())
+    }
+
+    /// The id of the program the link runs now.
+    pub fn program_id(&self) -> Result<u32, KernelError> {
+        link_info(self.fd.as_fd())
+            .map(|i| i.prog_id)
+            .map_err(|e| KernelError::io("xdp link", "bpf_link_get_info_by_fd", &e, ""))
+    }
+}
+
+/// `bpf_link_get_info_by_fd` of a link.
+pub(crate) fn link_info(fd: BorrowedFd<'_>) -> io::Result<libbpf_rs::libbpf_sys::bpf_link_info> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_link_info::default();
+    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_link_info>() as u32;
+    // SAFETY: `info` is a writable bpf_link_info of `len` bytes that outlives the call.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    };
+    if rc < 0 {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    Ok(info)
 }
 
 impl AsFd for XdpLink {

@@ -46,6 +46,7 @@
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
@@ -71,6 +72,16 @@ pub enum XdpDecapError {
     /// Attaching or test-running failed.
     #[error(transparent)]
     Xdp(#[from] XdpAttachError),
+    /// The pin directory holds a layout this build cannot use.
+    #[error("pin directory {dir} holds xdp_decap layout version {found}; this build uses version {expected}: detach it, remove the pins with XdpDecap::unpin and load again, or run the flowpin build that wrote them")]
+    IncompatiblePin {
+        /// The pin directory.
+        dir: std::path::PathBuf,
+        /// The version it holds (0: unreadable).
+        found: u32,
+        /// The version of this build.
+        expected: u32,
+    },
 }
 
 type Result<T> = std::result::Result<T, XdpDecapError>;
@@ -203,17 +214,88 @@ impl From<decap_stats> for DecapStats {
 
 /// The loaded `xdp_decap` program and its maps. Owns only file descriptors:
 /// links made by [`XdpDecap::attach`] keep the program alive on their own.
+///
+/// Pin it ([`pin`](Self::pin)) to keep its tunnel addresses beyond this
+/// process; [`open_pinned`](Self::open_pinned) finds them again and
+/// [`upgrade`](Self::upgrade) swaps this build's program into a link.
 #[derive(Debug)]
 pub struct XdpDecap {
     prog: OwnedFd,
     tunnel_v4: MapHandle,
     tunnel_v6: MapHandle,
     stats: MapHandle,
+    meta: MapHandle,
+    config: XdpDecapConfig,
+    pin_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 const MAP_V4: &str = "tunnel_v4";
 const MAP_V6: &str = "tunnel_v6";
 const MAP_STATS: &str = "stats";
+
+/// The files of a pinned `xdp_decap`.
+pub const PIN_NAMES: &[&str] = &[MAP_V4, MAP_V6, MAP_STATS, "prog", "meta"];
+
+struct Loaded {
+    prog: OwnedFd,
+    tunnel_v4: MapHandle,
+    tunnel_v6: MapHandle,
+    stats: MapHandle,
+    meta: MapHandle,
+}
+
+fn load_program(config: &XdpDecapConfig, reuse: Option<&XdpDecap>) -> Result<Loaded> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = XdpDecapSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(KernelError::object("object xdp_decap", "open", ""))?;
+    for (map, name) in [
+        (&mut open.maps.tunnel_v4, MAP_V4),
+        (&mut open.maps.tunnel_v6, MAP_V6),
+    ] {
+        map.set_max_entries(config.max_tunnel_addrs)
+            .map_err(KernelError::map(name, "set_max_entries"))?;
+    }
+    if let Some(old) = reuse {
+        for (om, h, name) in [
+            (&mut open.maps.tunnel_v4, &old.tunnel_v4, MAP_V4),
+            (&mut open.maps.tunnel_v6, &old.tunnel_v6, MAP_V6),
+            (&mut open.maps.stats, &old.stats, MAP_STATS),
+            (&mut open.maps.meta, &old.meta, "meta"),
+        ] {
+            om.reuse_fd(h.as_fd())
+                .map_err(KernelError::map(name, "reuse_fd"))?;
+        }
+    }
+    let skel = open.load().map_err(KernelError::object(
+        "program xdp_decap",
+        "load",
+        "verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock",
+    ))?;
+    let prog = skel
+        .progs
+        .xdp_decap
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| KernelError::io("program xdp_decap", "dup", &e, ""))?;
+    let handle = |map: &libbpf_rs::Map<'_>, name| {
+        MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
+    };
+    let meta = handle(&skel.maps.meta, "meta")?;
+    meta.update(
+        &0u32.to_ne_bytes(),
+        &flowpin_bpf_abi::lb::DECAP_LAYOUT_VERSION.to_ne_bytes(),
+        MapFlags::ANY,
+    )
+    .map_err(KernelError::map("meta", "update"))?;
+    Ok(Loaded {
+        prog,
+        tunnel_v4: handle(&skel.maps.tunnel_v4, MAP_V4)?,
+        tunnel_v6: handle(&skel.maps.tunnel_v6, MAP_V6)?,
+        stats: handle(&skel.maps.stats, MAP_STATS)?,
+        meta,
+    })
+}
 
 impl XdpDecap {
     /// Opens and loads the program into the kernel (not yet attached).
@@ -223,37 +305,94 @@ impl XdpDecap {
                 "max_tunnel_addrs must be at least 1".into(),
             ));
         }
-        let mut storage = MaybeUninit::uninit();
-        let mut open = XdpDecapSkelBuilder::default()
-            .open(&mut storage)
-            .map_err(KernelError::object("object xdp_decap", "open", ""))?;
-        for (map, name) in [
-            (&mut open.maps.tunnel_v4, MAP_V4),
-            (&mut open.maps.tunnel_v6, MAP_V6),
-        ] {
-            map.set_max_entries(config.max_tunnel_addrs)
-                .map_err(KernelError::map(name, "set_max_entries"))?;
-        }
-        let skel = open.load().map_err(KernelError::object(
-            "program xdp_decap",
-            "load",
-            "verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock",
-        ))?;
-        let prog = skel
-            .progs
-            .xdp_decap
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::io("program xdp_decap", "dup", &e, ""))?;
-        let handle = |map: &libbpf_rs::Map<'_>, name| {
-            MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
-        };
+        let l = load_program(&config, None)?;
         Ok(XdpDecap {
-            prog,
-            tunnel_v4: handle(&skel.maps.tunnel_v4, MAP_V4)?,
-            tunnel_v6: handle(&skel.maps.tunnel_v6, MAP_V6)?,
-            stats: handle(&skel.maps.stats, MAP_STATS)?,
+            prog: l.prog,
+            tunnel_v4: l.tunnel_v4,
+            tunnel_v6: l.tunnel_v6,
+            stats: l.stats,
+            meta: l.meta,
+            config,
+            pin_dir: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Pins the program and its maps under `dir` (created on bpffs, pins
+    /// 0600), so the tunnel addresses outlive this process. Pin the link
+    /// from [`attach`](Self::attach) with [`XdpLink::pin`], conventionally
+    /// as `dir/link`.
+    pub fn pin(&self, dir: &Path) -> Result<()> {
+        crate::pin::pin_all(
+            dir,
+            &[
+                (MAP_V4, self.tunnel_v4.as_fd()),
+                (MAP_V6, self.tunnel_v6.as_fd()),
+                (MAP_STATS, self.stats.as_fd()),
+                ("prog", self.prog.as_fd()),
+                ("meta", self.meta.as_fd()),
+            ],
+        )?;
+        let _ = self.pin_dir.set(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Reopens an `xdp_decap` pinned by [`pin`](Self::pin): its program
+    /// (still running behind its pinned link) and its maps. A directory of
+    /// another layout version is refused.
+    pub fn open_pinned(dir: &Path) -> Result<XdpDecap> {
+        let meta = crate::pin::map_at(dir, "meta")?;
+        let raw = meta
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(KernelError::map("meta", "lookup"))?
+            .unwrap_or_default();
+        let found = <[u8; 4]>::try_from(raw.get(..4).unwrap_or(&[0; 4]))
+            .map(u32::from_ne_bytes)
+            .unwrap_or(0);
+        let expected = flowpin_bpf_abi::lb::DECAP_LAYOUT_VERSION;
+        if raw.len() != 4 || found != expected {
+            return Err(XdpDecapError::IncompatiblePin {
+                dir: dir.to_path_buf(),
+                found,
+                expected,
+            });
+        }
+        let tunnel_v4 = crate::pin::map_at(dir, MAP_V4)?;
+        let config = XdpDecapConfig::default().max_tunnel_addrs(tunnel_v4.max_entries());
+        let d = XdpDecap {
+            prog: crate::pin::open_pinned_fd(&dir.join("prog"))?,
+            tunnel_v4,
+            tunnel_v6: crate::pin::map_at(dir, MAP_V6)?,
+            stats: crate::pin::map_at(dir, MAP_STATS)?,
+            meta,
+            config,
+            pin_dir: std::sync::OnceLock::new(),
+        };
+        let _ = d.pin_dir.set(dir.to_path_buf());
+        Ok(d)
+    }
+
+    /// Removes a pinned `xdp_decap` directory (every pin in it, links
+    /// included, and the directory). A missing directory is not an error.
+    pub fn unpin(dir: &Path) -> Result<()> {
+        Ok(crate::pin::remove_pin_dir(dir)?)
+    }
+
+    /// Upgrades in place: loads this build's program against these maps
+    /// (`reuse_fd`: the tunnel addresses and counters stay) and swaps it
+    /// into `link` atomically (`BPF_LINK_UPDATE`). When pinned, the `prog`
+    /// pin is replaced too.
+    pub fn upgrade(&mut self, link: &XdpLink) -> Result<()> {
+        let _lock = match self.pin_dir.get() {
+            Some(d) => Some(crate::pin::PinLock::acquire(d)?),
+            None => None,
+        };
+        let l = load_program(&self.config, Some(self))?;
+        link.update_program(l.prog.as_fd())?;
+        if let Some(dir) = self.pin_dir.get() {
+            crate::pin::repin_prog(dir, l.prog.as_fd())?;
+        }
+        self.prog = l.prog;
+        Ok(())
     }
 
     /// The program's fd (for `attach_xdp`, queries, or test runs).

@@ -55,24 +55,44 @@ fn privileged_server_id_routed_without_lru_or_ring() {
     if !require_bpf("privileged_server_id_routed_without_lru_or_ring") {
         return;
     }
-    let mut fx = setup();
-    for (sid, be) in [(101u32, backend4(1)), (103, backend4(3))] {
-        let (c, p) = flow_not_on(&fx, be);
-        let d = fx.check(&tcp4(c, p, vip4(), 80, false, &sid_opt(sid), b"data"));
-        assert_eq!(fwd(&d), (be, Route::ServerId));
-        assert_encap(
-            &d.packet,
-            &tcp4(c, p, vip4(), 80, false, &sid_opt(sid), b"data"),
-            be,
-        );
+    for warm in [false, true] {
+        let mut fx = Fx::new(test_config().warm_conn_from_server_id(warm));
+        fx.add_vip(vip(), VipFlags::SERVER_ID);
+        fx.set_backends(&vip(), &four());
+        let mut flows = std::collections::HashMap::new();
+        for (sid, be) in [(101u32, backend4(1)), (103, backend4(3))] {
+            let (c, p) = flow_not_on(&fx, be);
+            let d = fx.check(&tcp4(c, p, vip4(), 80, false, &sid_opt(sid), b"data"));
+            assert_eq!(fwd(&d), (be, Route::ServerId));
+            assert_encap(
+                &d.packet,
+                &tcp4(c, p, vip4(), 80, false, &sid_opt(sid), b"data"),
+                be,
+            );
+            flows.insert((c, p), be); // the same flow may serve both: the last route wins
+        }
+        if warm {
+            // The routed flows were inserted on their miss: a later packet
+            // without the option (a kernel RST, a TIME_WAIT ACK) follows them.
+            assert_eq!(fx.lb.connection_table_len().unwrap(), flows.len());
+            for ((c, p), be) in flows {
+                let d = fx.check(&tcp4(c, p, vip4(), 80, false, &[], b""));
+                assert_eq!(
+                    fwd(&d),
+                    (be, Route::Lru),
+                    "option-less packet of a routed flow"
+                );
+            }
+        } else {
+            assert_eq!(
+                fx.lb.connection_table_len().unwrap(),
+                0,
+                "server_id routing never touches the LRU"
+            );
+        }
+        fx.assert_stats();
+        assert_eq!(fx.lb.vip_stats(&vip()).unwrap().sid_routed, 2);
     }
-    assert_eq!(
-        fx.lb.connection_table_len().unwrap(),
-        0,
-        "server_id routing never touches the LRU"
-    );
-    fx.assert_stats();
-    assert_eq!(fx.lb.vip_stats(&vip()).unwrap().sid_routed, 2);
 }
 
 #[test]

@@ -145,6 +145,62 @@ struct flowpin_sid_key {
 	__u32 server_id;
 };
 
+/* Pinned state (XdpLb::pin / open_pinned). FLOWPIN_LB_LAYOUT_VERSION is
+ * bumped on any change to a pinned map's key, value or meaning; a pin
+ * directory of another version is refused, never reused. */
+#define FLOWPIN_LB_LAYOUT_VERSION 1
+/* The same for a pinned xdp_decap (its `meta` array holds this number). */
+#define FLOWPIN_DECAP_LAYOUT_VERSION 1
+
+/* flowpin_lb_meta.flags */
+#define FLOWPIN_LB_META_ICMP_ECHO (1u << 0) /* VIP addresses answer echo requests */
+#define FLOWPIN_LB_META_SID_WARM_CONN (1u << 1) /* server_id-routed packets keep the connection table warm */
+
+/* flowpin_backend_desc.state */
+#define FLOWPIN_BACKEND_ACTIVE 0
+#define FLOWPIN_BACKEND_DRAINING 1 /* out of the ring; reachable by server_id and the connection table */
+
+/* Key of the `backend_descs` map: the control side's record of a VIP's
+ * backend list (the program never reads it; the control state is rebuilt
+ * from it when a process reopens the pins). */
+struct flowpin_backend_desc_key {
+	__u32 vip_id;
+	__u32 pos; /* position in the VIP's backend list */
+};
+
+struct flowpin_backend_desc {
+	__u32 addr[4];
+	__u8 family;
+	__u8 state;         /* FLOWPIN_BACKEND_* */
+	__u8 has_server_id; /* 0: not routed by server_id */
+	__u8 pad;
+	__u32 weight;       /* Maglev weight as set (a draining backend has weight 0 in the ring) */
+	__u32 server_id;
+	__u32 backend;      /* global index in `backends` (what the ring and connection table hold) */
+};
+
+/* The one entry of the `meta` array of a pinned xdp_lb: layout version,
+ * load-time sizes (a newer build loads its program with the same ones) and
+ * the sizes of the pinned structs, checked on open. */
+struct flowpin_lb_meta {
+	__u32 layout_version;
+	__u32 ring_size;
+	__u32 max_vips;
+	__u32 max_backends;
+	__u32 max_server_ids;
+	__u32 conn_sets;   /* sets per table */
+	__u32 conn_tables; /* CPUs, or 1 when shared */
+	__u32 flags;       /* FLOWPIN_LB_META_* */
+	__u32 generation;  /* bumped by every committed change: other controllers resync */
+	__u32 size_vip_key;
+	__u32 size_vip_meta;
+	__u32 size_backend;
+	__u32 size_backend_desc;
+	__u32 size_conn_set;
+	__u32 size_sid_slot;
+	__u32 size_lb_cfg;
+};
+
 /* Runtime configuration (the program's .data section, written by user space). */
 struct flowpin_lb_cfg {
 	__u8 local_mac[6];

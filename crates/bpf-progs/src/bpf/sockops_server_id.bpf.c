@@ -105,6 +105,14 @@ struct {
 	__type(value, struct flowpin_sockops_stats);
 } stats SEC(".maps");
 
+/* Pinned layout and load-time configuration (written by the loader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flowpin_sockops_meta);
+} meta SEC(".maps");
+
 /* Bumps one counter of struct flowpin_sockops_stats. */
 #define count(field)                                                           \
 	do {                                                                   \

@@ -11,6 +11,24 @@
 #define FLOWPIN_SOCKOPS_MAX_PORTS 64
 #define FLOWPIN_SOCKOPS_MAX_ADDRS 64
 
+/* Layout of a pinned sockops_server_id (its `meta` array); bumped on any
+ * change of a pinned map's layout or meaning. */
+#define FLOWPIN_SOCKOPS_LAYOUT_VERSION 1
+
+/* The one entry of `meta`: the layout version and the load-time
+ * configuration, so a newer build loads its program with the same one. */
+struct flowpin_sockops_meta {
+	__u32 layout_version;
+	__u32 server_id;
+	__u8 server;
+	__u8 client;
+	__u8 layout;
+	__u8 kind;
+	__u16 exid;
+	__u8 filter_ports;
+	__u8 filter_addrs;
+};
+
 /* Key of the server_addrs map: an IPv6 address, IPv4 as ::ffff:a.b.c.d. */
 struct flowpin_sockops_addr {
 	__u32 addr32[4];

@@ -94,6 +94,15 @@ struct {
 	__type(value, struct decap_stats);
 } stats SEC(".maps");
 
+/* Pinned layout: entry 0 = FLOWPIN_DECAP_LAYOUT_VERSION (flowpin_lb.h),
+ * written by the loader; checked when a process reopens the pins. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} meta SEC(".maps");
+
 enum form { FORM_IPIP, FORM_IP6IP6, FORM_4IN6, FORM_6IN4 };
 
 static __always_inline struct decap_stats *get_stats(void)

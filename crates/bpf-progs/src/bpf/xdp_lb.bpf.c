@@ -78,7 +78,7 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 	struct flowpin_vip_stats *vs;
 	const struct flowpin_backend *be = NULL;
 	struct flowpin_lb_stats *g;
-	__u32 vip_id, flags, hash, hash2, idx, key;
+	__u32 vip_id, flags, hash, hash2, idx, key, sid_idx = 0;
 	__u8 proto = p->flow.proto;
 	struct flowpin_conn_set *cs;
 	__u32 pref;
@@ -125,7 +125,7 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 			return fp_drop_malformed();
 		optlen = (__u32)th->doff * 4 - sizeof(*th);
 		r = fp_tcp_server_id(ctx, (p->l4_off & 0x7fff) + sizeof(*th), optlen, &sid);
-		be = fp_sid_route(r, sid, vip_id, vs);
+		be = fp_sid_route(r, sid, vip_id, vs, &sid_idx);
 	} else if ((flags & FLOWPIN_VIP_QUIC) && proto == IPPROTO_UDP && !p->nonfirst) {
 		__u8 *q = data + (p->l4_off & 0x7fff) + sizeof(struct udphdr);
 		__u32 sid = 0;
@@ -139,9 +139,23 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 		} else {
 			r = fp_quic_server_id(q, data_end, &sid);
 		}
-		be = fp_sid_route(r, sid, vip_id, vs);
+		be = fp_sid_route(r, sid, vip_id, vs, &sid_idx);
 	}
 pick:
+	/* TCP: keep the connection table warm from server_id-routed packets
+	 * (insert on a miss), so the flow's packets without the option (kernel
+	 * RSTs, TIME_WAIT ACKs, ACKs with no option room) follow it after this
+	 * LB lost its table or took the flow over (see XdpLbConfig). QUIC
+	 * short-header packets all carry their CID: no need. */
+	if (be && sid_warm_conn && proto == IPPROTO_TCP) {
+		cs = fp_conn_set(hash);
+		if (cs) {
+			hash2 = fp_flow_hash(&p->flow, p->family == FLOWPIN_FAMILY_V6,
+					     FLOWPIN_FLOW_HASH_SEED2);
+			if (fp_conn_lookup(cs, hash, hash2) != sid_idx)
+				fp_conn_insert(cs, hash, hash2, sid_idx);
+		}
+	}
 	if (!be) {
 		use_lru = !(proto == IPPROTO_UDP && (flags & FLOWPIN_VIP_SKIP_LRU_UDP));
 		cs = NULL;

@@ -16,6 +16,10 @@
 const volatile __u32 ring_size = 65537;
 const volatile __u32 conn_sets = 1; /* sets per CPU, a power of two */
 const volatile __u32 conn_percpu = 1; /* 0: one table shared by all CPUs */
+/* 1: a packet routed by server_id also inserts its flow into the connection
+ * table on a miss, so its packets without the option (kernel RSTs, TIME_WAIT
+ * ACKs, ACKs with no option room) follow it after the table was lost. */
+const volatile __u32 sid_warm_conn = 1;
 
 /* Runtime configuration, written by user space through the mmapped .data. */
 struct flowpin_lb_cfg lb_cfg = {
@@ -77,6 +81,22 @@ struct {
 	__type(value, struct flowpin_sid_slot);
 	__uint(max_entries, FLOWPIN_SID_SLOTS);
 } sid_table SEC(".maps");
+
+/* Control-side records, never read by the program: the VIPs' backend lists
+ * (max_entries set at load) and the pinned layout (`meta`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flowpin_backend_desc_key);
+	__type(value, struct flowpin_backend_desc);
+	__uint(max_entries, 1);
+} backend_descs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flowpin_lb_meta);
+	__uint(max_entries, 1);
+} meta SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -218,7 +218,7 @@ static __always_inline __u32 fp_sid_lookup(__u32 vip_id, __u32 sid)
  * or the QUIC CID read, @sid the id found): the backend registered for it
  * on this VIP, or NULL to fall back to the hash; counts which case it was. */
 static __always_inline const struct flowpin_backend *
-fp_sid_route(int r, __u32 sid, __u32 vip_id, struct flowpin_vip_stats *vs)
+fp_sid_route(int r, __u32 sid, __u32 vip_id, struct flowpin_vip_stats *vs, __u32 *idx)
 {
 	const struct flowpin_backend *be = NULL;
 	__u32 bi;
@@ -238,6 +238,7 @@ fp_sid_route(int r, __u32 sid, __u32 vip_id, struct flowpin_vip_stats *vs)
 	bi = fp_sid_lookup(vip_id, sid);
 	if (bi)
 		be = fp_backend(bi);
+	*idx = bi;
 	if (be)
 		vs->sid_routed++;
 	else

@@ -136,10 +136,18 @@ impl Model {
             Some(SidResult::None) => vs.sid_missing += 1,
             None => {}
         }
+        let use_lru = !(p.proto == IpNumber::UDP && flags & abi::VIP_SKIP_LRU_UDP != 0);
+        let set = hash & (self.cfg.conn_sets - 1);
+        let fp = (hash, flow_hash2(&tuple));
+        if let Some((a, Route::ServerId)) = chosen {
+            if self.cfg.sid_warm_conn && p.proto == IpNumber::TCP {
+                let conn = self.conn.entry(set).or_default();
+                if conn.lookup(fp) != Some(a) {
+                    conn.insert(fp, a);
+                }
+            }
+        }
         if chosen.is_none() {
-            let use_lru = !(p.proto == IpNumber::UDP && flags & abi::VIP_SKIP_LRU_UDP != 0);
-            let set = hash & (self.cfg.conn_sets - 1);
-            let fp = (hash, flow_hash2(&tuple));
             if use_lru && !(p.proto == IpNumber::TCP && p.syn) {
                 let found = self.conn.entry(set).or_default().lookup(fp);
                 match found.filter(|a| self.alive.contains(a)) {

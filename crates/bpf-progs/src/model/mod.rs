@@ -65,6 +65,9 @@ pub struct ModelConfig {
     pub quic_lb: Option<flowpin_tcp_opt::QuicLb>,
     /// Connection-table sets per CPU (a power of two).
     pub conn_sets: u32,
+    /// server_id-routed packets insert their flow into the connection
+    /// table on a miss (`XdpLbConfig::warm_conn_from_server_id`).
+    pub sid_warm_conn: bool,
 }
 
 /// One VIP as the model sees it.
@@ -307,6 +310,7 @@ impl Model {
             quic_cid_len: c.quic_cid_len,
             quic_lb: c.quic_lb,
             conn_sets: lb.conn_sets_per_cpu(),
+            sid_warm_conn: c.warm_conn_from_server_id,
         };
         let vips = lb
             .state()

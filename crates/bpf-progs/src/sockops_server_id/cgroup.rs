@@ -64,8 +64,48 @@ impl SockopsLink {
         self.link.as_fd()
     }
 
-    /// Detaches now (same as dropping).
+    /// Detaches now (same as dropping). A pinned link stays attached until
+    /// its pin is removed as well.
     pub fn detach(self) {}
+
+    /// Pins the link at `path` (on bpffs, mode 0600): the program stays
+    /// attached to the cgroup after this process exits, until the pin is removed.
+    pub fn pin(&self, path: impl AsRef<Path>) -> Result<(), KernelError> {
+        crate::pin::pin_fd(self.link.as_fd(), path.as_ref())
+    }
+
+    /// Reopens a link pinned by [`pin`](Self::pin).
+    pub fn from_pinned(path: impl AsRef<Path>) -> Result<SockopsLink, KernelError> {
+        let path = path.as_ref();
+        let link = crate::pin::open_pinned_fd(path)?;
+        let info = crate::xdp_attach::link_info(link.as_fd()).map_err(|e| {
+            KernelError::io(
+                format!("link {}", path.display()),
+                "bpf_link_get_info_by_fd",
+                &e,
+                "",
+            )
+        })?;
+        if info.type_ != libbpf_rs::libbpf_sys::BPF_LINK_TYPE_CGROUP {
+            return Err(KernelError::errno(
+                format!("link {}", path.display()),
+                "open",
+                22,
+                "the pinned link is not a cgroup link",
+            ));
+        }
+        Ok(SockopsLink {
+            link,
+            cgroup: format!("pinned {}", path.display()),
+        })
+    }
+
+    /// The id of the program the link runs now.
+    pub fn program_id(&self) -> Result<u32, KernelError> {
+        crate::xdp_attach::link_info(self.link.as_fd())
+            .map(|i| i.prog_id)
+            .map_err(|e| KernelError::io("cgroup link", "bpf_link_get_info_by_fd", &e, ""))
+    }
 }
 
 /// Creates a `BPF_CGROUP_SOCK_OPS` link of `prog` on `cgroup`.

@@ -46,8 +46,12 @@
 //! (fast path) never matches the client's packets (a 2 MB upload: 668
 //! `TcpExtTCPHPHits` on the server without the program, 0 with it).
 //!
-//! Each instance has its own maps and nothing is pinned: several instances
-//! with different server_ids can run at the same time, one per cgroup.
+//! Each instance has its own maps: several instances with different
+//! server_ids can run at the same time, one per cgroup. Pin one
+//! ([`ServerIdOps::pin`], and its link with [`SockopsLink::pin`]) to keep it
+//! beyond its process; [`ServerIdOps::open_pinned`] finds it again and
+//! [`ServerIdOps::upgrade`] swaps this build's program into the cgroup link,
+//! keeping every map (the clients' per-socket server_ids included).
 //!
 //! ```no_run
 //! use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig};
@@ -62,13 +66,14 @@
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use flowpin_tcp_opt::{Layout, ServerId};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
-use crate::skel::sockops_server_id::types::flowpin_sockops_stats;
+use crate::skel::sockops_server_id::types::{flowpin_sockops_meta, flowpin_sockops_stats};
 use crate::skel::sockops_server_id::SockopsServerIdSkelBuilder;
 
 mod cgroup;
@@ -89,6 +94,16 @@ pub enum ServerIdOpsError {
     /// A kernel call failed: open, load, a map, the cgroup or the link.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// The pin directory holds a layout this build cannot use.
+    #[error("pin directory {dir} holds sockops_server_id layout version {found}; this build uses version {expected}: detach it, remove the pins with ServerIdOps::unpin and load again, or run the flowpin build that wrote them")]
+    IncompatiblePin {
+        /// The pin directory.
+        dir: std::path::PathBuf,
+        /// The version it holds (0: unreadable).
+        found: u32,
+        /// The version of this build.
+        expected: u32,
+    },
 }
 
 type Result<T> = std::result::Result<T, ServerIdOpsError>;
@@ -103,7 +118,62 @@ pub struct ServerIdOps {
     stats: MapHandle,
     server_ports: MapHandle,
     server_addrs: MapHandle,
+    sk_server_id: MapHandle,
+    meta: MapHandle,
     config: ServerIdOpsConfig,
+    pin_dir: std::sync::OnceLock<std::path::PathBuf>,
+}
+
+/// Layout version of a pinned instance (`FLOWPIN_SOCKOPS_LAYOUT_VERSION`).
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The files of a pinned `sockops_server_id`.
+pub const PIN_NAMES: &[&str] = &[
+    "stats",
+    "server_ports",
+    "server_addrs",
+    "sk_server_id",
+    "prog",
+    "meta",
+];
+
+fn meta_of(config: &ServerIdOpsConfig) -> flowpin_sockops_meta {
+    let server_id = config.role.server_id();
+    let (kind, exid) = match config.layout {
+        Layout::Rfc6994 { exid } => (flowpin_tcp_opt::consts::TCPOPT_EXP_KIND, exid),
+        Layout::Compact { kind } => (kind, 0),
+        _ => (0, 0),
+    };
+    flowpin_sockops_meta {
+        layout_version: LAYOUT_VERSION,
+        server_id: server_id.map_or(0, ServerId::get),
+        server: u8::from(server_id.is_some()),
+        client: u8::from(config.role.is_client()),
+        layout: config.layout.selector() as u8,
+        kind,
+        exid,
+        filter_ports: u8::from(!config.ports.is_empty()),
+        filter_addrs: u8::from(!config.addrs.is_empty()),
+    }
+}
+
+fn role_of(m: &flowpin_sockops_meta) -> Option<Role> {
+    let id = ServerId::new(m.server_id);
+    Some(match (m.server != 0, m.client != 0) {
+        (true, true) => Role::Both(id?),
+        (true, false) => Role::Server(id?),
+        (false, true) => Role::Client,
+        (false, false) => return None,
+    })
+}
+
+fn layout_of(m: &flowpin_sockops_meta) -> Layout {
+    use flowpin_tcp_opt::consts as k;
+    match u32::from(m.layout) {
+        x if x == k::LAYOUT_COMPACT => Layout::Compact { kind: m.kind },
+        x if x == k::LAYOUT_KATRAN => Layout::KatranCompat,
+        _ => Layout::Rfc6994 { exid: m.exid },
+    }
 }
 
 fn addr_key(a: IpAddr) -> [u8; 16] {
@@ -117,49 +187,74 @@ impl ServerIdOps {
     /// Opens, configures and loads the program (not yet attached).
     pub fn load(config: ServerIdOpsConfig) -> Result<Self> {
         config.validate()?;
+        let ops = Self::load_program(config, None)?;
+        for port in &ops.config.ports {
+            ops.server_ports
+                .update(&port.to_ne_bytes(), &[1], MapFlags::ANY)
+                .map_err(KernelError::map("server_ports", "update"))?;
+        }
+        for addr in &ops.config.addrs {
+            ops.server_addrs
+                .update(&addr_key(*addr), &[1], MapFlags::ANY)
+                .map_err(KernelError::map("server_addrs", "update"))?;
+        }
+        Ok(ops)
+    }
+
+    fn load_program(config: ServerIdOpsConfig, reuse: Option<&ServerIdOps>) -> Result<Self> {
         let mut storage = MaybeUninit::uninit();
         let mut open = SockopsServerIdSkelBuilder::default()
             .open(&mut storage)
             .map_err(KernelError::object("object sockops_server_id", "open", ""))?;
+        let meta = meta_of(&config);
         {
             let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
                 ServerIdOpsError::InvalidConfig(
                     "the BPF object has no mmapable .rodata (libbpf too old?)".into(),
                 )
             })?;
-            let server_id = config.role.server_id();
-            ro.cfg_server = u8::from(server_id.is_some());
-            ro.cfg_client = u8::from(config.role.is_client());
-            ro.cfg_server_id = server_id.map_or(0, ServerId::get);
-            ro.cfg_layout = config.layout.selector() as u8;
-            match config.layout {
-                Layout::Rfc6994 { exid } => {
-                    ro.cfg_kind = flowpin_tcp_opt::consts::TCPOPT_EXP_KIND;
-                    ro.cfg_exid = exid;
-                }
-                Layout::Compact { kind } => ro.cfg_kind = kind,
-                _ => {}
+            ro.cfg_server = meta.server;
+            ro.cfg_client = meta.client;
+            ro.cfg_server_id = meta.server_id;
+            ro.cfg_layout = meta.layout;
+            if meta.kind != 0 {
+                ro.cfg_kind = meta.kind;
             }
-            ro.cfg_filter_ports = u8::from(!config.ports.is_empty());
-            ro.cfg_filter_addrs = u8::from(!config.addrs.is_empty());
+            if let Layout::Rfc6994 { exid } = config.layout {
+                ro.cfg_exid = exid;
+            }
+            ro.cfg_filter_ports = meta.filter_ports;
+            ro.cfg_filter_addrs = meta.filter_addrs;
+        }
+        if let Some(old) = reuse {
+            for (om, h, name) in [
+                (&mut open.maps.stats, &old.stats, "stats"),
+                (
+                    &mut open.maps.server_ports,
+                    &old.server_ports,
+                    "server_ports",
+                ),
+                (
+                    &mut open.maps.server_addrs,
+                    &old.server_addrs,
+                    "server_addrs",
+                ),
+                (
+                    &mut open.maps.sk_server_id,
+                    &old.sk_server_id,
+                    "sk_server_id",
+                ),
+                (&mut open.maps.meta, &old.meta, "meta"),
+            ] {
+                om.reuse_fd(h.as_fd())
+                    .map_err(KernelError::map(name, "reuse_fd"))?;
+            }
         }
         let skel = open.load().map_err(KernelError::object(
             "program sockops_server_id",
             "load",
             "verifier rejection, kernel < 5.10 without bpf_*_hdr_opt, or missing CAP_BPF/CAP_NET_ADMIN",
         ))?;
-        for port in &config.ports {
-            skel.maps
-                .server_ports
-                .update(&port.to_ne_bytes(), &[1], MapFlags::ANY)
-                .map_err(KernelError::map("server_ports", "update"))?;
-        }
-        for addr in &config.addrs {
-            skel.maps
-                .server_addrs
-                .update(&addr_key(*addr), &[1], MapFlags::ANY)
-                .map_err(KernelError::map("server_addrs", "update"))?;
-        }
         let prog = skel
             .progs
             .sockops_server_id
@@ -169,13 +264,128 @@ impl ServerIdOps {
         let handle = |m: &libbpf_rs::Map<'_>, name| {
             MapHandle::try_from(m).map_err(KernelError::map(name, "dup"))
         };
+        let meta_map = handle(&skel.maps.meta, "meta")?;
+        meta_map
+            .update(
+                &0u32.to_ne_bytes(),
+                crate::skel::bytes_of(&meta),
+                MapFlags::ANY,
+            )
+            .map_err(KernelError::map("meta", "update"))?;
         Ok(ServerIdOps {
             prog,
             stats: handle(&skel.maps.stats, "stats")?,
             server_ports: handle(&skel.maps.server_ports, "server_ports")?,
             server_addrs: handle(&skel.maps.server_addrs, "server_addrs")?,
+            sk_server_id: handle(&skel.maps.sk_server_id, "sk_server_id")?,
+            meta: meta_map,
             config,
+            pin_dir: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Pins the program and its maps under `dir` (created on bpffs, pins
+    /// 0600). Pin the cgroup link from [`attach`](Self::attach) with
+    /// [`SockopsLink::pin`], conventionally as `dir/link`.
+    pub fn pin(&self, dir: &Path) -> Result<()> {
+        crate::pin::pin_all(
+            dir,
+            &[
+                ("stats", self.stats.as_fd()),
+                ("server_ports", self.server_ports.as_fd()),
+                ("server_addrs", self.server_addrs.as_fd()),
+                ("sk_server_id", self.sk_server_id.as_fd()),
+                ("prog", self.prog.as_fd()),
+                ("meta", self.meta.as_fd()),
+            ],
+        )?;
+        let _ = self.pin_dir.set(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Reopens an instance pinned by [`pin`](Self::pin); its configuration
+    /// is read back from the pinned `meta` map and filter maps. A
+    /// directory of another layout version is refused.
+    pub fn open_pinned(dir: &Path) -> Result<ServerIdOps> {
+        let meta_map = crate::pin::map_at(dir, "meta")?;
+        let raw = meta_map
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(KernelError::map("meta", "lookup"))?
+            .unwrap_or_default();
+        let found = <[u8; 4]>::try_from(raw.get(..4).unwrap_or(&[0; 4]))
+            .map(u32::from_ne_bytes)
+            .unwrap_or(0);
+        let incompatible = || ServerIdOpsError::IncompatiblePin {
+            dir: dir.to_path_buf(),
+            found,
+            expected: LAYOUT_VERSION,
+        };
+        if found != LAYOUT_VERSION || raw.len() != std::mem::size_of::<flowpin_sockops_meta>() {
+            return Err(incompatible());
+        }
+        let meta: flowpin_sockops_meta = crate::skel::read(&raw).ok_or_else(incompatible)?;
+        let role = role_of(&meta).ok_or_else(|| {
+            ServerIdOpsError::InvalidConfig(format!(
+                "pinned meta of {} has no role (server_id {})",
+                dir.display(),
+                meta.server_id
+            ))
+        })?;
+        let server_ports = crate::pin::map_at(dir, "server_ports")?;
+        let server_addrs = crate::pin::map_at(dir, "server_addrs")?;
+        let mut ports: Vec<u16> = server_ports
+            .keys()
+            .filter_map(|k| Some(u16::from_ne_bytes(<[u8; 2]>::try_from(k.as_slice()).ok()?)))
+            .collect();
+        ports.sort_unstable();
+        let mut addrs: Vec<IpAddr> = server_addrs
+            .keys()
+            .filter_map(|k| {
+                let a = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(k.as_slice()).ok()?);
+                Some(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4))
+            })
+            .collect();
+        addrs.sort_unstable();
+        let config = ServerIdOpsConfig::new(role)
+            .layout(layout_of(&meta))
+            .ports(&ports)
+            .addrs(&addrs);
+        let ops = ServerIdOps {
+            prog: crate::pin::open_pinned_fd(&dir.join("prog"))?,
+            stats: crate::pin::map_at(dir, "stats")?,
+            server_ports,
+            server_addrs,
+            sk_server_id: crate::pin::map_at(dir, "sk_server_id")?,
+            meta: meta_map,
+            config,
+            pin_dir: std::sync::OnceLock::new(),
+        };
+        let _ = ops.pin_dir.set(dir.to_path_buf());
+        Ok(ops)
+    }
+
+    /// Removes a pinned directory (every pin in it, links included, and
+    /// the directory). A missing directory is not an error.
+    pub fn unpin(dir: &Path) -> Result<()> {
+        Ok(crate::pin::remove_pin_dir(dir)?)
+    }
+
+    /// Upgrades in place: loads this build's program with the same
+    /// configuration against these maps (`reuse_fd`: the clients'
+    /// per-socket server_ids, the filters and counters stay) and swaps it
+    /// into `link` atomically (cgroup `BPF_LINK_UPDATE`).
+    pub fn upgrade(&mut self, link: &SockopsLink) -> Result<()> {
+        let _lock = match self.pin_dir.get() {
+            Some(d) => Some(crate::pin::PinLock::acquire(d)?),
+            None => None,
+        };
+        let new = Self::load_program(self.config.clone(), Some(self))?;
+        crate::pin::link_update(link.link_fd(), new.prog.as_fd())?;
+        if let Some(dir) = self.pin_dir.get() {
+            crate::pin::repin_prog(dir, new.prog.as_fd())?;
+        }
+        self.prog = new.prog;
+        Ok(())
     }
 
     /// The configuration this instance was loaded with.
@@ -268,6 +478,27 @@ mod tests {
     }
 
     #[test]
+    fn the_pinned_meta_gives_the_config_back() {
+        let id = ServerId::new(7).unwrap();
+        for (cfg, role) in [
+            (ServerIdOpsConfig::server(id), Role::Server(id)),
+            (ServerIdOpsConfig::client(), Role::Client),
+            (
+                ServerIdOpsConfig::both(id).layout(Layout::Compact { kind: 0xB5 }),
+                Role::Both(id),
+            ),
+            (
+                ServerIdOpsConfig::client().layout(Layout::KatranCompat),
+                Role::Client,
+            ),
+        ] {
+            let m = meta_of(&cfg);
+            assert_eq!(role_of(&m), Some(role));
+            assert_eq!(layout_of(&m), cfg.layout);
+        }
+    }
+
+    #[test]
     fn ipv4_filter_addresses_are_v4_mapped() {
         assert_eq!(
             addr_key("10.1.2.3".parse().unwrap()),
@@ -283,6 +514,9 @@ mod tests {
         )));
         assert!(h.contains(&format!(
             "#define FLOWPIN_SOCKOPS_MAX_ADDRS {MAX_FILTER_ENTRIES}"
+        )));
+        assert!(h.contains(&format!(
+            "#define FLOWPIN_SOCKOPS_LAYOUT_VERSION {LAYOUT_VERSION}"
         )));
     }
 }

@@ -53,6 +53,21 @@ pub struct XdpLbConfig {
     /// Entries are written without locks: two CPUs racing on one set can
     /// lose an entry (the flow then takes the ring again). Default: false.
     pub conn_table_shared: bool,
+    /// A TCP packet routed by its server_id also inserts its flow into the
+    /// connection table when the table misses it, so the flow's packets
+    /// without the option (kernel RSTs, `TIME_WAIT` ACKs, ACKs with no
+    /// option room) still reach its backend after this LB lost its table or
+    /// took the flow over from another LB (QUIC short-header packets all
+    /// carry their CID: not needed there). Default: true. Cost, measured
+    /// with `xdp_bench` (cases `server_id`, `server_id_flow`,
+    /// `server_id_cold`): one table lookup per server_id-routed packet
+    /// (+27 ns on a 2-core VM, table hit: the steady state, as the SYN
+    /// already inserted the flow) and an insert once per flow when the
+    /// table misses (+144 ns, only after a restart or an ECMP change).
+    /// Without it, such a packet goes by the ring, and an ACK without
+    /// option room mid-connection can reach another backend, which resets
+    /// the connection.
+    pub warm_conn_from_server_id: bool,
 }
 
 impl Default for XdpLbConfig {
@@ -73,6 +88,7 @@ impl Default for XdpLbConfig {
             tunnel_src_v6: ("fc00:f10e::".parse().unwrap_or(Ipv6Addr::UNSPECIFIED), 96),
             answer_icmp_echo: true,
             conn_table_shared: false,
+            warm_conn_from_server_id: true,
         }
     }
 }
@@ -236,6 +252,53 @@ pub(crate) fn host_mask(prefix_len: u8, bits: u8) -> u32 {
 impl XdpLbConfig {
     /// The program's runtime configuration (`flowpin_lb_cfg`, its `.data`
     /// section) for this config and `port_agnostic_vips` port-agnostic VIPs.
+    /// Entries of the `backend_descs` map: (VIP, backend) pairs over all VIPs.
+    pub(crate) fn max_backend_descs(&self) -> u32 {
+        self.max_backends.saturating_mul(4).max(1024)
+    }
+
+    /// Sets [`XdpLbConfig::warm_conn_from_server_id`].
+    pub fn warm_conn_from_server_id(mut self, yes: bool) -> Self {
+        self.warm_conn_from_server_id = yes;
+        self
+    }
+
+    /// Takes the runtime fields (`lb_cfg`: MACs, MTU, option layout, QUIC,
+    /// tunnel sources) from what a pinned program holds.
+    pub(crate) fn set_from_c(&mut self, c: &flowpin_lb_cfg) {
+        use flowpin_tcp_opt::consts as k;
+        self.local_mac = c.local_mac;
+        self.next_hop_mac = c.next_hop_mac;
+        self.mtu = c.mtu;
+        self.tcp_opt_layout = match u32::from(c.tcpopt_layout) {
+            x if x == k::LAYOUT_COMPACT => Layout::Compact {
+                kind: c.tcpopt_kind,
+            },
+            x if x == k::LAYOUT_KATRAN => Layout::KatranCompat,
+            _ => Layout::Rfc6994 {
+                exid: c.tcpopt_exid,
+            },
+        };
+        self.quic_cid_len = c.quic_cid_len;
+        self.quic_lb = if c.quic_lb & k::QUIC_LB_CFG_ON != 0 {
+            QuicLb::new(
+                (c.quic_lb >> k::QUIC_LB_CFG_ID_SHIFT) & k::QUIC_LB_CFG_ID_MASK,
+                c.quic_lb & k::QUIC_LB_CFG_SID_LEN_MASK,
+            )
+            .ok()
+        } else {
+            None
+        };
+        let l4 = 32 - c.tun_src4_host_mask.count_ones() as u8;
+        self.tunnel_src_v4 = (Ipv4Addr::from(c.tun_src4), l4);
+        let mut o6 = [0u8; 16];
+        for (d, w) in o6.chunks_exact_mut(4).zip(c.tun_src6) {
+            d.copy_from_slice(&w.to_ne_bytes());
+        }
+        let l6 = 128 - c.tun_src6_host_mask.count_ones() as u8;
+        self.tunnel_src_v6 = (Ipv6Addr::from(o6), l6);
+    }
+
     pub(crate) fn to_c(&self, port_agnostic_vips: u32) -> flowpin_lb_cfg {
         let (tcpopt_layout, tcpopt_kind, tcpopt_exid) = match self.tcp_opt_layout {
             Layout::Rfc6994 { exid } => (

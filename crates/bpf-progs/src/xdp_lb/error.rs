@@ -58,6 +58,22 @@ pub enum XdpLbError {
     /// Building the Maglev table failed.
     #[error("building the Maglev table failed: {0}")]
     Maglev(#[from] flowpin_maglev::Error),
+    /// The pinned maps contradict themselves (written by hand, or by a
+    /// process that crashed in a way the ordering rules do not cover).
+    #[error("the pinned xdp_lb state is inconsistent: {0}; remove the pin directory (XdpLb::unpin) and configure a new instance")]
+    PinnedStateCorrupt(String),
+    /// The pin directory holds a layout this build cannot use.
+    #[error("pin directory {dir} holds xdp_lb layout version {found} ({detail}); this build uses version {expected}: drain the node, detach it, remove the pins with XdpLb::unpin and load again, or run the flowpin build that wrote them")]
+    IncompatiblePin {
+        /// The pin directory.
+        dir: std::path::PathBuf,
+        /// The version it holds (0: no readable meta map).
+        found: u32,
+        /// The version of this build.
+        expected: u32,
+        /// What differs.
+        detail: String,
+    },
     /// Attaching or a test run failed.
     #[error(transparent)]
     Xdp(#[from] XdpAttachError),

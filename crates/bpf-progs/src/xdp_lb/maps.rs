@@ -9,11 +9,12 @@ use std::net::IpAddr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::state::{MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
+use super::state::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
 use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{
-    flowpin_backend, flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key,
-    flowpin_vip_meta, flowpin_vip_slot, flowpin_vip_stats,
+    flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_lb_cfg,
+    flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta, flowpin_vip_slot,
+    flowpin_vip_stats,
 };
 use crate::skel::{bytes_of, CStruct};
 use flowpin_bpf_abi::lb;
@@ -104,6 +105,8 @@ pub struct KernelMaps {
     pub(crate) vip_table: MapHandle,
     pub(crate) server_ids: MapHandle,
     pub(crate) sid_table: MapHandle,
+    pub(crate) backend_descs: MapHandle,
+    pub(crate) meta: MapHandle,
     pub(crate) vip_stats: MapHandle,
     pub(crate) lb_stats: MapHandle,
     /// The `.data` section holding `lb_cfg`.
@@ -150,6 +153,16 @@ impl KernelMaps {
         &self.sid_table
     }
 
+    /// The `backend_descs` map (each VIP's backend list, control side only).
+    pub fn backend_descs(&self) -> &MapHandle {
+        &self.backend_descs
+    }
+
+    /// The `meta` map (layout version, load-time sizes).
+    pub fn meta(&self) -> &MapHandle {
+        &self.meta
+    }
+
     /// The `vip_stats` map.
     pub fn vip_stats(&self) -> &MapHandle {
         &self.vip_stats
@@ -166,7 +179,7 @@ impl KernelMaps {
     }
 }
 
-fn c_addr(a: IpAddr) -> ([u32; 4], u8) {
+pub(crate) fn c_addr(a: IpAddr) -> ([u32; 4], u8) {
     let k = VipKey {
         addr: a,
         port: 0,
@@ -194,6 +207,24 @@ fn c_meta(m: &VipMeta) -> flowpin_vip_meta {
     flowpin_vip_meta {
         vip_id: m.vip_id,
         flags: m.flags,
+    }
+}
+
+pub(crate) fn c_desc(d: &BackendDesc) -> flowpin_backend_desc {
+    let (addr, family) = c_addr(d.addr);
+    flowpin_backend_desc {
+        addr,
+        family,
+        state: if d.draining {
+            lb::BACKEND_DRAINING
+        } else {
+            lb::BACKEND_ACTIVE
+        },
+        has_server_id: u8::from(d.server_id.is_some()),
+        pad: 0,
+        weight: d.weight,
+        server_id: d.server_id.unwrap_or(0),
+        backend: d.backend,
     }
 }
 
@@ -329,6 +360,23 @@ impl MapWriter for KernelMaps {
                     },
                 };
                 Self::update(&self.sid_table, "sid_table", &slot.to_ne_bytes(), &v)
+            }
+            MapOp::BackendDesc {
+                vip_id, pos, value, ..
+            } => {
+                let k = flowpin_backend_desc_key {
+                    vip_id: *vip_id,
+                    pos: *pos,
+                };
+                match value {
+                    Some(d) => Self::update(
+                        &self.backend_descs,
+                        "backend_descs",
+                        bytes_of(&k),
+                        &c_desc(d),
+                    ),
+                    None => Self::delete(&self.backend_descs, "backend_descs", bytes_of(&k)),
+                }
             }
             MapOp::PortAgnosticVips { count, .. } => {
                 self.cfg.port_agnostic_vips = *count;

@@ -72,7 +72,9 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
-use crate::skel::xdp_lb::types::{flowpin_conn_set, flowpin_lb_stats, flowpin_vip_stats};
+use crate::skel::xdp_lb::types::{
+    flowpin_conn_set, flowpin_lb_meta, flowpin_lb_stats, flowpin_vip_stats,
+};
 use crate::skel::xdp_lb::XdpLbSkelBuilder;
 use crate::skel::{bytes_of, read, sum_counters};
 use crate::xdp_attach::{attach_xdp, xdp_test_run};
@@ -86,6 +88,10 @@ mod error;
 pub mod maps;
 mod ops;
 mod overlay;
+mod pinned;
+mod rebuild;
+#[cfg(test)]
+mod rebuild_tests;
 mod ring;
 pub mod state;
 #[cfg(test)]
@@ -95,6 +101,8 @@ mod types;
 
 pub use config::XdpLbConfig;
 pub use error::XdpLbError;
+pub use pinned::PIN_NAMES;
+pub use rebuild::PinnedContents;
 pub use state::{LbState, Plan, RingUpdate};
 pub use stats::{LbStats, Stats, VipStats};
 pub use types::{Backend, Proto, Vip, VipFlags};
@@ -125,81 +133,145 @@ pub struct XdpLb {
     /// Number of connection tables (CPUs, or 1 when shared).
     ncpus: u32,
     state: LbState,
+    /// Where the maps are pinned (set by `pin` / `open_pinned`): changes
+    /// then take the directory's lock and bump `meta.generation`.
+    pin_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// The `meta` entry as this process last wrote or read it.
+    meta: flowpin_lb_meta,
+    /// Ring slots `open_pinned` found different from the rebuilt state and rewrote.
+    repaired_ring_slots: u32,
+}
+
+/// A program loaded from this build, against fresh maps or pinned ones.
+struct Loaded {
+    prog: OwnedFd,
+    maps: KernelMaps,
+    conn_sets: u32,
+    tables: u32,
+    meta: flowpin_lb_meta,
+}
+
+/// Opens, sizes and loads `xdp_lb` for `config`; with `reuse`, against
+/// those maps (`reuse_fd` before load: an upgrade keeps every entry).
+fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Loaded> {
+    let ncpus = libbpf_rs::num_possible_cpus()
+        .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
+    let tables = if config.conn_table_shared {
+        1
+    } else {
+        ncpus as u32
+    };
+    let conn_sets = config.conn_sets_per_cpu(tables);
+    let mut storage = MaybeUninit::uninit();
+    let mut open = XdpLbSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(KernelError::object("object xdp_lb", "open", ""))?;
+    let ring_slots = config.max_vips * config.ring_size;
+    let resize = |m: &mut libbpf_rs::OpenMapMut<'_>, map, value| {
+        m.set_max_entries(value)
+            .map_err(KernelError::map(map, "set_max_entries"))
+    };
+    resize(&mut open.maps.vips, "vips", config.max_vips * 4 + 16)?;
+    resize(&mut open.maps.ring, "ring", ring_slots)?;
+    resize(&mut open.maps.backends, "backends", config.max_backends)?;
+    resize(&mut open.maps.conn, "conn", conn_sets * tables)?;
+    resize(
+        &mut open.maps.server_ids,
+        "server_ids",
+        config.max_server_ids,
+    )?;
+    resize(
+        &mut open.maps.backend_descs,
+        "backend_descs",
+        config.max_backend_descs(),
+    )?;
+    resize(&mut open.maps.vip_stats, "vip_stats", config.max_vips)?;
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.ring_size = config.ring_size;
+        ro.conn_sets = conn_sets;
+        ro.conn_percpu = u32::from(!config.conn_table_shared);
+        ro.sid_warm_conn = u32::from(config.warm_conn_from_server_id);
+    }
+    if let Some(m) = reuse {
+        let reuse = |om: &mut libbpf_rs::OpenMapMut<'_>, h: &MapHandle, name| {
+            om.reuse_fd(h.as_fd())
+                .map_err(KernelError::map(name, "reuse_fd"))
+        };
+        reuse(&mut open.maps.vips, &m.vips, "vips")?;
+        reuse(&mut open.maps.ring, &m.ring, "ring")?;
+        reuse(&mut open.maps.backends, &m.backends, "backends")?;
+        reuse(&mut open.maps.conn, &m.conn, "conn")?;
+        reuse(&mut open.maps.vip_table, &m.vip_table, "vip_table")?;
+        reuse(&mut open.maps.server_ids, &m.server_ids, "server_ids")?;
+        reuse(&mut open.maps.sid_table, &m.sid_table, "sid_table")?;
+        reuse(
+            &mut open.maps.backend_descs,
+            &m.backend_descs,
+            "backend_descs",
+        )?;
+        reuse(&mut open.maps.meta, &m.meta, "meta")?;
+        reuse(&mut open.maps.vip_stats, &m.vip_stats, "vip_stats")?;
+        reuse(&mut open.maps.lb_stats, &m.lb_stats, "lb_stats")?;
+        reuse(&mut open.maps.data, &m.data, ".data (lb_cfg)")?;
+    }
+    let skel = open.load().map_err(KernelError::object(
+        "program xdp_lb",
+        "load",
+        "verifier rejection, too little memory for the connection table/ring maps, pinned maps of another layout, or missing CAP_BPF/CAP_NET_ADMIN",
+    ))?;
+    let prog = skel
+        .progs
+        .xdp_lb
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| KernelError::io("program xdp_lb", "dup", &e, ""))?;
+    let h = |map: &libbpf_rs::MapMut<'_>, name| {
+        MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
+    };
+    let maps = KernelMaps {
+        vips: h(&skel.maps.vips, "vips")?,
+        ring: h(&skel.maps.ring, "ring")?,
+        backends: h(&skel.maps.backends, "backends")?,
+        conn: h(&skel.maps.conn, "conn")?,
+        vip_table: h(&skel.maps.vip_table, "vip_table")?,
+        server_ids: h(&skel.maps.server_ids, "server_ids")?,
+        sid_table: h(&skel.maps.sid_table, "sid_table")?,
+        backend_descs: h(&skel.maps.backend_descs, "backend_descs")?,
+        meta: h(&skel.maps.meta, "meta")?,
+        vip_stats: h(&skel.maps.vip_stats, "vip_stats")?,
+        lb_stats: h(&skel.maps.lb_stats, "lb_stats")?,
+        data: h(&skel.maps.data, ".data (lb_cfg)")?,
+        cfg: reuse.map_or_else(|| config.to_c(0), |m| m.cfg),
+        ring_size: config.ring_size,
+        ncpus,
+    };
+    let meta = pinned::meta_of(config, conn_sets, tables);
+    Ok(Loaded {
+        prog,
+        maps,
+        conn_sets,
+        tables,
+        meta,
+    })
 }
 
 impl XdpLb {
     /// Opens, sizes and loads the program (not yet attached).
     pub fn load(config: XdpLbConfig) -> Result<Self> {
         config.validate()?;
-        let ncpus = libbpf_rs::num_possible_cpus()
-            .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
-        let tables = if config.conn_table_shared {
-            1
-        } else {
-            ncpus as u32
-        };
-        let conn_sets = config.conn_sets_per_cpu(tables);
-        let mut storage = MaybeUninit::uninit();
-        let mut open = XdpLbSkelBuilder::default()
-            .open(&mut storage)
-            .map_err(KernelError::object("object xdp_lb", "open", ""))?;
-        let ring_slots = config.max_vips * config.ring_size;
-        let resize = |m: &mut libbpf_rs::OpenMapMut<'_>, map, value| {
-            m.set_max_entries(value)
-                .map_err(KernelError::map(map, "set_max_entries"))
-        };
-        resize(&mut open.maps.vips, "vips", config.max_vips * 4 + 16)?;
-        resize(&mut open.maps.ring, "ring", ring_slots)?;
-        resize(&mut open.maps.backends, "backends", config.max_backends)?;
-        resize(&mut open.maps.conn, "conn", conn_sets * tables)?;
-        resize(
-            &mut open.maps.server_ids,
-            "server_ids",
-            config.max_server_ids,
-        )?;
-        resize(&mut open.maps.vip_stats, "vip_stats", config.max_vips)?;
-        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-            ro.ring_size = config.ring_size;
-            ro.conn_sets = conn_sets;
-            ro.conn_percpu = u32::from(!config.conn_table_shared);
-        }
-        let skel = open.load().map_err(KernelError::object(
-            "program xdp_lb",
-            "load",
-            "verifier rejection, too little memory for the connection table/ring maps, or missing CAP_BPF/CAP_NET_ADMIN",
-        ))?;
-        let prog = skel
-            .progs
-            .xdp_lb
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::io("program xdp_lb", "dup", &e, ""))?;
-        let h = |map: &libbpf_rs::MapMut<'_>, name| {
-            MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
-        };
-        let maps = KernelMaps {
-            vips: h(&skel.maps.vips, "vips")?,
-            ring: h(&skel.maps.ring, "ring")?,
-            backends: h(&skel.maps.backends, "backends")?,
-            conn: h(&skel.maps.conn, "conn")?,
-            vip_table: h(&skel.maps.vip_table, "vip_table")?,
-            server_ids: h(&skel.maps.server_ids, "server_ids")?,
-            sid_table: h(&skel.maps.sid_table, "sid_table")?,
-            vip_stats: h(&skel.maps.vip_stats, "vip_stats")?,
-            lb_stats: h(&skel.maps.lb_stats, "lb_stats")?,
-            data: h(&skel.maps.data, ".data (lb_cfg)")?,
-            cfg: config.to_c(0),
-            ring_size: config.ring_size,
-            ncpus,
-        };
-        maps.write_cfg()?;
+        let loaded = load_program(&config, None)?;
+        loaded.maps.write_cfg()?;
+        loaded.maps.write_meta(&loaded.meta)?;
         Ok(XdpLb {
-            prog,
-            maps,
-            conn_sets,
-            ncpus: tables,
+            prog: loaded.prog,
+            maps: loaded.maps,
+            conn_sets: loaded.conn_sets,
+            ncpus: loaded.tables,
             state: LbState::new(&config),
             config,
+            pin_dir: std::sync::OnceLock::new(),
+            meta: loaded.meta,
+            repaired_ring_slots: 0,
         })
     }
 
@@ -248,17 +320,23 @@ impl XdpLb {
         &self.maps
     }
 
-    fn write_cfg(&mut self) -> Result<()> {
+    /// Changes the runtime configuration (`lb_cfg`), under the pin lock
+    /// when pinned (after catching up with other processes' changes).
+    fn write_cfg(&mut self, change: impl FnOnce(&mut XdpLbConfig)) -> Result<()> {
+        let _lock = self.lock_and_resync()?;
+        change(&mut self.config);
         let agnostic = self.maps.cfg.port_agnostic_vips;
         self.maps.cfg = self.config.to_c(agnostic);
-        Ok(self.maps.write_cfg()?)
+        self.maps.write_cfg()?;
+        self.bump_generation()
     }
 
     /// Sets our MAC and the next hop's MAC (Ethernet header of encapsulated packets).
     pub fn set_next_hop(&mut self, local_mac: [u8; 6], next_hop_mac: [u8; 6]) -> Result<()> {
-        self.config.local_mac = local_mac;
-        self.config.next_hop_mac = next_hop_mac;
-        self.write_cfg()
+        self.write_cfg(|c| {
+            c.local_mac = local_mac;
+            c.next_hop_mac = next_hop_mac;
+        })
     }
 
     /// Sets the egress L3 MTU.
@@ -266,8 +344,7 @@ impl XdpLb {
         if mtu < 576 {
             return Err(XdpLbError::InvalidConfig(format!("mtu {mtu} is below 576")));
         }
-        self.config.mtu = mtu;
-        self.write_cfg()
+        self.write_cfg(|c| c.mtu = mtu)
     }
 
     /// Sets the outer source prefixes (host bits come from the flow hash).
@@ -277,15 +354,15 @@ impl XdpLb {
                 "tunnel source prefix length out of range".into(),
             ));
         }
-        self.config.tunnel_src_v4 = v4;
-        self.config.tunnel_src_v6 = v6;
-        self.write_cfg()
+        self.write_cfg(|c| {
+            c.tunnel_src_v4 = v4;
+            c.tunnel_src_v6 = v6;
+        })
     }
 
     /// Sets the server_id TCP option layout.
     pub fn set_tcp_opt_layout(&mut self, layout: Layout) -> Result<()> {
-        self.config.tcp_opt_layout = layout;
-        self.write_cfg()
+        self.write_cfg(|c| c.tcp_opt_layout = layout)
     }
 
     /// Writes a plan into the kernel maps and commits it to the state. On a
@@ -295,31 +372,41 @@ impl XdpLb {
         Ok(plan)
     }
 
-    fn apply_commit(&mut self, plan: Plan) -> Result<RingUpdate> {
+    /// Plans a change from the current state, writes it and commits it.
+    /// When pinned, under the pin directory's lock, after catching up with
+    /// changes other processes made (`meta.generation`), and bumping it after.
+    fn change(
+        &mut self,
+        plan: impl FnOnce(&LbState) -> Result<Plan>,
+    ) -> Result<(RingUpdate, Option<u32>)> {
+        let _lock = self.lock_and_resync()?;
+        let plan = plan(&self.state)?;
         let plan = self.apply(plan)?;
-        let update = plan.update;
+        let out = (plan.update, plan.vip_id);
         self.state.commit(plan);
-        Ok(update)
+        self.bump_generation()?;
+        Ok(out)
+    }
+
+    fn apply_commit_with(
+        &mut self,
+        plan: impl FnOnce(&LbState) -> Result<Plan>,
+    ) -> Result<RingUpdate> {
+        self.change(plan).map(|(u, _)| u)
     }
 
     /// Adds a VIP (no backends yet: its packets are dropped as
     /// `unknown_backend` until [`set_backends`](Self::set_backends)).
     /// Returns its id (index of its ring and counters).
     pub fn add_vip(&mut self, vip: Vip, flags: VipFlags) -> Result<u32> {
-        let plan = self.state.add_vip(vip, flags)?;
-        let plan = self.apply(plan)?;
-        let id = plan
-            .vip_id
-            .ok_or_else(|| XdpLbError::Internal("add_vip planned no id".into()))?;
-        self.state.commit(plan);
-        Ok(id)
+        let (_, id) = self.change(|s| s.add_vip(vip, flags))?;
+        id.ok_or_else(|| XdpLbError::Internal("add_vip planned no id".into()))
     }
 
     /// Removes a VIP: its packets pass untouched from now on; its ring,
     /// server_id routes and unused backends are cleared.
     pub fn remove_vip(&mut self, vip: &Vip) -> Result<()> {
-        let plan = self.state.remove_vip(vip)?;
-        self.apply_commit(plan).map(|_| ())
+        self.apply_commit_with(|s| s.remove_vip(vip)).map(|_| ())
     }
 
     /// Sets the backends of a VIP. Builds its Maglev ring with
@@ -330,14 +417,31 @@ impl XdpLb {
     /// backend (see [`state`]). If a write fails the kernel is rolled back
     /// and the error says so.
     pub fn set_backends(&mut self, vip: &Vip, backends: &[Backend]) -> Result<RingUpdate> {
-        let plan = self.state.set_backends(vip, backends)?;
-        self.apply_commit(plan)
+        self.apply_commit_with(|s| s.set_backends(vip, backends))
     }
 
     /// Removes one backend of a VIP.
     pub fn remove_backend(&mut self, vip: &Vip, addr: std::net::IpAddr) -> Result<RingUpdate> {
-        let plan = self.state.remove_backend(vip, addr)?;
-        self.apply_commit(plan)
+        self.apply_commit_with(|s| s.remove_backend(vip, addr))
+    }
+
+    /// Drains one backend of a VIP: it leaves the ring (no new flows) while
+    /// its existing flows keep reaching it through its server_id route and
+    /// the connection table (its index and `backends` entry stay).
+    /// [`backends`](Self::backends) still lists it; take it out with
+    /// [`remove_backend`](Self::remove_backend) once its connections closed.
+    pub fn drain_backend(&mut self, vip: &Vip, addr: std::net::IpAddr) -> Result<RingUpdate> {
+        self.apply_commit_with(|s| s.drain_backend(vip, addr))
+    }
+
+    /// Puts a draining backend back into the ring.
+    pub fn undrain_backend(&mut self, vip: &Vip, addr: std::net::IpAddr) -> Result<RingUpdate> {
+        self.apply_commit_with(|s| s.undrain_backend(vip, addr))
+    }
+
+    /// Whether a backend of a VIP is draining.
+    pub fn is_draining(&self, vip: &Vip, addr: std::net::IpAddr) -> bool {
+        self.state.is_draining(vip, addr)
     }
 
     /// Changes one backend's Maglev weight.
@@ -347,8 +451,7 @@ impl XdpLb {
         addr: std::net::IpAddr,
         weight: u32,
     ) -> Result<RingUpdate> {
-        let plan = self.state.set_weight(vip, addr, weight)?;
-        self.apply_commit(plan)
+        self.apply_commit_with(|s| s.set_weight(vip, addr, weight))
     }
 
     /// The backends of a VIP as last set.

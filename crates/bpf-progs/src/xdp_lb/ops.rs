@@ -97,6 +97,24 @@ impl<T: Copy> Slot<T> {
     }
 }
 
+/// Value of the `backend_descs` map (`flowpin_backend_desc`): one entry of
+/// a VIP's backend list as the control side set it. The program never reads
+/// it; a process that reopens the pins rebuilds its state from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendDesc {
+    /// Tunnel destination.
+    pub addr: IpAddr,
+    /// Maglev weight as set (a draining backend is in the ring with weight 0).
+    pub weight: u32,
+    /// server_id, if routed by it.
+    pub server_id: Option<u32>,
+    /// Draining: out of the ring, still reachable by server_id and the
+    /// connection table.
+    pub draining: bool,
+    /// Global index in `backends`.
+    pub backend: u32,
+}
+
 /// One ring slot write: `ring[vip_id * M + slot] = backend` (it held `prev`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingWrite {
@@ -172,6 +190,17 @@ pub enum MapOp {
         /// Previous value.
         prev: Slot<SidRoute>,
     },
+    /// `backend_descs[(vip_id, pos)]` (`None`: deleted).
+    BackendDesc {
+        /// The VIP's id.
+        vip_id: u32,
+        /// Position in the VIP's backend list.
+        pos: u32,
+        /// New value.
+        value: Option<BackendDesc>,
+        /// Previous value.
+        prev: Option<BackendDesc>,
+    },
     /// `lb_cfg.port_agnostic_vips` (the program skips the port-0 lookup when 0).
     PortAgnosticVips {
         /// New count.
@@ -226,6 +255,17 @@ impl MapOp {
             },
             MapOp::SidSlot { slot, value, prev } => MapOp::SidSlot {
                 slot: *slot,
+                value: *prev,
+                prev: *value,
+            },
+            MapOp::BackendDesc {
+                vip_id,
+                pos,
+                value,
+                prev,
+            } => MapOp::BackendDesc {
+                vip_id: *vip_id,
+                pos: *pos,
                 value: *prev,
                 prev: *value,
             },

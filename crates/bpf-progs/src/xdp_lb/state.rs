@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use flowpin_maglev::Maglev;
 
 use super::backend_ids::BackendAlloc;
-pub use super::ops::{MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
+pub use super::ops::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
 use super::overlay::Overlay;
 use super::ring::{build_table, ring_writes};
 use super::{Backend, Proto, Vip, VipFlags, XdpLbError};
@@ -79,33 +79,49 @@ struct Commit {
 }
 
 #[derive(Debug)]
-struct VipState {
-    id: u32,
-    flags: VipFlags,
-    backends: Vec<Backend>,
+pub(super) struct VipState {
+    pub(super) id: u32,
+    pub(super) flags: VipFlags,
+    pub(super) backends: Vec<Backend>,
+    /// Backends draining: in the ring with weight 0, routes kept.
+    pub(super) draining: HashSet<IpAddr>,
     /// The VIP's Maglev table (indices into `backends`); `None`: every slot 0.
-    table: Option<Maglev>,
+    pub(super) table: Option<Maglev>,
     /// server_id → global backend index.
-    sids: HashMap<u32, u32>,
+    pub(super) sids: HashMap<u32, u32>,
+}
+
+/// The backends as the ring sees them: a draining one has weight 0.
+pub(super) fn ring_backends(backends: &[Backend], draining: &HashSet<IpAddr>) -> Vec<Backend> {
+    backends
+        .iter()
+        .map(|b| {
+            if draining.contains(&b.addr) {
+                b.weight(0)
+            } else {
+                *b
+            }
+        })
+        .collect()
 }
 
 /// The configuration the kernel tables hold, and the planner of changes.
 #[derive(Debug)]
 pub struct LbState {
-    ring_size: u32,
-    max_vips: u32,
-    max_backends: u32,
-    answer_icmp_echo: bool,
-    vips: HashMap<Vip, VipState>,
-    free_vip_ids: Vec<u32>,
-    backends: BackendAlloc,
+    pub(super) ring_size: u32,
+    pub(super) max_vips: u32,
+    pub(super) max_backends: u32,
+    pub(super) answer_icmp_echo: bool,
+    pub(super) vips: HashMap<Vip, VipState>,
+    pub(super) free_vip_ids: Vec<u32>,
+    pub(super) backends: BackendAlloc,
     /// `vip_table` slot → the (key, meta) pairs hashed there.
     pub(super) vip_slots: HashMap<u32, Vec<(VipKey, VipMeta)>>,
     /// `sid_table` slot → the routes hashed there.
     pub(super) sid_slots: HashMap<u32, Vec<SidRoute>>,
     /// ICMP entries: VIPs per address.
-    echo_refs: HashMap<IpAddr, u32>,
-    port_agnostic: u32,
+    pub(super) echo_refs: HashMap<IpAddr, u32>,
+    pub(super) port_agnostic: u32,
 }
 
 impl LbState {
@@ -192,6 +208,7 @@ impl LbState {
             id,
             flags,
             backends: Vec::new(),
+            draining: HashSet::new(),
             table: None,
             sids: HashMap::new(),
         };
@@ -224,7 +241,8 @@ impl LbState {
         };
         o.vip_entry(VipKey::of(vip), None, Some(meta));
         let mut backends = self.backends.clone();
-        let update = self.plan_backends(&mut o, &mut backends, vip, st, &[])?;
+        let (update, _) =
+            self.plan_backends(&mut o, &mut backends, vip, st, &[], &HashSet::new())?;
         let mut echo_refs = Vec::new();
         if let Some(&n) = self.echo_refs.get(&vip.addr) {
             if n == 1 {
@@ -267,7 +285,60 @@ impl LbState {
     /// same ring) is diffed against the current one with [`Maglev::diff`]
     /// and only the changed slots are written; new backends are written
     /// first, the ring and server_id routes next, removed backends last.
+    ///
+    /// A backend that was draining ([`drain_backend`](Self::drain_backend))
+    /// and is still listed stays draining.
     pub fn set_backends(&self, vip: &Vip, backends: &[Backend]) -> Result<Plan> {
+        let st = self.vips.get(vip).ok_or(XdpLbError::UnknownVip(*vip))?;
+        let draining = backends
+            .iter()
+            .filter(|b| st.draining.contains(&b.addr))
+            .map(|b| b.addr)
+            .collect();
+        self.plan_set(vip, backends, draining)
+    }
+
+    /// Plans draining one backend of a VIP: it leaves the ring (no new
+    /// flows) but keeps its index, its server_id route and its
+    /// connection-table entries, so its existing flows keep reaching it.
+    /// [`backends`](Self::backends) still lists it with its weight;
+    /// [`remove_backend`](Self::remove_backend) takes it out once its
+    /// connections are gone, [`undrain_backend`](Self::undrain_backend)
+    /// puts it back in the ring.
+    pub fn drain_backend(&self, vip: &Vip, addr: IpAddr) -> Result<Plan> {
+        self.plan_drain(vip, addr, true)
+    }
+
+    /// Plans putting a draining backend back into the ring.
+    pub fn undrain_backend(&self, vip: &Vip, addr: IpAddr) -> Result<Plan> {
+        self.plan_drain(vip, addr, false)
+    }
+
+    fn plan_drain(&self, vip: &Vip, addr: IpAddr, drain: bool) -> Result<Plan> {
+        let st = self.vips.get(vip).ok_or(XdpLbError::UnknownVip(*vip))?;
+        if !st.backends.iter().any(|b| b.addr == addr) {
+            return Err(XdpLbError::InvalidBackends {
+                vip: *vip,
+                why: format!("{addr} is not a backend of this VIP"),
+            });
+        }
+        let mut draining = st.draining.clone();
+        if drain {
+            draining.insert(addr);
+        } else {
+            draining.remove(&addr);
+        }
+        self.plan_set(vip, &st.backends.clone(), draining)
+    }
+
+    /// Whether a backend of a VIP is draining.
+    pub fn is_draining(&self, vip: &Vip, addr: IpAddr) -> bool {
+        self.vips
+            .get(vip)
+            .is_some_and(|s| s.draining.contains(&addr))
+    }
+
+    fn plan_set(&self, vip: &Vip, backends: &[Backend], draining: HashSet<IpAddr>) -> Result<Plan> {
         let st = self.vips.get(vip).ok_or(XdpLbError::UnknownVip(*vip))?;
         let invalid = |why: String| XdpLbError::InvalidBackends { vip: *vip, why };
         let mut seen = HashSet::new();
@@ -290,8 +361,8 @@ impl LbState {
         }
         let mut o = self.overlay();
         let mut alloc = self.backends.clone();
-        let update = self.plan_backends(&mut o, &mut alloc, vip, st, backends)?;
-        let table = build_table(backends, self.ring_size)?;
+        let (update, table) =
+            self.plan_backends(&mut o, &mut alloc, vip, st, backends, &draining)?;
         let new_sids = backends
             .iter()
             .filter_map(|b| {
@@ -303,6 +374,7 @@ impl LbState {
             id: st.id,
             flags: st.flags,
             backends: backends.to_vec(),
+            draining,
             table,
             sids: new_sids,
         };
@@ -371,7 +443,8 @@ impl LbState {
         vip: &Vip,
         st: &VipState,
         backends: &[Backend],
-    ) -> Result<RingUpdate> {
+        draining: &HashSet<IpAddr>,
+    ) -> Result<(RingUpdate, Option<Maglev>)> {
         let mut update = RingUpdate::default();
         let old: HashSet<IpAddr> = st.backends.iter().map(|b| b.addr).collect();
         let new: HashSet<IpAddr> = backends.iter().map(|b| b.addr).collect();
@@ -405,7 +478,7 @@ impl LbState {
             .iter()
             .map(|b| self.backends.ids.get(&b.addr).map_or(0, |x| x.0))
             .collect();
-        let table = build_table(backends, self.ring_size)?;
+        let table = build_table(&ring_backends(backends, draining), self.ring_size)?;
         let writes = ring_writes(
             st.table.as_ref(),
             &old_ids,
@@ -441,7 +514,30 @@ impl LbState {
         for (s, b) in stale {
             o.sid_route(st.id, s, None, Some(b));
         }
-        // 4. Removed backends last.
+        // 4. The descriptors (control side only): what changed, by position.
+        let desc = |list: &[Backend], drain: &HashSet<IpAddr>, ids: &[u32], i: usize| {
+            let b = list.get(i)?;
+            Some(BackendDesc {
+                addr: b.addr,
+                weight: b.weight,
+                server_id: b.server_id.map(|s| s.get()),
+                draining: drain.contains(&b.addr),
+                backend: ids.get(i).copied().unwrap_or(0),
+            })
+        };
+        for pos in 0..st.backends.len().max(backends.len()) {
+            let prev = desc(&st.backends, &st.draining, &old_ids, pos);
+            let value = desc(backends, draining, &ids, pos);
+            if prev != value {
+                o.ops.push(MapOp::BackendDesc {
+                    vip_id: st.id,
+                    pos: pos as u32,
+                    value,
+                    prev,
+                });
+            }
+        }
+        // 5. Removed backends last.
         for b in &st.backends {
             if !new.contains(&b.addr) {
                 if let Some(id) = alloc.release(b.addr) {
@@ -454,7 +550,7 @@ impl LbState {
                 update.backends_removed += 1;
             }
         }
-        Ok(update)
+        Ok((update, table))
     }
 
     /// Makes a plan's outcome the current state. Call only after the

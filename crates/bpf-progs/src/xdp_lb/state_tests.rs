@@ -10,18 +10,19 @@ use flowpin_maglev::Maglev;
 use flowpin_tcp_opt::ServerId;
 
 use super::maps::{apply, MapWriter};
-use super::state::{LbState, MapOp, SidRoute, Slot, VipKey, VipMeta};
+use super::state::{BackendDesc, LbState, MapOp, SidRoute, Slot, VipKey, VipMeta};
 use super::{Backend, Proto, Vip, VipFlags, XdpLbConfig, XdpLbError};
 use crate::error::KernelError;
 
 /// The maps as the program sees them.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct FakeMaps {
-    backends: HashMap<u32, IpAddr>,
-    ring: HashMap<(u32, u32), u32>,
-    vips: HashMap<VipKey, VipMeta>,
+pub(super) struct FakeMaps {
+    pub(super) backends: HashMap<u32, IpAddr>,
+    pub(super) ring: HashMap<(u32, u32), u32>,
+    pub(super) vips: HashMap<VipKey, VipMeta>,
+    pub(super) descs: HashMap<(u32, u32), BackendDesc>,
     vip_table: HashMap<u32, Slot<(VipKey, VipMeta)>>,
-    server_ids: HashMap<(u32, u32), u32>,
+    pub(super) server_ids: HashMap<(u32, u32), u32>,
     sid_table: HashMap<u32, Slot<SidRoute>>,
     port_agnostic: u32,
     /// Writes performed (a failing one included).
@@ -33,7 +34,7 @@ struct FakeMaps {
 }
 
 impl FakeMaps {
-    fn checked() -> FakeMaps {
+    pub(super) fn checked() -> FakeMaps {
         FakeMaps {
             check: true,
             ..FakeMaps::default()
@@ -124,6 +125,16 @@ impl MapWriter for FakeMaps {
             MapOp::SidSlot { slot, value, .. } => {
                 self.sid_table.insert(*slot, *value);
             }
+            MapOp::BackendDesc {
+                vip_id, pos, value, ..
+            } => match value {
+                Some(d) => {
+                    self.descs.insert((*vip_id, *pos), *d);
+                }
+                None => {
+                    self.descs.remove(&(*vip_id, *pos));
+                }
+            },
             MapOp::PortAgnosticVips { count, .. } => self.port_agnostic = *count,
         }
         if self.check {
@@ -156,6 +167,7 @@ fn contents(m: &FakeMaps) -> impl PartialEq + std::fmt::Debug {
             sorted(&vt),
             sorted(&m.server_ids),
             sorted(&st),
+            sorted(&m.descs),
             m.port_agnostic
         )
     )
@@ -167,35 +179,35 @@ fn sorted<K: std::fmt::Debug, V: std::fmt::Debug>(m: &HashMap<K, V>) -> Vec<Stri
     v
 }
 
-const M: u32 = 251;
+pub(super) const M: u32 = 251;
 
 type Change = dyn Fn(&LbState) -> Result<super::Plan, XdpLbError>;
 
-fn config() -> XdpLbConfig {
+pub(super) fn config() -> XdpLbConfig {
     XdpLbConfig {
         ring_size: M,
         ..XdpLbConfig::default()
     }
 }
 
-fn vip() -> Vip {
+pub(super) fn vip() -> Vip {
     Vip::new("192.0.2.10".parse().unwrap(), 80, Proto::Tcp)
 }
 
-fn be(i: u8, w: u32, sid: u32) -> Backend {
+pub(super) fn be(i: u8, w: u32, sid: u32) -> Backend {
     Backend::new(format!("10.0.0.{i}").parse().unwrap())
         .weight(w)
         .server_id(ServerId::new(sid))
 }
 
 /// Plans, applies into `maps` and commits.
-fn run(maps: &mut FakeMaps, plan: Result<super::Plan, XdpLbError>) -> super::Plan {
+pub(super) fn run(maps: &mut FakeMaps, plan: Result<super::Plan, XdpLbError>) -> super::Plan {
     let plan = plan.expect("plan");
     apply(maps, &plan.ops).expect("apply");
     plan
 }
 
-fn step(
+pub(super) fn step(
     st: &mut LbState,
     maps: &mut FakeMaps,
     f: impl Fn(&LbState) -> Result<super::Plan, XdpLbError>,
@@ -205,7 +217,7 @@ fn step(
 }
 
 /// The ring the maps hold for a VIP, as addresses.
-fn ring_of(maps: &FakeMaps, vip_id: u32) -> Vec<Option<IpAddr>> {
+pub(super) fn ring_of(maps: &FakeMaps, vip_id: u32) -> Vec<Option<IpAddr>> {
     (0..M)
         .map(|s| {
             let b = maps.ring.get(&(vip_id, s)).copied().unwrap_or(0);
@@ -214,7 +226,7 @@ fn ring_of(maps: &FakeMaps, vip_id: u32) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
-fn expected_ring(backends: &[Backend]) -> Vec<Option<IpAddr>> {
+pub(super) fn expected_ring(backends: &[Backend]) -> Vec<Option<IpAddr>> {
     let keys: Vec<(String, u32)> = backends
         .iter()
         .map(|b| (b.addr.to_string(), b.weight))

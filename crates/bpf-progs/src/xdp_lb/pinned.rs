@@ -1,0 +1,492 @@
+//! `xdp_lb` state that outlives its control process: pin, reopen, upgrade
+//! in place, several controllers.
+//!
+//! A pin directory holds every map and the program, one file each (names
+//! in [`PIN_NAMES`]), mode 0600; the `meta` map holds the layout version
+//! ([`flowpin_bpf_abi::lb::LB_LAYOUT_VERSION`]), the load-time sizes and the
+//! size of every pinned struct, so a directory written by another layout is
+//! refused with [`XdpLbError::IncompatiblePin`], never reused.
+//!
+//! [`XdpLb::open_pinned`] opens the maps and the program and rebuilds the
+//! control state from `vips` and `backend_descs`
+//! ([`LbState::rebuild`](super::LbState::rebuild)); the ring is derived
+//! data: it is compared with the kernel's and any differing slot rewritten
+//! (a controller killed half-way through a ring change). Nothing is
+//! loaded, so reopening is fast (see the README for the figure).
+//!
+//! [`XdpLb::upgrade`] loads this build's program against the same maps
+//! (`reuse_fd` before load) and swaps it into an attached link
+//! (`BPF_LINK_UPDATE`): no packet is unprocessed, no entry lost.
+//!
+//! Every change of a pinned instance takes an `flock` on the pin directory
+//! and first catches up with other processes' changes (`meta.generation`).
+
+use std::mem::size_of;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::maps::KernelMaps;
+use super::rebuild::PinnedContents;
+use super::state::{BackendDesc, MapOp, RingWrite, VipKey, VipMeta};
+use super::{load_program, LbState, Result, XdpLb, XdpLbConfig, XdpLbError, CONN_SET_BYTES};
+use crate::error::KernelError;
+use crate::pin::{open_pinned_fd, remove_pin_dir, PinLock};
+use crate::skel::xdp_lb::types::{
+    flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_conn_set,
+    flowpin_lb_cfg, flowpin_lb_meta, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
+};
+use crate::skel::{bytes_of, read};
+use flowpin_bpf_abi::lb;
+
+/// The files of a pinned `xdp_lb` (maps, then the program).
+pub const PIN_NAMES: &[&str] = &[
+    "meta",
+    "vips",
+    "ring",
+    "backends",
+    "backend_descs",
+    "conn",
+    "vip_table",
+    "server_ids",
+    "sid_table",
+    "vip_stats",
+    "lb_stats",
+    "data",
+    "prog",
+];
+
+pub(super) fn meta_of(config: &XdpLbConfig, conn_sets: u32, tables: u32) -> flowpin_lb_meta {
+    let mut flags = 0;
+    if config.answer_icmp_echo {
+        flags |= lb::LB_META_ICMP_ECHO;
+    }
+    if config.warm_conn_from_server_id {
+        flags |= lb::LB_META_SID_WARM_CONN;
+    }
+    flowpin_lb_meta {
+        layout_version: lb::LB_LAYOUT_VERSION,
+        ring_size: config.ring_size,
+        max_vips: config.max_vips,
+        max_backends: config.max_backends,
+        max_server_ids: config.max_server_ids,
+        conn_sets,
+        conn_tables: tables,
+        flags,
+        generation: 0,
+        size_vip_key: size_of::<flowpin_vip_key>() as u32,
+        size_vip_meta: size_of::<flowpin_vip_meta>() as u32,
+        size_backend: size_of::<flowpin_backend>() as u32,
+        size_backend_desc: size_of::<flowpin_backend_desc>() as u32,
+        size_conn_set: size_of::<flowpin_conn_set>() as u32,
+        size_sid_slot: size_of::<flowpin_sid_slot>() as u32,
+        size_lb_cfg: size_of::<flowpin_lb_cfg>() as u32,
+    }
+}
+
+/// Why a `meta` entry is not this build's layout (`None`: it is).
+fn incompatibility(m: &flowpin_lb_meta) -> Option<String> {
+    if m.layout_version != lb::LB_LAYOUT_VERSION {
+        return Some(format!(
+            "written by a flowpin build with layout version {}",
+            m.layout_version
+        ));
+    }
+    let mine = meta_of(&XdpLbConfig::default(), 0, 0);
+    let sizes = [
+        ("flowpin_vip_key", m.size_vip_key, mine.size_vip_key),
+        ("flowpin_vip_meta", m.size_vip_meta, mine.size_vip_meta),
+        ("flowpin_backend", m.size_backend, mine.size_backend),
+        (
+            "flowpin_backend_desc",
+            m.size_backend_desc,
+            mine.size_backend_desc,
+        ),
+        ("flowpin_conn_set", m.size_conn_set, mine.size_conn_set),
+        ("flowpin_sid_slot", m.size_sid_slot, mine.size_sid_slot),
+        ("flowpin_lb_cfg", m.size_lb_cfg, mine.size_lb_cfg),
+    ];
+    for (name, theirs, ours) in sizes {
+        if theirs != ours {
+            return Some(format!(
+                "struct {name} is {theirs} bytes there, {ours} bytes in this build"
+            ));
+        }
+    }
+    None
+}
+
+fn config_of(m: &flowpin_lb_meta, cfg: &flowpin_lb_cfg, ncpus: usize) -> XdpLbConfig {
+    let mut c = XdpLbConfig::default();
+    c.ring_size = m.ring_size;
+    c.max_vips = m.max_vips;
+    c.max_backends = m.max_backends;
+    c.max_server_ids = m.max_server_ids;
+    c.lru_memory_bytes = u64::from(m.conn_sets) * CONN_SET_BYTES * u64::from(m.conn_tables);
+    c.conn_table_shared = m.conn_tables == 1 && ncpus != 1;
+    c.answer_icmp_echo = m.flags & lb::LB_META_ICMP_ECHO != 0;
+    c.warm_conn_from_server_id = m.flags & lb::LB_META_SID_WARM_CONN != 0;
+    c.set_from_c(cfg);
+    c
+}
+
+fn map_at(dir: &Path, name: &'static str) -> Result<MapHandle> {
+    Ok(crate::pin::map_at(dir, name)?)
+}
+
+fn lookup0(map: &MapHandle, name: &'static str) -> Result<Vec<u8>> {
+    Ok(map
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(KernelError::map(name, "lookup"))?
+        .unwrap_or_default())
+}
+
+fn ip_of(addr: [u32; 4], family: u8) -> Option<std::net::IpAddr> {
+    let mut b = [0u8; 16];
+    for (d, w) in b.chunks_exact_mut(4).zip(addr) {
+        d.copy_from_slice(&w.to_ne_bytes());
+    }
+    match family {
+        lb::FAMILY_V4 => Some(std::net::IpAddr::from([b[0], b[1], b[2], b[3]])),
+        lb::FAMILY_V6 => Some(std::net::IpAddr::from(b)),
+        _ => None,
+    }
+}
+
+/// Reads `vips` and `backend_descs`.
+fn read_contents(maps: &KernelMaps) -> Result<PinnedContents> {
+    let bad = |what: &str| XdpLbError::PinnedStateCorrupt(format!("unreadable {what} entry"));
+    let mut out = PinnedContents::default();
+    for k in maps.vips.keys() {
+        let Some(v) = maps
+            .vips
+            .lookup(&k, MapFlags::ANY)
+            .map_err(KernelError::map("vips", "lookup"))?
+        else {
+            continue;
+        };
+        let key: flowpin_vip_key = read(&k).ok_or_else(|| bad("vips key"))?;
+        let meta: flowpin_vip_meta = read(&v).ok_or_else(|| bad("vips value"))?;
+        let addr = ip_of(key.addr, key.family).ok_or_else(|| bad("vips key family"))?;
+        out.vips.push((
+            VipKey {
+                addr,
+                port: u16::from_be(key.port),
+                proto: key.proto,
+            },
+            VipMeta {
+                vip_id: meta.vip_id,
+                flags: meta.flags,
+            },
+        ));
+    }
+    for k in maps.backend_descs.keys() {
+        let Some(v) = maps
+            .backend_descs
+            .lookup(&k, MapFlags::ANY)
+            .map_err(KernelError::map("backend_descs", "lookup"))?
+        else {
+            continue;
+        };
+        let key: flowpin_backend_desc_key = read(&k).ok_or_else(|| bad("backend_descs key"))?;
+        let d: flowpin_backend_desc = read(&v).ok_or_else(|| bad("backend_descs value"))?;
+        let addr = ip_of(d.addr, d.family).ok_or_else(|| bad("backend_descs family"))?;
+        out.descs.push((
+            key.vip_id,
+            key.pos,
+            BackendDesc {
+                addr,
+                weight: d.weight,
+                server_id: (d.has_server_id != 0).then_some(d.server_id),
+                draining: d.state == lb::BACKEND_DRAINING,
+                backend: d.backend,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// `ring[base .. base + n]` with `bpf_map_lookup_batch`.
+fn read_ring(ring: &MapHandle, base: u32, n: u32) -> Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::with_capacity(n as usize);
+    let mut keys = vec![0u32; n as usize];
+    let mut vals = vec![0u32; n as usize];
+    // The batch cursor is the last key read: start after base - 1.
+    let mut cursor: u32 = base.wrapping_sub(1);
+    let mut first = base == 0;
+    while (out.len() as u32) < n {
+        let want = n - out.len() as u32;
+        let mut count = want;
+        let mut next: u32 = 0;
+        let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+            sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        let in_batch: *mut std::ffi::c_void = if first {
+            std::ptr::null_mut()
+        } else {
+            (&mut cursor as *mut u32).cast()
+        };
+        // SAFETY: keys/vals hold `want` u32 slots (the key and value size of
+        // the ring), `count` says so; in/out batch point to live u32s.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                ring.as_fd().as_raw_fd(),
+                in_batch,
+                (&mut next as *mut u32).cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        if rc < 0 && -rc != 2 {
+            return Err(KernelError::errno("map ring", "lookup_batch", -rc, "").into());
+        }
+        out.extend_from_slice(&vals[..count.min(want) as usize]);
+        if count == 0 || rc < 0 {
+            break;
+        }
+        cursor = next;
+        first = false;
+    }
+    if out.len() as u32 != n {
+        return Err(
+            KernelError::out_of_sync("map ring", "lookup_batch", out.len(), n as usize).into(),
+        );
+    }
+    Ok(out)
+}
+
+impl XdpLb {
+    /// Pins the maps and the program under `dir` (created on bpffs, mounted
+    /// at `/sys/fs/bpf` if missing; pins 0600), so the data path and its
+    /// state outlive this process. Pin links made by
+    /// [`attach`](Self::attach) with [`XdpLink::pin`](super::XdpLink::pin),
+    /// conventionally as `dir/link` (then [`unpin`](Self::unpin) removes it
+    /// too). Later changes through this instance take the directory's lock.
+    pub fn pin(&self, dir: &Path) -> Result<()> {
+        let m = &self.maps;
+        crate::pin::pin_all(
+            dir,
+            &[
+                ("vips", m.vips.as_fd()),
+                ("ring", m.ring.as_fd()),
+                ("backends", m.backends.as_fd()),
+                ("backend_descs", m.backend_descs.as_fd()),
+                ("conn", m.conn.as_fd()),
+                ("vip_table", m.vip_table.as_fd()),
+                ("server_ids", m.server_ids.as_fd()),
+                ("sid_table", m.sid_table.as_fd()),
+                ("vip_stats", m.vip_stats.as_fd()),
+                ("lb_stats", m.lb_stats.as_fd()),
+                ("data", m.data.as_fd()),
+                ("prog", self.prog.as_fd()),
+                // meta last: a directory with `meta` is complete.
+                ("meta", m.meta.as_fd()),
+            ],
+        )?;
+        let _ = self.pin_dir.set(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Reopens an `xdp_lb` pinned by [`pin`](Self::pin) (by this process
+    /// or another, possibly dead one): the maps and the program already
+    /// running, and the control state rebuilt from the maps, so
+    /// [`backends`](Self::backends) returns what was set before. A
+    /// directory of another layout version is refused
+    /// ([`XdpLbError::IncompatiblePin`]). Nothing is loaded: the pinned
+    /// program keeps running; [`upgrade`](Self::upgrade) swaps in this build's.
+    pub fn open_pinned(dir: &Path) -> Result<XdpLb> {
+        let meta_map = map_at(dir, "meta")?;
+        let incompatible = |found, detail: String| XdpLbError::IncompatiblePin {
+            dir: dir.to_path_buf(),
+            found,
+            expected: lb::LB_LAYOUT_VERSION,
+            detail,
+        };
+        let raw = lookup0(&meta_map, "meta")?;
+        if raw.len() != size_of::<flowpin_lb_meta>() {
+            let found = raw
+                .get(..4)
+                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            return Err(incompatible(
+                found,
+                format!(
+                    "its meta entry is {} bytes, this build's {}",
+                    raw.len(),
+                    size_of::<flowpin_lb_meta>()
+                ),
+            ));
+        }
+        let _lock = PinLock::acquire(dir)?;
+        let mut lb = Self::open_locked(dir, meta_map)?;
+        let _ = lb.pin_dir.set(dir.to_path_buf());
+        lb.repair_rings()?;
+        Ok(lb)
+    }
+
+    fn open_locked(dir: &Path, meta_map: MapHandle) -> Result<XdpLb> {
+        let raw = lookup0(&meta_map, "meta")?;
+        let meta: flowpin_lb_meta = read(&raw)
+            .ok_or_else(|| XdpLbError::PinnedStateCorrupt("meta entry unreadable".into()))?;
+        if let Some(detail) = incompatibility(&meta) {
+            return Err(XdpLbError::IncompatiblePin {
+                dir: dir.to_path_buf(),
+                found: meta.layout_version,
+                expected: lb::LB_LAYOUT_VERSION,
+                detail,
+            });
+        }
+        let ncpus = libbpf_rs::num_possible_cpus()
+            .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
+        let data = map_at(dir, "data")?;
+        let raw_cfg = lookup0(&data, "data")?;
+        let cfg: flowpin_lb_cfg = read(&raw_cfg).ok_or_else(|| {
+            KernelError::out_of_sync(
+                "map .data (lb_cfg)",
+                "lookup",
+                raw_cfg.len(),
+                size_of::<flowpin_lb_cfg>(),
+            )
+        })?;
+        let config = config_of(&meta, &cfg, ncpus);
+        let maps = KernelMaps {
+            vips: map_at(dir, "vips")?,
+            ring: map_at(dir, "ring")?,
+            backends: map_at(dir, "backends")?,
+            conn: map_at(dir, "conn")?,
+            vip_table: map_at(dir, "vip_table")?,
+            server_ids: map_at(dir, "server_ids")?,
+            sid_table: map_at(dir, "sid_table")?,
+            backend_descs: map_at(dir, "backend_descs")?,
+            meta: meta_map,
+            vip_stats: map_at(dir, "vip_stats")?,
+            lb_stats: map_at(dir, "lb_stats")?,
+            data,
+            cfg,
+            ring_size: meta.ring_size,
+            ncpus,
+        };
+        let prog: OwnedFd = open_pinned_fd(&dir.join("prog"))?;
+        let state = LbState::rebuild(&config, &read_contents(&maps)?)?;
+        Ok(XdpLb {
+            prog,
+            maps,
+            conn_sets: meta.conn_sets,
+            ncpus: meta.conn_tables,
+            state,
+            config,
+            pin_dir: std::sync::OnceLock::new(),
+            meta,
+            repaired_ring_slots: 0,
+        })
+    }
+
+    /// Compares every VIP's kernel ring with the rebuilt state's and
+    /// rewrites the slots that differ.
+    fn repair_rings(&mut self) -> Result<()> {
+        let m = self.config.ring_size;
+        let mut repaired = 0;
+        let vips: Vec<_> = self.state.vip_ids().collect();
+        for (vip, id) in vips {
+            let want = self.state.ring_indices(&vip);
+            let have = read_ring(&self.maps.ring, id * m, m)?;
+            let writes: Vec<RingWrite> = (0..m)
+                .zip(want.iter().zip(&have))
+                .filter(|(_, (w, h))| w != h)
+                .map(|(slot, (&backend, &prev))| RingWrite {
+                    slot,
+                    backend,
+                    prev,
+                })
+                .collect();
+            if !writes.is_empty() {
+                repaired += writes.len() as u32;
+                super::maps::apply(&mut self.maps, &[MapOp::Ring { vip_id: id, writes }])?;
+            }
+        }
+        self.repaired_ring_slots = repaired;
+        Ok(())
+    }
+
+    /// Ring slots [`open_pinned`](Self::open_pinned) found different from
+    /// the state rebuilt from the backend lists, and rewrote (0 unless a
+    /// controller died half-way through a change).
+    pub fn repaired_ring_slots(&self) -> u32 {
+        self.repaired_ring_slots
+    }
+
+    /// The pin directory, once pinned or reopened.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.get().map(PathBuf::as_path)
+    }
+
+    /// Removes a pinned `xdp_lb` directory: every pin in it (maps,
+    /// program, links pinned there) and the directory. The program stays
+    /// attached while a process holds a link to it. A missing directory is
+    /// not an error.
+    pub fn unpin(dir: &Path) -> Result<()> {
+        Ok(remove_pin_dir(dir)?)
+    }
+
+    /// Upgrades in place: loads this build's program against this
+    /// instance's maps (`reuse_fd` before load: every VIP, ring slot and
+    /// connection-table entry stays) and swaps it into `link`
+    /// atomically (`BPF_LINK_UPDATE`: every packet runs the old program or
+    /// the new one). When pinned, the `prog` pin is replaced too.
+    pub fn upgrade(&mut self, link: &super::XdpLink) -> Result<()> {
+        let _lock = match self.pin_dir.get() {
+            Some(d) => Some(PinLock::acquire(d)?),
+            None => None,
+        };
+        let loaded = load_program(&self.config, Some(&self.maps))?;
+        link.update_program(loaded.prog.as_fd())?;
+        if let Some(dir) = self.pin_dir.get() {
+            crate::pin::repin_prog(dir, loaded.prog.as_fd())?;
+        }
+        self.prog = loaded.prog;
+        Ok(())
+    }
+
+    /// Under the pin lock (when pinned): if another process changed the
+    /// pinned state since we last looked, rebuild ours from the maps.
+    pub(super) fn lock_and_resync(&mut self) -> Result<Option<PinLock>> {
+        let Some(dir) = self.pin_dir.get().cloned() else {
+            return Ok(None);
+        };
+        let lock = PinLock::acquire(&dir)?;
+        let raw = lookup0(&self.maps.meta, "meta")?;
+        let meta: flowpin_lb_meta = read(&raw)
+            .ok_or_else(|| XdpLbError::PinnedStateCorrupt("meta entry unreadable".into()))?;
+        if meta.generation != self.meta.generation {
+            let raw_cfg = lookup0(&self.maps.data, "data")?;
+            if let Some(cfg) = read::<flowpin_lb_cfg>(&raw_cfg) {
+                self.maps.cfg = cfg;
+                self.config.set_from_c(&cfg);
+            }
+            self.state = LbState::rebuild(&self.config, &read_contents(&self.maps)?)?;
+            self.meta = meta;
+        }
+        Ok(Some(lock))
+    }
+
+    /// After a committed change of a pinned instance: `meta.generation` + 1.
+    pub(super) fn bump_generation(&mut self) -> Result<()> {
+        if self.pin_dir.get().is_none() {
+            return Ok(());
+        }
+        self.meta.generation = self.meta.generation.wrapping_add(1);
+        Ok(self.maps.write_meta(&self.meta)?)
+    }
+}
+
+impl KernelMaps {
+    pub(crate) fn write_meta(&self, m: &flowpin_lb_meta) -> std::result::Result<(), KernelError> {
+        self.meta
+            .update(&0u32.to_ne_bytes(), bytes_of(m), MapFlags::ANY)
+            .map_err(KernelError::map("meta", "update"))
+    }
+}

@@ -1,0 +1,186 @@
+//! Rebuilding [`LbState`] from what the pinned maps hold (sans-IO): the
+//! `vips` entries and the `backend_descs` records are enough; the ring,
+//! the server_id routes and the direct-mapped slots are derived from them
+//! exactly as the planner derives them, so the next change a reopening
+//! process plans is the one the process that pinned would have planned.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use super::backend_ids::BackendAlloc;
+use super::ring::build_table;
+use super::state::{ring_backends, BackendDesc, LbState, SidRoute, VipKey, VipMeta, VipState};
+use super::{Backend, Proto, Vip, VipFlags, XdpLbConfig, XdpLbError};
+use flowpin_bpf_abi::lb;
+use flowpin_tcp_opt::ServerId;
+
+/// The contents of the pinned maps a control state is rebuilt from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinnedContents {
+    /// Every `vips` entry (VIPs and the ICMP entries of their addresses).
+    pub vips: Vec<(VipKey, VipMeta)>,
+    /// Every `backend_descs` entry: (VIP id, position, descriptor).
+    pub descs: Vec<(u32, u32, BackendDesc)>,
+}
+
+fn corrupt(why: String) -> XdpLbError {
+    XdpLbError::PinnedStateCorrupt(why)
+}
+
+impl LbState {
+    /// The control state whose tables are `contents` (for a program loaded
+    /// with `config`). Fails if the contents contradict themselves (a
+    /// descriptor of an unknown VIP, a gap in a backend list, one address
+    /// with two indices).
+    pub fn rebuild(config: &XdpLbConfig, contents: &PinnedContents) -> Result<LbState, XdpLbError> {
+        let mut st = LbState::new(config);
+        let mut by_id: HashMap<u32, (Vip, VipFlags)> = HashMap::new();
+        for (key, meta) in &contents.vips {
+            st.vip_slots
+                .entry(key.slot())
+                .or_default()
+                .push((*key, *meta));
+            if meta.vip_id == u32::MAX {
+                continue; // an ICMP entry, derived from the VIPs below
+            }
+            let proto = match key.proto {
+                6 => Proto::Tcp,
+                17 => Proto::Udp,
+                p => return Err(corrupt(format!("VIP {} has protocol {p}", key.addr))),
+            };
+            if meta.vip_id >= config.max_vips {
+                return Err(corrupt(format!(
+                    "VIP id {} is not below max_vips {}",
+                    meta.vip_id, config.max_vips
+                )));
+            }
+            let vip = Vip::new(key.addr, key.port, proto);
+            if by_id
+                .insert(meta.vip_id, (vip, VipFlags(meta.flags)))
+                .is_some()
+            {
+                return Err(corrupt(format!("two VIPs have id {}", meta.vip_id)));
+            }
+        }
+        let mut lists: HashMap<u32, BTreeMap<u32, BackendDesc>> = HashMap::new();
+        for (vip_id, pos, d) in &contents.descs {
+            if !by_id.contains_key(vip_id) {
+                return Err(corrupt(format!(
+                    "backend {} is recorded for VIP id {vip_id}, which is not configured",
+                    d.addr
+                )));
+            }
+            lists.entry(*vip_id).or_default().insert(*pos, *d);
+        }
+        let mut alloc = BackendAlloc::default();
+        for (&vip_id, &(vip, flags)) in &by_id {
+            let list = lists.remove(&vip_id).unwrap_or_default();
+            let mut backends = Vec::with_capacity(list.len());
+            let mut draining = HashSet::new();
+            let mut sids = HashMap::new();
+            for (i, (pos, d)) in list.into_iter().enumerate() {
+                if pos as usize != i {
+                    return Err(corrupt(format!(
+                        "VIP {vip}: backend list has a gap at position {i}"
+                    )));
+                }
+                let server_id = match d.server_id {
+                    Some(s) => Some(ServerId::new(s).ok_or_else(|| {
+                        corrupt(format!("VIP {vip}: backend {} has server_id 0", d.addr))
+                    })?),
+                    None => None,
+                };
+                backends.push(Backend::new(d.addr).weight(d.weight).server_id(server_id));
+                if d.draining {
+                    draining.insert(d.addr);
+                }
+                match alloc.ids.get_mut(&d.addr) {
+                    Some((id, refs)) if *id == d.backend => *refs += 1,
+                    Some((id, _)) => {
+                        return Err(corrupt(format!(
+                            "backend {} has index {} and {id}",
+                            d.addr, d.backend
+                        )))
+                    }
+                    None => {
+                        if d.backend == 0 || d.backend >= config.max_backends {
+                            return Err(corrupt(format!(
+                                "backend {} has index {} (valid: 1..{})",
+                                d.addr, d.backend, config.max_backends
+                            )));
+                        }
+                        alloc.ids.insert(d.addr, (d.backend, 1));
+                    }
+                }
+                if let Some(s) = d.server_id {
+                    sids.insert(s, d.backend);
+                    st.sid_slots
+                        .entry(lb::sid_slot(vip_id, s))
+                        .or_default()
+                        .push(SidRoute {
+                            vip_id,
+                            server_id: s,
+                            backend: d.backend,
+                        });
+                }
+            }
+            let table = build_table(&ring_backends(&backends, &draining), config.ring_size)?;
+            if config.answer_icmp_echo {
+                *st.echo_refs.entry(vip.addr).or_insert(0) += 1;
+            }
+            if flags.contains(VipFlags::PORT_AGNOSTIC) {
+                st.port_agnostic += 1;
+            }
+            st.vips.insert(
+                vip,
+                VipState {
+                    id: vip_id,
+                    flags,
+                    backends,
+                    draining,
+                    table,
+                    sids,
+                },
+            );
+        }
+        if let Some(id) = lists.keys().next() {
+            return Err(corrupt(format!(
+                "backends recorded for unknown VIP id {id}"
+            )));
+        }
+        let used: HashSet<u32> = alloc.ids.values().map(|x| x.0).collect();
+        alloc.next = used.iter().max().map_or(1, |m| m + 1);
+        alloc.free = (1..alloc.next)
+            .filter(|i| !used.contains(i))
+            .collect::<VecDeque<_>>();
+        st.backends = alloc;
+        st.free_vip_ids.retain(|id| !by_id.contains_key(id));
+        Ok(st)
+    }
+
+    /// Every VIP id in use and the backend addresses of each, for checks.
+    pub fn vip_ids(&self) -> impl Iterator<Item = (Vip, u32)> + '_ {
+        self.vips.iter().map(|(v, s)| (*v, s.id))
+    }
+
+    /// The global backend index each ring slot of a VIP should hold (0:
+    /// none), as the kernel's `ring` map should hold it; empty if the VIP
+    /// is unknown.
+    pub fn ring_indices(&self, vip: &Vip) -> Vec<u32> {
+        let Some(st) = self.vips.get(vip) else {
+            return Vec::new();
+        };
+        match &st.table {
+            None => vec![0; self.ring_size as usize],
+            Some(t) => t
+                .ring()
+                .iter()
+                .map(|&i| {
+                    st.backends
+                        .get(i as usize)
+                        .and_then(|b| self.backends.ids.get(&b.addr))
+                        .map_or(0, |x| x.0)
+                })
+                .collect(),
+        }
+    }
+}

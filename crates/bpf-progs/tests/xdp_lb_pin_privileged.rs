@@ -1,0 +1,327 @@
+//! Privileged tests of `xdp_lb` state that outlives its control process:
+//! a child process loads, configures, attaches, pins and exits; this
+//! process reopens the pins, changes the ring, upgrades the program in
+//! place, and removes every pin. Plus drain through BPF_PROG_TEST_RUN.
+//!
+//! As root these never skip (a kernel refusal fails them); as another user
+//! they skip with one loud line.
+#![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
+
+mod xdp_lb_common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
+use flowpin_bpf_progs::pin::prog_id;
+use flowpin_bpf_progs::testing::{unique_name, NetNs};
+use flowpin_bpf_progs::xdp_lb::{
+    Backend, Proto, Vip, VipFlags, XdpLb, XdpLbError, XdpLink, XdpTarget, XdpVerdict,
+};
+use flowpin_tcp_opt::ServerId;
+use xdp_lb_common::*;
+
+const CHILD_DIR: &str = "FLOWPIN_TEST_PIN_CHILD_DIR";
+const CHILD_NETNS: &str = "FLOWPIN_TEST_PIN_CHILD_NETNS";
+
+fn skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    eprintln!("!!!!! SKIPPED 1 privileged test ({test}): not root");
+    true
+}
+
+/// Removes the pin directory on every exit path.
+struct PinDir(PathBuf);
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = XdpLb::unpin(&self.0);
+    }
+}
+
+fn tcp_vip() -> Vip {
+    Vip::new(vip4().into(), 80, Proto::Tcp)
+}
+
+fn backends(n: u8) -> Vec<Backend> {
+    (1..=n)
+        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
+        .collect()
+}
+
+/// A non-SYN packet of flow `i`, without the server_id option.
+fn flow_pkt(i: u32, syn: bool) -> Vec<u8> {
+    tcp4(client4(i), 40000 + i as u16, vip4(), 80, syn, &[], b"x")
+}
+
+fn ring_slot_owner(lb: &XdpLb, i: u32) -> Option<IpAddr> {
+    let t = FiveTuple {
+        src: client4(i).into(),
+        dst: vip4().into(),
+        sport: 40000 + i as u16,
+        dport: 80,
+        proto: 6,
+    };
+    let ring = lb.state().ring_addrs(&tcp_vip());
+    ring[(flow_hash(&t) % lb.config().ring_size) as usize]
+}
+
+/// The backend an encapsulated packet goes to.
+fn sent_to(lb: &XdpLb, pkt: &[u8]) -> IpAddr {
+    let r = lb.test_run(pkt).expect("test_run");
+    assert_eq!(r.verdict, XdpVerdict::Tx, "packet not forwarded");
+    let (h, _) = etherparse::Ipv4Header::from_slice(&r.packet[14..]).expect("outer ipv4");
+    IpAddr::from(h.destination)
+}
+
+/// Run by the child process only (re-executed test binary): load,
+/// configure, attach, pin, establish 64 flows, print their backends, exit
+/// without cleaning up.
+#[test]
+fn helper_pin_child() {
+    let (Ok(dir), Ok(netns)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_NETNS)) else {
+        return; // not the child: nothing to do
+    };
+    pin_to_one_cpu();
+    let dir = PathBuf::from(dir);
+    let mut lb = XdpLb::load(test_config()).unwrap();
+    lb.add_vip(tcp_vip(), VipFlags::SERVER_ID).unwrap();
+    lb.set_backends(&tcp_vip(), &backends(4)).unwrap();
+    let link = lb
+        .attach(XdpTarget::ifname_in_netns("lb0", &netns))
+        .unwrap();
+    lb.pin(&dir).unwrap();
+    link.pin(dir.join("link")).unwrap();
+    for i in 0..64 {
+        println!("FLOW {i} {}", sent_to(&lb, &flow_pkt(i, false)));
+    }
+    // Exit with everything open: the process's fds close, the pins stay.
+    std::process::exit(0);
+}
+
+fn run_child(dir: &Path, ns: &NetNs) -> HashMap<u32, IpAddr> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_pin_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_NETNS, ns.path())
+        .output()
+        .expect("spawn the child test process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flows: HashMap<u32, IpAddr> = stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l[l.find("FLOW ")? + 5..].split(' ');
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(flows.len(), 64, "child output:\n{stdout}");
+    flows
+}
+
+#[test]
+fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
+    if skip("privileged_pinned_lb_outlives_its_process_and_upgrades_in_place") {
+        return;
+    }
+    let ns = NetNs::new("pin").unwrap();
+    ns.ip(&["link", "add", "lb0", "type", "veth", "peer", "name", "lb1"])
+        .unwrap();
+    ns.ip(&["link", "set", "lb0", "up"]).unwrap();
+    ns.ip(&["link", "set", "lb1", "up"]).unwrap();
+    let dir = PathBuf::from("/sys/fs/bpf").join(unique_name("lbpin"));
+    let _guard = PinDir(dir.clone());
+
+    let flows = run_child(&dir, &ns);
+    pin_to_one_cpu();
+
+    // The child is gone; its program is still attached through the pinned link.
+    let link = XdpLink::from_pinned(dir.join("link")).unwrap();
+    let mut lb = XdpLb::open_pinned(&dir).unwrap();
+    assert_eq!(
+        link.program_id().unwrap(),
+        prog_id(lb.program_fd()).unwrap()
+    );
+    assert_eq!(lb.backends(&tcp_vip()), Some(&backends(4)[..]));
+    assert_eq!(
+        lb.repaired_ring_slots(),
+        0,
+        "the ring matched the backend lists"
+    );
+    assert_eq!(lb.config().local_mac, LOCAL_MAC, "runtime config read back");
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", e.path().display());
+    }
+
+    // A ring change: the flows established by the dead process keep their
+    // backend (the connection table survived), although the ring moved
+    // many of them.
+    lb.set_backends(&tcp_vip(), &backends(8)).unwrap();
+    let moved = flows
+        .iter()
+        .filter(|(i, b)| ring_slot_owner(&lb, **i) != Some(**b))
+        .count();
+    assert!(
+        moved >= 16,
+        "only {moved} of 64 flows moved in the ring: the test proves nothing"
+    );
+    for (&i, &b) in &flows {
+        assert_eq!(
+            sent_to(&lb, &flow_pkt(i, false)),
+            b,
+            "flow {i} changed backend"
+        );
+    }
+
+    // Upgrade in place: a new program against the same maps, swapped into
+    // the link; the connection table and the ring are kept.
+    let before = link.program_id().unwrap();
+    lb.upgrade(&link).unwrap();
+    let after = link.program_id().unwrap();
+    assert_ne!(before, after, "the link runs the new program");
+    assert_eq!(after, prog_id(lb.program_fd()).unwrap());
+    for (&i, &b) in &flows {
+        assert_eq!(
+            sent_to(&lb, &flow_pkt(i, false)),
+            b,
+            "flow {i} after upgrade"
+        );
+    }
+    // A reopen after the upgrade finds the new program and the new backends.
+    let again = XdpLb::open_pinned(&dir).unwrap();
+    assert_eq!(prog_id(again.program_fd()).unwrap(), after);
+    assert_eq!(again.backends(&tcp_vip()), Some(&backends(8)[..]));
+    drop(again);
+
+    // Two controllers: a change through one is seen by the other's next change.
+    let mut other = XdpLb::open_pinned(&dir).unwrap();
+    other.remove_backend(&tcp_vip(), backend4(8)).unwrap();
+    lb.remove_backend(&tcp_vip(), backend4(7)).unwrap();
+    assert_eq!(lb.backends(&tcp_vip()), Some(&backends(6)[..]));
+    drop(other);
+    assert_eq!(
+        XdpLb::open_pinned(&dir).unwrap().backends(&tcp_vip()),
+        Some(&backends(6)[..])
+    );
+
+    // An incompatible layout is refused, saying which version it holds.
+    let meta = lb.maps().meta();
+    use libbpf_rs::MapCore;
+    let orig = meta
+        .lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let mut bad = orig.clone();
+    bad[..4].copy_from_slice(&99u32.to_ne_bytes());
+    meta.update(&0u32.to_ne_bytes(), &bad, libbpf_rs::MapFlags::ANY)
+        .unwrap();
+    let err = XdpLb::open_pinned(&dir).unwrap_err();
+    assert!(
+        matches!(err, XdpLbError::IncompatiblePin { found: 99, .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("version 99") && msg.contains("XdpLb::unpin"),
+        "{msg}"
+    );
+    meta.update(&0u32.to_ne_bytes(), &orig, libbpf_rs::MapFlags::ANY)
+        .unwrap();
+    assert!(matches!(
+        XdpLb::open_pinned(Path::new("/sys/fs/bpf/flowpin-no-such-dir")),
+        Err(XdpLbError::Kernel(_))
+    ));
+
+    // Cleanup removes every pin; once no process holds the link, the
+    // program leaves the interface.
+    drop(lb);
+    drop(link);
+    XdpLb::unpin(&dir).unwrap();
+    assert!(!dir.exists(), "pin directory left behind");
+    let attached = ns
+        .run(|| {
+            let idx = nix::net::if_::if_nametoindex("lb0").unwrap();
+            let mut q = libbpf_rs::libbpf_sys::bpf_xdp_query_opts {
+                sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_xdp_query_opts>() as _,
+                ..Default::default()
+            };
+            // SAFETY: `q` is a properly sized opts struct that outlives the call.
+            let rc = unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query(idx as i32, 0, &mut q) };
+            assert_eq!(rc, 0);
+            q.prog_id
+        })
+        .unwrap();
+    assert_eq!(attached, 0, "xdp_lb still attached after unpin");
+}
+
+#[test]
+fn privileged_drain_keeps_old_flows_and_sends_new_ones_elsewhere() {
+    if skip("privileged_drain_keeps_old_flows_and_sends_new_ones_elsewhere") {
+        return;
+    }
+    pin_to_one_cpu();
+    let mut lb = XdpLb::load(test_config()).unwrap();
+    lb.add_vip(tcp_vip(), VipFlags::SERVER_ID).unwrap();
+    lb.set_backends(&tcp_vip(), &backends(4)).unwrap();
+    let flows: HashMap<u32, IpAddr> = (0..64)
+        .map(|i| (i, sent_to(&lb, &flow_pkt(i, false))))
+        .collect();
+    let drained = flows[&0];
+    let old: Vec<u32> = flows
+        .iter()
+        .filter(|(_, b)| **b == drained)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(old.len() >= 4, "{} flows on the drained backend", old.len());
+    lb.drain_backend(&tcp_vip(), drained).unwrap();
+    assert!(lb.is_draining(&tcp_vip(), drained));
+    assert_eq!(lb.backends(&tcp_vip()), Some(&backends(4)[..]));
+    // Old flows: connection table.
+    for &i in &old {
+        assert_eq!(sent_to(&lb, &flow_pkt(i, false)), drained, "old flow {i}");
+    }
+    // Old flows carrying the option: server_id route.
+    let sid = backends(4)
+        .iter()
+        .find(|b| b.addr == drained)
+        .and_then(|b| b.server_id)
+        .unwrap();
+    let with_opt = tcp4(
+        client4(5000),
+        5000,
+        vip4(),
+        80,
+        false,
+        &sid_opt(sid.get()),
+        b"x",
+    );
+    assert_eq!(sent_to(&lb, &with_opt), drained);
+    // New flows: never the drained backend.
+    for i in 1000..1256 {
+        assert_ne!(sent_to(&lb, &flow_pkt(i, true)), drained, "new flow {i}");
+    }
+    // Removed once its connections closed: its old flows go elsewhere.
+    lb.remove_backend(&tcp_vip(), drained).unwrap();
+    for &i in &old {
+        assert_ne!(
+            sent_to(&lb, &flow_pkt(i, false)),
+            drained,
+            "flow {i} after removal"
+        );
+    }
+}
