@@ -615,6 +615,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
             _ = int.recv() => return shutdown(node),
         }
     };
+    // The snapshot read at connect time (the watch then wakes us for newer ones).
+    node.watch_stats = watch.stats();
+    node.apply(&watch.current(), Instant::now());
     loop {
         let retry = node.last_apply_failed;
         tokio::select! {
@@ -627,6 +630,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 None => {
                     warn!("registry watch ended; reconnecting");
                     (_registry, watch) = connect_watch(&node.cfg).await;
+                    node.apply(&watch.current(), Instant::now());
                 }
             },
             () = tokio::time::sleep(Duration::from_secs(1)), if retry => {
@@ -640,6 +644,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             _ = hup.recv() => {
                 if reload(&mut node) {
                     (_registry, watch) = connect_watch(&node.cfg).await;
+                    node.apply(&watch.current(), Instant::now());
                 }
             }
             _ = term.recv() => return shutdown(node),
