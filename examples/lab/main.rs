@@ -27,6 +27,7 @@
 //! each namespace, cgroup and process it made and for new bpffs pins.
 
 mod backend;
+mod fleet;
 mod proto;
 mod topo;
 mod workload;
@@ -80,6 +81,10 @@ struct Args {
     /// and a 1 s CRR check; fails on any broken invariant (what CI runs).
     #[arg(long)]
     quick: bool,
+    /// Only the fleet section (etcd + 3 `node lb` processes): convergence,
+    /// digests, idle CPU. Needs `cargo build --release -p flowpin-node`.
+    #[arg(long)]
+    fleet_only: bool,
     /// Internal: run as backend process `<index> <netns path> <cgroup path>`.
     #[arg(long, num_args = 3, hide = true)]
     backend_child: Option<Vec<String>>,
@@ -762,6 +767,9 @@ fn main() -> ExitCode {
         args.connections = 60;
         args.crr_secs = 1.0;
         args.crr_pairs = 2;
+    }
+    if args.fleet_only {
+        return fleet::main(args.json, args.quick);
     }
     let mut created = Created::default();
     let result = lab(&args, &mut created);
