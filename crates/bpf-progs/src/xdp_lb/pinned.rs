@@ -118,15 +118,17 @@ fn incompatibility(m: &flowpin_lb_meta) -> Option<String> {
 }
 
 fn config_of(m: &flowpin_lb_meta, cfg: &flowpin_lb_cfg, ncpus: usize) -> XdpLbConfig {
-    let mut c = XdpLbConfig::default();
-    c.ring_size = m.ring_size;
-    c.max_vips = m.max_vips;
-    c.max_backends = m.max_backends;
-    c.max_server_ids = m.max_server_ids;
-    c.lru_memory_bytes = u64::from(m.conn_sets) * CONN_SET_BYTES * u64::from(m.conn_tables);
-    c.conn_table_shared = m.conn_tables == 1 && ncpus != 1;
-    c.answer_icmp_echo = m.flags & lb::LB_META_ICMP_ECHO != 0;
-    c.warm_conn_from_server_id = m.flags & lb::LB_META_SID_WARM_CONN != 0;
+    let mut c = XdpLbConfig {
+        ring_size: m.ring_size,
+        max_vips: m.max_vips,
+        max_backends: m.max_backends,
+        max_server_ids: m.max_server_ids,
+        lru_memory_bytes: u64::from(m.conn_sets) * CONN_SET_BYTES * u64::from(m.conn_tables),
+        conn_table_shared: m.conn_tables == 1 && ncpus != 1,
+        answer_icmp_echo: m.flags & lb::LB_META_ICMP_ECHO != 0,
+        warm_conn_from_server_id: m.flags & lb::LB_META_SID_WARM_CONN != 0,
+        ..XdpLbConfig::default()
+    };
     c.set_from_c(cfg);
     c
 }
