@@ -18,8 +18,12 @@
 //! paired rounds. The lab fails when a connection to a healthy backend
 //! broke with server_id routing on, or a CRR transaction failed.
 //!
-//! `--quick` (seconds): one scenario, 60 connections, a 1 s CRR check (what
-//! CI runs through `scripts/test.sh`).
+//! Then the fleet section (`fleet/`): the same data path run by `node lb` /
+//! `node backend` processes on a real etcd, 3 LBs, its own four scenarios
+//! (`--fleet-only` runs only it, `--no-fleet` skips it).
+//!
+//! `--quick` (seconds): one scenario, 60 connections, a 1 s CRR check, the
+//! fleet with a 5 s registry outage (what CI runs through `scripts/test.sh`).
 //!
 //! Run as root: `cargo run --release --example lab [-- --json]`.
 //! Everything it creates (namespaces, cgroups, XDP links, processes) is
