@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# The fleet section runs `node` (examples/node) as separate processes.
+cargo build --release --locked -p flowpin-node
 cargo run --release --locked --example lab -- "$@"

@@ -28,6 +28,9 @@ pub(crate) struct BackendArgs {
     pub(crate) netns: PathBuf,
     /// Its cgroup directory.
     pub(crate) cgroup: PathBuf,
+    /// Only the TCP server: the programs belong to a `node backend` process
+    /// of the same host (the fleet section).
+    pub(crate) serve_only: bool,
 }
 
 /// Entry point of `lab --backend-child <index> <netns path> <cgroup path>`.
@@ -43,6 +46,22 @@ pub(crate) fn child_main(
     )?;
 
     let server_id = topo::server_id(args.index);
+    if args.serve_only {
+        let listener = TcpListener::bind(SocketAddr::from((topo::VIP, topo::VIP_PORT)))?;
+        let index = args.index as u16;
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || serve(conn, index, server_id));
+            }
+        });
+        println!("ready");
+        std::io::stdout().flush()?;
+        // Until the lab closes stdin (or kills this process).
+        for line in std::io::stdin().lock().lines() {
+            line?;
+        }
+        return Ok(());
+    }
     let decap = XdpDecap::load(XdpDecapConfig::default())?;
     decap.add_tunnel_addr(topo::backend_addr(args.index).into())?;
     let _decap_link = decap.attach(topo::BE_IF)?;
@@ -107,8 +126,31 @@ impl BackendProcess {
         ns: &NetNs,
         cgroup: &Path,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::spawn(index, ns, cgroup, false)
+    }
+
+    /// Starts only the TCP server of backend `index` (no BPF: a `node
+    /// backend` process attaches the host's programs), and waits for `ready`.
+    pub(crate) fn start_server_only(
+        index: usize,
+        ns: &NetNs,
+        cgroup: &Path,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::spawn(index, ns, cgroup, true)
+    }
+
+    fn spawn(
+        index: usize,
+        ns: &NetNs,
+        cgroup: &Path,
+        serve_only: bool,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        if serve_only {
+            cmd.arg("--serve-only");
+        }
+        let mut child = cmd
             .arg("--backend-child")
             .arg(index.to_string())
             .arg(ns.path())
@@ -135,6 +177,12 @@ impl BackendProcess {
             return Err(format!("backend said {line:?}, expected {want:?}").into());
         }
         Ok(())
+    }
+
+    /// SIGKILL (a crashed host): its sockets go with it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The child's process id (to check that it is gone after the lab).

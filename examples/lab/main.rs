@@ -18,8 +18,12 @@
 //! paired rounds. The lab fails when a connection to a healthy backend
 //! broke with server_id routing on, or a CRR transaction failed.
 //!
-//! `--quick` (seconds): one scenario, 60 connections, a 1 s CRR check (what
-//! CI runs through `scripts/test.sh`).
+//! Then the fleet section (`fleet/`): the same data path run by `node lb` /
+//! `node backend` processes on a real etcd, 3 LBs, its own four scenarios
+//! (`--fleet-only` runs only it, `--no-fleet` skips it).
+//!
+//! `--quick` (seconds): one scenario, 60 connections, a 1 s CRR check, the
+//! fleet with a 5 s registry outage (what CI runs through `scripts/test.sh`).
 //!
 //! Run as root: `cargo run --release --example lab [-- --json]`.
 //! Everything it creates (namespaces, cgroups, XDP links, processes) is
@@ -28,6 +32,7 @@
 
 mod backend;
 mod control;
+mod fleet;
 mod proto;
 mod scenarios_state;
 mod topo;
@@ -82,6 +87,17 @@ struct Args {
     /// and a 1 s CRR check; fails on any broken invariant (what CI runs).
     #[arg(long)]
     quick: bool,
+    /// Only the fleet section (etcd, 3 `node lb` and 5 `node backend`
+    /// processes): convergence, idle CPU, its four traffic scenarios.
+    /// Needs `cargo build --release -p flowpin-node` (scripts/lab.sh does).
+    #[arg(long)]
+    fleet_only: bool,
+    /// Skip the fleet section (it runs after the other scenarios by default).
+    #[arg(long)]
+    no_fleet: bool,
+    /// Internal: the backend process runs only its TCP server.
+    #[arg(long, hide = true)]
+    serve_only: bool,
     /// Internal: run as backend process `<index> <netns path> <cgroup path>`.
     #[arg(long, num_args = 3, hide = true)]
     backend_child: Option<Vec<String>>,
@@ -762,6 +778,26 @@ fn print_table(r: &LabReport, to_stderr: bool) {
     }
 }
 
+/// The lab's JSON: the fleet's rows join `scenarios`, its figures the top level.
+fn report_json(r: &LabReport, fleet: Option<&fleet::FleetReport>) -> serde_json::Result<String> {
+    let mut v = serde_json::to_value(r)?;
+    if let (Some(f), Some(obj)) = (fleet, v.as_object_mut()) {
+        if let Some(rows) = obj.get_mut("scenarios").and_then(|s| s.as_array_mut()) {
+            for s in &f.scenarios {
+                rows.push(serde_json::to_value(s)?);
+            }
+        }
+        if let serde_json::Value::Object(top) = serde_json::to_value(f)? {
+            for (k, x) in top {
+                if k != "scenarios" {
+                    obj.insert(k, x);
+                }
+            }
+        }
+    }
+    serde_json::to_string(&v)
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     if let Some(a) = &args.lb_control {
@@ -783,6 +819,7 @@ fn main() -> ExitCode {
                 index: child.first()?.parse().ok()?,
                 netns: PathBuf::from(child.get(1)?),
                 cgroup: PathBuf::from(child.get(2)?),
+                serve_only: args.serve_only,
             })
         })();
         let Some(parsed) = parsed else {
@@ -810,19 +847,40 @@ fn main() -> ExitCode {
         args.crr_secs = 1.0;
         args.crr_pairs = 2;
     }
+    if args.fleet_only {
+        return fleet::main(args.json, args.quick, args.connections);
+    }
     let mut created = Created::default();
     let result = lab(&args, &mut created);
+    // The fleet section: node processes on etcd, after the other scenarios.
+    let fleet = match &result {
+        Ok(_) if !args.crr_only && !args.no_fleet => {
+            Some(fleet::run(args.quick, args.connections, &mut created))
+        }
+        _ => None,
+    };
     // Everything is dropped now: look for what is left before saying so.
     let left = created.leftovers();
     if !left.is_empty() {
         eprintln!("lab failed: left behind: {}", left.join(", "));
         return ExitCode::FAILURE;
     }
+    let fleet = match fleet.transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("lab failed: fleet: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match result {
         Ok(report) => {
             print_table(&report, args.json);
+            if let Some(f) = &fleet {
+                fleet::print_table(&f.scenarios, args.json);
+                fleet::print_summary(f, args.json);
+            }
             if args.json {
-                match serde_json::to_string(&report) {
+                match report_json(&report, fleet.as_ref()) {
                     Ok(j) => println!("{j}"),
                     Err(e) => {
                         eprintln!("JSON: {e}");
@@ -848,6 +906,12 @@ fn main() -> ExitCode {
                     broken.join("; ")
                 );
                 return ExitCode::FAILURE;
+            }
+            if let Some(fails) = fleet.as_ref().map(fleet::failures) {
+                if !fails.is_empty() {
+                    eprintln!("lab failed: fleet: {}", fails.join("; "));
+                    return ExitCode::FAILURE;
+                }
             }
             let errors = report.crr_with_sockops.errors + report.crr_without_sockops.errors;
             if errors > 0 {

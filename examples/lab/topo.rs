@@ -92,6 +92,11 @@ fn mac_of(ns: &NetNs, dev: &str) -> Result<[u8; 6], TestingError> {
 impl Topology {
     /// Builds the whole network (no BPF yet).
     pub(crate) fn build() -> Result<Self, TestingError> {
+        Self::build_with(LBS)
+    }
+
+    /// The same network with `n_lbs` load balancers (the fleet runs 3).
+    pub(crate) fn build_with(n_lbs: usize) -> Result<Self, TestingError> {
         let client = NetNs::new("cli")?;
         let router = NetNs::new("rtr")?;
         let mut links = Vec::new();
@@ -114,7 +119,7 @@ impl Topology {
 
         let mut router_mac_to_lb = Vec::new();
         let mut lb_mac = Vec::new();
-        for i in 0..LBS {
+        for i in 0..n_lbs {
             let lb = NetNs::new(&format!("lb{}", i + 1))?;
             let rif = format!("r-lb{}", i + 1);
             links.push(VethPair::new(&router, &rif, &lb, LB_IF)?);
@@ -173,7 +178,7 @@ impl Topology {
             lb_mac,
             _links: links,
         };
-        topo.set_ecmp(&[true; LBS])?;
+        topo.set_ecmp(&vec![true; n_lbs])?;
         Ok(topo)
     }
 
@@ -181,7 +186,7 @@ impl Topology {
     /// several, L4 hash policy). Taking an LB out reshuffles its flows.
     pub(crate) fn set_ecmp(&self, up: &[bool]) -> Result<(), TestingError> {
         let mut args: Vec<String> = vec!["route".into(), "replace".into(), format!("{VIP}/32")];
-        let active: Vec<usize> = (0..LBS)
+        let active: Vec<usize> = (0..self.lbs.len())
             .filter(|&i| up.get(i).copied().unwrap_or(false))
             .collect();
         if active.len() == 1 {

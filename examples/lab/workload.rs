@@ -3,7 +3,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ pub(crate) struct ConnReport {
     pub(crate) broken: Option<Broken>,
     /// Pings answered.
     pub(crate) answered: u64,
+    /// Closed gracefully by the client ([`Streams::close_to`]).
+    pub(crate) closed: bool,
 }
 
 struct Conn {
@@ -47,6 +49,8 @@ struct Conn {
     answered: u64,
     seq: u64,
     broken: Option<Broken>,
+    /// Closed by the client (FIN), on purpose: not broken.
+    closed: bool,
 }
 
 fn io_err(e: std::io::Error) -> Box<dyn std::error::Error + Send + Sync> {
@@ -69,6 +73,8 @@ fn open_one() -> Result<(TcpStream, u16), Box<dyn std::error::Error + Send + Syn
 /// A set of long-lived streaming connections driven by a background thread.
 pub(crate) struct Streams {
     stop: Arc<AtomicBool>,
+    /// Backend whose connections the client closes gracefully (`u32::MAX`: none).
+    close: Arc<AtomicU32>,
     driver: Option<JoinHandle<Vec<ConnReport>>>,
 }
 
@@ -93,6 +99,7 @@ impl Streams {
                         answered: 0,
                         seq: 0,
                         broken: None,
+                        closed: false,
                     });
                 }
                 Ok(v)
@@ -100,11 +107,21 @@ impl Streams {
         )??;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let driver = std::thread::spawn(move || drive(conns, &stop2));
+        let close = Arc::new(AtomicU32::new(u32::MAX));
+        let close2 = close.clone();
+        let driver = std::thread::spawn(move || drive(conns, &stop2, &close2));
         Ok(Streams {
             stop,
+            close,
             driver: Some(driver),
         })
+    }
+
+    /// The client closes (FIN) every connection to `backend` that is
+    /// still healthy, as an application does when a server drains; those
+    /// connections end without counting as broken.
+    pub(crate) fn close_to(&self, backend: u16) {
+        self.close.store(u32::from(backend), Ordering::Relaxed);
     }
 
     /// Stops the driver and returns each connection's fate.
@@ -126,11 +143,20 @@ impl Drop for Streams {
     }
 }
 
-fn drive(mut conns: Vec<Conn>, stop: &AtomicBool) -> Vec<ConnReport> {
+fn drive(mut conns: Vec<Conn>, stop: &AtomicBool, close: &AtomicU32) -> Vec<ConnReport> {
     let mut buf = [0u8; RESPONSE_LEN];
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        for c in conns.iter_mut().filter(|c| c.broken.is_none()) {
+        let close_to = close.load(Ordering::Relaxed);
+        for c in conns.iter_mut().filter(|c| c.broken.is_none() && !c.closed) {
+            if u32::from(c.backend) == close_to {
+                // Between pings only: an answer in flight would be a reset.
+                if c.outstanding_since.is_none() && c.got == 0 {
+                    let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                    c.closed = true;
+                    continue;
+                }
+            }
             // Read whatever arrived.
             loop {
                 match c.stream.read(&mut buf[..RESPONSE_LEN - c.got]) {
@@ -187,6 +213,7 @@ fn drive(mut conns: Vec<Conn>, stop: &AtomicBool) -> Vec<ConnReport> {
             backend: c.backend,
             broken: c.broken,
             answered: c.answered,
+            closed: c.closed,
         })
         .collect()
 }

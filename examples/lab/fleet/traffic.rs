@@ -1,0 +1,441 @@
+//! The fleet's traffic scenarios: long-lived connections from the clients
+//! (sock_ops client role) through the router's ECMP over 3 `node lb`
+//! processes to the backends, while the fleet changes under them.
+//!
+//! Every run starts from the same state — backends 1-4 registered by their
+//! `node backend` processes, backend 5's server up without a node — sets
+//! the VIP's `server_id` flag in the registry (on or off), opens the
+//! connections, does the scenario's change, keeps pinging 2.8 s (a ping
+//! unanswered 2.5 s is a stall) and counts connections to healthy backends
+//! that broke (reset or stalled). `digests_agree`: all three LBs have one
+//! ring digest for the VIP at the end.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use super::{digests_agree, progress, vip_name, Fleet, LBS, LEASE_TTL_SECS};
+use crate::topo;
+use crate::workload::{Broken, Streams};
+use crate::{check_interrupted, pause, Created};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The backends registered at the start of every run.
+const BASE: [usize; 4] = [0, 1, 2, 3];
+/// The backend added in the registry-outage scenario (its server runs throughout).
+const SPARE: usize = 4;
+/// The backend that crashes.
+const CRASHED: usize = 3;
+/// The backend that drains.
+const DRAINED: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Crash,
+    RegistryDown,
+    RollingLbRestart,
+    Drain,
+}
+
+impl Kind {
+    fn name(self, quick: bool) -> &'static str {
+        match self {
+            Kind::Crash => "backend crashed (SIGKILL)",
+            Kind::RegistryDown if quick => "registry down 5 s (quick), then a backend added",
+            Kind::RegistryDown => "registry down 30 s, then a backend added",
+            Kind::RollingLbRestart => "rolling restart of all 3 LB nodes",
+            Kind::Drain => "backend drained on SIGTERM",
+        }
+    }
+
+    /// What `event_ms` measures, and its target in ms if it has one.
+    fn timing(self) -> (&'static str, Option<f64>) {
+        match self {
+            Kind::Crash => (
+                "SIGKILL until every LB dropped the backend (lease expiry)",
+                Some((LEASE_TTL_SECS as f64 + 1.0) * 1000.0),
+            ),
+            Kind::RegistryDown => (
+                "etcd restarted until every LB has the added backend, digests equal",
+                None,
+            ),
+            Kind::RollingLbRestart => ("the 3 restarts, each until its HTTP port answers", None),
+            Kind::Drain => (
+                "SIGTERM until the node drained and exited (clients closing gracefully)",
+                None,
+            ),
+        }
+    }
+}
+
+/// One run (server_id on or off).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Run {
+    pub(crate) healthy: usize,
+    pub(crate) reset: usize,
+    pub(crate) stalled: usize,
+    /// Closed gracefully by the client (drain).
+    pub(crate) closed_gracefully: usize,
+    pub(crate) sid_routed: u64,
+    pub(crate) digests_agree: bool,
+    pub(crate) event_ms: f64,
+    /// What did not happen as the scenario says (empty: all did).
+    pub(crate) problems: Vec<String>,
+}
+
+/// One fleet scenario's row.
+#[derive(Debug, Serialize)]
+pub(crate) struct FleetScenario {
+    pub(crate) name: &'static str,
+    pub(crate) connections: usize,
+    pub(crate) broken_with_server_id: usize,
+    pub(crate) broken_without_server_id: usize,
+    /// Both runs ended with one ring digest on all LBs.
+    pub(crate) digests_agree: bool,
+    /// What `event_ms` measures.
+    pub(crate) event: &'static str,
+    pub(crate) event_ms_with_server_id: f64,
+    pub(crate) event_ms_without_server_id: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) event_target_ms: Option<f64>,
+    #[serde(skip)]
+    runs: [Run; 2],
+}
+
+impl FleetScenario {
+    /// The per-run lines under the table.
+    pub(crate) fn detail_lines(&self) -> String {
+        let mut out = String::new();
+        for (mode, r) in [("with", &self.runs[0]), ("without", &self.runs[1])] {
+            out.push_str(&format!(
+                "  {:<44} {:<8} healthy {:>4}  reset {:>3}  stalled {:>3}  closed {:>3}  sid-routed pkts {:>7}  digests agree {}  {:.0} ms: {}{}\n",
+                self.name,
+                mode,
+                r.healthy,
+                r.reset,
+                r.stalled,
+                r.closed_gracefully,
+                r.sid_routed,
+                r.digests_agree,
+                r.event_ms,
+                self.event,
+                if r.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!("  PROBLEMS: {}", r.problems.join("; "))
+                }
+            ));
+        }
+        out
+    }
+
+    /// Why this row fails the lab (empty: it passes).
+    pub(crate) fn failures(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.broken_with_server_id > 0 {
+            v.push(format!(
+                "{}: {} connections to healthy backends broke with server_id",
+                self.name, self.broken_with_server_id
+            ));
+        }
+        if !self.digests_agree {
+            v.push(format!("{}: LB ring digests differ at the end", self.name));
+        }
+        for (mode, r) in [("with", &self.runs[0]), ("without", &self.runs[1])] {
+            for p in &r.problems {
+                v.push(format!("{} ({mode} server_id): {p}", self.name));
+            }
+        }
+        v
+    }
+}
+
+/// Prints the fleet rows in the lab table's columns.
+pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
+    let mut out = String::from(
+        "\nFleet: the data path run by node processes on etcd (3 LBs, 5 backends), broken connections to healthy backends:\n\n",
+    );
+    out.push_str(&format!(
+        "{:<44} {:>11} {:>16} {:>19} {:>8}\n",
+        "scenario", "connections", "with server_id", "without server_id", "digests"
+    ));
+    for s in rows {
+        let pct = |b: usize, r: &Run| {
+            if r.healthy == 0 {
+                0.0
+            } else {
+                100.0 * b as f64 / r.healthy as f64
+            }
+        };
+        out.push_str(&format!(
+            "{:<44} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%) {:>8}\n",
+            s.name,
+            s.connections,
+            s.broken_with_server_id,
+            pct(s.broken_with_server_id, &s.runs[0]),
+            s.broken_without_server_id,
+            pct(s.broken_without_server_id, &s.runs[1]),
+            if s.digests_agree { "agree" } else { "DIFFER" },
+        ));
+    }
+    for s in rows {
+        out.push_str(&format!(
+            "  {:<44} {}: {:.0} ms with server_id, {:.0} ms without{}\n",
+            s.name,
+            s.event,
+            s.event_ms_with_server_id,
+            s.event_ms_without_server_id,
+            s.event_target_ms
+                .map(|t| format!(" (target ≤ {t:.0} ms)"))
+                .unwrap_or_default()
+        ));
+    }
+    if to_stderr {
+        eprint!("{out}");
+    } else {
+        print!("{out}");
+    }
+}
+
+/// Brings the fleet to the state every run starts from.
+///
+/// A server's listener must exist after the sock_ops program is attached
+/// (the program asks for SYN-ACK option writing on the listener), so a
+/// backend whose node (re)starts gets a fresh server once the node has
+/// registered (it attaches sock_ops before registering).
+fn reset_state(f: &mut Fleet, created: &mut Created) -> Result<(), Error> {
+    if f.backends[SPARE].node.is_some()
+        && !f.stop_backend_node(SPARE, Signal::SIGTERM, Duration::from_secs(12))
+    {
+        return Err("the spare backend's node did not drain and exit on SIGTERM".into());
+    }
+    for &j in &BASE {
+        if !f.backend_node_running(j) {
+            f.backends[j].server = None;
+            f.start_backend_node(j, created)?;
+        }
+    }
+    f.wait_backends(&BASE, 0, Duration::from_secs(20))?;
+    for j in 0..topo::BACKENDS {
+        f.start_server(j, created)?;
+    }
+    Ok(())
+}
+
+fn run_once(
+    f: &mut Fleet,
+    kind: Kind,
+    server_id: bool,
+    n: usize,
+    quick: bool,
+    created: &mut Created,
+) -> Result<Run, Error> {
+    let mode = if server_id {
+        "server_id on "
+    } else {
+        "server_id off"
+    };
+    let name = kind.name(quick);
+    let tag = |s: &str| format!("{name:<44} [{mode}] {s}");
+    reset_state(f, created)?;
+    f.set_server_id(server_id)?;
+    let sid0 = f.sid_routed();
+    let streams = Streams::open(&f.topo.client, n)?;
+    progress(tag(&format!(
+        "{n} long-lived connections streaming through {LBS} node lb"
+    )));
+    pause(Duration::from_millis(1000))?;
+    let mut run = Run::default();
+    let mut unhealthy: Option<u16> = None;
+    match kind {
+        Kind::Crash => {
+            let t0 = Instant::now();
+            if let Some(mut n) = f.backends[CRASHED].node.take() {
+                n.signal(Signal::SIGKILL);
+                n.wait_exit(Duration::from_secs(2));
+            }
+            if let Some(mut s) = f.backends[CRASHED].server.take() {
+                s.kill();
+            }
+            unhealthy = Some(CRASHED as u16);
+            progress(tag(
+                "backend 4 host crashed: node backend and server SIGKILLed",
+            ));
+            let want: Vec<usize> = BASE.iter().copied().filter(|&j| j != CRASHED).collect();
+            f.wait_backends(&want, 0, Duration::from_secs(LEASE_TTL_SECS + 10))?;
+            run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            progress(tag(&format!(
+                "every LB dropped backend 4 after {:.0} ms (lease TTL {LEASE_TTL_SECS} s)",
+                run.event_ms
+            )));
+            let target = (LEASE_TTL_SECS as f64 + 1.0) * 1000.0;
+            if run.event_ms > target {
+                run.problems.push(format!(
+                    "the crashed backend left the LBs after {:.0} ms, over TTL + 1 s = {target:.0} ms",
+                    run.event_ms
+                ));
+            }
+        }
+        Kind::RegistryDown => {
+            let outage = Duration::from_secs(if quick { 5 } else { 30 });
+            f.etcd.kill();
+            progress(tag(&format!(
+                "etcd killed (data directory kept) for {} s",
+                outage.as_secs()
+            )));
+            pause(outage)?;
+            for (i, lb) in f.lbs.iter_mut().enumerate() {
+                if !lb.proc_.running() {
+                    run.problems
+                        .push(format!("node lb {} exited while etcd was down", i + 1));
+                }
+            }
+            f.rt.block_on(f.etcd.restart())?;
+            let t0 = Instant::now();
+            progress(tag("etcd restarted on its data; backend 5's node started"));
+            // A fresh server after the node's sock_ops (see reset_state).
+            f.backends[SPARE].server = None;
+            f.start_backend_node(SPARE, created)?;
+            let mut want = BASE.to_vec();
+            want.push(SPARE);
+            f.wait_backends(&want, 0, Duration::from_secs(30))?;
+            run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            f.start_server(SPARE, created)?;
+            progress(tag(&format!(
+                "all LBs converged on 5 backends {:.0} ms after etcd came back",
+                run.event_ms
+            )));
+        }
+        Kind::RollingLbRestart => {
+            let t0 = Instant::now();
+            for i in 0..LBS {
+                check_interrupted()?;
+                let sig = if i % 2 == 0 {
+                    Signal::SIGTERM
+                } else {
+                    Signal::SIGKILL
+                };
+                let reopened = f.restart_lb(i, sig, created)?;
+                progress(tag(&format!(
+                    "node lb {} restarted after {sig}; reopened its pins: {reopened}",
+                    i + 1
+                )));
+                if !reopened {
+                    run.problems.push(format!(
+                        "node lb {} did not reopen its pinned data path",
+                        i + 1
+                    ));
+                }
+                pause(Duration::from_millis(300))?;
+            }
+            run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            f.wait_backends(&BASE, 0, Duration::from_secs(10))?;
+        }
+        Kind::Drain => {
+            let t0 = Instant::now();
+            if let Some(n) = f.backends[DRAINED].node.as_mut() {
+                n.signal(Signal::SIGTERM);
+            }
+            f.wait_backends(&BASE, 1, Duration::from_secs(10))?;
+            progress(tag(&format!(
+                "backend 3 draining on every LB after {:.0} ms; its flows keep flowing 1 s",
+                t0.elapsed().as_secs_f64() * 1000.0
+            )));
+            pause(Duration::from_millis(1000))?;
+            streams.close_to(DRAINED as u16);
+            progress(tag("clients close their connections to backend 3 (FIN)"));
+            let exited = f.backends[DRAINED]
+                .node
+                .take()
+                .is_some_and(|mut n| n.wait_exit(Duration::from_secs(12)));
+            run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if !exited {
+                run.problems.push(
+                    "backend 3's node did not drain and exit successfully within 12 s".into(),
+                );
+            }
+            let want: Vec<usize> = BASE.iter().copied().filter(|&j| j != DRAINED).collect();
+            f.wait_backends(&want, 0, Duration::from_secs(10))?;
+            progress(tag(&format!(
+                "backend 3 drained, deregistered and gone from every LB after {:.0} ms",
+                run.event_ms
+            )));
+        }
+    }
+    // Long enough for a stalled ping to be detected.
+    pause(Duration::from_millis(2800))?;
+    let reports = streams.finish();
+    run.sid_routed = f.sid_routed().saturating_sub(sid0);
+    run.digests_agree = digests_agree(&f.lbs, &vip_name(topo::VIP));
+    let healthy: Vec<_> = reports
+        .iter()
+        .filter(|r| Some(r.backend) != unhealthy)
+        .collect();
+    run.healthy = healthy.len();
+    run.reset = healthy
+        .iter()
+        .filter(|r| r.broken == Some(Broken::Reset))
+        .count();
+    run.stalled = healthy
+        .iter()
+        .filter(|r| r.broken == Some(Broken::Stalled))
+        .count();
+    run.closed_gracefully = reports.iter().filter(|r| r.closed).count();
+    if reports.iter().all(|r| r.answered == 0) {
+        return Err("no connection ever got an answer: the fleet's data path is broken".into());
+    }
+    if server_id && run.sid_routed == 0 {
+        run.problems
+            .push("server_id routing is on but no packet was routed by server_id".into());
+    }
+    progress(tag(&format!(
+        "done: {} of {} connections to healthy backends broke ({} reset, {} stalled); digests agree: {}",
+        run.reset + run.stalled,
+        run.healthy,
+        run.reset,
+        run.stalled,
+        run.digests_agree
+    )));
+    Ok(run)
+}
+
+/// Runs every scenario twice (server_id on and off, the order alternating).
+pub(crate) fn run_all(
+    f: &mut Fleet,
+    quick: bool,
+    connections: usize,
+    created: &mut Created,
+) -> Result<Vec<FleetScenario>, Error> {
+    let kinds = [
+        Kind::Crash,
+        Kind::RegistryDown,
+        Kind::RollingLbRestart,
+        Kind::Drain,
+    ];
+    let mut rows = Vec::new();
+    for (k, &kind) in kinds.iter().enumerate() {
+        let (with, without) = if k % 2 == 0 {
+            let w = run_once(f, kind, true, connections, quick, created)?;
+            (w, run_once(f, kind, false, connections, quick, created)?)
+        } else {
+            let wo = run_once(f, kind, false, connections, quick, created)?;
+            (run_once(f, kind, true, connections, quick, created)?, wo)
+        };
+        let (event, target) = kind.timing();
+        rows.push(FleetScenario {
+            name: kind.name(quick),
+            connections,
+            broken_with_server_id: with.reset + with.stalled,
+            broken_without_server_id: without.reset + without.stalled,
+            digests_agree: with.digests_agree && without.digests_agree,
+            event,
+            event_ms_with_server_id: with.event_ms,
+            event_ms_without_server_id: without.event_ms,
+            event_target_ms: target,
+            runs: [with, without],
+        });
+    }
+    Ok(rows)
+}

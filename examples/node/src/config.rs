@@ -1,0 +1,696 @@
+//! The TOML configuration of both roles, parsed with serde and validated
+//! as a whole (every error says which field and what to write instead).
+//!
+//! ```toml
+//! # lb.toml
+//! [registry]
+//! endpoints = ["http://127.0.0.1:2379"]
+//! prefix = "/flowpin/prod"
+//!
+//! [lb]
+//! interface = "eth0"
+//! netns = "/run/netns/lb1"          # optional: the interface lives there
+//! pin_dir = "/sys/fs/bpf/flowpin/lb1"
+//! local_mac = "02:00:00:00:00:01"
+//! next_hop_mac = "02:00:00:00:00:02"
+//! tunnel_src_v4 = "10.200.0.0/16"
+//! conn_table_shared = false
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9100"
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flowpin_registry::{Proto, VipKey};
+use serde::Deserialize;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a field of the wrong type / an unknown field.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message (line, column, what was expected).
+        message: String,
+    },
+    /// A field has a value the node cannot use.
+    #[error("config field `{field}`: {why}")]
+    Invalid {
+        /// The field, dotted (`lb.local_mac`).
+        field: &'static str,
+        /// What is wrong and what to write instead.
+        why: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn invalid(field: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        why: why.into(),
+    }
+}
+
+/// Where the registry is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// The cluster's key prefix.
+    pub prefix: String,
+}
+
+/// The metrics / status HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address to listen on (`127.0.0.1:9100`; port 0 picks a free one,
+    /// written to `port_file` if set).
+    pub listen: SocketAddr,
+    /// File to write the bound port to (for labs and tests).
+    #[serde(default)]
+    pub port_file: Option<PathBuf>,
+}
+
+/// XDP attach mode as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeConfig {
+    /// Native, falling back to generic.
+    #[default]
+    Auto,
+    /// Native only.
+    Native,
+    /// Generic (skb) only.
+    Generic,
+}
+
+/// What the LB does with its pinned data path when it exits on SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Leave it pinned and running (the next `node lb` reopens it).
+    #[default]
+    Keep,
+    /// Unpin everything: the program detaches.
+    Remove,
+}
+
+/// `[lb]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbSection {
+    /// The interface `xdp_lb` runs on.
+    pub interface: String,
+    /// Network namespace file of the interface (`/run/netns/<name>`).
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// Pin directory on bpffs (maps, program, link).
+    pub pin_dir: PathBuf,
+    /// MAC of `interface` (source of encapsulated frames).
+    pub local_mac: String,
+    /// MAC of the next hop (the router).
+    pub next_hop_mac: String,
+    /// Outer IPv4 source prefix (`10.200.0.0/16`), varied per flow.
+    #[serde(default)]
+    pub tunnel_src_v4: Option<String>,
+    /// One connection table shared by all CPUs (for NICs without RSS, e.g. veth).
+    #[serde(default)]
+    pub conn_table_shared: bool,
+    /// Maglev table size (a prime); default 65537.
+    #[serde(default)]
+    pub ring_size: Option<u32>,
+    /// Connection-table memory in MiB (default 16).
+    #[serde(default)]
+    pub lru_memory_mib: Option<u64>,
+    /// XDP attach mode.
+    #[serde(default)]
+    pub xdp_mode: XdpModeConfig,
+    /// What to do with the pins on SIGTERM.
+    #[serde(default)]
+    pub on_exit: OnExit,
+}
+
+/// The parsed `lb.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbConfig {
+    /// `[registry]`.
+    pub registry: RegistrySection,
+    /// `[lb]`.
+    pub lb: LbSection,
+    /// `[metrics]`.
+    pub metrics: MetricsSection,
+}
+
+/// A VIP a backend serves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipConfig {
+    /// VIP address.
+    pub addr: IpAddr,
+    /// VIP port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    #[serde(default = "default_proto")]
+    pub proto: String,
+}
+
+fn default_proto() -> String {
+    "tcp".into()
+}
+
+/// `[backend]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    /// Host name the server_id is claimed for (stable across restarts).
+    pub host: String,
+    /// This host's tunnel address (what LBs encapsulate to).
+    pub address: IpAddr,
+    /// Ingress interface (`xdp_decap` runs there).
+    pub interface: String,
+    /// Network namespace file of the interface and the service.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// cgroup v2 directory of the service processes (sock_ops server role).
+    pub cgroup: PathBuf,
+    /// Maglev weight, 1..=65536.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Register with a server_id (the sock_ops program writes it into SYN-ACKs).
+    #[serde(default = "yes")]
+    pub server_id: bool,
+    /// Lease TTL in seconds (a dead host disappears after it).
+    #[serde(default = "default_ttl")]
+    pub lease_ttl_secs: u64,
+    /// Longest drain on SIGTERM before deregistering anyway.
+    #[serde(default = "default_drain")]
+    pub drain_timeout_secs: u64,
+    /// VIPs served.
+    pub vips: Vec<VipConfig>,
+    /// XDP attach mode.
+    #[serde(default)]
+    pub xdp_mode: XdpModeConfig,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+fn yes() -> bool {
+    true
+}
+fn default_ttl() -> u64 {
+    5
+}
+fn default_drain() -> u64 {
+    30
+}
+
+/// The parsed `backend.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `[registry]`.
+    pub registry: RegistrySection,
+    /// `[backend]`.
+    pub backend: BackendSection,
+    /// `[metrics]` (optional for a backend).
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Parses `a.b.c.d/len` (IPv4).
+pub fn parse_v4_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, l) = s.split_once('/')?;
+    let len: u8 = l.parse().ok()?;
+    (len <= 32).then_some((a.parse().ok()?, len))
+}
+
+fn validate_registry(r: &RegistrySection) -> Result<()> {
+    if r.endpoints.is_empty() {
+        return Err(invalid(
+            "registry.endpoints",
+            "empty: list at least one etcd client URL, e.g. [\"http://127.0.0.1:2379\"]",
+        ));
+    }
+    if let Some(e) = r
+        .endpoints
+        .iter()
+        .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+    {
+        return Err(invalid(
+            "registry.endpoints",
+            format!("{e:?} is not a URL: write it as http://host:port"),
+        ));
+    }
+    if !r.prefix.starts_with('/') || r.prefix.len() < 2 {
+        return Err(invalid(
+            "registry.prefix",
+            format!(
+                "{:?}: a cluster prefix starts with / and names the cluster, e.g. \"/flowpin/prod\"",
+                r.prefix
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl LbConfig {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<LbConfig> {
+        Self::from_toml(path, &read(path)?)
+    }
+
+    /// Parses and validates `text` (named `path` in errors).
+    pub fn from_toml(path: &Path, text: &str) -> Result<LbConfig> {
+        let c: LbConfig = parse(path, text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate_registry(&self.registry)?;
+        let lb = &self.lb;
+        if lb.interface.is_empty() || lb.interface.len() > 15 {
+            return Err(invalid(
+                "lb.interface",
+                "an interface name is 1 to 15 bytes",
+            ));
+        }
+        if !lb.pin_dir.starts_with("/sys/fs/bpf") {
+            return Err(invalid(
+                "lb.pin_dir",
+                format!(
+                    "{} is not under /sys/fs/bpf: pins live on bpffs, e.g. /sys/fs/bpf/flowpin/lb1",
+                    lb.pin_dir.display()
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("lb.local_mac", &lb.local_mac),
+            ("lb.next_hop_mac", &lb.next_hop_mac),
+        ] {
+            if parse_mac(v).is_none() {
+                return Err(invalid(
+                    field,
+                    format!("{v:?} is not a MAC address: write six hex bytes, aa:bb:cc:dd:ee:ff"),
+                ));
+            }
+        }
+        if let Some(p) = &lb.tunnel_src_v4 {
+            if parse_v4_prefix(p).is_none() {
+                return Err(invalid(
+                    "lb.tunnel_src_v4",
+                    format!("{p:?} is not an IPv4 prefix: write it as 10.200.0.0/16"),
+                ));
+            }
+        }
+        if let Some(m) = lb.ring_size {
+            if m < 3 || !is_prime(m) {
+                return Err(invalid(
+                    "lb.ring_size",
+                    format!("{m} is not a prime ≥ 3: Maglev needs a prime table size, e.g. 65537"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The MACs, parsed (validated at load).
+    pub fn macs(&self) -> ([u8; 6], [u8; 6]) {
+        (
+            parse_mac(&self.lb.local_mac).unwrap_or_default(),
+            parse_mac(&self.lb.next_hop_mac).unwrap_or_default(),
+        )
+    }
+
+    /// Fields a SIGHUP cannot change (they need a restart), as a list of
+    /// names that differ between `self` and `new`.
+    pub fn restart_only_changes(&self, new: &LbConfig) -> Vec<&'static str> {
+        let (a, b) = (&self.lb, &new.lb);
+        let mut out = Vec::new();
+        if a.interface != b.interface || a.netns != b.netns {
+            out.push("lb.interface/lb.netns");
+        }
+        if a.pin_dir != b.pin_dir {
+            out.push("lb.pin_dir");
+        }
+        if a.ring_size != b.ring_size
+            || a.conn_table_shared != b.conn_table_shared
+            || a.lru_memory_mib != b.lru_memory_mib
+        {
+            out.push("lb.ring_size/lb.conn_table_shared");
+        }
+        if a.xdp_mode != b.xdp_mode {
+            out.push("lb.xdp_mode");
+        }
+        if self.metrics != new.metrics {
+            out.push("metrics");
+        }
+        out
+    }
+}
+
+fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u32;
+    while d.saturating_mul(d) <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+impl BackendConfig {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<BackendConfig> {
+        Self::from_toml(path, &read(path)?)
+    }
+
+    /// Parses and validates `text` (named `path` in errors).
+    pub fn from_toml(path: &Path, text: &str) -> Result<BackendConfig> {
+        let c: BackendConfig = parse(path, text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate_registry(&self.registry)?;
+        let b = &self.backend;
+        if b.host.is_empty() || b.host.contains('/') {
+            return Err(invalid(
+                "backend.host",
+                format!("{:?}: a host name, non-empty, without '/'", b.host),
+            ));
+        }
+        if b.address.is_unspecified() || b.address.is_multicast() {
+            return Err(invalid(
+                "backend.address",
+                format!(
+                    "{} cannot be a tunnel destination: write this host's unicast address",
+                    b.address
+                ),
+            ));
+        }
+        if !(1..=flowpin_registry::MAX_WEIGHT).contains(&b.weight) {
+            return Err(invalid(
+                "backend.weight",
+                format!(
+                    "{} is outside 1..={}",
+                    b.weight,
+                    flowpin_registry::MAX_WEIGHT
+                ),
+            ));
+        }
+        let ttl = Duration::from_secs(b.lease_ttl_secs);
+        if ttl < flowpin_registry::MIN_TTL || ttl > flowpin_registry::MAX_TTL {
+            return Err(invalid(
+                "backend.lease_ttl_secs",
+                format!(
+                    "{} s is outside {:?}..={:?}",
+                    b.lease_ttl_secs,
+                    flowpin_registry::MIN_TTL,
+                    flowpin_registry::MAX_TTL
+                ),
+            ));
+        }
+        if b.vips.is_empty() {
+            return Err(invalid(
+                "backend.vips",
+                "empty: list the VIPs this host serves, [[backend.vips]] addr = \"10.100.0.1\" port = 8080",
+            ));
+        }
+        for v in &b.vips {
+            vip_key(v)?;
+        }
+        Ok(())
+    }
+
+    /// The VIPs as registry keys (validated at load).
+    pub fn vip_keys(&self) -> Vec<VipKey> {
+        self.backend
+            .vips
+            .iter()
+            .filter_map(|v| vip_key(v).ok())
+            .collect()
+    }
+
+    /// The lease TTL.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.backend.lease_ttl_secs)
+    }
+}
+
+fn vip_key(v: &VipConfig) -> Result<VipKey> {
+    let proto = match v.proto.as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        other => {
+            return Err(invalid(
+                "backend.vips.proto",
+                format!("{other:?}: write \"tcp\" or \"udp\""),
+            ))
+        }
+    };
+    if v.port == 0 {
+        return Err(invalid(
+            "backend.vips.port",
+            "0: a backend serves a VIP on one port",
+        ));
+    }
+    Ok(VipKey::new(v.addr, v.port, proto))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LB: &str = r#"
+[registry]
+endpoints = ["http://127.0.0.1:2379"]
+prefix = "/flowpin/lab"
+
+[lb]
+interface = "eth0"
+netns = "/run/netns/lb1"
+pin_dir = "/sys/fs/bpf/flowpin/lb1"
+local_mac = "02:00:00:00:00:01"
+next_hop_mac = "02:00:00:00:00:02"
+tunnel_src_v4 = "10.200.0.0/16"
+conn_table_shared = true
+
+[metrics]
+listen = "127.0.0.1:0"
+"#;
+
+    const BE: &str = r#"
+[registry]
+endpoints = ["http://127.0.0.1:2379"]
+prefix = "/flowpin/lab"
+
+[backend]
+host = "be1"
+address = "10.2.1.2"
+interface = "eth0"
+cgroup = "/sys/fs/cgroup/unified/be1"
+
+[[backend.vips]]
+addr = "10.100.0.1"
+port = 8080
+"#;
+
+    fn lb(text: &str) -> Result<LbConfig> {
+        LbConfig::from_toml(Path::new("lb.toml"), text)
+    }
+    fn be(text: &str) -> Result<BackendConfig> {
+        BackendConfig::from_toml(Path::new("backend.toml"), text)
+    }
+    fn field_of(e: ConfigError) -> &'static str {
+        match e {
+            ConfigError::Invalid { field, .. } => field,
+            other => panic!("expected an invalid field, got {other}"),
+        }
+    }
+
+    #[test]
+    fn lb_example_parses_with_defaults() {
+        let c = lb(LB).expect("valid");
+        assert_eq!(c.lb.interface, "eth0");
+        assert_eq!(c.lb.netns.as_deref(), Some(Path::new("/run/netns/lb1")));
+        assert_eq!(c.lb.xdp_mode, XdpModeConfig::Auto);
+        assert_eq!(c.lb.on_exit, OnExit::Keep);
+        assert_eq!(c.lb.ring_size, None);
+        assert_eq!(c.macs().0, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(c.macs().1, [2, 0, 0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn lb_rejects_bad_fields_by_name() {
+        let cases = [
+            ("02:00:00:00:00:01\"", "02:00:00:00:01\"", "lb.local_mac"),
+            ("/sys/fs/bpf/flowpin/lb1", "/tmp/lb1", "lb.pin_dir"),
+            ("10.200.0.0/16", "10.200.0.0/33", "lb.tunnel_src_v4"),
+            ("\"/flowpin/lab\"", "\"flowpin\"", "registry.prefix"),
+            ("[\"http://127.0.0.1:2379\"]", "[]", "registry.endpoints"),
+            (
+                "[\"http://127.0.0.1:2379\"]",
+                "[\"127.0.0.1:2379\"]",
+                "registry.endpoints",
+            ),
+            (
+                "conn_table_shared = true",
+                "ring_size = 65536",
+                "lb.ring_size",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = LB.replacen(from, to, 1);
+            assert_ne!(text, LB, "case {field} did not change the text");
+            assert_eq!(field_of(lb(&text).expect_err(field)), field);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_are_parse_errors() {
+        let text = LB.replace("conn_table_shared = true", "conn_table_shard = true");
+        assert!(matches!(lb(&text), Err(ConfigError::Parse { .. })));
+        let text = LB.replace("conn_table_shared = true", "conn_table_shared = \"yes\"");
+        assert!(matches!(lb(&text), Err(ConfigError::Parse { .. })));
+        let text = LB
+            .replace("xdp_mode", "")
+            .replace("conn_table_shared = true", "xdp_mode = \"turbo\"");
+        assert!(matches!(lb(&text), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn sighup_reports_fields_that_need_a_restart() {
+        let a = lb(LB).expect("valid");
+        let b = lb(&LB.replace("02:00:00:00:00:02", "02:00:00:00:00:09")).expect("valid");
+        assert!(a.restart_only_changes(&b).is_empty());
+        let c = lb(&LB.replace("flowpin/lb1", "flowpin/lb9")).expect("valid");
+        assert_eq!(a.restart_only_changes(&c), vec!["lb.pin_dir"]);
+    }
+
+    #[test]
+    fn backend_example_parses_with_defaults() {
+        let c = be(BE).expect("valid");
+        assert_eq!(c.backend.weight, 100);
+        assert!(c.backend.server_id);
+        assert_eq!(c.lease_ttl(), Duration::from_secs(5));
+        assert_eq!(c.backend.drain_timeout_secs, 30);
+        assert_eq!(
+            c.vip_keys(),
+            vec![VipKey::new(
+                "10.100.0.1".parse().expect("ip"),
+                8080,
+                Proto::Tcp
+            )]
+        );
+        assert!(c.metrics.is_none());
+    }
+
+    #[test]
+    fn backend_rejects_bad_fields_by_name() {
+        let cases = [
+            ("port = 8080", "port = 0", "backend.vips.port"),
+            (
+                "port = 8080",
+                "port = 8080\nproto = \"sctp\"",
+                "backend.vips.proto",
+            ),
+            (
+                "address = \"10.2.1.2\"",
+                "address = \"0.0.0.0\"",
+                "backend.address",
+            ),
+            ("host = \"be1\"", "host = \"be/1\"", "backend.host"),
+            (
+                "host = \"be1\"",
+                "host = \"be1\"\nweight = 0",
+                "backend.weight",
+            ),
+            (
+                "host = \"be1\"",
+                "host = \"be1\"\nlease_ttl_secs = 0",
+                "backend.lease_ttl_secs",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = BE.replacen(from, to, 1);
+            assert_ne!(text, BE, "case {field} did not change the text");
+            assert_eq!(field_of(be(&text).expect_err(field)), field);
+        }
+        let no_vips = BE
+            .split("[[backend.vips]]")
+            .next()
+            .expect("head")
+            .to_string()
+            + "vips = []\n";
+        assert_eq!(field_of(be(&no_vips).expect_err("no vips")), "backend.vips");
+    }
+
+    #[test]
+    fn mac_and_prefix_parsers() {
+        assert_eq!(
+            parse_mac("0a:1B:2c:3d:4e:5f"),
+            Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f])
+        );
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e"), None);
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e:5f:60"), None);
+        assert_eq!(parse_mac("a:1b:2c:3d:4e:5f"), None);
+        assert_eq!(
+            parse_v4_prefix("10.0.0.0/8"),
+            Some((Ipv4Addr::new(10, 0, 0, 0), 8))
+        );
+        assert_eq!(parse_v4_prefix("10.0.0.0"), None);
+    }
+}

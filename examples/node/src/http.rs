@@ -1,0 +1,68 @@
+//! The metrics / status endpoint (axum on the node's tokio runtime). A
+//! request is a message to the role's event loop, which owns all state and
+//! answers with the rendered body: no locks, nothing computed while idle.
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    /// Prometheus text format.
+    Metrics,
+    /// JSON status.
+    Status,
+}
+
+/// A query and where to send the body.
+pub type Request = (Query, oneshot::Sender<String>);
+
+async fn ask(tx: &mpsc::Sender<Request>, q: Query, content_type: &'static str) -> Response {
+    let (rtx, rrx) = oneshot::channel();
+    if tx.send((q, rtx)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "node shutting down").into_response();
+    }
+    match rrx.await {
+        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "node shutting down").into_response(),
+    }
+}
+
+/// Binds `listen` and serves `/metrics` and `/status` in a task. Returns
+/// the bound address (port 0 picks one) and the request stream.
+pub async fn serve(listen: SocketAddr) -> std::io::Result<(SocketAddr, mpsc::Receiver<Request>)> {
+    let (tx, rx) = mpsc::channel::<Request>(16);
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(tx): State<mpsc::Sender<Request>>| async move {
+                ask(
+                    &tx,
+                    Query::Metrics,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .await
+            }),
+        )
+        .route(
+            "/status",
+            get(|State(tx): State<mpsc::Sender<Request>>| async move {
+                ask(&tx, Query::Status, "application/json").await
+            }),
+        )
+        .with_state(tx);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok((addr, rx))
+}

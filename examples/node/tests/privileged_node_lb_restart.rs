@@ -1,0 +1,304 @@
+//! Privileged (root): an LB node killed with SIGKILL and restarted reopens
+//! its pins and resyncs with the registry, against a real etcd
+//! (`LocalEtcd`), in a network namespace made for the test.
+//!
+//! 1. `node lb` starts with no pins: loads, pins, attaches, applies the
+//!    registry (one VIP, three backends).
+//! 2. SIGKILL. The pins and the attached program stay; `XdpLb::open_pinned`
+//!    from the test sees the same backends.
+//! 3. Restart with no registry change: the node says it reopened, and the
+//!    ring digest is the same as before the kill.
+//! 4. SIGKILL again; while it is down, a backend is added and another one
+//!    drained. Restart: the node catches up with the registry's revision,
+//!    and the pinned state holds the new backends (one draining).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowpin_bpf_progs::testing::{require_bpf, unique_name, NetNs, VethPair};
+use flowpin_bpf_progs::xdp_lb::{Proto as LbProto, Vip, XdpLb};
+use flowpin_registry::local_etcd::LocalEtcd;
+use flowpin_registry::{
+    BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, VipFlags, VipKey, VipSpec,
+};
+
+/// Kills the node and removes the pins on every exit path.
+struct Cleanup {
+    child: Option<Child>,
+    pin_dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = XdpLb::unpin(&self.pin_dir);
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn spawn_node(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_node"))
+        .args(["lb", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn node lb")
+}
+
+/// Waits for the port file, then for a status whose revision is ≥ `rev`.
+fn wait_status(port_file: &Path, rev: i64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "node did not reach revision {rev} within 20 s"
+        );
+        if let Some(port) = std::fs::read_to_string(port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        {
+            if let Some(body) = http_get(port, "/status") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                    if v["revision"].as_i64().unwrap_or(0) >= rev {
+                        return v;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill9(c: &mut Cleanup) {
+    if let Some(mut child) = c.child.take() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("SIGKILL");
+        let _ = child.wait();
+    }
+}
+
+fn addr(i: u8) -> IpAddr {
+    format!("10.2.{i}.2").parse().expect("ip")
+}
+
+#[test]
+fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
+    if !require_bpf("privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let etcd = rt
+        .block_on(LocalEtcd::start())
+        .expect("etcd (as root a missing etcd is a failure: apt-get install etcd-server)");
+    let prefix = format!("/{}", unique_name("node"));
+    let reg = rt
+        .block_on(Registry::connect(RegistryConfig::new(
+            [etcd.endpoint()],
+            &prefix,
+        )))
+        .expect("registry");
+
+    let lbns = NetNs::new("nlb").expect("netns");
+    let rtr = NetNs::new("nrt").expect("netns");
+    let _veth = VethPair::new(&lbns, "eth0", &rtr, "r0").expect("veth");
+    let mac = |ns: &NetNs, dev: &str| -> String {
+        let out = ns
+            .ip(&["-json", "link", "show", "dev", dev])
+            .expect("ip link");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip json");
+        v[0]["address"].as_str().expect("mac").to_string()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin_dir = Path::new("/sys/fs/bpf").join(unique_name("node-lb"));
+    let port_file = dir.path().join("port");
+    let config = dir.path().join("lb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[registry]
+endpoints = ["{ep}"]
+prefix = "{prefix}"
+
+[lb]
+interface = "eth0"
+netns = "{ns}"
+pin_dir = "{pins}"
+local_mac = "{lmac}"
+next_hop_mac = "{rmac}"
+tunnel_src_v4 = "10.200.0.0/16"
+conn_table_shared = true
+ring_size = 4093
+lru_memory_mib = 1
+xdp_mode = "generic"
+
+[metrics]
+listen = "127.0.0.1:0"
+port_file = "{pf}"
+"#,
+            ep = etcd.endpoint(),
+            ns = lbns.path().display(),
+            pins = pin_dir.display(),
+            lmac = mac(&lbns, "eth0"),
+            rmac = mac(&rtr, "r0"),
+            pf = port_file.display(),
+        ),
+    )
+    .expect("write config");
+    let mut cleanup = Cleanup {
+        child: None,
+        pin_dir: pin_dir.clone(),
+    };
+
+    let key = VipKey::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
+    let vip = Vip::new(key.addr, key.port, LbProto::Tcp);
+    let host = rt
+        .block_on(async {
+            reg.put_vip(&VipSpec::new(
+                key,
+                VipFlags {
+                    server_id: true,
+                    ..VipFlags::default()
+                },
+            ))
+            .await?;
+            let h = reg.register(Duration::from_secs(30)).await?;
+            let entries: Vec<_> = (1..=3u8)
+                .map(|i| {
+                    (
+                        key,
+                        BackendSpec::new(addr(i), 100, ServerId::new(1000 + u32::from(i))),
+                    )
+                })
+                .collect();
+            h.add_backends(&entries).await?;
+            Ok::<_, flowpin_registry::Error>(h)
+        })
+        .expect("registry writes");
+    let rev1 = rt
+        .block_on(async { reg.watch().await.map(|w| w.current().revision) })
+        .expect("revision");
+
+    // 1. First start: load, pin, attach, apply.
+    cleanup.child = Some(spawn_node(&config));
+    let s1 = wait_status(&port_file, rev1);
+    assert_eq!(s1["reopened"], false, "first start must load: {s1}");
+    let vip_name = "10.100.0.1:8080/tcp";
+    let digest1 = s1["vips"][vip_name]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    assert_eq!(s1["vips"][vip_name]["backends"], 3, "{s1}");
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .expect("port")
+        .trim()
+        .parse()
+        .expect("port number");
+    let metrics = http_get(port, "/metrics").expect("metrics");
+    for name in [
+        "flowpin_lb_ring_digest",
+        "flowpin_registry_revision_applied",
+        "flowpin_lb_vip_packets_total",
+        "flowpin_lb_server_id_total",
+        "flowpin_lb_drops_total",
+        "flowpin_lb_conn_table_entries",
+        "flowpin_lb_apply_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "metric {name} missing:\n{metrics}");
+    }
+    assert!(
+        metrics.contains(&format!("digest=\"{digest1}\"")),
+        "digest label"
+    );
+
+    // 2. SIGKILL: the data path stays; its state is readable from the pins.
+    kill9(&mut cleanup);
+    assert!(pin_dir.join("link").exists(), "link pin gone after SIGKILL");
+    {
+        let lb = XdpLb::open_pinned(&pin_dir).expect("open_pinned after SIGKILL");
+        let got: Vec<IpAddr> = lb
+            .backends(&vip)
+            .expect("VIP")
+            .iter()
+            .map(|b| b.addr)
+            .collect();
+        assert_eq!(got, vec![addr(1), addr(2), addr(3)]);
+    }
+
+    // 3. Restart without a change: reopened, same digest.
+    std::fs::remove_file(&port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(&config));
+    let s2 = wait_status(&port_file, rev1);
+    assert_eq!(s2["reopened"], true, "restart must reopen the pins: {s2}");
+    assert_eq!(s2["vips"][vip_name]["digest"], digest1.as_str(), "{s2}");
+    assert_eq!(s2["apply_errors"], 0);
+
+    // 4. Kill, change the registry while down, restart: resync.
+    kill9(&mut cleanup);
+    let rev2 = rt
+        .block_on(async {
+            host.add_backend(&key, &BackendSpec::new(addr(4), 100, ServerId::new(1004)))
+                .await?;
+            host.set_state(&key, addr(2), BackendState::Draining).await
+        })
+        .expect("registry change");
+    std::fs::remove_file(&port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(&config));
+    let s3 = wait_status(&port_file, rev2);
+    assert_eq!(s3["reopened"], true);
+    assert_eq!(s3["vips"][vip_name]["backends"], 4, "{s3}");
+    assert_eq!(s3["vips"][vip_name]["draining"], 1, "{s3}");
+    assert_ne!(s3["vips"][vip_name]["digest"], digest1.as_str());
+    let digest3 = s3["vips"][vip_name]["digest"].clone();
+    kill9(&mut cleanup);
+    {
+        let lb = XdpLb::open_pinned(&pin_dir).expect("open_pinned");
+        let got: Vec<(IpAddr, Option<u32>)> = lb
+            .backends(&vip)
+            .expect("VIP")
+            .iter()
+            .map(|b| (b.addr, b.server_id.map(|s| s.get())))
+            .collect();
+        assert_eq!(
+            got,
+            (1..=4u8)
+                .map(|i| (addr(i), Some(1000 + u32::from(i))))
+                .collect::<Vec<_>>()
+        );
+        assert!(lb.is_draining(&vip, addr(2)));
+        assert!(!lb.is_draining(&vip, addr(1)));
+    }
+    // And once more: a plain restart keeps that digest.
+    std::fs::remove_file(&port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(&config));
+    let s4 = wait_status(&port_file, rev2);
+    assert_eq!(s4["vips"][vip_name]["digest"], digest3);
+    drop(cleanup);
+    assert!(!pin_dir.exists(), "pins left behind");
+    drop(host);
+}
