@@ -72,7 +72,7 @@ struct Args {
     connections: usize,
     /// Seconds of connect-request-close traffic per side of the CRR
     /// measurement, split over the paired rounds.
-    #[arg(long, default_value_t = 12.0)]
+    #[arg(long, default_value_t = 10.0)]
     crr_secs: f64,
     /// Paired CRR rounds (each pair: with and without sock_ops, order
     /// alternating); the ratio is the median of the per-pair ratios. Many

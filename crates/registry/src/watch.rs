@@ -41,7 +41,7 @@ pub struct WatchStats {
 /// watch response: all events of a response (never part of a transaction) are
 /// applied, the state is validated as a whole, and one snapshot is published
 /// for the last revision. If etcd goes away, the last snapshot stays current
-/// and the task reconnects with exponential backoff (100 ms to 5 s), resuming
+/// and the task reconnects with exponential backoff (100 ms to 2 s), resuming
 /// from the next revision; if that revision was compacted, it re-reads
 /// everything (a full resync) and publishes the result. Snapshots are
 /// "latest wins": a slow reader skips intermediate ones, never sees a partial
@@ -132,7 +132,9 @@ struct Backoff(Duration);
 
 impl Backoff {
     const MIN: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
+    // At most 2 s between attempts: an LB converges within ~2 s of etcd
+    // coming back; a refused connect to a local etcd costs microseconds.
+    const MAX: Duration = Duration::from_secs(2);
 
     fn next(&mut self) -> Duration {
         let d = self.0;
