@@ -24,9 +24,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 const PIN_HINT: &str = "EEXIST: something is already pinned there (unpin it first); ENOENT: no such pin; EPERM/EACCES: need root, and the path must be on bpffs";
 
+/// Whether `p` is on a bpffs mount.
 // The statfs f_type width differs between architectures.
 #[allow(clippy::unnecessary_cast)]
-fn is_bpffs(p: &Path) -> bool {
+pub fn is_bpffs(p: &Path) -> bool {
     nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }
 

@@ -28,9 +28,10 @@ use crate::release::{
 
 pub use flowpin_bpf_progs::sk_reuseport_select::{Proto, SelectMode};
 
+use flowpin_bpf_progs::pin::is_bpffs;
+
 /// Where bpffs is mounted (mounted there by [`ReuseportGroup::create`] if missing).
-pub const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+pub const BPFFS: &str = flowpin_bpf_progs::pin::BPFFS;
 
 /// Errors of the group API: each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -285,32 +286,11 @@ pub struct ReuseportGroup {
     unpin_on_drop: bool,
 }
 
-// The statfs f_type width differs between architectures.
-#[allow(clippy::unnecessary_cast)]
-fn is_bpffs(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
-}
-
 /// Mounts bpffs at `/sys/fs/bpf` if nothing is mounted there.
 pub fn ensure_bpffs() -> Result<()> {
-    let root = Path::new(BPFFS);
-    if is_bpffs(root) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(root).map_err(|e| GroupError::Bpffs {
-        path: root.into(),
-        why: format!("creating the mount point: {e}"),
-    })?;
-    nix::mount::mount(
-        Some("bpf"),
-        root,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|e| GroupError::Bpffs {
-        path: root.into(),
-        why: format!("mount -t bpf bpf {BPFFS} failed: {e} (need CAP_SYS_ADMIN)"),
+    flowpin_bpf_progs::pin::ensure_bpffs().map_err(|e| GroupError::Bpffs {
+        path: BPFFS.into(),
+        why: e.to_string(),
     })
 }
 
