@@ -53,7 +53,9 @@ pub const SLOT_ONE: u32 = 1;
 pub const SLOT_SHARED: u32 = 2;
 
 /// Layout version of pinned `xdp_lb` state (`FLOWPIN_LB_LAYOUT_VERSION`).
-pub const LB_LAYOUT_VERSION: u32 = 1;
+pub const LB_LAYOUT_VERSION: u32 = 2;
+/// Entries of the `sid_retired` LRU map (server_ids of removed backends).
+pub const SID_RETIRED_ENTRIES: u32 = 4096;
 /// Layout version of pinned `xdp_decap` state (`FLOWPIN_DECAP_LAYOUT_VERSION`).
 pub const DECAP_LAYOUT_VERSION: u32 = 1;
 /// `flowpin_lb_meta.flags`: VIP addresses answer echo requests.

@@ -203,6 +203,10 @@ fn flowpin_lb_h_matches_the_rust_constants() {
             ("FLOWPIN_SLOT_SHARED", lb::SLOT_SHARED.into()),
             ("FLOWPIN_LB_LAYOUT_VERSION", lb::LB_LAYOUT_VERSION.into()),
             (
+                "FLOWPIN_SID_RETIRED_ENTRIES",
+                lb::SID_RETIRED_ENTRIES.into(),
+            ),
+            (
                 "FLOWPIN_DECAP_LAYOUT_VERSION",
                 lb::DECAP_LAYOUT_VERSION.into(),
             ),

@@ -98,8 +98,9 @@ plain_structs! {
     xdp_lb::flowpin_vip_stats {
         packets, bytes, lru_hit, lru_miss, new_flows, sid_routed, sid_fallback_unknown,
         sid_fallback_zero, sid_fallback_malformed, sid_missing, quic_long_header, too_big,
-        unknown_backend,
+        unknown_backend, sid_fallback_removed,
     },
+    xdp_lb::flowpin_backend_stats { packets, bytes },
     xdp_lb::flowpin_lb_stats {
         drop_malformed, drop_unknown_backend, drop_too_big, icmp_too_big_sent, encap_error,
         icmp_echo_replies, pass_fragment_no_vip, pass_ext_hdr_limit,

@@ -168,10 +168,12 @@ fn privileged_server_id_after_ring_change() {
         let d = fx.check(&tcp4(c, p, vip4(), 80, false, &sid_opt(102), b""));
         assert_eq!(fwd(&d), (backend4(2), Route::ServerId));
     }
-    // The removed backend's server_id is unknown now: fallback.
+    // The removed backend's server_id is not routed now: fallback, counted
+    // as a removed backend's id.
     let d = fx.check(&tcp4(client4(77), 1, vip4(), 80, false, &sid_opt(101), b""));
     assert_ne!(fwd(&d).0, backend4(1));
-    assert_eq!(fx.lb.vip_stats(&vip()).unwrap().sid_fallback_unknown, 1);
+    let s = fx.lb.vip_stats(&vip()).unwrap();
+    assert_eq!((s.sid_fallback_removed, s.sid_fallback_unknown), (1, 0));
     // Weight 0 (draining): no new flows from the ring, still reachable by server_id.
     let mut b2 = b.clone();
     b2[0].weight = 0; // backend 2
@@ -365,4 +367,76 @@ fn privileged_direct_table_collisions_fall_back_to_the_hash_maps() {
     let d = fx.check(&tcp4(client4(2), 1, b, 80, true, &[], b""));
     assert_eq!(fwd(&d).0, backend4(9));
     fx.assert_stats();
+}
+
+#[test]
+fn privileged_removed_backend_server_id_counts_removed_and_falls_back() {
+    if !require_bpf("privileged_removed_backend_server_id_counts_removed_and_falls_back") {
+        return;
+    }
+    let mut fx = setup();
+    let (c, p) = flow_not_on(&fx, backend4(3));
+    let d = fx.check(&tcp4(c, p, vip4(), 80, false, &sid_opt(103), b""));
+    assert_eq!(fwd(&d), (backend4(3), Route::ServerId));
+    // Backend 3 removed from the VIP: its server_id falls back to the hash
+    // and is counted `sid_fallback_removed`, a never-seen one `unknown`.
+    fx.lb.remove_backend(&vip(), backend4(3)).unwrap();
+    fx.sync();
+    assert!(fx.lb.retired_server_ids(&vip()).unwrap().contains(&103));
+    for i in 0..5u16 {
+        let d = fx.check(&tcp4(c, p + i, vip4(), 80, false, &sid_opt(103), b""));
+        assert_ne!(fwd(&d).0, backend4(3));
+        assert_ne!(fwd(&d).1, Route::ServerId);
+    }
+    fx.check(&tcp4(c, p, vip4(), 80, false, &sid_opt(999), b""));
+    let s = fx.lb.vip_stats(&vip()).unwrap();
+    assert_eq!(s.sid_fallback_removed, 5);
+    assert_eq!(s.sid_fallback_unknown, 1);
+    fx.assert_stats();
+    // Back again: routed by server_id, no longer retired.
+    fx.set_backends(&vip(), &four());
+    assert!(!fx.lb.retired_server_ids(&vip()).unwrap().contains(&103));
+    let d = fx.check(&tcp4(c, p, vip4(), 80, false, &sid_opt(103), b""));
+    assert_eq!(fwd(&d), (backend4(3), Route::ServerId));
+    assert_eq!(fx.lb.vip_stats(&vip()).unwrap().sid_fallback_removed, 5);
+    fx.assert_stats();
+}
+
+#[test]
+fn privileged_backend_stats_count_forwarded_packets_and_bytes() {
+    if !require_bpf("privileged_backend_stats_count_forwarded_packets_and_bytes") {
+        return;
+    }
+    let mut fx = setup();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for i in 0..20u16 {
+        let payload = vec![0xab; usize::from(i) * 7];
+        let pkt = tcp4(
+            client4(u32::from(i)),
+            30000 + i,
+            vip4(),
+            80,
+            false,
+            &sid_opt(102),
+            &payload,
+        );
+        let d = fx.check(&pkt);
+        assert_eq!(fwd(&d), (backend4(2), Route::ServerId));
+        n += 1;
+        bytes += pkt.len() as u64;
+    }
+    let s = fx.lb.backend_stats(backend4(2)).unwrap();
+    assert_eq!((s.packets, s.bytes), (n, bytes));
+    // Every packet reached some backend: the per-backend sums equal the VIP's.
+    let mut total = 0;
+    for i in 1..=4 {
+        total += fx.lb.backend_stats(backend4(i)).unwrap().packets;
+    }
+    assert_eq!(total, n);
+    // A removed and re-added backend gets a fresh index: counters from 0.
+    fx.set_backends(&vip(), &four()[..1]);
+    fx.set_backends(&vip(), &four());
+    let s = fx.lb.backend_stats(backend4(2)).unwrap();
+    assert_eq!((s.packets, s.bytes), (0, 0));
+    assert!(fx.lb.backend_stats("10.99.0.1".parse().unwrap()).is_err());
 }

@@ -160,6 +160,12 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendTrafficLabel {
+    vip: String,
+    backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabel {
     vip: String,
     backend: String,
@@ -341,6 +347,7 @@ impl Node {
                 for (route, n) in [
                     ("routed", v.sid_routed),
                     ("fallback_unknown", v.sid_fallback_unknown),
+                    ("fallback_removed", v.sid_fallback_removed),
                     ("fallback_zero", v.sid_fallback_zero),
                     ("fallback_malformed", v.sid_fallback_malformed),
                     ("missing", v.sid_missing),
@@ -370,7 +377,7 @@ impl Node {
         );
         reg.register(
             "lb_server_id",
-            "server_id decisions per VIP: routed, or why it fell back to the connection table / ring (a removed backend's id counts as fallback_unknown)",
+            "server_id decisions per VIP: routed, or why it fell back to the connection table / ring (fallback_removed: the id of a backend removed from the VIP)",
             sid,
         );
         let drops = Family::<ReasonLabel, Counter>::default();
@@ -388,9 +395,21 @@ impl Node {
         reg.register("lb_drops", "Packets dropped by xdp_lb, by reason", drops);
         let backends = Family::<BackendLabel, Gauge>::default();
         let slots = Family::<VipLabel, Gauge>::default();
+        let be_packets = Family::<BackendTrafficLabel, Counter>::default();
+        let be_bytes = Family::<BackendTrafficLabel, Counter>::default();
         for (name, (vip, _)) in &self.digests {
             let name = name.clone();
             for b in self.dp.lb.backends(vip).unwrap_or_default() {
+                // One index (one set of counters) per backend address, even
+                // when several VIPs share it.
+                if let Ok(s) = self.dp.lb.backend_stats(b.addr) {
+                    let l = BackendTrafficLabel {
+                        vip: name.clone(),
+                        backend: b.addr.to_string(),
+                    };
+                    be_packets.get_or_create(&l).inc_by(s.packets);
+                    be_bytes.get_or_create(&l).inc_by(s.bytes);
+                }
                 let state = if self.dp.lb.is_draining(vip, b.addr) {
                     "draining"
                 } else {
@@ -417,8 +436,18 @@ impl Node {
         }
         reg.register(
             "lb_backend_weight",
-            "Backends as the LB holds them (value: weight). Per-backend packet/byte counters do not exist in xdp_lb's maps",
+            "Backends as the LB holds them (value: weight)",
             backends,
+        );
+        reg.register(
+            "backend_packets",
+            "Packets forwarded to the backend (a backend address shared by several VIPs has one counter, repeated under each VIP)",
+            be_packets,
+        );
+        reg.register(
+            "backend_bytes",
+            "Bytes of those packets, frame length as received (before encapsulation)",
+            be_bytes,
         );
         reg.register(
             "lb_ring_slots_filled",

@@ -148,7 +148,7 @@ struct flowpin_sid_key {
 /* Pinned state (XdpLb::pin / open_pinned). FLOWPIN_LB_LAYOUT_VERSION is
  * bumped on any change to a pinned map's key, value or meaning; a pin
  * directory of another version is refused, never reused. */
-#define FLOWPIN_LB_LAYOUT_VERSION 1
+#define FLOWPIN_LB_LAYOUT_VERSION 2
 /* The same for a pinned xdp_decap (its `meta` array holds this number). */
 #define FLOWPIN_DECAP_LAYOUT_VERSION 1
 
@@ -226,14 +226,30 @@ struct flowpin_vip_stats {
 	__u64 lru_miss; /* TCP non-SYN / UDP packets not in the table */
 	__u64 new_flows; /* backend chosen by the Maglev ring */
 	__u64 sid_routed;
-	__u64 sid_fallback_unknown;
+	__u64 sid_fallback_unknown; /* server_id never routed here (or retired long ago) */
 	__u64 sid_fallback_zero;
 	__u64 sid_fallback_malformed;
 	__u64 sid_missing; /* no server_id option / no CID layout */
 	__u64 quic_long_header;
 	__u64 too_big;
 	__u64 unknown_backend;
+	__u64 sid_fallback_removed; /* server_id of a backend removed from this VIP (`sid_retired`) */
 };
+
+/* Per-backend per-CPU counters (`backend_stats`, indexed by the global
+ * backend index): packets forwarded (encapsulated, XDP_TX) to the backend,
+ * bytes = the frame length as received. Zeroed when an index is allocated. */
+struct flowpin_backend_stats {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* `sid_retired` (an LRU hash, key struct flowpin_sid_key, value __u8): the
+ * server_ids whose backend was removed from a VIP, written by the control
+ * plane, deleted when the server_id is routed again; looked up only when a
+ * server_id has no route, to count sid_fallback_removed instead of
+ * sid_fallback_unknown. */
+#define FLOWPIN_SID_RETIRED_ENTRIES 4096
 
 /* Global per-CPU counters (`lb_stats`, one entry). */
 struct flowpin_lb_stats {

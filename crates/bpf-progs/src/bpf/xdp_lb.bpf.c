@@ -78,7 +78,8 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 	struct flowpin_vip_stats *vs;
 	const struct flowpin_backend *be = NULL;
 	struct flowpin_lb_stats *g;
-	__u32 vip_id, flags, hash, hash2, idx, key, sid_idx = 0;
+	__u32 vip_id, flags, hash, hash2, idx, key;
+	__u32 sid_idx = 0; /* the chosen backend's index (server_id, table or ring) */
 	__u8 proto = p->flow.proto;
 	struct flowpin_conn_set *cs;
 	__u32 pref;
@@ -175,8 +176,10 @@ pick:
 			idx = fp_conn_lookup(cs, hash, hash2);
 			if (idx)
 				be = fp_backend(idx);
-			if (be)
+			if (be) {
+				sid_idx = idx;
 				vs->lru_hit++;
+			}
 			else
 				vs->lru_miss++;
 		}
@@ -192,11 +195,12 @@ pick:
 			if (!be)
 				goto unknown_vs;
 			vs->new_flows++;
+			sid_idx = idx;
 			if (cs)
 				fp_conn_insert(cs, hash, hash2, idx);
 		}
 	}
-	return fp_encap(ctx, p, be, hash, vs, l2);
+	return fp_encap(ctx, p, be, sid_idx, hash, vs, l2);
 
 unknown_vs:
 	vs->unknown_backend++;

@@ -32,9 +32,10 @@ static __always_inline void *fp_encap_push(struct xdp_md *ctx, const struct fp_p
 }
 
 static __always_inline int fp_encap(struct xdp_md *ctx, struct fp_pkt *p,
-				    const struct flowpin_backend *be, __u32 hash,
+				    const struct flowpin_backend *be, __u32 be_idx, __u32 hash,
 				    struct flowpin_vip_stats *vs, const __u32 l2)
 {
+	struct flowpin_backend_stats *bs;
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 inner_len = (data_end - data) - l2;
@@ -77,6 +78,11 @@ static __always_inline int fp_encap(struct xdp_md *ctx, struct fp_pkt *p,
 		o->saddr.in6_u.u6_addr32[3] =
 			bpf_htonl(bpf_ntohl(lb_cfg.tun_src6[3]) | (hash & lb_cfg.tun_src6_host_mask));
 		__builtin_memcpy(&o->daddr, be->addr, 16);
+	}
+	bs = bpf_map_lookup_elem(&backend_stats, &be_idx);
+	if (bs) {
+		bs->packets++;
+		bs->bytes += p->frame_len;
 	}
 	return XDP_TX;
 err:

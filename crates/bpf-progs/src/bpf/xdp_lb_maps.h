@@ -112,6 +112,20 @@ struct {
 	__uint(max_entries, 1);
 } lb_stats SEC(".maps");
 
+/* max_entries = max_backends, set at load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flowpin_backend_stats);
+	__uint(max_entries, 4096);
+} backend_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flowpin_sid_key);
+	__type(value, __u8);
+	__uint(max_entries, FLOWPIN_SID_RETIRED_ENTRIES);
+} sid_retired SEC(".maps");
 
 /* Parsed packet. */
 struct fp_pkt {

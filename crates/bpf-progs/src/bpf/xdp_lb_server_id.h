@@ -239,10 +239,17 @@ fp_sid_route(int r, __u32 sid, __u32 vip_id, struct flowpin_vip_stats *vs, __u32
 	if (bi)
 		be = fp_backend(bi);
 	*idx = bi;
-	if (be)
+	if (be) {
 		vs->sid_routed++;
-	else
-		vs->sid_fallback_unknown++;
+	} else {
+		/* Off the hot path: was it a backend removed from this VIP? */
+		struct flowpin_sid_key sk = { .vip_id = vip_id, .server_id = sid };
+
+		if (bpf_map_lookup_elem(&sid_retired, &sk))
+			vs->sid_fallback_removed++;
+		else
+			vs->sid_fallback_unknown++;
+	}
 	return be;
 }
 

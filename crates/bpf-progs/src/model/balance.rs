@@ -129,6 +129,13 @@ impl Model {
                         vs.sid_routed += 1;
                         chosen = Some((*a, Route::ServerId));
                     }
+                    _ if self
+                        .vips
+                        .get(&key)
+                        .is_some_and(|v| v.retired_server_ids.contains(&sid)) =>
+                    {
+                        vs.sid_fallback_removed += 1
+                    }
                     _ => vs.sid_fallback_unknown += 1,
                 }
             }

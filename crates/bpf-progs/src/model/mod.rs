@@ -87,6 +87,8 @@ pub struct ModelVip {
     pub ring: Vec<Option<IpAddr>>,
     /// server_id → backend.
     pub server_ids: HashMap<u32, IpAddr>,
+    /// server_ids of backends removed from the VIP (`sid_retired`).
+    pub retired_server_ids: std::collections::HashSet<u32>,
 }
 
 /// The program's return code.
@@ -323,6 +325,7 @@ impl Model {
                 flags: lb.state().vip_flags(v).map_or(0, VipFlags::bits),
                 ring: lb.state().ring_addrs(v),
                 server_ids: lb.state().server_id_addrs(v),
+                retired_server_ids: lb.retired_server_ids(v).unwrap_or_default(),
             })
             .collect();
         Model::new(cfg, vips, lb.state().echo_addrs().collect())

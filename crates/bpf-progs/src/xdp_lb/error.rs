@@ -24,6 +24,9 @@ pub enum XdpLbError {
     /// The VIP is not configured.
     #[error("VIP {0} is not configured; add it with add_vip first")]
     UnknownVip(Vip),
+    /// No VIP has this backend.
+    #[error("backend {0} is not a backend of any VIP; add it with set_backends first")]
+    UnknownBackend(std::net::IpAddr),
     /// The VIP is already configured.
     #[error("VIP {0} is already configured; remove_vip it first to change its flags")]
     VipExists(Vip),

@@ -12,9 +12,9 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::state::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
 use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{
-    flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_lb_cfg,
-    flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta, flowpin_vip_slot,
-    flowpin_vip_stats,
+    flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_backend_stats,
+    flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
+    flowpin_vip_slot, flowpin_vip_stats,
 };
 use crate::skel::{bytes_of, CStruct};
 use flowpin_bpf_abi::lb;
@@ -109,6 +109,8 @@ pub struct KernelMaps {
     pub(crate) meta: MapHandle,
     pub(crate) vip_stats: MapHandle,
     pub(crate) lb_stats: MapHandle,
+    pub(crate) backend_stats: MapHandle,
+    pub(crate) sid_retired: MapHandle,
     /// The `.data` section holding `lb_cfg`.
     pub(crate) data: MapHandle,
     /// What `lb_cfg` holds (the applier changes `port_agnostic_vips`).
@@ -161,6 +163,16 @@ impl KernelMaps {
     /// The `meta` map (layout version, load-time sizes).
     pub fn meta(&self) -> &MapHandle {
         &self.meta
+    }
+
+    /// The `backend_stats` map.
+    pub fn backend_stats(&self) -> &MapHandle {
+        &self.backend_stats
+    }
+
+    /// The `sid_retired` map.
+    pub fn sid_retired(&self) -> &MapHandle {
+        &self.sid_retired
     }
 
     /// The `vip_stats` map.
@@ -288,6 +300,26 @@ impl MapWriter for KernelMaps {
                 self.vip_stats
                     .update_percpu(&vip_id.to_ne_bytes(), &zero, MapFlags::ANY)
                     .map_err(KernelError::map("vip_stats", "update_percpu"))
+            }
+            MapOp::ResetBackendStats { id } => {
+                let zero = vec![bytes_of(&flowpin_backend_stats::default()).to_vec(); self.ncpus];
+                self.backend_stats
+                    .update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY)
+                    .map_err(KernelError::map("backend_stats", "update_percpu"))
+            }
+            MapOp::SidRetired {
+                vip_id,
+                server_id,
+                retired,
+            } => {
+                let k = c_sid_key(*vip_id, *server_id);
+                if *retired {
+                    self.sid_retired
+                        .update(bytes_of(&k), &[1u8], MapFlags::ANY)
+                        .map_err(KernelError::map("sid_retired", "update"))
+                } else {
+                    Self::delete(&self.sid_retired, "sid_retired", bytes_of(&k))
+                }
             }
             MapOp::Backend { id, addr, .. } => {
                 let v = match addr {

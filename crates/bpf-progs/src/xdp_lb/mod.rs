@@ -88,7 +88,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{
-    flowpin_conn_set, flowpin_lb_meta, flowpin_lb_stats, flowpin_vip_stats,
+    flowpin_backend_stats, flowpin_conn_set, flowpin_lb_meta, flowpin_lb_stats, flowpin_sid_key,
+    flowpin_vip_stats,
 };
 use crate::skel::xdp_lb::XdpLbSkelBuilder;
 use crate::skel::{bytes_of, read, sum_counters};
@@ -120,7 +121,7 @@ pub use error::XdpLbError;
 pub use pinned::PIN_NAMES;
 pub use rebuild::PinnedContents;
 pub use state::{LbState, Plan, RingUpdate};
-pub use stats::{LbStats, Stats, VipStats};
+pub use stats::{BackendStats, LbStats, Stats, VipStats};
 pub use types::{Backend, Proto, Vip, VipFlags};
 
 #[cfg(any(test, feature = "testing"))]
@@ -204,6 +205,11 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         config.max_backend_descs(),
     )?;
     resize(&mut open.maps.vip_stats, "vip_stats", config.max_vips)?;
+    resize(
+        &mut open.maps.backend_stats,
+        "backend_stats",
+        config.max_backends,
+    )?;
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.ring_size = config.ring_size;
         ro.conn_sets = conn_sets;
@@ -230,6 +236,12 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         reuse(&mut open.maps.meta, &m.meta, "meta")?;
         reuse(&mut open.maps.vip_stats, &m.vip_stats, "vip_stats")?;
         reuse(&mut open.maps.lb_stats, &m.lb_stats, "lb_stats")?;
+        reuse(
+            &mut open.maps.backend_stats,
+            &m.backend_stats,
+            "backend_stats",
+        )?;
+        reuse(&mut open.maps.sid_retired, &m.sid_retired, "sid_retired")?;
         reuse(&mut open.maps.data, &m.data, ".data (lb_cfg)")?;
     }
     let skel = open.load().map_err(KernelError::object(
@@ -258,6 +270,8 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         meta: h(&skel.maps.meta, "meta")?,
         vip_stats: h(&skel.maps.vip_stats, "vip_stats")?,
         lb_stats: h(&skel.maps.lb_stats, "lb_stats")?,
+        backend_stats: h(&skel.maps.backend_stats, "backend_stats")?,
+        sid_retired: h(&skel.maps.sid_retired, "sid_retired")?,
         data: h(&skel.maps.data, ".data (lb_cfg)")?,
         cfg: reuse.map_or_else(|| config.to_c(0), |m| m.cfg),
         ring_size: config.ring_size,
@@ -488,6 +502,36 @@ impl XdpLb {
         let id = self.state.vip_id(vip).ok_or(XdpLbError::UnknownVip(*vip))?;
         let s: flowpin_vip_stats = self.read_counters(&self.maps.vip_stats, "vip_stats", id)?;
         Ok(s.into())
+    }
+
+    /// Counters of one backend (packets forwarded to it and their bytes),
+    /// summed over CPUs. A backend shared by several VIPs has one index, so
+    /// one set of counters; they restart at 0 when its index is allocated
+    /// again after it was removed from every VIP.
+    pub fn backend_stats(&self, addr: std::net::IpAddr) -> Result<BackendStats> {
+        let id = self
+            .state
+            .backend_index(addr)
+            .ok_or(XdpLbError::UnknownBackend(addr))?;
+        let s: flowpin_backend_stats =
+            self.read_counters(&self.maps.backend_stats, "backend_stats", id)?;
+        Ok(s.into())
+    }
+
+    /// The server_ids of `vip` marked retired in `sid_retired` (their
+    /// backend was removed from the VIP): a packet carrying one falls back
+    /// and counts `sid_fallback_removed`.
+    pub fn retired_server_ids(&self, vip: &Vip) -> Result<std::collections::HashSet<u32>> {
+        let id = self.state.vip_id(vip).ok_or(XdpLbError::UnknownVip(*vip))?;
+        let mut out = std::collections::HashSet::new();
+        for k in self.maps.sid_retired.keys() {
+            if let Some(k) = read::<flowpin_sid_key>(&k) {
+                if k.vip_id == id {
+                    out.insert(k.server_id);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Global counters, summed over CPUs.

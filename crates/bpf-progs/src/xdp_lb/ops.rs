@@ -136,6 +136,24 @@ pub enum MapOp {
         /// The VIP's id.
         vip_id: u32,
     },
+    /// Resets a backend index's per-CPU counters (`backend_stats`), before
+    /// the index becomes reachable.
+    ResetBackendStats {
+        /// Global backend index.
+        id: u32,
+    },
+    /// `sid_retired[(vip_id, server_id)]`: marks a server_id whose backend
+    /// was removed from the VIP (`true`) or routed again (`false`, deleted).
+    /// A counter-classification hint only: it has no undo (a stale entry
+    /// only changes which fallback counter a packet increments).
+    SidRetired {
+        /// The VIP's id.
+        vip_id: u32,
+        /// The server_id.
+        server_id: u32,
+        /// `true`: insert, `false`: delete.
+        retired: bool,
+    },
     /// `backends[id]` = the tunnel address (`None`: a free entry).
     Backend {
         /// Global backend index.
@@ -215,7 +233,9 @@ impl MapOp {
     /// counter reset, which needs no undo: the id was unused).
     pub fn undo(&self) -> Option<MapOp> {
         Some(match self {
-            MapOp::ResetVipStats { .. } => return None,
+            MapOp::ResetVipStats { .. }
+            | MapOp::ResetBackendStats { .. }
+            | MapOp::SidRetired { .. } => return None,
             MapOp::Backend { id, addr, prev } => MapOp::Backend {
                 id: *id,
                 addr: *prev,

@@ -54,6 +54,8 @@ pub const PIN_NAMES: &[&str] = &[
     "sid_table",
     "vip_stats",
     "lb_stats",
+    "backend_stats",
+    "sid_retired",
     "data",
     "prog",
 ];
@@ -307,6 +309,8 @@ impl XdpLb {
                 ("sid_table", m.sid_table.as_fd()),
                 ("vip_stats", m.vip_stats.as_fd()),
                 ("lb_stats", m.lb_stats.as_fd()),
+                ("backend_stats", m.backend_stats.as_fd()),
+                ("sid_retired", m.sid_retired.as_fd()),
                 ("data", m.data.as_fd()),
                 ("prog", self.prog.as_fd()),
                 // meta last: a directory with `meta` is complete.
@@ -390,6 +394,8 @@ impl XdpLb {
             meta: meta_map,
             vip_stats: map_at(dir, "vip_stats")?,
             lb_stats: map_at(dir, "lb_stats")?,
+            backend_stats: map_at(dir, "backend_stats")?,
+            sid_retired: map_at(dir, "sid_retired")?,
             data,
             cfg,
             ring_size: meta.ring_size,

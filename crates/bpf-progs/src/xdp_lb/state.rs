@@ -469,6 +469,8 @@ impl LbState {
             } else {
                 let (id, fresh) = alloc.acquire(b.addr, self.max_backends)?;
                 if fresh {
+                    // A new index's counters are reset before it becomes reachable.
+                    o.ops.push(MapOp::ResetBackendStats { id });
                     o.ops.push(MapOp::Backend {
                         id,
                         addr: Some(b.addr),
@@ -506,6 +508,14 @@ impl LbState {
             if let Some(s) = b.server_id {
                 let prev = st.sids.get(&s.get()).copied();
                 if prev != Some(id) {
+                    if prev.is_none() {
+                        // Routed again: no longer a removed backend's id.
+                        o.ops.push(MapOp::SidRetired {
+                            vip_id: st.id,
+                            server_id: s.get(),
+                            retired: false,
+                        });
+                    }
                     o.sid_route(st.id, s.get(), Some(id), prev);
                 }
                 kept.insert(s.get());
@@ -520,6 +530,12 @@ impl LbState {
         stale.sort_unstable();
         for (s, b) in stale {
             o.sid_route(st.id, s, None, Some(b));
+            // Its packets now fall back: count them as `sid_fallback_removed`.
+            o.ops.push(MapOp::SidRetired {
+                vip_id: st.id,
+                server_id: s,
+                retired: true,
+            });
         }
         // 4. The descriptors (control side only): what changed, by position.
         let desc = |list: &[Backend], drain: &HashSet<IpAddr>, ids: &[u32], i: usize| {

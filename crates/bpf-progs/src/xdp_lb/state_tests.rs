@@ -84,7 +84,9 @@ impl MapWriter for FakeMaps {
             return Err(KernelError::errno("map injected", "update", 12, ""));
         }
         match op {
-            MapOp::ResetVipStats { .. } => {}
+            MapOp::ResetVipStats { .. }
+            | MapOp::ResetBackendStats { .. }
+            | MapOp::SidRetired { .. } => {}
             MapOp::Backend { id, addr, .. } => match addr {
                 Some(a) => {
                     self.backends.insert(*id, *a);
@@ -476,13 +478,14 @@ fn a_failed_rollback_is_reported_as_such() {
     let mut maps = FakeMaps::checked();
     step(&mut st, &mut maps, |s| s.add_vip(vip(), VipFlags::NONE));
     let plan = st.set_backends(&vip(), &[be(1, 1, 0)]).unwrap();
-    // Fail the ring write (op 1), then the undo of the backend entry (the
-    // third write: the ring's undo is the second).
+    // Ops: counter reset, backend entry, ring. Fail the ring write (the
+    // third write), then the undo of the backend entry (the fifth: the
+    // ring's undo is the fourth, the counter reset has no undo).
     struct FailTwice(FakeMaps, usize);
     impl MapWriter for FailTwice {
         fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
             self.1 += 1;
-            if self.1 == 2 || self.1 == 4 {
+            if self.1 == 3 || self.1 == 5 {
                 return Err(KernelError::errno("map injected", "update", 1, ""));
             }
             self.0.write(op)

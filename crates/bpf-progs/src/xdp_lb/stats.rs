@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::Vip;
-use crate::skel::xdp_lb::types::{flowpin_lb_stats, flowpin_vip_stats};
+use crate::skel::xdp_lb::types::{flowpin_backend_stats, flowpin_lb_stats, flowpin_vip_stats};
 
 /// Per-VIP counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,8 +21,10 @@ pub struct VipStats {
     pub new_flows: u64,
     /// Routed by server_id (TCP option or QUIC CID).
     pub sid_routed: u64,
-    /// server_id not among the VIP's backends: fell back.
+    /// server_id not among the VIP's backends (and not a removed one): fell back.
     pub sid_fallback_unknown: u64,
+    /// server_id of a backend removed from the VIP (`sid_retired`): fell back.
+    pub sid_fallback_removed: u64,
     /// server_id 0: fell back.
     pub sid_fallback_zero: u64,
     /// Malformed option area / short CID: fell back.
@@ -35,6 +37,24 @@ pub struct VipStats {
     pub too_big: u64,
     /// Packets dropped because no backend was available.
     pub unknown_backend: u64,
+}
+
+/// Per-backend counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendStats {
+    /// Packets forwarded (encapsulated) to the backend.
+    pub packets: u64,
+    /// Their bytes (Ethernet frame length as received, before encapsulation).
+    pub bytes: u64,
+}
+
+impl From<flowpin_backend_stats> for BackendStats {
+    fn from(s: flowpin_backend_stats) -> Self {
+        BackendStats {
+            packets: s.packets,
+            bytes: s.bytes,
+        }
+    }
 }
 
 /// Global counters, summed over CPUs.
@@ -77,6 +97,7 @@ impl From<flowpin_vip_stats> for VipStats {
             new_flows: s.new_flows,
             sid_routed: s.sid_routed,
             sid_fallback_unknown: s.sid_fallback_unknown,
+            sid_fallback_removed: s.sid_fallback_removed,
             sid_fallback_zero: s.sid_fallback_zero,
             sid_fallback_malformed: s.sid_fallback_malformed,
             sid_missing: s.sid_missing,
