@@ -419,7 +419,7 @@ impl Fleet {
             etcd_net.ns.name(),
             etcd_net.etcd_addr,
         )))?;
-        progress(&format!("etcd serves on {}", etcd.endpoint()));
+        progress(format!("etcd serves on {}", etcd.endpoint()));
         let prefix = format!("/{}", unique_name("fleet"));
         let reg = rt.block_on(Registry::connect(RegistryConfig::new(
             [etcd.endpoint()],
