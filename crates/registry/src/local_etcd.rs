@@ -1,5 +1,7 @@
-//! A throwaway single-member etcd on loopback, for tests, benches and labs:
-//! free ports, a temporary data directory, killed and removed on drop.
+//! A throwaway single-member etcd, for tests, benches and labs: on loopback
+//! with free ports by default, or on a given address inside a named network
+//! namespace ([`LocalEtcdOptions`]); a temporary data directory; killed and
+//! removed on drop.
 //!
 //! The binary is `$FLOWPIN_ETCD` or `etcd` on `PATH` (Debian package
 //! `etcd-server`, installed by `scripts/setup.sh`).
@@ -18,8 +20,44 @@ pub struct LocalEtcd {
     child: Option<Child>,
     dir: tempfile::TempDir,
     binary: PathBuf,
+    host: Ipv4Addr,
+    netns: Option<String>,
     client_port: u16,
     peer_port: u16,
+}
+
+/// Where a [`LocalEtcd`] listens. The default is loopback on two free ports
+/// in the caller's namespace.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LocalEtcdOptions {
+    /// The address etcd binds (clients and peer URL).
+    pub host: Ipv4Addr,
+    /// A network namespace (its name, as `ip netns list` shows it) to run
+    /// etcd in, through `ip netns exec`. etcd then uses the standard ports
+    /// 2379 (clients) and 2380 (peer): the namespace is the caller's own.
+    pub netns: Option<String>,
+}
+
+impl Default for LocalEtcdOptions {
+    fn default() -> Self {
+        LocalEtcdOptions {
+            host: Ipv4Addr::LOCALHOST,
+            netns: None,
+        }
+    }
+}
+
+impl LocalEtcdOptions {
+    /// etcd on `host:2379` inside the network namespace named `netns`; the
+    /// caller made `host` reachable from where its clients run (e.g. a veth
+    /// pair into that namespace).
+    pub fn in_netns(netns: impl Into<String>, host: Ipv4Addr) -> Self {
+        LocalEtcdOptions {
+            host,
+            netns: Some(netns.into()),
+        }
+    }
 }
 
 /// The etcd binary this module would run, if there is one.
@@ -50,6 +88,12 @@ impl LocalEtcd {
     /// Starts etcd on two free loopback ports and waits until it serves
     /// requests (up to 20 s).
     pub async fn start() -> Result<LocalEtcd> {
+        Self::start_with(LocalEtcdOptions::default()).await
+    }
+
+    /// Starts etcd where `opts` says and waits until it serves requests
+    /// (up to 20 s).
+    pub async fn start_with(opts: LocalEtcdOptions) -> Result<LocalEtcd> {
         let binary = etcd_binary().ok_or_else(|| Error::LocalEtcd {
             what: "find binary",
             detail: "no etcd on PATH and FLOWPIN_ETCD unset: install it (apt-get install etcd-server, or ./scripts/setup.sh)".into(),
@@ -65,8 +109,18 @@ impl LocalEtcd {
             child: None,
             dir,
             binary,
-            client_port: free_port()?,
-            peer_port: free_port()?,
+            host: opts.host,
+            client_port: if opts.netns.is_some() {
+                2379
+            } else {
+                free_port()?
+            },
+            peer_port: if opts.netns.is_some() {
+                2380
+            } else {
+                free_port()?
+            },
+            netns: opts.netns,
         };
         etcd.restart().await?;
         Ok(etcd)
@@ -74,7 +128,7 @@ impl LocalEtcd {
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.host, self.client_port)
     }
 
     /// The client port.
@@ -121,8 +175,18 @@ impl LocalEtcd {
             .map_err(spawn_err)?;
         let log2 = log.try_clone().map_err(spawn_err)?;
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(&self.binary)
+        let peer = format!("http://{}:{}", self.host, self.peer_port);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` execs etcd in place: the child's pid is
+                // etcd's, so kill() reaches it.
+                c.args(["netns", "exec", ns]).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = cmd
             .arg("--name=flowpin-test")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))

@@ -104,6 +104,13 @@ pub struct VipSpec {
     /// Features.
     #[serde(default)]
     pub flags: VipFlags,
+    /// When the writer stored this value: unix time in milliseconds, set by
+    /// [`Registry::put_vip`](crate::Registry::put_vip) (the value given is
+    /// ignored). Absent in values written before the field existed. Lets an
+    /// LB measure the time from an etcd change to its map write (the
+    /// writer's and the LB's clocks must be NTP-synced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at_ms: Option<u64>,
 }
 
 impl VipSpec {
@@ -114,6 +121,7 @@ impl VipSpec {
             port: key.port,
             proto: key.proto,
             flags,
+            updated_at_ms: None,
         }
     }
 
@@ -137,9 +145,10 @@ pub enum BackendState {
 
 /// A backend of one VIP, as registered by the backend host.
 ///
-/// Stored as JSON `{"addr":"10.1.0.2","weight":100,"server_id":7,"state":"active"}`;
+/// Stored as JSON `{"addr":"10.1.0.2","weight":100,"server_id":7,"state":"active","updated_at_ms":1767225600000}`;
 /// `server_id` 0 or absent means none (the backend is reached by the ring and
-/// the connection table only).
+/// the connection table only); `updated_at_ms` may be absent (values written
+/// before it existed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackendSpec {
     /// The backend host's address (tunnel destination).
@@ -150,6 +159,12 @@ pub struct BackendSpec {
     pub server_id: Option<ServerId>,
     /// Active or draining.
     pub state: BackendState,
+    /// When the writer stored this value: unix time in milliseconds, set by
+    /// [`Registration::add_backends`](crate::Registration::add_backends) and
+    /// the calls built on it (the value given is ignored); `None` in values
+    /// written before the field existed. The writer's and the LB's clocks
+    /// must be NTP-synced for a change-to-map-write time to mean anything.
+    pub updated_at_ms: Option<u64>,
 }
 
 impl BackendSpec {
@@ -160,6 +175,7 @@ impl BackendSpec {
             weight,
             server_id,
             state: BackendState::Active,
+            updated_at_ms: None,
         }
     }
 }
@@ -174,6 +190,8 @@ pub(crate) struct BackendJson {
     pub(crate) server_id: u32,
     #[serde(default)]
     pub(crate) state: BackendState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) updated_at_ms: Option<u64>,
 }
 
 impl From<&BackendSpec> for BackendJson {
@@ -183,6 +201,7 @@ impl From<&BackendSpec> for BackendJson {
             weight: b.weight,
             server_id: b.server_id.map_or(0, u32::from),
             state: b.state,
+            updated_at_ms: b.updated_at_ms,
         }
     }
 }
@@ -194,6 +213,7 @@ impl From<BackendJson> for BackendSpec {
             weight: b.weight,
             server_id: ServerId::new(b.server_id),
             state: b.state,
+            updated_at_ms: b.updated_at_ms,
         }
     }
 }

@@ -126,11 +126,15 @@ impl Registry {
         self.client.clone()
     }
 
-    /// Declares (or updates) a VIP and its flags. Returns the etcd revision
-    /// of the write.
+    /// Declares (or updates) a VIP and its flags, stamped with the time of
+    /// the write (`updated_at_ms`). Returns the etcd revision of the write.
     pub async fn put_vip(&self, vip: &VipSpec) -> Result<i64> {
         check_vip(vip).map_err(invalid)?;
-        let value = serde_json::to_vec(vip).map_err(|source| Error::Corrupt {
+        let stamped = VipSpec {
+            updated_at_ms: Some(unix_ms_now()),
+            ..*vip
+        };
+        let value = serde_json::to_vec(&stamped).map_err(|source| Error::Corrupt {
             key: self.layout.vip(&vip.key()),
             source,
         })?;
@@ -474,10 +478,24 @@ impl Registration {
     }
 
     /// Adds (or updates) backends, all in one etcd transaction: an LB sees
-    /// all of them in the same snapshot. Returns the revision.
+    /// all of them in the same snapshot. Each value is stamped with the time
+    /// of the write (`updated_at_ms`). Returns the revision.
     pub async fn add_backends(&self, backends: &[(VipKey, BackendSpec)]) -> Result<i64> {
+        let now = Some(unix_ms_now());
+        let backends: Vec<(VipKey, BackendSpec)> = backends
+            .iter()
+            .map(|(v, b)| {
+                (
+                    *v,
+                    BackendSpec {
+                        updated_at_ms: now,
+                        ..*b
+                    },
+                )
+            })
+            .collect();
         let mut kvs = Vec::with_capacity(backends.len());
-        for (vip, b) in backends {
+        for (vip, b) in &backends {
             check_backend(b).map_err(invalid)?;
             let key = self.layout.backend(vip, b.addr);
             let value =
@@ -489,7 +507,7 @@ impl Registration {
         }
         let (_, rev) = self.lease.put(kvs, vec![], vec![]).await?;
         let mut map = self.backends.lock().unwrap_or_else(|p| p.into_inner());
-        for (vip, b) in backends {
+        for (vip, b) in &backends {
             map.insert((*vip, b.addr), *b);
         }
         Ok(rev)
@@ -590,4 +608,11 @@ impl Drop for Registration {
             self.lease.revoke_in_background();
         }
     }
+}
+
+/// Unix time now, in milliseconds (0 if the clock is before 1970).
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -457,8 +457,9 @@ mod tests {
             0u32..=MAX_WEIGHT + 2,
             any::<u32>(),
             any::<bool>(),
+            proptest::option::of(any::<u64>()),
         )
-            .prop_map(|(a, w, id, drain)| BackendSpec {
+            .prop_map(|(a, w, id, drain, at)| BackendSpec {
                 addr: IpAddr::V4(Ipv4Addr::from(a)),
                 weight: w,
                 server_id: ServerId::new(id),
@@ -467,6 +468,7 @@ mod tests {
                 } else {
                     BackendState::Active
                 },
+                updated_at_ms: at,
             })
     }
 
@@ -488,10 +490,14 @@ mod tests {
 
         #[test]
         fn vip_json_round_trips(a in any::<u32>(), port in any::<u16>(), udp in any::<bool>(),
-                                pa in any::<bool>(), sl in any::<bool>(), sid in any::<bool>(), q in any::<bool>()) {
+                                pa in any::<bool>(), sl in any::<bool>(), sid in any::<bool>(), q in any::<bool>(),
+                                at in proptest::option::of(any::<u64>())) {
             let proto = if udp { Proto::Udp } else { Proto::Tcp };
-            let spec = VipSpec::new(VipKey::new(IpAddr::V4(Ipv4Addr::from(a)), port, proto),
-                VipFlags { port_agnostic: pa, skip_lru_udp: sl, server_id: sid, quic: q });
+            let spec = VipSpec {
+                updated_at_ms: at,
+                ..VipSpec::new(VipKey::new(IpAddr::V4(Ipv4Addr::from(a)), port, proto),
+                    VipFlags { port_agnostic: pa, skip_lru_udp: sl, server_id: sid, quic: q })
+            };
             let bytes = serde_json::to_vec(&spec).expect("serialize");
             match parse_vip(&spec.key(), &bytes) {
                 Ok(p) => prop_assert_eq!(p, spec),

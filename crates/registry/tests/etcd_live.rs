@@ -119,6 +119,25 @@ async fn deregister_and_drop_remove_backends_at_once_and_drain_is_one_call() {
         .await
         .expect("draining");
     assert_eq!(snap.backend_count(), 2);
+    // Every writer stamps its values with the time of the write.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    for e in snap.vips.values() {
+        let at = e.spec.updated_at_ms.expect("put_vip stamps the VIP");
+        assert!(
+            at <= now_ms && now_ms - at < 60_000,
+            "VIP stamp {at}, now {now_ms}"
+        );
+        for b in e.backends.values() {
+            let at = b.updated_at_ms.expect("set_state_all stamps the backend");
+            assert!(
+                at <= now_ms && now_ms - at < 10_000,
+                "backend stamp {at}, now {now_ms}"
+            );
+        }
+    }
     assert_eq!(
         watch.stats().snapshots,
         before + 1,

@@ -1,8 +1,10 @@
 //! The fleet section of the lab: the data path run by `node` processes on
 //! the etcd registry, the registry as the only source of truth.
 //!
-//! A real etcd (`LocalEtcd`: loopback, temporary data directory removed on
-//! exit), the lab's network with **3** LB hosts behind the router's ECMP,
+//! A real etcd (`LocalEtcd`, temporary data directory removed on exit) in
+//! its own network namespace, reached from the root namespace, where the
+//! `node` processes run, over a veth pair on a private /30 (`etcd_net.rs`),
+//! the lab's network with **3** LB hosts behind the router's ECMP,
 //! each running a `node lb` process (pinned `xdp_lb`, `on_exit = "keep"`),
 //! 5 backend hosts, each in its own namespace and cgroup with the lab's TCP
 //! server of long-lived streams and a `node backend` process (xdp_decap,
@@ -18,6 +20,7 @@
 //!   (the VIP's `server_id` flag in the registry), counting broken
 //!   connections to healthy backends and whether all digests agree at the end.
 
+mod etcd_net;
 mod traffic;
 
 use std::io::{Read, Write};
@@ -32,7 +35,7 @@ use flowpin_bpf_progs::testing::{unique_name, Cgroup};
 use flowpin_bpf_progs::xdp_attach::XdpLink;
 use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_bpf_progs::xdp_pass::XdpPass;
-use flowpin_registry::local_etcd::LocalEtcd;
+use flowpin_registry::local_etcd::{LocalEtcd, LocalEtcdOptions};
 use flowpin_registry::{
     BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, VipFlags, VipKey, VipSpec,
 };
@@ -373,6 +376,7 @@ pub(crate) struct Fleet {
     pub(crate) backends: Vec<BackendHost>,
     pub(crate) reg: Registry,
     pub(crate) etcd: LocalEtcd,
+    _etcd_net: etcd_net::EtcdNet,
     pub(crate) rt: tokio::runtime::Runtime,
     membership: Option<CgroupMembership>,
     client_link: Option<SockopsLink>,
@@ -406,8 +410,16 @@ impl Fleet {
             .worker_threads(1)
             .enable_all()
             .build()?;
-        progress("starting etcd (loopback, temporary data directory)");
-        let etcd = rt.block_on(LocalEtcd::start())?;
+        progress(
+            "etcd in its own namespace, over a veth on a private /30 (temporary data directory)",
+        );
+        let etcd_net = etcd_net::EtcdNet::build()?;
+        created.netns.push(etcd_net.ns.path());
+        let etcd = rt.block_on(LocalEtcd::start_with(LocalEtcdOptions::in_netns(
+            etcd_net.ns.name(),
+            etcd_net.etcd_addr,
+        )))?;
+        progress(format!("etcd serves on {}", etcd.endpoint()));
         let prefix = format!("/{}", unique_name("fleet"));
         let reg = rt.block_on(Registry::connect(RegistryConfig::new(
             [etcd.endpoint()],
@@ -518,6 +530,7 @@ impl Fleet {
             backends,
             reg,
             etcd,
+            _etcd_net: etcd_net,
             rt,
             membership: None,
             client_link: None,

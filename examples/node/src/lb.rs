@@ -9,12 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
-use flowpin_registry::{Registry, RegistryConfig, Snapshot, SnapshotWatch, WatchStats};
+use flowpin_registry::{
+    Registry, RegistryConfig, Snapshot, SnapshotWatch, VipEntry, VipKey, WatchStats,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,7 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{parse_v4_prefix, LbConfig, OnExit, XdpModeConfig};
 use crate::http::{self, Query};
-use crate::plan::{plan, ring_digest, view_of, Step};
+use crate::plan::{latest_change_ms, plan, ring_digest, view_of, Step};
 use crate::traps::{check_lb, Trap};
 use crate::NodeError;
 
@@ -200,6 +202,14 @@ struct Node {
     watch_stats: WatchStats,
     /// Snapshot delivered → last map write, seconds.
     apply_seconds: Histogram,
+    /// etcd write (`updated_at_ms`, the writer's clock) → last map write
+    /// (this host's clock), seconds; clamped at 0.
+    change_to_map_write: Histogram,
+    /// Times `change_to_map_write` was negative (clamped to 0): clocks
+    /// out of sync.
+    change_to_map_write_negative: u64,
+    /// The registry state of the last snapshot applied without error.
+    applied: BTreeMap<VipKey, VipEntry>,
     apply_errors: u64,
     snapshots_applied: u64,
     last_apply_failed: bool,
@@ -257,6 +267,12 @@ impl Node {
         }
         self.last_apply_failed = failed;
         if !failed {
+            if !steps.is_empty() {
+                if let Some(at) = latest_change_ms(&self.applied, snap) {
+                    self.observe_change_to_map_write(at);
+                }
+            }
+            self.applied.clone_from(&snap.vips);
             self.revision = snap.revision;
         }
         self.snapshots_applied += 1;
@@ -264,6 +280,27 @@ impl Node {
         for r in &snap.rejected {
             warn!(key = %r.key, kind = r.kind.as_str(), reason = %r.reason, "registry entry rejected (not applied)");
         }
+    }
+
+    /// Observes now − `changed_at_ms` (unix ms, the registry writer's
+    /// clock). Meaningful only with NTP-synced clocks; a negative value
+    /// (this host's clock behind the writer's) is clamped to 0 and counted.
+    fn observe_change_to_map_write(&mut self, changed_at_ms: u64) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let secs = match now_ms.checked_sub(changed_at_ms) {
+            Some(ms) => ms as f64 / 1000.0,
+            None => {
+                self.change_to_map_write_negative += 1;
+                warn!(
+                    ahead_ms = changed_at_ms - now_ms,
+                    "registry change stamped in the future: clocks out of sync (use NTP); counted as 0 s"
+                );
+                0.0
+            }
+        };
+        self.change_to_map_write.observe(secs);
     }
 
     fn status_json(&self) -> String {
@@ -523,6 +560,18 @@ impl Node {
             "Registry snapshot delivered by the watch until its last map write",
             self.apply_seconds.clone(),
         );
+        reg.register(
+            "registry_change_to_map_write_seconds",
+            "etcd write of a changed entry (its updated_at_ms, the writer's clock) until the LB's last map write for it (this host's clock; needs NTP-synced clocks)",
+            self.change_to_map_write.clone(),
+        );
+        let negative = Counter::<u64>::default();
+        negative.inc_by(self.change_to_map_write_negative);
+        reg.register(
+            "registry_change_to_map_write_negative",
+            "Change-to-map-write times that were negative (clocks out of sync) and observed as 0",
+            negative,
+        );
         let errs = Counter::<u64>::default();
         errs.inc_by(self.apply_errors);
         reg.register(
@@ -620,6 +669,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
         digests: BTreeMap::new(),
         watch_stats: WatchStats::default(),
         apply_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        change_to_map_write: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
+        change_to_map_write_negative: 0,
+        applied: BTreeMap::new(),
         apply_errors: 0,
         snapshots_applied: 0,
         last_apply_failed: false,

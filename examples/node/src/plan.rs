@@ -4,12 +4,33 @@
 //! `XdpLb`'s own calls (`add_vip`, `set_backends`, `drain_backend`, ...),
 //! each of which writes only the ring slots that change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hasher;
 use std::net::IpAddr;
 
 use flowpin_bpf_progs::xdp_lb::{Backend, LbState, Proto, Vip, VipFlags};
-use flowpin_registry::{BackendState, Snapshot, VipEntry};
+use flowpin_registry::{BackendState, Snapshot, VipEntry, VipKey};
+
+/// The newest `updated_at_ms` (the writer's clock at the etcd write) among
+/// the entries of `snap` that are new or differ from `prev` (the last
+/// snapshot applied): the etcd change a map write of `snap` carries out.
+/// `None` if no changed entry has a timestamp (removals and values written
+/// before the field existed have none).
+pub fn latest_change_ms(prev: &BTreeMap<VipKey, VipEntry>, snap: &Snapshot) -> Option<u64> {
+    let mut latest: Option<u64> = None;
+    for (key, entry) in &snap.vips {
+        let before = prev.get(key);
+        if before.map(|e| &e.spec) != Some(&entry.spec) {
+            latest = latest.max(entry.spec.updated_at_ms);
+        }
+        for (addr, b) in &entry.backends {
+            if before.and_then(|e| e.backends.get(addr)) != Some(b) {
+                latest = latest.max(b.updated_at_ms);
+            }
+        }
+    }
+    latest
+}
 
 /// What the LB holds for one VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +285,37 @@ mod tests {
 
     const A: BackendState = BackendState::Active;
     const D: BackendState = BackendState::Draining;
+
+    fn stamp(s: &mut Snapshot, i: u8, at: u64) {
+        let e = s.vips.get_mut(&key()).expect("vip");
+        e.backends.get_mut(&addr(i)).expect("backend").updated_at_ms = Some(at);
+    }
+
+    #[test]
+    fn latest_change_is_the_newest_stamp_of_the_changed_entries_only() {
+        let mut before = snap(&[(1, A), (2, A)], true);
+        stamp(&mut before, 1, 1_000);
+        stamp(&mut before, 2, 2_000);
+        // Nothing applied yet: every entry is new; the VIP has no stamp.
+        assert_eq!(latest_change_ms(&BTreeMap::new(), &before), Some(2_000));
+        // Backend 1 drained at 1 500: the unchanged backend 2 (2 000) does
+        // not count.
+        let mut after = snap(&[(1, D), (2, A)], true);
+        stamp(&mut after, 1, 1_500);
+        stamp(&mut after, 2, 2_000);
+        assert_eq!(latest_change_ms(&before.vips, &after), Some(1_500));
+        // Nothing changed, or only a removal: no stamp.
+        assert_eq!(latest_change_ms(&after.vips, &after), None);
+        let mut removed = snap(&[(2, A)], true);
+        stamp(&mut removed, 2, 2_000);
+        assert_eq!(latest_change_ms(&after.vips, &removed), None);
+        // A VIP flag change carries the VIP's stamp.
+        let mut flags = after.clone();
+        let e = flags.vips.get_mut(&key()).expect("vip");
+        e.spec.flags.server_id = false;
+        e.spec.updated_at_ms = Some(3_000);
+        assert_eq!(latest_change_ms(&after.vips, &flags), Some(3_000));
+    }
 
     #[test]
     fn empty_snapshot_on_empty_lb_is_no_step() {

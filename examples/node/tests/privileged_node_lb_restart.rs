@@ -231,6 +231,17 @@ port_file = "{pf}"
     ] {
         assert!(metrics.contains(name), "metric {name} missing:\n{metrics}");
     }
+    // The backends' etcd writes reached the maps: at least one
+    // change-to-map-write time observed.
+    let observed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flowpin_registry_change_to_map_write_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        observed >= 1,
+        "no change-to-map-write time observed:\n{metrics}"
+    );
     assert!(
         metrics.contains(&format!("digest=\"{digest1}\"")),
         "digest label"
