@@ -7,38 +7,16 @@
 //! this test (`target/<profile>/examples/quic_lab`).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
 use flowpin_bpf_progs::testing::require_bpf;
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples").join(name)
-}
 
 #[test]
 fn privileged_quic_lab_quick_no_broken_connection_with_cid_routing() {
     if !require_bpf("privileged_quic_lab_quick_no_broken_connection_with_cid_routing") {
         return;
     }
-    let bin = example("quic_lab");
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo test --all-targets` (or `cargo build --example quic_lab`) first",
-        bin.display()
-    );
-    let out = Command::new(&bin)
-        .args(["--quick", "--json"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "quic_lab failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::run_example("quic_lab", &["--quick", "--json"]);
     let last = stdout.lines().last().unwrap();
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
     let scenarios = v["scenarios"].as_array().unwrap();

@@ -6,34 +6,20 @@
 //!
 //! Runs the example binary that `cargo test --all-targets` builds next to
 //! this test (`target/<profile>/examples/release`).
-// The helper outside #[test] unwraps too (clippy.toml only covers #[test]).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
 use flowpin_bpf_progs::testing::require_bpf;
-
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples").join(name)
-}
 
 #[test]
 fn privileged_release_harness_flowpin_loses_nothing() {
     if !require_bpf("privileged_release_harness_flowpin_loses_nothing") {
         return;
     }
-    let bin = example("release");
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo test --all-targets` (or `cargo build --example release`) first",
-        bin.display()
-    );
-    let out = Command::new(&bin)
-        .args([
+    let stdout = support::run_example(
+        "release",
+        &[
             "--json",
             "--releases",
             "3",
@@ -45,15 +31,9 @@ fn privileged_release_harness_flowpin_loses_nothing() {
             "2",
             "--warmup-ms",
             "100",
-        ])
-        .args(["--interval-ms", "200"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "release harness failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+            "--interval-ms",
+            "200",
+        ],
     );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
