@@ -61,6 +61,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod file_ref;
 pub use flowpin_bpf_abi::flow_hash;
 #[cfg(feature = "testing")]
 pub mod model;

@@ -4,49 +4,13 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{KernelError, Result, SkLookup, SkLookupError};
 
 /// A network namespace to attach to: a path (`/run/netns/<name>`,
 /// `/proc/<pid>/ns/net`) or an open namespace file.
-#[derive(Debug, Clone, Copy)]
-pub enum NetnsRef<'a> {
-    /// A namespace file.
-    Path(&'a Path),
-    /// An open namespace file.
-    Fd(BorrowedFd<'a>),
-}
-
-impl<'a> From<&'a Path> for NetnsRef<'a> {
-    fn from(p: &'a Path) -> Self {
-        NetnsRef::Path(p)
-    }
-}
-
-impl<'a> From<&'a PathBuf> for NetnsRef<'a> {
-    fn from(p: &'a PathBuf) -> Self {
-        NetnsRef::Path(p.as_path())
-    }
-}
-
-impl<'a> From<&'a str> for NetnsRef<'a> {
-    fn from(p: &'a str) -> Self {
-        NetnsRef::Path(Path::new(p))
-    }
-}
-
-impl<'a> From<&'a File> for NetnsRef<'a> {
-    fn from(f: &'a File) -> Self {
-        NetnsRef::Fd(f.as_fd())
-    }
-}
-
-impl<'a> From<BorrowedFd<'a>> for NetnsRef<'a> {
-    fn from(fd: BorrowedFd<'a>) -> Self {
-        NetnsRef::Fd(fd)
-    }
-}
+pub type NetnsRef<'a> = crate::file_ref::FileRef<'a>;
 
 /// The program attached to a network namespace through a BPF link.
 ///

@@ -3,48 +3,12 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::KernelError;
 
 /// A cgroup v2 directory to attach to: a path or an open directory.
-#[derive(Debug, Clone, Copy)]
-pub enum CgroupRef<'a> {
-    /// A directory on the cgroup2 file system.
-    Path(&'a Path),
-    /// An open cgroup directory.
-    Fd(BorrowedFd<'a>),
-}
-
-impl<'a> From<&'a Path> for CgroupRef<'a> {
-    fn from(p: &'a Path) -> Self {
-        CgroupRef::Path(p)
-    }
-}
-
-impl<'a> From<&'a PathBuf> for CgroupRef<'a> {
-    fn from(p: &'a PathBuf) -> Self {
-        CgroupRef::Path(p.as_path())
-    }
-}
-
-impl<'a> From<&'a str> for CgroupRef<'a> {
-    fn from(p: &'a str) -> Self {
-        CgroupRef::Path(Path::new(p))
-    }
-}
-
-impl<'a> From<&'a File> for CgroupRef<'a> {
-    fn from(f: &'a File) -> Self {
-        CgroupRef::Fd(f.as_fd())
-    }
-}
-
-impl<'a> From<BorrowedFd<'a>> for CgroupRef<'a> {
-    fn from(fd: BorrowedFd<'a>) -> Self {
-        CgroupRef::Fd(fd)
-    }
-}
+pub type CgroupRef<'a> = crate::file_ref::FileRef<'a>;
 
 /// The program attached to one cgroup. Detached when dropped.
 #[derive(Debug)]
