@@ -60,6 +60,7 @@
 //! `src/bpf/*.h` (checked by this crate's unit tests).
 #![deny(missing_docs)]
 
+pub mod cgroup;
 pub mod error;
 pub mod file_ref;
 pub use flowpin_bpf_abi::flow_hash;

@@ -78,7 +78,9 @@ fn privileged_command_starts_inside_cgroup_and_netns() {
     let out = Command::new("sh")
         .args(["-c", "cat /proc/self/cgroup; cat /proc/net/dev"])
         .in_cgroup(cg.path())
+        .expect("the cgroup exists")
         .in_netns(ns.path())
+        .expect("the namespace exists")
         .output()
         .expect("spawn inside the cgroup and namespace");
     assert!(out.status.success());
@@ -95,12 +97,28 @@ fn privileged_command_starts_inside_cgroup_and_netns() {
         "child not in cgroup {cg_name}: {text}"
     );
     assert!(text.contains("ec0:"), "child not in namespace: {text}");
-    // A missing cgroup fails spawn() instead of running outside it.
+    // A missing cgroup fails at once, naming the cgroup (not the program:
+    // spawn() of a missing program is NotFound too).
+    let missing = cg.path().join("missing");
+    let e = Command::new("true").in_cgroup(&missing).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains(&*missing.to_string_lossy()), "{e}");
+    assert!(e.to_string().contains("cgroup v2 directory"), "{e}");
+    // A missing namespace likewise.
     let e = Command::new("true")
-        .in_cgroup(cg.path().join("missing"))
-        .spawn()
+        .in_netns("/nonexistent/ns")
         .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("/nonexistent/ns"), "{e}");
+    // A cgroup removed between in_cgroup() and spawn() fails spawn(): the
+    // child never runs outside it.
+    let gone = cg.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let mut cmd = Command::new("true");
+    cmd.in_cgroup(&gone).unwrap();
+    std::fs::remove_dir(&gone).unwrap();
+    let e = cmd.spawn().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(nix::libc::ENODEV), "{e}");
 }
 
 #[test]

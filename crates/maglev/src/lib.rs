@@ -55,7 +55,7 @@
 //!
 //! ## Keys: the contract with the load balancer
 //!
-//! A backend's key is **its address as [`std::net::IpAddr::to_string`]
+//! A backend's key is **its address as `IpAddr::to_string` ([`std::net::IpAddr`]'s `Display`)
 //! writes it** (`"10.0.0.2"`, `"2001:db8::2"`; no port, no brackets).
 //! Every `flowpin` load balancer (`flowpin-bpf-progs`' `xdp_lb`, the etcd
 //! registry, the examples) builds its ring from exactly these keys, so

@@ -37,7 +37,7 @@ impl Role {
     }
 }
 
-/// Load-time configuration of [`ServerIdOps`].
+/// Load-time configuration of [`ServerIdOps`](super::ServerIdOps).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerIdOpsConfig {

@@ -5,8 +5,9 @@
 //! connection ID → per-CPU LRU connection table → the VIP's Maglev ring),
 //! encapsulates (IPIP, IP6IP6 or IPv4-in-IPv6) and sends the packet back out
 //! to the configured next hop (`XDP_TX`). Everything else passes untouched.
-//! [`crate::model`] predicts every decision and output byte of it in plain
-//! Rust; the privileged tests compare the two byte for byte.
+//! The test oracle (`model`, a twin of the program in plain Rust) predicts
+//! every decision and output byte of it; the privileged tests compare the
+//! two byte for byte.
 //!
 //! ```no_run
 //! use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
@@ -342,6 +343,14 @@ impl XdpLb {
 
     /// Runs the program once on `packet` through `BPF_PROG_TEST_RUN` (maps
     /// are the live ones: counters and the connection table change).
+    ///
+    /// The test run executes on the **calling thread's current CPU**, and
+    /// the connection table is per CPU (unless
+    /// [`XdpLbConfig::conn_table_shared`]): a flow inserted by one call is
+    /// only found by a later call that runs on the same CPU. A test that
+    /// checks connection-table hits must pin its thread to one CPU first
+    /// (`sched_setaffinity`, e.g. `nix::sched::sched_setaffinity`), or the
+    /// scheduler moving it between calls looks like lost flows.
     pub fn test_run(&self, packet: &[u8]) -> Result<XdpTestRun> {
         Ok(xdp_test_run(self.program_fd(), packet)?)
     }
