@@ -121,8 +121,12 @@ fn privileged_two_controllers_one_group_lose_nothing() {
         return;
     }
     let pin = PathBuf::from("/sys/fs/bpf").join(unique_name("rp2c"));
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // A port the kernel says is free now (a pid-derived port collided with
+    // other tests' sockets).
+    let addr: SocketAddr = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut config = GroupConfig::new(&pin);
     config.unpin_on_drop = true;
     config.flow_table_size = 1024;
