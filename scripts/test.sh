@@ -22,6 +22,10 @@ report_skips() {
 }
 trap report_skips EXIT
 
+# One feature per BPF program: each compiles alone, and flowpin-sk-lookup /
+# flowpin-sk-reuseport compile their own program only (no xdp_lb, no Maglev).
+./scripts/check-features.sh
+
 # The release-harness test runs the `release` example binary: build examples first.
 cargo build --workspace --examples --locked
 cargo test --workspace --all-targets --locked --no-fail-fast

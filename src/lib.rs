@@ -8,11 +8,17 @@
 //! |----------------|-------------------------|-------------|
 //! | `maglev`       | [`flowpin_maglev`]      | no          |
 //! | `tcp-opt`      | [`flowpin_tcp_opt`]     | no          |
-//! | `bpf`          | [`flowpin_bpf_progs`]   | yes         |
-//! | `sk-reuseport` | [`flowpin_sk_reuseport`]| yes         |
+//! | `bpf`          | [`flowpin_bpf_progs`], every program | yes |
+//! | `xdp-lb`, `xdp-decap`, `sockops` | [`flowpin_bpf_progs`] with that program only | yes |
+//! | `sk-reuseport` | [`flowpin_sk_reuseport`] (and the `sk_reuseport_select` program only) | yes |
 //! | `quinn`        | [`flowpin_quinn`]       | no          |
 //! | `registry`     | `flowpin_registry` (etcd; opt-in) | no (needs protoc) |
-//! | `sk-lookup`    | [`flowpin_sk_lookup`]   | yes         |
+//! | `sk-lookup`    | [`flowpin_sk_lookup`] (and the `sk_lookup` program only) | yes |
+//!
+//! Every feature that needs clang re-exports [`flowpin_bpf_progs`] as
+//! `flowpin::bpf`, with the modules of the programs it compiles: a
+//! program's feature compiles that program alone (`sk-lookup` compiles
+//! neither `xdp_lb` nor Maglev).
 //!
 //! Depend on `flowpin` with `default-features = false, features = ["maglev",
 //! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
@@ -35,7 +41,14 @@ pub use flowpin_maglev as maglev;
 #[cfg(feature = "tcp-opt")]
 pub use flowpin_tcp_opt as tcp_opt;
 
-#[cfg(feature = "bpf")]
+#[cfg(any(
+    feature = "bpf",
+    feature = "xdp-lb",
+    feature = "xdp-decap",
+    feature = "sockops",
+    feature = "sk-reuseport",
+    feature = "sk-lookup"
+))]
 pub use flowpin_bpf_progs as bpf;
 
 #[cfg(feature = "sk-reuseport")]

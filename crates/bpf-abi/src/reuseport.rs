@@ -56,3 +56,22 @@ pub const CID_DEFAULT_SOCK_OFFSET: u32 =
 pub fn sock_key(gen: u32, slot: u32) -> u32 {
     (gen % MAX_GENS) * MAX_SLOTS + slot
 }
+
+c_structs! {
+    /// Per-CPU counters of one stats index (a generation index or
+    /// [`STATS_NO_GEN`]), value of the `stats` map (`struct fp_rp_stats`).
+    pub struct Stats {
+        /// Packets / connection requests delivered to the generation.
+        pub packets: u64,
+        /// New TCP connections and new UDP flows given to the generation.
+        pub new_flows: u64,
+        /// TCP requests migrated to the generation from a closed listener.
+        pub migrated: u64,
+        /// QUIC short-header packets routed by CID.
+        pub cid_routed: u64,
+        /// `bpf_ktime_get_coarse_ns()` of the last delivery.
+        pub last_ns: u64,
+        /// Drops by reason (`DROP_*`).
+        pub drops: [u64; DROP_REASONS as usize],
+    }
+}

@@ -1,262 +1,251 @@
-//! The C headers the BPF programs include and the Rust constants of this
-//! crate must agree. Every `#define` of `flowpin_lb.h` and
-//! `sk_reuseport_select.h` is parsed and evaluated (numbers, other defines,
-//! `+ - * <<` and parentheses) and checked against the Rust constant of the
-//! same name. A define this test does not know, a Rust constant missing
-//! from the header, or a line it cannot read all fail: a change on either
-//! side is caught here, without root and without clang.
+//! The drift test: the C headers the BPF programs include and the Rust
+//! constants must agree. Every `#define` of every header in
+//! `include/flowpin/` is parsed and evaluated (numbers, other defines,
+//! `+ - * <<`, parentheses, function-like macros) and checked against the
+//! Rust constant (or function) of the same name, prefix dropped. A define
+//! this test does not know, a Rust constant missing from the header, a
+//! header nobody checks, or a line it cannot read all fail: a change on
+//! either side is caught here, without root and without clang.
+
+mod header_eval;
 
 use std::collections::BTreeMap;
 
-use flowpin_bpf_abi::{lb, reuseport};
+use flowpin_bpf_abi::{lb, reuseport, sk_lookup as skl, sockops};
+use flowpin_tcp_opt::consts as tcp;
+use header_eval::{apply, evaluate, Eval, Evaluated};
 
 const LB_H: &str = include_str!("../include/flowpin/flowpin_lb.h");
 const RP_H: &str = include_str!("../include/flowpin/sk_reuseport_select.h");
-const TCP_OPT_H: &str = include_str!("../../tcp-opt/include/flowpin/tcp_opt.h");
+const SKL_H: &str = include_str!("../include/flowpin/sk_lookup.h");
+const SOCKOPS_H: &str = include_str!("../include/flowpin/sockops_server_id.h");
+const TCP_OPT_H: &str = include_str!("../include/flowpin/tcp_opt.h");
 
-/// `#define NAME value` lines of a header (comments stripped); include
-/// guards (no value) are left out.
-fn defines(header: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for line in header.lines() {
-        let Some(rest) = line.trim_start().strip_prefix("#define ") else {
-            continue;
-        };
-        let rest = match rest.find("/*") {
-            Some(i) => &rest[..i],
-            None => rest,
-        };
-        let mut it = rest.trim().splitn(2, char::is_whitespace);
-        let name = it.next().expect("a define has a name").to_string();
-        let value = it.next().map(str::trim).unwrap_or("");
-        if !value.is_empty() {
-            out.push((name, value.to_string()));
-        }
-    }
-    out
+/// Every header this test checks; `every_header_is_checked` compares it
+/// with the directory.
+const HEADERS: [&str; 5] = [
+    "flowpin_lb.h",
+    "sk_reuseport_select.h",
+    "sk_lookup.h",
+    "sockops_server_id.h",
+    "tcp_opt.h",
+];
+
+/// `(C name, Rust value)` pairs: `prefix` + the Rust constant's name.
+macro_rules! rust {
+    ($prefix:literal, $m:ident; $($c:ident),* $(,)?) => {
+        vec![$((concat!($prefix, stringify!($c)), $m::$c as u64)),*]
+    };
 }
 
-struct Eval<'a> {
-    toks: Vec<String>,
-    pos: usize,
-    known: &'a BTreeMap<String, u64>,
-}
+/// A Rust twin of a function-like macro: C name, argument lists to try,
+/// the Rust function on them.
+type RustFn = (&'static str, &'static [&'static [u64]], fn(&[u64]) -> u64);
 
-impl Eval<'_> {
-    fn run(expr: &str, known: &BTreeMap<String, u64>) -> Result<u64, String> {
-        let mut toks = Vec::new();
-        let b = expr.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            let c = b[i] as char;
-            if c.is_whitespace() {
-                i += 1;
-            } else if c.is_ascii_alphanumeric() || c == '_' {
-                let s = i;
-                while i < b.len() && ((b[i] as char).is_ascii_alphanumeric() || b[i] == b'_') {
-                    i += 1;
-                }
-                toks.push(expr[s..i].to_string());
-            } else if expr[i..].starts_with("<<") {
-                toks.push("<<".into());
-                i += 2;
-            } else if "()+-*".contains(c) {
-                toks.push(c.to_string());
-                i += 1;
-            } else {
-                return Err(format!("cannot read `{c}` in `{expr}`"));
-            }
-        }
-        let mut e = Eval {
-            toks,
-            pos: 0,
-            known,
-        };
-        let v = e.shift()?;
-        if e.pos != e.toks.len() {
-            return Err(format!("trailing tokens in `{expr}`"));
-        }
-        Ok(v)
-    }
-    fn peek(&self) -> Option<&str> {
-        self.toks.get(self.pos).map(String::as_str)
-    }
-    fn shift(&mut self) -> Result<u64, String> {
-        let mut v = self.add()?;
-        while self.peek() == Some("<<") {
-            self.pos += 1;
-            v <<= self.add()?;
-        }
-        Ok(v)
-    }
-    fn add(&mut self) -> Result<u64, String> {
-        let mut v = self.mul()?;
-        loop {
-            match self.peek() {
-                Some("+") => {
-                    self.pos += 1;
-                    v += self.mul()?;
-                }
-                Some("-") => {
-                    self.pos += 1;
-                    v -= self.mul()?;
-                }
-                _ => return Ok(v),
-            }
-        }
-    }
-    fn mul(&mut self) -> Result<u64, String> {
-        let mut v = self.atom()?;
-        while self.peek() == Some("*") {
-            self.pos += 1;
-            v *= self.atom()?;
-        }
-        Ok(v)
-    }
-    fn atom(&mut self) -> Result<u64, String> {
-        let t = self.peek().ok_or("unexpected end")?.to_string();
-        self.pos += 1;
-        if t == "(" {
-            let v = self.shift()?;
-            if self.peek() != Some(")") {
-                return Err("missing )".into());
-            }
-            self.pos += 1;
-            return Ok(v);
-        }
-        if t.as_bytes()[0].is_ascii_digit() {
-            let n = t.trim_end_matches(['u', 'U', 'l', 'L']);
-            return match n.strip_prefix("0x").or_else(|| n.strip_prefix("0X")) {
-                Some(h) => u64::from_str_radix(h, 16),
-                None => n.parse(),
-            }
-            .map_err(|e| format!("bad number `{t}`: {e}"));
-        }
-        self.known
-            .get(&t)
-            .copied()
-            .ok_or(format!("unknown name `{t}`"))
-    }
-}
-
-/// Evaluates every define of `header` (after those of `deps`) into `known`.
-fn evaluate(header: &str, known: &mut BTreeMap<String, u64>) -> Vec<String> {
-    let mut names = Vec::new();
-    for (name, value) in defines(header) {
-        let v = Eval::run(&value, known).unwrap_or_else(|e| panic!("#define {name} {value}: {e}"));
-        known.insert(name.clone(), v);
-        names.push(name);
-    }
-    names
-}
-
-fn check(header_name: &str, names: &[String], known: &BTreeMap<String, u64>, rust: &[(&str, u64)]) {
-    let rust: BTreeMap<&str, u64> = rust.iter().copied().collect();
-    for name in names {
-        let want = rust.get(name.as_str()).unwrap_or_else(|| {
-            panic!("{header_name}: #define {name} has no Rust constant in flowpin-bpf-abi; add it (and to this test)")
+fn check(
+    header_name: &str,
+    ev: &Evaluated,
+    known: &BTreeMap<String, u64>,
+    rust: &[(&str, u64)],
+    fns: &[RustFn],
+) {
+    let table: BTreeMap<&str, u64> = rust.iter().copied().collect();
+    assert_eq!(table.len(), rust.len(), "a constant is listed twice");
+    for name in &ev.names {
+        let want = table.get(name.as_str()).unwrap_or_else(|| {
+            panic!("{header_name}: #define {name} has no Rust constant; add it (and to this test)")
         });
         assert_eq!(
             known[name], *want,
-            "{header_name}: #define {name} = {} but the Rust constant is {want}",
+            "{header_name}: #define {name} = {:#x} but the Rust constant is {want:#x}",
             known[name]
         );
     }
-    for name in rust.keys() {
+    for name in table.keys() {
         assert!(
-            names.iter().any(|n| n == name),
+            ev.names.iter().any(|n| n == name),
             "the Rust constant for {name} has no #define in {header_name}"
+        );
+    }
+    for (name, params, body) in &ev.functions {
+        let (_, args, f) = fns
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| {
+                panic!("{header_name}: #define {name}(...) has no Rust function; add it (and to this test)")
+            });
+        for a in *args {
+            let c = apply(params, body, a, known)
+                .unwrap_or_else(|e| panic!("{header_name}: {name}{a:?}: {e}"));
+            assert_eq!(c, f(a), "{header_name}: {name}{a:?} = {c} in C");
+        }
+    }
+    for (name, _, _) in fns {
+        assert!(
+            ev.functions.iter().any(|(n, _, _)| n == name),
+            "the Rust function for {name} has no #define in {header_name}"
         );
     }
 }
 
 #[test]
+fn every_header_is_checked() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/include/flowpin");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("include/flowpin exists")
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    files.sort();
+    let mut checked = HEADERS.to_vec();
+    checked.sort();
+    assert_eq!(
+        files, checked,
+        "a header in include/flowpin that this test does not check (or the reverse)"
+    );
+    assert_eq!(
+        flowpin_bpf_abi::INCLUDE_DIR,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/include")
+    );
+}
+
+#[test]
 fn flowpin_lb_h_matches_the_rust_constants() {
     let mut known = BTreeMap::new();
-    let names = evaluate(LB_H, &mut known);
-    check(
-        "flowpin_lb.h",
-        &names,
-        &known,
-        &[
-            ("FLOWPIN_VIP_PORT_AGNOSTIC", lb::VIP_PORT_AGNOSTIC.into()),
-            ("FLOWPIN_VIP_SKIP_LRU_UDP", lb::VIP_SKIP_LRU_UDP.into()),
-            ("FLOWPIN_VIP_SERVER_ID", lb::VIP_SERVER_ID.into()),
-            ("FLOWPIN_VIP_QUIC", lb::VIP_QUIC.into()),
-            ("FLOWPIN_VIP_ICMP_ECHO", lb::VIP_ICMP_ECHO.into()),
-            ("FLOWPIN_FAMILY_V4", lb::FAMILY_V4.into()),
-            ("FLOWPIN_FAMILY_V6", lb::FAMILY_V6.into()),
-            ("FLOWPIN_LB_MAX_EXT_HDRS", lb::LB_MAX_EXT_HDRS.into()),
-            ("FLOWPIN_LB_ICMP4_QUOTE", lb::LB_ICMP4_QUOTE.into()),
-            ("FLOWPIN_LB_ICMP6_QUOTE", lb::LB_ICMP6_QUOTE.into()),
-            ("FLOWPIN_LB_DEFAULT_TTL", lb::LB_DEFAULT_TTL.into()),
-            ("FLOWPIN_FLOW_HASH_SEED", lb::FLOW_HASH_SEED.into()),
-            ("FLOWPIN_FLOW_HASH_SEED2", lb::FLOW_HASH_SEED2.into()),
-            ("FLOWPIN_VIP_SLOTS", lb::VIP_SLOTS.into()),
-            ("FLOWPIN_VIP_SLOT_SHIFT", lb::VIP_SLOT_SHIFT.into()),
-            ("FLOWPIN_CONN_WAYS", lb::CONN_WAYS.into()),
-            ("FLOWPIN_CONN_ORDER_INIT", lb::CONN_ORDER_INIT.into()),
-            ("FLOWPIN_SID_SLOTS", lb::SID_SLOTS.into()),
-            ("FLOWPIN_SID_SLOT_SHIFT", lb::SID_SLOT_SHIFT.into()),
-            ("FLOWPIN_SLOT_EMPTY", lb::SLOT_EMPTY.into()),
-            ("FLOWPIN_SLOT_ONE", lb::SLOT_ONE.into()),
-            ("FLOWPIN_SLOT_SHARED", lb::SLOT_SHARED.into()),
-            ("FLOWPIN_LB_LAYOUT_VERSION", lb::LB_LAYOUT_VERSION.into()),
-            (
-                "FLOWPIN_SID_RETIRED_ENTRIES",
-                lb::SID_RETIRED_ENTRIES.into(),
-            ),
-            (
-                "FLOWPIN_DECAP_LAYOUT_VERSION",
-                lb::DECAP_LAYOUT_VERSION.into(),
-            ),
-            ("FLOWPIN_LB_META_ICMP_ECHO", lb::LB_META_ICMP_ECHO.into()),
-            (
-                "FLOWPIN_LB_META_SID_WARM_CONN",
-                lb::LB_META_SID_WARM_CONN.into(),
-            ),
-            ("FLOWPIN_BACKEND_ACTIVE", lb::BACKEND_ACTIVE.into()),
-            ("FLOWPIN_BACKEND_DRAINING", lb::BACKEND_DRAINING.into()),
-        ],
+    let ev = evaluate(LB_H, &mut known);
+    let rust = rust!("FLOWPIN_", lb;
+        VIP_PORT_AGNOSTIC, VIP_SKIP_LRU_UDP, VIP_SERVER_ID, VIP_QUIC, VIP_ICMP_ECHO,
+        FAMILY_V4, FAMILY_V6, LB_MAX_EXT_HDRS, LB_ICMP4_QUOTE, LB_ICMP6_QUOTE, LB_DEFAULT_TTL,
+        FLOW_HASH_SEED, FLOW_HASH_SEED2, VIP_SLOTS, VIP_SLOT_SHIFT, CONN_WAYS, CONN_ORDER_INIT,
+        SID_SLOTS, SID_SLOT_SHIFT, SLOT_EMPTY, SLOT_ONE, SLOT_SHARED, LB_LAYOUT_VERSION,
+        SID_RETIRED_ENTRIES, DECAP_LAYOUT_VERSION, LB_META_ICMP_ECHO, LB_META_SID_WARM_CONN,
+        BACKEND_ACTIVE, BACKEND_DRAINING,
     );
+    check("flowpin_lb.h", &ev, &known, &rust, &[]);
 }
 
 #[test]
 fn sk_reuseport_select_h_matches_the_rust_constants() {
     let mut known = BTreeMap::new();
     evaluate(TCP_OPT_H, &mut known);
-    let names = evaluate(RP_H, &mut known);
-    use reuseport as r;
-    check(
-        "sk_reuseport_select.h",
-        &names,
-        &known,
-        &[
-            ("FP_RP_MAX_GENS", r::MAX_GENS.into()),
-            ("FP_RP_MAX_SLOTS", r::MAX_SLOTS.into()),
-            ("FP_RP_SOCKS", r::SOCKS.into()),
-            ("FP_RP_STATS_NO_GEN", r::STATS_NO_GEN.into()),
-            ("FP_RP_STATS_ENTRIES", r::STATS_ENTRIES.into()),
-            ("FP_RP_GEN_NONE", r::GEN_NONE.into()),
-            ("FP_RP_STATE_EMPTY", r::STATE_EMPTY.into()),
-            ("FP_RP_STATE_WARMING", r::STATE_WARMING.into()),
-            ("FP_RP_STATE_LIVE", r::STATE_LIVE.into()),
-            ("FP_RP_STATE_DRAINING", r::STATE_DRAINING.into()),
-            ("FP_RP_STATE_RETIRED", r::STATE_RETIRED.into()),
-            ("FP_RP_MODE_HASH", r::MODE_HASH.into()),
-            ("FP_RP_MODE_CPU", r::MODE_CPU.into()),
-            ("FP_RP_DROP_NO_LIVE", r::DROP_NO_LIVE.into()),
-            ("FP_RP_DROP_NO_SOCKET", r::DROP_NO_SOCKET.into()),
-            ("FP_RP_DROP_MIGRATE", r::DROP_MIGRATE.into()),
-            ("FP_RP_DROP_FLOW_GONE", r::DROP_FLOW_GONE.into()),
-            ("FP_RP_DROP_REASONS", r::DROP_REASONS.into()),
-            ("FP_RP_CID_MAX_OFFSET", r::CID_MAX_OFFSET.into()),
-            (
-                "FP_RP_CID_DEFAULT_SOCK_OFFSET",
-                r::CID_DEFAULT_SOCK_OFFSET.into(),
-            ),
-        ],
+    let ev = evaluate(RP_H, &mut known);
+    let rust = rust!("FP_RP_", reuseport;
+        MAX_GENS, MAX_SLOTS, SOCKS, STATS_NO_GEN, STATS_ENTRIES, GEN_NONE, STATE_EMPTY,
+        STATE_WARMING, STATE_LIVE, STATE_DRAINING, STATE_RETIRED, MODE_HASH, MODE_CPU,
+        DROP_NO_LIVE, DROP_NO_SOCKET, DROP_MIGRATE, DROP_FLOW_GONE, DROP_REASONS,
+        CID_MAX_OFFSET, CID_DEFAULT_SOCK_OFFSET,
     );
+    check("sk_reuseport_select.h", &ev, &known, &rust, &[]);
+}
+
+#[test]
+fn sk_lookup_h_matches_the_rust_constants() {
+    let mut known = BTreeMap::new();
+    let ev = evaluate(SKL_H, &mut known);
+    let rust = rust!("FP_SKL_", skl;
+        MAX_LABELS, SLOTS_PER_LABEL, SLOT_TCP, SLOT_UDP, DESTINATIONS, STATS_UNMATCHED,
+        STATS_ENTRIES, DEFAULT_MAX_BINDINGS, LABEL_MAX, FAMILY_V4, FAMILY_V6, PORT_ANY,
+        KEY_HEADER_BITS, KIND_HOST_PORT, KIND_HOST_ANY, KIND_NET_PORT, KIND_NET_ANY, KINDS,
+    );
+    let fns: [RustFn; 1] = [(
+        "FP_SKL_SUMMARY_SHIFT",
+        &[&[0, 0], &[0, 1], &[1, 0], &[1, 1]],
+        |a| u64::from(skl::summary_shift(a[0] == 1, a[1] == 1)),
+    )];
+    check("sk_lookup.h", &ev, &known, &rust, &fns);
+    assert_eq!(
+        (ev.names.len(), ev.functions.len()),
+        (18, 1),
+        "a new #define in sk_lookup.h needs a Rust twin"
+    );
+}
+
+#[test]
+fn sockops_server_id_h_matches_the_rust_constants() {
+    let mut known = BTreeMap::new();
+    let ev = evaluate(SOCKOPS_H, &mut known);
+    let rust = rust!("FLOWPIN_SOCKOPS_", sockops; MAX_PORTS, MAX_ADDRS, LAYOUT_VERSION);
+    check("sockops_server_id.h", &ev, &known, &rust, &[]);
+}
+
+#[test]
+fn tcp_opt_h_matches_the_rust_constants() {
+    let mut known = BTreeMap::new();
+    let ev = evaluate(TCP_OPT_H, &mut known);
+    let rust = rust!("FLOWPIN_", tcp;
+        TCPOPT_EOL, TCPOPT_NOP, TCPOPT_KIND_OFFSET, TCPOPT_LEN_OFFSET,
+        TCPOPT_EXP_KIND, TCPOPT_EXP_KIND_ALT, TCPOPT_RFC6994_LEN, TCPOPT_RFC6994_ALIGNED_LEN,
+        TCPOPT_RFC6994_EXID_OFFSET, TCPOPT_RFC6994_ID_OFFSET, TCPOPT_DEFAULT_EXID,
+        TCPOPT_COMPACT_LEN, TCPOPT_COMPACT_ALIGNED_LEN, TCPOPT_COMPACT_ID_OFFSET,
+        TCPOPT_KATRAN_KIND, TCPOPT_KATRAN_SYNACK_KIND, TCPOPT_KATRAN_LEN,
+        TCPOPT_KATRAN_ALIGNED_LEN, TCPOPT_KATRAN_ID_OFFSET,
+        TCP_HDR_LEN, TCP_DOFF_OFFSET, TCP_DOFF_SHIFT, TCP_MAX_OPTIONS_LEN, TCPOPT_MAX_WALK,
+        SERVER_ID_NONE, LAYOUT_RFC6994, LAYOUT_COMPACT, LAYOUT_KATRAN,
+        QUIC_LONG_HEADER_BIT, QUIC_LONG_TYPE_MASK, QUIC_LONG_TYPE_SHIFT, QUIC_VERSION_OFFSET,
+        QUIC_VERSION_2, QUIC_LONG_DCID_LEN_OFFSET, QUIC_LONG_DCID_OFFSET, QUIC_SHORT_DCID_OFFSET,
+        QUIC_CID_MIN_LEN, QUIC_CID_MAX_LEN,
+        QUIC_CID_KATRAN_VERSION_MASK, QUIC_CID_KATRAN_VERSION_SHIFT, QUIC_CID_KATRAN_V1,
+        QUIC_CID_KATRAN_V2, QUIC_CID_KATRAN_V3, QUIC_CID_KATRAN_V1_BYTE0_MASK,
+        QUIC_CID_KATRAN_V1_MAX_ID, QUIC_CID_KATRAN_V2_ID_OFFSET, QUIC_CID_KATRAN_V2_MAX_ID,
+        QUIC_CID_KATRAN_V3_ID_OFFSET,
+        QUIC_CID_FLOWPIN_VERSION_MASK, QUIC_CID_FLOWPIN_VERSION_SHIFT, QUIC_CID_FLOWPIN_VERSION,
+        QUIC_CID_FLOWPIN_APP_MASK, QUIC_CID_FLOWPIN_ID_OFFSET,
+        QUIC_LB_CR_SHIFT, QUIC_LB_LEN_MASK, QUIC_LB_CR_UNROUTABLE, QUIC_LB_SID_OFFSET,
+        QUIC_LB_MAX_SID_LEN, QUIC_LB_MIN_NONCE_LEN, QUIC_LB_MAX_PLAINTEXT_LEN,
+        QUIC_LB_MAX_ROUTED_SID_LEN, QUIC_LB_CFG_ON, QUIC_LB_CFG_ID_SHIFT, QUIC_LB_CFG_ID_MASK,
+        QUIC_LB_CFG_SID_LEN_MASK,
+    );
+    check("tcp_opt.h", &ev, &known, &rust, &[]);
+    assert_eq!(ev.names.len(), 65);
+}
+
+#[test]
+fn tcp_opt_walk_bound_is_the_shared_constant() {
+    let mut d = BTreeMap::new();
+    evaluate(TCP_OPT_H, &mut d);
+    assert_eq!(flowpin_tcp_opt::MAX_OPTION_WALK, tcp::TCPOPT_MAX_WALK);
+    assert_eq!(
+        d["FLOWPIN_TCPOPT_MAX_WALK"],
+        flowpin_tcp_opt::MAX_OPTION_WALK as u64
+    );
+}
+
+#[test]
+fn tcp_opt_layout_methods_agree_with_the_header() {
+    use flowpin_tcp_opt::Layout;
+    let mut d = BTreeMap::new();
+    evaluate(TCP_OPT_H, &mut d);
+    let rfc = Layout::default();
+    let compact = Layout::Compact { kind: 0xFD };
+    let katran = Layout::KatranCompat;
+    assert_eq!(
+        rfc,
+        Layout::Rfc6994 {
+            exid: d["FLOWPIN_TCPOPT_DEFAULT_EXID"] as u16
+        }
+    );
+    assert_eq!(rfc.option_len() as u64, d["FLOWPIN_TCPOPT_RFC6994_LEN"]);
+    assert_eq!(compact.option_len() as u64, d["FLOWPIN_TCPOPT_COMPACT_LEN"]);
+    assert_eq!(katran.option_len() as u64, d["FLOWPIN_TCPOPT_KATRAN_LEN"]);
+    assert_eq!(
+        rfc.aligned_len() as u64,
+        d["FLOWPIN_TCPOPT_RFC6994_ALIGNED_LEN"]
+    );
+    assert_eq!(
+        compact.aligned_len() as u64,
+        d["FLOWPIN_TCPOPT_COMPACT_ALIGNED_LEN"]
+    );
+    assert_eq!(
+        katran.aligned_len() as u64,
+        d["FLOWPIN_TCPOPT_KATRAN_ALIGNED_LEN"]
+    );
+    assert_eq!(u64::from(rfc.selector()), d["FLOWPIN_LAYOUT_RFC6994"]);
+    assert_eq!(u64::from(compact.selector()), d["FLOWPIN_LAYOUT_COMPACT"]);
+    assert_eq!(u64::from(katran.selector()), d["FLOWPIN_LAYOUT_KATRAN"]);
 }
 
 #[test]
@@ -268,4 +257,21 @@ fn the_evaluator_reads_what_the_headers_use() {
     assert_eq!(Eval::run("(A + 1)", &known), Ok(9));
     assert!(Eval::run("C", &known).is_err());
     assert!(Eval::run("1 / 2", &known).is_err());
+    assert!(Eval::run("(-1)", &known).is_err());
+    let f = header_eval::defines(
+        "#define F(x, y) (((x) * 2 + (y)) * B)\n#define G 3 /* c */\n#define H_H\n",
+    );
+    assert_eq!(f.len(), 2, "{f:?}");
+    let header_eval::Define::Function { params, body, .. } = &f[0] else {
+        panic!("{f:?}")
+    };
+    assert_eq!(apply(params, body, &[1, 1], &known), Ok(192));
+    assert!(apply(params, body, &[1], &known).is_err());
+    assert_eq!(
+        f[1],
+        header_eval::Define::Object {
+            name: "G".into(),
+            value: "3".into()
+        }
+    );
 }

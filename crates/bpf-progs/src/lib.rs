@@ -44,39 +44,85 @@
 //! benches) and `testing` (namespace, veth and cgroup guards for privileged
 //! tests).
 //!
+//! ## Features: one per program
+//!
+//! | feature | program | module |
+//! |---|---|---|
+//! | `xdp-lb` | `xdp_lb` (pulls in `flowpin-maglev`) | [`xdp_lb`] |
+//! | `xdp-decap` | `xdp_decap` | [`xdp_decap`] |
+//! | `xdp-pass` | `xdp_pass` | [`xdp_pass`] |
+//! | `sockops` | `sockops_server_id` | [`sockops_server_id`] |
+//! | `reuseport` | `sk_reuseport_select` | [`sk_reuseport_select`] |
+//! | `sk-lookup` | `sk_lookup` | [`sk_lookup`] |
+//!
+//! All are on by default. A crate that needs one program depends on this
+//! one with `default-features = false, features = ["<program>"]`: only that
+//! program is compiled (e.g. `flowpin-sk-lookup` compiles `sk_lookup` alone,
+//! neither `xdp_lb` nor Maglev). The shared modules ([`error`],
+//! [`xdp_attach`], [`pin`], [`netns`], [`process`], [`netdev`],
+//! [`file_ref`]) need no skeleton and are always there. `testing` turns on
+//! `xdp-pass` (its BPF probe); `model` needs `testing` and `xdp-lb`.
+//!
 //! ## Build
 //!
-//! `build.rs` compiles every `src/bpf/<name>.bpf.c` with clang (found on
-//! `$PATH` as `clang`, `clang-21` … `clang-14`, or `$FLOWPIN_CLANG`; a
-//! missing clang is a build error naming the packages to install) into a
-//! libbpf-rs skeleton in `OUT_DIR`, never committed. **No `vmlinux.h`**,
-//! neither generated nor vendored: the programs only touch UAPI context
-//! structs (`xdp_md`, `bpf_sock_ops`, `sk_reuseport_md`) and packet headers,
-//! so the stable UAPI headers (`linux-libc-dev`, `-I/usr/include/<multiarch>`)
-//! are enough, need no BTF at build time, and keep 3+ MB of generated,
-//! kernel-specific text out of the repository. The constants shared with
-//! Rust come from `crates/tcp-opt/include/flowpin/tcp_opt.h` (checked
-//! against the Rust ones by a test in `flowpin-tcp-opt`) and
-//! `src/bpf/*.h` (checked by this crate's unit tests).
+//! `build.rs` compiles `src/bpf/<name>.bpf.c` of every enabled program with
+//! clang (found on `$PATH` as `clang`, `clang-21` … `clang-14`, or
+//! `$FLOWPIN_CLANG`; a missing clang is a build error naming the packages
+//! to install) into a libbpf-rs skeleton in `OUT_DIR`, never committed.
+//! **No `vmlinux.h`**, neither generated nor vendored: the programs only
+//! touch UAPI context structs (`xdp_md`, `bpf_sock_ops`, `sk_reuseport_md`,
+//! `bpf_sk_lookup`) and packet headers, so the stable UAPI headers
+//! (`linux-libc-dev`, `-I/usr/include/<multiarch>`) are enough, need no BTF
+//! at build time, and keep 3+ MB of generated, kernel-specific text out of
+//! the repository.
+//!
+//! Every header shared with Rust lives in `flowpin-bpf-abi`
+//! (`crates/bpf-abi/include/flowpin/`: `flowpin_lb.h`,
+//! `sk_reuseport_select.h`, `sk_lookup.h`, `sockops_server_id.h`,
+//! `tcp_opt.h`, included as `<flowpin/<name>.h>`); `build.rs` gets their
+//! directory from that crate's build script (`DEP_FLOWPIN_BPF_ABI_INCLUDE`),
+//! and its drift test checks every `#define` against the Rust constants.
+//! `src/bpf/` keeps the programs and their private headers (`bpf_common.h`,
+//! `xdp_lb_*.h`).
 #![deny(missing_docs)]
+// The shared modules' crate-private helpers serve several programs; with
+// only some programs on, some are unused. Dead code is linted with every
+// program on (the default features, as CI builds).
+#![cfg_attr(
+    not(all(
+        feature = "xdp-lb",
+        feature = "xdp-decap",
+        feature = "xdp-pass",
+        feature = "sockops",
+        feature = "reuseport",
+        feature = "sk-lookup"
+    )),
+    allow(dead_code)
+)]
 
 pub mod cgroup;
 pub mod error;
 pub mod file_ref;
 pub use flowpin_bpf_abi::flow_hash;
-#[cfg(feature = "testing")]
+#[cfg(all(feature = "testing", feature = "xdp-lb"))]
 pub mod model;
 pub mod netdev;
 pub mod netns;
 pub mod pin;
 pub mod process;
+#[cfg(feature = "sk-lookup")]
 pub mod sk_lookup;
+#[cfg(feature = "reuseport")]
 pub mod sk_reuseport_select;
 pub mod skel;
+#[cfg(feature = "sockops")]
 pub mod sockops_server_id;
 pub mod xdp_attach;
+#[cfg(feature = "xdp-decap")]
 pub mod xdp_decap;
+#[cfg(feature = "xdp-lb")]
 pub mod xdp_lb;
+#[cfg(feature = "xdp-pass")]
 pub mod xdp_pass;
 
 #[cfg(feature = "testing")]

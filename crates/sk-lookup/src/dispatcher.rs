@@ -7,10 +7,10 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use flowpin_bpf_progs::sk_lookup::types::fp_skl_dest;
+use flowpin_bpf_abi::sk_lookup::{self as abi, FAMILY_V4, FAMILY_V6, MAX_LABELS};
 use flowpin_bpf_progs::sk_lookup::{
     summary_of, LabelStats, NetnsRef, SkLookup, SkLookupConfig, SkLookupError, SkLookupLink,
-    SkLookupStats, FAMILY_V4, FAMILY_V6, MAX_LABELS,
+    SkLookupStats,
 };
 use nix::fcntl::{Flock, FlockArg};
 use socket2::SockRef;
@@ -39,7 +39,7 @@ pub struct DispatcherConfig {
 impl Default for DispatcherConfig {
     fn default() -> Self {
         DispatcherConfig {
-            max_bindings: flowpin_bpf_progs::sk_lookup::DEFAULT_MAX_BINDINGS,
+            max_bindings: abi::DEFAULT_MAX_BINDINGS,
         }
     }
 }
@@ -378,7 +378,7 @@ impl Dispatcher {
         let cookie = socket_cookie(socket)?;
         let _lock = self.lock()?;
         let index = self.table()?.check_register(label, &facts)?;
-        let meta = fp_skl_dest {
+        let meta = abi::Dest {
             cookie,
             family: u32::from(if facts.family == Some(Family::V4) {
                 FAMILY_V4

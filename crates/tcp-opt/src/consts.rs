@@ -1,8 +1,9 @@
 //! Wire constants shared with the BPF programs.
 //!
-//! Every constant here has a twin `FLOWPIN_<NAME>` in
-//! `crates/tcp-opt/include/flowpin/tcp_opt.h`, the header the BPF programs
-//! include; `tests/header_consts.rs` checks that the two agree and that the
+//! Every constant here has a twin `FLOWPIN_<NAME>` in `<flowpin/tcp_opt.h>`
+//! (`crates/bpf-abi/include/flowpin/tcp_opt.h`, where every header shared
+//! by the BPF programs and Rust lives); the drift test of `flowpin-bpf-abi`
+//! (`tests/header_defines.rs`) checks that the two agree and that the
 //! header defines nothing this module lacks. The header also documents, in
 //! C terms, how a BPF program walks the options and reads a connection ID.
 

@@ -5,8 +5,8 @@
 //! client echoes it on every later packet, and any load balancer routes by
 //! it; QUIC does the same with the connection ID ([`quic`]). This crate is
 //! that wire format. The BPF programs include the same constants from
-//! `include/flowpin/tcp_opt.h` (mirrored in [`consts`]; a test keeps them
-//! equal), which also spells out the walk below in C.
+//! `<flowpin/tcp_opt.h>` of `flowpin-bpf-abi` (mirrored in [`consts`]; its
+//! drift test keeps them equal), which also spells out the walk below in C.
 //!
 //! # Layouts
 //!

@@ -3,9 +3,10 @@
  * flowpin sk_reuseport_select: layouts and constants shared by the BPF
  * program (sk_reuseport_select.bpf.c) and its Rust control layer
  * (flowpin_bpf_progs::sk_reuseport_select). The structs reach Rust through
- * the types libbpf-cargo generates from BTF; the #defines are re-stated in
- * flowpin-bpf-abi (`reuseport`), checked against this file by its
- * tests/header_defines.rs.
+ * the types libbpf-cargo generates from BTF, and struct fp_rp_stats also as
+ * flowpin_bpf_abi::reuseport::Stats (checked against the BTF type by a unit
+ * test of flowpin-bpf-progs); the #defines are re-stated in flowpin-bpf-abi
+ * (`reuseport`), checked against this file by its tests/header_defines.rs.
  *
  * Socket array key scheme:   key = gen_index * FP_RP_MAX_SLOTS + slot
  *   gen_index = generation % FP_RP_MAX_GENS   (generation numbers start at 1)

@@ -2,7 +2,7 @@
 // flowpin sk_lookup: at socket lookup, steer a packet (a TCP SYN, a UDP
 // datagram) whose local address and port match a binding to the socket
 // registered for the binding's label, whatever that socket is bound to.
-// Layouts, the key scheme and the lookup order: sk_lookup.h.
+// Layouts, the key scheme and the lookup order: <flowpin/sk_lookup.h> (crates/bpf-abi/include).
 //
 // Every path returns SK_PASS: a lookup that matches no binding, whose label
 // has no socket, or whose socket the kernel refuses falls through to the
@@ -14,7 +14,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "sk_lookup.h"
+#include <flowpin/sk_lookup.h>
 
 /* UAPI address families (<linux/socket.h> does not define them). */
 #define AF_INET 2

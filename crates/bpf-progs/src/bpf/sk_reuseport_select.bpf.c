@@ -22,7 +22,7 @@
 #include "bpf_common.h"
 #include <bpf/bpf_endian.h>
 
-#include "sk_reuseport_select.h"
+#include <flowpin/sk_reuseport_select.h>
 
 struct {
 	__uint(type, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY);

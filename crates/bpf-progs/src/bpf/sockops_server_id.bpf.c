@@ -51,7 +51,7 @@
 
 #include "bpf_common.h"
 
-#include "sockops_server_id.h"
+#include <flowpin/sockops_server_id.h>
 
 #define AF_INET 2
 #define AF_INET6 10

@@ -10,7 +10,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "bpf_common.h"
-#include "flowpin_lb.h"
+#include <flowpin/flowpin_lb.h>
 
 /* Sizes fixed at load (the Rust loader sets them and the map sizes). */
 const volatile __u32 ring_size = 65537;

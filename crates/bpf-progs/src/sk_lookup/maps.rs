@@ -1,6 +1,6 @@
 //! Typed access to the maps of [`SkLookup`]: every value is read and written
-//! as the skeleton's generated struct through `plain` (checked length and
-//! alignment), never at hand-counted offsets.
+//! as its `flowpin_bpf_abi::sk_lookup` struct through `plain` (checked
+//! length; the structs are padding-free), never at hand-counted offsets.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
@@ -16,28 +16,10 @@ use super::{
     LABEL_MAX, MAX_LABELS, PORT_ANY, STATS_UNMATCHED,
 };
 
-// SAFETY (all seven): #[repr(C)] structs generated from sk_lookup.h made only
-// of integers and integer arrays, without implicit padding (explicit `_pad`
-// fields; `struct_layouts_have_no_padding` checks the sizes), so every bit
-// pattern is valid and every byte is initialised.
-//
-// SAFETY: as above, for fp_skl_key.
-unsafe impl plain::Plain for fp_skl_key {}
-// SAFETY: see above.
-unsafe impl plain::Plain for fp_skl_host_key {}
-// SAFETY: see above.
-unsafe impl plain::Plain for fp_skl_binding {}
-// SAFETY: see above.
-unsafe impl plain::Plain for fp_skl_label_name {}
-// SAFETY: see above.
-unsafe impl plain::Plain for fp_skl_label {}
-// SAFETY: see above.
-unsafe impl plain::Plain for fp_skl_dest {}
-// SAFETY: see above.
-unsafe impl plain::Plain for fp_skl_stats {}
-
 pub(super) fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
-    // SAFETY: T: Plain has no padding, so all size_of::<T>() bytes are initialised.
+    // SAFETY: the only `T`s here are the `flowpin_bpf_abi::sk_lookup`
+    // structs, checked padding-free at compile time there, so all
+    // size_of::<T>() bytes are initialised.
     unsafe { plain::as_bytes(v) }
 }
 
@@ -133,18 +115,13 @@ pub fn label_key(name: &str) -> Result<fp_skl_label_name> {
     }
     let mut k = fp_skl_label_name::default();
     for (d, s) in k.name.iter_mut().zip(name.bytes()) {
-        *d = s as _;
+        *d = s;
     }
     Ok(k)
 }
 
 fn label_name(k: &fp_skl_label_name) -> String {
-    let b: Vec<u8> = k
-        .name
-        .iter()
-        .map(|&c| c as u8)
-        .take_while(|&c| c != 0)
-        .collect();
+    let b: Vec<u8> = k.name.iter().copied().take_while(|&c| c != 0).collect();
     String::from_utf8_lossy(&b).into_owned()
 }
 
@@ -175,7 +152,7 @@ fn trie_key(h: &fp_skl_host_key) -> fp_skl_key {
 }
 
 /// The summary word for a set of binding keys: per (protocol, family), which
-/// of the program's four lookups can match (see `sk_lookup.h`).
+/// of the program's four lookups can match (see `<flowpin/sk_lookup.h>`).
 pub fn summary_of<'a>(keys: impl IntoIterator<Item = &'a fp_skl_key>) -> u32 {
     keys.into_iter().fold(0, |acc, k| {
         let kind = match (is_host(k), k.port == PORT_ANY) {

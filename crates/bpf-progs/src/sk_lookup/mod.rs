@@ -10,9 +10,10 @@
 //! label (a TCP listener or a UDP socket, in a `SOCKMAP`) receives the
 //! packet. Precedence: the longest address prefix wins, then a specific
 //! port beats "any port" (the key scheme, the lookup order and why it
-//! keeps the precedence are in `src/bpf/sk_lookup.h`). A one-word
-//! *summary* tells the program which lookups can match at all, so a packet
-//! no binding can match costs one array read. Anything else — no binding, no socket,
+//! keeps the precedence are in `<flowpin/sk_lookup.h>` of
+//! `flowpin-bpf-abi`). A one-word *summary* tells the program which
+//! lookups can match at all, so a packet no binding can match costs one
+//! array read. Anything else — no binding, no socket,
 //! a socket the kernel refuses — falls through to the regular lookup. A
 //! socket of a `SO_REUSEPORT` group is assigned with the group's own
 //! selection left on, so the group's `sk_reuseport` program still picks.
@@ -21,9 +22,10 @@
 //! the crate: [`SkLookupConfig`] → [`SkLookup::load`] →
 //! [`SkLookup::attach`] → [`SkLookupLink`] (a BPF link: detaches on drop
 //! unless pinned; [`SkLookupLink::pin`] / [`SkLookupLink::from_pinned`]) →
-//! [`SkLookup::stats`]. Map layouts are the skeleton's generated types
-//! ([`types`]). Bindings, labels and registration rules live in the
-//! `flowpin-sk-lookup` crate.
+//! [`SkLookup::stats`]. Map layouts and constants are those of
+//! [`flowpin_bpf_abi::sk_lookup`] ([`types`] names them as in C), so the
+//! pure model of `flowpin-sk-lookup` needs no skeleton. Bindings, labels
+//! and registration rules live in that crate.
 //!
 //! # Maps
 //!
@@ -63,59 +65,25 @@ pub use maps::{label_key, summary_of, Destination, LabelStats, SkLookupStats, RE
 
 use crate::skel::sk_lookup::SkLookupSkelBuilder;
 
-/// The map layouts, generated from `src/bpf/sk_lookup.h` by libbpf-cargo.
+/// The map layouts of `<flowpin/sk_lookup.h>`: the Rust structs of
+/// [`flowpin_bpf_abi::sk_lookup`] under their C names (a unit test checks
+/// them against the types libbpf-cargo generates from the program's BTF).
 pub mod types {
-    pub use crate::skel::sk_lookup::types::{
-        fp_skl_binding, fp_skl_dest, fp_skl_host_key, fp_skl_key, fp_skl_label, fp_skl_label_name,
-        fp_skl_stats,
+    pub use flowpin_bpf_abi::sk_lookup::{
+        Binding as fp_skl_binding, Dest as fp_skl_dest, HostKey as fp_skl_host_key,
+        Key as fp_skl_key, Label as fp_skl_label, LabelName as fp_skl_label_name,
+        Stats as fp_skl_stats,
     };
 }
 
-/// Labels the maps hold; label ids are `0..MAX_LABELS` (`FP_SKL_MAX_LABELS`).
-pub const MAX_LABELS: u32 = 1024;
-/// Socket slots per label: one TCP, one UDP (`FP_SKL_SLOTS_PER_LABEL`).
-pub const SLOTS_PER_LABEL: u32 = 2;
-/// Slot of a label's TCP listener (`FP_SKL_SLOT_TCP`).
-pub const SLOT_TCP: u32 = 0;
-/// Slot of a label's UDP socket (`FP_SKL_SLOT_UDP`).
-pub const SLOT_UDP: u32 = 1;
-/// Entries of `destinations` and `dest_meta` (`FP_SKL_DESTINATIONS`).
-pub const DESTINATIONS: u32 = MAX_LABELS * SLOTS_PER_LABEL;
-/// Stats index of lookups that matched no binding (`FP_SKL_STATS_UNMATCHED`).
-pub const STATS_UNMATCHED: u32 = MAX_LABELS;
-/// Default capacity of the bindings trie (`FP_SKL_DEFAULT_MAX_BINDINGS`).
-pub const DEFAULT_MAX_BINDINGS: u32 = 65_536;
-/// Longest label name in bytes (`FP_SKL_LABEL_MAX`).
-pub const LABEL_MAX: usize = 32;
-/// Key family byte of IPv4 (`FP_SKL_FAMILY_V4`).
-pub const FAMILY_V4: u8 = 4;
-/// Key family byte of IPv6 (`FP_SKL_FAMILY_V6`).
-pub const FAMILY_V6: u8 = 6;
-/// Key port of an "any port" binding (`FP_SKL_PORT_ANY`).
-pub const PORT_ANY: u16 = 0;
-/// Key bits before the address: protocol, family, port (`FP_SKL_KEY_HEADER_BITS`).
-pub const KEY_HEADER_BITS: u32 = 32;
-/// Summary bit: a host binding (`hosts`) with a specific port (`FP_SKL_KIND_HOST_PORT`).
-pub const KIND_HOST_PORT: u32 = 1;
-/// Summary bit: a host binding for any port (`FP_SKL_KIND_HOST_ANY`).
-pub const KIND_HOST_ANY: u32 = 2;
-/// Summary bit: a trie binding with a specific port (`FP_SKL_KIND_NET_PORT`).
-pub const KIND_NET_PORT: u32 = 4;
-/// Summary bit: a trie binding for any port (`FP_SKL_KIND_NET_ANY`).
-pub const KIND_NET_ANY: u32 = 8;
-/// Summary bits per (protocol, family) (`FP_SKL_KINDS`).
-pub const KINDS: u32 = 4;
-
-/// Shift of the (protocol, family) group in the summary word
-/// (`FP_SKL_SUMMARY_SHIFT(udp, v6)`).
-pub fn summary_shift(udp: bool, v6: bool) -> u32 {
-    (u32::from(udp) * 2 + u32::from(v6)) * KINDS
-}
-
-/// `IPPROTO_TCP`.
-pub const IPPROTO_TCP: u8 = 6;
-/// `IPPROTO_UDP`.
-pub const IPPROTO_UDP: u8 = 17;
+// The constants of `<flowpin/sk_lookup.h>`: one Rust home, flowpin-bpf-abi
+// (checked against the header by its drift test).
+pub use flowpin_bpf_abi::sk_lookup::{
+    summary_shift, DEFAULT_MAX_BINDINGS, DESTINATIONS, FAMILY_V4, FAMILY_V6, IPPROTO_TCP,
+    IPPROTO_UDP, KEY_HEADER_BITS, KINDS, KIND_HOST_ANY, KIND_HOST_PORT, KIND_NET_ANY,
+    KIND_NET_PORT, LABEL_MAX, MAX_LABELS, PORT_ANY, SLOTS_PER_LABEL, SLOT_TCP, SLOT_UDP,
+    STATS_ENTRIES, STATS_UNMATCHED,
+};
 
 /// Files pinned by [`SkLookup::pin`] under its directory.
 pub const PIN_NAMES: [&str; 8] = [
@@ -403,7 +371,7 @@ impl SkLookup {
                 "stats",
                 "max entries",
                 self.stats.max_entries(),
-                (MAX_LABELS + 1) as usize,
+                STATS_ENTRIES as usize,
             ),
         ];
         for (map, what, got, want) in checks {

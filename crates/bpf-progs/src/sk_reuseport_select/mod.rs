@@ -24,7 +24,7 @@
 //! moves the requests of the closed listener's queues to the live generation
 //! instead of resetting them.
 //!
-//! # Maps (key scheme in `src/bpf/sk_reuseport_select.h`)
+//! # Maps (key scheme in `<flowpin/sk_reuseport_select.h>` of `flowpin-bpf-abi`)
 //!
 //! | map | type | what |
 //! |---|---|---|
@@ -39,12 +39,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use flowpin_bpf_abi::reuseport as abi;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
 
 use crate::error::KernelError;
 use crate::skel::sk_reuseport_select::types::{
-    fp_rp_config, fp_rp_flow, fp_rp_flow_key, fp_rp_gen, fp_rp_stats,
+    fp_rp_config, fp_rp_flow, fp_rp_flow_key, fp_rp_gen,
 };
 use crate::skel::sk_reuseport_select::SkReuseportSelectSkelBuilder;
 use crate::skel::{bytes_of, read, CStruct};
@@ -218,7 +219,7 @@ impl SkReuseportSelect {
             (
                 "stats",
                 this.stats.value_size() as usize,
-                std::mem::size_of::<fp_rp_stats>(),
+                std::mem::size_of::<abi::Stats>(),
             ),
         ];
         for (map, got, want) in checks {
@@ -491,7 +492,7 @@ impl SkReuseportSelect {
             .unwrap_or_default();
         let mut s = RawStats::default();
         for v in per_cpu {
-            let c: fp_rp_stats = read_pod("stats", &v)?;
+            let c: abi::Stats = read_pod("stats", &v)?;
             s.add(&c);
         }
         Ok(s)
@@ -509,7 +510,7 @@ impl SkReuseportSelect {
                 .map_err(map_err("stats", "lookup_percpu"))?
                 .unwrap_or_default();
             for v in per_cpu {
-                total.add(&read_pod::<fp_rp_stats>("stats", &v)?);
+                total.add(&read_pod::<abi::Stats>("stats", &v)?);
             }
         }
         Ok(total)
@@ -519,7 +520,7 @@ impl SkReuseportSelect {
     pub fn reset_stats(&self, index: u32) -> Result<()> {
         let ncpu = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
-        let zero = vec![vec![0u8; std::mem::size_of::<fp_rp_stats>()]; ncpu];
+        let zero = vec![vec![0u8; std::mem::size_of::<abi::Stats>()]; ncpu];
         self.stats
             .update_percpu(&index.to_ne_bytes(), &zero, MapFlags::ANY)
             .map_err(map_err("stats", "update_percpu"))

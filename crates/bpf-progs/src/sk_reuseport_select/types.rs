@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 
 use flowpin_bpf_abi::reuseport as abi;
 
-use crate::skel::sk_reuseport_select::types::fp_rp_stats;
-
 /// Largest byte offset of the socket id inside a QUIC destination CID.
 pub const CID_MAX_OFFSET: u8 = abi::CID_MAX_OFFSET as u8;
 /// Default byte offset of the socket id in the DCID: right after the
@@ -232,7 +230,7 @@ pub struct FlowEntry {
 
 impl RawStats {
     /// Adds `c` (one CPU's or one index's counters): sums, and the latest `last_ns`.
-    pub(super) fn add(&mut self, c: &fp_rp_stats) {
+    pub(super) fn add(&mut self, c: &abi::Stats) {
         self.packets += c.packets;
         self.new_flows += c.new_flows;
         self.migrated += c.migrated;
@@ -251,14 +249,14 @@ mod tests {
     #[test]
     fn counters_add_up_and_keep_the_latest_time() {
         let mut s = RawStats::default();
-        let a = fp_rp_stats {
+        let a = abi::Stats {
             packets: 3,
             new_flows: 1,
             last_ns: 50,
             drops: [1, 0, 0, 2],
             ..Default::default()
         };
-        let b = fp_rp_stats {
+        let b = abi::Stats {
             packets: 4,
             migrated: 2,
             cid_routed: 5,

@@ -3,13 +3,20 @@
 
 use std::net::IpAddr;
 
+use flowpin_bpf_abi::sockops as abi;
 use flowpin_tcp_opt::{Layout, ServerId};
 
 use super::ServerIdOpsError;
 
-/// Most ports and most addresses a [`ServerIdOpsConfig`] may list
-/// (`FLOWPIN_SOCKOPS_MAX_PORTS` / `_MAX_ADDRS` in the C header).
-pub const MAX_FILTER_ENTRIES: usize = 64;
+/// Most ports and most addresses a [`ServerIdOpsConfig`] may list: the
+/// smaller of the filter maps' sizes, `flowpin_bpf_abi::sockops::MAX_PORTS`
+/// and `MAX_ADDRS` (`FLOWPIN_SOCKOPS_MAX_PORTS` / `_MAX_ADDRS` of
+/// `<flowpin/sockops_server_id.h>`).
+pub const MAX_FILTER_ENTRIES: usize = if abi::MAX_PORTS < abi::MAX_ADDRS {
+    abi::MAX_PORTS as usize
+} else {
+    abi::MAX_ADDRS as usize
+};
 
 /// Which role(s) an instance plays for the sockets of its cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -124,8 +124,9 @@ pub struct ServerIdOps {
     pin_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
-/// Layout version of a pinned instance (`FLOWPIN_SOCKOPS_LAYOUT_VERSION`).
-pub const LAYOUT_VERSION: u32 = 1;
+/// Layout version of a pinned instance (`FLOWPIN_SOCKOPS_LAYOUT_VERSION`;
+/// its one Rust home is flowpin-bpf-abi).
+pub use flowpin_bpf_abi::sockops::LAYOUT_VERSION;
 
 /// The files of a pinned `sockops_server_id`.
 pub const PIN_NAMES: &[&str] = &[
@@ -507,16 +508,23 @@ mod tests {
     }
 
     #[test]
-    fn filter_limits_match_the_c_header() {
-        let h = include_str!("../bpf/sockops_server_id.h");
-        assert!(h.contains(&format!(
-            "#define FLOWPIN_SOCKOPS_MAX_PORTS {MAX_FILTER_ENTRIES}"
-        )));
-        assert!(h.contains(&format!(
-            "#define FLOWPIN_SOCKOPS_MAX_ADDRS {MAX_FILTER_ENTRIES}"
-        )));
-        assert!(h.contains(&format!(
-            "#define FLOWPIN_SOCKOPS_LAYOUT_VERSION {LAYOUT_VERSION}"
-        )));
+    fn filters_hold_at_most_what_the_maps_hold() {
+        // The maps' sizes are the header's (flowpin-bpf-abi's drift test
+        // checks MAX_PORTS and MAX_ADDRS against it).
+        let id = ServerId::new(7).unwrap();
+        let ports = |n: u32| (1..=n).map(|p| p as u16).collect::<Vec<_>>();
+        let addrs = |n: u32| {
+            (1..=n)
+                .map(|i| IpAddr::from([10, 0, (i >> 8) as u8, i as u8]))
+                .collect::<Vec<_>>()
+        };
+        let max_ports = flowpin_bpf_abi::sockops::MAX_PORTS;
+        let max_addrs = flowpin_bpf_abi::sockops::MAX_ADDRS;
+        let cfg = ServerIdOpsConfig::server(id);
+        assert!(cfg.clone().ports(&ports(max_ports)).validate().is_ok());
+        assert!(cfg.clone().ports(&ports(max_ports + 1)).validate().is_err());
+        assert!(cfg.clone().addrs(&addrs(max_addrs)).validate().is_ok());
+        assert!(cfg.addrs(&addrs(max_addrs + 1)).validate().is_err());
+        assert_eq!(MAX_FILTER_ENTRIES as u32, max_ports.min(max_addrs));
     }
 }

@@ -9,10 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
 use std::str::FromStr;
 
-use flowpin_bpf_progs::sk_lookup::types::{fp_skl_binding, fp_skl_key};
-use flowpin_bpf_progs::sk_lookup::{
-    FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP, KEY_HEADER_BITS, LABEL_MAX, MAX_LABELS,
-    PORT_ANY, SLOTS_PER_LABEL, SLOT_TCP, SLOT_UDP,
+use flowpin_bpf_abi::sk_lookup::{
+    self as abi, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP, KEY_HEADER_BITS, LABEL_MAX,
+    MAX_LABELS, PORT_ANY, SLOTS_PER_LABEL, SLOT_TCP, SLOT_UDP,
 };
 
 use crate::Error;
@@ -240,9 +239,9 @@ impl Binding {
         }
     }
 
-    /// The trie key (see the key scheme in `sk_lookup.h`).
-    pub fn key(&self) -> fp_skl_key {
-        let mut k = fp_skl_key {
+    /// The trie key (see the key scheme in `<flowpin/sk_lookup.h>`).
+    pub fn key(&self) -> abi::Key {
+        let mut k = abi::Key {
             prefixlen: KEY_HEADER_BITS + u32::from(self.prefix.len),
             protocol: self.protocol.number(),
             family: self.prefix.family().byte(),
@@ -260,7 +259,7 @@ impl Binding {
     }
 
     /// The binding a trie key holds, if it is one flowpin writes.
-    pub fn from_key(k: &fp_skl_key) -> Option<Self> {
+    pub fn from_key(k: &abi::Key) -> Option<Self> {
         let protocol = match k.protocol {
             IPPROTO_TCP => Protocol::Tcp,
             IPPROTO_UDP => Protocol::Udp,
@@ -373,9 +372,9 @@ pub struct Plan {
     /// Labels to create (name, id); their stats are reset first.
     pub new_labels: Vec<(Label, u32)>,
     /// Bindings to insert.
-    pub insert: Vec<(fp_skl_key, fp_skl_binding)>,
+    pub insert: Vec<(abi::Key, abi::Binding)>,
     /// Bindings to delete.
-    pub delete: Vec<fp_skl_key>,
+    pub delete: Vec<abi::Key>,
     /// Destination indexes to clear (sockets of removed labels).
     pub clear_destinations: Vec<u32>,
     /// Labels to delete, last.
@@ -397,7 +396,7 @@ impl Table {
     }
 
     /// The map key of every binding.
-    pub fn keys(&self) -> Vec<fp_skl_key> {
+    pub fn keys(&self) -> Vec<abi::Key> {
         self.bindings.keys().map(Binding::key).collect()
     }
 
@@ -456,7 +455,7 @@ impl Table {
             }
             plan.insert.push((
                 b.key(),
-                fp_skl_binding {
+                abi::Binding {
                     label: id,
                     addr_bits: u32::from(b.prefix.len),
                 },

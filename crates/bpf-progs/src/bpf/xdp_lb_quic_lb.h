@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: (MIT OR Apache-2.0) */
 /*
  * xdp_lb: IETF QUIC-LB plaintext connection IDs (draft-ietf-quic-load-balancers).
- * Layout and constants: <flowpin/tcp_opt.h> ("IETF QUIC-LB plaintext
- * connection IDs"); the Rust side is flowpin_tcp_opt::quic_lb and
- * CidLayout::QuicLb. Included by xdp_lb.bpf.c after the FP_SID_* results.
+ * Private to xdp_lb: it returns xdp_lb's FP_SID_* results and its one define
+ * (FP_QUIC_LB_OTHER) has no Rust twin. Layout and constants shared with Rust:
+ * <flowpin/tcp_opt.h> ("IETF QUIC-LB plaintext connection IDs"); the Rust
+ * side is flowpin_tcp_opt::quic_lb and CidLayout::QuicLb. Included by
+ * xdp_lb_server_id.h after the FP_SID_* results.
  */
 #ifndef FLOWPIN_XDP_QUIC_LB_H
 #define FLOWPIN_XDP_QUIC_LB_H

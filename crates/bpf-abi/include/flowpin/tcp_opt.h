@@ -2,11 +2,12 @@
 /*
  * flowpin: constants of the server_id TCP header option and of the QUIC
  * connection-ID layouts, shared by the BPF programs (C) and flowpin-tcp-opt
- * (Rust). This header is the single source of truth on the C side; a test in
- * flowpin-tcp-opt (tests/header_consts.rs) parses every `#define FLOWPIN_*`
- * line of this file and checks it against the Rust constant of the same name
- * (without the FLOWPIN_ prefix, in flowpin_tcp_opt::consts). Keep every
- * constant a plain `#define FLOWPIN_NAME <decimal or 0x hex>` on one line.
+ * (Rust). This header is the single source of truth on the C side; the
+ * drift test of flowpin-bpf-abi (tests/header_defines.rs) parses every
+ * `#define` of this file and checks it against the Rust constant of the same
+ * name (without the FLOWPIN_ prefix, in flowpin_tcp_opt::consts). Keep every
+ * constant a `#define FLOWPIN_NAME <value>` on one line (numbers, other
+ * defines, `+ - * <<` and parentheses).
  *
  * ---------------------------------------------------------------------------
  * TCP option walk (what find_server_id() does; BPF programs must agree)

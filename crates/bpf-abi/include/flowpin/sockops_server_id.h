@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: (MIT OR Apache-2.0) */
 /*
- * Types of sockops_server_id.bpf.c. Rust reads them through the types
- * libbpf-cargo generates (skel::sockops_server_id::types), never by hand.
+ * Types and constants of sockops_server_id.bpf.c. Rust reads the structs
+ * through the types libbpf-cargo generates (skel::sockops_server_id::types),
+ * never by hand; the #defines are re-stated in flowpin_bpf_abi::sockops
+ * (prefix FLOWPIN_SOCKOPS_ dropped), checked against this file by
+ * flowpin-bpf-abi's tests/header_defines.rs.
  */
 #ifndef FLOWPIN_SOCKOPS_SERVER_ID_H
 #define FLOWPIN_SOCKOPS_SERVER_ID_H

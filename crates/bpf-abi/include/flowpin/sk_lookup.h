@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: (MIT OR Apache-2.0) */
 /*
  * flowpin sk_lookup: layouts and constants shared by the BPF program
- * (sk_lookup.bpf.c) and its Rust control layer (flowpin_bpf_progs::sk_lookup
- * reads every struct below through the skeleton's generated types; a unit
- * test checks every #define against the Rust constants).
+ * (sk_lookup.bpf.c) and its Rust control layer. Every #define and struct
+ * below is written once more in Rust, in flowpin_bpf_abi::sk_lookup (so the
+ * pure model of flowpin-sk-lookup needs no skeleton): the #defines are
+ * checked against this file by flowpin-bpf-abi's tests/header_defines.rs,
+ * the structs against the skeleton's BTF types (size and every field's
+ * offset) by a unit test of flowpin-bpf-progs.
  *
  * Bindings (LPM trie `bindings`), key = protocol, family, port, address:
  *
@@ -39,6 +42,8 @@
  */
 #ifndef FLOWPIN_SK_LOOKUP_H
 #define FLOWPIN_SK_LOOKUP_H
+
+#include <linux/types.h>
 
 /* Labels (destinations) the maps hold; label ids are 0 .. FP_SKL_MAX_LABELS-1. */
 #define FP_SKL_MAX_LABELS 1024
