@@ -39,10 +39,14 @@
 //! [`process`] (what an embedder needs around the programs: run code in a
 //! network namespace, start a server inside a cgroup, turn off TX checksum
 //! offload), [`flow_hash`] (from `flowpin-bpf-abi`, builds without clang),
-//! [`skel`] (the generated skeletons) and, with the `testing` feature,
-//! `model` (a Rust twin of `xdp_lb`'s decision, the oracle of tests and
-//! benches) and `testing` (namespace, veth and cgroup guards for privileged
-//! tests).
+//! [`skel`] (the generated skeletons).
+//!
+//! Not here: the test oracle and fixtures live in two `publish = false`
+//! crates that every test, example and outside harness can depend on:
+//! `flowpin-lb-model` (`crates/lb-model`, a Rust twin of `xdp_lb`'s
+//! decision, the oracle of tests and benches) and `flowpin-testing`
+//! (`crates/testing`, namespace, veth and cgroup guards and the skip
+//! accounting of privileged tests).
 //!
 //! ## Build
 //!
@@ -63,8 +67,6 @@
 pub mod error;
 pub mod file_ref;
 pub use flowpin_bpf_abi::flow_hash;
-#[cfg(feature = "testing")]
-pub mod model;
 pub mod netdev;
 pub mod netns;
 pub mod pin;
@@ -77,6 +79,3 @@ pub mod xdp_attach;
 pub mod xdp_decap;
 pub mod xdp_lb;
 pub mod xdp_pass;
-
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -37,7 +37,6 @@
 //!
 //! Every namespace, link, cgroup and program is a guard dropped on every exit
 //! path; each test also checks that nothing is left behind.
-#![cfg(feature = "testing")]
 // Test helpers outside #[test] fns too: a failed setup step fails the test.
 #![allow(clippy::unwrap_used)]
 
@@ -55,9 +54,6 @@ use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::sockops_server_id::{
     ServerIdOps, ServerIdOpsConfig, ServerStats, SockopsLink,
 };
-use flowpin_bpf_progs::testing::{
-    disable_tx_checksum_offload, require_bpf, Cgroup, NetNs, VethPair,
-};
 use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Proto, Vip, VipFlags, VipStats, XdpLb, XdpLbConfig, XdpLink, XdpMode,
@@ -66,6 +62,7 @@ use flowpin_bpf_progs::xdp_lb::{
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_maglev::Maglev;
 use flowpin_tcp_opt::ServerId;
+use flowpin_testing::{disable_tx_checksum_offload, require_bpf, Cgroup, NetNs, VethPair};
 use socket2::{Domain, Socket, Type};
 use sockops_support::sockets_in;
 

@@ -10,15 +10,14 @@
 //!   nothing arrives (the backend has no tunnel device).
 //!
 //! Every namespace and link is a guard: deleted on every exit path.
-#![cfg(feature = "testing")]
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use etherparse::PacketBuilder;
-use flowpin_bpf_progs::testing::{disable_tx_checksum_offload, require_bpf, NetNs, VethPair};
 use flowpin_bpf_progs::xdp_decap::{DecapForm, XdpDecap, XdpDecapConfig, XdpMode};
+use flowpin_testing::{disable_tx_checksum_offload, require_bpf, NetNs, VethPair};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Client and backend namespaces joined by one veth pair; the VIP on the

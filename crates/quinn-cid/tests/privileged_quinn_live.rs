@@ -17,15 +17,12 @@
 //! connection stalls; a stall of 2.5 s counts as broken.
 #![allow(clippy::unwrap_used)]
 
-mod live;
+mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flowpin_bpf_progs::testing::{
-    disable_tx_checksum_offload, require_bpf, unique_name, NetNs, VethPair,
-};
 use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpLink, XdpMode,
@@ -34,7 +31,8 @@ use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_quinn::{FlowpinCidGenerator, DEFAULT_CID_LEN};
 use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto as RpProto, ReuseportGroup};
 use flowpin_tcp_opt::ServerId;
-use live::{Conn, Tls};
+use flowpin_testing::{disable_tx_checksum_offload, require_bpf, unique_name, NetNs, VethPair};
+use support::{Conn, Tls};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 111, 0, 2);
@@ -207,13 +205,13 @@ fn privileged_quinn_rebinding_client_keeps_its_connection_only_with_cid_routing(
             let gen = FlowpinCidGenerator::builder(server_id(j)).build().unwrap();
             for p in [PORT_CID, PORT_PLAIN] {
                 let s = udp_in(ns, SocketAddr::from((VIP, p)));
-                servers.push(live::server(&tls, s, &gen, accepted[j].clone()));
+                servers.push(support::server(&tls, s, &gen, accepted[j].clone()));
             }
         }
         let mut conns: Vec<(u16, Option<Conn>)> = Vec::new();
         for p in [PORT_CID, PORT_PLAIN] {
             for _ in 0..CONNS {
-                let ep = live::client(&tls, udp_in(&net.client, SocketAddr::from((CLIENT, 0))));
+                let ep = support::client(&tls, udp_in(&net.client, SocketAddr::from((CLIENT, 0))));
                 conns.push((p, Some(Conn::open(ep, SocketAddr::from((VIP, p))).await)));
             }
         }
@@ -326,10 +324,10 @@ fn privileged_quinn_release_old_server_keeps_its_connections_new_one_takes_new()
             .socket_id(ReuseportGroup::socket_id(g1, 0))
             .build()
             .unwrap();
-        let server_a = live::server(&tls, a, &gen_a, old_count.clone());
+        let server_a = support::server(&tls, a, &gen_a, old_count.clone());
         let mut old: Vec<(u16, Option<Conn>)> = Vec::new();
         for _ in 0..CONNS {
-            let ep = live::client(
+            let ep = support::client(
                 &tls,
                 udp_in(&ns, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             );
@@ -344,12 +342,12 @@ fn privileged_quinn_release_old_server_keeps_its_connections_new_one_takes_new()
             .socket_id(ReuseportGroup::socket_id(g2, 0))
             .build()
             .unwrap();
-        let server_b = live::server(&tls, b, &gen_b, new_count.clone());
+        let server_b = support::server(&tls, b, &gen_b, new_count.clone());
         group.activate(g2).unwrap();
         group.retire(g1).unwrap();
         let mut new: Vec<(u16, Option<Conn>)> = Vec::new();
         for _ in 0..CONNS {
-            let ep = live::client(
+            let ep = support::client(
                 &tls,
                 udp_in(&ns, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             );

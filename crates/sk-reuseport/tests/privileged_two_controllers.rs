@@ -16,8 +16,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use flowpin_bpf_progs::sk_reuseport_select::sock_key;
-use flowpin_bpf_progs::testing::unique_name;
 use flowpin_sk_reuseport::{bind_reuseport, GenState, GroupConfig, Proto, ReuseportGroup};
+use flowpin_testing::{require_root, unique_name};
 
 const CHILD_PIN: &str = "FLOWPIN_TEST_RP_CHILD_PIN";
 const CHILD_ADDR: &str = "FLOWPIN_TEST_RP_CHILD_ADDR";
@@ -84,8 +84,7 @@ fn helper_controller_child() {
 
 #[test]
 fn privileged_two_controllers_one_group_lose_nothing() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("!!!!! SKIPPED 1 privileged test (privileged_two_controllers_one_group_lose_nothing): not root");
+    if !require_root("privileged_two_controllers_one_group_lose_nothing") {
         return;
     }
     let pin = PathBuf::from("/sys/fs/bpf").join(unique_name("rp2c"));
