@@ -31,127 +31,32 @@ use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_quinn::{FlowpinCidGenerator, DEFAULT_CID_LEN};
 use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto as RpProto, ReuseportGroup};
 use flowpin_tcp_opt::ServerId;
-use flowpin_testing::{disable_tx_checksum_offload, require_bpf, unique_name, NetNs, VethPair};
+use flowpin_testing::{require_bpf, unique_name, NetNs, RoutedLb, RoutedLbConfig};
 use support::{Conn, Tls};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 111, 0, 2);
 const PORT_CID: u16 = 443;
 const PORT_PLAIN: u16 = 444;
 const MAC_LB: [u8; 6] = [0x02, 0x5f, 0, 0, 1, 2];
 const MAC_RTR: [u8; 6] = [0x02, 0x5f, 0, 0, 1, 1];
+/// Client, router, LB and backends in 10.111.0.0/16.
+const NET: RoutedLbConfig = RoutedLbConfig {
+    subnet: 111,
+    vip: VIP,
+    lb_mac: MAC_LB,
+    router_mac: MAC_RTR,
+};
+const CLIENT: Ipv4Addr = NET.client_addr();
 const BACKENDS: usize = 2;
 /// Connections per VIP port.
 const CONNS: usize = 24;
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn backend_addr(j: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 111, 10 + j as u8, 2)
+    NET.backend_addr(j)
 }
 
 fn server_id(j: usize) -> ServerId {
     ServerId::new(101 + j as u32).unwrap()
-}
-
-/// Namespaces and links; dropping it deletes them (and the XDP attachments).
-struct Net {
-    _links: Vec<VethPair>,
-    client: NetNs,
-    router: NetNs,
-    lb: NetNs,
-    backends: Vec<NetNs>,
-}
-
-impl Net {
-    fn new(tag: &str) -> Net {
-        let client = NetNs::new(&format!("{tag}c")).unwrap();
-        let router = NetNs::new(&format!("{tag}r")).unwrap();
-        let lb = NetNs::new(&format!("{tag}l")).unwrap();
-        let backends: Vec<NetNs> = (0..BACKENDS)
-            .map(|j| NetNs::new(&format!("{tag}b{j}")).unwrap())
-            .collect();
-        for ns in [&client, &router, &lb].into_iter().chain(&backends) {
-            for k in ["all", "default"] {
-                ns.sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0")
-                    .unwrap();
-            }
-        }
-        router.sysctl("net.ipv4.ip_forward", "1").unwrap();
-        let mut links = vec![VethPair::new(&client, "c0", &router, "rc").unwrap()];
-        client
-            .ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "c0"])
-            .unwrap();
-        client.ip(&["link", "set", "c0", "mtu", "1400"]).unwrap();
-        client
-            .ip(&["route", "add", "default", "via", "10.111.0.1"])
-            .unwrap();
-        router
-            .ip(&["addr", "add", "10.111.0.1/24", "dev", "rc"])
-            .unwrap();
-        links.push(VethPair::new(&lb, "l0", &router, "rl").unwrap());
-        for (ns, dev, mac) in [(&lb, "l0", MAC_LB), (&router, "rl", MAC_RTR)] {
-            ns.ip(&["link", "set", dev, "down"]).unwrap();
-            ns.ip(&["link", "set", dev, "address", &mac_str(mac)])
-                .unwrap();
-            ns.ip(&["link", "set", dev, "up"]).unwrap();
-        }
-        lb.ip(&["addr", "add", "10.111.1.2/24", "dev", "l0"])
-            .unwrap();
-        router
-            .ip(&["addr", "add", "10.111.1.1/24", "dev", "rl"])
-            .unwrap();
-        router
-            .ip(&["route", "add", &format!("{VIP}/32"), "via", "10.111.1.2"])
-            .unwrap();
-        router
-            .run(|| disable_tx_checksum_offload("rl"))
-            .unwrap()
-            .unwrap();
-        for (j, be) in backends.iter().enumerate() {
-            let rif = format!("rb{j}");
-            links.push(VethPair::new(be, "b0", &router, &rif).unwrap());
-            be.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", backend_addr(j)),
-                "dev",
-                "b0",
-            ])
-            .unwrap();
-            be.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])
-                .unwrap();
-            be.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.111.{}.1", 10 + j),
-            ])
-            .unwrap();
-            router
-                .ip(&[
-                    "addr",
-                    "add",
-                    &format!("10.111.{}.1/24", 10 + j),
-                    "dev",
-                    &rif,
-                ])
-                .unwrap();
-        }
-        Net {
-            _links: links,
-            client,
-            router,
-            lb,
-            backends,
-        }
-    }
 }
 
 fn udp_in(ns: &NetNs, addr: SocketAddr) -> UdpSocket {
@@ -164,7 +69,7 @@ fn privileged_quinn_rebinding_client_keeps_its_connection_only_with_cid_routing(
     {
         return;
     }
-    let net = Net::new("qlive");
+    let net = RoutedLb::new("qlive", &NET, BACKENDS).expect("routed topology");
     let mut xdp_links: Vec<XdpLink> = Vec::new();
     let mut decaps = Vec::new();
     for (j, ns) in net.backends.iter().enumerate() {

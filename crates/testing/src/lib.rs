@@ -12,13 +12,14 @@
 //! | what | items |
 //! |---|---|
 //! | network namespaces, veth | [`NetNs`], [`VethPair`], [`enter_netns`] |
+//! | the routed LB topology of live tests (feature `bpf`) | [`RoutedLb`], [`RoutedLbConfig`] |
 //! | cgroup v2 | [`Cgroup`], [`cgroup2_mount`], [`current_cgroup`], [`CgroupMembership`] |
 //! | may this test run? | [`require_bpf`] (feature `bpf`), [`require_root`], [`is_root`], [`record_skip`], [`SKIP_LOG_ENV`] |
-//! | small things | [`unique_name`], [`run_cmd`], [`disable_tx_checksum_offload`] (feature `bpf`) |
+//! | small things | [`unique_name`], [`run_cmd`], [`mac_str`], [`disable_tx_checksum_offload`] (feature `bpf`) |
 //!
 //! The default feature `bpf` adds what needs `flowpin-bpf-progs` (and so
-//! clang at build time): [`require_bpf`], which loads a BPF program, and
-//! [`disable_tx_checksum_offload`]. Without it (`default-features = false`)
+//! clang at build time): [`require_bpf`], which loads a BPF program,
+//! [`disable_tx_checksum_offload`] and [`RoutedLb`]. Without it (`default-features = false`)
 //! a crate that needs no clang, such as `flowpin-registry`, gets the rest.
 //!
 //! ```no_run
@@ -35,10 +36,14 @@
 
 mod cgroup;
 mod netns;
+#[cfg(feature = "bpf")]
+mod routed;
 mod skip;
 
 pub use cgroup::{cgroup2_mount, current_cgroup, Cgroup, CgroupMembership};
 pub use netns::{enter_netns, NetNs, VethPair};
+#[cfg(feature = "bpf")]
+pub use routed::{RoutedLb, RoutedLbConfig};
 #[cfg(feature = "bpf")]
 pub use skip::require_bpf;
 pub use skip::{is_root, record_skip, require_root, SKIP_LOG_ENV};
@@ -133,6 +138,14 @@ fn pid_base36(pid: u32) -> String {
     out.iter().map(|&b| char::from(b)).collect()
 }
 
+/// A MAC address as `ip` writes it: `02:00:5e:00:01:02`.
+pub fn mac_str(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Runs a command and fails with its stderr if it exits non-zero.
 pub fn run_cmd<I, S>(program: &str, args: I) -> Result<Output>
 where
@@ -204,6 +217,11 @@ mod tests {
             format!("{}{}", pid_base36(1234), 56),
             format!("{}{}", pid_base36(12345), 6)
         );
+    }
+
+    #[test]
+    fn mac_str_is_what_ip_writes() {
+        assert_eq!(mac_str([0x02, 0, 0x5e, 0, 1, 0xab]), "02:00:5e:00:01:ab");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use nix::sched::{setns, CloneFlags};
 
-use crate::{run_cmd, unique_name, Result, TestingError};
+use crate::{mac_str, run_cmd, unique_name, Result, TestingError};
 
 /// A network namespace created with `ip netns add`, deleted on drop.
 #[derive(Debug)]
@@ -40,6 +40,14 @@ impl NetNs {
         let mut a = vec!["-n", self.name.as_str()];
         a.extend_from_slice(args);
         run_cmd("ip", a)
+    }
+
+    /// Sets the link-layer address of interface `dev` (down, address, up).
+    pub fn set_mac(&self, dev: &str, mac: [u8; 6]) -> Result<()> {
+        self.ip(&["link", "set", dev, "down"])?;
+        self.ip(&["link", "set", dev, "address", &mac_str(mac)])?;
+        self.ip(&["link", "set", dev, "up"])?;
+        Ok(())
     }
 
     /// Runs any command inside the namespace (`ip netns exec`).

@@ -38,7 +38,7 @@ use flowpin_registry::local_etcd::{LocalEtcd, LocalEtcdOptions};
 use flowpin_registry::{
     BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, VipFlags, VipKey, VipSpec,
 };
-use flowpin_testing::{unique_name, Cgroup, CgroupMembership};
+use flowpin_testing::{mac_str, unique_name, Cgroup, CgroupMembership};
 use serde::Serialize;
 
 use crate::backend::BackendProcess;
@@ -286,13 +286,6 @@ fn sid_routed(port: u16) -> u64 {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
-}
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn vip_name(addr: Ipv4Addr) -> String {
