@@ -38,8 +38,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flowpin_bpf_progs::testing::{unique_name, NetNs};
 use flowpin_sk_lookup::{Binding, Dispatcher, Label, Port, Prefix, Protocol};
+use flowpin_testing::{unique_name, NetNs};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 

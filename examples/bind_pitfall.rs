@@ -26,7 +26,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flowpin_bpf_progs::testing::NetNs;
+use flowpin_testing::NetNs;
 use socket2::{Domain, Socket, Type};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -127,7 +127,7 @@ fn plan(pattern: &str, sockets: usize, addrs: usize) -> Vec<(Ipv6Addr, Kind)> {
 fn worker(args: &Args, pattern: &str) -> Res<()> {
     use std::io::{Read, Write};
     let ns = args.netns.as_ref().ok_or("--netns")?;
-    flowpin_bpf_progs::testing::enter_netns(ns, &ns.display().to_string())?;
+    flowpin_testing::enter_netns(ns, &ns.display().to_string())?;
     raise_nofile()?;
     let p = plan(pattern, args.sockets, args.addrs);
     let (times, keep) = bind_all(&p[args.from..args.to.min(p.len())], args.port)?;

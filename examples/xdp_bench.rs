@@ -19,7 +19,7 @@
 //! into the table on a miss, the default), `server_id_flow` (one server_id
 //! flow, the same packet every call, warm: a table hit, no insert — the
 //! steady state of a long connection). Each call's verdict is checked, and the output packet is
-//! compared with `flowpin_bpf_progs::model` (every call for fixed packets,
+//! compared with `flowpin_lb_model` (every call for fixed packets,
 //! every 64th call for per-call packets).
 //!
 //! ns/packet is the kernel-measured run time of the program (the `duration`
@@ -46,10 +46,10 @@ use std::time::Instant;
 use clap::Parser;
 use etherparse::PacketBuilder;
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
-use flowpin_bpf_progs::model::{Outcome, Route, Verdict};
 use flowpin_bpf_progs::xdp_attach::XdpVerdict;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
+use flowpin_lb_model::{Outcome, Route, Verdict};
 use flowpin_tcp_opt::ServerId;
 
 #[derive(Parser, Debug)]
@@ -175,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lb.set_backends(&quic, &backends)?;
     cold.add_vip(routed, VipFlags::SERVER_ID)?;
     cold.set_backends(&routed, &backends)?;
-    let model = flowpin_bpf_progs::model::Model::of(&lb);
+    let model = flowpin_lb_model::Model::of(&lb);
     eprintln!(
         "xdp_lb loaded: ring {} slots/VIP, connection table {} flows over all CPUs ({} MiB budget), {} calls x {} rounds per case",
         lb.config().ring_size,

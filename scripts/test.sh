@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
-# Every skipped privileged test appends a line here (testing::SKIP_LOG_ENV).
+# Every skipped test appends a line here (flowpin_testing::SKIP_LOG_ENV).
 FLOWPIN_SKIP_LOG="$(mktemp -t flowpin-skipped.XXXXXX)"
 export FLOWPIN_SKIP_LOG
 report_skips() {

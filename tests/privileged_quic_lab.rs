@@ -9,7 +9,7 @@
 
 mod support;
 
-use flowpin_bpf_progs::testing::require_bpf;
+use flowpin_testing::require_bpf;
 
 #[test]
 fn privileged_quic_lab_quick_no_broken_connection_with_cid_routing() {

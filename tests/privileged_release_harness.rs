@@ -10,7 +10,7 @@
 
 mod support;
 
-use flowpin_bpf_progs::testing::require_bpf;
+use flowpin_testing::require_bpf;
 
 #[test]
 fn privileged_release_harness_flowpin_loses_nothing() {

@@ -13,8 +13,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig};
-use flowpin_bpf_progs::testing::{enter_netns, NetNs};
 use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
+use flowpin_testing::{enter_netns, NetNs};
 
 use crate::proto::{greeting, PING_LEN, RESPONSE_LEN};
 use crate::topo;

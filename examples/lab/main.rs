@@ -46,11 +46,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig};
-use flowpin_bpf_progs::testing::Cgroup;
 use flowpin_bpf_progs::xdp_attach::XdpLink;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_tcp_opt::ServerId;
+use flowpin_testing::{Cgroup, CgroupMembership};
 use serde::Serialize;
 
 use crate::backend::{BackendArgs, BackendProcess};
@@ -684,36 +684,6 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
         crr_with_sockops: with.into(),
         crr_without_sockops: without.into(),
     })
-}
-
-/// Moves this process into a cgroup; moves it back to where it was on drop.
-struct CgroupMembership {
-    original: PathBuf,
-}
-
-impl CgroupMembership {
-    fn join(cg: &Cgroup) -> Result<Self, Error> {
-        let root = flowpin_bpf_progs::testing::cgroup2_mount()?;
-        let own = std::fs::read_to_string("/proc/self/cgroup")?;
-        let rel = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .unwrap_or("/")
-            .trim_start_matches('/')
-            .to_string();
-        let original = root.join(rel);
-        cg.add_pid(std::process::id())?;
-        Ok(CgroupMembership { original })
-    }
-}
-
-impl Drop for CgroupMembership {
-    fn drop(&mut self) {
-        let _ = std::fs::write(
-            self.original.join("cgroup.procs"),
-            std::process::id().to_string(),
-        );
-    }
 }
 
 fn print_table(r: &LabReport, to_stderr: bool) {

@@ -10,7 +10,7 @@
 
 use std::net::Ipv4Addr;
 
-use flowpin_bpf_progs::testing::{disable_tx_checksum_offload, NetNs, TestingError, VethPair};
+use flowpin_testing::{disable_tx_checksum_offload, NetNs, TestingError, VethPair};
 
 /// The virtual IP clients connect to.
 pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);

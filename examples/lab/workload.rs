@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::testing::NetNs;
+use flowpin_testing::NetNs;
 
 use crate::proto::{parse_greeting, GREETING_LEN, PING_LEN, RESPONSE_LEN};
 use crate::topo;

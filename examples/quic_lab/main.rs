@@ -38,10 +38,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use flowpin_bpf_progs::testing::{unique_name, Cgroup, NetNs};
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpLink};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_sk_reuseport::ReuseportGroup;
+use flowpin_testing::{unique_name, Cgroup, NetNs};
 
 use topo::Topology;
 

@@ -12,8 +12,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::testing::NetNs;
 use flowpin_sk_reuseport::ReuseportGroup;
+use flowpin_testing::NetNs;
 
 use crate::{Args, Res, Strategy, IP};
 

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::testing::NetNs;
 use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup, SelectMode};
+use flowpin_testing::NetNs;
 
 use crate::{Res, IP};
 

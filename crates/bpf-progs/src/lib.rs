@@ -39,10 +39,14 @@
 //! [`process`] (what an embedder needs around the programs: run code in a
 //! network namespace, start a server inside a cgroup, turn off TX checksum
 //! offload), [`flow_hash`] (from `flowpin-bpf-abi`, builds without clang),
-//! [`skel`] (the generated skeletons) and, with the `testing` feature,
-//! `model` (a Rust twin of `xdp_lb`'s decision, the oracle of tests and
-//! benches) and `testing` (namespace, veth and cgroup guards for privileged
-//! tests).
+//! [`skel`] (the generated skeletons).
+//!
+//! Not here: the test oracle and fixtures live in two `publish = false`
+//! crates that every test, example and outside harness can depend on:
+//! `flowpin-lb-model` (`crates/lb-model`, a Rust twin of `xdp_lb`'s
+//! decision, the oracle of tests and benches) and `flowpin-testing`
+//! (`crates/testing`, namespace, veth and cgroup guards and the skip
+//! accounting of privileged tests).
 //!
 //! ## Features: one per program
 //!
@@ -60,8 +64,7 @@
 //! program is compiled (e.g. `flowpin-sk-lookup` compiles `sk_lookup` alone,
 //! neither `xdp_lb` nor Maglev). The shared modules ([`error`],
 //! [`xdp_attach`], [`pin`], [`netns`], [`process`], [`netdev`],
-//! [`file_ref`]) need no skeleton and are always there. `testing` turns on
-//! `xdp-pass` (its BPF probe); `model` needs `testing` and `xdp-lb`.
+//! [`file_ref`]) need no skeleton and are always there.
 //!
 //! ## Build
 //!
@@ -104,8 +107,6 @@ pub mod cgroup;
 pub mod error;
 pub mod file_ref;
 pub use flowpin_bpf_abi::flow_hash;
-#[cfg(all(feature = "testing", feature = "xdp-lb"))]
-pub mod model;
 pub mod netdev;
 pub mod netns;
 pub mod pin;
@@ -124,6 +125,3 @@ pub mod xdp_decap;
 pub mod xdp_lb;
 #[cfg(feature = "xdp-pass")]
 pub mod xdp_pass;
-
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -2,16 +2,15 @@
 //! out-of-tree program would, from the test's own thread (no setns code
 //! here): XDP attach to an interface of another network namespace, a child
 //! process started inside a cgroup and a namespace, TX checksum offload off.
-#![cfg(feature = "testing")]
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
 use flowpin_bpf_progs::process::CommandCgroupExt;
-use flowpin_bpf_progs::testing::{require_bpf, Cgroup, NetNs, VethPair};
 use flowpin_bpf_progs::xdp_attach::{XdpAttachError, XdpTarget};
 use flowpin_bpf_progs::xdp_pass::{XdpPass, XdpPassError};
 use flowpin_bpf_progs::{netdev, netns};
+use flowpin_testing::{require_bpf, Cgroup, NetNs, VethPair};
 
 fn xdp_shown(ns: &NetNs, ifname: &str) -> String {
     String::from_utf8_lossy(&ns.ip(&["link", "show", ifname]).unwrap().stdout).into_owned()

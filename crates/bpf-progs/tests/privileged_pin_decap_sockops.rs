@@ -18,21 +18,13 @@ use flowpin_bpf_progs::pin::prog_id;
 use flowpin_bpf_progs::sockops_server_id::{
     Role, ServerIdOps, ServerIdOpsConfig, ServerIdOpsError, SockopsLink,
 };
-use flowpin_bpf_progs::testing::{unique_name, NetNs};
 use flowpin_bpf_progs::xdp_decap::{
     XdpDecap, XdpDecapConfig, XdpDecapError, XdpLink, XdpTarget, XdpVerdict,
 };
 use flowpin_tcp_opt::ServerId;
+use flowpin_testing::{require_root, unique_name, NetNs};
 use libbpf_rs::{MapCore, MapFlags};
 use sockops_support::{Fake, Pair};
-
-fn skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    eprintln!("!!!!! SKIPPED 1 privileged test ({test}): not root");
-    true
-}
 
 /// Removes a pin directory on every exit path.
 struct PinDir(PathBuf);
@@ -70,7 +62,7 @@ fn ipip(dst: Ipv4Addr) -> Vec<u8> {
 
 #[test]
 fn privileged_pinned_decap_reopens_and_upgrades() {
-    if skip("privileged_pinned_decap_reopens_and_upgrades") {
+    if !require_root("privileged_pinned_decap_reopens_and_upgrades") {
         return;
     }
     let ns = NetNs::new("dpin").unwrap();
@@ -135,7 +127,7 @@ fn privileged_pinned_decap_reopens_and_upgrades() {
 
 #[test]
 fn privileged_pinned_sockops_keeps_a_live_connection_across_an_upgrade() {
-    if skip("privileged_pinned_sockops_keeps_a_live_connection_across_an_upgrade") {
+    if !require_root("privileged_pinned_sockops_keeps_a_live_connection_across_an_upgrade") {
         return;
     }
     let pair = Pair::new("opin", Fake::None);

@@ -37,7 +37,6 @@
 //!
 //! Every namespace, link, cgroup and program is a guard dropped on every exit
 //! path; each test also checks that nothing is left behind.
-#![cfg(feature = "testing")]
 // Test helpers outside #[test] fns too: a failed setup step fails the test.
 #![allow(clippy::unwrap_used)]
 
@@ -55,9 +54,6 @@ use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::sockops_server_id::{
     ServerIdOps, ServerIdOpsConfig, ServerStats, SockopsLink,
 };
-use flowpin_bpf_progs::testing::{
-    disable_tx_checksum_offload, require_bpf, Cgroup, NetNs, VethPair,
-};
 use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Proto, Vip, VipFlags, VipStats, XdpLb, XdpLbConfig, XdpLink, XdpMode,
@@ -66,139 +62,35 @@ use flowpin_bpf_progs::xdp_lb::{
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_maglev::Maglev;
 use flowpin_tcp_opt::ServerId;
+use flowpin_testing::{require_bpf, Cgroup, RoutedLb, RoutedLbConfig};
 use socket2::{Domain, Socket, Type};
 use sockops_support::sockets_in;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 1);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 110, 0, 2);
+const MAC_LB: [u8; 6] = [0x02, 0x5e, 0, 0, 1, 2];
+const MAC_RTR: [u8; 6] = [0x02, 0x5e, 0, 0, 1, 1];
+/// Client, router, LB and backends in 10.110.0.0/16.
+const NET: RoutedLbConfig = RoutedLbConfig {
+    subnet: 110,
+    vip: VIP,
+    lb_mac: MAC_LB,
+    router_mac: MAC_RTR,
+};
+const CLIENT: Ipv4Addr = NET.client_addr();
 /// The VIP port with [`VipFlags::SERVER_ID`].
 const PORT_SID: u16 = 8080;
 /// The VIP port without it (plain LRU + Maglev).
 const PORT_PLAIN: u16 = 8081;
-const MAC_LB: [u8; 6] = [0x02, 0x5e, 0, 0, 1, 2];
-const MAC_RTR: [u8; 6] = [0x02, 0x5e, 0, 0, 1, 1];
 /// How long a round trip on an established connection may take before the
 /// connection counts as stalled.
 const RTT_LIMIT: Duration = Duration::from_secs(3);
 
 fn backend_addr(j: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 110, 10 + j as u8, 2)
-}
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    NET.backend_addr(j)
 }
 
 fn sid(n: u32) -> ServerId {
     ServerId::new(n).unwrap()
-}
-
-/// Namespaces and links. Dropping it deletes them (and with them every XDP
-/// attachment on their interfaces).
-struct Net {
-    _links: Vec<VethPair>,
-    client: NetNs,
-    router: NetNs,
-    lb: NetNs,
-    backends: Vec<NetNs>,
-}
-
-impl Net {
-    fn new(tag: &str, n_backends: usize) -> Net {
-        let client = NetNs::new(&format!("{tag}c")).unwrap();
-        let router = NetNs::new(&format!("{tag}r")).unwrap();
-        let lb = NetNs::new(&format!("{tag}l")).unwrap();
-        let backends: Vec<NetNs> = (0..n_backends)
-            .map(|j| NetNs::new(&format!("{tag}b{j}")).unwrap())
-            .collect();
-        // Before any link exists, so every interface inherits it: the
-        // router sees outer sources (the LB's tunnel prefix) it has no
-        // route back to.
-        for ns in [&client, &router, &lb].into_iter().chain(&backends) {
-            for k in ["all", "default"] {
-                ns.sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0")
-                    .unwrap();
-            }
-        }
-        router.sysctl("net.ipv4.ip_forward", "1").unwrap();
-        let mut links = Vec::new();
-
-        links.push(VethPair::new(&client, "c0", &router, "rc").unwrap());
-        client
-            .ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "c0"])
-            .unwrap();
-        // Room for the outer IPv4 header on the router's 1500-byte links.
-        client.ip(&["link", "set", "c0", "mtu", "1400"]).unwrap();
-        client
-            .ip(&["route", "add", "default", "via", "10.110.0.1"])
-            .unwrap();
-        router
-            .ip(&["addr", "add", "10.110.0.1/24", "dev", "rc"])
-            .unwrap();
-
-        links.push(VethPair::new(&lb, "l0", &router, "rl").unwrap());
-        for (ns, dev, mac) in [(&lb, "l0", MAC_LB), (&router, "rl", MAC_RTR)] {
-            ns.ip(&["link", "set", dev, "down"]).unwrap();
-            ns.ip(&["link", "set", dev, "address", &mac_str(mac)])
-                .unwrap();
-            ns.ip(&["link", "set", dev, "up"]).unwrap();
-        }
-        lb.ip(&["addr", "add", "10.110.1.2/24", "dev", "l0"])
-            .unwrap();
-        router
-            .ip(&["addr", "add", "10.110.1.1/24", "dev", "rl"])
-            .unwrap();
-        router
-            .ip(&["route", "add", &format!("{VIP}/32"), "via", "10.110.1.2"])
-            .unwrap();
-        router.sysctl("net.ipv4.conf.rl.rp_filter", "0").unwrap();
-        router
-            .run(|| disable_tx_checksum_offload("rl"))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{e}"));
-
-        for (j, be) in backends.iter().enumerate() {
-            let rif = format!("rb{j}");
-            links.push(VethPair::new(be, "b0", &router, &rif).unwrap());
-            be.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", backend_addr(j)),
-                "dev",
-                "b0",
-            ])
-            .unwrap();
-            be.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])
-                .unwrap();
-            be.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.110.{}.1", 10 + j),
-            ])
-            .unwrap();
-            router
-                .ip(&[
-                    "addr",
-                    "add",
-                    &format!("10.110.{}.1/24", 10 + j),
-                    "dev",
-                    &rif,
-                ])
-                .unwrap();
-        }
-        Net {
-            _links: links,
-            client,
-            router,
-            lb,
-            backends,
-        }
-    }
 }
 
 /// Accept loops and echo threads; stopped and joined on drop.
@@ -267,7 +159,7 @@ fn serve(listener: TcpListener, greeting: u32, stop: Arc<AtomicBool>) -> JoinHan
     })
 }
 
-/// One backend host's programs (its namespace is in [`Net`]).
+/// One backend host's programs (its namespace is in [`RoutedLb`]).
 struct Host {
     addr: IpAddr,
     /// The server_id its sock_ops instance stamps (and its server greets with).
@@ -288,7 +180,7 @@ struct Lab {
     lb: XdpLb,
     decaps: Vec<XdpDecap>,
     _pass: XdpPass,
-    net: Net,
+    net: RoutedLb,
 }
 
 impl Lab {
@@ -296,7 +188,7 @@ impl Lab {
     /// `stamps` (its server_id), the LB with a `SERVER_ID` VIP on
     /// [`PORT_SID`] and a plain one on [`PORT_PLAIN`], no backends yet.
     fn new(tag: &str, stamps: &[u32]) -> Lab {
-        let net = Net::new(tag, stamps.len());
+        let net = RoutedLb::new(tag, &NET, stamps.len()).expect("routed topology");
         let stop = Arc::new(AtomicBool::new(false));
         let mut servers = Servers {
             stop: stop.clone(),

@@ -8,7 +8,6 @@
 //!   bytes of options (the server must still stamp its SYN-ACK), and with
 //!   SACK off the server's SYN-ACK itself has no room left (the server must
 //!   send it without the option, count it, and the connection must work).
-#![cfg(feature = "testing")]
 // Test helpers outside #[test] fns too: a failed setup step fails the test.
 #![allow(clippy::unwrap_used)]
 
@@ -20,8 +19,8 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use flowpin_bpf_progs::sockops_server_id::{ClientStats, ServerIdOps, ServerIdOpsConfig};
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_tcp_opt::{Layout, ServerId};
+use flowpin_testing::require_bpf;
 use socket2::{Domain, Socket, Type};
 use sockops_support::*;
 

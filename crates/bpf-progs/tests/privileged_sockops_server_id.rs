@@ -14,7 +14,6 @@
 //! cgroup (or keeps it in its own), creates the socket and moves it back,
 //! under one mutex: tests run on parallel threads, but no socket is ever
 //! created while the process sits in another test's cgroup.
-#![cfg(feature = "testing")]
 // Test helpers outside #[test] fns too: a failed setup step fails the test.
 #![allow(clippy::unwrap_used)]
 
@@ -25,8 +24,8 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
 use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig};
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_tcp_opt::{Layout, ServerId};
+use flowpin_testing::require_bpf;
 use sockops_support::*;
 
 fn id(n: u32) -> ServerId {
@@ -380,7 +379,7 @@ fn privileged_sockops_two_instances_with_different_ids_at_once() {
     // Two server cgroups in the same server namespace, each with its own
     // instance, one listener each; one client instance.
     let pair = Pair::new(test, Fake::None);
-    let cg_b = flowpin_bpf_progs::testing::Cgroup::new("sockopsb").unwrap();
+    let cg_b = flowpin_testing::Cgroup::new("sockopsb").unwrap();
     let a = ServerIdOps::load(ServerIdOpsConfig::server(id(101))).unwrap();
     let b = ServerIdOps::load(ServerIdOpsConfig::server(id(202))).unwrap();
     let client = ServerIdOps::load(ServerIdOpsConfig::client()).unwrap();

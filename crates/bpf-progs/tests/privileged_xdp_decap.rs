@@ -6,7 +6,6 @@
 //! packet unchanged); every other case checks the verdict, that the frame
 //! is untouched, and which counter moved. A proptest feeds mutated and
 //! truncated frames and compares with a reference model of the policy.
-#![cfg(feature = "testing")]
 // Test helpers outside #[test] functions unwrap too (clippy.toml only covers #[test]).
 #![allow(clippy::unwrap_used)]
 
@@ -16,11 +15,11 @@ use etherparse::{
     EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder,
     SingleVlanHeader, VlanId, VlanPcp,
 };
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_decap::{
     DecapForm, DecapStats, XdpAttachError, XdpDecap, XdpDecapConfig, XdpDecapError, XdpTarget,
     XdpVerdict,
 };
+use flowpin_testing::require_bpf;
 use proptest::prelude::*;
 
 const LB_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
@@ -1414,8 +1413,8 @@ proptest! {
 
 #[test]
 fn privileged_xdp_decap_attach_native_generic_and_detach_on_drop() {
-    use flowpin_bpf_progs::testing::{NetNs, VethPair};
     use flowpin_bpf_progs::xdp_decap::{XdpAttachMode, XdpMode};
+    use flowpin_testing::{NetNs, VethPair};
     if !require_bpf("privileged_xdp_decap_attach_native_generic_and_detach_on_drop") {
         return;
     }

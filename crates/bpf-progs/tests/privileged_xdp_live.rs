@@ -10,15 +10,14 @@
 //!   nothing arrives (the backend has no tunnel device).
 //!
 //! Every namespace and link is a guard: deleted on every exit path.
-#![cfg(feature = "testing")]
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use etherparse::PacketBuilder;
-use flowpin_bpf_progs::testing::{disable_tx_checksum_offload, require_bpf, NetNs, VethPair};
 use flowpin_bpf_progs::xdp_decap::{DecapForm, XdpDecap, XdpDecapConfig, XdpMode};
+use flowpin_testing::{disable_tx_checksum_offload, require_bpf, NetNs, VethPair};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Client and backend namespaces joined by one veth pair; the VIP on the
@@ -294,13 +293,6 @@ const LB_VIP4: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
 const LB_BE6: Ipv6Addr = Ipv6Addr::new(0xfd03, 0, 0, 0, 0, 0, 0, 3);
 const LB_VIP6: Ipv6Addr = Ipv6Addr::new(0xfd04, 0, 0, 0, 0, 0, 0, 1);
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 struct LbTopo {
     _veths: Vec<VethPair>,
     client: NetNs,
@@ -329,10 +321,7 @@ impl LbTopo {
             (&backend, "b0", "swb", MAC_B),
         ] {
             veths.push(VethPair::new(ns, dev, &sw, port).unwrap());
-            ns.ip(&["link", "set", dev, "down"]).unwrap();
-            ns.ip(&["link", "set", dev, "address", &mac_str(mac)])
-                .unwrap();
-            ns.ip(&["link", "set", dev, "up"]).unwrap();
+            ns.set_mac(dev, mac).unwrap();
             sw.ip(&["link", "set", port, "master", "br0"]).unwrap();
         }
         for (ns, n) in [(&client, 1), (&lb, 2), (&backend, 3)] {

@@ -17,15 +17,12 @@
 //! connection stalls; a stall of 2.5 s counts as broken.
 #![allow(clippy::unwrap_used)]
 
-mod live;
+mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use flowpin_bpf_progs::testing::{
-    disable_tx_checksum_offload, require_bpf, unique_name, NetNs, VethPair,
-};
 use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpLink, XdpMode,
@@ -34,126 +31,32 @@ use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_quinn::{FlowpinCidGenerator, DEFAULT_CID_LEN};
 use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto as RpProto, ReuseportGroup};
 use flowpin_tcp_opt::ServerId;
-use live::{Conn, Tls};
+use flowpin_testing::{require_bpf, unique_name, NetNs, RoutedLb, RoutedLbConfig};
+use support::{Conn, Tls};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 1);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 111, 0, 2);
 const PORT_CID: u16 = 443;
 const PORT_PLAIN: u16 = 444;
 const MAC_LB: [u8; 6] = [0x02, 0x5f, 0, 0, 1, 2];
 const MAC_RTR: [u8; 6] = [0x02, 0x5f, 0, 0, 1, 1];
+/// Client, router, LB and backends in 10.111.0.0/16.
+const NET: RoutedLbConfig = RoutedLbConfig {
+    subnet: 111,
+    vip: VIP,
+    lb_mac: MAC_LB,
+    router_mac: MAC_RTR,
+};
+const CLIENT: Ipv4Addr = NET.client_addr();
 const BACKENDS: usize = 2;
 /// Connections per VIP port.
 const CONNS: usize = 24;
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn backend_addr(j: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 111, 10 + j as u8, 2)
+    NET.backend_addr(j)
 }
 
 fn server_id(j: usize) -> ServerId {
     ServerId::new(101 + j as u32).unwrap()
-}
-
-/// Namespaces and links; dropping it deletes them (and the XDP attachments).
-struct Net {
-    _links: Vec<VethPair>,
-    client: NetNs,
-    router: NetNs,
-    lb: NetNs,
-    backends: Vec<NetNs>,
-}
-
-impl Net {
-    fn new(tag: &str) -> Net {
-        let client = NetNs::new(&format!("{tag}c")).unwrap();
-        let router = NetNs::new(&format!("{tag}r")).unwrap();
-        let lb = NetNs::new(&format!("{tag}l")).unwrap();
-        let backends: Vec<NetNs> = (0..BACKENDS)
-            .map(|j| NetNs::new(&format!("{tag}b{j}")).unwrap())
-            .collect();
-        for ns in [&client, &router, &lb].into_iter().chain(&backends) {
-            for k in ["all", "default"] {
-                ns.sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0")
-                    .unwrap();
-            }
-        }
-        router.sysctl("net.ipv4.ip_forward", "1").unwrap();
-        let mut links = vec![VethPair::new(&client, "c0", &router, "rc").unwrap()];
-        client
-            .ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "c0"])
-            .unwrap();
-        client.ip(&["link", "set", "c0", "mtu", "1400"]).unwrap();
-        client
-            .ip(&["route", "add", "default", "via", "10.111.0.1"])
-            .unwrap();
-        router
-            .ip(&["addr", "add", "10.111.0.1/24", "dev", "rc"])
-            .unwrap();
-        links.push(VethPair::new(&lb, "l0", &router, "rl").unwrap());
-        for (ns, dev, mac) in [(&lb, "l0", MAC_LB), (&router, "rl", MAC_RTR)] {
-            ns.ip(&["link", "set", dev, "down"]).unwrap();
-            ns.ip(&["link", "set", dev, "address", &mac_str(mac)])
-                .unwrap();
-            ns.ip(&["link", "set", dev, "up"]).unwrap();
-        }
-        lb.ip(&["addr", "add", "10.111.1.2/24", "dev", "l0"])
-            .unwrap();
-        router
-            .ip(&["addr", "add", "10.111.1.1/24", "dev", "rl"])
-            .unwrap();
-        router
-            .ip(&["route", "add", &format!("{VIP}/32"), "via", "10.111.1.2"])
-            .unwrap();
-        router
-            .run(|| disable_tx_checksum_offload("rl"))
-            .unwrap()
-            .unwrap();
-        for (j, be) in backends.iter().enumerate() {
-            let rif = format!("rb{j}");
-            links.push(VethPair::new(be, "b0", &router, &rif).unwrap());
-            be.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", backend_addr(j)),
-                "dev",
-                "b0",
-            ])
-            .unwrap();
-            be.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])
-                .unwrap();
-            be.ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.111.{}.1", 10 + j),
-            ])
-            .unwrap();
-            router
-                .ip(&[
-                    "addr",
-                    "add",
-                    &format!("10.111.{}.1/24", 10 + j),
-                    "dev",
-                    &rif,
-                ])
-                .unwrap();
-        }
-        Net {
-            _links: links,
-            client,
-            router,
-            lb,
-            backends,
-        }
-    }
 }
 
 fn udp_in(ns: &NetNs, addr: SocketAddr) -> UdpSocket {
@@ -166,7 +69,7 @@ fn privileged_quinn_rebinding_client_keeps_its_connection_only_with_cid_routing(
     {
         return;
     }
-    let net = Net::new("qlive");
+    let net = RoutedLb::new("qlive", &NET, BACKENDS).expect("routed topology");
     let mut xdp_links: Vec<XdpLink> = Vec::new();
     let mut decaps = Vec::new();
     for (j, ns) in net.backends.iter().enumerate() {
@@ -207,13 +110,13 @@ fn privileged_quinn_rebinding_client_keeps_its_connection_only_with_cid_routing(
             let gen = FlowpinCidGenerator::builder(server_id(j)).build().unwrap();
             for p in [PORT_CID, PORT_PLAIN] {
                 let s = udp_in(ns, SocketAddr::from((VIP, p)));
-                servers.push(live::server(&tls, s, &gen, accepted[j].clone()));
+                servers.push(support::server(&tls, s, &gen, accepted[j].clone()));
             }
         }
         let mut conns: Vec<(u16, Option<Conn>)> = Vec::new();
         for p in [PORT_CID, PORT_PLAIN] {
             for _ in 0..CONNS {
-                let ep = live::client(&tls, udp_in(&net.client, SocketAddr::from((CLIENT, 0))));
+                let ep = support::client(&tls, udp_in(&net.client, SocketAddr::from((CLIENT, 0))));
                 conns.push((p, Some(Conn::open(ep, SocketAddr::from((VIP, p))).await)));
             }
         }
@@ -326,10 +229,10 @@ fn privileged_quinn_release_old_server_keeps_its_connections_new_one_takes_new()
             .socket_id(ReuseportGroup::socket_id(g1, 0))
             .build()
             .unwrap();
-        let server_a = live::server(&tls, a, &gen_a, old_count.clone());
+        let server_a = support::server(&tls, a, &gen_a, old_count.clone());
         let mut old: Vec<(u16, Option<Conn>)> = Vec::new();
         for _ in 0..CONNS {
-            let ep = live::client(
+            let ep = support::client(
                 &tls,
                 udp_in(&ns, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             );
@@ -344,12 +247,12 @@ fn privileged_quinn_release_old_server_keeps_its_connections_new_one_takes_new()
             .socket_id(ReuseportGroup::socket_id(g2, 0))
             .build()
             .unwrap();
-        let server_b = live::server(&tls, b, &gen_b, new_count.clone());
+        let server_b = support::server(&tls, b, &gen_b, new_count.clone());
         group.activate(g2).unwrap();
         group.retire(g1).unwrap();
         let mut new: Vec<(u16, Option<Conn>)> = Vec::new();
         for _ in 0..CONNS {
-            let ep = live::client(
+            let ep = support::client(
                 &tls,
                 udp_in(&ns, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             );

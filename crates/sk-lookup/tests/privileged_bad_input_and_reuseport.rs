@@ -3,14 +3,14 @@
 //! program pick. Root only; as root nothing skips.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::*;
 use flowpin_sk_lookup::{DispatcherConfig, Error, Protocol};
 use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup};
+use support::*;
 
 #[test]
 fn privileged_every_bad_input_is_refused_and_changes_nothing() {

@@ -6,14 +6,14 @@
 //! must leave the summary word at 0.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
-use common::*;
 use flowpin_sk_lookup::{Binding, Label, Port, Prefix, Protocol};
 use libbpf_rs::libbpf_sys;
 use proptest::prelude::*;
+use support::*;
 
 const PORTS: [u16; 3] = [80, 443, 8080];
 

@@ -5,10 +5,10 @@
 //! restart, concurrency, cleanup. Root only; as root nothing skips.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
-use common::*;
 use flowpin_sk_lookup::{Dispatcher, Protocol};
+use support::*;
 
 #[test]
 fn privileged_tcp_redirect_by_port_and_by_address_v4_v6() {

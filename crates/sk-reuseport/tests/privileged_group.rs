@@ -16,11 +16,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use flowpin_bpf_progs::testing::{require_bpf, NetNs};
 use flowpin_sk_reuseport::{
     bind_reuseport, Generation, GroupConfig, GroupError, Proto, ReleaseError, ReuseportGroup,
     SelectMode,
 };
+use flowpin_testing::{require_bpf, NetNs};
 
 static N: AtomicU32 = AtomicU32::new(0);
 
@@ -528,7 +528,7 @@ fn join_child(pin: &str) {
     // Not `ip netns exec`: it remounts /sys in a new mount namespace, which
     // hides the bpffs at /sys/fs/bpf. Enter the namespace with setns instead.
     let ns = std::env::var(CHILD_NS_ENV).expect("child: namespace path");
-    flowpin_bpf_progs::testing::enter_netns(Path::new(&ns), &ns).expect("child: setns");
+    flowpin_testing::enter_netns(Path::new(&ns), &ns).expect("child: setns");
     let group = ReuseportGroup::join(pin).expect("child: join");
     let addr = group.addr();
     let s = udp(addr);

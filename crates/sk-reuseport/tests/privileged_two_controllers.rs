@@ -18,10 +18,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use flowpin_bpf_progs::sk_reuseport_select::sock_key;
-use flowpin_bpf_progs::testing::unique_name;
 use flowpin_sk_reuseport::{
     bind_reuseport, GenState, GroupConfig, GroupError, Proto, ReleaseError, ReuseportGroup,
 };
+use flowpin_testing::{require_root, unique_name};
 
 const CHILD_PIN: &str = "FLOWPIN_TEST_RP_CHILD_PIN";
 const CHILD_ADDR: &str = "FLOWPIN_TEST_RP_CHILD_ADDR";
@@ -116,8 +116,7 @@ fn privileged_two_controllers_one_group_lose_nothing() {
     if let (Ok(pin), Ok(addr)) = (std::env::var(CHILD_PIN), std::env::var(CHILD_ADDR)) {
         controller_child(pin, addr);
     }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("!!!!! SKIPPED 1 privileged test (privileged_two_controllers_one_group_lose_nothing): not root");
+    if !require_root("privileged_two_controllers_one_group_lose_nothing") {
         return;
     }
     let pin = PathBuf::from("/sys/fs/bpf").join(unique_name("rp2c"));

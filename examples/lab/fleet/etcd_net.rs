@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use flowpin_bpf_progs::testing::{run_cmd, unique_name, NetNs, TestingError};
+use flowpin_testing::{run_cmd, unique_name, NetNs, TestingError};
 
 /// The namespace and the veth pair. Dropping it deletes the root end of the
 /// veth (and with it the peer) and then the namespace; kill etcd first.

@@ -31,7 +31,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig, SockopsLink};
-use flowpin_bpf_progs::testing::{unique_name, Cgroup};
 use flowpin_bpf_progs::xdp_attach::XdpLink;
 use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_bpf_progs::xdp_pass::XdpPass;
@@ -39,11 +38,12 @@ use flowpin_registry::local_etcd::{LocalEtcd, LocalEtcdOptions};
 use flowpin_registry::{
     BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, VipFlags, VipKey, VipSpec,
 };
+use flowpin_testing::{mac_str, unique_name, Cgroup, CgroupMembership};
 use serde::Serialize;
 
 use crate::backend::BackendProcess;
 use crate::topo::{self, Topology};
-use crate::{check_interrupted, pause, CgroupMembership, Created};
+use crate::{check_interrupted, pause, Created};
 
 pub(crate) use traffic::{print_table, FleetScenario};
 
@@ -286,13 +286,6 @@ fn sid_routed(port: u16) -> u64 {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
-}
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn vip_name(addr: Ipv4Addr) -> String {

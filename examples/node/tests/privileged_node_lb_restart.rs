@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::testing::{require_bpf, unique_name, NetNs, VethPair};
 use flowpin_bpf_progs::xdp_lb::{Proto as LbProto, Vip, XdpLb};
 use flowpin_registry::local_etcd::LocalEtcd;
 use flowpin_registry::{
     BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, VipFlags, VipKey, VipSpec,
 };
+use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
 
 /// Kills the node and removes the pins on every exit path.
 struct Cleanup {

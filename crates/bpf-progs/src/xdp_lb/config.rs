@@ -239,6 +239,47 @@ impl XdpLbConfig {
     }
 }
 
+/// The outer source addresses of encapsulated packets as the program forms
+/// them from [`XdpLbConfig::tunnel_src_v4`] and
+/// [`XdpLbConfig::tunnel_src_v6`] (its `lb_cfg.tun_src*` fields): a prefix
+/// with its host bits zero, ORed with `flow hash & host mask`. In IPv6 only
+/// the last 32 bits vary: a prefix shorter than /96 counts as /96.
+///
+/// What a model of the program (the `flowpin-lb-model` test oracle) needs to
+/// predict outer source addresses; [`XdpLbConfig::tunnel_sources`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TunnelSources {
+    /// IPv4 prefix, host bits zero.
+    pub v4: Ipv4Addr,
+    /// Host bits of the IPv4 source, taken from the flow hash.
+    pub v4_host_mask: u32,
+    /// IPv6 prefix, host bits of its last 32 bits zero.
+    pub v6: Ipv6Addr,
+    /// Host bits of the last 32 bits of the IPv6 source, taken from the flow hash.
+    pub v6_host_mask: u32,
+}
+
+impl XdpLbConfig {
+    /// The outer source prefixes and host masks the program uses (see
+    /// [`TunnelSources`]).
+    pub fn tunnel_sources(&self) -> TunnelSources {
+        let (p4, l4) = self.tunnel_src_v4;
+        let v4_host_mask = host_mask(l4, 32);
+        let (p6, l6) = self.tunnel_src_v6;
+        let v6_host_mask = host_mask(l6.max(96), 128);
+        let mut o6 = p6.octets();
+        let last = u32::from_be_bytes([o6[12], o6[13], o6[14], o6[15]]) & !v6_host_mask;
+        o6[12..16].copy_from_slice(&last.to_be_bytes());
+        TunnelSources {
+            v4: Ipv4Addr::from(u32::from(p4) & !v4_host_mask),
+            v4_host_mask,
+            v6: Ipv6Addr::from(o6),
+            v6_host_mask,
+        }
+    }
+}
+
 pub(crate) fn host_mask(prefix_len: u8, bits: u8) -> u32 {
     // Host bits of the last 32 bits of a `bits`-bit address with `prefix_len`.
     let net_bits_in_word = u32::from(prefix_len.saturating_sub(bits - 32));
@@ -309,15 +350,9 @@ impl XdpLbConfig {
             Layout::Compact { kind } => (flowpin_tcp_opt::consts::LAYOUT_COMPACT as u8, kind, 0),
             Layout::KatranCompat => (flowpin_tcp_opt::consts::LAYOUT_KATRAN as u8, 0, 0),
         };
-        let (p4, l4) = self.tunnel_src_v4;
-        let m4 = host_mask(l4, 32);
-        let (p6, l6) = self.tunnel_src_v6;
-        let m6 = host_mask(l6.max(96), 128);
-        let mut o6 = p6.octets();
-        let last = u32::from_be_bytes([o6[12], o6[13], o6[14], o6[15]]) & !m6;
-        o6[12..16].copy_from_slice(&last.to_be_bytes());
+        let tun = self.tunnel_sources();
         let mut tun_src6 = [0u32; 4];
-        for (w, c) in tun_src6.iter_mut().zip(o6.chunks_exact(4)) {
+        for (w, c) in tun_src6.iter_mut().zip(tun.v6.octets().chunks_exact(4)) {
             *w = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
         }
         flowpin_lb_cfg {
@@ -329,10 +364,10 @@ impl XdpLbConfig {
             tcpopt_exid,
             quic_cid_len: self.quic_cid_len,
             quic_lb: self.quic_lb.map_or(0, QuicLb::lb_config_byte),
-            tun_src4: u32::from(p4) & !m4,
-            tun_src4_host_mask: m4,
+            tun_src4: u32::from(tun.v4),
+            tun_src4_host_mask: tun.v4_host_mask,
             tun_src6,
-            tun_src6_host_mask: m6,
+            tun_src6_host_mask: tun.v6_host_mask,
             port_agnostic_vips,
         }
     }

@@ -5,9 +5,9 @@
 //! connection ID → per-CPU LRU connection table → the VIP's Maglev ring),
 //! encapsulates (IPIP, IP6IP6 or IPv4-in-IPv6) and sends the packet back out
 //! to the configured next hop (`XDP_TX`). Everything else passes untouched.
-//! The test oracle (`model`, a twin of the program in plain Rust) predicts
-//! every decision and output byte of it; the privileged tests compare the
-//! two byte for byte.
+//! The `flowpin-lb-model` crate (`crates/lb-model`, the test oracle, not
+//! published) predicts every decision and output byte of it in plain Rust;
+//! the privileged tests compare the two byte for byte.
 //!
 //! ```no_run
 //! use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
@@ -117,7 +117,7 @@ mod state_tests;
 mod stats;
 mod types;
 
-pub use config::XdpLbConfig;
+pub use config::{TunnelSources, XdpLbConfig};
 pub use error::XdpLbError;
 pub use pinned::PIN_NAMES;
 pub use rebuild::PinnedContents;
@@ -125,8 +125,8 @@ pub use state::{LbState, Plan, RingUpdate};
 pub use stats::{BackendStats, LbStats, Stats, VipStats};
 pub use types::{Backend, Proto, Vip, VipFlags};
 
-#[cfg(any(test, feature = "testing"))]
-pub(crate) use config::host_mask;
+#[cfg(test)]
+use config::host_mask;
 pub use maps::KernelMaps;
 
 /// Bytes of one connection-table set of 4 flows (see the module docs).

@@ -6,12 +6,11 @@
 
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::testing::{cgroup2_mount, Cgroup, NetNs, VethPair};
 use flowpin_tcp_opt::{find_server_id, Layout, ServerId};
+use flowpin_testing::{Cgroup, CgroupMembership, NetNs, VethPair};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 pub const CLI_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -23,25 +22,6 @@ pub const SRV_MAC: &str = "02:00:00:77:00:02";
 
 static CG_LOCK: Mutex<()> = Mutex::new(());
 
-/// The cgroup the test process started in.
-fn home_cgroup() -> PathBuf {
-    let s = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let rel = s
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("a cgroup v2 entry in /proc/self/cgroup");
-    cgroup2_mount().unwrap().join(rel.trim_start_matches('/'))
-}
-
-struct BackHome(PathBuf);
-
-impl Drop for BackHome {
-    fn drop(&mut self) {
-        std::fs::write(self.0.join("cgroup.procs"), "0")
-            .expect("move the test process back to its cgroup");
-    }
-}
-
 /// Runs `f` (which creates sockets) with the whole process in `cg`, or in
 /// its own cgroup for `None`, under the binary-wide lock.
 pub fn sockets_in<T>(cg: Option<&Cgroup>, f: impl FnOnce() -> T) -> T {
@@ -49,10 +29,11 @@ pub fn sockets_in<T>(cg: Option<&Cgroup>, f: impl FnOnce() -> T) -> T {
     let Some(cg) = cg else {
         return f();
     };
-    let home = BackHome(home_cgroup());
-    cg.add_pid(0).unwrap();
+    let member = CgroupMembership::join(cg).expect("move the test process into the cgroup");
     let r = f();
-    drop(home);
+    member
+        .leave()
+        .expect("move the test process back to its cgroup");
     r
 }
 

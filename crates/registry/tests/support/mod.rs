@@ -12,22 +12,15 @@ use flowpin_registry::{Registry, RegistryConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A fresh etcd for one test. `None` (with a loud line) only when not root
-/// and no etcd binary is installed; as root a missing etcd fails the test.
+/// A fresh etcd for one test. `None` (with a loud line, counted like every
+/// skip: `flowpin_testing::record_skip`) only when not root and no etcd
+/// binary is installed; as root a missing etcd fails the test.
 pub async fn etcd(test: &str) -> Option<LocalEtcd> {
-    if etcd_binary().is_none() && !is_root() {
-        eprintln!("SKIPPED {test}: no etcd binary (install etcd-server or run ./scripts/setup.sh as root)");
+    if etcd_binary().is_none() && !flowpin_testing::is_root() {
+        flowpin_testing::record_skip(
+            test,
+            "no etcd binary: install etcd-server or run ./scripts/setup.sh as root",
+        );
         return None;
     }
     match LocalEtcd::start().await {

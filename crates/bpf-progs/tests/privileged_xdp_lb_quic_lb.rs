@@ -5,15 +5,15 @@
 //! server, truncated packet, QUIC-LB off).
 #![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
-mod xdp_lb_common;
+mod xdp_lb_support;
 
 use std::net::IpAddr;
 
-use flowpin_bpf_progs::model::{Decision, Outcome, Route};
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags};
+use flowpin_lb_model::{Decision, Outcome, Route};
 use flowpin_tcp_opt::{CidLayout, QuicLb, ServerId};
-use xdp_lb_common::*;
+use flowpin_testing::require_bpf;
+use xdp_lb_support::*;
 
 fn quic_vip() -> Vip {
     Vip::new(vip4().into(), 443, Proto::Udp)

@@ -1,7 +1,12 @@
 //! A pure-Rust model of `xdp_lb`'s decision: the verdict, the backend, the
 //! exact output packet and the counters the program bumps, for any input
 //! frame. Tests and benches run the real program through
-//! `BPF_PROG_TEST_RUN` and compare its output with this model byte for byte.
+//! `BPF_PROG_TEST_RUN` and compare its output with this model byte for byte
+//! ([`Model::of`] snapshots a loaded [`XdpLb`]).
+//!
+//! A `publish = false` crate: the oracle of `flowpin-bpf-progs`' privileged
+//! tests (a dev-dependency there), `examples/xdp_bench` and any outside
+//! harness (by path).
 //!
 //! The model is written independently of the C code: headers are read
 //! through etherparse's checked views (`parse`), the server_id option walk
@@ -21,6 +26,7 @@
 //! for ONE CPU: callers of `BPF_PROG_TEST_RUN` that compare against the
 //! model pin their thread to one CPU. Not modelled: a backend index reused
 //! by another address after removal (entries here hold the address).
+#![deny(missing_docs)]
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
@@ -29,7 +35,7 @@ use etherparse::{EtherType, IpNumber};
 use flowpin_bpf_abi::lb as abi;
 use flowpin_tcp_opt::Layout;
 
-use crate::xdp_lb::{host_mask, LbStats, VipFlags, VipStats, XdpLb};
+use flowpin_bpf_progs::xdp_lb::{LbStats, VipFlags, VipStats, XdpLb};
 
 mod balance;
 mod conn;
@@ -293,21 +299,16 @@ impl Model {
     /// program's decisions (with an empty connection table of its own).
     pub fn of(lb: &XdpLb) -> Model {
         let c = lb.config();
+        let tun = c.tunnel_sources();
         let cfg = ModelConfig {
             ring_size: c.ring_size,
             mtu: c.mtu,
             local_mac: c.local_mac,
             next_hop_mac: c.next_hop_mac,
-            tun_src4: u32::from(c.tunnel_src_v4.0) & !host_mask(c.tunnel_src_v4.1, 32),
-            tun_src4_host_mask: host_mask(c.tunnel_src_v4.1, 32),
-            tun_src6: {
-                let m6 = host_mask(c.tunnel_src_v6.1.max(96), 128);
-                let mut o6 = c.tunnel_src_v6.0.octets();
-                let last = u32::from_be_bytes([o6[12], o6[13], o6[14], o6[15]]) & !m6;
-                o6[12..16].copy_from_slice(&last.to_be_bytes());
-                Ipv6Addr::from(o6)
-            },
-            tun_src6_host_mask: host_mask(c.tunnel_src_v6.1.max(96), 128),
+            tun_src4: u32::from(tun.v4),
+            tun_src4_host_mask: tun.v4_host_mask,
+            tun_src6: tun.v6,
+            tun_src6_host_mask: tun.v6_host_mask,
             tcp_opt_layout: c.tcp_opt_layout,
             quic_cid_len: c.quic_cid_len,
             quic_lb: c.quic_lb,

@@ -2,15 +2,15 @@
 //! connection ID), byte for byte against the model.
 #![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
-mod xdp_lb_common;
+mod xdp_lb_support;
 
 use std::net::IpAddr;
 
-use flowpin_bpf_progs::model::{Decision, Outcome, Route, Verdict};
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags};
+use flowpin_lb_model::{Decision, Outcome, Route, Verdict};
 use flowpin_tcp_opt::{CidLayout, Layout, ServerId};
-use xdp_lb_common::*;
+use flowpin_testing::require_bpf;
+use xdp_lb_support::*;
 
 fn vip() -> Vip {
     Vip::new(vip4().into(), 80, Proto::Tcp)

@@ -10,7 +10,7 @@ use flowpin_tcp_opt::quic::ConnectionId;
 
 use super::parse::Parsed;
 use super::{keep, Decision, Model, Outcome, Route, Verdict};
-use crate::flow_hash::{flow_hash, flow_hash2, FiveTuple};
+use flowpin_bpf_abi::flow_hash::{flow_hash, flow_hash2, FiveTuple};
 
 /// A server_id read from a packet.
 enum SidResult {

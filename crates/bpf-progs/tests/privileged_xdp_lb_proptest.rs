@@ -3,18 +3,18 @@
 //! model's, and at the end every counter must equal the model's.
 #![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
-mod xdp_lb_common;
+mod xdp_lb_support;
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use flowpin_bpf_progs::model::Verdict;
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpVerdict};
+use flowpin_lb_model::Verdict;
 use flowpin_tcp_opt::ServerId;
+use flowpin_testing::require_bpf;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use xdp_lb_common::*;
+use xdp_lb_support::*;
 
 #[derive(Debug, Clone)]
 struct Spec {

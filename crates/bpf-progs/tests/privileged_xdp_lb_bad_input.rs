@@ -5,13 +5,13 @@
 //! model's.
 #![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
-mod xdp_lb_common;
+mod xdp_lb_support;
 
-use flowpin_bpf_progs::model::{Outcome, Verdict};
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags};
+use flowpin_lb_model::{Outcome, Verdict};
 use flowpin_tcp_opt::ServerId;
-use xdp_lb_common::*;
+use flowpin_testing::require_bpf;
+use xdp_lb_support::*;
 
 fn setup() -> Fx {
     let mut fx = Fx::new(test_config());

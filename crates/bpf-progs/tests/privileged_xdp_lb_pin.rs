@@ -7,7 +7,7 @@
 //! they skip with one loud line.
 #![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
-mod xdp_lb_common;
+mod xdp_lb_support;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,23 +17,15 @@ use std::process::Command;
 
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::pin::prog_id;
-use flowpin_bpf_progs::testing::{unique_name, NetNs};
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Proto, Vip, VipFlags, XdpLb, XdpLbError, XdpLink, XdpTarget, XdpVerdict,
 };
 use flowpin_tcp_opt::ServerId;
-use xdp_lb_common::*;
+use flowpin_testing::{require_root, unique_name, NetNs};
+use xdp_lb_support::*;
 
 const CHILD_DIR: &str = "FLOWPIN_TEST_PIN_CHILD_DIR";
 const CHILD_NETNS: &str = "FLOWPIN_TEST_PIN_CHILD_NETNS";
-
-fn skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    eprintln!("!!!!! SKIPPED 1 privileged test ({test}): not root");
-    true
-}
 
 /// Removes the pin directory on every exit path.
 struct PinDir(PathBuf);
@@ -135,7 +127,7 @@ fn run_child(dir: &Path, ns: &NetNs) -> HashMap<u32, IpAddr> {
 
 #[test]
 fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
-    if skip("privileged_pinned_lb_outlives_its_process_and_upgrades_in_place") {
+    if !require_root("privileged_pinned_lb_outlives_its_process_and_upgrades_in_place") {
         return;
     }
     let ns = NetNs::new("pin").unwrap();
@@ -389,7 +381,7 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
 
 #[test]
 fn privileged_drain_keeps_old_flows_and_sends_new_ones_elsewhere() {
-    if skip("privileged_drain_keeps_old_flows_and_sends_new_ones_elsewhere") {
+    if !require_root("privileged_drain_keeps_old_flows_and_sends_new_ones_elsewhere") {
         return;
     }
     pin_to_one_cpu();
@@ -492,7 +484,7 @@ fn helper_lb_controller_child() {
 
 #[test]
 fn privileged_two_lb_controllers_lose_no_change() {
-    if skip("privileged_two_lb_controllers_lose_no_change") {
+    if !require_root("privileged_two_lb_controllers_lose_no_change") {
         return;
     }
     let dir = PathBuf::from("/sys/fs/bpf").join(unique_name("lb2c"));

@@ -12,9 +12,9 @@ use std::os::fd::AsRawFd;
 
 use etherparse::{Ipv4HeaderSlice, PacketBuilder};
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpVerdict};
 use flowpin_maglev::Maglev;
+use flowpin_testing::require_bpf;
 use libbpf_rs::query::{ProgInfoIter, ProgInfoQueryOptions};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 

@@ -15,7 +15,7 @@ use flowpin_bpf_abi::lb as abi;
 
 use super::parse::Parsed;
 use super::{keep, Decision, Model, Outcome, Route, Verdict};
-use crate::xdp_lb::VipStats;
+use flowpin_bpf_progs::xdp_lb::VipStats;
 
 const DEFAULT_TTL: u8 = abi::LB_DEFAULT_TTL;
 

@@ -8,16 +8,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::testing::{unique_name, NetNs};
 use flowpin_sk_lookup::{Binding, Dispatcher, DispatcherConfig, Label, Port, Protocol};
+use flowpin_testing::{unique_name, NetNs};
 
-pub fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("!!!!! SKIPPING privileged test `{test}`: needs root (netns, bpffs, BPF)");
-    false
-}
+/// The shared root check and skip accounting.
+pub use flowpin_testing::require_root;
 
 pub struct Env {
     pub ns: NetNs,

@@ -1,7 +1,10 @@
 //! Privileged: the test-support guards themselves (namespaces, veth, cgroups).
-#![cfg(feature = "testing")]
+#![cfg(feature = "bpf")]
 
-use flowpin_bpf_progs::testing::{cgroup2_mount, require_bpf, Cgroup, NetNs, VethPair};
+use flowpin_testing::{
+    cgroup2_mount, current_cgroup, require_bpf, require_root, Cgroup, CgroupMembership, NetNs,
+    VethPair,
+};
 
 #[test]
 fn privileged_netns_veth_and_cgroup_guards_clean_up() {
@@ -36,4 +39,35 @@ fn privileged_netns_veth_and_cgroup_guards_clean_up() {
         "netns removed"
     );
     assert!(!cg_path.exists(), "cgroup removed");
+}
+
+#[test]
+fn privileged_cgroup_membership_moves_the_process_in_and_back() {
+    if !require_root("privileged_cgroup_membership_moves_the_process_in_and_back") {
+        return;
+    }
+    let home = current_cgroup().expect("own cgroup");
+    assert!(home.join("cgroup.procs").exists(), "{}", home.display());
+    let pid = std::process::id().to_string();
+    let member = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap()
+            .lines()
+            .any(|l| l == pid)
+    };
+    let cg = Cgroup::new("tm").expect("cgroup");
+    // Explicit leave.
+    let m = CgroupMembership::join(&cg).expect("join");
+    assert_eq!(m.original(), home);
+    assert_eq!(current_cgroup().unwrap(), cg.path());
+    assert!(member(cg.path()));
+    m.leave().expect("leave");
+    assert_eq!(current_cgroup().unwrap(), home);
+    assert!(!member(cg.path()));
+    // Drop moves back too.
+    {
+        let _m = CgroupMembership::join(&cg).expect("join again");
+        assert_eq!(current_cgroup().unwrap(), cg.path());
+    }
+    assert_eq!(current_cgroup().unwrap(), home);
 }

@@ -1,18 +1,18 @@
 //! Privileged tests of `xdp_lb` through BPF_PROG_TEST_RUN: every case
 //! compares the program's verdict and output packet byte for byte with
-//! `flowpin_bpf_progs::model`, and the program's counters with the model's.
+//! `flowpin_lb_model`, and the program's counters with the model's.
 #![allow(clippy::unwrap_used)] // tests may unwrap (clippy.toml covers #[test] fns only)
 
-mod xdp_lb_common;
+mod xdp_lb_support;
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
-use flowpin_bpf_progs::model::{Outcome, Route, Verdict};
-use flowpin_bpf_progs::testing::require_bpf;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags};
+use flowpin_lb_model::{Outcome, Route, Verdict};
 use flowpin_tcp_opt::ServerId;
-use xdp_lb_common::*;
+use flowpin_testing::require_bpf;
+use xdp_lb_support::*;
 
 fn tcp_vip4() -> Vip {
     Vip::new(vip4().into(), 80, Proto::Tcp)
@@ -42,7 +42,7 @@ fn fx_with(vip: Vip, flags: VipFlags, b: &[IpAddr]) -> Fx {
     fx
 }
 
-fn forwarded(d: &flowpin_bpf_progs::model::Decision) -> (IpAddr, Route) {
+fn forwarded(d: &flowpin_lb_model::Decision) -> (IpAddr, Route) {
     match d.outcome {
         Outcome::Forwarded { backend, route } => (backend, route),
         o => panic!("expected a forwarded packet, got {o:?}"),

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::PacketBuilder;
-use flowpin_bpf_progs::model::{Decision, Model, Verdict};
 use flowpin_bpf_progs::xdp_lb::{Backend, Vip, XdpLb, XdpLbConfig, XdpVerdict};
+use flowpin_lb_model::{Decision, Model, Verdict};
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -51,7 +51,7 @@ impl Fx {
     pub fn new(config: XdpLbConfig) -> Fx {
         pin_to_one_cpu();
         let lb = XdpLb::load(config).expect("load xdp_lb");
-        let model = flowpin_bpf_progs::model::Model::of(&lb);
+        let model = flowpin_lb_model::Model::of(&lb);
         Fx { lb, model }
     }
 
@@ -59,7 +59,7 @@ impl Fx {
     /// connection table and counters), as the program sees new map contents.
     pub fn sync(&mut self) {
         self.model
-            .reconfigure(flowpin_bpf_progs::model::Model::of(&self.lb));
+            .reconfigure(flowpin_lb_model::Model::of(&self.lb));
     }
 
     pub fn add_vip(&mut self, vip: Vip, flags: flowpin_bpf_progs::xdp_lb::VipFlags) -> u32 {
