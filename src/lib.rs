@@ -8,6 +8,7 @@
 //! |----------------|-------------------------|-------------|
 //! | `maglev`       | [`flowpin_maglev`]      | no          |
 //! | `tcp-opt`      | [`flowpin_tcp_opt`]     | no          |
+//! | `lb-core`      | [`flowpin_lb_core`]     | no          |
 //! | `bpf`          | [`flowpin_bpf_progs`]   | yes         |
 //! | `sk-reuseport` | [`flowpin_sk_reuseport`]| yes         |
 //! | `quinn`        | [`flowpin_quinn`]       | no          |
@@ -15,7 +16,7 @@
 //! | `sk-lookup`    | [`flowpin_sk_lookup`]   | yes         |
 //!
 //! Depend on `flowpin` with `default-features = false, features = ["maglev",
-//! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
+//! "tcp-opt", "lb-core"]` to get the pure-Rust parts without any C toolchain.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     all(
@@ -34,6 +35,10 @@ pub use flowpin_maglev as maglev;
 
 #[cfg(feature = "tcp-opt")]
 pub use flowpin_tcp_opt as tcp_opt;
+
+/// The XDP load balancer's control core: plans, reconcile, rebuild.
+#[cfg(feature = "lb-core")]
+pub use flowpin_lb_core as lb_core;
 
 #[cfg(feature = "bpf")]
 pub use flowpin_bpf_progs as bpf;

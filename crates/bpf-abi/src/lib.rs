@@ -23,6 +23,7 @@
 pub mod flow_hash;
 pub mod lb;
 pub mod reuseport;
+pub mod vip;
 
 /// Directory of the shared C headers (`flowpin_lb.h`,
 /// `sk_reuseport_select.h`), for build scripts that compile the programs.
