@@ -49,7 +49,10 @@ fn tcp_vip() -> Vip {
 
 fn backends(n: u8) -> Vec<Backend> {
     (1..=n)
-        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
+        .map(|i| {
+            Backend::new(backend4(i))
+                .server_id(ServerId::new(100 + u32::from(i)).expect("non-zero server_id"))
+        })
         .collect()
 }
 

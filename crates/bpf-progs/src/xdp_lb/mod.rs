@@ -389,13 +389,6 @@ impl XdpLb {
         self.write_cfg(|c| c.tcp_opt_layout = layout)
     }
 
-    /// Writes a plan into the kernel maps and commits it to the state. On a
-    /// failed write the kernel is rolled back and the state is unchanged.
-    fn apply(&mut self, plan: Plan) -> Result<Plan> {
-        maps::apply(&mut self.maps, &plan.ops)?;
-        Ok(plan)
-    }
-
     /// Plans a change from the current state, writes it and commits it.
     /// When pinned, under the pin directory's lock, after catching up with
     /// changes other processes made (`meta.generation`), and bumping it after.
@@ -405,7 +398,8 @@ impl XdpLb {
     ) -> Result<(RingUpdate, Option<u32>)> {
         let _lock = self.lock_and_resync()?;
         let plan = plan(&self.state)?;
-        let plan = self.apply(plan)?;
+        // On a failed write the kernel is rolled back, the state unchanged.
+        maps::apply(&mut self.maps, &plan.ops)?;
         let out = (plan.update, plan.vip_id);
         self.state.commit(plan);
         self.bump_generation()?;

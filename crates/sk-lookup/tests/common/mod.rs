@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_progs::testing::{unique_name, NetNs};
-use flowpin_sk_lookup::{Binding, Dispatcher, DispatcherConfig, Label, Port, Protocol};
+use flowpin_sk_lookup::{Binding, Dispatcher, DispatcherConfig, Label, Port, Proto};
 
 pub fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -66,7 +66,7 @@ pub fn label(s: &str) -> Label {
     Label::new(s).unwrap()
 }
 
-pub fn bind(p: Protocol, prefix: &str, port: Option<u16>) -> Binding {
+pub fn bind(p: Proto, prefix: &str, port: Option<u16>) -> Binding {
     Binding::new(
         p,
         prefix.parse().unwrap(),
