@@ -76,7 +76,8 @@ impl RingUpdate {
 pub struct Plan {
     /// The operations, in the order they must reach the kernel.
     pub ops: Vec<MapOp>,
-    /// What changed in the VIP's backends, for a backend change.
+    /// What changed in the VIP's backends, for a backend change (over
+    /// every VIP, for [`LbState::reconcile`]).
     pub update: RingUpdate,
     /// The VIP id, for [`LbState::add_vip`].
     pub vip_id: Option<u32>,

@@ -16,10 +16,11 @@ pub use flowpin_bpf_abi::vip::{Proto, Vip, VipFlags};
 use flowpin_tcp_opt::ServerId;
 use serde::{Deserialize, Serialize};
 
-/// Largest accepted backend weight. Weights are relative (Maglev apportions
-/// the ring by `w / Σw`); `1..=MAX_WEIGHT` keeps `Σw · M` far from overflow for
-/// any realistic backend count.
-pub const MAX_WEIGHT: u32 = 1 << 16;
+/// Largest accepted backend weight: the load balancer's
+/// ([`flowpin_lb_core::weight`], where the rule for weights is written).
+/// The registry accepts `1..=MAX_WEIGHT` (a backend drains with state
+/// `draining`, not weight 0).
+pub use flowpin_lb_core::MAX_WEIGHT;
 
 /// A VIP as stored under `routing/vips/`: its identity and its flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
