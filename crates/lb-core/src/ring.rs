@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use flowpin_maglev::Maglev;
 
-use crate::{Backend, LbError, RingWrite};
+use crate::{weight, Backend, LbError, RingWrite};
 
-/// The Maglev table of `backends` (`None` if none has a weight): keyed
+/// The Maglev table of `backends` (`None` if none takes new flows): keyed
 /// by the address as text, so every load balancer builds the same ring.
 pub(crate) fn build_table(backends: &[Backend], m: u32) -> Result<Option<Arc<Maglev>>, LbError> {
-    if !backends.iter().any(|b| b.weight > 0) {
+    if !backends.iter().any(|b| weight::takes_new_flows(b.weight)) {
         return Ok(None);
     }
     let keys: Vec<(String, u32)> = backends

@@ -109,6 +109,11 @@ impl LbState {
     /// reverse ([`apply`](crate::apply) on a failure) restores the previous
     /// configuration. Nothing to change: no operation. Fails, planning
     /// nothing, if any part is invalid (the first error is returned).
+    ///
+    /// A backend address keeps its global index while some VIP lists it
+    /// throughout; one that only a removed VIP listed and a new VIP lists
+    /// takes the oldest free index (first in, first out), possibly another, like
+    /// the same changes made one by one.
     pub fn reconcile(&self, desired: &Desired) -> Result<Plan> {
         let mut scratch = self.clone();
         let mut ops = Vec::new();
