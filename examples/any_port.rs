@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flowpin_sk_lookup::{Binding, Dispatcher, Label, Port, Prefix, Protocol};
+use flowpin_sk_lookup::{Binding, Dispatcher, Label, Port, Prefix, Proto};
 use flowpin_testing::{unique_name, NetNs};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -321,8 +321,8 @@ fn main() -> Res<()> {
         u.set_read_timeout(Some(Duration::from_secs(1)))?;
         Ok((TcpListener::bind("127.0.0.1:0")?, u))
     })??;
-    d.bind(Binding::new(Protocol::Tcp, slash24, Port::Any), &any)?;
-    d.bind(Binding::new(Protocol::Udp, slash24, Port::Any), &any)?;
+    d.bind(Binding::new(Proto::Tcp, slash24, Port::Any), &any)?;
+    d.bind(Binding::new(Proto::Udp, slash24, Port::Any), &any)?;
     d.register(&any, &tcp)?;
     d.register(&any, &udp)?;
     let link = d.attach_link(ns.path().as_path())?;
@@ -491,7 +491,7 @@ fn main() -> Res<()> {
         .flat_map(|i| (0..PORTS_PER_ADDR).map(move |j| (i, j)))
         .map(|(i, j)| {
             let b = Binding::new(
-                Protocol::Tcp,
+                Proto::Tcp,
                 Prefix::host(setup_addr(i).into()),
                 Port::new(setup_port(j)).expect("ports start at 20000"),
             );

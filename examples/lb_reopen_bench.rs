@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| {
             Backend::new(IpAddr::V4(Ipv4Addr::from(0x0a01_0000 + i + 1)))
                 .weight(1 + i % 3)
-                .server_id(ServerId::new(1000 + i))
+                .server_id(ServerId::new(1000 + i).expect("non-zero server_id"))
         })
         .collect();
     let config = XdpLbConfig::default()

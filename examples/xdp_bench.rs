@@ -160,8 +160,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cold.set_next_hop([0x02, 0, 0, 0, 0, 0x0a], [0x02, 0, 0, 0, 0, 0x0b])?;
     let backends: Vec<Backend> = (1..=8u8)
         .map(|i| {
-            Backend::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)))
-                .server_id(ServerId::new(SERVER_ID_BASE + u32::from(i)))
+            Backend::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, i))).server_id(
+                ServerId::new(SERVER_ID_BASE + u32::from(i)).expect("non-zero server_id"),
+            )
         })
         .collect();
     let plain = Vip::new(VIP.into(), 80, Proto::Tcp);

@@ -8,6 +8,7 @@
 //! |----------------|-------------------------|-------------|
 //! | `maglev`       | [`flowpin_maglev`]      | no          |
 //! | `tcp-opt`      | [`flowpin_tcp_opt`]     | no          |
+//! | `lb-core`      | [`flowpin_lb_core`]     | no          |
 //! | `bpf`          | [`flowpin_bpf_progs`], every program | yes |
 //! | `xdp-lb`, `xdp-decap`, `sockops` | [`flowpin_bpf_progs`] with that program only | yes |
 //! | `sk-reuseport` | [`flowpin_sk_reuseport`] (and the `sk_reuseport_select` program only) | yes |
@@ -21,7 +22,7 @@
 //! neither `xdp_lb` nor Maglev).
 //!
 //! Depend on `flowpin` with `default-features = false, features = ["maglev",
-//! "tcp-opt"]` to get the pure-Rust parts without any C toolchain.
+//! "tcp-opt", "lb-core"]` to get the pure-Rust parts without any C toolchain.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     all(
@@ -40,6 +41,10 @@ pub use flowpin_maglev as maglev;
 
 #[cfg(feature = "tcp-opt")]
 pub use flowpin_tcp_opt as tcp_opt;
+
+/// The XDP load balancer's control core: plans, reconcile, rebuild.
+#[cfg(feature = "lb-core")]
+pub use flowpin_lb_core as lb_core;
 
 #[cfg(any(
     feature = "bpf",

@@ -223,7 +223,7 @@ fn backends(indices: &[usize]) -> Vec<Backend> {
         .iter()
         .map(|&j| {
             Backend::new(IpAddr::V4(topo::backend_addr(j)))
-                .server_id(ServerId::new(topo::server_id(j)))
+                .server_id(ServerId::new(topo::server_id(j)).expect("non-zero server_id"))
         })
         .collect()
 }

@@ -161,8 +161,9 @@ fn vip() -> Vip {
 fn backends(ring: &[usize]) -> Vec<Backend> {
     ring.iter()
         .map(|&j| {
-            Backend::new(topo::backend_addr(j).into())
-                .server_id(flowpin_tcp_opt::ServerId::new(topo::server_id(j)))
+            Backend::new(topo::backend_addr(j).into()).server_id(
+                flowpin_tcp_opt::ServerId::new(topo::server_id(j)).expect("non-zero server_id"),
+            )
         })
         .collect()
 }

@@ -52,6 +52,7 @@ pub mod lb;
 pub mod reuseport;
 pub mod sk_lookup;
 pub mod sockops;
+pub mod vip;
 
 /// Directory of the shared C headers, to pass with `-I`: the headers are
 /// `<flowpin/flowpin_lb.h>`, `<flowpin/sk_reuseport_select.h>`,

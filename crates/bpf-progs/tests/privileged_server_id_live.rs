@@ -273,7 +273,11 @@ impl Lab {
 
     /// Backend `j` as the LB sees it: weight 1, server_id `lb_sid` (0: none).
     fn backend(&self, j: usize, lb_sid: u32) -> Backend {
-        Backend::new(self.hosts[j].addr).server_id(ServerId::new(lb_sid))
+        let b = Backend::new(self.hosts[j].addr);
+        match ServerId::new(lb_sid) {
+            Some(id) => b.server_id(id),
+            None => b.without_server_id(),
+        }
     }
 
     /// Sets the backends of both VIPs.
@@ -681,7 +685,9 @@ fn privileged_server_id_live_routes_by_server_id_after_the_ring_changed() {
     let drained = [
         lab.backend(2, 33),
         lab.backend(1, 22),
-        Backend::new(a).weight(0).server_id(ServerId::new(11)),
+        Backend::new(a)
+            .weight(0)
+            .server_id(ServerId::new(11).expect("non-zero server_id")),
     ];
     lab.set_backends(&drained);
     lab.lb.clear_connection_table().unwrap();

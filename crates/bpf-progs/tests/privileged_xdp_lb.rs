@@ -31,7 +31,9 @@ fn backends(addrs: &[IpAddr]) -> Vec<Backend> {
     addrs
         .iter()
         .enumerate()
-        .map(|(i, a)| Backend::new(*a).server_id(ServerId::new(100 + i as u32)))
+        .map(|(i, a)| {
+            Backend::new(*a).server_id(ServerId::new(100 + i as u32).expect("non-zero server_id"))
+        })
         .collect()
 }
 

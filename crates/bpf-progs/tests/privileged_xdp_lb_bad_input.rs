@@ -16,10 +16,16 @@ use xdp_lb_support::*;
 fn setup() -> Fx {
     let mut fx = Fx::new(test_config());
     let b4: Vec<Backend> = (1..=3)
-        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
+        .map(|i| {
+            Backend::new(backend4(i))
+                .server_id(ServerId::new(100 + u32::from(i)).expect("non-zero server_id"))
+        })
         .collect();
     let b6: Vec<Backend> = (1..=3)
-        .map(|i| Backend::new(backend6(i)).server_id(ServerId::new(200 + u32::from(i))))
+        .map(|i| {
+            Backend::new(backend6(i))
+                .server_id(ServerId::new(200 + u32::from(i)).expect("non-zero server_id"))
+        })
         .collect();
     for (vip, flags, b) in [
         (

@@ -18,7 +18,8 @@ use std::process::Command;
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::pin::prog_id;
 use flowpin_bpf_progs::xdp_lb::{
-    Backend, Proto, Vip, VipFlags, XdpLb, XdpLbError, XdpLink, XdpTarget, XdpVerdict,
+    Backend, Desired, DesiredVip, Proto, RingUpdate, Vip, VipFlags, XdpLb, XdpLbError, XdpLink,
+    XdpTarget, XdpVerdict,
 };
 use flowpin_tcp_opt::ServerId;
 use flowpin_testing::{require_root, unique_name, NetNs};
@@ -41,7 +42,10 @@ fn tcp_vip() -> Vip {
 
 fn backends(n: u8) -> Vec<Backend> {
     (1..=n)
-        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
+        .map(|i| {
+            Backend::new(backend4(i))
+                .server_id(ServerId::new(100 + u32::from(i)).expect("non-zero server_id"))
+        })
         .collect()
 }
 
@@ -377,6 +381,73 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
         })
         .unwrap();
     assert_eq!(attached, 0, "xdp_lb still attached after unpin");
+}
+
+/// `XdpLb::reconcile` writes to the kernel exactly what the control state
+/// says (a reopen rebuilds the desired state and repairs nothing), a flag
+/// change keeps the VIP's id and counters, and an unchanged desired state
+/// writes nothing.
+#[test]
+fn privileged_reconcile_writes_what_the_state_says() {
+    if !require_root("privileged_reconcile_writes_what_the_state_says") {
+        return;
+    }
+    pin_to_one_cpu();
+    let dir = PathBuf::from("/sys/fs/bpf").join(unique_name("lbrec"));
+    let _guard = PinDir(dir.clone());
+    let mut lb = XdpLb::load(test_config()).unwrap();
+    lb.pin(&dir).unwrap();
+    let udp = Vip::new(vip4().into(), 0, Proto::Udp);
+    let mut tcp = DesiredVip::new(VipFlags::SERVER_ID);
+    for b in backends(4) {
+        tcp = if b.addr == backend4(2) {
+            tcp.draining_backend(b)
+        } else {
+            tcp.backend(b)
+        };
+    }
+    let d1 = Desired::new().vip(tcp_vip(), tcp.clone()).vip(
+        udp,
+        DesiredVip::new(VipFlags::PORT_AGNOSTIC).backend(Backend::new(backend4(5)).weight(2)),
+    );
+    let u = lb.reconcile(&d1).unwrap();
+    assert_eq!(u.slots_changed, 2 * lb.config().ring_size, "two new rings");
+    assert_eq!(lb.state().desired(), d1);
+    for i in 0..3 {
+        assert_ne!(sent_to(&lb, &flow_pkt(i, true)), backend4(2), "drained");
+    }
+    let id = lb.vip_id(&tcp_vip());
+    assert_eq!(lb.vip_stats(&tcp_vip()).unwrap().packets, 3);
+
+    // Flags in place, a weight, the UDP VIP gone: one plan.
+    tcp.flags = VipFlags::NONE;
+    tcp.backends[0].weight = 5;
+    let d2 = Desired::new().vip(tcp_vip(), tcp);
+    lb.reconcile(&d2).unwrap();
+    assert_eq!(lb.vip_id(&tcp_vip()), id, "same VIP id");
+    assert_eq!(
+        lb.vip_stats(&tcp_vip()).unwrap().packets,
+        3,
+        "counters kept: the VIP was never removed"
+    );
+    assert_eq!(lb.reconcile(&d2).unwrap(), RingUpdate::default());
+
+    let re = XdpLb::open_pinned(&dir).unwrap();
+    assert_eq!(
+        re.repaired_ring_slots(),
+        0,
+        "the rings are what the state says"
+    );
+    assert_eq!(
+        re.repaired_entries(),
+        0,
+        "every table is what the state says"
+    );
+    assert_eq!(re.state().desired(), d2);
+    assert_eq!(
+        re.state().ring_addrs(&tcp_vip()),
+        lb.state().ring_addrs(&tcp_vip())
+    );
 }
 
 #[test]

@@ -205,10 +205,16 @@ fn privileged_proptest_random_and_mutated_packets_match_model() {
     }
     let mut fx = Fx::new(test_config());
     let b4: Vec<Backend> = (1..=3)
-        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
+        .map(|i| {
+            Backend::new(backend4(i))
+                .server_id(ServerId::new(100 + u32::from(i)).expect("non-zero server_id"))
+        })
         .collect();
     let b6: Vec<Backend> = (1..=3)
-        .map(|i| Backend::new(backend6(i)).server_id(ServerId::new(103 + u32::from(i))))
+        .map(|i| {
+            Backend::new(backend6(i))
+                .server_id(ServerId::new(103 + u32::from(i)).expect("non-zero server_id"))
+        })
         .collect();
     let vips = [
         (

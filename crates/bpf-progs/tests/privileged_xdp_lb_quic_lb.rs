@@ -32,7 +32,9 @@ fn fx_with(quic_lb: Option<QuicLb>, cid_len: u8, sids: [u32; 4]) -> Fx {
     let backends: Vec<Backend> = sids
         .iter()
         .zip(1u8..)
-        .map(|(&sid, i)| Backend::new(backend4(i)).server_id(ServerId::new(sid)))
+        .map(|(&sid, i)| {
+            Backend::new(backend4(i)).server_id(ServerId::new(sid).expect("non-zero server_id"))
+        })
         .collect();
     fx.set_backends(&quic_vip(), &backends);
     fx

@@ -18,7 +18,10 @@ fn vip() -> Vip {
 
 fn four() -> Vec<Backend> {
     (1..=4)
-        .map(|i| Backend::new(backend4(i)).server_id(ServerId::new(100 + u32::from(i))))
+        .map(|i| {
+            Backend::new(backend4(i))
+                .server_id(ServerId::new(100 + u32::from(i)).expect("non-zero server_id"))
+        })
         .collect()
 }
 
@@ -162,7 +165,7 @@ fn privileged_server_id_after_ring_change() {
     }
     // Ring change: backend 1 leaves, backend 5 joins.
     let mut b = four()[1..].to_vec();
-    b.push(Backend::new(backend4(5)).server_id(ServerId::new(105)));
+    b.push(Backend::new(backend4(5)).server_id(ServerId::new(105).expect("non-zero server_id")));
     fx.set_backends(&vip(), &b);
     for &(c, p) in &flows {
         let d = fx.check(&tcp4(c, p, vip4(), 80, false, &sid_opt(102), b""));

@@ -15,8 +15,8 @@ use clap::Parser;
 use etcd_client::{EventType, WatchOptions};
 use flowpin_registry::local_etcd::LocalEtcd;
 use flowpin_registry::{
-    BackendSpec, Proto, Registry, RegistryConfig, ServerId, Snapshot, SnapshotWatch, VipFlags,
-    VipKey, VipSpec,
+    BackendSpec, Proto, Registry, RegistryConfig, ServerId, Snapshot, SnapshotWatch, Vip, VipFlags,
+    VipSpec,
 };
 
 #[derive(Parser)]
@@ -78,15 +78,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let etcd = LocalEtcd::start().await?;
     let reg = Registry::connect(RegistryConfig::new([etcd.endpoint()], "/flowpin/bench")).await?;
-    let vip = VipKey::new("10.0.0.1".parse()?, 80, Proto::Tcp);
-    reg.put_vip(&VipSpec::new(
-        vip,
-        VipFlags {
-            server_id: true,
-            ..VipFlags::default()
-        },
-    ))
-    .await?;
+    let vip = Vip::new("10.0.0.1".parse()?, 80, Proto::Tcp);
+    reg.put_vip(&VipSpec::new(vip, VipFlags::SERVER_ID)).await?;
     let mut watch = reg.watch().await?;
     let mut raw = reg.etcd();
     let value = |n: u32| format!(r#"{{"addr":"{}","weight":1,"server_id":{}}}"#, addr(n), n);

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use flowpin_tcp_opt::ServerId;
 
 use crate::error::Error;
-use crate::model::{Proto, VipKey};
+use crate::model::{Proto, Vip};
 
 /// Longest accepted host identity, in bytes (a DNS name's limit).
 pub const MAX_HOST_LEN: usize = 253;
@@ -18,9 +18,9 @@ pub const MAX_HOST_LEN: usize = 253;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyKind {
     /// `routing/vips/{proto}/{ip}/{port}`.
-    Vip(VipKey),
+    Vip(Vip),
     /// `routing/backends/{proto}/{vip_ip}/{vip_port}/{backend_ip}`.
-    Backend(VipKey, IpAddr),
+    Backend(Vip, IpAddr),
     /// `ids/claims/{server_id}`.
     Claim(ServerId),
     /// `ids/hosts/{host}`.
@@ -60,12 +60,12 @@ impl KeyLayout {
     }
 
     /// Key of a VIP.
-    pub fn vip(&self, vip: &VipKey) -> String {
+    pub fn vip(&self, vip: &Vip) -> String {
         format!("{}routing/vips/{}", self.prefix, vip_segments(vip))
     }
 
     /// Key of a backend of a VIP.
-    pub fn backend(&self, vip: &VipKey, backend: IpAddr) -> String {
+    pub fn backend(&self, vip: &Vip, backend: IpAddr) -> String {
         format!(
             "{}routing/backends/{}/{backend}",
             self.prefix,
@@ -110,15 +110,15 @@ pub fn valid_host(host: &str) -> bool {
         && host.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
-fn vip_segments(vip: &VipKey) -> String {
+fn vip_segments(vip: &Vip) -> String {
     format!("{}/{}/{}", vip.proto.as_str(), vip.addr, vip.port)
 }
 
-fn parse_vip(proto: &str, ip: &str, port: &str) -> Option<VipKey> {
-    let proto = Proto::from_key_segment(proto)?;
+fn parse_vip(proto: &str, ip: &str, port: &str) -> Option<Vip> {
+    let proto: Proto = proto.parse().ok()?;
     let addr = parse_ip(ip)?;
     let port = u16::try_from(parse_canonical_u32(port)?).ok()?;
-    Some(VipKey::new(addr, port, proto))
+    Some(Vip::new(addr, port, proto))
 }
 
 /// An address in the form Rust prints it (so one address has one key).
@@ -150,13 +150,13 @@ mod tests {
         ]
     }
 
-    fn any_vip() -> impl Strategy<Value = VipKey> {
+    fn any_vip() -> impl Strategy<Value = Vip> {
         (
             any_ip(),
             any::<u16>(),
             prop_oneof![Just(Proto::Tcp), Just(Proto::Udp)],
         )
-            .prop_map(|(a, p, proto)| VipKey::new(a, p, proto))
+            .prop_map(|(a, p, proto)| Vip::new(a, p, proto))
     }
 
     #[test]
@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn documented_examples() {
         let l = layout();
-        let vip = VipKey::new("10.0.0.1".parse().expect("ip"), 80, Proto::Tcp);
+        let vip = Vip::new("10.0.0.1".parse().expect("ip"), 80, Proto::Tcp);
         assert_eq!(l.vip(&vip), "/flowpin/test/routing/vips/tcp/10.0.0.1/80");
         assert_eq!(
             l.backend(&vip, "2001:db8::2".parse().expect("ip")),

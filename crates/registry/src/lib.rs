@@ -15,8 +15,8 @@ pub use error::{Error, Result};
 pub use flowpin_tcp_opt::ServerId;
 pub use keys::{KeyKind, KeyLayout};
 pub use model::{
-    BackendSpec, BackendState, Proto, RejectCounts, RejectKind, Rejection, Snapshot, VipEntry,
-    VipFlags, VipKey, VipSpec, MAX_WEIGHT,
+    BackendSpec, BackendState, Proto, RejectCounts, RejectKind, Rejection, Snapshot, Vip, VipEntry,
+    VipFlags, VipSpec, MAX_WEIGHT,
 };
 pub use registry::{
     AllocateOptions, Registration, Registry, RegistryConfig, ServerIdClaim, DEFAULT_QUARANTINE,

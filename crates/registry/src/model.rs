@@ -1,95 +1,26 @@
 //! The registry's description of VIPs and backends, as stored (JSON) and as
 //! watched (validated snapshots).
 //!
-//! These types are the registry's own; the LB node maps them to
-//! `flowpin_bpf_progs::xdp_lb`'s `Vip`, `VipFlags` and `Backend` (the field
-//! names and meanings are the same: a backend's `weight` is its Maglev weight,
-//! `server_id` the id it writes into its SYN-ACKs, `state` whether the ring
-//! may give it new flows).
+//! A VIP's identity ([`Vip`]), protocol ([`Proto`]) and flags
+//! ([`VipFlags`]) are the suite's own types (`flowpin_bpf_abi::vip`), the
+//! ones the load balancer takes; [`VipSpec`] and [`BackendSpec`] are the
+//! registry's (the field names and meanings are the load balancer's: a
+//! backend's `weight` is its Maglev weight, `server_id` the id it writes
+//! into its SYN-ACKs, `state` whether the ring may give it new flows).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use flowpin_bpf_abi::vip::{Proto, Vip, VipFlags};
 use flowpin_tcp_opt::ServerId;
 use serde::{Deserialize, Serialize};
 
-/// Largest accepted backend weight. Weights are relative (Maglev apportions
-/// the ring by `w / Σw`); `1..=MAX_WEIGHT` keeps `Σw · M` far from overflow for
-/// any realistic backend count.
-pub const MAX_WEIGHT: u32 = 1 << 16;
-
-/// Transport protocol of a VIP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Proto {
-    /// The key segment and JSON spelling: `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-
-    /// Parses the key segment (`tcp` / `udp`).
-    pub fn from_key_segment(s: &str) -> Option<Proto> {
-        match s {
-            "tcp" => Some(Proto::Tcp),
-            "udp" => Some(Proto::Udp),
-            _ => None,
-        }
-    }
-}
-
-/// Identity of a VIP: address, port, protocol. Port 0 is a port-agnostic VIP
-/// (its flags must say `port_agnostic`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct VipKey {
-    /// Destination address.
-    pub addr: IpAddr,
-    /// Destination port (0: every port, with [`VipFlags::port_agnostic`]).
-    pub port: u16,
-    /// Protocol.
-    pub proto: Proto,
-}
-
-impl VipKey {
-    /// A VIP identity.
-    pub fn new(addr: IpAddr, port: u16, proto: Proto) -> VipKey {
-        VipKey { addr, port, proto }
-    }
-}
-
-impl fmt::Display for VipKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.addr {
-            IpAddr::V4(a) => write!(f, "{}:{a}:{}", self.proto.as_str(), self.port),
-            IpAddr::V6(a) => write!(f, "{}:[{a}]:{}", self.proto.as_str(), self.port),
-        }
-    }
-}
-
-/// Per-VIP features; the same bits as xdp_lb's `VipFlags` (by name). Absent
-/// fields are `false`; unknown fields make the value malformed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VipFlags {
-    /// Match every destination port (the VIP's port must be 0).
-    pub port_agnostic: bool,
-    /// UDP only: no connection table, Maglev only.
-    pub skip_lru_udp: bool,
-    /// TCP only: route by the server_id TCP option.
-    pub server_id: bool,
-    /// UDP only: QUIC, short-header packets routed by the server_id in the DCID.
-    pub quic: bool,
-}
+/// Largest accepted backend weight: the load balancer's
+/// ([`flowpin_lb_core::weight`], where the rule for weights is written).
+/// The registry accepts `1..=MAX_WEIGHT` (a backend drains with state
+/// `draining`, not weight 0).
+pub use flowpin_lb_core::MAX_WEIGHT;
 
 /// A VIP as stored under `routing/vips/`: its identity and its flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,7 +28,7 @@ pub struct VipFlags {
 pub struct VipSpec {
     /// Destination address.
     pub addr: IpAddr,
-    /// Destination port (0 with `flags.port_agnostic`).
+    /// Destination port (0 with `flags.port_agnostic()`).
     pub port: u16,
     /// Protocol.
     pub proto: Proto,
@@ -115,19 +46,19 @@ pub struct VipSpec {
 
 impl VipSpec {
     /// A VIP with the given flags.
-    pub fn new(key: VipKey, flags: VipFlags) -> VipSpec {
+    pub fn new(vip: Vip, flags: VipFlags) -> VipSpec {
         VipSpec {
-            addr: key.addr,
-            port: key.port,
-            proto: key.proto,
+            addr: vip.addr,
+            port: vip.port,
+            proto: vip.proto,
             flags,
             updated_at_ms: None,
         }
     }
 
     /// Its identity.
-    pub fn key(&self) -> VipKey {
-        VipKey::new(self.addr, self.port, self.proto)
+    pub fn key(&self) -> Vip {
+        Vip::new(self.addr, self.port, self.proto)
     }
 }
 
@@ -348,7 +279,7 @@ pub struct Snapshot {
     /// The etcd revision this snapshot is the state of (0: never synced).
     pub revision: i64,
     /// Every valid VIP with its valid backends.
-    pub vips: BTreeMap<VipKey, VipEntry>,
+    pub vips: BTreeMap<Vip, VipEntry>,
     /// Entries present at `revision` but not applied, by key.
     pub rejected: Vec<Rejection>,
     /// Rejections counted since the watch started.
@@ -357,7 +288,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The backends of a VIP (None: VIP not in the registry).
-    pub fn backends(&self, vip: &VipKey) -> Option<&BTreeMap<IpAddr, BackendSpec>> {
+    pub fn backends(&self, vip: &Vip) -> Option<&BTreeMap<IpAddr, BackendSpec>> {
         self.vips.get(vip).map(|v| &v.backends)
     }
 

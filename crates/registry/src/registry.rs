@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::keys::{valid_host, KeyLayout};
 use crate::lease::{timed, KeptLease};
-use crate::model::{BackendJson, BackendSpec, BackendState, VipKey, VipSpec};
+use crate::model::{BackendJson, BackendSpec, BackendState, Vip, VipSpec};
 use crate::validate::{check_backend, check_vip};
 use crate::watch::SnapshotWatch;
 
@@ -150,7 +150,7 @@ impl Registry {
 
     /// Removes a VIP (its backends' entries stay, rejected as `unknown_vip`,
     /// until they go). Returns whether it existed.
-    pub async fn delete_vip(&self, vip: &VipKey) -> Result<bool> {
+    pub async fn delete_vip(&self, vip: &Vip) -> Result<bool> {
         let mut c = self.client.clone();
         let resp = timed("delete", self.timeout, c.delete(self.layout.vip(vip), None)).await?;
         Ok(resp.deleted() > 0)
@@ -459,7 +459,7 @@ impl Drop for ServerIdClaim {
 pub struct Registration {
     lease: KeptLease,
     layout: KeyLayout,
-    backends: Mutex<BTreeMap<(VipKey, IpAddr), BackendSpec>>,
+    backends: Mutex<BTreeMap<(Vip, IpAddr), BackendSpec>>,
     revoked: bool,
 }
 
@@ -480,9 +480,9 @@ impl Registration {
     /// Adds (or updates) backends, all in one etcd transaction: an LB sees
     /// all of them in the same snapshot. Each value is stamped with the time
     /// of the write (`updated_at_ms`). Returns the revision.
-    pub async fn add_backends(&self, backends: &[(VipKey, BackendSpec)]) -> Result<i64> {
+    pub async fn add_backends(&self, backends: &[(Vip, BackendSpec)]) -> Result<i64> {
         let now = Some(unix_ms_now());
-        let backends: Vec<(VipKey, BackendSpec)> = backends
+        let backends: Vec<(Vip, BackendSpec)> = backends
             .iter()
             .map(|(v, b)| {
                 (
@@ -514,18 +514,13 @@ impl Registration {
     }
 
     /// Adds (or updates) one backend of a VIP.
-    pub async fn add_backend(&self, vip: &VipKey, backend: &BackendSpec) -> Result<i64> {
+    pub async fn add_backend(&self, vip: &Vip, backend: &BackendSpec) -> Result<i64> {
         self.add_backends(&[(*vip, *backend)]).await
     }
 
     /// Sets the state of one registered backend (e.g. `Draining`: LBs give it
     /// no new flows, its flows keep reaching it by server_id).
-    pub async fn set_state(
-        &self,
-        vip: &VipKey,
-        backend: IpAddr,
-        state: BackendState,
-    ) -> Result<i64> {
+    pub async fn set_state(&self, vip: &Vip, backend: IpAddr, state: BackendState) -> Result<i64> {
         let spec = self
             .backends
             .lock()
@@ -545,7 +540,7 @@ impl Registration {
     /// Sets the state of every backend of this registration in one
     /// transaction (drain the whole host with `Draining`).
     pub async fn set_state_all(&self, state: BackendState) -> Result<i64> {
-        let all: Vec<(VipKey, BackendSpec)> = self
+        let all: Vec<(Vip, BackendSpec)> = self
             .backends
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -556,7 +551,7 @@ impl Registration {
     }
 
     /// Removes one backend. Returns whether it was registered here.
-    pub async fn remove_backend(&self, vip: &VipKey, backend: IpAddr) -> Result<bool> {
+    pub async fn remove_backend(&self, vip: &Vip, backend: IpAddr) -> Result<bool> {
         let known = self
             .backends
             .lock()
@@ -576,7 +571,7 @@ impl Registration {
     }
 
     /// The backends registered here.
-    pub fn backends(&self) -> Vec<(VipKey, BackendSpec)> {
+    pub fn backends(&self) -> Vec<(Vip, BackendSpec)> {
         self.backends
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -9,7 +9,7 @@ use flowpin_tcp_opt::ServerId;
 
 use crate::keys::{KeyKind, KeyLayout};
 use crate::model::{
-    BackendJson, BackendSpec, Proto, RejectKind, Rejection, VipEntry, VipKey, VipSpec, MAX_WEIGHT,
+    BackendJson, BackendSpec, Proto, RejectKind, Rejection, Vip, VipEntry, VipSpec, MAX_WEIGHT,
 };
 
 /// One key-value of etcd, as the watcher keeps it.
@@ -42,13 +42,13 @@ pub(crate) fn check_vip(spec: &VipSpec) -> Result<(), Invalid> {
     check_addr("VIP", spec.addr)?;
     let f = spec.flags;
     let bad = |m: &str| Err((RejectKind::BadFlags, format!("VIP {}: {m}", spec.key())));
-    if f.port_agnostic != (spec.port == 0) {
+    if f.port_agnostic() != (spec.port == 0) {
         return bad("port 0 and the port_agnostic flag go together (set both or neither)");
     }
-    if spec.proto == Proto::Tcp && (f.quic || f.skip_lru_udp) {
+    if spec.proto == Proto::Tcp && (f.quic() || f.skip_lru_udp()) {
         return bad("quic and skip_lru_udp are UDP flags");
     }
-    if spec.proto == Proto::Udp && f.server_id {
+    if spec.proto == Proto::Udp && f.server_id() {
         return bad("server_id is a TCP flag (UDP uses quic)");
     }
     Ok(())
@@ -70,7 +70,7 @@ pub(crate) fn check_backend(spec: &BackendSpec) -> Result<(), Invalid> {
 }
 
 /// Parses and checks a VIP value stored under the key of `key`.
-pub(crate) fn parse_vip(key: &VipKey, value: &[u8]) -> Result<VipSpec, Invalid> {
+pub(crate) fn parse_vip(key: &Vip, value: &[u8]) -> Result<VipSpec, Invalid> {
     let spec: VipSpec = serde_json::from_slice(value).map_err(|e| {
         (
             RejectKind::MalformedValue,
@@ -117,7 +117,7 @@ pub(crate) fn parse_backend(addr: IpAddr, value: &[u8]) -> Result<BackendSpec, I
 pub(crate) fn build(
     layout: &KeyLayout,
     raw: &BTreeMap<Vec<u8>, RawEntry>,
-) -> (BTreeMap<VipKey, VipEntry>, Vec<Rejection>) {
+) -> (BTreeMap<Vip, VipEntry>, Vec<Rejection>) {
     let mut rejected = Vec::new();
     let mut reject = |key: &[u8], e: &RawEntry, (kind, reason): Invalid| {
         rejected.push(Rejection {
@@ -222,8 +222,8 @@ mod tests {
         s.parse().expect("test address")
     }
 
-    fn vip() -> VipKey {
-        VipKey::new(ip("10.0.0.1"), 80, Proto::Tcp)
+    fn vip() -> Vip {
+        Vip::new(ip("10.0.0.1"), 80, Proto::Tcp)
     }
 
     fn raw(entries: &[(String, String, i64)]) -> BTreeMap<Vec<u8>, RawEntry> {
@@ -254,6 +254,35 @@ mod tests {
         rej.iter().map(|r| r.kind).collect()
     }
 
+    /// The stored JSON of a VIP is byte for byte what the registry wrote
+    /// when its flags were a struct of bools and its identity `VipKey`.
+    #[test]
+    fn vip_values_keep_their_stored_json() {
+        let mut spec = VipSpec::new(
+            Vip::new(ip("2001:db8::1"), 0, Proto::Udp),
+            VipFlags::PORT_AGNOSTIC | VipFlags::QUIC,
+        );
+        spec.updated_at_ms = Some(1_767_225_600_000);
+        let json = r#"{"addr":"2001:db8::1","port":0,"proto":"udp","flags":{"port_agnostic":true,"skip_lru_udp":false,"server_id":false,"quic":true},"updated_at_ms":1767225600000}"#;
+        assert_eq!(serde_json::to_string(&spec).expect("serialize"), json);
+        let back: VipSpec = serde_json::from_str(json).expect("parse");
+        assert_eq!(back, spec);
+        let plain = VipSpec::new(vip(), VipFlags::NONE);
+        assert_eq!(
+            serde_json::to_string(&plain).expect("serialize"),
+            r#"{"addr":"10.0.0.1","port":80,"proto":"tcp","flags":{"port_agnostic":false,"skip_lru_udp":false,"server_id":false,"quic":false}}"#
+        );
+        // Values written without flags, or with some, still parse.
+        let old: VipSpec =
+            serde_json::from_str(r#"{"addr":"10.0.0.1","port":80,"proto":"tcp"}"#).expect("parse");
+        assert_eq!(old, plain);
+        let (_, v, _) = vip_entry(&layout(), 1);
+        let parsed: VipSpec = serde_json::from_str(&v).expect("parse");
+        assert_eq!(parsed.flags, VipFlags::SERVER_ID);
+        // The key layout: protocol segment as before.
+        assert_eq!(layout().vip(&vip()), "/t/routing/vips/tcp/10.0.0.1/80");
+    }
+
     #[test]
     fn valid_vip_and_backend_are_accepted() {
         let l = layout();
@@ -268,7 +297,7 @@ mod tests {
         assert_eq!(got.weight, 3);
         assert_eq!(got.server_id, ServerId::new(9));
         assert_eq!(got.state, BackendState::Draining);
-        assert!(vips[&vip()].spec.flags.server_id);
+        assert!(vips[&vip()].spec.flags.server_id());
     }
 
     #[test]
@@ -334,7 +363,7 @@ mod tests {
             ),
             (
                 (
-                    l.vip(&VipKey::new(ip("10.0.0.2"), 53, Proto::Udp)),
+                    l.vip(&Vip::new(ip("10.0.0.2"), 53, Proto::Udp)),
                     r#"{"addr":"10.0.0.2","port":53,"proto":"udp","flags":{"server_id":true}}"#
                         .into(),
                     5,
@@ -343,7 +372,7 @@ mod tests {
             ),
             (
                 (
-                    l.vip(&VipKey::new(ip("10.0.0.2"), 53, Proto::Tcp)),
+                    l.vip(&Vip::new(ip("10.0.0.2"), 53, Proto::Tcp)),
                     r#"{"addr":"10.0.0.2","port":53,"proto":"tcp","flags":{"port_agnostic":true}}"#
                         .into(),
                     5,
@@ -352,7 +381,7 @@ mod tests {
             ),
             (
                 (
-                    l.backend(&VipKey::new(ip("10.9.9.9"), 80, Proto::Tcp), ip("10.1.0.3")),
+                    l.backend(&Vip::new(ip("10.9.9.9"), 80, Proto::Tcp), ip("10.1.0.3")),
                     r#"{"addr":"10.1.0.3","weight":1}"#.into(),
                     5,
                 ),
@@ -388,7 +417,7 @@ mod tests {
         assert!(rej[0].key.ends_with("10.1.0.2"));
         assert!(vips[&v].backends.contains_key(&ip("10.1.0.9")));
         // The same address on two VIPs with the same id is fine; with another id it is not.
-        let v2 = VipKey::new(ip("10.0.0.1"), 443, Proto::Tcp);
+        let v2 = Vip::new(ip("10.0.0.1"), 443, Proto::Tcp);
         let vip2 = (
             l.vip(&v2),
             r#"{"addr":"10.0.0.1","port":443,"proto":"tcp"}"#.into(),
@@ -495,8 +524,8 @@ mod tests {
             let proto = if udp { Proto::Udp } else { Proto::Tcp };
             let spec = VipSpec {
                 updated_at_ms: at,
-                ..VipSpec::new(VipKey::new(IpAddr::V4(Ipv4Addr::from(a)), port, proto),
-                    VipFlags { port_agnostic: pa, skip_lru_udp: sl, server_id: sid, quic: q })
+                ..VipSpec::new(Vip::new(IpAddr::V4(Ipv4Addr::from(a)), port, proto),
+                    VipFlags::NONE.with(VipFlags::PORT_AGNOSTIC, pa).with(VipFlags::SKIP_LRU_UDP, sl).with(VipFlags::SERVER_ID, sid).with(VipFlags::QUIC, q))
             };
             let bytes = serde_json::to_vec(&spec).expect("serialize");
             match parse_vip(&spec.key(), &bytes) {
@@ -523,7 +552,7 @@ mod tests {
             let l = layout();
             let mut entries = vec![vip_entry(&l, 1)];
             for (host, id, which_vip, rev) in ids {
-                let v = if which_vip == 2 { VipKey::new(ip("10.0.0.7"), 80, Proto::Tcp) } else { vip() };
+                let v = if which_vip == 2 { Vip::new(ip("10.0.0.7"), 80, Proto::Tcp) } else { vip() };
                 let addr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, host + 1));
                 entries.push((l.backend(&v, addr), format!(r#"{{"addr":"{addr}","weight":1,"server_id":{id}}}"#), rev));
             }

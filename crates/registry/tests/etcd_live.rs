@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use flowpin_registry::{
-    AllocateOptions, BackendSpec, BackendState, Error, Proto, Registry, RejectKind, ServerId,
-    VipFlags, VipKey, VipSpec,
+    AllocateOptions, BackendSpec, BackendState, Error, Proto, Registry, RejectKind, ServerId, Vip,
+    VipFlags, VipSpec,
 };
 use support::{etcd, eventually, registry, Proxy};
 
@@ -17,8 +17,8 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
 
-fn vip() -> VipKey {
-    VipKey::new(ip("10.0.0.1"), 80, Proto::Tcp)
+fn vip() -> Vip {
+    Vip::new(ip("10.0.0.1"), 80, Proto::Tcp)
 }
 
 fn sid(n: u32) -> Option<ServerId> {
@@ -26,10 +26,7 @@ fn sid(n: u32) -> Option<ServerId> {
 }
 
 async fn with_vip(reg: &Registry) {
-    let flags = VipFlags {
-        server_id: true,
-        ..VipFlags::default()
-    };
+    let flags = VipFlags::SERVER_ID;
     reg.put_vip(&VipSpec::new(vip(), flags))
         .await
         .expect("put VIP");
@@ -87,7 +84,7 @@ async fn deregister_and_drop_remove_backends_at_once_and_drain_is_one_call() {
     };
     let reg = registry(&etcd.endpoint()).await;
     with_vip(&reg).await;
-    let other = VipKey::new(ip("10.0.0.1"), 443, Proto::Tcp);
+    let other = Vip::new(ip("10.0.0.1"), 443, Proto::Tcp);
     reg.put_vip(&VipSpec::new(other, VipFlags::default()))
         .await
         .expect("put VIP");
@@ -509,7 +506,7 @@ async fn each_kind_of_bad_entry_is_rejected_and_counted_while_the_watch_goes_on(
         .expect("good backend");
 
     let p = l.prefix();
-    let udp = VipKey::new(ip("10.0.0.2"), 53, Proto::Udp);
+    let udp = Vip::new(ip("10.0.0.2"), 53, Proto::Udp);
     let cases: Vec<(String, String, RejectKind)> = vec![
         (
             format!("{p}routing/vips/tcp/10.0.0.1/080"),
@@ -542,7 +539,7 @@ async fn each_kind_of_bad_entry_is_rejected_and_counted_while_the_watch_goes_on(
             RejectKind::BadFlags,
         ),
         (
-            l.backend(&VipKey::new(ip("10.0.0.9"), 80, Proto::Tcp), ip("10.1.0.7")),
+            l.backend(&Vip::new(ip("10.0.0.9"), 80, Proto::Tcp), ip("10.1.0.7")),
             r#"{"addr":"10.1.0.7","weight":1}"#.into(),
             RejectKind::UnknownVip,
         ),

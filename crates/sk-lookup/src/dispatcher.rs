@@ -16,7 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 use socket2::SockRef;
 
 use crate::model::{destination_index, Registered, SocketFacts, Table};
-use crate::{Binding, Error, Family, Label, Protocol};
+use crate::{Binding, Error, Family, Label, Proto};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -253,7 +253,7 @@ impl Dispatcher {
             t.bindings.insert(b, l.clone());
         }
         for &id in by_id.keys() {
-            for p in [Protocol::Tcp, Protocol::Udp] {
+            for p in [Proto::Tcp, Proto::Udp] {
                 let d = self
                     .prog
                     .destination(destination_index(id, p))
@@ -393,7 +393,7 @@ impl Dispatcher {
     }
 
     /// Unregisters `label`'s socket for `protocol`; `false` if none was there.
-    pub fn unregister(&self, label: &Label, protocol: Protocol) -> Result<bool> {
+    pub fn unregister(&self, label: &Label, protocol: Proto) -> Result<bool> {
         let _lock = self.lock()?;
         let t = self.table()?;
         let id = *t
@@ -424,8 +424,8 @@ impl Dispatcher {
                 label: label.clone(),
                 id,
                 bindings: t.bindings.values().filter(|l| *l == label).count(),
-                tcp: t.sockets.get(&(id, Protocol::Tcp)).map(|r| r.cookie),
-                udp: t.sockets.get(&(id, Protocol::Udp)).map(|r| r.cookie),
+                tcp: t.sockets.get(&(id, Proto::Tcp)).map(|r| r.cookie),
+                udp: t.sockets.get(&(id, Proto::Udp)).map(|r| r.cookie),
                 stats: self.prog.label_stats(id).map_err(kernel("reading stats"))?,
             });
         }
@@ -460,8 +460,8 @@ fn socket_facts<S: AsFd>(s: &S) -> Result<SocketFacts> {
     let ty = sock.r#type().map_err(q("getsockopt(SO_TYPE)"))?;
     let proto = sock.protocol().map_err(q("getsockopt(SO_PROTOCOL)"))?;
     let protocol = match (ty, proto) {
-        (socket2::Type::STREAM, Some(p)) if p == socket2::Protocol::TCP => Some(Protocol::Tcp),
-        (socket2::Type::DGRAM, Some(p)) if p == socket2::Protocol::UDP => Some(Protocol::Udp),
+        (socket2::Type::STREAM, Some(p)) if p == socket2::Protocol::TCP => Some(Proto::Tcp),
+        (socket2::Type::DGRAM, Some(p)) if p == socket2::Protocol::UDP => Some(Proto::Udp),
         _ => None,
     };
     let local = sock.local_addr().map_err(q("getsockname"))?;
@@ -473,7 +473,7 @@ fn socket_facts<S: AsFd>(s: &S) -> Result<SocketFacts> {
     let v6only =
         family == Some(Family::V6) && sock.only_v6().map_err(q("getsockopt(IPV6_V6ONLY)"))?;
     let connected = family.is_some() && sock.peer_addr().is_ok();
-    let listening = protocol == Some(Protocol::Tcp)
+    let listening = protocol == Some(Proto::Tcp)
         && sock.is_listener().map_err(q("getsockopt(SO_ACCEPTCONN)"))?;
     Ok(SocketFacts {
         protocol,

@@ -26,13 +26,13 @@
 //! [`Dispatcher`] reads the maps, asks the model, writes what it planned.
 //!
 //! ```no_run
-//! use flowpin_sk_lookup::{Binding, Dispatcher, Label, Port, Protocol};
+//! use flowpin_sk_lookup::{Binding, Dispatcher, Label, Port, Proto};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Controller: create the pinned state, attach to this namespace, bind.
 //! let d = Dispatcher::create("/sys/fs/bpf/edge", Default::default())?;
 //! d.attach("/proc/self/ns/net")?; // the link is pinned beside the maps
 //! let web = Label::new("web")?;
-//! d.bind(Binding::new(Protocol::Tcp, "10.0.0.0/24".parse()?, Port::Any), &web)?;
+//! d.bind(Binding::new(Proto::Tcp, "10.0.0.0/24".parse()?, Port::Any), &web)?;
 //! // Server process: register its listener, bound anywhere.
 //! let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
 //! Dispatcher::open("/sys/fs/bpf/edge")?.register(&web, &listener)?;
@@ -48,7 +48,7 @@ use std::net::IpAddr;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig, LabelInfo, LINK_PIN};
 pub use flowpin_bpf_progs::sk_lookup::{LabelStats, SkLookupError};
-pub use model::{Binding, Family, Label, Port, Prefix, Protocol};
+pub use model::{Binding, Family, Label, Port, Prefix, Proto};
 
 /// Errors of the control API. Every bad-input error leaves the state as it was.
 #[derive(Debug, thiserror::Error)]

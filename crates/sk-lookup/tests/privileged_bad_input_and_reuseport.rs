@@ -8,8 +8,8 @@ mod support;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use flowpin_sk_lookup::{DispatcherConfig, Error, Protocol};
-use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup};
+use flowpin_sk_lookup::{DispatcherConfig, Error, Proto};
+use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, ReuseportGroup};
 use support::*;
 
 #[test]
@@ -20,9 +20,9 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
     let env = Env::with_config("sklbad", DispatcherConfig::default().max_bindings(4));
     let d = env.d();
     let (tcp4, v6) = (label("tcp4"), label("v6"));
-    d.bind(bind(Protocol::Tcp, "10.0.0.0/24", None), &tcp4)
+    d.bind(bind(Proto::Tcp, "10.0.0.0/24", None), &tcp4)
         .unwrap();
-    d.bind(bind(Protocol::Tcp, "fd00::/64", None), &v6).unwrap();
+    d.bind(bind(Proto::Tcp, "fd00::/64", None), &v6).unwrap();
     let before = d.table().unwrap();
     let summary = d.kernel().read_summary().unwrap();
     assert_ne!(summary, 0, "the summary shows the two bindings");
@@ -37,13 +37,13 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
 
     // Overlapping identical binding, alone or inside a batch.
     let e = d
-        .bind(bind(Protocol::Tcp, "10.0.0.0/24", None), &label("other"))
+        .bind(bind(Proto::Tcp, "10.0.0.0/24", None), &label("other"))
         .unwrap_err();
     assert!(matches!(e, Error::DuplicateBinding { .. }), "{e}");
     same("a duplicate binding");
     let batch = [
-        (bind(Protocol::Udp, "10.0.0.0/24", None), label("fresh")),
-        (bind(Protocol::Tcp, "10.0.0.0/24", None), label("fresh")),
+        (bind(Proto::Udp, "10.0.0.0/24", None), label("fresh")),
+        (bind(Proto::Tcp, "10.0.0.0/24", None), label("fresh")),
     ];
     assert!(matches!(
         d.bind_many(&batch),
@@ -59,7 +59,7 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
     let three: Vec<_> = (1..=3)
         .map(|i| {
             (
-                bind(Protocol::Udp, &format!("10.0.{i}.0/24"), None),
+                bind(Proto::Udp, &format!("10.0.{i}.0/24"), None),
                 label("many"),
             )
         })
@@ -79,9 +79,9 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
     same("too many bindings");
     // The capacity counts host bindings (hash) and prefixes (trie) together.
     let mixed = [
-        (bind(Protocol::Udp, "10.0.9.9/32", None), label("many")),
-        (bind(Protocol::Udp, "10.0.9.0/24", Some(53)), label("many")),
-        (bind(Protocol::Tcp, "fd00::9/128", Some(80)), label("many")),
+        (bind(Proto::Udp, "10.0.9.9/32", None), label("many")),
+        (bind(Proto::Udp, "10.0.9.0/24", Some(53)), label("many")),
+        (bind(Proto::Tcp, "fd00::9/128", Some(80)), label("many")),
     ];
     let e = d.bind_many(&mixed).unwrap_err();
     assert!(
@@ -108,7 +108,7 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
     .iter()
     .map(|p| {
         (
-            bind(Protocol::Tcp, p, None).key(),
+            bind(Proto::Tcp, p, None).key(),
             flowpin_bpf_progs::sk_lookup::types::fp_skl_binding {
                 label: 0,
                 addr_bits: 24,
@@ -130,7 +130,7 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
         ));
         same("an unknown label");
         assert!(matches!(
-            d.unbind(bind(Protocol::Udp, "10.9.0.0/16", None)),
+            d.unbind(bind(Proto::Udp, "10.9.0.0/16", None)),
             Err(Error::UnknownBinding(_))
         ));
         // Wrong protocol: a UDP socket for a TCP-only label; a raw-ish socket (unix).
@@ -180,7 +180,7 @@ fn privileged_every_bad_input_is_refused_and_changes_nothing() {
         d.register(&tcp4, &l).unwrap();
         let with_sock = d.table().unwrap();
         let e = d
-            .bind(bind(Protocol::Tcp, "fd00:1::/64", None), &tcp4)
+            .bind(bind(Proto::Tcp, "fd00:1::/64", None), &tcp4)
             .unwrap_err();
         assert!(matches!(e, Error::WrongFamily { .. }), "{e}");
         assert_eq!(d.table().unwrap(), with_sock);
@@ -209,7 +209,7 @@ fn privileged_a_reuseport_group_behind_a_label_keeps_choosing() {
     let env = Env::new("sklrp");
     let l = label("group");
     env.d()
-        .bind(bind(Protocol::Tcp, "10.0.0.0/24", None), &l)
+        .bind(bind(Proto::Tcp, "10.0.0.0/24", None), &l)
         .unwrap();
     let pin = std::path::PathBuf::from(format!("{}-rp", env.dir.display()));
     env.in_ns(|| {

@@ -10,7 +10,7 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
-use flowpin_sk_lookup::{Binding, Label, Port, Prefix, Protocol};
+use flowpin_sk_lookup::{Binding, Label, Port, Prefix, Proto};
 use libbpf_rs::libbpf_sys;
 use proptest::prelude::*;
 use support::*;
@@ -21,7 +21,7 @@ const PORTS: [u16; 3] = [80, 443, 8080];
 fn binding() -> impl Strategy<Value = Binding> {
     (any::<bool>(), any::<bool>(), 0usize..4, 0u8..8, 0u8..4).prop_map(
         |(udp, v6, port, len_pick, host)| {
-            let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+            let protocol = if udp { Proto::Udp } else { Proto::Tcp };
             let port = match port {
                 3 => Port::Any,
                 i => Port::new(PORTS[i]).unwrap(),
@@ -43,7 +43,7 @@ fn binding() -> impl Strategy<Value = Binding> {
 }
 
 /// (protocol, local address, local port) of a lookup.
-fn query() -> impl Strategy<Value = (Protocol, IpAddr, u16)> {
+fn query() -> impl Strategy<Value = (Proto, IpAddr, u16)> {
     (any::<bool>(), any::<bool>(), 0u8..6, 0usize..4).prop_map(|(udp, v6, host, port)| {
         let ip = if v6 {
             IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(host)))
@@ -51,13 +51,13 @@ fn query() -> impl Strategy<Value = (Protocol, IpAddr, u16)> {
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, host))
         };
         let port = [80, 443, 8080, 9][port];
-        (if udp { Protocol::Udp } else { Protocol::Tcp }, ip, port)
+        (if udp { Proto::Udp } else { Proto::Tcp }, ip, port)
     })
 }
 
 /// Runs the program once on a lookup; the cookie of the socket it
 /// assigned, 0 if none.
-fn test_run(prog_fd: i32, protocol: Protocol, ip: IpAddr, port: u16) -> u64 {
+fn test_run(prog_fd: i32, protocol: Proto, ip: IpAddr, port: u16) -> u64 {
     let mut ctx = libbpf_sys::bpf_sk_lookup {
         protocol: u32::from(protocol.number()),
         local_port: u32::from(port),
@@ -145,12 +145,12 @@ fn privileged_program_matches_the_model_across_hash_and_trie() {
                 let mut udp = Vec::new();
                 for (b, l) in &all {
                     match b.protocol {
-                        Protocol::Tcp => {
+                        Proto::Tcp => {
                             let s = dual_stack_listener();
                             d.register(l, &s).unwrap();
                             tcp.push(s);
                         }
-                        Protocol::Udp => {
+                        Proto::Udp => {
                             let s = dual_stack_udp();
                             d.register(l, &s).unwrap();
                             udp.push(s);

@@ -7,7 +7,7 @@
 
 mod support;
 
-use flowpin_sk_lookup::{Dispatcher, Protocol};
+use flowpin_sk_lookup::{Dispatcher, Proto};
 use support::*;
 
 #[test]
@@ -18,13 +18,13 @@ fn privileged_tcp_redirect_by_port_and_by_address_v4_v6() {
     let env = Env::new("sklport");
     let (byport, byaddr, v6) = (label("byport"), label("byaddr"), label("v6"));
     env.d()
-        .bind(bind(Protocol::Tcp, "10.0.0.0/24", Some(8000)), &byport)
+        .bind(bind(Proto::Tcp, "10.0.0.0/24", Some(8000)), &byport)
         .unwrap();
     env.d()
-        .bind(bind(Protocol::Tcp, "10.0.0.7/32", None), &byaddr)
+        .bind(bind(Proto::Tcp, "10.0.0.7/32", None), &byaddr)
         .unwrap();
     env.d()
-        .bind(bind(Protocol::Tcp, "fd00::/64", Some(443)), &v6)
+        .bind(bind(Proto::Tcp, "fd00::/64", Some(443)), &v6)
         .unwrap();
     env.in_ns(|| {
         let a = listener("127.0.0.1:0");
@@ -74,13 +74,13 @@ fn privileged_udp_redirect_by_port_and_by_address_v4_v6() {
     let env = Env::new("skludp");
     let (dns, host, v6) = (label("dns"), label("host"), label("v6"));
     env.d()
-        .bind(bind(Protocol::Udp, "10.0.0.0/24", Some(53)), &dns)
+        .bind(bind(Proto::Udp, "10.0.0.0/24", Some(53)), &dns)
         .unwrap();
     env.d()
-        .bind(bind(Protocol::Udp, "10.0.0.9/32", None), &host)
+        .bind(bind(Proto::Udp, "10.0.0.9/32", None), &host)
         .unwrap();
     env.d()
-        .bind(bind(Protocol::Udp, "fd00::/64", None), &v6)
+        .bind(bind(Proto::Udp, "fd00::/64", None), &v6)
         .unwrap();
     env.in_ns(|| {
         let a = udp("127.0.0.1:0");
@@ -113,10 +113,10 @@ fn privileged_v4_mapped_ipv4_traffic_reaches_a_dual_stack_socket() {
     let l = label("dual");
     // Given as a v4-mapped IPv6 prefix: the same as 10.0.0.0/24.
     env.d()
-        .bind(bind(Protocol::Tcp, "::ffff:10.0.0.0/120", None), &l)
+        .bind(bind(Proto::Tcp, "::ffff:10.0.0.0/120", None), &l)
         .unwrap();
     env.d()
-        .bind(bind(Protocol::Tcp, "fd00::/64", None), &l)
+        .bind(bind(Proto::Tcp, "fd00::/64", None), &l)
         .unwrap();
     env.in_ns(|| {
         let s = dual_stack_listener();
@@ -138,10 +138,10 @@ fn privileged_precedence_longest_prefix_then_specific_port() {
     let env = Env::new("sklprec");
     let names = ["wide80", "narrowany", "narrow80", "host"];
     let bindings = [
-        bind(Protocol::Tcp, "10.0.0.0/16", Some(80)),
-        bind(Protocol::Tcp, "10.0.0.0/24", None),
-        bind(Protocol::Tcp, "10.0.0.0/24", Some(80)),
-        bind(Protocol::Tcp, "10.0.0.77/32", None),
+        bind(Proto::Tcp, "10.0.0.0/16", Some(80)),
+        bind(Proto::Tcp, "10.0.0.0/24", None),
+        bind(Proto::Tcp, "10.0.0.0/24", Some(80)),
+        bind(Proto::Tcp, "10.0.0.77/32", None),
     ];
     let all: Vec<_> = bindings
         .iter()
@@ -171,7 +171,7 @@ fn privileged_precedence_longest_prefix_then_specific_port() {
         .unwrap();
     env.in_ns(|| {
         let l = listener("127.0.0.1:0");
-        env.d().unregister(&label("wide80"), Protocol::Tcp).unwrap();
+        env.d().unregister(&label("wide80"), Proto::Tcp).unwrap();
         env.d().register(&label("wide80"), &l).unwrap();
         assert!(reaches(sa("10.0.1.5:80"), &l).is_some(), "/16 port 80");
         assert!(refused(sa("10.0.1.5:81")));
@@ -186,10 +186,10 @@ fn privileged_pass_when_no_socket_is_registered() {
     let env = Env::new("sklpass");
     let l = label("nobody");
     env.d()
-        .bind(bind(Protocol::Tcp, "10.0.0.0/24", None), &l)
+        .bind(bind(Proto::Tcp, "10.0.0.0/24", None), &l)
         .unwrap();
     env.d()
-        .bind(bind(Protocol::Udp, "10.0.0.0/24", None), &l)
+        .bind(bind(Proto::Udp, "10.0.0.0/24", None), &l)
         .unwrap();
     env.in_ns(|| {
         // A socket bound the ordinary way still gets its traffic.
@@ -234,7 +234,7 @@ fn privileged_restart_and_second_process_handles_keep_the_state() {
     let mut env = Env::new("sklrestart");
     let l = label("svc");
     env.d()
-        .bind(bind(Protocol::Tcp, "10.0.0.0/24", None), &l)
+        .bind(bind(Proto::Tcp, "10.0.0.0/24", None), &l)
         .unwrap();
     let before = env.d().table().unwrap();
     // The controller goes away; the pinned link and maps stay.
@@ -254,7 +254,7 @@ fn privileged_restart_and_second_process_handles_keep_the_state() {
             sc.spawn(move || {
                 let d = Dispatcher::open(&dir).unwrap();
                 for i in 0..25u8 {
-                    let b = bind(Protocol::Udp, &format!("10.{t}.{i}.0/24"), None);
+                    let b = bind(Proto::Udp, &format!("10.{t}.{i}.0/24"), None);
                     d.bind(b, &label(&format!("t{t}"))).unwrap();
                 }
             });
@@ -274,7 +274,7 @@ fn privileged_remove_cleans_every_pin_and_detaches() {
     let env = Env::new("sklclean");
     let l = label("svc");
     env.d()
-        .bind(bind(Protocol::Tcp, "10.0.0.0/24", None), &l)
+        .bind(bind(Proto::Tcp, "10.0.0.0/24", None), &l)
         .unwrap();
     let prog_id = env.d().kernel().program_id();
     env.in_ns(|| {
@@ -341,14 +341,14 @@ fn privileged_precedence_across_the_host_hash_and_the_trie() {
         "v6host80",
     ];
     let bindings = [
-        bind(Protocol::Tcp, "10.0.0.0/24", Some(80)),
-        bind(Protocol::Tcp, "10.0.0.0/24", None),
-        bind(Protocol::Tcp, "10.0.0.77/32", None),
-        bind(Protocol::Tcp, "10.0.0.77/32", Some(443)),
-        bind(Protocol::Udp, "10.0.0.77/32", Some(53)),
-        bind(Protocol::Tcp, "fd00::/64", Some(80)),
-        bind(Protocol::Tcp, "fd00::7/128", None),
-        bind(Protocol::Tcp, "fd00::8/128", Some(80)),
+        bind(Proto::Tcp, "10.0.0.0/24", Some(80)),
+        bind(Proto::Tcp, "10.0.0.0/24", None),
+        bind(Proto::Tcp, "10.0.0.77/32", None),
+        bind(Proto::Tcp, "10.0.0.77/32", Some(443)),
+        bind(Proto::Udp, "10.0.0.77/32", Some(53)),
+        bind(Proto::Tcp, "fd00::/64", Some(80)),
+        bind(Proto::Tcp, "fd00::7/128", None),
+        bind(Proto::Tcp, "fd00::8/128", Some(80)),
     ];
     let all: Vec<_> = bindings
         .iter()
@@ -394,11 +394,11 @@ fn privileged_precedence_across_the_host_hash_and_the_trie() {
     });
     // Unbinding a host binding falls back to the trie.
     env.d()
-        .unbind(bind(Protocol::Tcp, "10.0.0.77/32", None))
+        .unbind(bind(Proto::Tcp, "10.0.0.77/32", None))
         .unwrap();
     env.in_ns(|| {
         let l = listener("127.0.0.1:0");
-        env.d().unregister(&label("net80"), Protocol::Tcp).unwrap();
+        env.d().unregister(&label("net80"), Proto::Tcp).unwrap();
         env.d().register(&label("net80"), &l).unwrap();
         assert_eq!(
             reaches(sa("10.0.0.77:80"), &l),

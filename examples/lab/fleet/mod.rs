@@ -36,7 +36,7 @@ use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_registry::local_etcd::{LocalEtcd, LocalEtcdOptions};
 use flowpin_registry::{
-    BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, VipFlags, VipKey, VipSpec,
+    BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
 };
 use flowpin_testing::{mac_str, unique_name, Cgroup, CgroupMembership};
 use serde::Serialize;
@@ -419,11 +419,8 @@ impl Fleet {
             &prefix,
         )))?;
         rt.block_on(reg.put_vip(&VipSpec::new(
-            VipKey::new(topo::VIP.into(), topo::VIP_PORT, Proto::Tcp),
-            VipFlags {
-                server_id: true,
-                ..VipFlags::default()
-            },
+            Vip::new(topo::VIP.into(), topo::VIP_PORT, Proto::Tcp),
+            VipFlags::SERVER_ID,
         )))?;
 
         progress("namespaces: client, router, 3 LB hosts, 5 backend hosts");
@@ -657,13 +654,10 @@ impl Fleet {
 
     /// Sets the VIP's `server_id` flag in the registry and waits for the LBs.
     pub(crate) fn set_server_id(&self, on: bool) -> Result<(), Error> {
-        let key = VipKey::new(topo::VIP.into(), topo::VIP_PORT, Proto::Tcp);
+        let key = Vip::new(topo::VIP.into(), topo::VIP_PORT, Proto::Tcp);
         let rev = self.rt.block_on(self.reg.put_vip(&VipSpec::new(
             key,
-            VipFlags {
-                server_id: on,
-                ..VipFlags::default()
-            },
+            VipFlags::NONE.with(VipFlags::SERVER_ID, on),
         )))?;
         wait_agree(
             &self.lbs,
@@ -712,20 +706,14 @@ impl Fleet {
 /// `SYNTH_BACKENDS` synthetic backends; returns sorted milliseconds and
 /// whether the digests agree at the end.
 fn convergence(f: &Fleet) -> Result<(Vec<f64>, bool), Error> {
-    let key = VipKey::new(SYNTH_VIP.into(), topo::VIP_PORT, Proto::Tcp);
+    let key = Vip::new(SYNTH_VIP.into(), topo::VIP_PORT, Proto::Tcp);
     let vip = vip_name(SYNTH_VIP);
     let addr =
         |j: usize| -> IpAddr { Ipv4Addr::new(10, 3, (j / 200) as u8, (j % 200) as u8 + 2).into() };
     let sid = |j: usize| ServerId::new(2000 + j as u32);
     let host = f.rt.block_on(async {
         f.reg
-            .put_vip(&VipSpec::new(
-                key,
-                VipFlags {
-                    server_id: true,
-                    ..VipFlags::default()
-                },
-            ))
+            .put_vip(&VipSpec::new(key, VipFlags::SERVER_ID))
             .await?;
         let h = f.reg.register(Duration::from_secs(30)).await?;
         let entries: Vec<_> = (0..SYNTH_BACKENDS)

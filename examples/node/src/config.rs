@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flowpin_registry::{Proto, VipKey};
+use flowpin_registry::{Proto, Vip};
 use serde::Deserialize;
 
 /// A configuration that cannot be used.
@@ -476,7 +476,7 @@ impl BackendConfig {
     }
 
     /// The VIPs as registry keys (validated at load).
-    pub fn vip_keys(&self) -> Vec<VipKey> {
+    pub fn vip_keys(&self) -> Vec<Vip> {
         self.backend
             .vips
             .iter()
@@ -490,24 +490,20 @@ impl BackendConfig {
     }
 }
 
-fn vip_key(v: &VipConfig) -> Result<VipKey> {
-    let proto = match v.proto.as_str() {
-        "tcp" => Proto::Tcp,
-        "udp" => Proto::Udp,
-        other => {
-            return Err(invalid(
-                "backend.vips.proto",
-                format!("{other:?}: write \"tcp\" or \"udp\""),
-            ))
-        }
-    };
+fn vip_key(v: &VipConfig) -> Result<Vip> {
+    let proto: Proto = v.proto.parse().map_err(|_| {
+        invalid(
+            "backend.vips.proto",
+            format!("{:?}: write \"tcp\" or \"udp\"", v.proto),
+        )
+    })?;
     if v.port == 0 {
         return Err(invalid(
             "backend.vips.port",
             "0: a backend serves a VIP on one port",
         ));
     }
-    Ok(VipKey::new(v.addr, v.port, proto))
+    Ok(Vip::new(v.addr, v.port, proto))
 }
 
 #[cfg(test)]
@@ -629,7 +625,7 @@ port = 8080
         assert_eq!(c.backend.drain_timeout_secs, 30);
         assert_eq!(
             c.vip_keys(),
-            vec![VipKey::new(
+            vec![Vip::new(
                 "10.100.0.1".parse().expect("ip"),
                 8080,
                 Proto::Tcp

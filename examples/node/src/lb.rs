@@ -14,9 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
-use flowpin_registry::{
-    Registry, RegistryConfig, Snapshot, SnapshotWatch, VipEntry, VipKey, WatchStats,
-};
+use flowpin_registry::{Registry, RegistryConfig, Snapshot, SnapshotWatch, VipEntry, WatchStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -209,7 +207,7 @@ struct Node {
     /// out of sync.
     change_to_map_write_negative: u64,
     /// The registry state of the last snapshot applied without error.
-    applied: BTreeMap<VipKey, VipEntry>,
+    applied: BTreeMap<Vip, VipEntry>,
     apply_errors: u64,
     snapshots_applied: u64,
     last_apply_failed: bool,

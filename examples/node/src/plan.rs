@@ -8,15 +8,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hasher;
 use std::net::IpAddr;
 
-use flowpin_bpf_progs::xdp_lb::{Backend, LbState, Proto, Vip, VipFlags};
-use flowpin_registry::{BackendState, Snapshot, VipEntry, VipKey};
+use flowpin_bpf_progs::xdp_lb::{Backend, LbState, Vip, VipFlags};
+use flowpin_registry::{BackendState, Snapshot, VipEntry};
 
 /// The newest `updated_at_ms` (the writer's clock at the etcd write) among
 /// the entries of `snap` that are new or differ from `prev` (the last
 /// snapshot applied): the etcd change a map write of `snap` carries out.
 /// `None` if no changed entry has a timestamp (removals and values written
 /// before the field existed have none).
-pub fn latest_change_ms(prev: &BTreeMap<VipKey, VipEntry>, snap: &Snapshot) -> Option<u64> {
+pub fn latest_change_ms(prev: &BTreeMap<Vip, VipEntry>, snap: &Snapshot) -> Option<u64> {
     let mut latest: Option<u64> = None;
     for (key, entry) in &snap.vips {
         let before = prev.get(key);
@@ -90,29 +90,14 @@ pub enum Step {
     Undrain(Vip, IpAddr),
 }
 
-/// The registry's VIP, as an `xdp_lb` VIP.
-pub fn lb_vip(key: &flowpin_registry::VipKey) -> Vip {
-    let proto = match key.proto {
-        flowpin_registry::Proto::Udp => Proto::Udp,
-        _ => Proto::Tcp,
-    };
-    Vip::new(key.addr, key.port, proto)
+/// The registry's VIP, as an `xdp_lb` VIP (the same type: the suite has one).
+pub fn lb_vip(key: &Vip) -> Vip {
+    *key
 }
 
-/// The registry's flags, as `xdp_lb` flags.
-pub fn lb_flags(f: &flowpin_registry::VipFlags) -> VipFlags {
-    let mut out = VipFlags::NONE;
-    for (on, bit) in [
-        (f.port_agnostic, VipFlags::PORT_AGNOSTIC),
-        (f.skip_lru_udp, VipFlags::SKIP_LRU_UDP),
-        (f.server_id, VipFlags::SERVER_ID),
-        (f.quic, VipFlags::QUIC),
-    ] {
-        if on {
-            out = out | bit;
-        }
-    }
-    out
+/// The registry's flags, as `xdp_lb` flags (the same type: the suite has one).
+pub fn lb_flags(f: &VipFlags) -> VipFlags {
+    *f
 }
 
 /// What a snapshot says one VIP should hold (backends ordered by address,
@@ -121,7 +106,10 @@ pub fn desired(entry: &VipEntry) -> VipView {
     let backends = entry
         .backends
         .values()
-        .map(|b| Backend::new(b.addr).weight(b.weight).server_id(b.server_id))
+        .map(|b| Backend {
+            server_id: b.server_id,
+            ..Backend::new(b.addr).weight(b.weight)
+        })
         .collect();
     let draining = entry
         .backends
@@ -217,25 +205,15 @@ pub fn ring_digest(slots: &[Option<IpAddr>]) -> u64 {
 mod tests {
     use super::*;
     use flowpin_bpf_progs::xdp_lb::XdpLbConfig;
-    use flowpin_registry::{BackendSpec, ServerId, VipKey, VipSpec};
+    use flowpin_registry::{BackendSpec, Proto, ServerId, VipSpec};
     use std::collections::BTreeMap;
 
-    fn key() -> VipKey {
-        VipKey::new(
-            "10.100.0.1".parse().expect("ip"),
-            8080,
-            flowpin_registry::Proto::Tcp,
-        )
+    fn key() -> Vip {
+        Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp)
     }
 
     fn snap(backends: &[(u8, BackendState)], server_id: bool) -> Snapshot {
-        let spec = VipSpec::new(
-            key(),
-            flowpin_registry::VipFlags {
-                server_id,
-                ..Default::default()
-            },
-        );
+        let spec = VipSpec::new(key(), VipFlags::NONE.with(VipFlags::SERVER_ID, server_id));
         let backends = backends
             .iter()
             .map(|&(i, state)| {
@@ -280,7 +258,7 @@ mod tests {
     }
 
     fn small() -> LbState {
-        LbState::new(&XdpLbConfig::default().ring_size(251))
+        LbState::new(&XdpLbConfig::default().ring_size(251).lb_config())
     }
 
     const A: BackendState = BackendState::Active;
@@ -312,7 +290,7 @@ mod tests {
         // A VIP flag change carries the VIP's stamp.
         let mut flags = after.clone();
         let e = flags.vips.get_mut(&key()).expect("vip");
-        e.spec.flags.server_id = false;
+        e.spec.flags.set(VipFlags::SERVER_ID, false);
         e.spec.updated_at_ms = Some(3_000);
         assert_eq!(latest_change_ms(&after.vips, &flags), Some(3_000));
     }

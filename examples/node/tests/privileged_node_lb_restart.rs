@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::xdp_lb::{Proto as LbProto, Vip, XdpLb};
+use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_registry::local_etcd::LocalEtcd;
 use flowpin_registry::{
-    BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, VipFlags, VipKey, VipSpec,
+    BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
 };
 use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
 
@@ -175,18 +175,11 @@ port_file = "{pf}"
         pin_dir: pin_dir.clone(),
     };
 
-    let key = VipKey::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
-    let vip = Vip::new(key.addr, key.port, LbProto::Tcp);
+    let key = Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
+    let vip = key; // the registry's VIP is the load balancer's
     let host = rt
         .block_on(async {
-            reg.put_vip(&VipSpec::new(
-                key,
-                VipFlags {
-                    server_id: true,
-                    ..VipFlags::default()
-                },
-            ))
-            .await?;
+            reg.put_vip(&VipSpec::new(key, VipFlags::SERVER_ID)).await?;
             let h = reg.register(Duration::from_secs(30)).await?;
             let entries: Vec<_> = (1..=3u8)
                 .map(|i| {

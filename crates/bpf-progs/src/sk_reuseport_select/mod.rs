@@ -326,10 +326,7 @@ impl SkReuseportSelect {
             udp_affinity: cfg.udp_affinity as u32,
             quic_cid: cfg.quic_cid as u32,
             cid_sock_offset: u32::from(cfg.cid_sock_offset),
-            proto: match cfg.proto {
-                Proto::Tcp => 6,
-                Proto::Udp => 17,
-            },
+            proto: u32::from(cfg.proto.number()),
             addr,
             port: cfg.addr.port(),
             family,
@@ -356,15 +353,15 @@ impl SkReuseportSelect {
         } else {
             IpAddr::V6(v6)
         };
-        let proto = match raw.proto {
-            6 => Proto::Tcp,
-            17 => Proto::Udp,
-            p => {
-                return Err(SelectError::Invalid(format!(
-                    "config map holds protocol {p}: the group was never configured (stale pin?)"
-                )))
-            }
-        };
+        let proto = u8::try_from(raw.proto)
+            .ok()
+            .and_then(Proto::from_number)
+            .ok_or_else(|| {
+                SelectError::Invalid(format!(
+                    "config map holds protocol {}: the group was never configured (stale pin?)",
+                    raw.proto
+                ))
+            })?;
         Ok(SelectConfig {
             tcp_mode: SelectMode::from_raw(raw.tcp_mode),
             udp_mode: SelectMode::from_raw(raw.udp_mode),

@@ -41,14 +41,9 @@ impl SelectMode {
     }
 }
 
-/// Transport protocol of a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    /// TCP (listening sockets).
-    Tcp,
-    /// UDP (bound sockets).
-    Udp,
-}
+/// Transport protocol of a group: TCP (listening sockets) or UDP (bound
+/// sockets); the suite's one `Proto` (`flowpin_bpf_abi::vip::Proto`).
+pub use flowpin_bpf_abi::vip::Proto;
 
 /// Configuration of the program, kept in its `config` map (shared by every
 /// process of the group) plus the flow-table size, fixed at load.

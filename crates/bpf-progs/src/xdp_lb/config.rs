@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use flowpin_tcp_opt::{Layout, QuicLb};
 
-use super::{XdpLbError, CONN_SET_BYTES, DEFAULT_RING_SIZE};
+use super::{LbConfig, XdpLbError, CONN_SET_BYTES, DEFAULT_RING_SIZE};
 use crate::skel::xdp_lb::types::flowpin_lb_cfg;
 
 type Result<T> = std::result::Result<T, XdpLbError>;
@@ -15,7 +15,7 @@ type Result<T> = std::result::Result<T, XdpLbError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct XdpLbConfig {
-    /// Maglev table size M (prime). Default 65537.
+    /// Maglev table size M (prime). Default [`DEFAULT_RING_SIZE`] (65537).
     pub ring_size: u32,
     /// Maximum number of VIPs (the ring map holds `max_vips * ring_size` slots).
     pub max_vips: u32,
@@ -298,6 +298,16 @@ impl XdpLbConfig {
         self.max_backends.saturating_mul(4).max(1024)
     }
 
+    /// What the control state ([`LbState`](super::LbState)) plans within:
+    /// the ring size, the VIP and backend limits, the ICMP echo entries.
+    pub fn lb_config(&self) -> LbConfig {
+        LbConfig::default()
+            .ring_size(self.ring_size)
+            .max_vips(self.max_vips)
+            .max_backends(self.max_backends)
+            .answer_icmp_echo(self.answer_icmp_echo)
+    }
+
     /// Sets [`XdpLbConfig::warm_conn_from_server_id`].
     pub fn warm_conn_from_server_id(mut self, yes: bool) -> Self {
         self.warm_conn_from_server_id = yes;
@@ -370,5 +380,11 @@ impl XdpLbConfig {
             tun_src6_host_mask: tun.v6_host_mask,
             port_agnostic_vips,
         }
+    }
+}
+
+impl From<&XdpLbConfig> for LbConfig {
+    fn from(c: &XdpLbConfig) -> LbConfig {
+        c.lb_config()
     }
 }

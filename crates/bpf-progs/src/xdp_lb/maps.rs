@@ -1,15 +1,14 @@
 //! The thin applier: writes the [`MapOp`]s of a [`Plan`](super::state::Plan)
 //! into the program's maps, encoding each through the types libbpf-cargo
 //! generated from `flowpin_lb.h`. If a write fails, the operations already
-//! written are undone in reverse order, so the kernel is back at the
-//! previous configuration, and the error says whether that worked.
+//! written are undone in reverse order ([`apply`], from `flowpin-lb-core`),
+//! so the kernel is back at the previous configuration, and the error says
+//! whether that worked.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use super::state::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
 use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{
     flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_backend_stats,
@@ -18,82 +17,15 @@ use crate::skel::xdp_lb::types::{
 };
 use crate::skel::{bytes_of, CStruct};
 use flowpin_bpf_abi::lb;
+pub use flowpin_lb_core::{apply, MapWriter};
+use flowpin_lb_core::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
 
 /// Ring slots per `update_batch` call.
 const RING_BATCH: usize = 8192;
 
-/// Something that takes map operations one at a time: the kernel maps, or
-/// an in-memory model in tests.
-pub trait MapWriter {
-    /// Performs one operation.
-    fn write(&mut self, op: &MapOp) -> Result<(), KernelError>;
-}
-
-/// A change that did not fully reach the kernel.
-#[derive(Debug)]
-pub struct ApplyError {
-    /// The write that failed.
-    pub failed: KernelError,
-    /// Its index in the plan.
-    pub index: usize,
-    /// Operations in the plan.
-    pub total: usize,
-    /// `None`: every earlier write was undone, the kernel holds the
-    /// previous configuration. `Some`: undoing failed too.
-    pub rollback_failed: Option<Box<KernelError>>,
-}
-
-impl fmt::Display for ApplyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "map write {} of {} failed: {}; ",
-            self.index + 1,
-            self.total,
-            self.failed
-        )?;
-        match &self.rollback_failed {
-            None => write!(
-                f,
-                "the earlier writes were undone: the kernel still holds the previous configuration, nothing changed"
-            ),
-            Some(e) => write!(
-                f,
-                "undoing the earlier writes failed too ({e}): the kernel maps may be inconsistent; reload the program (XdpLb::load) and configure it again"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ApplyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.failed)
-    }
-}
-
-/// Writes `ops` in order; on a failure, undoes what was written (the
-/// failed operation included: a batch may have been partly written).
-pub fn apply(writer: &mut impl MapWriter, ops: &[MapOp]) -> Result<(), ApplyError> {
-    for (index, op) in ops.iter().enumerate() {
-        if let Err(failed) = writer.write(op) {
-            let mut rollback_failed = None;
-            for done in ops[..=index].iter().rev() {
-                if let Some(undo) = done.undo() {
-                    if let Err(e) = writer.write(&undo) {
-                        rollback_failed.get_or_insert(Box::new(e));
-                    }
-                }
-            }
-            return Err(ApplyError {
-                failed,
-                index,
-                total: ops.len(),
-                rollback_failed,
-            });
-        }
-    }
-    Ok(())
-}
+/// A change that did not fully reach the kernel (the applier's error,
+/// [`flowpin_lb_core::ApplyError`], with the kernel's [`KernelError`]).
+pub type ApplyError = flowpin_lb_core::ApplyError<KernelError>;
 
 /// The maps of a loaded `xdp_lb` (reach them with [`XdpLb::maps`](super::XdpLb::maps)).
 #[derive(Debug)]
@@ -293,6 +225,8 @@ impl KernelMaps {
 }
 
 impl MapWriter for KernelMaps {
+    type Error = KernelError;
+
     fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
         match op {
             MapOp::ResetVipStats { vip_id } => {

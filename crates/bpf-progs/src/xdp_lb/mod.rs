@@ -16,7 +16,8 @@
 //! lb.set_next_hop([0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2])?;
 //! let vip = Vip::new("192.0.2.10".parse().unwrap(), 80, Proto::Tcp);
 //! lb.add_vip(vip, VipFlags::SERVER_ID)?;
-//! let backend = Backend::new("10.0.0.2".parse().unwrap()).weight(3).server_id(ServerId::new(7));
+//! let sid = ServerId::new(7).expect("server_id 0 is reserved");
+//! let backend = Backend::new("10.0.0.2".parse().unwrap()).weight(3).server_id(sid);
 //! lb.set_backends(&vip, &[backend])?;
 //! let link = lb.attach("eth0")?;
 //! println!("xdp_lb attached in {} mode", link.mode());
@@ -99,31 +100,24 @@ pub use crate::xdp_attach::{
     XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTarget, XdpTestRun, XdpVerdict,
 };
 
-mod backend_ids;
 mod config;
 mod error;
 pub mod maps;
-mod ops;
-mod overlay;
 mod pinned;
-mod rebuild;
-#[cfg(test)]
-mod rebuild_tests;
 mod repair;
-mod ring;
-pub mod state;
-#[cfg(test)]
-mod state_tests;
 mod stats;
-mod types;
 
 pub use config::{TunnelSources, XdpLbConfig};
 pub use error::XdpLbError;
+/// The control model (plans, ring, backend ids, rebuild) lives in
+/// `flowpin-lb-core`: this module applies its plans to the kernel.
+pub use flowpin_lb_core::state;
+pub use flowpin_lb_core::{
+    Backend, Desired, DesiredVip, LbConfig, LbError, LbState, PinnedContents, Plan, Proto,
+    RingUpdate, Vip, VipFlags, DEFAULT_RING_SIZE,
+};
 pub use pinned::PIN_NAMES;
-pub use rebuild::PinnedContents;
-pub use state::{LbState, Plan, RingUpdate};
 pub use stats::{BackendStats, LbStats, Stats, VipStats};
-pub use types::{Backend, Proto, Vip, VipFlags};
 
 #[cfg(test)]
 use config::host_mask;
@@ -133,9 +127,6 @@ pub use maps::KernelMaps;
 pub const CONN_SET_BYTES: u64 = std::mem::size_of::<flowpin_conn_set>() as u64;
 /// Flows per connection-table set.
 pub const CONN_WAYS: u32 = flowpin_bpf_abi::lb::CONN_WAYS;
-
-/// Default Maglev table size (a prime).
-pub const DEFAULT_RING_SIZE: u32 = 65537;
 
 type Result<T> = std::result::Result<T, XdpLbError>;
 
@@ -300,7 +291,7 @@ impl XdpLb {
             maps: loaded.maps,
             conn_sets: loaded.conn_sets,
             ncpus: loaded.tables,
-            state: LbState::new(&config),
+            state: LbState::new(&config.lb_config()),
             config,
             pin_dir: std::sync::OnceLock::new(),
             meta: loaded.meta,
@@ -407,23 +398,17 @@ impl XdpLb {
         self.write_cfg(|c| c.tcp_opt_layout = layout)
     }
 
-    /// Writes a plan into the kernel maps and commits it to the state. On a
-    /// failed write the kernel is rolled back and the state is unchanged.
-    fn apply(&mut self, plan: Plan) -> Result<Plan> {
-        maps::apply(&mut self.maps, &plan.ops)?;
-        Ok(plan)
-    }
-
     /// Plans a change from the current state, writes it and commits it.
     /// When pinned, under the pin directory's lock, after catching up with
     /// changes other processes made (`meta.generation`), and bumping it after.
     fn change(
         &mut self,
-        plan: impl FnOnce(&LbState) -> Result<Plan>,
+        plan: impl FnOnce(&LbState) -> std::result::Result<Plan, LbError>,
     ) -> Result<(RingUpdate, Option<u32>)> {
         let _lock = self.lock_and_resync()?;
         let plan = plan(&self.state)?;
-        let plan = self.apply(plan)?;
+        // On a failed write the kernel is rolled back, the state unchanged.
+        maps::apply(&mut self.maps, &plan.ops)?;
         let out = (plan.update, plan.vip_id);
         self.state.commit(plan);
         self.bump_generation()?;
@@ -432,7 +417,7 @@ impl XdpLb {
 
     fn apply_commit_with(
         &mut self,
-        plan: impl FnOnce(&LbState) -> Result<Plan>,
+        plan: impl FnOnce(&LbState) -> std::result::Result<Plan, LbError>,
     ) -> Result<RingUpdate> {
         self.change(plan).map(|(u, _)| u)
     }
@@ -442,7 +427,22 @@ impl XdpLb {
     /// Returns its id (index of its ring and counters).
     pub fn add_vip(&mut self, vip: Vip, flags: VipFlags) -> Result<u32> {
         let (_, id) = self.change(|s| s.add_vip(vip, flags))?;
-        id.ok_or_else(|| XdpLbError::Internal("add_vip planned no id".into()))
+        id.ok_or_else(|| LbError::Internal("add_vip planned no id".into()).into())
+    }
+
+    /// Changes a VIP's flags in place (its id, counters, ring and
+    /// connections stay; see [`LbState::set_vip_flags`]).
+    pub fn set_vip_flags(&mut self, vip: &Vip, flags: VipFlags) -> Result<()> {
+        self.apply_commit_with(|s| s.set_vip_flags(vip, flags))
+            .map(|_| ())
+    }
+
+    /// Takes the load balancer to `desired` (every VIP, its flags and
+    /// backends) in one plan: only what differs is written, in the
+    /// ordering of [`state`], and a failed write rolls the whole change
+    /// back (see [`LbState::reconcile`]). Returns what changed, over every VIP.
+    pub fn reconcile(&mut self, desired: &Desired) -> Result<RingUpdate> {
+        self.apply_commit_with(|s| s.reconcile(desired))
     }
 
     /// Removes a VIP: its packets pass untouched from now on; its ring,
@@ -508,7 +508,7 @@ impl XdpLb {
 
     /// Counters of one VIP, summed over CPUs.
     pub fn vip_stats(&self, vip: &Vip) -> Result<VipStats> {
-        let id = self.state.vip_id(vip).ok_or(XdpLbError::UnknownVip(*vip))?;
+        let id = self.state.vip_id(vip).ok_or(LbError::UnknownVip(*vip))?;
         let s: flowpin_vip_stats = self.read_counters(&self.maps.vip_stats, "vip_stats", id)?;
         Ok(s.into())
     }
@@ -531,7 +531,7 @@ impl XdpLb {
     /// backend was removed from the VIP): a packet carrying one falls back
     /// and counts `sid_fallback_removed`.
     pub fn retired_server_ids(&self, vip: &Vip) -> Result<std::collections::HashSet<u32>> {
-        let id = self.state.vip_id(vip).ok_or(XdpLbError::UnknownVip(*vip))?;
+        let id = self.state.vip_id(vip).ok_or(LbError::UnknownVip(*vip))?;
         let mut out = std::collections::HashSet::new();
         for k in self.maps.sid_retired.keys() {
             if let Some(k) = read::<flowpin_sid_key>(&k) {

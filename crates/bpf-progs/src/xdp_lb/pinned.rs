@@ -29,9 +29,11 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::maps::KernelMaps;
-use super::rebuild::PinnedContents;
 use super::state::{BackendDesc, MapOp, RingWrite, VipKey, VipMeta};
-use super::{load_program, LbState, Result, XdpLb, XdpLbConfig, XdpLbError, CONN_SET_BYTES};
+use super::{
+    load_program, LbError, LbState, PinnedContents, Result, XdpLb, XdpLbConfig, XdpLbError,
+    CONN_SET_BYTES,
+};
 use crate::error::KernelError;
 use crate::pin::{open_pinned_fd, remove_pin_dir, PinLock};
 use crate::skel::xdp_lb::types::{
@@ -161,7 +163,7 @@ pub(super) fn ip_of(addr: [u32; 4], family: u8) -> Option<std::net::IpAddr> {
 
 /// Reads `vips` and `backend_descs`.
 fn read_contents(maps: &KernelMaps) -> Result<PinnedContents> {
-    let bad = |what: &str| XdpLbError::PinnedStateCorrupt(format!("unreadable {what} entry"));
+    let bad = |what: &str| LbError::PinnedStateCorrupt(format!("unreadable {what} entry"));
     let mut out = PinnedContents::default();
     for k in maps.vips.keys() {
         let Some(v) = maps
@@ -360,7 +362,7 @@ impl XdpLb {
     fn open_locked(dir: &Path, meta_map: MapHandle) -> Result<XdpLb> {
         let raw = lookup0(&meta_map, "meta")?;
         let meta: flowpin_lb_meta = read(&raw)
-            .ok_or_else(|| XdpLbError::PinnedStateCorrupt("meta entry unreadable".into()))?;
+            .ok_or_else(|| LbError::PinnedStateCorrupt("meta entry unreadable".into()))?;
         if let Some(detail) = incompatibility(&meta) {
             return Err(XdpLbError::IncompatiblePin {
                 dir: dir.to_path_buf(),
@@ -402,7 +404,7 @@ impl XdpLb {
             ncpus,
         };
         let prog: OwnedFd = open_pinned_fd(&dir.join("prog"))?;
-        let state = LbState::rebuild(&config, &read_contents(&maps)?)?;
+        let state = LbState::rebuild(&config.lb_config(), &read_contents(&maps)?)?;
         Ok(XdpLb {
             prog,
             maps,
@@ -499,14 +501,14 @@ impl XdpLb {
         let lock = PinLock::acquire(&dir)?;
         let raw = lookup0(&self.maps.meta, "meta")?;
         let meta: flowpin_lb_meta = read(&raw)
-            .ok_or_else(|| XdpLbError::PinnedStateCorrupt("meta entry unreadable".into()))?;
+            .ok_or_else(|| LbError::PinnedStateCorrupt("meta entry unreadable".into()))?;
         if meta.generation != self.meta.generation {
             let raw_cfg = lookup0(&self.maps.data, "data")?;
             if let Some(cfg) = read::<flowpin_lb_cfg>(&raw_cfg) {
                 self.maps.cfg = cfg;
                 self.config.set_from_c(&cfg);
             }
-            self.state = LbState::rebuild(&self.config, &read_contents(&self.maps)?)?;
+            self.state = LbState::rebuild(&self.config.lb_config(), &read_contents(&self.maps)?)?;
             self.meta = meta;
         }
         Ok(Some(lock))

@@ -83,12 +83,7 @@ impl XdpLb {
     pub(super) fn repair(&mut self) -> Result<()> {
         let st = &self.state;
         // Backend entries the state needs.
-        let want_be: HashMap<u32, std::net::IpAddr> = st
-            .backends
-            .ids
-            .iter()
-            .map(|(a, (id, _))| (*id, *a))
-            .collect();
+        let want_be: HashMap<u32, std::net::IpAddr> = st.backend_entries().collect();
         let mut have_be = HashMap::new();
         let n = self.maps.backends.max_entries();
         let all = read_array(&self.maps.backends, "backends", 0, n)?;
@@ -125,12 +120,10 @@ impl XdpLb {
             }
         }
         // server_id routes and their slots.
-        let mut want_sid = HashMap::new();
-        for s in st.vips.values() {
-            for (&sid, &b) in &s.sids {
-                want_sid.insert((s.id, sid), b);
-            }
-        }
+        let want_sid: HashMap<(u32, u32), u32> = st
+            .sid_routes()
+            .map(|r| ((r.vip_id, r.server_id), r.backend))
+            .collect();
         let mut have_sid = HashMap::new();
         for (k, v) in entries(&self.maps.server_ids, "server_ids")? {
             if let (Some(k), Some(b)) = (read::<flowpin_sid_key>(&k), key_u32(&v)) {
@@ -152,7 +145,7 @@ impl XdpLb {
         // and those of routes the kernel holds (the planner never leaves a
         // slot inlining a route that is not in `server_ids`). Reading only
         // those keeps a reopen fast (the table has 65,536 slots).
-        let mut slots: Vec<u32> = st.sid_slots.keys().copied().collect();
+        let mut slots: Vec<u32> = st.sid_table_slots().collect();
         slots.extend(have_sid.keys().map(|&(v, sid)| lb::sid_slot(v, sid)));
         slots.sort_unstable();
         slots.dedup();
@@ -167,7 +160,7 @@ impl XdpLb {
                 continue;
             };
             let have = sid_slot_of(&v);
-            let want = Slot::of(st.sid_slots.get(&slot).map_or(&[][..], Vec::as_slice));
+            let want = st.sid_slot(slot);
             if have != want {
                 routes.push(MapOp::SidSlot {
                     slot,
@@ -195,11 +188,11 @@ impl XdpLb {
             let Some(v) = read::<flowpin_vip_slot>(v) else {
                 continue;
             };
-            if v.state == lb::SLOT_EMPTY && !st.vip_slots.contains_key(&slot) {
+            if v.state == lb::SLOT_EMPTY && !st.vip_slot_used(slot) {
                 continue;
             }
             let have = vip_slot_of(&v).unwrap_or(Slot::Shared);
-            let want = Slot::of(st.vip_slots.get(&slot).map_or(&[][..], Vec::as_slice));
+            let want = st.vip_slot(slot);
             if !same_vip_slot(&have, &want) {
                 vips.push(MapOp::VipSlot {
                     slot,
@@ -208,7 +201,7 @@ impl XdpLb {
                 });
             }
         }
-        for &(vip_id, pos, d) in &st.orphan_descs {
+        for &(vip_id, pos, d) in st.orphan_descs() {
             last.push(MapOp::BackendDesc {
                 vip_id,
                 pos,
@@ -223,7 +216,7 @@ impl XdpLb {
         apply(&mut self.maps, &vips)?;
         apply(&mut self.maps, &last)?;
         self.repaired_entries = n as u32;
-        self.state.orphan_descs.clear();
+        self.state.clear_orphan_descs();
         Ok(())
     }
 }

@@ -78,3 +78,46 @@ fn cfg_encoding_uses_the_generated_layout() {
     assert_eq!(raw.tun_src4, 0xac10_0000);
     assert_eq!(raw.tun_src4_host_mask, 0xffff);
 }
+
+#[test]
+fn apply_and_plan_errors_keep_their_messages() {
+    use crate::error::KernelError;
+    let err = maps::ApplyError {
+        failed: KernelError::errno("map injected", "update", 12, ""),
+        index: 1,
+        total: 3,
+        rollback_failed: None,
+    };
+    let msg = XdpLbError::from(err).to_string();
+    assert!(
+        msg.contains("map write 2 of 3") && msg.contains("previous configuration"),
+        "{msg}"
+    );
+    let vip = Vip::new("192.0.2.1".parse().expect("ip"), 80, Proto::Tcp);
+    let msg = XdpLbError::from(LbError::UnknownVip(vip)).to_string();
+    assert_eq!(
+        msg,
+        "VIP tcp:192.0.2.1:80 is not configured; add it with add_vip first"
+    );
+}
+
+#[test]
+fn the_control_state_plans_within_the_load_time_sizes() {
+    let c = XdpLbConfig::default()
+        .ring_size(251)
+        .max_vips(3)
+        .max_backends(9)
+        .answer_icmp_echo(false);
+    let lb = c.lb_config();
+    assert_eq!(
+        (
+            lb.ring_size,
+            lb.max_vips,
+            lb.max_backends,
+            lb.answer_icmp_echo
+        ),
+        (251, 3, 9, false)
+    );
+    assert_eq!(LbConfig::from(&c), lb);
+    assert_eq!(XdpLbConfig::default().ring_size, DEFAULT_RING_SIZE);
+}

@@ -10,44 +10,22 @@ use std::num::NonZeroU16;
 use std::str::FromStr;
 
 use flowpin_bpf_abi::sk_lookup::{
-    self as abi, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP, KEY_HEADER_BITS, LABEL_MAX,
-    MAX_LABELS, PORT_ANY, SLOTS_PER_LABEL, SLOT_TCP, SLOT_UDP,
+    self as abi, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS, LABEL_MAX, MAX_LABELS, PORT_ANY,
+    SLOTS_PER_LABEL, SLOT_TCP, SLOT_UDP,
 };
 
 use crate::Error;
 
-/// Transport protocol of a binding or a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// TCP: bindings steer connection requests (SYNs) to a listener.
-    Tcp,
-    /// UDP: bindings steer datagrams to a bound socket.
-    Udp,
-}
+/// Transport protocol of a binding or a socket: TCP bindings steer
+/// connection requests (SYNs) to a listener, UDP bindings steer datagrams to
+/// a bound socket. The suite's one `Proto` (`flowpin_bpf_abi::vip::Proto`).
+pub use flowpin_bpf_abi::vip::Proto;
 
-impl Protocol {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => IPPROTO_TCP,
-            Protocol::Udp => IPPROTO_UDP,
-        }
-    }
-
-    fn slot(self) -> u32 {
-        match self {
-            Protocol::Tcp => SLOT_TCP,
-            Protocol::Udp => SLOT_UDP,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        })
+/// The socket-array slot of a protocol within a label's slots.
+fn slot_of(protocol: Proto) -> u32 {
+    match protocol {
+        Proto::Tcp => SLOT_TCP,
+        Proto::Udp => SLOT_UDP,
     }
 }
 
@@ -221,8 +199,8 @@ impl fmt::Display for Port {
 /// A binding: packets of `protocol` to an address in `prefix` and to `port`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Binding {
-    /// Protocol.
-    pub protocol: Protocol,
+    /// Proto.
+    pub protocol: Proto,
     /// Local address prefix.
     pub prefix: Prefix,
     /// Local port or any.
@@ -231,7 +209,7 @@ pub struct Binding {
 
 impl Binding {
     /// A binding.
-    pub fn new(protocol: Protocol, prefix: Prefix, port: Port) -> Self {
+    pub fn new(protocol: Proto, prefix: Prefix, port: Port) -> Self {
         Binding {
             protocol,
             prefix,
@@ -260,11 +238,7 @@ impl Binding {
 
     /// The binding a trie key holds, if it is one flowpin writes.
     pub fn from_key(k: &abi::Key) -> Option<Self> {
-        let protocol = match k.protocol {
-            IPPROTO_TCP => Protocol::Tcp,
-            IPPROTO_UDP => Protocol::Udp,
-            _ => return None,
-        };
+        let protocol = Proto::from_number(k.protocol)?;
         let len = u8::try_from(k.prefixlen.checked_sub(KEY_HEADER_BITS)?).ok()?;
         let addr = match k.family {
             FAMILY_V4 => IpAddr::V4(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3])),
@@ -319,7 +293,7 @@ impl fmt::Display for Label {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketFacts {
     /// Its protocol, `None` if neither TCP nor UDP.
-    pub protocol: Option<Protocol>,
+    pub protocol: Option<Proto>,
     /// Its family, `None` if neither IPv4 nor IPv6.
     pub family: Option<Family>,
     /// IPv6 socket with `IPV6_V6ONLY`.
@@ -361,7 +335,7 @@ pub struct Table {
     /// Binding → label.
     pub bindings: BTreeMap<Binding, Label>,
     /// (label id, protocol) → registered socket.
-    pub sockets: BTreeMap<(u32, Protocol), Registered>,
+    pub sockets: BTreeMap<(u32, Proto), Registered>,
     /// Capacity of the bindings trie.
     pub max_bindings: u32,
 }
@@ -382,8 +356,8 @@ pub struct Plan {
 }
 
 /// Socket-map index of `label_id`'s socket for `protocol`.
-pub fn destination_index(label_id: u32, protocol: Protocol) -> u32 {
-    label_id * SLOTS_PER_LABEL + protocol.slot()
+pub fn destination_index(label_id: u32, protocol: Proto) -> u32 {
+    label_id * SLOTS_PER_LABEL + slot_of(protocol)
 }
 
 impl Table {
@@ -488,9 +462,9 @@ impl Table {
                     .copied()
                     .ok_or_else(|| Error::UnknownLabel(l.clone()))?;
                 plan.clear_destinations
-                    .push(destination_index(id, Protocol::Tcp));
+                    .push(destination_index(id, Proto::Tcp));
                 plan.clear_destinations
-                    .push(destination_index(id, Protocol::Udp));
+                    .push(destination_index(id, Proto::Udp));
                 plan.delete_labels.push(l.clone());
             }
         }
@@ -547,7 +521,7 @@ impl Table {
         if s.connected {
             return Err(Error::Connected);
         }
-        if protocol == Protocol::Tcp && !s.listening {
+        if protocol == Proto::Tcp && !s.listening {
             return Err(Error::NotListening);
         }
         Ok(destination_index(id, protocol))
@@ -555,7 +529,7 @@ impl Table {
 
     /// The label the program picks for a packet (its Rust twin): the longest
     /// prefix, then a specific port over any port.
-    pub fn lookup(&self, protocol: Protocol, ip: IpAddr, port: u16) -> Option<&Label> {
+    pub fn lookup(&self, protocol: Proto, ip: IpAddr, port: u16) -> Option<&Label> {
         self.bindings
             .iter()
             .filter(|(b, _)| {

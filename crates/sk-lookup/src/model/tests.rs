@@ -10,7 +10,7 @@ fn l(s: &str) -> Label {
     Label::new(s).unwrap()
 }
 
-fn b(p: Protocol, prefix: &str, port: Option<u16>) -> Binding {
+fn b(p: Proto, prefix: &str, port: Option<u16>) -> Binding {
     Binding::new(
         p,
         prefix.parse().unwrap(),
@@ -69,7 +69,7 @@ fn v4_mapped_prefixes_are_ipv4() {
 
 #[test]
 fn keys_follow_the_header_scheme_and_round_trip() {
-    let bind = b(Protocol::Udp, "10.1.0.0/16", Some(53));
+    let bind = b(Proto::Udp, "10.1.0.0/16", Some(53));
     let k = bind.key();
     assert_eq!(k.prefixlen, KEY_HEADER_BITS + 16);
     assert_eq!(k.protocol, 17);
@@ -77,7 +77,7 @@ fn keys_follow_the_header_scheme_and_round_trip() {
     assert_eq!(k.port, 53u16.to_be());
     assert_eq!(&k.addr[..4], &[10, 1, 0, 0]);
     assert_eq!(Binding::from_key(&k), Some(bind));
-    let any = b(Protocol::Tcp, "2001:db8::/32", None);
+    let any = b(Proto::Tcp, "2001:db8::/32", None);
     assert_eq!(any.key().port, PORT_ANY);
     assert_eq!(Binding::from_key(&any.key()), Some(any));
 }
@@ -85,50 +85,44 @@ fn keys_follow_the_header_scheme_and_round_trip() {
 #[test]
 fn longest_prefix_wins_then_a_specific_port() {
     let t = table(&[
-        (b(Protocol::Tcp, "10.0.0.0/8", Some(80)), "wide80"),
-        (b(Protocol::Tcp, "10.0.0.0/24", None), "narrow-any"),
-        (b(Protocol::Tcp, "10.0.0.0/24", Some(443)), "narrow443"),
-        (b(Protocol::Tcp, "10.0.0.7/32", None), "host"),
+        (b(Proto::Tcp, "10.0.0.0/8", Some(80)), "wide80"),
+        (b(Proto::Tcp, "10.0.0.0/24", None), "narrow-any"),
+        (b(Proto::Tcp, "10.0.0.0/24", Some(443)), "narrow443"),
+        (b(Proto::Tcp, "10.0.0.7/32", None), "host"),
     ]);
     // /24 any port beats /8 port 80.
     assert_eq!(
-        t.lookup(Protocol::Tcp, ip("10.0.0.1"), 80),
+        t.lookup(Proto::Tcp, ip("10.0.0.1"), 80),
         Some(&l("narrow-any"))
     );
     // Same /24: port 443 beats any port.
     assert_eq!(
-        t.lookup(Protocol::Tcp, ip("10.0.0.1"), 443),
+        t.lookup(Proto::Tcp, ip("10.0.0.1"), 443),
         Some(&l("narrow443"))
     );
     // /32 any port beats /24 port 443.
-    assert_eq!(
-        t.lookup(Protocol::Tcp, ip("10.0.0.7"), 443),
-        Some(&l("host"))
-    );
+    assert_eq!(t.lookup(Proto::Tcp, ip("10.0.0.7"), 443), Some(&l("host")));
     // Outside the /24: only the /8 port 80.
-    assert_eq!(
-        t.lookup(Protocol::Tcp, ip("10.9.0.1"), 80),
-        Some(&l("wide80"))
-    );
-    assert_eq!(t.lookup(Protocol::Tcp, ip("10.9.0.1"), 81), None);
+    assert_eq!(t.lookup(Proto::Tcp, ip("10.9.0.1"), 80), Some(&l("wide80")));
+    assert_eq!(t.lookup(Proto::Tcp, ip("10.9.0.1"), 81), None);
     // Another protocol, another family: nothing.
-    assert_eq!(t.lookup(Protocol::Udp, ip("10.0.0.1"), 80), None);
-    assert_eq!(t.lookup(Protocol::Tcp, ip("::1"), 80), None);
+    assert_eq!(t.lookup(Proto::Udp, ip("10.0.0.1"), 80), None);
+    assert_eq!(t.lookup(Proto::Tcp, ip("::1"), 80), None);
 }
 
 #[test]
 fn duplicate_bindings_are_refused_whole() {
-    let t = table(&[(b(Protocol::Tcp, "10.0.0.0/24", None), "a")]);
+    let t = table(&[(b(Proto::Tcp, "10.0.0.0/24", None), "a")]);
     let err = t
-        .plan_bind(&[(b(Protocol::Tcp, "10.0.0.0/24", None), l("b"))])
+        .plan_bind(&[(b(Proto::Tcp, "10.0.0.0/24", None), l("b"))])
         .unwrap_err();
     assert!(
         matches!(err, Error::DuplicateBinding { ref label, .. } if label == &l("a")),
         "{err}"
     );
     let twice = [
-        (b(Protocol::Udp, "10.0.0.0/24", Some(1)), l("x")),
-        (b(Protocol::Udp, "10.0.0.0/24", Some(1)), l("y")),
+        (b(Proto::Udp, "10.0.0.0/24", Some(1)), l("x")),
+        (b(Proto::Udp, "10.0.0.0/24", Some(1)), l("y")),
     ];
     assert!(matches!(
         t.plan_bind(&twice),
@@ -136,7 +130,7 @@ fn duplicate_bindings_are_refused_whole() {
     ));
     // Same prefix, other port or protocol: fine.
     assert!(t
-        .plan_bind(&[(b(Protocol::Udp, "10.0.0.0/24", None), l("a"))])
+        .plan_bind(&[(b(Proto::Udp, "10.0.0.0/24", None), l("a"))])
         .is_ok());
 }
 
@@ -144,11 +138,11 @@ fn duplicate_bindings_are_refused_whole() {
 fn capacity_is_checked_before_anything_is_planned() {
     let mut t = Table::new(2);
     t.bindings
-        .insert(b(Protocol::Tcp, "10.0.0.0/24", None), l("a"));
+        .insert(b(Proto::Tcp, "10.0.0.0/24", None), l("a"));
     t.labels.insert(l("a"), 0);
     let new = [
-        (b(Protocol::Tcp, "10.0.1.0/24", None), l("a")),
-        (b(Protocol::Tcp, "10.0.2.0/24", None), l("a")),
+        (b(Proto::Tcp, "10.0.1.0/24", None), l("a")),
+        (b(Proto::Tcp, "10.0.2.0/24", None), l("a")),
     ];
     assert!(matches!(
         t.plan_bind(&new),
@@ -168,9 +162,9 @@ fn new_labels_get_the_smallest_free_id() {
     t.labels.insert(l("c"), 2);
     let plan = t
         .plan_bind(&[
-            (b(Protocol::Tcp, "10.0.0.0/24", None), l("b")),
-            (b(Protocol::Udp, "10.0.0.0/24", None), l("b")),
-            (b(Protocol::Tcp, "10.0.1.0/24", None), l("d")),
+            (b(Proto::Tcp, "10.0.0.0/24", None), l("b")),
+            (b(Proto::Udp, "10.0.0.0/24", None), l("b")),
+            (b(Proto::Tcp, "10.0.1.0/24", None), l("d")),
         ])
         .unwrap();
     assert_eq!(plan.new_labels, vec![(l("b"), 1), (l("d"), 3)]);
@@ -181,7 +175,7 @@ fn new_labels_get_the_smallest_free_id() {
 
 fn tcp_listener(family: Family) -> SocketFacts {
     SocketFacts {
-        protocol: Some(Protocol::Tcp),
+        protocol: Some(Proto::Tcp),
         family: Some(family),
         v6only: false,
         bound: true,
@@ -193,13 +187,13 @@ fn tcp_listener(family: Family) -> SocketFacts {
 #[test]
 fn register_checks_label_protocol_family_and_state() {
     let t = table(&[
-        (b(Protocol::Tcp, "10.0.0.0/24", None), "v4"),
-        (b(Protocol::Tcp, "2001:db8::/64", None), "v6"),
+        (b(Proto::Tcp, "10.0.0.0/24", None), "v4"),
+        (b(Proto::Tcp, "2001:db8::/64", None), "v6"),
     ]);
     let v4 = tcp_listener(Family::V4);
     assert_eq!(
         t.check_register(&l("v4"), &v4).unwrap(),
-        destination_index(0, Protocol::Tcp)
+        destination_index(0, Proto::Tcp)
     );
     // A dual-stack IPv6 listener serves IPv4 bindings; an IPv6-only one does not.
     let dual = tcp_listener(Family::V6);
@@ -222,7 +216,7 @@ fn register_checks_label_protocol_family_and_state() {
         Err(Error::UnknownLabel(_))
     ));
     let udp = SocketFacts {
-        protocol: Some(Protocol::Udp),
+        protocol: Some(Proto::Udp),
         listening: false,
         ..v4
     };
@@ -268,44 +262,44 @@ fn register_checks_label_protocol_family_and_state() {
 
 #[test]
 fn a_binding_the_registered_socket_cannot_serve_is_refused() {
-    let mut t = table(&[(b(Protocol::Tcp, "10.0.0.0/24", None), "a")]);
+    let mut t = table(&[(b(Proto::Tcp, "10.0.0.0/24", None), "a")]);
     t.sockets.insert(
-        (0, Protocol::Tcp),
+        (0, Proto::Tcp),
         Registered {
             family: Family::V4,
             v6only: false,
             cookie: 1,
         },
     );
-    let v6 = [(b(Protocol::Tcp, "2001:db8::/64", None), l("a"))];
+    let v6 = [(b(Proto::Tcp, "2001:db8::/64", None), l("a"))];
     assert!(matches!(t.plan_bind(&v6), Err(Error::WrongFamily { .. })));
     // UDP has no socket registered yet: fine.
     assert!(t
-        .plan_bind(&[(b(Protocol::Udp, "2001:db8::/64", None), l("a"))])
+        .plan_bind(&[(b(Proto::Udp, "2001:db8::/64", None), l("a"))])
         .is_ok());
 }
 
 #[test]
 fn unbinding_the_last_binding_removes_the_label_and_its_sockets() {
     let t = table(&[
-        (b(Protocol::Tcp, "10.0.0.0/24", None), "a"),
-        (b(Protocol::Udp, "10.0.0.0/24", None), "a"),
-        (b(Protocol::Tcp, "10.0.1.0/24", None), "b"),
+        (b(Proto::Tcp, "10.0.0.0/24", None), "a"),
+        (b(Proto::Udp, "10.0.0.0/24", None), "a"),
+        (b(Proto::Tcp, "10.0.1.0/24", None), "b"),
     ]);
     let one = t
-        .plan_unbind(&[b(Protocol::Tcp, "10.0.0.0/24", None)])
+        .plan_unbind(&[b(Proto::Tcp, "10.0.0.0/24", None)])
         .unwrap();
     assert!(one.delete_labels.is_empty());
     let both = t
         .plan_unbind(&[
-            b(Protocol::Tcp, "10.0.0.0/24", None),
-            b(Protocol::Udp, "10.0.0.0/24", None),
+            b(Proto::Tcp, "10.0.0.0/24", None),
+            b(Proto::Udp, "10.0.0.0/24", None),
         ])
         .unwrap();
     assert_eq!(both.delete_labels, vec![l("a")]);
     assert_eq!(both.clear_destinations, vec![0, 1]);
     assert!(matches!(
-        t.plan_unbind(&[b(Protocol::Udp, "10.0.9.0/24", None)]),
+        t.plan_unbind(&[b(Proto::Udp, "10.0.9.0/24", None)]),
         Err(Error::UnknownBinding(_))
     ));
 }
@@ -333,14 +327,14 @@ proptest! {
             let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from(*len)) };
             let prefix = Prefix::new(IpAddr::V4((addr & mask).into()), *len).unwrap();
             let port = p.map_or(Port::Any, |p| Port::new(p).unwrap());
-            t.bindings.entry(Binding::new(Protocol::Tcp, prefix, port)).or_insert(l(&format!("l{i}")));
+            t.bindings.entry(Binding::new(Proto::Tcp, prefix, port)).or_insert(l(&format!("l{i}")));
         }
         let dst_ip = IpAddr::V4(dst.into());
         let best = t.bindings.iter()
             .filter(|(b, _)| b.prefix.contains(dst_ip) && (b.port == Port::Any || b.port == Port::new(port).unwrap()))
             .map(|(b, _)| (b.prefix.len(), b.port != Port::Any))
             .max();
-        let got = t.lookup(Protocol::Tcp, dst_ip, port)
+        let got = t.lookup(Proto::Tcp, dst_ip, port)
             .map(|lab| t.bindings.iter().find(|(_, x)| *x == lab).map(|(b, _)| (b.prefix.len(), b.port != Port::Any)).unwrap());
         prop_assert_eq!(got, best);
     }
@@ -365,4 +359,13 @@ fn host_prefixes_parse_in_both_families() {
         "fd00::7/128".parse::<Prefix>().unwrap(),
         Prefix::host("fd00::7".parse().unwrap())
     );
+}
+
+#[test]
+fn the_programs_protocol_numbers_are_the_suites_proto() {
+    use flowpin_bpf_progs::sk_lookup::{IPPROTO_TCP, IPPROTO_UDP};
+    assert_eq!(Proto::Tcp.number(), IPPROTO_TCP);
+    assert_eq!(Proto::Udp.number(), IPPROTO_UDP);
+    assert_eq!(Proto::from_number(IPPROTO_TCP), Some(Proto::Tcp));
+    assert_eq!(Proto::from_number(IPPROTO_UDP), Some(Proto::Udp));
 }

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flowpin_sk_lookup::{Binding, Dispatcher, DispatcherConfig, Label, Port, Protocol};
+use flowpin_sk_lookup::{Binding, Dispatcher, DispatcherConfig, Label, Port, Proto};
 use flowpin_testing::{unique_name, NetNs};
 
 /// The shared root check and skip accounting.
@@ -61,7 +61,7 @@ pub fn label(s: &str) -> Label {
     Label::new(s).unwrap()
 }
 
-pub fn bind(p: Protocol, prefix: &str, port: Option<u16>) -> Binding {
+pub fn bind(p: Proto, prefix: &str, port: Option<u16>) -> Binding {
     Binding::new(
         p,
         prefix.parse().unwrap(),

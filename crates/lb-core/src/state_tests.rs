@@ -3,242 +3,14 @@
 //! rules are checked after each operation, and failures are injected at
 //! every position to check the rollback.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-
 use flowpin_maglev::Maglev;
-use flowpin_tcp_opt::ServerId;
 
-use super::maps::{apply, MapWriter};
-use super::state::{BackendDesc, LbState, MapOp, SidRoute, Slot, VipKey, VipMeta};
-use super::{Backend, Proto, Vip, VipFlags, XdpLbConfig, XdpLbError};
-use crate::error::KernelError;
-
-/// The maps as the program sees them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct FakeMaps {
-    pub(super) backends: HashMap<u32, IpAddr>,
-    pub(super) ring: HashMap<(u32, u32), u32>,
-    pub(super) vips: HashMap<VipKey, VipMeta>,
-    pub(super) descs: HashMap<(u32, u32), BackendDesc>,
-    vip_table: HashMap<u32, Slot<(VipKey, VipMeta)>>,
-    pub(super) server_ids: HashMap<(u32, u32), u32>,
-    sid_table: HashMap<u32, Slot<SidRoute>>,
-    port_agnostic: u32,
-    /// Writes performed (a failing one included).
-    writes: usize,
-    /// Fail the write with this number (0-based).
-    fail_at: Option<usize>,
-    /// Check the ordering rules after every write.
-    check: bool,
-}
-
-impl FakeMaps {
-    pub(super) fn checked() -> FakeMaps {
-        FakeMaps {
-            check: true,
-            ..FakeMaps::default()
-        }
-    }
-
-    /// The ordering rules of `state`'s module docs.
-    fn assert_consistent(&self, after: &MapOp) {
-        for (&(vip, slot), &b) in &self.ring {
-            assert!(
-                b == 0 || self.backends.contains_key(&b),
-                "after {after:?}: ring slot {slot} of VIP {vip} points at free backend {b}"
-            );
-        }
-        for (&(vip, sid), &b) in &self.server_ids {
-            assert!(
-                self.backends.contains_key(&b),
-                "after {after:?}: route {vip}/{sid} points at free backend {b}"
-            );
-        }
-        for (slot, s) in &self.sid_table {
-            if let Slot::One(r) = s {
-                assert_eq!(
-                    self.server_ids.get(&(r.vip_id, r.server_id)),
-                    Some(&r.backend),
-                    "after {after:?}: sid_table slot {slot} inlines a route not in server_ids"
-                );
-            }
-        }
-        for (slot, s) in &self.vip_table {
-            if let Slot::One((k, m)) = s {
-                assert_eq!(
-                    self.vips.get(k),
-                    Some(m),
-                    "after {after:?}: vip_table slot {slot} inlines a VIP not in vips"
-                );
-            }
-        }
-    }
-}
-
-impl MapWriter for FakeMaps {
-    fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
-        let n = self.writes;
-        self.writes += 1;
-        if self.fail_at == Some(n) {
-            return Err(KernelError::errno("map injected", "update", 12, ""));
-        }
-        match op {
-            MapOp::ResetVipStats { .. }
-            | MapOp::ResetBackendStats { .. }
-            | MapOp::SidRetired { .. } => {}
-            MapOp::Backend { id, addr, .. } => match addr {
-                Some(a) => {
-                    self.backends.insert(*id, *a);
-                }
-                None => {
-                    self.backends.remove(id);
-                }
-            },
-            MapOp::Ring { vip_id, writes } => {
-                for w in writes {
-                    self.ring.insert((*vip_id, w.slot), w.backend);
-                }
-            }
-            MapOp::Vip { key, meta, .. } => match meta {
-                Some(m) => {
-                    self.vips.insert(*key, *m);
-                }
-                None => {
-                    self.vips.remove(key);
-                }
-            },
-            MapOp::VipSlot { slot, value, .. } => {
-                self.vip_table.insert(*slot, *value);
-            }
-            MapOp::SidRoute {
-                vip_id,
-                server_id,
-                backend,
-                ..
-            } => match backend {
-                Some(b) => {
-                    self.server_ids.insert((*vip_id, *server_id), *b);
-                }
-                None => {
-                    self.server_ids.remove(&(*vip_id, *server_id));
-                }
-            },
-            MapOp::SidSlot { slot, value, .. } => {
-                self.sid_table.insert(*slot, *value);
-            }
-            MapOp::BackendDesc {
-                vip_id, pos, value, ..
-            } => match value {
-                Some(d) => {
-                    self.descs.insert((*vip_id, *pos), *d);
-                }
-                None => {
-                    self.descs.remove(&(*vip_id, *pos));
-                }
-            },
-            MapOp::PortAgnosticVips { count, .. } => self.port_agnostic = *count,
-        }
-        if self.check {
-            self.assert_consistent(op);
-        }
-        Ok(())
-    }
-}
-
-/// Map contents only (not the bookkeeping), with unset ring slots and
-/// empty slots equal to absent ones.
-fn contents(m: &FakeMaps) -> impl PartialEq + std::fmt::Debug {
-    let ring: HashMap<_, _> = m.ring.iter().filter(|(_, &b)| b != 0).collect();
-    let vt: HashMap<_, _> = m
-        .vip_table
-        .iter()
-        .filter(|(_, s)| **s != Slot::Empty)
-        .collect();
-    let st: HashMap<_, _> = m
-        .sid_table
-        .iter()
-        .filter(|(_, s)| **s != Slot::Empty)
-        .collect();
-    format!(
-        "{:?}",
-        (
-            sorted(&m.backends),
-            sorted(&ring),
-            sorted(&m.vips),
-            sorted(&vt),
-            sorted(&m.server_ids),
-            sorted(&st),
-            sorted(&m.descs),
-            m.port_agnostic
-        )
-    )
-}
-
-fn sorted<K: std::fmt::Debug, V: std::fmt::Debug>(m: &HashMap<K, V>) -> Vec<String> {
-    let mut v: Vec<String> = m.iter().map(|e| format!("{e:?}")).collect();
-    v.sort();
-    v
-}
-
-pub(super) const M: u32 = 251;
-
-type Change = dyn Fn(&LbState) -> Result<super::Plan, XdpLbError>;
-
-pub(super) fn config() -> XdpLbConfig {
-    XdpLbConfig {
-        ring_size: M,
-        ..XdpLbConfig::default()
-    }
-}
-
-pub(super) fn vip() -> Vip {
-    Vip::new("192.0.2.10".parse().unwrap(), 80, Proto::Tcp)
-}
-
-pub(super) fn be(i: u8, w: u32, sid: u32) -> Backend {
-    Backend::new(format!("10.0.0.{i}").parse().unwrap())
-        .weight(w)
-        .server_id(ServerId::new(sid))
-}
-
-/// Plans, applies into `maps` and commits.
-pub(super) fn run(maps: &mut FakeMaps, plan: Result<super::Plan, XdpLbError>) -> super::Plan {
-    let plan = plan.expect("plan");
-    apply(maps, &plan.ops).expect("apply");
-    plan
-}
-
-pub(super) fn step(
-    st: &mut LbState,
-    maps: &mut FakeMaps,
-    f: impl Fn(&LbState) -> Result<super::Plan, XdpLbError>,
-) {
-    let plan = run(maps, f(st));
-    st.commit(plan);
-}
-
-/// The ring the maps hold for a VIP, as addresses.
-pub(super) fn ring_of(maps: &FakeMaps, vip_id: u32) -> Vec<Option<IpAddr>> {
-    (0..M)
-        .map(|s| {
-            let b = maps.ring.get(&(vip_id, s)).copied().unwrap_or(0);
-            maps.backends.get(&b).copied()
-        })
-        .collect()
-}
-
-pub(super) fn expected_ring(backends: &[Backend]) -> Vec<Option<IpAddr>> {
-    let keys: Vec<(String, u32)> = backends
-        .iter()
-        .map(|b| (b.addr.to_string(), b.weight))
-        .collect();
-    let t = Maglev::build_weighted(&keys, M).unwrap();
-    t.ring()
-        .iter()
-        .map(|&i| Some(backends[i as usize].addr))
-        .collect()
-}
+use crate::fake_maps::{
+    be, config, contents, expected_ring, ring_of, run, step, vip, Change, FakeMaps, Injected, M,
+};
+use crate::{
+    apply, Backend, LbError, LbState, MapOp, MapWriter, Proto, Slot, Vip, VipFlags, VipKey, VipMeta,
+};
 
 #[test]
 fn a_vip_is_reachable_only_after_its_entries_exist() {
@@ -381,11 +153,11 @@ fn remove_backend_and_set_weight() {
     assert_eq!(maps.backends.len(), 2);
     assert!(matches!(
         st.remove_backend(&vip(), two),
-        Err(XdpLbError::InvalidBackends { .. })
+        Err(LbError::InvalidBackends { .. })
     ));
     assert!(matches!(
         st.set_weight(&vip(), two, 3),
-        Err(XdpLbError::InvalidBackends { .. })
+        Err(LbError::InvalidBackends { .. })
     ));
 }
 
@@ -458,7 +230,7 @@ fn a_failed_write_rolls_the_kernel_back() {
             assert_eq!(err.index, fail_at);
             assert!(err.rollback_failed.is_none());
             assert_eq!(contents(&faulty), before, "failure at op {fail_at} of {n}");
-            let msg = XdpLbError::from(err).to_string();
+            let msg = err.to_string();
             assert!(
                 msg.contains("previous configuration") && msg.contains("injected"),
                 "{msg}"
@@ -483,10 +255,11 @@ fn a_failed_rollback_is_reported_as_such() {
     // ring's undo is the fourth, the counter reset has no undo).
     struct FailTwice(FakeMaps, usize);
     impl MapWriter for FailTwice {
-        fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
+        type Error = Injected;
+        fn write(&mut self, op: &MapOp) -> Result<(), Injected> {
             self.1 += 1;
             if self.1 == 3 || self.1 == 5 {
-                return Err(KernelError::errno("map injected", "update", 1, ""));
+                return Err(Injected(self.1));
             }
             self.0.write(op)
         }

@@ -6,10 +6,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use super::backend_ids::BackendAlloc;
-use super::ring::build_table;
-use super::state::{ring_backends, BackendDesc, LbState, SidRoute, VipKey, VipMeta, VipState};
-use super::{Backend, Proto, Vip, VipFlags, XdpLbConfig, XdpLbError};
+use crate::backend_ids::BackendAlloc;
+use crate::ring::build_table;
+use crate::state::{ring_backends, VipState};
+use crate::{
+    Backend, BackendDesc, LbConfig, LbError, LbState, Proto, SidRoute, Vip, VipFlags, VipKey,
+    VipMeta,
+};
 use flowpin_bpf_abi::lb;
 use flowpin_tcp_opt::ServerId;
 
@@ -22,8 +25,8 @@ pub struct PinnedContents {
     pub descs: Vec<(u32, u32, BackendDesc)>,
 }
 
-fn corrupt(why: String) -> XdpLbError {
-    XdpLbError::PinnedStateCorrupt(why)
+fn corrupt(why: String) -> LbError {
+    LbError::PinnedStateCorrupt(why)
 }
 
 impl LbState {
@@ -31,8 +34,9 @@ impl LbState {
     /// with `config`). Fails if the contents contradict themselves (a
     /// gap in a backend list, one address with two indices). Descriptors of
     /// a VIP that is not configured (a `remove_vip` cut short) are kept
-    /// aside in the state, for `open_pinned` to delete.
-    pub fn rebuild(config: &XdpLbConfig, contents: &PinnedContents) -> Result<LbState, XdpLbError> {
+    /// aside in the state ([`orphan_descs`](Self::orphan_descs)), for the
+    /// reopening process to delete.
+    pub fn rebuild(config: &LbConfig, contents: &PinnedContents) -> Result<LbState, LbError> {
         let mut st = LbState::new(config);
         let mut by_id: HashMap<u32, (Vip, VipFlags)> = HashMap::new();
         for (key, meta) in &contents.vips {
@@ -43,11 +47,8 @@ impl LbState {
             if meta.vip_id == u32::MAX {
                 continue; // an ICMP entry, derived from the VIPs below
             }
-            let proto = match key.proto {
-                6 => Proto::Tcp,
-                17 => Proto::Udp,
-                p => return Err(corrupt(format!("VIP {} has protocol {p}", key.addr))),
-            };
+            let proto = Proto::from_number(key.proto)
+                .ok_or_else(|| corrupt(format!("VIP {} has protocol {}", key.addr, key.proto)))?;
             if meta.vip_id >= config.max_vips {
                 return Err(corrupt(format!(
                     "VIP id {} is not below max_vips {}",
@@ -55,10 +56,10 @@ impl LbState {
                 )));
             }
             let vip = Vip::new(key.addr, key.port, proto);
-            if by_id
-                .insert(meta.vip_id, (vip, VipFlags(meta.flags)))
-                .is_some()
-            {
+            let flags = VipFlags::from_bits(meta.flags).ok_or_else(|| {
+                corrupt(format!("VIP {vip} has unknown flag bits {:#x}", meta.flags))
+            })?;
+            if by_id.insert(meta.vip_id, (vip, flags)).is_some() {
                 return Err(corrupt(format!("two VIPs have id {}", meta.vip_id)));
             }
         }
@@ -90,7 +91,10 @@ impl LbState {
                     })?),
                     None => None,
                 };
-                backends.push(Backend::new(d.addr).weight(d.weight).server_id(server_id));
+                backends.push(Backend {
+                    server_id,
+                    ..Backend::new(d.addr).weight(d.weight)
+                });
                 if d.draining {
                     draining.insert(d.addr);
                 }

@@ -1,12 +1,12 @@
-//! The map operations [`LbState`](super::LbState) plans and the applier
-//! ([`super::maps`]) writes: one typed write per map entry, each carrying
-//! the value it replaces so it can be undone.
+//! The map operations [`LbState`](crate::LbState) plans and an applier
+//! ([`apply`](crate::apply)) writes: one typed write per map entry, each
+//! carrying the value it replaces so it can be undone.
 
 use std::net::IpAddr;
 
 use flowpin_bpf_abi::lb;
 
-use super::Vip;
+use crate::Vip;
 
 /// Key of the `vips` map (`flowpin_vip_key`): address, port (0 for
 /// port-agnostic VIPs and ICMP entries), IP protocol.
@@ -21,7 +21,7 @@ pub struct VipKey {
 }
 
 impl VipKey {
-    pub(super) fn of(vip: &Vip) -> VipKey {
+    pub(crate) fn of(vip: &Vip) -> VipKey {
         VipKey {
             addr: vip.addr,
             port: vip.port,
@@ -29,7 +29,7 @@ impl VipKey {
         }
     }
     /// The ICMP entry of an address (answers echo requests).
-    pub(super) fn icmp(addr: IpAddr) -> VipKey {
+    pub(crate) fn icmp(addr: IpAddr) -> VipKey {
         let proto = if addr.is_ipv4() { 1 } else { 58 };
         VipKey {
             addr,
@@ -37,8 +37,9 @@ impl VipKey {
             proto,
         }
     }
-    /// Address bytes and family as the C key stores them.
-    pub(crate) fn addr_bytes(&self) -> ([u8; 16], u8) {
+    /// Address bytes and family as the C key stores them (an IPv4 address
+    /// in the first 4 bytes, then zeros; family `FLOWPIN_FAMILY_V4` / `_V6`).
+    pub fn addr_bytes(&self) -> ([u8; 16], u8) {
         match self.addr {
             IpAddr::V4(a) => {
                 let mut b = [0u8; 16];
@@ -88,7 +89,7 @@ pub enum Slot<T> {
 }
 
 impl<T: Copy> Slot<T> {
-    pub(super) fn of(entries: &[T]) -> Slot<T> {
+    pub(crate) fn of(entries: &[T]) -> Slot<T> {
         match entries {
             [] => Slot::Empty,
             [one] => Slot::One(*one),
@@ -128,8 +129,11 @@ pub struct RingWrite {
 
 /// One write to one map of `xdp_lb`. Each carries the value it replaces,
 /// so it can be undone ([`MapOp::undo`]).
+///
+/// Deliberately not `#[non_exhaustive]`: an applier must perform every
+/// operation, so one more operation is a breaking change that its `match`
+/// must fail to compile on, not skip.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum MapOp {
     /// Resets a VIP's per-CPU counters (`vip_stats`).
     ResetVipStats {

@@ -3,20 +3,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use super::XdpLbError;
+use crate::LbError;
 
 /// Global backend indices: one per distinct address, shared by the VIPs
 /// that use it (reference counted); index 0 is never a backend.
 #[derive(Debug, Clone, Default)]
-pub(super) struct BackendAlloc {
-    pub(super) ids: HashMap<IpAddr, (u32, u32)>,
-    pub(super) free: VecDeque<u32>,
-    pub(super) next: u32,
+pub(crate) struct BackendAlloc {
+    pub(crate) ids: HashMap<IpAddr, (u32, u32)>,
+    pub(crate) free: VecDeque<u32>,
+    pub(crate) next: u32,
 }
 
 impl BackendAlloc {
     /// Takes a reference on `addr`'s index; `Some(id)` if a new entry must be written.
-    pub(super) fn acquire(&mut self, addr: IpAddr, max: u32) -> Result<(u32, bool), XdpLbError> {
+    pub(crate) fn acquire(&mut self, addr: IpAddr, max: u32) -> Result<(u32, bool), LbError> {
         if let Some((id, refs)) = self.ids.get_mut(&addr) {
             *refs += 1;
             return Ok((*id, false));
@@ -27,13 +27,13 @@ impl BackendAlloc {
                 self.next += 1;
                 self.next - 1
             }
-            None => return Err(XdpLbError::TooManyBackends { max }),
+            None => return Err(LbError::TooManyBackends { max }),
         };
         self.ids.insert(addr, (id, 1));
         Ok((id, true))
     }
     /// Drops a reference on `addr`'s index; `Some(id)` if its entry must be cleared.
-    pub(super) fn release(&mut self, addr: IpAddr) -> Option<u32> {
+    pub(crate) fn release(&mut self, addr: IpAddr) -> Option<u32> {
         let (id, refs) = self.ids.get_mut(&addr)?;
         *refs -= 1;
         if *refs > 0 {

@@ -1,34 +1,36 @@
 //! A VIP's Maglev ring: built from its backends, and the slot writes that
 //! take one ring to another ([`Maglev::diff`]).
 
+use std::sync::Arc;
+
 use flowpin_maglev::Maglev;
 
-use super::ops::RingWrite;
-use super::{Backend, XdpLbError};
+use crate::{weight, Backend, LbError, RingWrite};
 
-/// The Maglev table of `backends` (`None` if none has a weight).
-pub(super) fn build_table(backends: &[Backend], m: u32) -> Result<Option<Maglev>, XdpLbError> {
-    if !backends.iter().any(|b| b.weight > 0) {
+/// The Maglev table of `backends` (`None` if none takes new flows): keyed
+/// by the address as text, so every load balancer builds the same ring.
+pub(crate) fn build_table(backends: &[Backend], m: u32) -> Result<Option<Arc<Maglev>>, LbError> {
+    if !backends.iter().any(|b| weight::takes_new_flows(b.weight)) {
         return Ok(None);
     }
     let keys: Vec<(String, u32)> = backends
         .iter()
         .map(|b| (b.addr.to_string(), b.weight))
         .collect();
-    Ok(Some(Maglev::build_weighted(&keys, m)?))
+    Ok(Some(Arc::new(Maglev::build_weighted(&keys, m)?)))
 }
 
 /// The ring slots that change from `old` (indices into `old_ids`) to `new`
 /// (indices into `new_ids`). Both tables key backends by address, and an
 /// address keeps its global index while it is a backend, so
 /// [`Maglev::diff`]'s changed slots are exactly the slots whose index changes.
-pub(super) fn ring_writes(
+pub(crate) fn ring_writes(
     old: Option<&Maglev>,
     old_ids: &[u32],
     new: Option<&Maglev>,
     new_ids: &[u32],
     m: u32,
-) -> Result<Vec<RingWrite>, XdpLbError> {
+) -> Result<Vec<RingWrite>, LbError> {
     let at = |ids: &[u32], i: u32| ids.get(i as usize).copied().unwrap_or(0);
     Ok(match (old, new) {
         (None, None) => Vec::new(),

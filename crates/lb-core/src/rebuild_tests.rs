@@ -1,15 +1,13 @@
 //! The control state rebuilt from map contents (what `open_pinned` does
 //! after another process pinned), and drain, without a kernel: every plan is
-//! applied to the in-memory maps of `state_tests`, then a fresh `LbState` is
+//! applied to the in-memory maps of `fake_maps`, then a fresh `LbState` is
 //! rebuilt from those maps and must equal the one that wrote them — same
 //! backends, ring, routes, and the same next plan.
 
 use std::collections::HashSet;
 
-use super::rebuild::PinnedContents;
-use super::state::{LbState, MapOp};
-use super::state_tests::{be, config, expected_ring, ring_of, run, step, vip, FakeMaps};
-use super::{Backend, Proto, Vip, VipFlags, XdpLbError};
+use crate::fake_maps::{be, config, expected_ring, ring_of, run, step, vip, FakeMaps};
+use crate::{Backend, LbError, LbState, MapOp, PinnedContents, Plan, Proto, Vip, VipFlags};
 
 fn contents(maps: &FakeMaps) -> PinnedContents {
     PinnedContents {
@@ -19,11 +17,7 @@ fn contents(maps: &FakeMaps) -> PinnedContents {
 }
 
 /// The two states plan the same operations for `change`.
-fn same_plan(
-    a: &LbState,
-    b: &LbState,
-    change: impl Fn(&LbState) -> Result<super::Plan, XdpLbError>,
-) {
+fn same_plan(a: &LbState, b: &LbState, change: impl Fn(&LbState) -> Result<Plan, LbError>) {
     let pa = change(a).expect("plan a");
     let pb = change(b).expect("plan b");
     assert_eq!(pa.ops, pb.ops);
@@ -111,7 +105,7 @@ fn contradicting_contents_are_refused() {
     c.descs.remove(i);
     assert!(matches!(
         LbState::rebuild(&config(), &c),
-        Err(XdpLbError::PinnedStateCorrupt(m)) if m.contains("gap")
+        Err(LbError::PinnedStateCorrupt(m)) if m.contains("gap")
     ));
     // One address, two indices.
     let mut c = contents(&maps);
@@ -121,7 +115,7 @@ fn contradicting_contents_are_refused() {
     }
     assert!(matches!(
         LbState::rebuild(&config(), &c),
-        Err(XdpLbError::PinnedStateCorrupt(m)) if m.contains("index")
+        Err(LbError::PinnedStateCorrupt(m)) if m.contains("index")
     ));
 }
 
@@ -177,6 +171,6 @@ fn drain_leaves_the_ring_but_keeps_index_route_and_listing() {
     assert_eq!(ring_of(&maps, 0), expected_ring(&[a[0], a[2], more[3]]));
     assert!(matches!(
         st.drain_backend(&vip(), "10.9.9.9".parse().unwrap()),
-        Err(XdpLbError::InvalidBackends { .. })
+        Err(LbError::InvalidBackends { .. })
     ));
 }

@@ -4,33 +4,32 @@
 
 use std::collections::HashMap;
 
-use super::ops::{MapOp, SidRoute, Slot, VipKey, VipMeta};
-use super::state::LbState;
+use crate::{LbState, MapOp, SidRoute, Slot, VipKey, VipMeta};
 use flowpin_bpf_abi::lb;
 
 /// Slot overlays: the slots a plan touches, as they will be.
-pub(super) struct Overlay<'a> {
-    pub(super) state: &'a LbState,
-    pub(super) vip_slots: HashMap<u32, Vec<(VipKey, VipMeta)>>,
-    pub(super) sid_slots: HashMap<u32, Vec<SidRoute>>,
-    pub(super) ops: Vec<MapOp>,
+pub(crate) struct Overlay<'a> {
+    pub(crate) state: &'a LbState,
+    pub(crate) vip_slots: HashMap<u32, Vec<(VipKey, VipMeta)>>,
+    pub(crate) sid_slots: HashMap<u32, Vec<SidRoute>>,
+    pub(crate) ops: Vec<MapOp>,
 }
 
 impl Overlay<'_> {
-    pub(super) fn vip_slot(&mut self, slot: u32) -> &mut Vec<(VipKey, VipMeta)> {
+    pub(crate) fn vip_slot(&mut self, slot: u32) -> &mut Vec<(VipKey, VipMeta)> {
         let st = self.state;
         self.vip_slots
             .entry(slot)
             .or_insert_with(|| st.vip_slots.get(&slot).cloned().unwrap_or_default())
     }
-    pub(super) fn sid_slot(&mut self, slot: u32) -> &mut Vec<SidRoute> {
+    pub(crate) fn sid_slot(&mut self, slot: u32) -> &mut Vec<SidRoute> {
         let st = self.state;
         self.sid_slots
             .entry(slot)
             .or_insert_with(|| st.sid_slots.get(&slot).cloned().unwrap_or_default())
     }
     /// Adds (`meta: Some`) or removes a `vips` entry, hash map and slot in order.
-    pub(super) fn vip_entry(&mut self, key: VipKey, meta: Option<VipMeta>, prev: Option<VipMeta>) {
+    pub(crate) fn vip_entry(&mut self, key: VipKey, meta: Option<VipMeta>, prev: Option<VipMeta>) {
         let slot = key.slot();
         let before = Slot::of(self.vip_slot(slot));
         let entries = self.vip_slot(slot);
@@ -53,8 +52,40 @@ impl Overlay<'_> {
             self.ops.push(MapOp::Vip { key, meta, prev });
         }
     }
+    /// Changes the value of an existing `vips` entry. A slot inlining it is
+    /// first made shared (the program then reads the hash entry), so no
+    /// slot ever inlines a value the hash map does not hold.
+    pub(crate) fn vip_update(&mut self, key: VipKey, meta: VipMeta, prev: VipMeta) {
+        let slot = key.slot();
+        let before = Slot::of(self.vip_slot(slot));
+        let entries = self.vip_slot(slot);
+        for e in entries.iter_mut().filter(|(k, _)| *k == key) {
+            e.1 = meta;
+        }
+        let after = Slot::of(entries);
+        let inlined = after != before;
+        if inlined {
+            self.ops.push(MapOp::VipSlot {
+                slot,
+                value: Slot::Shared,
+                prev: before,
+            });
+        }
+        self.ops.push(MapOp::Vip {
+            key,
+            meta: Some(meta),
+            prev: Some(prev),
+        });
+        if inlined {
+            self.ops.push(MapOp::VipSlot {
+                slot,
+                value: after,
+                prev: Slot::Shared,
+            });
+        }
+    }
     /// Sets or removes a server_id route, hash map and slot in order.
-    pub(super) fn sid_route(
+    pub(crate) fn sid_route(
         &mut self,
         vip_id: u32,
         server_id: u32,
@@ -96,7 +127,7 @@ impl Overlay<'_> {
 }
 
 impl LbState {
-    pub(super) fn overlay(&self) -> Overlay<'_> {
+    pub(crate) fn overlay(&self) -> Overlay<'_> {
         Overlay {
             state: self,
             vip_slots: HashMap::new(),
