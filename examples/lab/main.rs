@@ -505,7 +505,9 @@ impl Created {
 fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
     created.bpffs_before = bpffs_entries();
     progress("building namespaces: client, router, 2 LBs, 5 backends");
-    let topo = Topology::build(topo::LBS, false, created)?;
+    let topo = Topology::build(topo::LBS, false)?;
+    created.netns.extend(topo.netns_paths());
+    topo.tune_client_for_tcp()?;
 
     progress("cgroups: one per backend host, one for the clients");
     let cgroups = Cgroups::build("", created)?;

@@ -12,6 +12,7 @@
 //! ```
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use flowpin_bpf_progs::testing::{
@@ -20,7 +21,7 @@ use flowpin_bpf_progs::testing::{
 use flowpin_bpf_progs::xdp_attach::XdpLink;
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 
-use crate::{Created, Error};
+use crate::Error;
 
 /// The virtual IP clients connect to.
 pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
@@ -199,24 +200,15 @@ fn mac_of(ns: &NetNs, dev: &str) -> Result<[u8; 6], TestingError> {
         })
 }
 
-/// A namespace the lab made, registered in `created` at once (so it is
-/// checked for at the end even if the build fails half-way).
-fn netns(tag: &str, created: &mut Created) -> Result<NetNs, TestingError> {
-    let ns = NetNs::new(tag)?;
-    created.netns.push(ns.path());
-    Ok(ns)
-}
-
 impl Topology {
     /// Builds the whole network with `n_lbs` load balancers (the classic
-    /// scenarios run [`LBS`], the fleet 3) and, with `etcd`, etcd's
-    /// namespace; registers every namespace in `created`. Then the router's
-    /// veth ends facing the LBs get `xdp_pass` (native `XDP_TX` on veth
-    /// needs a program on the peer), and the client a wide port range with
-    /// TIME_WAIT reuse. No LB and no backend program yet.
-    pub(crate) fn build(n_lbs: usize, etcd: bool, created: &mut Created) -> Result<Self, Error> {
-        let client = netns("cli", created)?;
-        let router = netns("rtr", created)?;
+    /// scenarios and `quic_lab` run [`LBS`], the fleet 3) and, with `etcd`,
+    /// etcd's namespace. The router's veth ends facing the LBs get
+    /// `xdp_pass` (native `XDP_TX` on veth needs a program on the peer). No
+    /// LB and no backend program yet.
+    pub(crate) fn build(n_lbs: usize, etcd: bool) -> Result<Self, Error> {
+        let client = NetNs::new("cli")?;
+        let router = NetNs::new("rtr")?;
         let mut links = Vec::new();
         let mut lbs = Vec::new();
         let mut backends = Vec::new();
@@ -239,7 +231,7 @@ impl Topology {
         let mut router_mac_to_lb = Vec::new();
         let mut lb_mac = Vec::new();
         for i in 0..n_lbs {
-            let lb = netns(&format!("lb{}", i + 1), created)?;
+            let lb = NetNs::new(&format!("lb{}", i + 1))?;
             let rif = format!("r-lb{}", i + 1);
             links.push(Veth::new(
                 (
@@ -262,7 +254,7 @@ impl Topology {
             lbs.push(lb);
         }
         for j in 0..BACKENDS {
-            let be = netns(&format!("be{}", j + 1), created)?;
+            let be = NetNs::new(&format!("be{}", j + 1))?;
             let rif = format!("r-be{}", j + 1);
             links.push(Veth::new(
                 (Side::Ns(&router), &rif, &format!("10.2.{}.1/24", j + 1)),
@@ -283,7 +275,7 @@ impl Topology {
             backends.push(be);
         }
         let etcd = if etcd {
-            let ns = netns("etcd", created)?;
+            let ns = NetNs::new("etcd")?;
             let (root_addr, addr) = private_30();
             links.push(Veth::new(
                 (Side::Root, &unique_name("etcd"), &format!("{root_addr}/30")),
@@ -301,8 +293,6 @@ impl Topology {
             let p = &pass;
             pass_links.push(router.run(move || p.attach(&name))??);
         }
-        client.sysctl("net.ipv4.ip_local_port_range", "10000 65000")?;
-        client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
 
         let topo = Topology {
             _pass_links: pass_links,
@@ -318,6 +308,26 @@ impl Topology {
         };
         topo.set_ecmp(&vec![true; n_lbs])?;
         Ok(topo)
+    }
+
+    /// Every namespace of the network, for the lab's check that none is
+    /// left behind.
+    pub(crate) fn netns_paths(&self) -> Vec<PathBuf> {
+        [&self.client, &self.router]
+            .into_iter()
+            .chain(&self.lbs)
+            .chain(&self.backends)
+            .chain(self.etcd.as_ref().map(|e| &e.ns))
+            .map(NetNs::path)
+            .collect()
+    }
+
+    /// Many short TCP connections from the client: a wide ephemeral port
+    /// range and TIME_WAIT reuse (both halves of the lab's TCP workloads).
+    pub(crate) fn tune_client_for_tcp(&self) -> Result<(), TestingError> {
+        self.client
+            .sysctl("net.ipv4.ip_local_port_range", "10000 65000")?;
+        self.client.sysctl("net.ipv4.tcp_tw_reuse", "1")
     }
 
     /// Points the router's VIP route at the LBs marked `true` (ECMP over

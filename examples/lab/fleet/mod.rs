@@ -381,7 +381,9 @@ impl Fleet {
             .enable_all()
             .build()?;
         progress("namespaces: client, router, 3 LB hosts, 5 backend hosts, etcd's (over a veth on a private /30)");
-        let topo = Topology::build(LBS, true, created)?;
+        let topo = Topology::build(LBS, true)?;
+        created.netns.extend(topo.netns_paths());
+        topo.tune_client_for_tcp()?;
         let etcd_ns = topo
             .etcd
             .as_ref()
