@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-# The fleet section runs `node` (examples/node) as separate processes.
-cargo build --release --locked -p flowpin-node
+# The fleet section runs `flowpin-node` (crates/node) as separate processes:
+# the lab builds it through cargo, in the lab's own (release) profile.
 cargo run --release --locked --example lab -- "$@"

@@ -36,8 +36,7 @@ cargo test --workspace --doc --locked
 # connection in the lab, any loss for flowpin in the release harness).
 if [ "$(id -u)" -eq 0 ]; then
     cargo run --locked --quiet --example xdp_bench -- --quick
-    cargo build --locked --quiet -p flowpin-node  # the lab's fleet section runs `node`
-    cargo run --locked --quiet --example lab -- --quick
+    cargo run --locked --quiet --example lab -- --quick  # builds and runs flowpin-node for its fleet section
     cargo run --locked --quiet --example release -- --quick
     cargo run --locked --quiet --example any_port -- --quick  # sk_lookup invariants
 else

@@ -28,7 +28,7 @@ pub(crate) struct BackendArgs {
     pub(crate) netns: PathBuf,
     /// Its cgroup directory.
     pub(crate) cgroup: PathBuf,
-    /// Only the TCP server: the programs belong to a `node backend` process
+    /// Only the TCP server: the programs belong to a `flowpin-node backend` process
     /// of the same host (the fleet section).
     pub(crate) serve_only: bool,
 }

@@ -27,19 +27,12 @@ use std::time::{Duration, Instant};
 use flowpin_bpf_progs::xdp_attach::{XdpLink, XdpTarget};
 use flowpin_bpf_progs::xdp_lb::{LbStats, VipFlags, XdpLb, XdpLbConfig};
 
-use crate::topo::{self, Topology};
+use crate::topo::{self, mac_text, Topology};
 use crate::Error;
 
 /// Packets the program dropped (every drop counter of `xdp_lb`).
 pub(crate) fn dropped(s: &LbStats) -> u64 {
     s.drop_malformed + s.drop_unknown_backend + s.drop_too_big
-}
-
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {

@@ -18,9 +18,11 @@
 //! paired rounds. The lab fails when a connection to a healthy backend
 //! broke with server_id routing on, or a CRR transaction failed.
 //!
-//! Then the fleet section (`fleet/`): the same data path run by `node lb` /
-//! `node backend` processes on a real etcd, 3 LBs, its own four scenarios
-//! (`--fleet-only` runs only it, `--no-fleet` skips it).
+//! Then the fleet section (`fleet/`): the same data path run by
+//! `flowpin-node lb` / `flowpin-node backend` processes on a real etcd, 3
+//! LBs, its own four scenarios (`--fleet-only` runs only it, `--no-fleet`
+//! skips it). The lab builds `flowpin-node` through cargo first, in its own
+//! profile (`fleet/node_bin.rs`).
 //!
 //! `--quick` (seconds): one scenario, 60 connections, a 1 s CRR check, the
 //! fleet with a 5 s registry outage (what CI runs through `scripts/test.sh`).
@@ -33,7 +35,9 @@
 mod backend;
 mod control;
 mod fleet;
+mod hosts;
 mod proto;
+mod run;
 mod scenarios_state;
 mod topo;
 mod workload;
@@ -45,17 +49,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig};
 use flowpin_bpf_progs::xdp_attach::XdpLink;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
-use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_tcp_opt::ServerId;
-use flowpin_testing::{Cgroup, CgroupMembership};
 use serde::Serialize;
 
 use crate::backend::{BackendArgs, BackendProcess};
+use crate::hosts::Cgroups;
+use crate::run::{both_modes, Run, Tally};
 use crate::topo::Topology;
-use crate::workload::{Broken, CrrResult, Streams};
+use crate::workload::{CrrResult, Streams};
+use flowpin_testing::CgroupMembership;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -87,9 +91,10 @@ struct Args {
     /// and a 1 s CRR check; fails on any broken invariant (what CI runs).
     #[arg(long)]
     quick: bool,
-    /// Only the fleet section (etcd, 3 `node lb` and 5 `node backend`
-    /// processes): convergence, idle CPU, its four traffic scenarios.
-    /// Needs `cargo build --release -p flowpin-node` (scripts/lab.sh does).
+    /// Only the fleet section (etcd, 3 `flowpin-node lb` and 5
+    /// `flowpin-node backend` processes): convergence, idle CPU, its four
+    /// traffic scenarios. The lab builds `flowpin-node` through cargo
+    /// (`FLOWPIN_NODE=<path>` runs that binary instead).
     #[arg(long)]
     fleet_only: bool,
     /// Skip the fleet section (it runs after the other scenarios by default).
@@ -119,6 +124,26 @@ struct ScenarioResult {
     detail_with: RunDetail,
     #[serde(skip)]
     detail_without: RunDetail,
+}
+
+impl ScenarioResult {
+    /// The row of a scenario run in both modes.
+    fn new(
+        name: &'static str,
+        connections: usize,
+        (with, detail_with): (usize, RunDetail),
+        (without, detail_without): (usize, RunDetail),
+    ) -> Self {
+        ScenarioResult {
+            name,
+            connections,
+            broken_with_server_id: with,
+            broken_without_server_id: without,
+            packets_dropped_by_lb: detail_with.lb_drops + detail_without.lb_drops,
+            detail_with,
+            detail_without,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -309,15 +334,9 @@ fn run_once(
     server_id_routing: bool,
     n: usize,
 ) -> Result<(usize, RunDetail), Error> {
-    let mode = if server_id_routing {
-        "server_id on "
-    } else {
-        "server_id off"
-    };
-    let tag = |s: &str| format!("{:<44} [{mode}] {s}", scenario.name());
-    topo.set_ecmp(&[true, true])?;
+    let run = Run::classic(topo, scenario.name(), server_id_routing)?;
     let mut lbs = start_lbs(topo, server_id_routing, &INITIAL_RING)?;
-    progress(tag("fresh LBs attached, both in ECMP"));
+    run.progress("fresh LBs attached, both in ECMP");
     let streams = match Streams::open(&topo.client, n) {
         Ok(s) => s,
         Err(e) => {
@@ -331,7 +350,7 @@ fn run_once(
             return Err(e);
         }
     };
-    progress(tag(&format!("{n} long-lived connections streaming")));
+    run.progress(format!("{n} long-lived connections streaming"));
     let at_open = lb_packets(&lbs)?;
     pause(Duration::from_millis(1000))?;
     let mut unhealthy: Option<u16> = None;
@@ -339,7 +358,7 @@ fn run_once(
         Scenario::AddBackendThenLbOut => {
             let ring: Vec<usize> = INITIAL_RING.iter().copied().chain([SPARE]).collect();
             set_ring(&mut lbs, &ring)?;
-            progress(tag("backend 5 added to the ring on both LBs"));
+            run.progress("backend 5 added to the ring on both LBs");
         }
         Scenario::RemoveBackendThenLbOut => {
             let ring: Vec<usize> = INITIAL_RING
@@ -349,22 +368,22 @@ fn run_once(
                 .collect();
             set_ring(&mut lbs, &ring)?;
             unhealthy = Some(REMOVED as u16);
-            progress(tag("backend 4 removed from the ring on both LBs"));
+            run.progress("backend 4 removed from the ring on both LBs");
         }
         Scenario::LbOutAndBack | Scenario::LbRestartedWhileBackendAdded => {}
     }
     pause(Duration::from_millis(1000))?;
     let before_out = lb_packets(&lbs)?;
     topo.set_ecmp(&[false, true])?;
-    progress(tag("LB1 taken out of ECMP"));
+    run.progress("LB1 taken out of ECMP");
     pause(Duration::from_millis(200))?;
     let settled = lb_packets(&lbs)?;
     pause(Duration::from_millis(1300))?;
     let after_out = lb_packets(&lbs)?;
     let (lb_before, lb_after) = (delta(at_open, before_out), delta(settled, after_out));
-    progress(tag(&format!(
+    run.progress(format!(
         "VIP packets per LB: before LB1 left {lb_before:?}, after {lb_after:?}"
-    )));
+    ));
     // ECMP really moved the flows: both LBs carried some before, only LB2 after.
     if lb_before.contains(&0) || lb_after[0] != 0 || lb_after[1] == 0 {
         return Err(format!(
@@ -376,7 +395,7 @@ fn run_once(
     match scenario {
         Scenario::LbOutAndBack => {
             topo.set_ecmp(&[true, true])?;
-            progress(tag("LB1 back in ECMP"));
+            run.progress("LB1 back in ECMP");
             pause(Duration::from_millis(1500))?;
         }
         Scenario::LbRestartedWhileBackendAdded => {
@@ -384,15 +403,13 @@ fn run_once(
             // (its connection table is gone) with the new ring and comes back.
             let ring: Vec<usize> = INITIAL_RING.iter().copied().chain([SPARE]).collect();
             set_ring(&mut lbs[1..], &ring)?;
-            progress(tag("backend 5 added to the ring on LB2"));
+            run.progress("backend 5 added to the ring on LB2");
             drop(lbs.remove(0)); // detach the old instance first: one XDP program per interface
             lbs.insert(0, start_lb(topo, 0, server_id_routing, &ring)?);
-            progress(tag(
-                "LB1 restarted with the new ring (empty connection table)",
-            ));
+            run.progress("LB1 restarted with the new ring (empty connection table)");
             pause(Duration::from_millis(500))?;
             topo.set_ecmp(&[true, true])?;
-            progress(tag("LB1 back in ECMP"));
+            run.progress("LB1 back in ECMP");
             pause(Duration::from_millis(1500))?;
         }
         _ => {}
@@ -411,46 +428,25 @@ fn run_once(
         .map(|s| control::dropped(&s))
         .sum();
     drop(lbs);
-    let healthy: Vec<_> = reports
-        .iter()
-        .filter(|r| Some(r.backend) != unhealthy)
-        .collect();
-    let reset = healthy
-        .iter()
-        .filter(|r| r.broken == Some(Broken::Reset))
-        .count();
-    let stalled = healthy
-        .iter()
-        .filter(|r| r.broken == Some(Broken::Stalled))
-        .count();
-    let never_answered = reports.iter().filter(|r| r.answered == 0).count();
-    if never_answered == reports.len() {
-        return Err("no connection ever got an answer: the data path is broken".into());
-    }
-    if server_id_routing && sid_routed == 0 {
-        return Err(format!(
-            "{}: server_id routing is on but no packet was routed by server_id",
-            scenario.name()
-        )
-        .into());
-    }
+    let t = Tally::of(&reports, unhealthy);
+    run.require(&reports, sid_routed)?;
     let detail = RunDetail {
-        healthy: healthy.len(),
-        reset,
-        stalled,
+        healthy: t.healthy,
+        reset: t.reset,
+        stalled: t.stalled,
         sid_routed,
         lb_packets_before: Some(lb_before),
         lb_packets_after: Some(lb_after),
         lb_drops,
     };
-    progress(tag(&format!(
+    run.progress(format!(
         "done: {} of {} connections to healthy backends broke ({} reset, {} stalled)",
-        reset + stalled,
-        healthy.len(),
-        reset,
-        stalled
-    )));
-    Ok((reset + stalled, detail))
+        t.broken(),
+        t.healthy,
+        t.reset,
+        t.stalled
+    ));
+    Ok((t.broken(), detail))
 }
 
 /// What the lab created, to check after teardown that none of it is left.
@@ -510,42 +506,20 @@ impl Created {
 fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
     created.bpffs_before = bpffs_entries();
     progress("building namespaces: client, router, 2 LBs, 5 backends");
-    let topo = Topology::build()?;
-    for ns in [&topo.client, &topo.router]
-        .into_iter()
-        .chain(&topo.lbs)
-        .chain(&topo.backends)
-    {
-        created.netns.push(ns.path());
-    }
-    // The router's veth ends facing the LBs need an XDP program for native XDP_TX on veth.
-    let pass = XdpPass::load(Default::default())?;
-    let mut pass_links = Vec::new();
-    for i in 0..topo::LBS {
-        let name = format!("r-lb{}", i + 1);
-        let p = &pass;
-        pass_links.push(topo.router.run(move || p.attach(&name))??);
-    }
-    topo.client
-        .sysctl("net.ipv4.ip_local_port_range", "10000 65000")?;
-    topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    let topo = Topology::build(topo::LBS, false)?;
+    created.netns.extend(topo.netns_paths());
+    topo.tune_client_for_tcp()?;
 
     progress("cgroups: one per backend host, one for the clients");
-    let client_cg = Cgroup::new("cli")?;
-    created.cgroups.push(client_cg.path().to_path_buf());
-    let mut be_cgs = Vec::new();
-    for j in 0..topo::BACKENDS {
-        be_cgs.push(Cgroup::new(&format!("be{}", j + 1))?);
-        created.cgroups.push(be_cgs[j].path().to_path_buf());
-    }
-    let client_ops = ServerIdOps::load(ServerIdOpsConfig::client().ports(&[topo::VIP_PORT]))?;
+    let cgroups = Cgroups::build("", created)?;
+    let (client_cg, be_cgs, client_ops) = (&cgroups.client, &cgroups.backends, &cgroups.client_ops);
     // This process (the clients' host) joins the client cgroup; backends move to their own.
-    let _in_client_cg = CgroupMembership::join(&client_cg)?;
+    let _in_client_cg = CgroupMembership::join(client_cg)?;
     let client_link = client_ops.attach(client_cg.path())?;
 
     progress("starting 5 backend processes (xdp_decap + sock_ops server role + TCP server)");
     let mut procs = Vec::new();
-    for (j, (ns, cg)) in topo.backends.iter().zip(&be_cgs).enumerate() {
+    for (j, (ns, cg)) in topo.backends.iter().zip(be_cgs).enumerate() {
         check_interrupted()?;
         let p = BackendProcess::start(j, ns, cg.path())?;
         created.pids.push(p.pid());
@@ -567,36 +541,25 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
         &all[..]
     };
     for (k, &scenario) in chosen.iter().enumerate() {
-        // Alternate which mode runs first, so drift favours neither.
-        let ((with, dw), (without, dwo)) = if k % 2 == 0 {
-            let w = run_once(&topo, scenario, true, args.connections)?;
-            (w, run_once(&topo, scenario, false, args.connections)?)
-        } else {
-            let wo = run_once(&topo, scenario, false, args.connections)?;
-            (run_once(&topo, scenario, true, args.connections)?, wo)
-        };
-        scenarios.push(ScenarioResult {
-            name: scenario.name(),
-            connections: args.connections,
-            broken_with_server_id: with,
-            broken_without_server_id: without,
-            packets_dropped_by_lb: dw.lb_drops + dwo.lb_drops,
-            detail_with: dw,
-            detail_without: dwo,
-        });
+        let (with, without) =
+            both_modes(k, |sid| run_once(&topo, scenario, sid, args.connections))?;
+        scenarios.push(ScenarioResult::new(
+            scenario.name(),
+            args.connections,
+            with,
+            without,
+        ));
     }
     for scenario in scenarios_state::StateScenario::ALL {
-        let (with, dw) = scenarios_state::run_once(&topo, scenario, true, args.connections)?;
-        let (without, dwo) = scenarios_state::run_once(&topo, scenario, false, args.connections)?;
-        scenarios.push(ScenarioResult {
-            name: scenario.name(),
-            connections: args.connections,
-            broken_with_server_id: with,
-            broken_without_server_id: without,
-            packets_dropped_by_lb: dw.lb_drops + dwo.lb_drops,
-            detail_with: dw,
-            detail_without: dwo,
-        });
+        // With server_id first, always (as these rows were measured).
+        let with = scenarios_state::run_once(&topo, scenario, true, args.connections)?;
+        let without = scenarios_state::run_once(&topo, scenario, false, args.connections)?;
+        scenarios.push(ScenarioResult::new(
+            scenario.name(),
+            args.connections,
+            with,
+            without,
+        ));
     }
 
     // Cost of the sock_ops program on short connections, same run, same path.
@@ -674,7 +637,6 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
 
     progress("tearing down");
     drop(procs);
-    drop(pass_links);
     Ok(LabReport {
         crr_ratio,
         crr_ratio_min: crr_ratio_range.0,
@@ -768,6 +730,17 @@ fn report_json(r: &LabReport, fleet: Option<&fleet::FleetReport>) -> serde_json:
     serde_json::to_string(&v)
 }
 
+/// The exit of a child process of the lab (`--lb-control`, `--backend-child`).
+fn child_exit(role: &str, r: Result<(), Error>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{role}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     if let Some(a) = &args.lb_control {
@@ -775,13 +748,7 @@ fn main() -> ExitCode {
             eprintln!("bad --lb-control arguments");
             return ExitCode::from(2);
         };
-        return match control::child_main(parsed) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("lb-control: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return child_exit("lb-control", control::child_main(parsed));
     }
     if let Some(child) = &args.backend_child {
         let parsed = (|| -> Option<BackendArgs> {
@@ -796,13 +763,7 @@ fn main() -> ExitCode {
             eprintln!("bad --backend-child arguments");
             return ExitCode::from(2);
         };
-        return match backend::child_main(parsed) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("backend: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return child_exit("backend", backend::child_main(parsed));
     }
     if !nix::unistd::geteuid().is_root() {
         eprintln!("the lab creates network namespaces, cgroups and BPF programs: run it as root");
@@ -817,16 +778,24 @@ fn main() -> ExitCode {
         args.crr_secs = 1.0;
         args.crr_pairs = 2;
     }
-    if args.fleet_only {
-        return fleet::main(args.json, args.quick, args.connections);
+    // The fleet runs `flowpin-node`: built (or found up to date) by cargo
+    // before anything else, so a build error costs no lab run.
+    let wants_fleet = args.fleet_only || (!args.crr_only && !args.no_fleet);
+    let node = match wants_fleet.then(fleet::node_binary).transpose() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("lab failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (true, Some(node)) = (args.fleet_only, &node) {
+        return fleet::main(args.json, args.quick, args.connections, node.clone());
     }
     let mut created = Created::default();
     let result = lab(&args, &mut created);
     // The fleet section: node processes on etcd, after the other scenarios.
-    let fleet = match &result {
-        Ok(_) if !args.crr_only && !args.no_fleet => {
-            Some(fleet::run(args.quick, args.connections, &mut created))
-        }
+    let fleet = match (&result, node) {
+        (Ok(_), Some(node)) => Some(fleet::run(args.quick, args.connections, node, &mut created)),
         _ => None,
     };
     // Everything is dropped now: look for what is left before saying so.

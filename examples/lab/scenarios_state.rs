@@ -16,9 +16,10 @@
 use std::time::Duration;
 
 use crate::control::{LbControl, PinDirs};
+use crate::run::{Run, Tally};
 use crate::topo::{self, Topology};
-use crate::workload::{Broken, ConnReport, Streams};
-use crate::{pause, progress, Error, RunDetail, INITIAL_RING, REMOVED, SPARE};
+use crate::workload::Streams;
+use crate::{pause, Error, RunDetail, INITIAL_RING, REMOVED, SPARE};
 
 /// One of the scenarios of this module.
 #[derive(Debug, Clone, Copy)]
@@ -49,18 +50,6 @@ fn ring_cmd(ring: &[usize]) -> String {
     format!("ring {}", v.join(","))
 }
 
-fn broken(reports: &[ConnReport]) -> (usize, usize) {
-    let reset = reports
-        .iter()
-        .filter(|r| r.broken == Some(Broken::Reset))
-        .count();
-    let stalled = reports
-        .iter()
-        .filter(|r| r.broken == Some(Broken::Stalled))
-        .count();
-    (reset, stalled)
-}
-
 /// Runs `s` once; returns the broken connections to healthy backends and the details.
 pub(crate) fn run_once(
     topo: &Topology,
@@ -68,13 +57,7 @@ pub(crate) fn run_once(
     server_id_routing: bool,
     n: usize,
 ) -> Result<(usize, RunDetail), Error> {
-    let mode = if server_id_routing {
-        "server_id on "
-    } else {
-        "server_id off"
-    };
-    let tag = |m: &str| format!("{:<44} [{mode}] {m}", s.name());
-    topo.set_ecmp(&[true, true])?;
+    let run = Run::classic(topo, s.name(), server_id_routing)?;
     let pins = PinDirs::new();
     let mut ctl = Vec::new();
     for i in 0..topo::LBS {
@@ -86,33 +69,27 @@ pub(crate) fn run_once(
             server_id_routing,
         )?);
     }
-    progress(tag(
-        "2 LB control processes loaded, pinned and attached xdp_lb",
-    ));
+    run.progress("2 LB control processes loaded, pinned and attached xdp_lb");
     let mut streams = Some(Streams::open(&topo.client, n)?);
-    progress(tag(&format!("{n} long-lived connections streaming")));
+    run.progress(format!("{n} long-lived connections streaming"));
     pause(Duration::from_millis(1000))?;
     let mut reports = Vec::new();
     match s {
         StateScenario::ControlKilled => {
             ctl.remove(0).kill();
-            progress(tag(
-                "LB1 control process killed (SIGKILL); its xdp_lb keeps forwarding",
-            ));
+            run.progress("LB1 control process killed (SIGKILL); its xdp_lb keeps forwarding");
             pause(Duration::from_millis(500))?;
             let again = LbControl::start(topo, 0, &pins.0[0], true, server_id_routing)?;
-            progress(tag(&format!(
+            run.progress(format!(
                 "new LB1 control process reopened the pinned state in {:.1} ms",
                 again.ready_ms
-            )));
+            ));
             ctl.insert(0, again);
             let ring: Vec<usize> = INITIAL_RING.iter().copied().chain([SPARE]).collect();
             for c in &mut ctl {
                 c.cmd(&ring_cmd(&ring))?;
             }
-            progress(tag(
-                "backend 5 added on both LBs (LB1 by its new controller)",
-            ));
+            run.progress("backend 5 added on both LBs (LB1 by its new controller)");
             pause(Duration::from_millis(1500))?;
         }
         StateScenario::Upgraded => {
@@ -123,10 +100,10 @@ pub(crate) fn run_once(
                 if old == new {
                     return Err(format!("LB{}: the link still runs program {old}", i + 1).into());
                 }
-                progress(tag(&format!(
+                run.progress(format!(
                     "LB{}: program {old} -> {new} swapped into its pinned link (bpf_link_update)",
                     i + 1
-                )));
+                ));
             }
             pause(Duration::from_millis(1500))?;
         }
@@ -134,7 +111,7 @@ pub(crate) fn run_once(
             for c in &mut ctl {
                 c.cmd(&format!("drain {REMOVED}"))?;
             }
-            progress(tag("backend 4 drained on both LBs"));
+            run.progress("backend 4 drained on both LBs");
             pause(Duration::from_millis(1000))?;
             let fresh = Streams::open(&topo.client, n / 5)?;
             pause(Duration::from_millis(1000))?;
@@ -143,32 +120,33 @@ pub(crate) fn run_once(
                 .iter()
                 .filter(|r| usize::from(r.backend) == REMOVED)
                 .count();
-            let (reset, stalled) = broken(
+            let on_drained_broken = Tally::of(
                 &old.iter()
                     .filter(|r| usize::from(r.backend) == REMOVED)
                     .copied()
                     .collect::<Vec<_>>(),
+                None,
             );
-            progress(tag(&format!(
+            run.progress(format!(
                 "the {} connections opened before closed; {on_drained} were on the draining backend ({} of them broke while it drained)",
                 old.len(),
-                reset + stalled
-            )));
+                on_drained_broken.broken()
+            ));
             pause(Duration::from_millis(300))?;
             for c in &mut ctl {
                 c.cmd(&format!("remove {REMOVED}"))?;
             }
-            progress(tag("backend 4 removed on both LBs"));
+            run.progress("backend 4 removed on both LBs");
             pause(Duration::from_millis(2800))?;
             let later = fresh.finish();
             let misplaced = later
                 .iter()
                 .filter(|r| usize::from(r.backend) == REMOVED)
                 .count();
-            progress(tag(&format!(
+            run.progress(format!(
                 "{} connections opened while draining: {misplaced} reached the draining backend (expected 0)",
                 later.len()
-            )));
+            ));
             if misplaced > 0 {
                 return Err(format!(
                     "{misplaced} new connections reached the draining backend: drain is broken"
@@ -192,24 +170,21 @@ pub(crate) fn run_once(
     }
     drop(ctl);
     drop(pins);
-    let (reset, stalled) = broken(&reports);
-    if reports.iter().all(|r| r.answered == 0) {
-        return Err("no connection ever got an answer: the data path is broken".into());
-    }
-    if server_id_routing && sid_routed == 0 {
-        return Err("server_id routing is on but no packet was routed by server_id".into());
-    }
-    progress(tag(&format!(
-        "done: {} of {} connections broke ({reset} reset, {stalled} stalled); the LBs dropped {drops} packets",
-        reset + stalled,
-        reports.len()
-    )));
+    let t = Tally::of(&reports, None);
+    run.require(&reports, sid_routed)?;
+    run.progress(format!(
+        "done: {} of {} connections broke ({} reset, {} stalled); the LBs dropped {drops} packets",
+        t.broken(),
+        t.healthy,
+        t.reset,
+        t.stalled
+    ));
     Ok((
-        reset + stalled,
+        t.broken(),
         RunDetail {
-            healthy: reports.len(),
-            reset,
-            stalled,
+            healthy: t.healthy,
+            reset: t.reset,
+            stalled: t.stalled,
             sid_routed,
             lb_drops: drops,
             lb_packets_before: None,

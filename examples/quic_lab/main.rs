@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpLink};
-use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_sk_reuseport::ReuseportGroup;
 use flowpin_testing::{unique_name, Cgroup, NetNs};
 
@@ -181,14 +180,9 @@ fn run_once(scenario: Scenario, cid: bool, n: usize) -> Result<usize, Error> {
         if cid { "on" } else { "off" }
     );
     progress(&format!("{tag}: building the network"));
-    let topo = Topology::build()?;
-    let pass = XdpPass::load(Default::default())?;
+    // The lab's network, xdp_pass on the router's LB ends included.
+    let topo = Topology::build(topo::LBS, false)?;
     let mut links: Vec<XdpLink> = Vec::new();
-    for i in 0..topo::LBS {
-        let name = format!("r-lb{}", i + 1);
-        let p = &pass;
-        links.push(topo.router.run(move || p.attach(&name))??);
-    }
     let initial = [0usize, 1, 2, 3];
     let mut lbs = Vec::new();
     for i in 0..topo::LBS {

@@ -95,7 +95,7 @@ pub enum Error {
         /// The lease id.
         lease: i64,
     },
-    /// Starting a local etcd (tests, labs) failed.
+    /// Starting a local etcd (tests, labs; feature `local-etcd`) failed.
     #[error("could not start etcd ({what}): {detail}")]
     LocalEtcd {
         /// The step that failed.

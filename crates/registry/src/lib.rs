@@ -5,6 +5,7 @@
 mod error;
 pub mod keys;
 mod lease;
+#[cfg(feature = "local-etcd")]
 pub mod local_etcd;
 mod model;
 mod registry;

@@ -1,26 +1,28 @@
-//! The fleet section of the lab: the data path run by `node` processes on
-//! the etcd registry, the registry as the only source of truth.
+//! The fleet section of the lab: the data path run by `flowpin-node`
+//! processes on the etcd registry, the registry as the only source of truth.
 //!
 //! A real etcd (`LocalEtcd`, temporary data directory removed on exit) in
 //! its own network namespace, reached from the root namespace, where the
-//! `node` processes run, over a veth pair on a private /30 (`etcd_net.rs`),
-//! the lab's network with **3** LB hosts behind the router's ECMP,
-//! each running a `node lb` process (pinned `xdp_lb`, `on_exit = "keep"`),
+//! `flowpin-node` processes run, over a veth pair on a private /30 (the
+//! lab's one topology builder, `topo.rs`, makes it with the rest), the
+//! lab's network with **3** LB hosts behind the router's ECMP,
+//! each running a `flowpin-node lb` process (pinned `xdp_lb`, `on_exit = "keep"`),
 //! 5 backend hosts, each in its own namespace and cgroup with the lab's TCP
-//! server of long-lived streams and a `node backend` process (xdp_decap,
+//! server of long-lived streams and a `flowpin-node backend` process (xdp_decap,
 //! sock_ops server role with its allocated server_id, lease, drain on
 //! SIGTERM), and the clients with the sock_ops client role.
 //!
 //! It measures:
 //! - `convergence_ms`: an etcd change (drain / undrain / add / remove of one
 //!   of 100 synthetic backends of a second VIP) until every LB's ring digest
-//!   (its `/status`) matches at the new revision, over 24 changes;
-//! - `lb_idle_cpu_percent`: CPU of one idle `node lb` from `/proc/<pid>/stat`;
+//!   (its `/status`, [`flowpin_node::status::LbStatus`]) matches at the new
+//!   revision, over 24 changes;
+//! - `lb_idle_cpu_percent`: CPU of one idle `flowpin-node lb` from `/proc/<pid>/stat`;
 //! - the traffic scenarios (`traffic.rs`), each with and without server_id
 //!   (the VIP's `server_id` flag in the registry), counting broken
 //!   connections to healthy backends and whether all digests agree at the end.
 
-mod etcd_net;
+mod node_bin;
 mod traffic;
 
 use std::io::{Read, Write};
@@ -30,20 +32,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig, SockopsLink};
-use flowpin_bpf_progs::xdp_attach::XdpLink;
+use flowpin_bpf_progs::sockops_server_id::SockopsLink;
 use flowpin_bpf_progs::xdp_lb::XdpLb;
-use flowpin_bpf_progs::xdp_pass::XdpPass;
+use flowpin_node::status::{LbStatus, RingDigest};
 use flowpin_registry::local_etcd::{LocalEtcd, LocalEtcdOptions};
 use flowpin_registry::{
     BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
 };
-use flowpin_testing::{mac_str, unique_name, Cgroup, CgroupMembership};
+use flowpin_testing::unique_name;
 use serde::Serialize;
 
 use crate::backend::BackendProcess;
-use crate::topo::{self, Topology};
+use crate::hosts::Cgroups;
+use crate::topo::{self, mac_text, Topology};
 use crate::{check_interrupted, pause, Created};
+use flowpin_testing::CgroupMembership;
+
+pub(crate) use node_bin::node_binary;
 
 pub(crate) use traffic::{print_table, FleetScenario};
 
@@ -55,7 +60,7 @@ pub(crate) const LBS: usize = 3;
 const SYNTH_BACKENDS: usize = 100;
 /// Registry changes measured.
 const CHANGES: usize = 24;
-/// Lease TTL of the `node backend` processes.
+/// Lease TTL of the `flowpin-node backend` processes.
 pub(crate) const LEASE_TTL_SECS: u64 = 3;
 /// The VIP of the convergence measurement (synthetic backends only).
 const SYNTH_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
@@ -79,7 +84,7 @@ pub(crate) struct FleetReport {
     pub(crate) scenarios: Vec<FleetScenario>,
 }
 
-/// Sets the child's parent-death signal to SIGKILL: a `node` process never
+/// Sets the child's parent-death signal to SIGKILL: a node process never
 /// outlives the lab, even if the lab itself is killed.
 fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
@@ -93,7 +98,7 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// A `node` process (lb or backend) with its config and log; killed on drop.
+/// A `flowpin-node` process (lb or backend) with its config and log; killed on drop.
 pub(crate) struct NodeProc {
     child: Option<Child>,
     config: PathBuf,
@@ -190,7 +195,7 @@ impl Drop for NodeProc {
     }
 }
 
-/// A `node lb` process, its pins and its HTTP port; unpinned on drop.
+/// A `flowpin-node lb` process, its pins and its HTTP port; unpinned on drop.
 pub(crate) struct LbNode {
     proc_: NodeProc,
     pin_dir: PathBuf,
@@ -228,36 +233,17 @@ impl LbNode {
                 break p;
             }
             if Instant::now() > deadline || !self.proc_.running() {
-                return Err(
-                    format!("node lb did not start; its log:\n{}", self.proc_.log_tail()).into(),
-                );
+                return Err(format!(
+                    "flowpin-node lb did not start; its log:\n{}",
+                    self.proc_.log_tail()
+                )
+                .into());
             }
             check_interrupted()?;
             std::thread::sleep(Duration::from_millis(10));
         };
         Ok(())
     }
-}
-
-fn node_binary() -> Result<PathBuf, Error> {
-    if let Some(p) = std::env::var_os("FLOWPIN_NODE") {
-        return Ok(PathBuf::from(p));
-    }
-    // target/<profile>/examples/lab → target/<profile>/node
-    let exe = std::env::current_exe()?;
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("node"))
-        .ok_or("cannot locate the node binary")?;
-    if !p.is_file() {
-        return Err(format!(
-            "{} missing: build it first (cargo build --release -p flowpin-node; scripts/lab.sh does)",
-            p.display()
-        )
-        .into());
-    }
-    Ok(p)
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -273,7 +259,8 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
-pub(crate) fn status(port: u16) -> Option<serde_json::Value> {
+/// The LB's `/status` (`None`: it did not answer, or not with an `LbStatus`).
+pub(crate) fn status(port: u16) -> Option<LbStatus> {
     serde_json::from_str(&http_get(port, "/status")?).ok()
 }
 
@@ -293,14 +280,11 @@ fn vip_name(addr: Ipv4Addr) -> String {
 }
 
 /// `(revision, digest of the VIP)` of every LB, once all answered.
-fn digests(lbs: &[LbNode], vip: &str) -> Option<Vec<(i64, String)>> {
+fn digests(lbs: &[LbNode], vip: &str) -> Option<Vec<(i64, RingDigest)>> {
     lbs.iter()
         .map(|n| {
             let s = status(n.port)?;
-            Some((
-                s["revision"].as_i64()?,
-                s["vips"][vip]["digest"].as_str()?.to_string(),
-            ))
+            Some((s.revision, s.vips.get(vip)?.digest))
         })
         .collect()
 }
@@ -353,7 +337,7 @@ pub(crate) fn progress(msg: impl std::fmt::Display) {
 }
 
 /// One backend host: the lab's TCP server in its namespace and cgroup, and
-/// its `node backend` process.
+/// its `flowpin-node backend` process.
 pub(crate) struct BackendHost {
     pub(crate) server: Option<BackendProcess>,
     pub(crate) node: Option<NodeProc>,
@@ -369,15 +353,10 @@ pub(crate) struct Fleet {
     pub(crate) backends: Vec<BackendHost>,
     pub(crate) reg: Registry,
     pub(crate) etcd: LocalEtcd,
-    _etcd_net: etcd_net::EtcdNet,
     pub(crate) rt: tokio::runtime::Runtime,
     membership: Option<CgroupMembership>,
     client_link: Option<SockopsLink>,
-    _client_ops: ServerIdOps,
-    be_cgs: Vec<Cgroup>,
-    _client_cg: Cgroup,
-    _pass_links: Vec<XdpLink>,
-    _pass: XdpPass,
+    cgroups: Cgroups,
     pub(crate) topo: Topology,
     node: PathBuf,
     _tmp: tempfile::TempDir,
@@ -397,20 +376,23 @@ impl Drop for Fleet {
 }
 
 impl Fleet {
-    fn build(created: &mut Created) -> Result<Fleet, Error> {
-        let node = node_binary()?;
+    fn build(node: PathBuf, created: &mut Created) -> Result<Fleet, Error> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        progress(
-            "etcd in its own namespace, over a veth on a private /30 (temporary data directory)",
-        );
-        let etcd_net = etcd_net::EtcdNet::build()?;
-        created.netns.push(etcd_net.ns.path());
+        progress("namespaces: client, router, 3 LB hosts, 5 backend hosts, etcd's (over a veth on a private /30)");
+        let topo = Topology::build(LBS, true)?;
+        created.netns.extend(topo.netns_paths());
+        topo.tune_client_for_tcp()?;
+        let etcd_ns = topo
+            .etcd
+            .as_ref()
+            .ok_or("the topology has no etcd namespace")?;
+        progress("etcd in its own namespace (temporary data directory)");
         let etcd = rt.block_on(LocalEtcd::start_with(LocalEtcdOptions::in_netns(
-            etcd_net.ns.name(),
-            etcd_net.etcd_addr,
+            etcd_ns.ns.name(),
+            etcd_ns.addr,
         )))?;
         progress(format!("etcd serves on {}", etcd.endpoint()));
         let prefix = format!("/{}", unique_name("fleet"));
@@ -422,31 +404,11 @@ impl Fleet {
             Vip::new(topo::VIP.into(), topo::VIP_PORT, Proto::Tcp),
             VipFlags::SERVER_ID,
         )))?;
-
-        progress("namespaces: client, router, 3 LB hosts, 5 backend hosts");
-        let topo = Topology::build_with(LBS)?;
-        for ns in [&topo.client, &topo.router]
-            .into_iter()
-            .chain(&topo.lbs)
-            .chain(&topo.backends)
-        {
-            created.netns.push(ns.path());
-        }
-        let pass = XdpPass::load(Default::default())?;
-        let mut pass_links = Vec::new();
-        for i in 0..LBS {
-            let name = format!("r-lb{}", i + 1);
-            let p = &pass;
-            pass_links.push(topo.router.run(move || p.attach(&name))??);
-        }
-        topo.client
-            .sysctl("net.ipv4.ip_local_port_range", "10000 65000")?;
-        topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
         let tmp = tempfile::tempdir()?;
 
         // Node processes start before the lab joins the client cgroup; the
         // ones restarted later are in it, and are gone before it is removed.
-        progress("3 node lb processes (pinned xdp_lb, on_exit = keep)");
+        progress("3 flowpin-node lb processes (pinned xdp_lb, on_exit = keep)");
         let mut lbs = Vec::new();
         for i in 0..LBS {
             let pin_dir =
@@ -461,8 +423,8 @@ impl Fleet {
                     ifc = topo::LB_IF,
                     ns = topo.lbs[i].path().display(),
                     pins = pin_dir.display(),
-                    l = mac_str(topo.lb_mac[i]),
-                    r = mac_str(topo.router_mac_to_lb[i]),
+                    l = mac_text(topo.lb_mac[i]),
+                    r = mac_text(topo.router_mac_to_lb[i]),
                     t = 200 + i,
                     pf = port_file.display(),
                 ),
@@ -484,13 +446,9 @@ impl Fleet {
         }
 
         progress("cgroups: one per backend host, one for the clients (sock_ops client role)");
-        let client_cg = Cgroup::new("fcli")?;
-        created.cgroups.push(client_cg.path().to_path_buf());
-        let mut be_cgs = Vec::new();
+        let cgroups = Cgroups::build("f", created)?;
         let mut backends = Vec::new();
-        for j in 0..topo::BACKENDS {
-            let cg = Cgroup::new(&format!("fbe{}", j + 1))?;
-            created.cgroups.push(cg.path().to_path_buf());
+        for (j, cg) in cgroups.backends.iter().enumerate() {
             let config = tmp.path().join(format!("be{}.toml", j + 1));
             std::fs::write(
                 &config,
@@ -512,29 +470,23 @@ impl Fleet {
                 config,
                 log: tmp.path().join(format!("be{}.log", j + 1)),
             });
-            be_cgs.push(cg);
         }
-        let client_ops = ServerIdOps::load(ServerIdOpsConfig::client().ports(&[topo::VIP_PORT]))?;
         let mut fleet = Fleet {
             lbs,
             backends,
             reg,
             etcd,
-            _etcd_net: etcd_net,
             rt,
             membership: None,
             client_link: None,
-            _client_ops: client_ops,
-            be_cgs,
-            _client_cg: client_cg,
-            _pass_links: pass_links,
-            _pass: pass,
+            cgroups,
             topo,
             node,
             _tmp: tmp,
         };
-        fleet.membership = Some(CgroupMembership::join(&fleet._client_cg)?);
-        fleet.client_link = Some(fleet._client_ops.attach(fleet._client_cg.path())?);
+        let cg = &fleet.cgroups;
+        fleet.membership = Some(CgroupMembership::join(&cg.client)?);
+        fleet.client_link = Some(cg.client_ops.attach(cg.client.path())?);
         Ok(fleet)
     }
 
@@ -544,7 +496,7 @@ impl Fleet {
             let p = BackendProcess::start_server_only(
                 j,
                 &self.topo.backends[j],
-                self.be_cgs[j].path(),
+                self.cgroups.backends[j].path(),
             )?;
             created.pids.push(p.pid());
             self.backends[j].server = Some(p);
@@ -552,7 +504,7 @@ impl Fleet {
         Ok(())
     }
 
-    /// Whether backend `j`'s `node backend` runs.
+    /// Whether backend `j`'s `flowpin-node backend` runs.
     pub(crate) fn backend_node_running(&mut self, j: usize) -> bool {
         self.backends[j]
             .node
@@ -560,7 +512,7 @@ impl Fleet {
             .is_some_and(NodeProc::running)
     }
 
-    /// Starts backend `j`'s `node backend` if it is not running.
+    /// Starts backend `j`'s `flowpin-node backend` if it is not running.
     pub(crate) fn start_backend_node(
         &mut self,
         j: usize,
@@ -586,23 +538,18 @@ impl Fleet {
 
     /// The backend addresses every LB has for the VIP (`None` if one LB
     /// does not answer), with the number draining.
-    pub(crate) fn lb_backends(&self) -> Option<Vec<(Vec<String>, u64)>> {
+    pub(crate) fn lb_backends(&self) -> Option<Vec<(Vec<IpAddr>, usize)>> {
         let vip = vip_name(topo::VIP);
         self.lbs
             .iter()
             .map(|n| {
                 let s = status(n.port)?;
-                let v = &s["vips"][vip.as_str()];
-                let mut addrs: Vec<String> = v["backend_addrs"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                addrs.sort();
-                Some((addrs, v["draining"].as_u64().unwrap_or(0)))
+                // An LB without the VIP (yet) has no backends for it.
+                Some(s.vips.get(&vip).map_or((Vec::new(), 0), |v| {
+                    let mut addrs = v.backend_addrs.clone();
+                    addrs.sort();
+                    (addrs, v.draining)
+                }))
             })
             .collect()
     }
@@ -612,12 +559,12 @@ impl Fleet {
     pub(crate) fn wait_backends(
         &self,
         want: &[usize],
-        draining: u64,
+        draining: usize,
         limit: Duration,
     ) -> Result<Duration, Error> {
-        let mut want_addrs: Vec<String> = want
+        let mut want_addrs: Vec<IpAddr> = want
             .iter()
-            .map(|&j| topo::backend_addr(j).to_string())
+            .map(|&j| IpAddr::V4(topo::backend_addr(j)))
             .collect();
         want_addrs.sort();
         let t0 = Instant::now();
@@ -684,7 +631,7 @@ impl Fleet {
         self.lbs[i].proc_.stop(sig, Duration::from_secs(5));
         let node = self.node.clone();
         self.lbs[i].start(&node, created)?;
-        Ok(status(self.lbs[i].port).is_some_and(|s| s["reopened"].as_bool() == Some(true)))
+        Ok(status(self.lbs[i].port).is_some_and(|s| s.reopened))
     }
 
     /// SIGTERM to backend `j`'s node, waiting up to `limit`; whether it
@@ -767,13 +714,15 @@ fn convergence(f: &Fleet) -> Result<(Vec<f64>, bool), Error> {
     Ok((ms, agree))
 }
 
-/// Runs the fleet section; everything it made is registered in `created`.
+/// Runs the fleet section with the `flowpin-node` binary `node`
+/// ([`node_binary`]); everything it made is registered in `created`.
 pub(crate) fn run(
     quick: bool,
     connections: usize,
+    node: PathBuf,
     created: &mut Created,
 ) -> Result<FleetReport, Error> {
-    let mut f = Fleet::build(created)?;
+    let mut f = Fleet::build(node, created)?;
     let (ms, agree) = convergence(&f)?;
     progress(format!(
         "convergence p50 {:.1} ms, p99 {:.1} ms over {} changes; digests agree: {agree}",
@@ -783,7 +732,7 @@ pub(crate) fn run(
     ));
 
     let idle = if quick { 3.0 } else { 5.0 };
-    progress(format!("idle CPU of node lb 1 over {idle} s"));
+    progress(format!("idle CPU of flowpin-node lb 1 over {idle} s"));
     let pid = f.lbs[0].proc_.pid().ok_or("lb 1 gone")?;
     let a = cpu_ticks(pid)?;
     pause(Duration::from_secs_f64(idle))?;
@@ -811,7 +760,7 @@ pub(crate) fn run(
 /// Prints the fleet's summary lines.
 pub(crate) fn print_summary(r: &FleetReport, to_stderr: bool) {
     let mut out = format!(
-        "\nFleet (etcd + 3 node lb + 5 node backend): convergence p50 {:.1} ms, p99 {:.1} ms over {} changes (3 LBs, {SYNTH_BACKENDS} backends), digests agree: {}; idle node lb CPU {:.2} % over {} s\n",
+        "\nFleet (etcd + 3 flowpin-node lb + 5 flowpin-node backend): convergence p50 {:.1} ms, p99 {:.1} ms over {} changes (3 LBs, {SYNTH_BACKENDS} backends), digests agree: {}; idle flowpin-node lb CPU {:.2} % over {} s\n",
         r.convergence_ms.p50,
         r.convergence_ms.p99,
         r.convergence_changes,
@@ -842,13 +791,19 @@ pub(crate) fn failures(r: &FleetReport) -> Vec<String> {
     v
 }
 
-/// `lab --fleet-only`: runs the fleet section and prints its report.
-pub(crate) fn main(json: bool, quick: bool, connections: usize) -> std::process::ExitCode {
+/// `lab --fleet-only`: runs the fleet section with the `flowpin-node`
+/// binary `node` and prints its report.
+pub(crate) fn main(
+    json: bool,
+    quick: bool,
+    connections: usize,
+    node: PathBuf,
+) -> std::process::ExitCode {
     let mut created = Created {
         bpffs_before: crate::bpffs_entries(),
         ..Created::default()
     };
-    let result = run(quick, connections, &mut created);
+    let result = run(quick, connections, node, &mut created);
     let left = created.leftovers();
     if !left.is_empty() {
         eprintln!("fleet failed: left behind: {}", left.join(", "));

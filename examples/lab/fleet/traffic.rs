@@ -1,9 +1,9 @@
 //! The fleet's traffic scenarios: long-lived connections from the clients
-//! (sock_ops client role) through the router's ECMP over 3 `node lb`
+//! (sock_ops client role) through the router's ECMP over 3 `flowpin-node lb`
 //! processes to the backends, while the fleet changes under them.
 //!
 //! Every run starts from the same state — backends 1-4 registered by their
-//! `node backend` processes, backend 5's server up without a node — sets
+//! `flowpin-node backend` processes, backend 5's server up without a node — sets
 //! the VIP's `server_id` flag in the registry (on or off), opens the
 //! connections, does the scenario's change, keeps pinging 2.8 s (a ping
 //! unanswered 2.5 s is a stall) and counts connections to healthy backends
@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use super::{digests_agree, progress, vip_name, Fleet, LBS, LEASE_TTL_SECS};
+use super::{digests_agree, vip_name, Fleet, LBS, LEASE_TTL_SECS};
+use crate::run::{self, Tally};
 use crate::topo;
-use crate::workload::{Broken, Streams};
+use crate::workload::Streams;
 use crate::{check_interrupted, pause, Created};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -232,20 +233,14 @@ fn run_once(
     quick: bool,
     created: &mut Created,
 ) -> Result<Run, Error> {
-    let mode = if server_id {
-        "server_id on "
-    } else {
-        "server_id off"
-    };
-    let name = kind.name(quick);
-    let tag = |s: &str| format!("{name:<44} [{mode}] {s}");
+    let scenario = run::Run::fleet(kind.name(quick), server_id);
     reset_state(f, created)?;
     f.set_server_id(server_id)?;
     let sid0 = f.sid_routed();
     let streams = Streams::open(&f.topo.client, n)?;
-    progress(tag(&format!(
-        "{n} long-lived connections streaming through {LBS} node lb"
-    )));
+    scenario.progress(format!(
+        "{n} long-lived connections streaming through {LBS} flowpin-node lb"
+    ));
     pause(Duration::from_millis(1000))?;
     let mut run = Run::default();
     let mut unhealthy: Option<u16> = None;
@@ -260,16 +255,14 @@ fn run_once(
                 s.kill();
             }
             unhealthy = Some(CRASHED as u16);
-            progress(tag(
-                "backend 4 host crashed: node backend and server SIGKILLed",
-            ));
+            scenario.progress("backend 4 host crashed: flowpin-node backend and server SIGKILLed");
             let want: Vec<usize> = BASE.iter().copied().filter(|&j| j != CRASHED).collect();
             f.wait_backends(&want, 0, Duration::from_secs(LEASE_TTL_SECS + 10))?;
             run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
-            progress(tag(&format!(
+            scenario.progress(format!(
                 "every LB dropped backend 4 after {:.0} ms (lease TTL {LEASE_TTL_SECS} s)",
                 run.event_ms
-            )));
+            ));
             let target = (LEASE_TTL_SECS as f64 + 1.0) * 1000.0;
             if run.event_ms > target {
                 run.problems.push(format!(
@@ -281,20 +274,22 @@ fn run_once(
         Kind::RegistryDown => {
             let outage = Duration::from_secs(if quick { 5 } else { 30 });
             f.etcd.kill();
-            progress(tag(&format!(
+            scenario.progress(format!(
                 "etcd killed (data directory kept) for {} s",
                 outage.as_secs()
-            )));
+            ));
             pause(outage)?;
             for (i, lb) in f.lbs.iter_mut().enumerate() {
                 if !lb.proc_.running() {
-                    run.problems
-                        .push(format!("node lb {} exited while etcd was down", i + 1));
+                    run.problems.push(format!(
+                        "flowpin-node lb {} exited while etcd was down",
+                        i + 1
+                    ));
                 }
             }
             f.rt.block_on(f.etcd.restart())?;
             let t0 = Instant::now();
-            progress(tag("etcd restarted on its data; backend 5's node started"));
+            scenario.progress("etcd restarted on its data; backend 5's node started");
             // A fresh server after the node's sock_ops (see reset_state).
             f.backends[SPARE].server = None;
             f.start_backend_node(SPARE, created)?;
@@ -303,10 +298,10 @@ fn run_once(
             f.wait_backends(&want, 0, Duration::from_secs(30))?;
             run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
             f.start_server(SPARE, created)?;
-            progress(tag(&format!(
+            scenario.progress(format!(
                 "all LBs converged on 5 backends {:.0} ms after etcd came back",
                 run.event_ms
-            )));
+            ));
         }
         Kind::RollingLbRestart => {
             let t0 = Instant::now();
@@ -318,13 +313,13 @@ fn run_once(
                     Signal::SIGKILL
                 };
                 let reopened = f.restart_lb(i, sig, created)?;
-                progress(tag(&format!(
-                    "node lb {} restarted after {sig}; reopened its pins: {reopened}",
+                scenario.progress(format!(
+                    "flowpin-node lb {} restarted after {sig}; reopened its pins: {reopened}",
                     i + 1
-                )));
+                ));
                 if !reopened {
                     run.problems.push(format!(
-                        "node lb {} did not reopen its pinned data path",
+                        "flowpin-node lb {} did not reopen its pinned data path",
                         i + 1
                     ));
                 }
@@ -339,13 +334,13 @@ fn run_once(
                 n.signal(Signal::SIGTERM);
             }
             f.wait_backends(&BASE, 1, Duration::from_secs(10))?;
-            progress(tag(&format!(
+            scenario.progress(format!(
                 "backend 3 draining on every LB after {:.0} ms; its flows keep flowing 1 s",
                 t0.elapsed().as_secs_f64() * 1000.0
-            )));
+            ));
             pause(Duration::from_millis(1000))?;
             streams.close_to(DRAINED as u16);
-            progress(tag("clients close their connections to backend 3 (FIN)"));
+            scenario.progress("clients close their connections to backend 3 (FIN)");
             let exited = f.backends[DRAINED]
                 .node
                 .take()
@@ -358,10 +353,10 @@ fn run_once(
             }
             let want: Vec<usize> = BASE.iter().copied().filter(|&j| j != DRAINED).collect();
             f.wait_backends(&want, 0, Duration::from_secs(10))?;
-            progress(tag(&format!(
+            scenario.progress(format!(
                 "backend 3 drained, deregistered and gone from every LB after {:.0} ms",
                 run.event_ms
-            )));
+            ));
         }
     }
     // Long enough for a stalled ping to be detected.
@@ -369,35 +364,19 @@ fn run_once(
     let reports = streams.finish();
     run.sid_routed = f.sid_routed().saturating_sub(sid0);
     run.digests_agree = digests_agree(&f.lbs, &vip_name(topo::VIP));
-    let healthy: Vec<_> = reports
-        .iter()
-        .filter(|r| Some(r.backend) != unhealthy)
-        .collect();
-    run.healthy = healthy.len();
-    run.reset = healthy
-        .iter()
-        .filter(|r| r.broken == Some(Broken::Reset))
-        .count();
-    run.stalled = healthy
-        .iter()
-        .filter(|r| r.broken == Some(Broken::Stalled))
-        .count();
+    let t = Tally::of(&reports, unhealthy);
+    (run.healthy, run.reset, run.stalled) = (t.healthy, t.reset, t.stalled);
     run.closed_gracefully = reports.iter().filter(|r| r.closed).count();
-    if reports.iter().all(|r| r.answered == 0) {
-        return Err("no connection ever got an answer: the fleet's data path is broken".into());
-    }
-    if server_id && run.sid_routed == 0 {
-        run.problems
-            .push("server_id routing is on but no packet was routed by server_id".into());
-    }
-    progress(tag(&format!(
+    run.problems
+        .extend(scenario.check(&reports, run.sid_routed)?);
+    scenario.progress(format!(
         "done: {} of {} connections to healthy backends broke ({} reset, {} stalled); digests agree: {}",
         run.reset + run.stalled,
         run.healthy,
         run.reset,
         run.stalled,
         run.digests_agree
-    )));
+    ));
     Ok(run)
 }
 
@@ -416,13 +395,8 @@ pub(crate) fn run_all(
     ];
     let mut rows = Vec::new();
     for (k, &kind) in kinds.iter().enumerate() {
-        let (with, without) = if k % 2 == 0 {
-            let w = run_once(f, kind, true, connections, quick, created)?;
-            (w, run_once(f, kind, false, connections, quick, created)?)
-        } else {
-            let wo = run_once(f, kind, false, connections, quick, created)?;
-            (run_once(f, kind, true, connections, quick, created)?, wo)
-        };
+        let (with, without) =
+            run::both_modes(k, |sid| run_once(f, kind, sid, connections, quick, created))?;
         let (event, target) = kind.timing();
         rows.push(FleetScenario {
             name: kind.name(quick),

@@ -16,11 +16,11 @@ use serde_json::Value;
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trap {
+pub(crate) struct Trap {
     /// Short name (metric label).
-    pub check: &'static str,
+    pub(crate) check: &'static str,
     /// What is wrong and what to do.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 fn ip_json(ns: Option<&Path>, args: &[&str]) -> Option<Value> {
@@ -94,7 +94,12 @@ fn veth_peer(ns: Option<&Path>, me: &Value) -> Option<(Value, Option<PathBuf>)> 
 }
 
 /// LB checks on the interface `xdp_lb` runs on, attached in `native` mode or not.
-pub fn check_lb(ns: Option<&Path>, ifname: &str, native: bool, local_mac: [u8; 6]) -> Vec<Trap> {
+pub(crate) fn check_lb(
+    ns: Option<&Path>,
+    ifname: &str,
+    native: bool,
+    local_mac: [u8; 6],
+) -> Vec<Trap> {
     let mut out = Vec::new();
     let all = links(ns);
     let Some(me) = find_link(&all, |l| {
@@ -160,7 +165,7 @@ pub fn check_lb(ns: Option<&Path>, ifname: &str, native: bool, local_mac: [u8; 6
 
 /// Backend checks: `xdp_decap` is the program on the ingress interface,
 /// the tunnel address is on it, every VIP address is local.
-pub fn check_backend(
+pub(crate) fn check_backend(
     ns: Option<&Path>,
     ifname: &str,
     tunnel_addr: IpAddr,

@@ -2,7 +2,7 @@
 //! its pins and resyncs with the registry, against a real etcd
 //! (`LocalEtcd`), in a network namespace made for the test.
 //!
-//! 1. `node lb` starts with no pins: loads, pins, attaches, applies the
+//! 1. `flowpin-node lb` starts with no pins: loads, pins, attaches, applies the
 //!    registry (one VIP, three backends).
 //! 2. SIGKILL. The pins and the attached program stay; `XdpLb::open_pinned`
 //!    from the test sees the same backends.
@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_progs::xdp_lb::XdpLb;
+use flowpin_node::status::{LbStatus, NodeRole};
 use flowpin_registry::local_etcd::LocalEtcd;
 use flowpin_registry::{
     BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
@@ -55,16 +56,16 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 fn spawn_node(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_node"))
+    Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
         .args(["lb", "--config"])
         .arg(config)
         .stdin(Stdio::null())
         .spawn()
-        .expect("spawn node lb")
+        .expect("spawn flowpin-node lb")
 }
 
 /// Waits for the port file, then for a status whose revision is ≥ `rev`.
-fn wait_status(port_file: &Path, rev: i64) -> serde_json::Value {
+fn wait_status(port_file: &Path, rev: i64) -> LbStatus {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         assert!(
@@ -76,10 +77,10 @@ fn wait_status(port_file: &Path, rev: i64) -> serde_json::Value {
             .and_then(|p| p.trim().parse::<u16>().ok())
         {
             if let Some(body) = http_get(port, "/status") {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
-                    if v["revision"].as_i64().unwrap_or(0) >= rev {
-                        return v;
-                    }
+                let s: LbStatus = serde_json::from_str(&body)
+                    .unwrap_or_else(|e| panic!("/status is not an LbStatus ({e}): {body}"));
+                if s.revision >= rev {
+                    return s;
                 }
             }
         }
@@ -200,13 +201,12 @@ port_file = "{pf}"
     // 1. First start: load, pin, attach, apply.
     cleanup.child = Some(spawn_node(&config));
     let s1 = wait_status(&port_file, rev1);
-    assert_eq!(s1["reopened"], false, "first start must load: {s1}");
+    assert!(!s1.reopened, "first start must load: {s1:?}");
+    assert_eq!(s1.role, NodeRole::Lb);
+    assert_eq!(s1.pid, cleanup.child.as_ref().expect("child").id());
     let vip_name = "10.100.0.1:8080/tcp";
-    let digest1 = s1["vips"][vip_name]["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string();
-    assert_eq!(s1["vips"][vip_name]["backends"], 3, "{s1}");
+    let digest1 = s1.vips[vip_name].digest;
+    assert_eq!(s1.vips[vip_name].backends, 3, "{s1:?}");
     let port: u16 = std::fs::read_to_string(&port_file)
         .expect("port")
         .trim()
@@ -258,9 +258,9 @@ port_file = "{pf}"
     std::fs::remove_file(&port_file).expect("remove port file");
     cleanup.child = Some(spawn_node(&config));
     let s2 = wait_status(&port_file, rev1);
-    assert_eq!(s2["reopened"], true, "restart must reopen the pins: {s2}");
-    assert_eq!(s2["vips"][vip_name]["digest"], digest1.as_str(), "{s2}");
-    assert_eq!(s2["apply_errors"], 0);
+    assert!(s2.reopened, "restart must reopen the pins: {s2:?}");
+    assert_eq!(s2.vips[vip_name].digest, digest1, "{s2:?}");
+    assert_eq!(s2.apply_errors, 0);
 
     // 4. Kill, change the registry while down, restart: resync.
     kill9(&mut cleanup);
@@ -274,11 +274,16 @@ port_file = "{pf}"
     std::fs::remove_file(&port_file).expect("remove port file");
     cleanup.child = Some(spawn_node(&config));
     let s3 = wait_status(&port_file, rev2);
-    assert_eq!(s3["reopened"], true);
-    assert_eq!(s3["vips"][vip_name]["backends"], 4, "{s3}");
-    assert_eq!(s3["vips"][vip_name]["draining"], 1, "{s3}");
-    assert_ne!(s3["vips"][vip_name]["digest"], digest1.as_str());
-    let digest3 = s3["vips"][vip_name]["digest"].clone();
+    assert!(s3.reopened);
+    assert_eq!(s3.vips[vip_name].backends, 4, "{s3:?}");
+    assert_eq!(s3.vips[vip_name].draining, 1, "{s3:?}");
+    assert_ne!(s3.vips[vip_name].digest, digest1);
+    assert_eq!(
+        s3.vips[vip_name].backend_addrs,
+        (1..=4u8).map(addr).collect::<Vec<_>>(),
+        "{s3:?}"
+    );
+    let digest3 = s3.vips[vip_name].digest;
     kill9(&mut cleanup);
     {
         let lb = XdpLb::open_pinned(&pin_dir).expect("open_pinned");
@@ -301,7 +306,7 @@ port_file = "{pf}"
     std::fs::remove_file(&port_file).expect("remove port file");
     cleanup.child = Some(spawn_node(&config));
     let s4 = wait_status(&port_file, rev2);
-    assert_eq!(s4["vips"][vip_name]["digest"], digest3);
+    assert_eq!(s4.vips[vip_name].digest, digest3);
     drop(cleanup);
     assert!(!pin_dir.exists(), "pins left behind");
     drop(host);

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Query {
+pub(crate) enum Query {
     /// Prometheus text format.
     Metrics,
     /// JSON status.
@@ -21,7 +21,7 @@ pub enum Query {
 }
 
 /// A query and where to send the body.
-pub type Request = (Query, oneshot::Sender<String>);
+pub(crate) type Request = (Query, oneshot::Sender<String>);
 
 async fn ask(tx: &mpsc::Sender<Request>, q: Query, content_type: &'static str) -> Response {
     let (rtx, rrx) = oneshot::channel();
@@ -36,7 +36,9 @@ async fn ask(tx: &mpsc::Sender<Request>, q: Query, content_type: &'static str) -
 
 /// Binds `listen` and serves `/metrics` and `/status` in a task. Returns
 /// the bound address (port 0 picks one) and the request stream.
-pub async fn serve(listen: SocketAddr) -> std::io::Result<(SocketAddr, mpsc::Receiver<Request>)> {
+pub(crate) async fn serve(
+    listen: SocketAddr,
+) -> std::io::Result<(SocketAddr, mpsc::Receiver<Request>)> {
     let (tx, rx) = mpsc::channel::<Request>(16);
     let app = Router::new()
         .route(

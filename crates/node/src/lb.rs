@@ -1,4 +1,4 @@
-//! `node lb`: `xdp_lb` on one interface, following the registry.
+//! `flowpin-node lb`: `xdp_lb` on one interface, following the registry.
 //!
 //! Start-up: reopen the pinned data path (`XdpLb::open_pinned`, the link
 //! from `<pin_dir>/link`) if `<pin_dir>/meta` exists, else load, pin and
@@ -15,10 +15,6 @@ use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
 use flowpin_registry::{Registry, RegistryConfig, Snapshot, SnapshotWatch, VipEntry, WatchStats};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -26,8 +22,11 @@ use tracing::{error, info, warn};
 use crate::config::{parse_v4_prefix, LbConfig, OnExit, XdpModeConfig};
 use crate::http::{self, Query};
 use crate::plan::{latest_change_ms, plan, ring_digest, view_of, Step};
+use crate::status::{LbStatus, RingDigest, VipStatus};
 use crate::traps::{check_lb, Trap};
 use crate::NodeError;
+
+mod metrics;
 
 type Result<T> = std::result::Result<T, NodeError>;
 
@@ -143,52 +142,6 @@ fn apply_runtime(lb: &mut XdpLb, cfg: &LbConfig) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VipLabel {
-    vip: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabel {
-    vip: String,
-    route: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendTrafficLabel {
-    vip: String,
-    backend: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendLabel {
-    vip: String,
-    backend: String,
-    server_id: String,
-    state: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DigestLabel {
-    vip: String,
-    digest: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CheckLabel {
-    check: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
 /// Everything the loop keeps besides the data path.
 struct Node {
     cfg: LbConfig,
@@ -301,296 +254,32 @@ impl Node {
         self.change_to_map_write.observe(secs);
     }
 
-    fn status_json(&self) -> String {
-        let vips: serde_json::Map<String, serde_json::Value> = self
+    /// What `/status` answers.
+    fn status(&self) -> LbStatus {
+        let mut st = LbStatus::new(
+            self.revision,
+            self.watch_stats.connected,
+            self.dp.reopened,
+            self.dp.link.mode().to_string(),
+            self.apply_errors,
+        );
+        st.vips = self
             .digests
             .iter()
             .map(|(name, (v, d))| {
-                let backends = self.dp.lb.backends(v).map_or(0, <[_]>::len);
-                let draining = self
-                    .dp
-                    .lb
-                    .backends(v)
-                    .unwrap_or_default()
+                let backends = self.dp.lb.backends(v).unwrap_or_default();
+                let draining = backends
                     .iter()
                     .filter(|b| self.dp.lb.is_draining(v, b.addr))
                     .count();
+                let addrs = backends.iter().map(|b| b.addr).collect();
                 (
                     name.clone(),
-                    serde_json::json!({
-                        "digest": format!("{d:016x}"),
-                        "backends": backends,
-                        "draining": draining,
-                        "backend_addrs": self.dp.lb.backends(v).unwrap_or_default().iter().map(|b| b.addr.to_string()).collect::<Vec<_>>(),
-                    }),
+                    VipStatus::new(RingDigest(*d), addrs, draining),
                 )
             })
             .collect();
-        serde_json::json!({
-            "role": "lb",
-            "pid": std::process::id(),
-            "revision": self.revision,
-            "registry_connected": self.watch_stats.connected,
-            "reopened": self.dp.reopened,
-            "xdp_mode": self.dp.link.mode().to_string(),
-            "apply_errors": self.apply_errors,
-            "vips": vips,
-        })
-        .to_string()
-    }
-
-    fn conn_fill(&mut self) -> Option<usize> {
-        // Reading the table is one lookup per set: cached for 10 s.
-        match self.conn_fill {
-            Some((t, n)) if t.elapsed() < Duration::from_secs(10) => Some(n),
-            _ => {
-                let n = self.dp.lb.connection_table_len().ok()?;
-                self.conn_fill = Some((Instant::now(), n));
-                Some(n)
-            }
-        }
-    }
-
-    fn metrics_text(&mut self) -> String {
-        use prometheus_client::registry::Registry as Prom;
-        let mut reg = Prom::with_prefix("flowpin");
-        let stats = self.dp.lb.stats().ok();
-        let packets = Family::<VipLabel, Counter>::default();
-        let bytes = Family::<VipLabel, Counter>::default();
-        let routes = Family::<RouteLabel, Counter>::default();
-        let sid = Family::<RouteLabel, Counter>::default();
-        if let Some(s) = &stats {
-            for (vip, v) in &s.vips {
-                let name = vip_name(vip);
-                let l = VipLabel { vip: name.clone() };
-                packets.get_or_create(&l).inc_by(v.packets);
-                bytes.get_or_create(&l).inc_by(v.bytes);
-                for (route, n) in [
-                    ("conn_table_hit", v.lru_hit),
-                    ("conn_table_miss", v.lru_miss),
-                    ("ring_new_flow", v.new_flows),
-                    ("server_id", v.sid_routed),
-                    ("quic_long_header", v.quic_long_header),
-                ] {
-                    routes
-                        .get_or_create(&RouteLabel {
-                            vip: name.clone(),
-                            route,
-                        })
-                        .inc_by(n);
-                }
-                for (route, n) in [
-                    ("routed", v.sid_routed),
-                    ("fallback_unknown", v.sid_fallback_unknown),
-                    ("fallback_removed", v.sid_fallback_removed),
-                    ("fallback_zero", v.sid_fallback_zero),
-                    ("fallback_malformed", v.sid_fallback_malformed),
-                    ("missing", v.sid_missing),
-                ] {
-                    sid.get_or_create(&RouteLabel {
-                        vip: name.clone(),
-                        route,
-                    })
-                    .inc_by(n);
-                }
-            }
-        }
-        reg.register(
-            "lb_vip_packets",
-            "Packets matched to the VIP (all CPUs)",
-            packets,
-        );
-        reg.register(
-            "lb_vip_bytes",
-            "Bytes of those packets, frame length as received",
-            bytes,
-        );
-        reg.register(
-            "lb_vip_route",
-            "How each VIP packet found its backend",
-            routes,
-        );
-        reg.register(
-            "lb_server_id",
-            "server_id decisions per VIP: routed, or why it fell back to the connection table / ring (fallback_removed: the id of a backend removed from the VIP)",
-            sid,
-        );
-        let drops = Family::<ReasonLabel, Counter>::default();
-        if let Some(s) = &stats {
-            let g = &s.global;
-            for (reason, n) in [
-                ("malformed", g.drop_malformed),
-                ("unknown_backend", g.drop_unknown_backend),
-                ("too_big", g.drop_too_big),
-                ("encap_error", g.encap_error),
-            ] {
-                drops.get_or_create(&ReasonLabel { reason }).inc_by(n);
-            }
-        }
-        reg.register("lb_drops", "Packets dropped by xdp_lb, by reason", drops);
-        let backends = Family::<BackendLabel, Gauge>::default();
-        let slots = Family::<VipLabel, Gauge>::default();
-        let be_packets = Family::<BackendTrafficLabel, Counter>::default();
-        let be_bytes = Family::<BackendTrafficLabel, Counter>::default();
-        for (name, (vip, _)) in &self.digests {
-            let name = name.clone();
-            for b in self.dp.lb.backends(vip).unwrap_or_default() {
-                // One index (one set of counters) per backend address, even
-                // when several VIPs share it.
-                if let Ok(s) = self.dp.lb.backend_stats(b.addr) {
-                    let l = BackendTrafficLabel {
-                        vip: name.clone(),
-                        backend: b.addr.to_string(),
-                    };
-                    be_packets.get_or_create(&l).inc_by(s.packets);
-                    be_bytes.get_or_create(&l).inc_by(s.bytes);
-                }
-                let state = if self.dp.lb.is_draining(vip, b.addr) {
-                    "draining"
-                } else {
-                    "active"
-                };
-                backends
-                    .get_or_create(&BackendLabel {
-                        vip: name.clone(),
-                        backend: b.addr.to_string(),
-                        server_id: b.server_id.map_or("0".into(), |s| s.to_string()),
-                        state,
-                    })
-                    .set(i64::from(b.weight as i32));
-            }
-            slots.get_or_create(&VipLabel { vip: name }).set(
-                self.dp
-                    .lb
-                    .state()
-                    .ring_addrs(vip)
-                    .iter()
-                    .filter(|s| s.is_some())
-                    .count() as i64,
-            );
-        }
-        reg.register(
-            "lb_backend_weight",
-            "Backends as the LB holds them (value: weight)",
-            backends,
-        );
-        reg.register(
-            "backend_packets",
-            "Packets forwarded to the backend (a backend address shared by several VIPs has one counter, repeated under each VIP)",
-            be_packets,
-        );
-        reg.register(
-            "backend_bytes",
-            "Bytes of those packets, frame length as received (before encapsulation)",
-            be_bytes,
-        );
-        reg.register(
-            "lb_ring_slots_filled",
-            "Ring slots pointing at a backend",
-            slots,
-        );
-        let digests = Family::<DigestLabel, Gauge>::default();
-        for (name, (_, d)) in &self.digests {
-            digests
-                .get_or_create(&DigestLabel {
-                    vip: name.clone(),
-                    digest: format!("{d:016x}"),
-                })
-                .set(1);
-        }
-        reg.register(
-            "lb_ring_digest",
-            "Ring digest per VIP (label), SipHash-1-3 of every slot's backend",
-            digests,
-        );
-        let fill = Gauge::<i64>::default();
-        let cap = Gauge::<i64>::default();
-        cap.set(i64::from(self.dp.lb.lru_entries()));
-        if let Some(n) = self.conn_fill() {
-            fill.set(n as i64);
-        }
-        reg.register(
-            "lb_conn_table_entries",
-            "Flows in the connection table (read at most every 10 s)",
-            fill,
-        );
-        reg.register(
-            "lb_conn_table_capacity",
-            "Flows the connection table holds",
-            cap,
-        );
-        let rev = Gauge::<i64>::default();
-        rev.set(self.revision);
-        reg.register(
-            "registry_revision_applied",
-            "etcd revision of the last snapshot applied",
-            rev,
-        );
-        let conn = Gauge::<i64>::default();
-        conn.set(i64::from(self.watch_stats.connected));
-        reg.register(
-            "registry_connected",
-            "1 while the registry watch is connected to etcd",
-            conn,
-        );
-        let rejected = Family::<KindLabel, Counter>::default();
-        for (kind, n) in self.watch_stats.reject_counts.iter() {
-            rejected
-                .get_or_create(&KindLabel {
-                    kind: kind.as_str(),
-                })
-                .inc_by(n);
-        }
-        reg.register(
-            "registry_rejected",
-            "Registry entries rejected, by kind",
-            rejected,
-        );
-        let reconnects = Counter::<u64>::default();
-        reconnects.inc_by(self.watch_stats.reconnects);
-        reg.register(
-            "registry_reconnects",
-            "Watch reconnections to etcd",
-            reconnects,
-        );
-        reg.register(
-            "lb_apply_seconds",
-            "Registry snapshot delivered by the watch until its last map write",
-            self.apply_seconds.clone(),
-        );
-        reg.register(
-            "registry_change_to_map_write_seconds",
-            "etcd write of a changed entry (its updated_at_ms, the writer's clock) until the LB's last map write for it (this host's clock; needs NTP-synced clocks)",
-            self.change_to_map_write.clone(),
-        );
-        let negative = Counter::<u64>::default();
-        negative.inc_by(self.change_to_map_write_negative);
-        reg.register(
-            "registry_change_to_map_write_negative",
-            "Change-to-map-write times that were negative (clocks out of sync) and observed as 0",
-            negative,
-        );
-        let errs = Counter::<u64>::default();
-        errs.inc_by(self.apply_errors);
-        reg.register(
-            "lb_apply_errors",
-            "Snapshot applications that failed (re-planned)",
-            errs,
-        );
-        let traps = Family::<CheckLabel, Gauge>::default();
-        for t in &self.traps {
-            traps.get_or_create(&CheckLabel { check: t.check }).set(1);
-        }
-        reg.register(
-            "node_deployment_warning",
-            "Deployment traps found at start-up (see the log)",
-            traps,
-        );
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
-            error!(error = %e, "metrics encoding failed");
-        }
-        out
+        st
     }
 }
 
@@ -642,7 +331,7 @@ fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
     }
 }
 
-/// Runs `node lb` until SIGTERM / SIGINT.
+/// Runs `flowpin-node lb` until SIGTERM / SIGINT.
 pub async fn run(config_path: &Path) -> Result<()> {
     let cfg = LbConfig::load(config_path)?;
     let mut dp = open_or_load(&cfg)?;
@@ -735,7 +424,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
 fn answer(node: &mut Node, q: Query, tx: tokio::sync::oneshot::Sender<String>) {
     let body = match q {
         Query::Metrics => node.metrics_text(),
-        Query::Status => node.status_json(),
+        Query::Status => serde_json::to_string(&node.status()).unwrap_or_else(|e| {
+            error!(error = %e, "status encoding failed");
+            String::new()
+        }),
     };
     let _ = tx.send(body);
 }
