@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::xdp_attach::{XdpLink, XdpTarget};
 use flowpin_bpf_progs::xdp_lb::{LbStats, VipFlags, XdpLb, XdpLbConfig};
 
@@ -102,7 +103,7 @@ pub(crate) fn child_main(a: ControlArgs) -> Result<(), Error> {
         };
         lb.add_vip(crate::vip(), flags)?;
         lb.set_backends(&crate::vip(), &crate::backends(&crate::INITIAL_RING))?;
-        let link = lb.attach(XdpTarget::ifname_in_netns(topo::LB_IF, &a.netns))?;
+        let mut link = lb.attach(XdpTarget::ifname_in_netns(topo::LB_IF, &a.netns))?;
         lb.pin(&a.pin_dir)?;
         link.pin(a.pin_dir.join("link"))?;
         (lb, link)

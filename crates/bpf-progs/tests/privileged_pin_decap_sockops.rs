@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::pin::prog_id;
 use flowpin_bpf_progs::sockops_server_id::{
     Role, ServerIdOps, ServerIdOpsConfig, ServerIdOpsError, SockopsLink,
@@ -82,7 +83,7 @@ fn privileged_pinned_decap_reopens_and_upgrades() {
     {
         let d = XdpDecap::load(XdpDecapConfig::default().max_tunnel_addrs(8)).unwrap();
         d.add_tunnel_addr(tun.into()).unwrap();
-        let link = d
+        let mut link = d
             .attach(XdpTarget::ifname_in_netns("d0", ns.path()))
             .unwrap();
         d.pin(&dir.0).unwrap();

@@ -242,6 +242,7 @@ impl From<[u64; sel::DROP_REASONS]> for Drops {
 
 /// Counters of one generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GenerationStats {
     /// The generation.
     pub gen: Generation,
@@ -263,6 +264,7 @@ pub struct GenerationStats {
 
 /// Counters of the whole group.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupStats {
     /// Per generation (retired ones included until their index is reused), oldest first.
     pub generations: Vec<GenerationStats>,
@@ -338,7 +340,7 @@ impl ReuseportGroup {
             .cid_sock_offset(config.cid_sock_offset)
             .flow_table_size(config.flow_table_size)
             .drain(config.drain_deadline, config.drain_idle);
-        let mut prog =
+        let prog =
             SkReuseportSelect::load(cfg.clone()).map_err(kernel("loading the program"))?;
         // The directory only once nothing but pinning can fail: an error
         // before this point leaves nothing behind on bpffs.

@@ -42,6 +42,9 @@ pub enum NodeError {
     /// A kernel call (pins, namespaces).
     #[error(transparent)]
     Kernel(#[from] flowpin_bpf_progs::error::KernelError),
+    /// A link verb (pin, reopen from its pin).
+    #[error(transparent)]
+    Link(#[from] flowpin_bpf_progs::link::LinkError),
     /// The registry.
     #[error(transparent)]
     Registry(#[from] flowpin_registry::Error),

@@ -20,7 +20,8 @@
 //! This is the thin kernel layer, in the shape shared by every program of
 //! the crate: [`SkLookupConfig`] → [`SkLookup::load`] →
 //! [`SkLookup::attach`] → [`SkLookupLink`] (a BPF link: detaches on drop
-//! unless pinned; [`SkLookupLink::pin`] / [`SkLookupLink::from_pinned`]) →
+//! unless pinned; the [`Link`](crate::link::Link) verbs and
+//! [`SkLookupLink::from_pinned`]) →
 //! [`SkLookup::stats`]. Map layouts are the skeleton's generated types
 //! ([`types`]). Bindings, labels and registration rules live in the
 //! `flowpin-sk-lookup` crate.
@@ -51,13 +52,16 @@ mod link;
 mod maps;
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
+use libbpf_rs::skel::SkelBuilder;
+use libbpf_rs::{MapCore, MapHandle};
+
+use crate::pinned_maps::{self, MapTable};
 
 pub use error::{KernelError, SkLookupError};
+pub use crate::link::Link;
 pub use link::{NetnsRef, SkLookupLink};
 pub use maps::{label_key, summary_of, Destination, LabelStats, SkLookupStats, READ_BATCH};
 
@@ -116,18 +120,6 @@ pub fn summary_shift(udp: bool, v6: bool) -> u32 {
 pub const IPPROTO_TCP: u8 = 6;
 /// `IPPROTO_UDP`.
 pub const IPPROTO_UDP: u8 = 17;
-
-/// Files pinned by [`SkLookup::pin`] under its directory.
-pub const PIN_NAMES: [&str; 8] = [
-    "prog",
-    "bindings",
-    "hosts",
-    "summary",
-    "destinations",
-    "labels",
-    "dest_meta",
-    "stats",
-];
 
 type Result<T> = std::result::Result<T, SkLookupError>;
 
@@ -202,18 +194,26 @@ impl SkLookupConfig {
     }
 }
 
-/// The loaded program and its maps, held as plain fds: the same type serves
-/// the process that loaded it and processes that re-open its pins.
-#[derive(Debug)]
-pub struct SkLookup {
-    prog: ProgramHandle,
-    bindings: MapHandle,
-    hosts: MapHandle,
-    summary: MapHandle,
-    destinations: MapHandle,
-    labels: MapHandle,
-    dest_meta: MapHandle,
-    stats: MapHandle,
+crate::pinned_maps::map_table! {
+    /// The loaded program and its maps, held as plain fds: the same type serves
+    /// the process that loaded it and processes that re-open its pins.
+    #[derive(Debug)]
+    pub struct SkLookup {
+        bindings: Map,
+        hosts: Map,
+        summary: Map,
+        destinations: Map,
+        labels: Map,
+        dest_meta: Map,
+        stats: Map,
+    }
+    extra {
+        prog: OwnedFd,
+        prog_id: u32,
+    }
+    pin_names:
+        /// Files pinned by [`SkLookup::pin`] under its directory: the maps, then `prog`.
+        pub const PIN_NAMES;
 }
 
 const LOAD_HINT: &str =
@@ -235,85 +235,32 @@ impl SkLookup {
             .hosts
             .set_max_entries(config.max_bindings)
             .map_err(|e| KernelError::libbpf("map hosts", "set_max_entries", &e, ""))?;
-        let skel = open
-            .load()
-            .map_err(|e| KernelError::libbpf("object sk_lookup", "load", &e, LOAD_HINT))?;
-        let h = |m: &libbpf_rs::Map<'_>, name: &'static str| {
-            MapHandle::try_from(m)
-                .map_err(|e| SkLookupError::from(KernelError::libbpf(name, "dup fd", &e, "")))
-        };
-        Ok(SkLookup {
-            prog: ProgramHandle::try_from(&skel.progs.flowpin_sk_lookup)
-                .map_err(|e| KernelError::libbpf("program flowpin_sk_lookup", "dup fd", &e, ""))?,
-            bindings: h(&skel.maps.bindings, "map bindings")?,
-            hosts: h(&skel.maps.hosts, "map hosts")?,
-            summary: h(&skel.maps.summary, "map summary")?,
-            destinations: h(&skel.maps.destinations, "map destinations")?,
-            labels: h(&skel.maps.labels, "map labels")?,
-            dest_meta: h(&skel.maps.dest_meta, "map dest_meta")?,
-            stats: h(&skel.maps.stats, "map stats")?,
-        })
+        Ok(pinned_maps::load(
+            open,
+            None::<&Self>,
+            "flowpin_sk_lookup",
+            LOAD_HINT,
+            |prog, obj| {
+                let id = crate::pin::prog_id(prog.as_fd())?;
+                Self::try_build(pinned_maps::from_object(obj), prog, id)
+            },
+        )?)
     }
 
     /// Pins the program and every map under `dir` (an existing bpffs
     /// directory): `dir/prog`, `dir/bindings`, ... ([`PIN_NAMES`]).
-    pub fn pin(&mut self, dir: &Path) -> Result<()> {
-        const HINT: &str = "EEXIST: something is pinned there already; ENOENT: the directory does not exist; EPERM: not on bpffs or not root";
-        let p = |n: &str| dir.join(n);
-        let err = |n: &str, e: libbpf_rs::Error| {
-            SkLookupError::from(KernelError::libbpf(
-                format!("pin {}", p(n).display()),
-                "pin",
-                &e,
-                HINT,
-            ))
-        };
-        self.prog.pin(p("prog")).map_err(|e| err("prog", e))?;
-        self.bindings
-            .pin(p("bindings"))
-            .map_err(|e| err("bindings", e))?;
-        self.hosts.pin(p("hosts")).map_err(|e| err("hosts", e))?;
-        self.summary
-            .pin(p("summary"))
-            .map_err(|e| err("summary", e))?;
-        self.destinations
-            .pin(p("destinations"))
-            .map_err(|e| err("destinations", e))?;
-        self.labels.pin(p("labels")).map_err(|e| err("labels", e))?;
-        self.dest_meta
-            .pin(p("dest_meta"))
-            .map_err(|e| err("dest_meta", e))?;
-        self.stats.pin(p("stats")).map_err(|e| err("stats", e))?;
-        Ok(())
+    pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
+        Ok(pinned_maps::pin_into(dir.as_ref(), self, self.prog.as_fd())?)
     }
 
     /// Re-opens a program and maps pinned by [`pin`](Self::pin) (in this or
-    /// another process) and checks that their layout is this build's.
-    pub fn from_pinned(dir: &Path) -> Result<Self> {
-        const HINT: &str = "ENOENT: nothing pinned there (created by SkLookup::pin?)";
-        let p = |n: &str| dir.join(n);
-        let m = |n: &str| {
-            MapHandle::from_pinned_path(p(n)).map_err(|e| {
-                SkLookupError::from(KernelError::libbpf(
-                    format!("pin {}", p(n).display()),
-                    "open",
-                    &e,
-                    HINT,
-                ))
-            })
-        };
-        let this = SkLookup {
-            prog: ProgramHandle::from_pinned_path(p("prog")).map_err(|e| {
-                KernelError::libbpf(format!("pin {}", p("prog").display()), "open", &e, HINT)
-            })?,
-            bindings: m("bindings")?,
-            hosts: m("hosts")?,
-            summary: m("summary")?,
-            destinations: m("destinations")?,
-            labels: m("labels")?,
-            dest_meta: m("dest_meta")?,
-            stats: m("stats")?,
-        };
+    /// another process) and checks that their layout is this build's;
+    /// [`SkLookupError::NotPinned`] if nothing is pinned there.
+    pub fn from_pinned(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let prog = crate::pin::open_pinned_fd(dir.join(pinned_maps::PROG_PIN))?;
+        let id = crate::pin::prog_id(prog.as_fd())?;
+        let this = Self::try_build(pinned_maps::pinned_at(dir), prog, id)?;
         this.check_layout()?;
         Ok(this)
     }
@@ -421,17 +368,8 @@ impl SkLookup {
 
     /// Removes the pins under `dir` (missing ones are fine) and the
     /// directory if it is then empty.
-    pub fn unpin(dir: &Path) -> std::io::Result<()> {
-        for n in PIN_NAMES {
-            match std::fs::remove_file(dir.join(n)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        match std::fs::remove_dir(dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+    pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
+        Ok(pinned_maps::unpin_from::<Self>(dir.as_ref())?)
     }
 
     /// The program's fd (e.g. to attach it yourself).
@@ -441,7 +379,14 @@ impl SkLookup {
 
     /// The program's kernel id.
     pub fn program_id(&self) -> u32 {
-        self.prog.id()
+        self.prog_id
+    }
+
+    /// One of the program's maps by its pin name ([`PIN_NAMES`]), for
+    /// users who go lower (a [`libbpf_rs::MapHandle`] of the libbpf-rs this
+    /// crate re-exports).
+    pub fn map(&self, name: &str) -> Option<&MapHandle> {
+        self.map_named(name)
     }
 
     /// The bindings trie.

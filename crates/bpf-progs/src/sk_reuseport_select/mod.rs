@@ -17,8 +17,11 @@
 //! replaces it. The [`ReuseportLink`] that `attach` returns is therefore
 //! the one link of this crate that does **not** detach on drop (dropping a
 //! process's handle must not take the program away from the other
-//! processes of the group); [`ReuseportLink::detach`] detaches explicitly
-//! (`SO_DETACH_REUSEPORT_BPF` through a socket of the group). The program is loaded from section `sk_reuseport/migrate`,
+//! processes of the group, like a link pinned to the group);
+//! [`Link::detach`](crate::link::Link::detach) detaches explicitly
+//! (`SO_DETACH_REUSEPORT_BPF` through the socket the link keeps) and
+//! [`Link::update_program`](crate::link::Link::update_program) swaps the
+//! group's program. The program is loaded from section `sk_reuseport/migrate`,
 //! so its `expected_attach_type` is `BPF_SK_REUSEPORT_SELECT_OR_MIGRATE`
 //! (Linux ≥ 5.14): the kernel also runs it when a listener closes, and it
 //! moves the requests of the closed listener's queues to the live generation
@@ -36,13 +39,14 @@
 //! | `stats` | `PERCPU_ARRAY[MAX_GENS + 1]` | per generation index; the last is "no generation" |
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
+use libbpf_rs::skel::SkelBuilder;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
+use crate::pinned_maps::{self, MapTable};
 use crate::skel::sk_reuseport_select::types::{
     fp_rp_config, fp_rp_flow, fp_rp_flow_key, fp_rp_gen, fp_rp_stats,
 };
@@ -55,6 +59,7 @@ mod types;
 
 pub use error::SelectError;
 pub use flowpin_bpf_abi::reuseport::{sock_key, MAX_GENS, MAX_SLOTS, SOCKS, STATS_NO_GEN};
+pub use crate::link::Link;
 pub use link::ReuseportLink;
 pub use types::{
     FlowEntry, GenEntry, Proto, RawGenState, RawStats, SelectConfig, SelectMode, CID_MAX_OFFSET,
@@ -63,26 +68,26 @@ pub use types::{
 
 type Result<T> = std::result::Result<T, SelectError>;
 
-/// `SO_ATTACH_REUSEPORT_EBPF` (asm-generic value; not exported by `libc` for glibc targets).
-const SO_ATTACH_REUSEPORT_EBPF: nix::libc::c_int = 52;
-
-const PIN_HINT: &str = "EEXIST: something is already pinned there, remove it; ENOENT: no such pin or directory; EPERM/EACCES: need root, and the directory must be on bpffs";
-
-/// Files pinned under a group's directory.
-pub const PIN_NAMES: [&str; 7] = ["prog", "socks", "live", "config", "gens", "flows", "stats"];
-
-/// The loaded program and its maps, held as plain fds (no skeleton lifetime),
-/// so the same type serves the process that loaded it and processes that
-/// re-open its pins.
-#[derive(Debug)]
-pub struct SkReuseportSelect {
-    prog: ProgramHandle,
-    socks: MapHandle,
-    live: MapHandle,
-    config: MapHandle,
-    gens: MapHandle,
-    flows: MapHandle,
-    stats: MapHandle,
+crate::pinned_maps::map_table! {
+    /// The loaded program and its maps, held as plain fds (no skeleton lifetime),
+    /// so the same type serves the process that loaded it and processes that
+    /// re-open its pins.
+    #[derive(Debug)]
+    pub struct SkReuseportSelect {
+        socks: Map,
+        live: Map,
+        config: Map,
+        gens: Map,
+        flows: Map,
+        stats: Map,
+    }
+    extra {
+        prog: OwnedFd,
+        prog_id: u32,
+    }
+    pin_names:
+        /// Files pinned under a group's directory: the maps, then `prog`.
+        pub const PIN_NAMES;
 }
 
 fn read_pod<T: CStruct>(map: &'static str, b: &[u8]) -> Result<T> {
@@ -138,66 +143,34 @@ impl SkReuseportSelect {
             .flows
             .set_max_entries(cfg.flow_table_size)
             .map_err(KernelError::map("flows", "set_max_entries"))?;
-        let skel = open.load().map_err(KernelError::object(
-            "program sk_reuseport_select",
-            "load",
+        let this = pinned_maps::load(
+            open,
+            None::<&Self>,
+            "flowpin_select",
             "needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.14",
-        ))?;
-        let h = |m: &libbpf_rs::Map<'_>, name: &'static str| {
-            MapHandle::try_from(m).map_err(KernelError::map(name, "dup"))
-        };
-        let this = SkReuseportSelect {
-            prog: ProgramHandle::try_from(&skel.progs.flowpin_select)
-                .map_err(|e| KernelError::libbpf("program sk_reuseport_select", "dup", &e, ""))?,
-            socks: h(&skel.maps.socks, "socks")?,
-            live: h(&skel.maps.live, "live")?,
-            config: h(&skel.maps.config, "config")?,
-            gens: h(&skel.maps.gens, "gens")?,
-            flows: h(&skel.maps.flows, "flows")?,
-            stats: h(&skel.maps.stats, "stats")?,
-        };
+            |prog, obj| {
+                let id = crate::pin::prog_id(prog.as_fd())?;
+                Self::try_build(pinned_maps::from_object(obj), prog, id)
+            },
+        )?;
         this.set_config(cfg)?;
         Ok(this)
     }
 
     /// Pins the program and every map under `dir` (a bpffs directory that
     /// must exist): `dir/prog`, `dir/socks`, ... (see [`PIN_NAMES`]).
-    pub fn pin(&mut self, dir: &Path) -> Result<()> {
-        let p = |n: &str| dir.join(n);
-        let pin_err = |path: PathBuf| {
-            move |e: libbpf_rs::Error| -> SelectError {
-                KernelError::libbpf(format!("pin {}", path.display()), "pin", &e, PIN_HINT).into()
-            }
-        };
-        self.prog.pin(p("prog")).map_err(pin_err(p("prog")))?;
-        self.socks.pin(p("socks")).map_err(pin_err(p("socks")))?;
-        self.live.pin(p("live")).map_err(pin_err(p("live")))?;
-        self.config.pin(p("config")).map_err(pin_err(p("config")))?;
-        self.gens.pin(p("gens")).map_err(pin_err(p("gens")))?;
-        self.flows.pin(p("flows")).map_err(pin_err(p("flows")))?;
-        self.stats.pin(p("stats")).map_err(pin_err(p("stats")))?;
-        Ok(())
+    pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
+        Ok(pinned_maps::pin_into(dir.as_ref(), self, self.prog.as_fd())?)
     }
 
     /// Re-opens a program and maps pinned by [`pin`](Self::pin) (in this
-    /// or another process) and checks their layout.
-    pub fn from_pinned(dir: &Path) -> Result<Self> {
-        let p = |n: &str| dir.join(n);
-        let open_err = |path: PathBuf| {
-            move |e: libbpf_rs::Error| -> SelectError {
-                KernelError::libbpf(format!("pin {}", path.display()), "open", &e, PIN_HINT).into()
-            }
-        };
-        let m = |n: &str| MapHandle::from_pinned_path(p(n)).map_err(open_err(p(n)));
-        let this = SkReuseportSelect {
-            prog: ProgramHandle::from_pinned_path(p("prog")).map_err(open_err(p("prog")))?,
-            socks: m("socks")?,
-            live: m("live")?,
-            config: m("config")?,
-            gens: m("gens")?,
-            flows: m("flows")?,
-            stats: m("stats")?,
-        };
+    /// or another process) and checks their layout;
+    /// [`SelectError::NotPinned`] if nothing is pinned there.
+    pub fn from_pinned(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let prog = crate::pin::open_pinned_fd(dir.join(pinned_maps::PROG_PIN))?;
+        let id = crate::pin::prog_id(prog.as_fd())?;
+        let this = Self::try_build(pinned_maps::pinned_at(dir), prog, id)?;
         let checks: [(&'static str, usize, usize); 5] = [
             ("socks", this.socks.value_size() as usize, 8),
             (
@@ -244,19 +217,8 @@ impl SkReuseportSelect {
 
     /// Removes the pins under `dir` (missing ones are ignored) and the
     /// directory itself if it is then empty.
-    pub fn unpin(dir: &Path) -> std::io::Result<()> {
-        for n in PIN_NAMES {
-            match std::fs::remove_file(dir.join(n)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        match std::fs::remove_dir(dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+    pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
+        Ok(pinned_maps::unpin_from::<Self>(dir.as_ref())?)
     }
 
     /// Attaches the program to the reuseport group of `sock` with
@@ -264,28 +226,11 @@ impl SkReuseportSelect {
     /// stays attached while a socket of the group lives: see the module
     /// docs for why the returned link does not detach on drop.
     pub fn attach(&self, sock: BorrowedFd<'_>) -> Result<ReuseportLink> {
-        let fd: nix::libc::c_int = self.prog.as_fd().as_raw_fd();
-        // SAFETY: setsockopt with a valid socket fd (borrowed for the call),
-        // a pointer to a live c_int and its exact size.
-        let rc = unsafe {
-            nix::libc::setsockopt(
-                sock.as_raw_fd(),
-                nix::libc::SOL_SOCKET,
-                SO_ATTACH_REUSEPORT_EBPF,
-                (&fd as *const nix::libc::c_int).cast(),
-                std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(KernelError::io(
-                format!("socket fd {}", sock.as_raw_fd()),
-                "setsockopt(SO_ATTACH_REUSEPORT_EBPF)",
-                &std::io::Error::last_os_error(),
-                "the socket must be a SO_REUSEPORT TCP/UDP socket",
-            )
-            .into());
-        }
-        Ok(ReuseportLink::new(self.prog.id()))
+        Ok(ReuseportLink::attach(
+            sock,
+            self.prog.as_fd(),
+            self.prog_id,
+        )?)
     }
 
     /// The program's fd.
@@ -295,22 +240,15 @@ impl SkReuseportSelect {
 
     /// One of the program's maps by its pin name (`socks`, `live`,
     /// `config`, `gens`, `flows`, `stats`; see the module docs), for users
-    /// who go lower.
+    /// who go lower (a [`libbpf_rs::MapHandle`] of the libbpf-rs this crate
+    /// re-exports).
     pub fn map(&self, name: &str) -> Option<&MapHandle> {
-        Some(match name {
-            "socks" => &self.socks,
-            "live" => &self.live,
-            "config" => &self.config,
-            "gens" => &self.gens,
-            "flows" => &self.flows,
-            "stats" => &self.stats,
-            _ => return None,
-        })
+        self.map_named(name)
     }
 
     /// The program's kernel id.
-    pub fn prog_id(&self) -> u32 {
-        self.prog.id()
+    pub fn program_id(&self) -> u32 {
+        self.prog_id
     }
 
     /// Writes `cfg` to the `config` map (flow-table size is fixed at load and ignored here).
