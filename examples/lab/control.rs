@@ -86,7 +86,7 @@ pub(crate) fn child_main(a: ControlArgs) -> Result<(), Error> {
     let t = Instant::now();
     let (mut lb, link) = if a.reopen {
         let lb = XdpLb::open_pinned(&a.pin_dir)?;
-        let link = XdpLink::from_pinned(a.pin_dir.join("link"))?;
+        let link = XdpLink::from_pinned_in_netns(a.pin_dir.join("link"), &a.netns)?;
         (lb, link)
     } else {
         // The same LB as the lab's in-process ones (main.rs `start_lb`).

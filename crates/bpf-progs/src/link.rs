@@ -47,7 +47,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::KernelError;
 
-
 /// Errors of the [`Link`] verbs and of reopening a pinned link.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -329,7 +328,9 @@ macro_rules! delegate_link {
             fn detach(&mut self) -> ::std::result::Result<(), $crate::link::LinkError> {
                 self.$field.detach()
             }
-            fn info(&self) -> ::std::result::Result<$crate::link::LinkInfo, $crate::link::LinkError> {
+            fn info(
+                &self,
+            ) -> ::std::result::Result<$crate::link::LinkInfo, $crate::link::LinkError> {
                 self.$field.info()
             }
         }

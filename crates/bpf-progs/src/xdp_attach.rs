@@ -149,11 +149,8 @@ impl XdpLink {
     }
 
     fn open_pinned(path: &Path) -> Result<(BpfLink, u32, u32), LinkError> {
-        let (link, info) = BpfLink::from_pinned(
-            path,
-            libbpf_rs::libbpf_sys::BPF_LINK_TYPE_XDP,
-            "xdp link",
-        )?;
+        let (link, info) =
+            BpfLink::from_pinned(path, libbpf_rs::libbpf_sys::BPF_LINK_TYPE_XDP, "xdp link")?;
         // SAFETY: from_pinned checked type_ is BPF_LINK_TYPE_XDP, so the xdp member is the one the kernel filled.
         let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
         Ok((link, ifindex, info.prog_id))
@@ -236,13 +233,13 @@ impl XdpTarget {
     /// `/proc/<pid>/ns/net`). The name is resolved and the link created by
     /// a short-lived thread inside that namespace; the link then lives on
     /// in the caller.
-    pub fn ifname_in_netns(name: impl Into<String>, netns: impl Into<PathBuf>) -> Self {
+    pub fn ifname_in_netns(name: impl Into<String>, netns: impl AsRef<Path>) -> Self {
         XdpTarget::ifname(name).in_netns(netns)
     }
 
     /// The same interface, in the network namespace at `netns`.
-    pub fn in_netns(mut self, netns: impl Into<PathBuf>) -> Self {
-        self.netns = Some(netns.into());
+    pub fn in_netns(mut self, netns: impl AsRef<Path>) -> Self {
+        self.netns = Some(netns.as_ref().to_path_buf());
         self
     }
 

@@ -52,11 +52,11 @@ use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
+pub use crate::link::Link;
 use crate::pinned_maps::{self, MapTable};
 use crate::skel::xdp_decap::types::decap_stats;
 use crate::skel::xdp_decap::XdpDecapSkelBuilder;
 use crate::xdp_attach::{attach_xdp, xdp_test_run};
-pub use crate::link::Link;
 pub use crate::xdp_attach::{
     XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTarget, XdpTestRun, XdpVerdict,
 };
@@ -80,7 +80,7 @@ pub enum XdpDecapError {
         /// The missing pin or pin directory.
         path: std::path::PathBuf,
     },
-    /// A [`Link`](crate::link::Link) verb failed (pin, update, detach).
+    /// A [`Link`] verb failed (pin, update, detach).
     #[error(transparent)]
     Link(#[from] crate::link::LinkError),
     /// The pin directory holds a layout this build cannot use.
@@ -306,7 +306,7 @@ impl XdpDecap {
 
     /// Pins the program and its maps under `dir` (created on bpffs, pins
     /// 0600), so the tunnel addresses outlive this process. Pin the link
-    /// from [`attach`](Self::attach) with [`Link::pin`](crate::link::Link::pin),
+    /// from [`attach`](Self::attach) with [`Link::pin`],
     /// conventionally as `dir/link`.
     pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();

@@ -88,7 +88,11 @@ fn verbs<F: Fixture>(f: &F, tag: &str) {
     assert_eq!(f.running(), Some(a), "{tag}: attached");
     let info: LinkInfo = link.info().unwrap();
     assert_eq!(info.program_id, a);
-    assert_eq!(info.id.is_some(), F::PINNABLE, "{tag}: a kernel link has an id");
+    assert_eq!(
+        info.id.is_some(),
+        F::PINNABLE,
+        "{tag}: a kernel link has an id"
+    );
     f.check_target(info.target);
     assert_eq!(link.pin_path(), None);
 
@@ -142,7 +146,11 @@ fn verbs<F: Fixture>(f: &F, tag: &str) {
     assert_eq!(f.running(), Some(a));
     drop(link);
     if F::PINNABLE {
-        assert_eq!(f.running(), None, "{tag}: an unpinned link survived its drop");
+        assert_eq!(
+            f.running(),
+            None,
+            "{tag}: an unpinned link survived its drop"
+        );
     } else {
         assert_eq!(f.running(), Some(a), "{tag}: the group lost its program");
         let mut again = f.reopen(&pin);
@@ -219,7 +227,11 @@ impl Fixture for Xdp {
         // The interface is in another namespace: given, a native link
         // reports Native.
         let link = XdpLink::from_pinned_in_netns(pin, self.ns.path()).unwrap();
-        assert_eq!(link.mode(), XdpMode::Native, "mode of a reopened native link");
+        assert_eq!(
+            link.mode(),
+            XdpMode::Native,
+            "mode of a reopened native link"
+        );
         assert_eq!(link.ifindex(), self.ifindex);
         link
     }
@@ -343,9 +355,7 @@ impl Fixture for Lookup {
 
     fn attach_a(&self) -> SkLookupLink {
         // Any path type: a String here.
-        self.a
-            .attach(self.ns.path().display().to_string())
-            .unwrap()
+        self.a.attach(self.ns.path().display().to_string()).unwrap()
     }
 
     fn reopen(&self, pin: &Path) -> SkLookupLink {
@@ -368,7 +378,12 @@ impl Fixture for Lookup {
     fn check_target(&self, target: LinkTarget) {
         use std::os::unix::fs::MetadataExt;
         let ino = std::fs::metadata(self.ns.path()).unwrap().ino();
-        assert_eq!(target, LinkTarget::Netns { netns_ino: ino as u32 });
+        assert_eq!(
+            target,
+            LinkTarget::Netns {
+                netns_ino: ino as u32
+            }
+        );
     }
 }
 

@@ -91,7 +91,7 @@ fn privileged_pinned_decap_reopens_and_upgrades() {
         assert!(matches!(d.pin(&dir.0), Err(XdpDecapError::Kernel(e)) if e.is(17)));
     } // every handle of this process dropped: the pins hold everything
     assert_0600(&dir.0);
-    let link = XdpLink::from_pinned(dir.0.join("link")).unwrap();
+    let link = XdpLink::from_pinned_in_netns(dir.0.join("link"), ns.path()).unwrap();
     let mut d = XdpDecap::open_pinned(&dir.0).unwrap();
     assert_eq!(d.tunnel_addrs().unwrap(), vec![IpAddr::from(tun)]);
     assert_eq!(link.program_id().unwrap(), prog_id(d.program_fd()).unwrap());

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::pin::prog_id;
 use flowpin_bpf_progs::testing::{unique_name, NetNs};
-use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Proto, Vip, VipFlags, XdpLb, XdpLbError, XdpLink, XdpTarget, XdpVerdict,
 };
@@ -151,7 +151,7 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
     pin_to_one_cpu();
 
     // The child is gone; its program is still attached through the pinned link.
-    let link = XdpLink::from_pinned(dir.join("link")).unwrap();
+    let link = XdpLink::from_pinned_in_netns(dir.join("link"), ns.path()).unwrap();
     let mut lb = XdpLb::open_pinned(&dir).unwrap();
     assert_eq!(
         link.program_id().unwrap(),

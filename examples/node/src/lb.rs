@@ -48,7 +48,7 @@ fn attach_mode(m: XdpModeConfig) -> XdpAttachMode {
 fn target(cfg: &LbConfig) -> XdpTarget {
     let t = XdpTarget::ifname(cfg.lb.interface.clone()).mode(attach_mode(cfg.lb.xdp_mode));
     match &cfg.lb.netns {
-        Some(ns) => t.in_netns(ns.clone()),
+        Some(ns) => t.in_netns(ns),
         None => t,
     }
 }

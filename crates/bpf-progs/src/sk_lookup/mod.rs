@@ -20,7 +20,7 @@
 //! This is the thin kernel layer, in the shape shared by every program of
 //! the crate: [`SkLookupConfig`] → [`SkLookup::load`] →
 //! [`SkLookup::attach`] → [`SkLookupLink`] (a BPF link: detaches on drop
-//! unless pinned; the [`Link`](crate::link::Link) verbs and
+//! unless pinned; the [`Link`] verbs and
 //! [`SkLookupLink::from_pinned`]) →
 //! [`SkLookup::stats`]. Map layouts are the skeleton's generated types
 //! ([`types`]). Bindings, labels and registration rules live in the
@@ -60,8 +60,8 @@ use libbpf_rs::{MapCore, MapHandle};
 
 use crate::pinned_maps::{self, MapTable};
 
-pub use error::{KernelError, SkLookupError};
 pub use crate::link::Link;
+pub use error::{KernelError, SkLookupError};
 pub use link::{NetnsRef, SkLookupLink};
 pub use maps::{label_key, summary_of, Destination, LabelStats, SkLookupStats, READ_BATCH};
 
@@ -250,7 +250,11 @@ impl SkLookup {
     /// Pins the program and every map under `dir` (an existing bpffs
     /// directory): `dir/prog`, `dir/bindings`, ... ([`PIN_NAMES`]).
     pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
-        Ok(pinned_maps::pin_into(dir.as_ref(), self, self.prog.as_fd())?)
+        Ok(pinned_maps::pin_into(
+            dir.as_ref(),
+            self,
+            self.prog.as_fd(),
+        )?)
     }
 
     /// Re-opens a program and maps pinned by [`pin`](Self::pin) (in this or

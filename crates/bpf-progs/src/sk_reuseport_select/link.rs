@@ -116,7 +116,12 @@ impl Link for ReuseportLink {
     fn update_program(&self, prog: impl AsFd) -> Result<(), LinkError> {
         let prog = prog.as_fd();
         let id = crate::pin::prog_id(prog)?;
-        set_prog(self.sock.as_fd(), SO_ATTACH_REUSEPORT_EBPF, prog.as_raw_fd()).map_err(|e| {
+        set_prog(
+            self.sock.as_fd(),
+            SO_ATTACH_REUSEPORT_EBPF,
+            prog.as_raw_fd(),
+        )
+        .map_err(|e| {
             KernelError::io(
                 format!("socket fd {}", self.sock.as_raw_fd()),
                 "setsockopt(SO_ATTACH_REUSEPORT_EBPF)",

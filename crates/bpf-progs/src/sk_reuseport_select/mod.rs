@@ -18,9 +18,9 @@
 //! the one link of this crate that does **not** detach on drop (dropping a
 //! process's handle must not take the program away from the other
 //! processes of the group, like a link pinned to the group);
-//! [`Link::detach`](crate::link::Link::detach) detaches explicitly
+//! [`Link::detach`] detaches explicitly
 //! (`SO_DETACH_REUSEPORT_BPF` through the socket the link keeps) and
-//! [`Link::update_program`](crate::link::Link::update_program) swaps the
+//! [`Link::update_program`] swaps the
 //! group's program. The program is loaded from section `sk_reuseport/migrate`,
 //! so its `expected_attach_type` is `BPF_SK_REUSEPORT_SELECT_OR_MIGRATE`
 //! (Linux ≥ 5.14): the kernel also runs it when a listener closes, and it
@@ -57,9 +57,9 @@ mod error;
 mod link;
 mod types;
 
+pub use crate::link::Link;
 pub use error::SelectError;
 pub use flowpin_bpf_abi::reuseport::{sock_key, MAX_GENS, MAX_SLOTS, SOCKS, STATS_NO_GEN};
-pub use crate::link::Link;
 pub use link::ReuseportLink;
 pub use types::{
     FlowEntry, GenEntry, Proto, RawGenState, RawStats, SelectConfig, SelectMode, CID_MAX_OFFSET,
@@ -160,7 +160,11 @@ impl SkReuseportSelect {
     /// Pins the program and every map under `dir` (a bpffs directory that
     /// must exist): `dir/prog`, `dir/socks`, ... (see [`PIN_NAMES`]).
     pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
-        Ok(pinned_maps::pin_into(dir.as_ref(), self, self.prog.as_fd())?)
+        Ok(pinned_maps::pin_into(
+            dir.as_ref(),
+            self,
+            self.prog.as_fd(),
+        )?)
     }
 
     /// Re-opens a program and maps pinned by [`pin`](Self::pin) (in this

@@ -48,7 +48,7 @@
 //!
 //! Each instance has its own maps: several instances with different
 //! server_ids can run at the same time, one per cgroup. Pin one
-//! ([`ServerIdOps::pin`], and its link with [`Link::pin`](crate::link::Link::pin)) to keep it
+//! ([`ServerIdOps::pin`], and its link with [`Link::pin`]) to keep it
 //! beyond its process; [`ServerIdOps::open_pinned`] finds it again and
 //! [`ServerIdOps::upgrade`] swaps this build's program into the cgroup link,
 //! keeping every map (the clients' per-socket server_ids included).
@@ -102,7 +102,7 @@ pub enum ServerIdOpsError {
         /// The missing pin or pin directory.
         path: std::path::PathBuf,
     },
-    /// A [`Link`](crate::link::Link) verb failed (pin, update, detach).
+    /// A [`Link`] verb failed (pin, update, detach).
     #[error(transparent)]
     Link(#[from] crate::link::LinkError),
     /// The pin directory holds a layout this build cannot use.
@@ -270,7 +270,7 @@ impl ServerIdOps {
 
     /// Pins the program and its maps under `dir` (created on bpffs, pins
     /// 0600). Pin the cgroup link from [`attach`](Self::attach) with
-    /// [`Link::pin`](crate::link::Link::pin), conventionally as `dir/link`.
+    /// [`Link::pin`], conventionally as `dir/link`.
     pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         pinned_maps::pin_dir(dir, &self.maps, self.prog.as_fd())?;

@@ -87,6 +87,7 @@ use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
+pub use crate::link::Link;
 use crate::skel::xdp_lb::types::{
     flowpin_backend_stats, flowpin_conn_set, flowpin_lb_meta, flowpin_lb_stats, flowpin_sid_key,
     flowpin_vip_stats,
@@ -94,7 +95,6 @@ use crate::skel::xdp_lb::types::{
 use crate::skel::xdp_lb::XdpLbSkelBuilder;
 use crate::skel::{bytes_of, read, sum_counters};
 use crate::xdp_attach::{attach_xdp, xdp_test_run};
-pub use crate::link::Link;
 pub use crate::xdp_attach::{
     XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTarget, XdpTestRun, XdpVerdict,
 };
