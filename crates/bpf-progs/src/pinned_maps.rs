@@ -14,7 +14,7 @@
 //!         stats: Map,
 //!         meta: Meta,            // pinned last: a directory holding it is complete
 //!     }
-//!     extra { }                  // other fields, passed to try_build in order
+//!     extra { }                  // other fields: MapTable::build(source, (extra, ...))
 //!     pin_names: pub const PIN_NAMES;  // the pin files: the table's, then "prog"
 //! }
 //! ```
@@ -31,6 +31,32 @@ use crate::pin::{PinError, PinLock};
 
 /// The name of a program's pin.
 pub(crate) const PROG_PIN: &str = "prog";
+
+/// A loaded program held by its fd, with its kernel id.
+#[derive(Debug)]
+pub(crate) struct ProgFd {
+    fd: OwnedFd,
+    id: u32,
+}
+
+impl ProgFd {
+    /// Reads the id of the program behind `fd`.
+    pub(crate) fn new(fd: OwnedFd) -> Result<Self, KernelError> {
+        let id = crate::pin::prog_id(fd.as_fd())?;
+        Ok(ProgFd { fd, id })
+    }
+
+    /// The program's kernel id.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl AsFd for ProgFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
 
 /// What part a map plays in its program's pin directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +93,24 @@ impl MapSpec {
     }
 }
 
-/// What [`map_table!`] implements: the table and the handles in its order.
-pub(crate) trait MapTable {
+/// What [`map_table!`] implements: the table, the handles in its order,
+/// and building the struct from a source of maps.
+pub(crate) trait MapTable: Sized {
+    /// The fields after the maps, as a tuple (`()`: none).
+    type Extra;
+
     /// The table, in declaration order.
     const MAPS: &'static [MapSpec];
 
     /// The handles, in the order of [`MAPS`](Self::MAPS).
     fn handles(&self) -> Vec<&MapHandle>;
+
+    /// Builds the struct: every map from `source` (table order), then the
+    /// extra fields.
+    fn build<E>(
+        source: impl FnMut(&'static MapSpec) -> Result<MapHandle, E>,
+        extra: Self::Extra,
+    ) -> Result<Self, E>;
 
     /// The map pinned as `name`.
     fn map_named(&self, name: &str) -> Option<&MapHandle> {
@@ -84,9 +121,8 @@ pub(crate) trait MapTable {
 
 /// Declares a program's maps once (see the [module docs](self)): generates
 /// the struct (one `MapHandle` field per map, then the `extra` fields), its
-/// [`MapTable`] impl, `try_build(source, extras...)`, a public getter for
-/// each map declared `name: Kind => getter`, and the public list of pin
-/// names.
+/// [`MapTable`] impl, a public getter for each map declared
+/// `name: Kind => getter`, and the public list of pin names.
 macro_rules! map_table {
     (
         $(#[$attr:meta])*
@@ -103,12 +139,25 @@ macro_rules! map_table {
         }
 
         impl $crate::pinned_maps::MapTable for $name {
+            type Extra = ($($ety,)*);
+
             const MAPS: &'static [$crate::pinned_maps::MapSpec] = &[
                 $( $crate::pinned_maps::map_table!(@spec $field $kind $($object)?), )+
             ];
 
             fn handles(&self) -> Vec<&::libbpf_rs::MapHandle> {
                 vec![$( &self.$field ),+]
+            }
+
+            fn build<E>(
+                mut source: impl FnMut(&'static $crate::pinned_maps::MapSpec) -> ::std::result::Result<::libbpf_rs::MapHandle, E>,
+                extra: Self::Extra,
+            ) -> ::std::result::Result<Self, E> {
+                let ($($efield,)*) = extra;
+                ::std::result::Result::Ok($name {
+                    $( $field: source(&$crate::pinned_maps::map_table!(@spec $field $kind $($object)?))?, )+
+                    $( $efield, )*
+                })
             }
         }
 
@@ -119,19 +168,6 @@ macro_rules! map_table {
                     &self.$field
                 }
             )?)+
-
-            /// Builds the struct: every map from `source` (table order),
-            /// then the extra fields.
-            #[allow(clippy::too_many_arguments)]
-            pub(crate) fn try_build<E>(
-                mut source: impl FnMut(&'static $crate::pinned_maps::MapSpec) -> ::std::result::Result<::libbpf_rs::MapHandle, E>,
-                $( $efield: $ety, )*
-            ) -> ::std::result::Result<Self, E> {
-                ::std::result::Result::Ok($name {
-                    $( $field: source(&$crate::pinned_maps::map_table!(@spec $field $kind $($object)?))?, )+
-                    $( $efield, )*
-                })
-            }
         }
 
         $(#[$pattr])*
@@ -157,7 +193,7 @@ macro_rules! map_table {
 }
 pub(crate) use map_table;
 
-/// A source for `try_build`: the maps of a loaded object.
+/// A source for [`MapTable::build`]: the maps of a loaded object.
 pub(crate) fn from_object(
     obj: &Object,
 ) -> impl FnMut(&'static MapSpec) -> Result<MapHandle, KernelError> + '_ {
@@ -174,7 +210,7 @@ pub(crate) fn from_object(
     }
 }
 
-/// A source for `try_build`: the maps pinned under `dir`.
+/// A source for [`MapTable::build`]: the maps pinned under `dir`.
 pub(crate) fn pinned_at(
     dir: &Path,
 ) -> impl FnMut(&'static MapSpec) -> Result<MapHandle, PinError> + '_ {
@@ -261,6 +297,36 @@ where
         .try_clone_to_owned()
         .map_err(|e| KernelError::io(object(), "dup", &e, ""))?;
     build(fd, obj)
+}
+
+/// [`load`] for a table without extra fields: the program and the maps.
+pub(crate) fn load_table<'obj, O, M>(
+    open: O,
+    reuse_maps: Option<&M>,
+    prog: &'static str,
+    load_hint: &'static str,
+) -> Result<(OwnedFd, M), KernelError>
+where
+    O: OpenSkel<'obj>,
+    M: MapTable<Extra = ()>,
+{
+    load(open, reuse_maps, prog, load_hint, |fd, obj| {
+        Ok((fd, M::build(from_object(obj), ())?))
+    })
+}
+
+/// The program and the maps of a table without extra fields pinned under
+/// `dir` (by [`pin_dir`] or [`pin_into`]).
+pub(crate) fn open_table<M: MapTable<Extra = ()>>(dir: &Path) -> Result<(OwnedFd, M), PinError> {
+    let maps = M::build(pinned_at(dir), ())?;
+    let prog = crate::pin::open_pinned_fd(dir.join(PROG_PIN))?;
+    Ok((prog, maps))
+}
+
+/// Writes `value` at key 0 of a [`MapKind::Meta`] map.
+pub(crate) fn write_meta(meta: &MapHandle, value: &[u8]) -> Result<(), KernelError> {
+    meta.update(&0u32.to_ne_bytes(), value, libbpf_rs::MapFlags::ANY)
+        .map_err(KernelError::map("meta", "update"))
 }
 
 /// Pins `maps` and `prog` under `dir` (created on bpffs, 0700; pins 0600),

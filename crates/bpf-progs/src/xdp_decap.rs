@@ -254,6 +254,8 @@ pinned_maps::map_table! {
         pub const PIN_NAMES;
 }
 
+const LOAD_HINT: &str = "verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock";
+
 /// Opens, sizes and loads the program; with `reuse`, against those maps.
 fn load_program(
     config: &XdpDecapConfig,
@@ -270,20 +272,9 @@ fn load_program(
         map.set_max_entries(config.max_tunnel_addrs)
             .map_err(KernelError::map(name, "set_max_entries"))?;
     }
-    let (prog, maps) = pinned_maps::load(
-        open,
-        reuse,
-        "xdp_decap",
-        "verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock",
-        |prog, obj| Ok((prog, DecapMaps::try_build(pinned_maps::from_object(obj))?)),
-    )?;
-    maps.meta
-        .update(
-            &0u32.to_ne_bytes(),
-            &flowpin_bpf_abi::lb::DECAP_LAYOUT_VERSION.to_ne_bytes(),
-            MapFlags::ANY,
-        )
-        .map_err(KernelError::map("meta", "update"))?;
+    let (prog, maps) = pinned_maps::load_table(open, reuse, "xdp_decap", LOAD_HINT)?;
+    let version = flowpin_bpf_abi::lb::DECAP_LAYOUT_VERSION.to_ne_bytes();
+    pinned_maps::write_meta(&maps.meta, &version)?;
     Ok((prog, maps))
 }
 
@@ -330,8 +321,7 @@ impl XdpDecap {
                 expected,
             });
         }
-        let maps = DecapMaps::try_build(pinned_maps::pinned_at(dir))?;
-        let prog = crate::pin::open_pinned_fd(dir.join(pinned_maps::PROG_PIN))?;
+        let (prog, maps) = pinned_maps::open_table::<DecapMaps>(dir)?;
         let config = XdpDecapConfig::default().max_tunnel_addrs(maps.tunnel_v4.max_entries());
         let d = XdpDecap {
             prog,

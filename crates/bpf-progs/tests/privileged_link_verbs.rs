@@ -50,10 +50,13 @@ trait Fixture {
     fn attach_a(&self) -> Self::L;
     /// Reopens the attachment of A (from the pin when pinnable).
     fn reopen(&self, pin: &Path) -> Self::L;
+    /// Programs A and B.
+    fn progs(&self) -> [BorrowedFd<'_>; 2];
     /// Program ids of A and B.
-    fn ids(&self) -> (u32, u32);
-    /// Program B's fd.
-    fn prog_b(&self) -> BorrowedFd<'_>;
+    fn ids(&self) -> (u32, u32) {
+        let [a, b] = self.progs();
+        (prog_id(a).unwrap(), prog_id(b).unwrap())
+    }
     /// The id of the program the hook runs, as the kernel sees it (`None`:
     /// nothing attached).
     fn running(&self) -> Option<u32>;
@@ -125,7 +128,7 @@ fn verbs<F: Fixture>(f: &F, tag: &str) {
     assert_eq!(f.running(), Some(a));
 
     // update
-    link.update_program(f.prog_b()).unwrap();
+    link.update_program(f.progs()[1]).unwrap();
     assert_eq!(link.program_id().unwrap(), b, "{tag}: the link runs B");
     assert_eq!(f.running(), Some(b), "{tag}: the hook runs B");
 
@@ -236,15 +239,8 @@ impl Fixture for Xdp {
         link
     }
 
-    fn ids(&self) -> (u32, u32) {
-        (
-            prog_id(self.a.program_fd()).unwrap(),
-            prog_id(self.b.program_fd()).unwrap(),
-        )
-    }
-
-    fn prog_b(&self) -> BorrowedFd<'_> {
-        self.b.program_fd()
+    fn progs(&self) -> [BorrowedFd<'_>; 2] {
+        [self.a.program_fd(), self.b.program_fd()]
     }
 
     fn running(&self) -> Option<u32> {
@@ -305,15 +301,8 @@ impl Fixture for Sockops {
         SockopsLink::from_pinned(pin).unwrap()
     }
 
-    fn ids(&self) -> (u32, u32) {
-        (
-            prog_id(self.a.program_fd()).unwrap(),
-            prog_id(self.b.program_fd()).unwrap(),
-        )
-    }
-
-    fn prog_b(&self) -> BorrowedFd<'_> {
-        self.b.program_fd()
+    fn progs(&self) -> [BorrowedFd<'_>; 2] {
+        [self.a.program_fd(), self.b.program_fd()]
     }
 
     fn running(&self) -> Option<u32> {
@@ -362,12 +351,8 @@ impl Fixture for Lookup {
         SkLookupLink::from_pinned(pin).unwrap()
     }
 
-    fn ids(&self) -> (u32, u32) {
-        (self.a.program_id(), self.b.program_id())
-    }
-
-    fn prog_b(&self) -> BorrowedFd<'_> {
-        self.b.program_fd()
+    fn progs(&self) -> [BorrowedFd<'_>; 2] {
+        [self.a.program_fd(), self.b.program_fd()]
     }
 
     fn running(&self) -> Option<u32> {
@@ -470,12 +455,8 @@ impl Fixture for Reuseport {
         self.a.attach(self.group[1].as_fd()).unwrap()
     }
 
-    fn ids(&self) -> (u32, u32) {
-        (self.a.program_id(), self.b.program_id())
-    }
-
-    fn prog_b(&self) -> BorrowedFd<'_> {
-        self.b.program_fd()
+    fn progs(&self) -> [BorrowedFd<'_>; 2] {
+        [self.a.program_fd(), self.b.program_fd()]
     }
 
     /// Sends a datagram to the group: the program that runs counts it

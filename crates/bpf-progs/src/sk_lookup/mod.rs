@@ -52,13 +52,13 @@ mod link;
 mod maps;
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapCore, MapHandle};
 
-use crate::pinned_maps::{self, MapTable};
+use crate::pinned_maps::{self, MapTable, ProgFd};
 
 pub use crate::link::Link;
 pub use error::{KernelError, SkLookupError};
@@ -194,11 +194,18 @@ impl SkLookupConfig {
     }
 }
 
+/// The loaded program and its maps, held as plain fds: the same type serves
+/// the process that loaded it and processes that re-open its pins.
+#[derive(Debug)]
+pub struct SkLookup {
+    prog: ProgFd,
+    maps: SkLookupMaps,
+}
+
 crate::pinned_maps::map_table! {
-    /// The loaded program and its maps, held as plain fds: the same type serves
-    /// the process that loaded it and processes that re-open its pins.
+    /// The maps of `sk_lookup`.
     #[derive(Debug)]
-    pub struct SkLookup {
+    struct SkLookupMaps {
         bindings: Map,
         hosts: Map,
         summary: Map,
@@ -207,10 +214,7 @@ crate::pinned_maps::map_table! {
         dest_meta: Map,
         stats: Map,
     }
-    extra {
-        prog: OwnedFd,
-        prog_id: u32,
-    }
+    extra {}
     pin_names:
         /// Files pinned by [`SkLookup::pin`] under its directory: the maps, then `prog`.
         pub const PIN_NAMES;
@@ -235,16 +239,11 @@ impl SkLookup {
             .hosts
             .set_max_entries(config.max_bindings)
             .map_err(|e| KernelError::libbpf("map hosts", "set_max_entries", &e, ""))?;
-        Ok(pinned_maps::load(
-            open,
-            None::<&Self>,
-            "flowpin_sk_lookup",
-            LOAD_HINT,
-            |prog, obj| {
-                let id = crate::pin::prog_id(prog.as_fd())?;
-                Self::try_build(pinned_maps::from_object(obj), prog, id)
-            },
-        )?)
+        let (prog, maps) = pinned_maps::load_table(open, None, "flowpin_sk_lookup", LOAD_HINT)?;
+        Ok(SkLookup {
+            prog: ProgFd::new(prog)?,
+            maps,
+        })
     }
 
     /// Pins the program and every map under `dir` (an existing bpffs
@@ -252,7 +251,7 @@ impl SkLookup {
     pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
         Ok(pinned_maps::pin_into(
             dir.as_ref(),
-            self,
+            &self.maps,
             self.prog.as_fd(),
         )?)
     }
@@ -261,10 +260,11 @@ impl SkLookup {
     /// another process) and checks that their layout is this build's;
     /// [`SkLookupError::NotPinned`] if nothing is pinned there.
     pub fn from_pinned(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
-        let prog = crate::pin::open_pinned_fd(dir.join(pinned_maps::PROG_PIN))?;
-        let id = crate::pin::prog_id(prog.as_fd())?;
-        let this = Self::try_build(pinned_maps::pinned_at(dir), prog, id)?;
+        let (prog, maps) = pinned_maps::open_table(dir.as_ref())?;
+        let this = SkLookup {
+            prog: ProgFd::new(prog)?,
+            maps,
+        };
         this.check_layout()?;
         Ok(this)
     }
@@ -275,85 +275,85 @@ impl SkLookup {
             (
                 "hosts",
                 "key size",
-                self.hosts.key_size(),
+                self.maps.hosts.key_size(),
                 size_of::<types::fp_skl_host_key>(),
             ),
             (
                 "hosts",
                 "value size",
-                self.hosts.value_size(),
+                self.maps.hosts.value_size(),
                 size_of::<types::fp_skl_binding>(),
             ),
             (
                 "hosts",
                 "max entries",
-                self.hosts.max_entries(),
-                self.bindings.max_entries() as usize,
+                self.maps.hosts.max_entries(),
+                self.maps.bindings.max_entries() as usize,
             ),
             (
                 "summary",
                 "value size",
-                self.summary.value_size(),
+                self.maps.summary.value_size(),
                 size_of::<u32>(),
             ),
             (
                 "bindings",
                 "key size",
-                self.bindings.key_size(),
+                self.maps.bindings.key_size(),
                 size_of::<types::fp_skl_key>(),
             ),
             (
                 "bindings",
                 "value size",
-                self.bindings.value_size(),
+                self.maps.bindings.value_size(),
                 size_of::<types::fp_skl_binding>(),
             ),
             (
                 "destinations",
                 "max entries",
-                self.destinations.max_entries(),
+                self.maps.destinations.max_entries(),
                 DESTINATIONS as usize,
             ),
             (
                 "labels",
                 "key size",
-                self.labels.key_size(),
+                self.maps.labels.key_size(),
                 size_of::<types::fp_skl_label_name>(),
             ),
             (
                 "labels",
                 "value size",
-                self.labels.value_size(),
+                self.maps.labels.value_size(),
                 size_of::<types::fp_skl_label>(),
             ),
             (
                 "labels",
                 "max entries",
-                self.labels.max_entries(),
+                self.maps.labels.max_entries(),
                 MAX_LABELS as usize,
             ),
             (
                 "dest_meta",
                 "value size",
-                self.dest_meta.value_size(),
+                self.maps.dest_meta.value_size(),
                 size_of::<types::fp_skl_dest>(),
             ),
             (
                 "dest_meta",
                 "max entries",
-                self.dest_meta.max_entries(),
+                self.maps.dest_meta.max_entries(),
                 DESTINATIONS as usize,
             ),
             (
                 "stats",
                 "value size",
-                self.stats.value_size(),
+                self.maps.stats.value_size(),
                 size_of::<types::fp_skl_stats>(),
             ),
             (
                 "stats",
                 "max entries",
-                self.stats.max_entries(),
+                self.maps.stats.max_entries(),
                 (MAX_LABELS + 1) as usize,
             ),
         ];
@@ -373,7 +373,7 @@ impl SkLookup {
     /// Removes the pins under `dir` (missing ones are fine) and the
     /// directory if it is then empty.
     pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
-        Ok(pinned_maps::unpin_from::<Self>(dir.as_ref())?)
+        Ok(pinned_maps::unpin_from::<SkLookupMaps>(dir.as_ref())?)
     }
 
     /// The program's fd (e.g. to attach it yourself).
@@ -383,49 +383,49 @@ impl SkLookup {
 
     /// The program's kernel id.
     pub fn program_id(&self) -> u32 {
-        self.prog_id
+        self.prog.id()
     }
 
     /// One of the program's maps by its pin name ([`PIN_NAMES`]), for
     /// users who go lower (a [`libbpf_rs::MapHandle`] of the libbpf-rs this
     /// crate re-exports).
     pub fn map(&self, name: &str) -> Option<&MapHandle> {
-        self.map_named(name)
+        self.maps.map_named(name)
     }
 
     /// The bindings trie.
     pub fn bindings_map(&self) -> &MapHandle {
-        &self.bindings
+        &self.maps.bindings
     }
 
     /// The host-binding hash.
     pub fn hosts_map(&self) -> &MapHandle {
-        &self.hosts
+        &self.maps.hosts
     }
 
     /// The one-word summary of which lookups can match.
     pub fn summary_map(&self) -> &MapHandle {
-        &self.summary
+        &self.maps.summary
     }
 
     /// The socket map.
     pub fn destinations_map(&self) -> &MapHandle {
-        &self.destinations
+        &self.maps.destinations
     }
 
     /// The label-name map.
     pub fn labels_map(&self) -> &MapHandle {
-        &self.labels
+        &self.maps.labels
     }
 
     /// The registration metadata map.
     pub fn dest_meta_map(&self) -> &MapHandle {
-        &self.dest_meta
+        &self.maps.dest_meta
     }
 
     /// The per-CPU stats map.
     pub fn stats_map(&self) -> &MapHandle {
-        &self.stats
+        &self.maps.stats
     }
 
     /// How often the program ran and for how long in all, as the kernel
@@ -456,7 +456,7 @@ impl SkLookup {
 
     /// Capacity of the bindings trie (and of the host hash).
     pub fn max_bindings(&self) -> u32 {
-        self.bindings.max_entries()
+        self.maps.bindings.max_entries()
     }
 }
 

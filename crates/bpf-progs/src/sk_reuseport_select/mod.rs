@@ -39,14 +39,14 @@
 //! | `stats` | `PERCPU_ARRAY[MAX_GENS + 1]` | per generation index; the last is "no generation" |
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
-use crate::pinned_maps::{self, MapTable};
+use crate::pinned_maps::{self, MapTable, ProgFd};
 use crate::skel::sk_reuseport_select::types::{
     fp_rp_config, fp_rp_flow, fp_rp_flow_key, fp_rp_gen, fp_rp_stats,
 };
@@ -68,12 +68,21 @@ pub use types::{
 
 type Result<T> = std::result::Result<T, SelectError>;
 
+const LOAD_HINT: &str = "needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.14";
+
+/// The loaded program and its maps, held as plain fds (no skeleton lifetime),
+/// so the same type serves the process that loaded it and processes that
+/// re-open its pins.
+#[derive(Debug)]
+pub struct SkReuseportSelect {
+    prog: ProgFd,
+    maps: SelectMaps,
+}
+
 crate::pinned_maps::map_table! {
-    /// The loaded program and its maps, held as plain fds (no skeleton lifetime),
-    /// so the same type serves the process that loaded it and processes that
-    /// re-open its pins.
+    /// The maps of `sk_reuseport_select`.
     #[derive(Debug)]
-    pub struct SkReuseportSelect {
+    struct SelectMaps {
         socks: Map,
         live: Map,
         config: Map,
@@ -81,10 +90,7 @@ crate::pinned_maps::map_table! {
         flows: Map,
         stats: Map,
     }
-    extra {
-        prog: OwnedFd,
-        prog_id: u32,
-    }
+    extra {}
     pin_names:
         /// Files pinned under a group's directory: the maps, then `prog`.
         pub const PIN_NAMES;
@@ -143,16 +149,11 @@ impl SkReuseportSelect {
             .flows
             .set_max_entries(cfg.flow_table_size)
             .map_err(KernelError::map("flows", "set_max_entries"))?;
-        let this = pinned_maps::load(
-            open,
-            None::<&Self>,
-            "flowpin_select",
-            "needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.14",
-            |prog, obj| {
-                let id = crate::pin::prog_id(prog.as_fd())?;
-                Self::try_build(pinned_maps::from_object(obj), prog, id)
-            },
-        )?;
+        let (prog, maps) = pinned_maps::load_table(open, None, "flowpin_select", LOAD_HINT)?;
+        let this = SkReuseportSelect {
+            prog: ProgFd::new(prog)?,
+            maps,
+        };
         this.set_config(cfg)?;
         Ok(this)
     }
@@ -162,7 +163,7 @@ impl SkReuseportSelect {
     pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
         Ok(pinned_maps::pin_into(
             dir.as_ref(),
-            self,
+            &self.maps,
             self.prog.as_fd(),
         )?)
     }
@@ -171,30 +172,31 @@ impl SkReuseportSelect {
     /// or another process) and checks their layout;
     /// [`SelectError::NotPinned`] if nothing is pinned there.
     pub fn from_pinned(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
-        let prog = crate::pin::open_pinned_fd(dir.join(pinned_maps::PROG_PIN))?;
-        let id = crate::pin::prog_id(prog.as_fd())?;
-        let this = Self::try_build(pinned_maps::pinned_at(dir), prog, id)?;
+        let (prog, maps) = pinned_maps::open_table(dir.as_ref())?;
+        let this = SkReuseportSelect {
+            prog: ProgFd::new(prog)?,
+            maps,
+        };
         let checks: [(&'static str, usize, usize); 5] = [
-            ("socks", this.socks.value_size() as usize, 8),
+            ("socks", this.maps.socks.value_size() as usize, 8),
             (
                 "config",
-                this.config.value_size() as usize,
+                this.maps.config.value_size() as usize,
                 std::mem::size_of::<fp_rp_config>(),
             ),
             (
                 "gens",
-                this.gens.value_size() as usize,
+                this.maps.gens.value_size() as usize,
                 std::mem::size_of::<fp_rp_gen>(),
             ),
             (
                 "flows",
-                this.flows.value_size() as usize,
+                this.maps.flows.value_size() as usize,
                 std::mem::size_of::<fp_rp_flow>(),
             ),
             (
                 "stats",
-                this.stats.value_size() as usize,
+                this.maps.stats.value_size() as usize,
                 std::mem::size_of::<fp_rp_stats>(),
             ),
         ];
@@ -209,11 +211,11 @@ impl SkReuseportSelect {
                 .into());
             }
         }
-        if this.socks.max_entries() != SOCKS || this.gens.max_entries() != MAX_GENS {
+        if this.maps.socks.max_entries() != SOCKS || this.maps.gens.max_entries() != MAX_GENS {
             return Err(SelectError::Invalid(format!(
                 "pinned maps socks/gens have {}/{} entries, this build expects {SOCKS}/{MAX_GENS}: the pins belong to another flowpin version",
-                this.socks.max_entries(),
-                this.gens.max_entries()
+                this.maps.socks.max_entries(),
+                this.maps.gens.max_entries()
             )));
         }
         Ok(this)
@@ -222,7 +224,7 @@ impl SkReuseportSelect {
     /// Removes the pins under `dir` (missing ones are ignored) and the
     /// directory itself if it is then empty.
     pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
-        Ok(pinned_maps::unpin_from::<Self>(dir.as_ref())?)
+        Ok(pinned_maps::unpin_from::<SelectMaps>(dir.as_ref())?)
     }
 
     /// Attaches the program to the reuseport group of `sock` with
@@ -233,7 +235,7 @@ impl SkReuseportSelect {
         Ok(ReuseportLink::attach(
             sock,
             self.prog.as_fd(),
-            self.prog_id,
+            self.prog.id(),
         )?)
     }
 
@@ -247,12 +249,12 @@ impl SkReuseportSelect {
     /// who go lower (a [`libbpf_rs::MapHandle`] of the libbpf-rs this crate
     /// re-exports).
     pub fn map(&self, name: &str) -> Option<&MapHandle> {
-        self.map_named(name)
+        self.maps.map_named(name)
     }
 
     /// The program's kernel id.
     pub fn program_id(&self) -> u32 {
-        self.prog_id
+        self.prog.id()
     }
 
     /// Writes `cfg` to the `config` map (flow-table size is fixed at load and ignored here).
@@ -274,11 +276,12 @@ impl SkReuseportSelect {
             addr,
             port: cfg.addr.port(),
             family,
-            flow_table_size: self.flows.max_entries(),
+            flow_table_size: self.maps.flows.max_entries(),
             drain_deadline_ms: cfg.drain_deadline_ms,
             drain_idle_ms: cfg.drain_idle_ms,
         };
-        self.config
+        self.maps
+            .config
             .update(&0u32.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
             .map_err(map_err("config", "update"))
     }
@@ -286,6 +289,7 @@ impl SkReuseportSelect {
     /// Reads the `config` map.
     pub fn config(&self) -> Result<SelectConfig> {
         let v = self
+            .maps
             .config
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("config", "lookup"))?
@@ -329,6 +333,7 @@ impl SkReuseportSelect {
         }
         let fd = sock.as_raw_fd() as u64;
         match self
+            .maps
             .socks
             .update(&key.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::NO_EXIST)
         {
@@ -345,7 +350,7 @@ impl SkReuseportSelect {
 
     /// Removes slot `key` from the socket array; `Ok(false)` if it was empty.
     pub fn remove_socket(&self, key: u32) -> Result<bool> {
-        match self.socks.delete(&key.to_ne_bytes()) {
+        match self.maps.socks.delete(&key.to_ne_bytes()) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(map_err("socks", "delete")(e)),
@@ -355,7 +360,7 @@ impl SkReuseportSelect {
     /// Cookie of the socket in slot `key` (`None` if empty: never filled,
     /// removed, or the socket was closed).
     pub fn socket_cookie(&self, key: u32) -> Result<Option<u64>> {
-        match self.socks.lookup(&key.to_ne_bytes(), MapFlags::ANY) {
+        match self.maps.socks.lookup(&key.to_ne_bytes(), MapFlags::ANY) {
             Ok(Some(v)) => Ok(Some(u64::from_ne_bytes(
                 v.get(..8)
                     .and_then(|b| b.try_into().ok())
@@ -370,6 +375,7 @@ impl SkReuseportSelect {
     /// The live generation (0 = none).
     pub fn live(&self) -> Result<u32> {
         let v = self
+            .maps
             .live
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("live", "lookup"))?
@@ -383,7 +389,8 @@ impl SkReuseportSelect {
 
     /// Sets the live generation: the flip, one map write.
     pub fn set_live(&self, gen: u32) -> Result<()> {
-        self.live
+        self.maps
+            .live
             .update(&0u32.to_ne_bytes(), &gen.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("live", "update"))
     }
@@ -391,6 +398,7 @@ impl SkReuseportSelect {
     /// Reads entry `index` of the `gens` map.
     pub fn gen_entry(&self, index: u32) -> Result<GenEntry> {
         let v = self
+            .maps
             .gens
             .lookup(&index.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("gens", "lookup"))?
@@ -418,7 +426,8 @@ impl SkReuseportSelect {
             _pad: 0,
             deadline_ns: e.deadline_ns,
         };
-        self.gens
+        self.maps
+            .gens
             .update(&index.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
             .map_err(map_err("gens", "update"))
     }
@@ -427,6 +436,7 @@ impl SkReuseportSelect {
     /// [`STATS_NO_GEN`]), summed over CPUs (one `lookup_percpu`).
     pub fn stats_of(&self, index: u32) -> Result<RawStats> {
         let per_cpu = self
+            .maps
             .stats
             .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("stats", "lookup_percpu"))?
@@ -446,6 +456,7 @@ impl SkReuseportSelect {
         let mut total = RawStats::default();
         for index in 0..=STATS_NO_GEN {
             let per_cpu = self
+                .maps
                 .stats
                 .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
                 .map_err(map_err("stats", "lookup_percpu"))?
@@ -462,7 +473,8 @@ impl SkReuseportSelect {
         let ncpu = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
         let zero = vec![vec![0u8; std::mem::size_of::<fp_rp_stats>()]; ncpu];
-        self.stats
+        self.maps
+            .stats
             .update_percpu(&index.to_ne_bytes(), &zero, MapFlags::ANY)
             .map_err(map_err("stats", "update_percpu"))
     }
@@ -470,8 +482,9 @@ impl SkReuseportSelect {
     /// Every entry of the UDP flow table.
     pub fn flows(&self) -> Result<Vec<FlowEntry>> {
         let mut out = Vec::new();
-        for k in self.flows.keys() {
+        for k in self.maps.flows.keys() {
             let Some(v) = self
+                .maps
                 .flows
                 .lookup(&k, MapFlags::ANY)
                 .map_err(map_err("flows", "lookup"))?
@@ -493,7 +506,7 @@ impl SkReuseportSelect {
 
     /// Entries of the flow table (fixed at load).
     pub fn flow_table_size(&self) -> u32 {
-        self.flows.max_entries()
+        self.maps.flows.max_entries()
     }
 }
 

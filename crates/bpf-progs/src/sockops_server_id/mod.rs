@@ -198,6 +198,9 @@ fn addr_key(a: IpAddr) -> [u8; 16] {
     }
 }
 
+const LOAD_HINT: &str =
+    "verifier rejection, kernel < 5.10 without bpf_*_hdr_opt, or missing CAP_BPF/CAP_NET_ADMIN";
+
 /// Opens, configures and loads the program for `config`; with `reuse`,
 /// against those maps. Writes `meta`.
 fn load_program(
@@ -228,20 +231,8 @@ fn load_program(
         ro.cfg_filter_ports = meta.filter_ports;
         ro.cfg_filter_addrs = meta.filter_addrs;
     }
-    let (prog, maps) = pinned_maps::load(
-        open,
-        reuse,
-        "sockops_server_id",
-        "verifier rejection, kernel < 5.10 without bpf_*_hdr_opt, or missing CAP_BPF/CAP_NET_ADMIN",
-        |prog, obj| Ok((prog, SockopsMaps::try_build(pinned_maps::from_object(obj))?)),
-    )?;
-    maps.meta
-        .update(
-            &0u32.to_ne_bytes(),
-            crate::skel::bytes_of(&meta),
-            MapFlags::ANY,
-        )
-        .map_err(KernelError::map("meta", "update"))?;
+    let (prog, maps) = pinned_maps::load_table(open, reuse, "sockops_server_id", LOAD_HINT)?;
+    pinned_maps::write_meta(&maps.meta, crate::skel::bytes_of(&meta))?;
     Ok((prog, maps))
 }
 
@@ -301,7 +292,7 @@ impl ServerIdOps {
                 meta.server_id
             ))
         })?;
-        let maps = SockopsMaps::try_build(pinned_maps::pinned_at(dir))?;
+        let (prog, maps) = pinned_maps::open_table::<SockopsMaps>(dir)?;
         let mut ports: Vec<u16> = maps
             .server_ports
             .keys()
@@ -322,7 +313,7 @@ impl ServerIdOps {
             .ports(&ports)
             .addrs(&addrs);
         let ops = ServerIdOps {
-            prog: crate::pin::open_pinned_fd(dir.join(pinned_maps::PROG_PIN))?,
+            prog,
             maps,
             config,
             pin_dir: std::sync::OnceLock::new(),

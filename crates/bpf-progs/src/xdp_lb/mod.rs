@@ -88,6 +88,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
 pub use crate::link::Link;
+use crate::pinned_maps::MapTable;
 use crate::skel::xdp_lb::types::{
     flowpin_backend_stats, flowpin_conn_set, flowpin_lb_meta, flowpin_lb_stats, flowpin_sid_key,
     flowpin_vip_stats,
@@ -225,7 +226,7 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         "verifier rejection, too little memory for the connection table/ring maps, pinned maps of another layout, or missing CAP_BPF/CAP_NET_ADMIN",
         |prog, obj| {
             let source = crate::pinned_maps::from_object(obj);
-            let maps = KernelMaps::try_build(source, cfg, config.ring_size, ncpus)?;
+            let maps = KernelMaps::build(source, (cfg, config.ring_size, ncpus))?;
             Ok((prog, maps))
         },
     )?;

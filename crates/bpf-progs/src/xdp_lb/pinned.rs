@@ -34,6 +34,7 @@ use super::state::{BackendDesc, MapOp, RingWrite, VipKey, VipMeta};
 use super::{load_program, LbState, Result, XdpLb, XdpLbConfig, XdpLbError, CONN_SET_BYTES};
 use crate::error::KernelError;
 use crate::pin::{open_pinned_fd, remove_pin_dir, PinLock};
+use crate::pinned_maps::MapTable;
 use crate::skel::xdp_lb::types::{
     flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_conn_set,
     flowpin_lb_cfg, flowpin_lb_meta, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
@@ -327,7 +328,7 @@ impl XdpLb {
         let ncpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
         let source = crate::pinned_maps::pinned_at(dir);
-        let mut maps = KernelMaps::try_build(source, Default::default(), meta.ring_size, ncpus)?;
+        let mut maps = KernelMaps::build(source, (Default::default(), meta.ring_size, ncpus))?;
         let raw_cfg = lookup0(&maps.data, "data")?;
         maps.cfg = read(&raw_cfg).ok_or_else(|| {
             KernelError::out_of_sync(
@@ -454,8 +455,6 @@ impl XdpLb {
 
 impl KernelMaps {
     pub(crate) fn write_meta(&self, m: &flowpin_lb_meta) -> std::result::Result<(), KernelError> {
-        self.meta
-            .update(&0u32.to_ne_bytes(), bytes_of(m), MapFlags::ANY)
-            .map_err(KernelError::map("meta", "update"))
+        crate::pinned_maps::write_meta(&self.meta, bytes_of(m))
     }
 }
