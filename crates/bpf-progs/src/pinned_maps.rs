@@ -122,12 +122,12 @@ pub(crate) trait MapTable: Sized {
 /// Declares a program's maps once (see the [module docs](self)): generates
 /// the struct (one `MapHandle` field per map, then the `extra` fields), its
 /// [`MapTable`] impl, a public getter for each map declared
-/// `name: Kind => getter`, and the public list of pin names.
+/// `name: Kind => getter "what it holds"`, and the public list of pin names.
 macro_rules! map_table {
     (
         $(#[$attr:meta])*
         $vis:vis struct $name:ident {
-            $( $field:ident : $kind:ident $(= $object:literal)? $(=> $getter:ident)? ),+ $(,)?
+            $( $field:ident : $kind:ident $(= $object:literal)? $(=> $getter:ident $($gdoc:literal)?)? ),+ $(,)?
         }
         extra { $( $(#[$eattr:meta])* $efield:ident : $ety:ty ),* $(,)? }
         pin_names: $(#[$pattr:meta])* $pvis:vis const $pin_names:ident;
@@ -163,7 +163,10 @@ macro_rules! map_table {
 
         impl $name {
             $($(
-                #[doc = concat!("The `", stringify!($field), "` map (a [`libbpf_rs::MapHandle`] of the libbpf-rs this crate re-exports).")]
+                #[doc = concat!(
+                    "The `", stringify!($field), "` map", $(" (", $gdoc, ")",)?
+                    ": a [`libbpf_rs::MapHandle`] of the libbpf-rs this crate re-exports."
+                )]
                 pub fn $getter(&self) -> &::libbpf_rs::MapHandle {
                     &self.$field
                 }

@@ -106,7 +106,7 @@ crate::pinned_maps::map_table! {
         vips: Map => vips,
         ring: Map => ring,
         backends: Map => backends,
-        backend_descs: Map => backend_descs,
+        backend_descs: Map => backend_descs "each VIP's backend list, control side only",
         conn: Map => conn,
         vip_table: Map => vip_table,
         server_ids: Map => server_ids,
@@ -115,10 +115,8 @@ crate::pinned_maps::map_table! {
         lb_stats: Map => lb_stats,
         backend_stats: Map => backend_stats,
         sid_retired: Map => sid_retired,
-        // The `.data` section holding `lb_cfg`.
-        data: Section = ".data" => data,
-        // Layout version, load-time sizes, generation: pinned last.
-        meta: Meta => meta,
+        data: Section = ".data" => data "the `.data` section holding `lb_cfg`",
+        meta: Meta => meta "layout version, load-time sizes, generation; pinned last",
     }
     extra {
         /// What `lb_cfg` holds (the applier changes `port_agnostic_vips`).
