@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::xdp_attach::{XdpLink, XdpTarget};
 use flowpin_bpf_progs::xdp_lb::{LbStats, VipFlags, XdpLb, XdpLbConfig};
 
@@ -78,7 +79,7 @@ pub(crate) fn child_main(a: ControlArgs) -> Result<(), Error> {
     let t = Instant::now();
     let (mut lb, link) = if a.reopen {
         let lb = XdpLb::open_pinned(&a.pin_dir)?;
-        let link = XdpLink::from_pinned(a.pin_dir.join("link"))?;
+        let link = XdpLink::from_pinned_in_netns(a.pin_dir.join("link"), &a.netns)?;
         (lb, link)
     } else {
         // The same LB as the lab's in-process ones (main.rs `start_lb`).
@@ -95,7 +96,7 @@ pub(crate) fn child_main(a: ControlArgs) -> Result<(), Error> {
         };
         lb.add_vip(crate::vip(), flags)?;
         lb.set_backends(&crate::vip(), &crate::backends(&crate::INITIAL_RING))?;
-        let link = lb.attach(XdpTarget::ifname_in_netns(topo::LB_IF, &a.netns))?;
+        let mut link = lb.attach(XdpTarget::ifname_in_netns(topo::LB_IF, &a.netns))?;
         lb.pin(&a.pin_dir)?;
         link.pin(a.pin_dir.join("link"))?;
         (lb, link)

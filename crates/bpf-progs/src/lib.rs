@@ -5,26 +5,49 @@
 //!
 //! ```text
 //! let prog = Prog::load(ProgConfig::…().setter(…))?;   // open + size + load
-//! let link = prog.attach(target)?;                      // dropping `link` detaches
+//! let mut link = prog.attach(target)?;                  // dropping `link` detaches, unless pinned
 //! let stats = prog.stats()?;                            // typed, one per-CPU lookup, summed
 //! prog.program_fd(); prog.maps()/map(…);                // to go lower
+//!
+//! // The verbs of every link (link::Link): pin, unpin, update_program, detach, info
+//! link.pin(dir.join("link"))?;                          // stays attached after drop
+//! link.detach()?;                                       // detaches now, pinned or not
 //!
 //! // State that outlives the process (xdp_lb, xdp_decap, sockops_server_id):
 //! prog.pin(dir)?; link.pin(dir.join("link"))?;          // bpffs, 0600, layout version in `meta`
 //! let prog = Prog::open_pinned(dir)?;                   // another process, later: same maps and state
-//! let link = Link::from_pinned(dir.join("link"))?;
+//! let link = ProgLink::from_pinned(dir.join("link"))?;  // NotPinned if nothing is there
 //! prog.upgrade(&link)?;                                 // this build's program, same maps, bpf_link_update
 //! Prog::unpin(dir)?;                                    // every pin, links included
 //! ```
 //!
-//! [`pin`] holds what they share: bpffs mounting, 0600 pins, the
-//! cross-process lock (`flock` on the pin directory) and `BPF_LINK_UPDATE`.
+//! [`link`] holds the one [`link::Link`] trait every attachment implements
+//! (cilium/ebpf's verbs and meanings); [`pin`] what the pinned programs
+//! share: bpffs mounting, 0600 pins, the cross-process lock (`flock` on
+//! the pin directory), `BPF_LINK_UPDATE`, and [`pin::PinError::NotPinned`]
+//! when nothing is pinned where asked. Each program declares its maps once,
+//! in one table from which loading, pinning, reopening and upgrading
+//! derive. Every path argument is `impl AsRef<Path>` (attach targets: any
+//! path type or an open file, [`file_ref::FileRef`]).
 //!
-//! Configs are `#[non_exhaustive]` builders; each module has one
-//! `#[non_exhaustive]` error enum (`InvalidConfig`, `Kernel(`[`error::KernelError`]`)`
-//! — object, operation, errno, what to do — and what only that program can
-//! say); no `libbpf_rs::Error` is in the public API. Loading needs root
-//! (`CAP_BPF` + `CAP_NET_ADMIN`).
+//! Configs are `#[non_exhaustive]` builders, stats structs and mode enums
+//! `#[non_exhaustive]`; each module has one `#[non_exhaustive]` error enum
+//! (`InvalidConfig`, `Kernel(`[`error::KernelError`]`)` — object,
+//! operation, errno, what to do — `NotPinned { path }`, `Link(`[`link::LinkError`]`)`,
+//! and what only that program can say). Loading needs root (`CAP_BPF` +
+//! `CAP_NET_ADMIN`).
+//!
+//! # libbpf-rs
+//!
+//! Every call of this crate takes and returns flowpin types and errors: no
+//! `libbpf_rs::Error` is in the public API, so flowpin's semver is not tied
+//! to libbpf-rs'. The one exception is deliberate: the getters for users
+//! who go lower (`XdpLb::maps` and the [`xdp_lb::KernelMaps`] getters,
+//! `XdpDecap::tunnel_maps`, `ServerIdOps::server_ports_map`, the
+//! `SkLookup::*_map` getters and every `map(name)`) return
+//! [`libbpf_rs::MapHandle`]s. That libbpf-rs is re-exported as
+//! [`flowpin_bpf_progs::libbpf_rs`](libbpf_rs): use it (not a libbpf-rs of
+//! your own, which may be another version) to call them.
 //!
 //! | module | program type | config → `load` | `attach(target)` → link | `stats()` |
 //! |---|---|---|---|---|
@@ -34,8 +57,9 @@
 //! | [`sockops_server_id`] | `SOCK_OPS`: server_id TCP option, server and client roles | [`sockops_server_id::ServerIdOpsConfig`] | a cgroup v2 ([`sockops_server_id::CgroupRef`]) → [`sockops_server_id::SockopsLink`] | [`sockops_server_id::ServerIdOpsStats`] |
 //! | [`sk_reuseport_select`] | `SK_REUSEPORT`: generation/slot socket selection, request migration | [`sk_reuseport_select::SelectConfig`] | a socket of the `SO_REUSEPORT` group → [`sk_reuseport_select::ReuseportLink`] (the exception: no kernel link type exists, the program stays while the group lives) | [`sk_reuseport_select::RawStats`] (total; `stats_of(index)` per generation) |
 //!
-//! Shared pieces: [`error`] ([`error::KernelError`]), [`xdp_attach`] (XDP
-//! attach targets, link guard and `BPF_PROG_TEST_RUN`), [`netns`] and
+//! Shared pieces: [`error`] ([`error::KernelError`]), [`link`] (the
+//! [`link::Link`] verbs), [`xdp_attach`] (XDP attach targets, the XDP link
+//! and `BPF_PROG_TEST_RUN`), [`netns`] and
 //! [`process`] (what an embedder needs around the programs: run code in a
 //! network namespace, start a server inside a cgroup, turn off TX checksum
 //! offload), [`flow_hash`] (from `flowpin-bpf-abi`, builds without clang),
@@ -107,9 +131,13 @@ pub mod cgroup;
 pub mod error;
 pub mod file_ref;
 pub use flowpin_bpf_abi::flow_hash;
+/// The exact libbpf-rs whose `MapHandle`s the low-level map getters return.
+pub use libbpf_rs;
+pub mod link;
 pub mod netdev;
 pub mod netns;
 pub mod pin;
+mod pinned_maps;
 pub mod process;
 #[cfg(feature = "sk-lookup")]
 pub mod sk_lookup;

@@ -18,6 +18,52 @@ use std::path::{Path, PathBuf};
 
 use crate::error::KernelError;
 
+/// Opening a pinned object failed: nothing is pinned there, or the kernel
+/// refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinError {
+    /// Nothing is pinned at `path` (`ENOENT`): a wrong path, a directory
+    /// that was never pinned, or pins already removed.
+    #[error("nothing is pinned at {}: check the path (pins live on bpffs, under /sys/fs/bpf), pin the program or link there first, or it was removed (unpin)", path.display())]
+    NotPinned {
+        /// The pin (or pin directory) that does not exist.
+        path: PathBuf,
+    },
+    /// Any other failure of the kernel call.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// `impl From<PinError> for $error`, for an error enum with a
+/// `NotPinned { path }` and a `Kernel(KernelError)` variant.
+macro_rules! from_pin_error {
+    ($error:ty) => {
+        impl From<$crate::pin::PinError> for $error {
+            fn from(e: $crate::pin::PinError) -> Self {
+                match e {
+                    $crate::pin::PinError::NotPinned { path } => Self::NotPinned { path },
+                    $crate::pin::PinError::Kernel(k) => Self::Kernel(k),
+                }
+            }
+        }
+    };
+}
+pub(crate) use from_pin_error;
+
+/// `path` when it exists, else its first missing ancestor: what a
+/// `NotPinned` error names (the pin directory rather than a file in it).
+fn missing_part(path: &Path) -> PathBuf {
+    let mut missing = path;
+    while let Some(parent) = missing.parent() {
+        if parent.as_os_str().is_empty() || parent.exists() {
+            break;
+        }
+        missing = parent;
+    }
+    missing.to_path_buf()
+}
+
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -27,8 +73,8 @@ const PIN_HINT: &str = "EEXIST: something is already pinned there (unpin it firs
 /// Whether `p` is on a bpffs mount.
 // The statfs f_type width differs between architectures.
 #[allow(clippy::unnecessary_cast)]
-pub fn is_bpffs(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+pub fn is_bpffs(p: impl AsRef<Path>) -> bool {
+    nix::sys::statfs::statfs(p.as_ref()).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }
 
 /// Mounts bpffs at [`BPFFS`] if nothing is mounted there.
@@ -57,7 +103,8 @@ pub fn ensure_bpffs() -> Result<(), KernelError> {
 
 /// Creates the pin directory `dir` (mode 0700; bpffs mounted if missing)
 /// and checks it is on bpffs.
-pub fn create_pin_dir(dir: &Path) -> Result<(), KernelError> {
+pub fn create_pin_dir(dir: impl AsRef<Path>) -> Result<(), KernelError> {
+    let dir = dir.as_ref();
     ensure_bpffs()?;
     let obj = || format!("pin directory {}", dir.display());
     std::fs::create_dir_all(dir).map_err(|e| {
@@ -88,7 +135,8 @@ fn c_path(path: &Path) -> std::ffi::CString {
 }
 
 /// Pins the BPF object `fd` (map, program or link) at `path`, mode 0600.
-pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<(), KernelError> {
+pub fn pin_fd(fd: BorrowedFd<'_>, path: impl AsRef<Path>) -> Result<(), KernelError> {
+    let path = path.as_ref();
     let p = c_path(path);
     // SAFETY: `fd` is a valid open fd for the duration of the call and `p`
     // a NUL-terminated string that outlives it.
@@ -106,18 +154,26 @@ pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Opens the BPF object pinned at `path`.
-pub fn open_pinned_fd(path: &Path) -> Result<OwnedFd, KernelError> {
+/// Opens the BPF object pinned at `path`; [`PinError::NotPinned`] if
+/// nothing is pinned there.
+pub fn open_pinned_fd(path: impl AsRef<Path>) -> Result<OwnedFd, PinError> {
+    let path = path.as_ref();
     let p = c_path(path);
     // SAFETY: `p` is a NUL-terminated string that outlives the call.
     let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(p.as_ptr()) };
+    if fd == -2 {
+        return Err(PinError::NotPinned {
+            path: missing_part(path),
+        });
+    }
     if fd < 0 {
         return Err(KernelError::errno(
             format!("pin {}", path.display()),
             "bpf_obj_get",
             -fd,
             PIN_HINT,
-        ));
+        )
+        .into());
     }
     // SAFETY: bpf_obj_get returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -125,7 +181,8 @@ pub fn open_pinned_fd(path: &Path) -> Result<OwnedFd, KernelError> {
 
 /// Removes every pin under `dir`, then `dir` (a missing directory is not
 /// an error). Links pinned there are detached once no process holds them.
-pub fn remove_pin_dir(dir: &Path) -> Result<(), KernelError> {
+pub fn remove_pin_dir(dir: impl AsRef<Path>) -> Result<(), KernelError> {
+    let dir = dir.as_ref();
     let obj = || format!("pin directory {}", dir.display());
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -168,7 +225,8 @@ pub struct PinLock {
 
 impl PinLock {
     /// Blocks until the lock on `dir` is ours.
-    pub fn acquire(dir: &Path) -> Result<PinLock, KernelError> {
+    pub fn acquire(dir: impl AsRef<Path>) -> Result<PinLock, KernelError> {
+        let dir = dir.as_ref();
         let f = File::open(dir).map_err(|e| {
             KernelError::io(format!("pin directory {}", dir.display()), "open", &e, "")
         })?;
@@ -232,32 +290,6 @@ pub fn prog_id(fd: BorrowedFd<'_>) -> Result<u32, KernelError> {
     Ok(info.id)
 }
 
-/// Pins `objects` (name, fd) under `dir` (created on bpffs, 0700), in
-/// order, under the directory's lock; the last one should be the `meta`
-/// map, so a directory holding `meta` is complete. Fails with EEXIST if
-/// `dir` already holds a `meta`; on a failure the pins made are removed.
-pub(crate) fn pin_all(dir: &Path, objects: &[(&str, BorrowedFd<'_>)]) -> Result<(), KernelError> {
-    create_pin_dir(dir)?;
-    let _lock = PinLock::acquire(dir)?;
-    if dir.join("meta").exists() {
-        return Err(KernelError::errno(
-            format!("pin directory {}", dir.display()),
-            "pin",
-            17,
-            "it already holds a pinned program: reopen it with open_pinned, or remove it with unpin",
-        ));
-    }
-    for (i, (name, fd)) in objects.iter().enumerate() {
-        if let Err(e) = pin_fd(*fd, &dir.join(name)) {
-            for (n, _) in &objects[..i] {
-                let _ = std::fs::remove_file(dir.join(n));
-            }
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
 /// Replaces the program pinned at `dir/prog` with `prog` (an upgrade):
 /// pinned under a temporary name, then renamed over the old pin.
 pub(crate) fn repin_prog(dir: &Path, prog: BorrowedFd<'_>) -> Result<(), KernelError> {
@@ -271,14 +303,23 @@ pub(crate) fn repin_prog(dir: &Path, prog: BorrowedFd<'_>) -> Result<(), KernelE
 }
 
 /// Opens the map pinned at `dir/name`.
-pub(crate) fn map_at(dir: &Path, name: &str) -> Result<libbpf_rs::MapHandle, KernelError> {
+pub(crate) fn map_at(dir: &Path, name: &str) -> Result<libbpf_rs::MapHandle, PinError> {
     let p = dir.join(name);
     libbpf_rs::MapHandle::from_pinned_path(&p).map_err(|e| {
-        KernelError::libbpf(
-            format!("pin {}", p.display()),
-            "open",
+        not_pinned_or(
+            &p,
             &e,
-            "ENOENT: not a pin directory of this program, or a half-removed one (unpin it)",
+            "not a map: a pin directory of another program, or a half-removed one (unpin it)",
         )
     })
+}
+
+/// `NotPinned` for `ENOENT`, else a [`KernelError`] with `hint`.
+fn not_pinned_or(p: &Path, e: &libbpf_rs::Error, hint: &'static str) -> PinError {
+    if e.kind() == libbpf_rs::ErrorKind::NotFound {
+        return PinError::NotPinned {
+            path: missing_part(p),
+        };
+    }
+    KernelError::libbpf(format!("pin {}", p.display()), "open", e, hint).into()
 }

@@ -1,7 +1,8 @@
 //! XDP plumbing shared by every XDP program of this crate: attaching a loaded
 //! program to an interface through a BPF link (native mode, falling back to
 //! generic mode, the chosen mode reported), a link guard that detaches on
-//! drop, and a `BPF_PROG_TEST_RUN` helper.
+//! drop unless pinned ([`Link`](crate::link::Link)), and a
+//! `BPF_PROG_TEST_RUN` helper.
 //!
 //! Everything takes the program as a file descriptor ([`AsFd`]), so it works
 //! with a skeleton's `Program`, a [`libbpf_rs::ProgramHandle`] or a plain
@@ -12,8 +13,7 @@
 //! ([`XdpTarget::ifname_in_netns`]: a short-lived thread enters that
 //! namespace, resolves the name and creates the link there; no setns code
 //! in the caller). The returned [`XdpLink`] can then be kept and dropped
-//! anywhere (closing a BPF link detaches it wherever the closing thread
-//! lives).
+//! anywhere (a BPF link detaches wherever the dropping thread lives).
 
 use std::fmt;
 use std::io;
@@ -21,6 +21,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::KernelError;
+use crate::link::{BpfLink, LinkError};
 
 /// Errors of XDP attach and test runs.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,7 @@ pub enum XdpAttachMode {
 
 /// The XDP mode a program ended up attached in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum XdpMode {
     /// Driver mode (`XDP_FLAGS_DRV_MODE`): runs in the driver's receive path.
     Native,
@@ -90,14 +92,17 @@ impl fmt::Display for XdpMode {
     }
 }
 
-/// An XDP program attached to an interface through a BPF link. Dropping it
-/// detaches the program.
+/// An XDP program attached to an interface through a BPF link. The
+/// [`Link`](crate::link::Link) verbs: dropping it detaches the program
+/// unless it is pinned.
 #[derive(Debug)]
 pub struct XdpLink {
-    fd: OwnedFd,
+    link: BpfLink,
     ifindex: u32,
     mode: XdpMode,
 }
+
+crate::link::delegate_link!(XdpLink, link);
 
 impl XdpLink {
     /// The mode the program runs in.
@@ -105,93 +110,66 @@ impl XdpLink {
         self.mode
     }
 
-    /// The interface index (in the namespace it was attached from).
+    /// The interface index (in the interface's network namespace).
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
 
-    /// Detaches now (same as dropping). A pinned link stays attached until
-    /// its pin is removed as well.
-    pub fn detach(self) {
-        drop(self);
+    /// Reopens a link pinned by [`Link::pin`](crate::link::Link::pin)
+    /// whose interface is in the calling thread's network namespace. Its
+    /// mode is read from the interface (`bpf_xdp_query`); for an interface
+    /// in another namespace use
+    /// [`from_pinned_in_netns`](Self::from_pinned_in_netns) (here the mode
+    /// could not be read and is reported as [`XdpMode::Generic`]).
+    pub fn from_pinned(path: impl AsRef<Path>) -> Result<XdpLink, LinkError> {
+        let (link, ifindex, prog_id) = Self::open_pinned(path.as_ref())?;
+        let mode = query_mode(ifindex, prog_id);
+        Ok(XdpLink {
+            link,
+            ifindex,
+            mode,
+        })
     }
 
-    /// Pins the link at `path` (on bpffs, mode 0600): the program stays
-    /// attached after this process exits, until the pin is removed.
-    pub fn pin(&self, path: impl AsRef<Path>) -> Result<(), KernelError> {
-        crate::pin::pin_fd(self.fd.as_fd(), path.as_ref())
+    /// Reopens a link pinned by [`Link::pin`](crate::link::Link::pin)
+    /// whose interface is in the network namespace at `netns` (a namespace
+    /// file, as [`XdpTarget::in_netns`] takes): the mode is read inside
+    /// that namespace, so a native link there reports [`XdpMode::Native`].
+    pub fn from_pinned_in_netns(
+        path: impl AsRef<Path>,
+        netns: impl AsRef<Path>,
+    ) -> Result<XdpLink, LinkError> {
+        let (link, ifindex, prog_id) = Self::open_pinned(path.as_ref())?;
+        let mode = crate::netns::run_in(netns, || query_mode(ifindex, prog_id))?;
+        Ok(XdpLink {
+            link,
+            ifindex,
+            mode,
+        })
     }
 
-    /// Reopens a link pinned by [`pin`](Self::pin). Its mode is read from
-    /// the interface (`bpf_xdp_query`) when the interface is in the calling
-    /// thread's network namespace, and reported as
-    /// [`XdpMode::Generic`] when it cannot be determined.
-    pub fn from_pinned(path: impl AsRef<Path>) -> Result<XdpLink, KernelError> {
-        let path = path.as_ref();
-        let fd = crate::pin::open_pinned_fd(path)?;
-        let info = link_info(fd.as_fd()).map_err(|e| {
-            KernelError::io(
-                format!("link {}", path.display()),
-                "bpf_link_get_info_by_fd",
-                &e,
-                "",
-            )
-        })?;
-        if info.type_ != libbpf_rs::libbpf_sys::BPF_LINK_TYPE_XDP {
-            return Err(KernelError::errno(
-                format!("link {}", path.display()),
-                "open",
-                22,
-                "the pinned link is not an XDP link",
-            ));
-        }
-        // SAFETY: type_ is BPF_LINK_TYPE_XDP, so the xdp member is the one the kernel filled.
+    fn open_pinned(path: &Path) -> Result<(BpfLink, u32, u32), LinkError> {
+        let (link, info) =
+            BpfLink::from_pinned(path, libbpf_rs::libbpf_sys::BPF_LINK_TYPE_XDP, "xdp link")?;
+        // SAFETY: from_pinned checked type_ is BPF_LINK_TYPE_XDP, so the xdp member is the one the kernel filled.
         let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
-        let mut q = libbpf_rs::libbpf_sys::bpf_xdp_query_opts {
-            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_xdp_query_opts>() as _,
-            ..Default::default()
-        };
-        // SAFETY: `q` is a properly sized, initialised opts struct that outlives the call.
-        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut q) };
-        let mode = if rc == 0 && q.drv_prog_id == info.prog_id && info.prog_id != 0 {
-            XdpMode::Native
-        } else {
-            XdpMode::Generic
-        };
-        Ok(XdpLink { fd, ifindex, mode })
-    }
-
-    /// Swaps the link's program for `prog` atomically (`BPF_LINK_UPDATE`):
-    /// every packet runs the old program or the new one.
-    pub fn update_program(&self, prog: impl AsFd) -> Result<(), KernelError> {
-        crate::pin::link_update(self.fd.as_fd(), prog.as_fd())
-    }
-
-    /// The id of the program the link runs now.
-    pub fn program_id(&self) -> Result<u32, KernelError> {
-        link_info(self.fd.as_fd())
-            .map(|i| i.prog_id)
-            .map_err(|e| KernelError::io("xdp link", "bpf_link_get_info_by_fd", &e, ""))
+        Ok((link, ifindex, info.prog_id))
     }
 }
 
-/// `bpf_link_get_info_by_fd` of a link.
-pub(crate) fn link_info(fd: BorrowedFd<'_>) -> io::Result<libbpf_rs::libbpf_sys::bpf_link_info> {
-    let mut info = libbpf_rs::libbpf_sys::bpf_link_info::default();
-    let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_link_info>() as u32;
-    // SAFETY: `info` is a writable bpf_link_info of `len` bytes that outlives the call.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+/// The mode program `prog_id` runs in on `ifindex` of the calling thread's
+/// network namespace: native if the driver slot holds it, else generic.
+fn query_mode(ifindex: u32, prog_id: u32) -> XdpMode {
+    let mut q = libbpf_rs::libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
     };
-    if rc < 0 {
-        return Err(io::Error::from_raw_os_error(-rc));
-    }
-    Ok(info)
-}
-
-impl AsFd for XdpLink {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    // SAFETY: `q` is a properly sized, initialised opts struct that outlives the call.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut q) };
+    if rc == 0 && prog_id != 0 && q.drv_prog_id == prog_id {
+        XdpMode::Native
+    } else {
+        XdpMode::Generic
     }
 }
 
@@ -255,13 +233,13 @@ impl XdpTarget {
     /// `/proc/<pid>/ns/net`). The name is resolved and the link created by
     /// a short-lived thread inside that namespace; the link then lives on
     /// in the caller.
-    pub fn ifname_in_netns(name: impl Into<String>, netns: impl Into<PathBuf>) -> Self {
+    pub fn ifname_in_netns(name: impl Into<String>, netns: impl AsRef<Path>) -> Self {
         XdpTarget::ifname(name).in_netns(netns)
     }
 
     /// The same interface, in the network namespace at `netns`.
-    pub fn in_netns(mut self, netns: impl Into<PathBuf>) -> Self {
-        self.netns = Some(netns.into());
+    pub fn in_netns(mut self, netns: impl AsRef<Path>) -> Self {
+        self.netns = Some(netns.as_ref().to_path_buf());
         self
     }
 
@@ -364,7 +342,11 @@ fn attach_here(prog: BorrowedFd<'_>, target: &XdpTarget) -> Result<XdpLink, XdpA
     let skb = libbpf_rs::libbpf_sys::XDP_FLAGS_SKB_MODE;
     let attempt = |flags, mode, tried| {
         link_create(prog, ifindex, flags)
-            .map(|fd| XdpLink { fd, ifindex, mode })
+            .map(|fd| XdpLink {
+                link: BpfLink::new(fd, "xdp link"),
+                ifindex,
+                mode,
+            })
             .map_err(|errno| XdpAttachError::Attach {
                 ifindex,
                 tried,

@@ -48,10 +48,12 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
+pub use crate::link::Link;
+use crate::pinned_maps::{self, MapTable};
 use crate::skel::xdp_decap::types::decap_stats;
 use crate::skel::xdp_decap::XdpDecapSkelBuilder;
 use crate::xdp_attach::{attach_xdp, xdp_test_run};
@@ -72,6 +74,15 @@ pub enum XdpDecapError {
     /// Attaching or test-running failed.
     #[error(transparent)]
     Xdp(#[from] XdpAttachError),
+    /// Nothing is pinned at `path` ([`XdpDecap::open_pinned`]).
+    #[error("nothing is pinned at {}: check the path, or load and pin an xdp_decap there first (XdpDecap::pin)", path.display())]
+    NotPinned {
+        /// The missing pin or pin directory.
+        path: std::path::PathBuf,
+    },
+    /// A [`Link`] verb failed (pin, update, detach).
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
     /// The pin directory holds a layout this build cannot use.
     #[error("pin directory {dir} holds xdp_decap layout version {found}; this build uses version {expected}: detach it, remove the pins with XdpDecap::unpin and load again, or run the flowpin build that wrote them")]
     IncompatiblePin {
@@ -83,6 +94,8 @@ pub enum XdpDecapError {
         expected: u32,
     },
 }
+
+crate::pin::from_pin_error!(XdpDecapError);
 
 type Result<T> = std::result::Result<T, XdpDecapError>;
 
@@ -221,80 +234,48 @@ impl From<decap_stats> for DecapStats {
 #[derive(Debug)]
 pub struct XdpDecap {
     prog: OwnedFd,
-    tunnel_v4: MapHandle,
-    tunnel_v6: MapHandle,
-    stats: MapHandle,
-    meta: MapHandle,
+    maps: DecapMaps,
     config: XdpDecapConfig,
     pin_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
-const MAP_V4: &str = "tunnel_v4";
-const MAP_V6: &str = "tunnel_v6";
-const MAP_STATS: &str = "stats";
-
-/// The files of a pinned `xdp_decap`.
-pub const PIN_NAMES: &[&str] = &[MAP_V4, MAP_V6, MAP_STATS, "prog", "meta"];
-
-struct Loaded {
-    prog: OwnedFd,
-    tunnel_v4: MapHandle,
-    tunnel_v6: MapHandle,
-    stats: MapHandle,
-    meta: MapHandle,
+pinned_maps::map_table! {
+    /// The maps of `xdp_decap`.
+    #[derive(Debug)]
+    struct DecapMaps {
+        tunnel_v4: Map,
+        tunnel_v6: Map,
+        stats: Map,
+        meta: Meta,
+    }
+    extra {}
+    pin_names:
+        /// The files of a pinned `xdp_decap`: the maps, then `prog`.
+        pub const PIN_NAMES;
 }
 
-fn load_program(config: &XdpDecapConfig, reuse: Option<&XdpDecap>) -> Result<Loaded> {
+const LOAD_HINT: &str = "verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock";
+
+/// Opens, sizes and loads the program; with `reuse`, against those maps.
+fn load_program(
+    config: &XdpDecapConfig,
+    reuse: Option<&DecapMaps>,
+) -> Result<(OwnedFd, DecapMaps)> {
     let mut storage = MaybeUninit::uninit();
     let mut open = XdpDecapSkelBuilder::default()
         .open(&mut storage)
         .map_err(KernelError::object("object xdp_decap", "open", ""))?;
     for (map, name) in [
-        (&mut open.maps.tunnel_v4, MAP_V4),
-        (&mut open.maps.tunnel_v6, MAP_V6),
+        (&mut open.maps.tunnel_v4, "tunnel_v4"),
+        (&mut open.maps.tunnel_v6, "tunnel_v6"),
     ] {
         map.set_max_entries(config.max_tunnel_addrs)
             .map_err(KernelError::map(name, "set_max_entries"))?;
     }
-    if let Some(old) = reuse {
-        for (om, h, name) in [
-            (&mut open.maps.tunnel_v4, &old.tunnel_v4, MAP_V4),
-            (&mut open.maps.tunnel_v6, &old.tunnel_v6, MAP_V6),
-            (&mut open.maps.stats, &old.stats, MAP_STATS),
-            (&mut open.maps.meta, &old.meta, "meta"),
-        ] {
-            om.reuse_fd(h.as_fd())
-                .map_err(KernelError::map(name, "reuse_fd"))?;
-        }
-    }
-    let skel = open.load().map_err(KernelError::object(
-        "program xdp_decap",
-        "load",
-        "verifier rejection, or missing CAP_BPF/CAP_NET_ADMIN/memlock",
-    ))?;
-    let prog = skel
-        .progs
-        .xdp_decap
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| KernelError::io("program xdp_decap", "dup", &e, ""))?;
-    let handle = |map: &libbpf_rs::Map<'_>, name| {
-        MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
-    };
-    let meta = handle(&skel.maps.meta, "meta")?;
-    meta.update(
-        &0u32.to_ne_bytes(),
-        &flowpin_bpf_abi::lb::DECAP_LAYOUT_VERSION.to_ne_bytes(),
-        MapFlags::ANY,
-    )
-    .map_err(KernelError::map("meta", "update"))?;
-    Ok(Loaded {
-        prog,
-        tunnel_v4: handle(&skel.maps.tunnel_v4, MAP_V4)?,
-        tunnel_v6: handle(&skel.maps.tunnel_v6, MAP_V6)?,
-        stats: handle(&skel.maps.stats, MAP_STATS)?,
-        meta,
-    })
+    let (prog, maps) = pinned_maps::load_table(open, reuse, "xdp_decap", LOAD_HINT)?;
+    let version = flowpin_bpf_abi::lb::DECAP_LAYOUT_VERSION.to_ne_bytes();
+    pinned_maps::write_meta(&maps.meta, &version)?;
+    Ok((prog, maps))
 }
 
 impl XdpDecap {
@@ -305,13 +286,10 @@ impl XdpDecap {
                 "max_tunnel_addrs must be at least 1".into(),
             ));
         }
-        let l = load_program(&config, None)?;
+        let (prog, maps) = load_program(&config, None)?;
         Ok(XdpDecap {
-            prog: l.prog,
-            tunnel_v4: l.tunnel_v4,
-            tunnel_v6: l.tunnel_v6,
-            stats: l.stats,
-            meta: l.meta,
+            prog,
+            maps,
             config,
             pin_dir: std::sync::OnceLock::new(),
         })
@@ -319,35 +297,22 @@ impl XdpDecap {
 
     /// Pins the program and its maps under `dir` (created on bpffs, pins
     /// 0600), so the tunnel addresses outlive this process. Pin the link
-    /// from [`attach`](Self::attach) with [`XdpLink::pin`], conventionally
-    /// as `dir/link`.
-    pub fn pin(&self, dir: &Path) -> Result<()> {
-        crate::pin::pin_all(
-            dir,
-            &[
-                (MAP_V4, self.tunnel_v4.as_fd()),
-                (MAP_V6, self.tunnel_v6.as_fd()),
-                (MAP_STATS, self.stats.as_fd()),
-                ("prog", self.prog.as_fd()),
-                ("meta", self.meta.as_fd()),
-            ],
-        )?;
+    /// from [`attach`](Self::attach) with [`Link::pin`],
+    /// conventionally as `dir/link`.
+    pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        pinned_maps::pin_dir(dir, &self.maps, self.prog.as_fd())?;
         let _ = self.pin_dir.set(dir.to_path_buf());
         Ok(())
     }
 
     /// Reopens an `xdp_decap` pinned by [`pin`](Self::pin): its program
     /// (still running behind its pinned link) and its maps. A directory of
-    /// another layout version is refused.
-    pub fn open_pinned(dir: &Path) -> Result<XdpDecap> {
-        let meta = crate::pin::map_at(dir, "meta")?;
-        let raw = meta
-            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(KernelError::map("meta", "lookup"))?
-            .unwrap_or_default();
-        let found = <[u8; 4]>::try_from(raw.get(..4).unwrap_or(&[0; 4]))
-            .map(u32::from_ne_bytes)
-            .unwrap_or(0);
+    /// another layout version is refused; [`XdpDecapError::NotPinned`] if
+    /// nothing is pinned there.
+    pub fn open_pinned(dir: impl AsRef<Path>) -> Result<XdpDecap> {
+        let dir = dir.as_ref();
+        let (raw, found) = pinned_maps::read_meta::<DecapMaps>(dir)?;
         let expected = flowpin_bpf_abi::lb::DECAP_LAYOUT_VERSION;
         if raw.len() != 4 || found != expected {
             return Err(XdpDecapError::IncompatiblePin {
@@ -356,14 +321,11 @@ impl XdpDecap {
                 expected,
             });
         }
-        let tunnel_v4 = crate::pin::map_at(dir, MAP_V4)?;
-        let config = XdpDecapConfig::default().max_tunnel_addrs(tunnel_v4.max_entries());
+        let (prog, maps) = pinned_maps::open_table::<DecapMaps>(dir)?;
+        let config = XdpDecapConfig::default().max_tunnel_addrs(maps.tunnel_v4.max_entries());
         let d = XdpDecap {
-            prog: crate::pin::open_pinned_fd(&dir.join("prog"))?,
-            tunnel_v4,
-            tunnel_v6: crate::pin::map_at(dir, MAP_V6)?,
-            stats: crate::pin::map_at(dir, MAP_STATS)?,
-            meta,
+            prog,
+            maps,
             config,
             pin_dir: std::sync::OnceLock::new(),
         };
@@ -373,7 +335,7 @@ impl XdpDecap {
 
     /// Removes a pinned `xdp_decap` directory (every pin in it, links
     /// included, and the directory). A missing directory is not an error.
-    pub fn unpin(dir: &Path) -> Result<()> {
+    pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
         Ok(crate::pin::remove_pin_dir(dir)?)
     }
 
@@ -382,16 +344,9 @@ impl XdpDecap {
     /// into `link` atomically (`BPF_LINK_UPDATE`). When pinned, the `prog`
     /// pin is replaced too.
     pub fn upgrade(&mut self, link: &XdpLink) -> Result<()> {
-        let _lock = match self.pin_dir.get() {
-            Some(d) => Some(crate::pin::PinLock::acquire(d)?),
-            None => None,
-        };
-        let l = load_program(&self.config, Some(self))?;
-        link.update_program(l.prog.as_fd())?;
-        if let Some(dir) = self.pin_dir.get() {
-            crate::pin::repin_prog(dir, l.prog.as_fd())?;
-        }
-        self.prog = l.prog;
+        self.prog = pinned_maps::upgrade(self.pin_dir.get(), link, || {
+            load_program(&self.config, Some(&self.maps)).map(|(prog, _)| prog)
+        })?;
         Ok(())
     }
 
@@ -401,15 +356,22 @@ impl XdpDecap {
     }
 
     /// Attaches to `target` (an ifindex, a name, or an [`XdpTarget`] with a
-    /// namespace and mode); dropping the link detaches.
+    /// namespace and mode); dropping the link detaches unless it is pinned.
     pub fn attach(&self, target: impl Into<XdpTarget>) -> Result<XdpLink> {
         Ok(attach_xdp(self.program_fd(), target)?)
     }
 
     /// The tunnel-address maps (IPv4 address / IPv6 address → `u8` 1), for
-    /// users who go lower.
+    /// users who go lower ([`libbpf_rs::MapHandle`]s of the libbpf-rs this
+    /// crate re-exports).
     pub fn tunnel_maps(&self) -> (&MapHandle, &MapHandle) {
-        (&self.tunnel_v4, &self.tunnel_v6)
+        (&self.maps.tunnel_v4, &self.maps.tunnel_v6)
+    }
+
+    /// One of the program's maps by its pin name ([`PIN_NAMES`]), for
+    /// users who go lower.
+    pub fn map(&self, name: &str) -> Option<&MapHandle> {
+        self.maps.map_named(name)
     }
 
     /// Adds one of this host's tunnel addresses: tunnel packets to it are
@@ -439,24 +401,25 @@ impl XdpDecap {
 
     /// The configured tunnel addresses (IPv4 first, unordered within a family).
     pub fn tunnel_addrs(&self) -> Result<Vec<IpAddr>> {
-        let mut out = tunnel_keys::<4>(&self.tunnel_v4, MAP_V4)?;
-        out.extend(tunnel_keys::<16>(&self.tunnel_v6, MAP_V6)?);
+        let mut out = tunnel_keys::<4>(&self.maps.tunnel_v4, "tunnel_v4")?;
+        out.extend(tunnel_keys::<16>(&self.maps.tunnel_v6, "tunnel_v6")?);
         Ok(out)
     }
 
     fn tunnel_map(&self, addr: IpAddr) -> (&MapHandle, &'static str, Vec<u8>) {
         match addr {
-            IpAddr::V4(a) => (&self.tunnel_v4, MAP_V4, a.octets().to_vec()),
-            IpAddr::V6(a) => (&self.tunnel_v6, MAP_V6, a.octets().to_vec()),
+            IpAddr::V4(a) => (&self.maps.tunnel_v4, "tunnel_v4", a.octets().to_vec()),
+            IpAddr::V6(a) => (&self.maps.tunnel_v6, "tunnel_v6", a.octets().to_vec()),
         }
     }
 
     /// The counters, summed over all CPUs (one `lookup_percpu`).
     pub fn stats(&self) -> Result<DecapStats> {
         let per_cpu = self
+            .maps
             .stats
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(KernelError::map(MAP_STATS, "lookup_percpu"))?
+            .map_err(KernelError::map("stats", "lookup_percpu"))?
             .unwrap_or_default();
         let sum: decap_stats = crate::skel::sum_counters(&per_cpu).ok_or_else(|| {
             KernelError::out_of_sync(

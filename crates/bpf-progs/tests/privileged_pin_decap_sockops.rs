@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::pin::prog_id;
 use flowpin_bpf_progs::sockops_server_id::{
     Role, ServerIdOps, ServerIdOpsConfig, ServerIdOpsError, SockopsLink,
@@ -74,7 +75,7 @@ fn privileged_pinned_decap_reopens_and_upgrades() {
     {
         let d = XdpDecap::load(XdpDecapConfig::default().max_tunnel_addrs(8)).unwrap();
         d.add_tunnel_addr(tun.into()).unwrap();
-        let link = d
+        let mut link = d
             .attach(XdpTarget::ifname_in_netns("d0", ns.path()))
             .unwrap();
         d.pin(&dir.0).unwrap();
@@ -82,7 +83,7 @@ fn privileged_pinned_decap_reopens_and_upgrades() {
         assert!(matches!(d.pin(&dir.0), Err(XdpDecapError::Kernel(e)) if e.is(17)));
     } // every handle of this process dropped: the pins hold everything
     assert_0600(&dir.0);
-    let link = XdpLink::from_pinned(dir.0.join("link")).unwrap();
+    let link = XdpLink::from_pinned_in_netns(dir.0.join("link"), ns.path()).unwrap();
     let mut d = XdpDecap::open_pinned(&dir.0).unwrap();
     assert_eq!(d.tunnel_addrs().unwrap(), vec![IpAddr::from(tun)]);
     assert_eq!(link.program_id().unwrap(), prog_id(d.program_fd()).unwrap());

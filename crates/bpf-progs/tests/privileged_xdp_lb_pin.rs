@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::pin::prog_id;
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Desired, DesiredVip, Proto, RingUpdate, Vip, VipFlags, XdpLb, XdpLbError, XdpLink,
@@ -87,7 +88,7 @@ fn helper_pin_child() {
     let mut lb = XdpLb::load(test_config()).unwrap();
     lb.add_vip(tcp_vip(), VipFlags::SERVER_ID).unwrap();
     lb.set_backends(&tcp_vip(), &backends(4)).unwrap();
-    let link = lb
+    let mut link = lb
         .attach(XdpTarget::ifname_in_netns("lb0", &netns))
         .unwrap();
     lb.pin(&dir).unwrap();
@@ -146,7 +147,7 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
     pin_to_one_cpu();
 
     // The child is gone; its program is still attached through the pinned link.
-    let link = XdpLink::from_pinned(dir.join("link")).unwrap();
+    let link = XdpLink::from_pinned_in_netns(dir.join("link"), ns.path()).unwrap();
     let mut lb = XdpLb::open_pinned(&dir).unwrap();
     assert_eq!(
         link.program_id().unwrap(),
@@ -356,10 +357,13 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
     );
     meta.update(&0u32.to_ne_bytes(), &orig, libbpf_rs::MapFlags::ANY)
         .unwrap();
-    assert!(matches!(
-        XdpLb::open_pinned(Path::new("/sys/fs/bpf/flowpin-no-such-dir")),
-        Err(XdpLbError::Kernel(_))
-    ));
+    // Nothing pinned there: its own error, naming the directory and what to do.
+    let err = XdpLb::open_pinned(Path::new("/sys/fs/bpf/flowpin-no-such-dir")).unwrap_err();
+    assert!(
+        matches!(&err, XdpLbError::NotPinned { path } if path == Path::new("/sys/fs/bpf/flowpin-no-such-dir")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("XdpLb::pin"), "{err}");
 
     // Cleanup removes every pin; once no process holds the link, the
     // program leaves the interface.

@@ -105,7 +105,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let mut target = XdpTarget::ifname(b.interface.clone()).mode(mode);
     if let Some(ns) = &b.netns {
-        target = target.in_netns(ns.clone());
+        target = target.in_netns(ns);
     }
     let decap_link = decap.attach(target)?;
     info!(interface = %b.interface, mode = %decap_link.mode(), tunnel = %b.address, "xdp_decap attached");

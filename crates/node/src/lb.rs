@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
@@ -44,7 +45,7 @@ fn attach_mode(m: XdpModeConfig) -> XdpAttachMode {
 fn target(cfg: &LbConfig) -> XdpTarget {
     let t = XdpTarget::ifname(cfg.lb.interface.clone()).mode(attach_mode(cfg.lb.xdp_mode));
     match &cfg.lb.netns {
-        Some(ns) => t.in_netns(ns.clone()),
+        Some(ns) => t.in_netns(ns),
         None => t,
     }
 }
@@ -67,15 +68,12 @@ pub fn open_or_load(cfg: &LbConfig) -> Result<DataPath> {
         let lb = XdpLb::open_pinned(dir)?;
         let link = if link_pin.exists() {
             match &cfg.lb.netns {
-                Some(ns) => {
-                    let p = link_pin.clone();
-                    flowpin_bpf_progs::netns::run_in(ns, move || XdpLink::from_pinned(p))??
-                }
+                Some(ns) => XdpLink::from_pinned_in_netns(&link_pin, ns)?,
                 None => XdpLink::from_pinned(&link_pin)?,
             }
         } else {
             warn!(pin = %link_pin.display(), "pinned maps without a pinned link: attaching the pinned program again");
-            let link = lb.attach(target(cfg))?;
+            let mut link = lb.attach(target(cfg))?;
             link.pin(&link_pin)?;
             link
         };
@@ -108,7 +106,7 @@ pub fn open_or_load(cfg: &LbConfig) -> Result<DataPath> {
     }
     let lb = XdpLb::load(config)?;
     lb.pin(dir)?;
-    let link = match lb.attach(target(cfg)) {
+    let mut link = match lb.attach(target(cfg)) {
         Ok(l) => l,
         Err(e) => {
             let _ = XdpLb::unpin(dir);

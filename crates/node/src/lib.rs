@@ -41,6 +41,9 @@ pub enum NodeError {
     /// The sock_ops program.
     #[error(transparent)]
     Sockops(#[from] flowpin_bpf_progs::sockops_server_id::ServerIdOpsError),
+    /// A link verb (pin, reopen from its pin).
+    #[error(transparent)]
+    Link(#[from] flowpin_bpf_progs::link::LinkError),
     /// A kernel call (pins, namespaces).
     #[error(transparent)]
     Kernel(#[from] flowpin_bpf_progs::error::KernelError),

@@ -17,6 +17,7 @@ use crate::validate::{build, RawEntry};
 
 /// Health and counters of a watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct WatchStats {
     /// Whether the etcd watch stream is up right now.
     pub connected: bool,

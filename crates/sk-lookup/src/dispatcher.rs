@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use flowpin_bpf_abi::sk_lookup::{self as abi, FAMILY_V4, FAMILY_V6, MAX_LABELS};
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::sk_lookup::{
     summary_of, LabelStats, NetnsRef, SkLookup, SkLookupConfig, SkLookupError, SkLookupLink,
     SkLookupStats,
@@ -114,7 +115,7 @@ impl Dispatcher {
                 "a dispatcher is pinned there already: open it with Dispatcher::open, or remove it with Dispatcher::remove",
             ));
         }
-        let mut prog = SkLookup::load(SkLookupConfig::new().max_bindings(config.max_bindings))
+        let prog = SkLookup::load(SkLookupConfig::new().max_bindings(config.max_bindings))
             .map_err(kernel("loading the sk_lookup program"))?;
         std::fs::create_dir_all(&dir).map_err(|e| pins_err(&dir, format!("creating it: {e}")))?;
         if let Err(e) = prog.pin(&dir) {
@@ -194,11 +195,12 @@ impl Dispatcher {
                 "the program is attached already (a link is pinned): detach it first",
             ));
         }
-        let link = self
+        let mut link = self
             .prog
             .attach(netns)
             .map_err(kernel("attaching to the network namespace"))?;
-        link.pin(&path).map_err(kernel("pinning the link"))
+        link.pin(&path)
+            .map_err(|e| kernel("pinning the link")(e.into()))
     }
 
     /// Attaches to a network namespace and returns the link, unpinned: the
@@ -450,8 +452,8 @@ fn detach_pinned(dir: &Path) -> Result<()> {
         return Ok(());
     }
     SkLookupLink::from_pinned(&path)
-        .and_then(SkLookupLink::detach)
-        .map_err(kernel("detaching the pinned link"))
+        .and_then(|mut link| link.detach())
+        .map_err(|e| kernel("detaching the pinned link")(e.into()))
 }
 
 fn socket_facts<S: AsFd>(s: &S) -> Result<SocketFacts> {

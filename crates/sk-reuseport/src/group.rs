@@ -199,9 +199,9 @@ impl GroupConfig {
     /// first byte has the high bit clear looks like a short header), socket
     /// id at DCID offset 5 (after the flowpin CID layout's server_id), 60 s
     /// drain deadline, 10 s idle.
-    pub fn new(pin_path: impl Into<PathBuf>) -> Self {
+    pub fn new(pin_path: impl AsRef<Path>) -> Self {
         GroupConfig {
-            pin_path: pin_path.into(),
+            pin_path: pin_path.as_ref().to_path_buf(),
             tcp_mode: SelectMode::Hash,
             udp_mode: SelectMode::Hash,
             udp_affinity: true,
@@ -242,6 +242,7 @@ impl From<[u64; sel::DROP_REASONS]> for Drops {
 
 /// Counters of one generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GenerationStats {
     /// The generation.
     pub gen: Generation,
@@ -263,6 +264,7 @@ pub struct GenerationStats {
 
 /// Counters of the whole group.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupStats {
     /// Per generation (retired ones included until their index is reused), oldest first.
     pub generations: Vec<GenerationStats>,
@@ -338,8 +340,7 @@ impl ReuseportGroup {
             .cid_sock_offset(config.cid_sock_offset)
             .flow_table_size(config.flow_table_size)
             .drain(config.drain_deadline, config.drain_idle);
-        let mut prog =
-            SkReuseportSelect::load(cfg.clone()).map_err(kernel("loading the program"))?;
+        let prog = SkReuseportSelect::load(cfg.clone()).map_err(kernel("loading the program"))?;
         // The directory only once nothing but pinning can fail: an error
         // before this point leaves nothing behind on bpffs.
         std::fs::create_dir_all(&dir).map_err(|e| GroupError::Bpffs {

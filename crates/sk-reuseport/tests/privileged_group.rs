@@ -669,7 +669,7 @@ fn privileged_cleanup_removes_pins_and_program() {
         let prog_id;
         {
             let group = ReuseportGroup::create(addr, Proto::Udp, c).unwrap();
-            prog_id = group.kernel().prog_id();
+            prog_id = group.kernel().program_id();
             let s = udp(addr);
             group
                 .activate(group.add_generation(&[&s]).unwrap())

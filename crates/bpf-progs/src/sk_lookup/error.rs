@@ -39,6 +39,15 @@ pub enum SkLookupError {
         /// The largest valid value.
         max: u32,
     },
+    /// Nothing is pinned at `path` ([`SkLookup::from_pinned`](super::SkLookup::from_pinned)).
+    #[error("nothing is pinned at {}: check the path, or load and pin the sk_lookup program there first (SkLookup::pin)", path.display())]
+    NotPinned {
+        /// The missing pin or pin directory.
+        path: PathBuf,
+    },
+    /// A [`Link`](crate::link::Link) verb failed.
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
     /// Opening a path (network namespace, pin directory) failed.
     #[error("opening {path}: {source}")]
     Open {
@@ -49,3 +58,5 @@ pub enum SkLookupError {
         source: std::io::Error,
     },
 }
+
+crate::pin::from_pin_error!(SkLookupError);

@@ -1,118 +1,55 @@
 //! [`SkLookup::attach`] and the BPF link it returns.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::{KernelError, Result, SkLookup, SkLookupError};
+use crate::link::{BpfLink, LinkError};
 
 /// A network namespace to attach to: a path (`/run/netns/<name>`,
 /// `/proc/<pid>/ns/net`) or an open namespace file.
 pub type NetnsRef<'a> = crate::file_ref::FileRef<'a>;
 
-/// The program attached to a network namespace through a BPF link.
-///
-/// Dropping a link made by [`SkLookup::attach`] detaches the program, at
+/// The program attached to a network namespace through a BPF link. The
+/// [`Link`](crate::link::Link) verbs: dropping it detaches the program at
 /// once (`BPF_LINK_DETACH`: closing the fd alone would leave it attached
-/// while any copy of the fd lives, e.g. in a child forked by another thread
-/// and not yet exec'd) — unless the link was pinned ([`pin`](Self::pin)):
-/// a pinned link stays until its pin is removed ([`unpin`](Self::unpin))
-/// and every fd of it is closed. Dropping a handle opened with
-/// [`from_pinned`](Self::from_pinned) never detaches.
+/// while any copy of the fd lives, e.g. in a child forked by another
+/// thread and not yet exec'd) unless it is pinned; a pinned link stays
+/// until its pin is removed and every handle of it is dropped, or it is
+/// detached.
 #[derive(Debug)]
 pub struct SkLookupLink {
-    fd: OwnedFd,
+    link: BpfLink,
     target: String,
-    detach_on_drop: std::cell::Cell<bool>,
 }
 
-impl Drop for SkLookupLink {
-    fn drop(&mut self) {
-        if self.detach_on_drop.get() {
-            // SAFETY: a valid link fd. Failure leaves the close to detach.
-            let _ = unsafe { libbpf_rs::libbpf_sys::bpf_link_detach(self.fd.as_raw_fd()) };
-        }
-    }
-}
-
-fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| SkLookupError::Open {
-        path: p.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte"),
-    })
-}
+crate::link::delegate_link!(SkLookupLink, link);
 
 impl SkLookupLink {
-    /// The namespace attached to (its path, or `fd N`).
+    /// The namespace attached to (its path, `fd N`, or `pinned <path>`).
     pub fn target(&self) -> &str {
         &self.target
     }
 
     /// The link's fd.
     pub fn link_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.link.as_fd()
     }
 
-    /// Pins the link at `path` on bpffs: the program stays attached after
-    /// this handle (and this process) is gone.
-    pub fn pin(&self, path: impl AsRef<Path>) -> Result<()> {
+    /// Opens a link pinned by [`Link::pin`](crate::link::Link::pin), in
+    /// this or another process.
+    pub fn from_pinned(path: impl AsRef<Path>) -> std::result::Result<Self, LinkError> {
         let path = path.as_ref();
-        let c = cpath(path)?;
-        // SAFETY: a valid link fd and a NUL-terminated path that outlives the call.
-        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(self.fd.as_raw_fd(), c.as_ptr()) };
-        if rc < 0 {
-            return Err(KernelError::errno(
-                format!("pin {}", path.display()),
-                "bpf_obj_pin",
-                -rc,
-                "EEXIST: something is pinned there; ENOENT/EPERM: the directory must exist on bpffs",
-            )
-            .into());
-        }
-        self.detach_on_drop.set(false);
-        Ok(())
-    }
-
-    /// Opens a link pinned by [`pin`](Self::pin), in this or another process.
-    pub fn from_pinned(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let c = cpath(path)?;
-        // SAFETY: a NUL-terminated path that outlives the call.
-        let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(c.as_ptr()) };
-        if fd < 0 {
-            return Err(KernelError::errno(
-                format!("pin {}", path.display()),
-                "bpf_obj_get",
-                -fd,
-                "ENOENT: no link pinned there",
-            )
-            .into());
-        }
+        let (link, _) = BpfLink::from_pinned(
+            path,
+            libbpf_rs::libbpf_sys::BPF_LINK_TYPE_NETNS,
+            "sk_lookup link",
+        )?;
         Ok(SkLookupLink {
-            // SAFETY: bpf_obj_get returned a new fd nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            link,
             target: format!("pinned {}", path.display()),
-            detach_on_drop: std::cell::Cell::new(false),
         })
-    }
-
-    /// Removes the pin at `path` (the link lives on while a handle is open).
-    pub fn unpin(path: impl AsRef<Path>) -> std::io::Result<()> {
-        std::fs::remove_file(path)
-    }
-
-    /// Detaches the program from the namespace now, even if the link is
-    /// pinned (the pin then holds a dead link; remove it).
-    pub fn detach(self) -> Result<()> {
-        // SAFETY: a valid link fd.
-        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_link_detach(self.fd.as_raw_fd()) };
-        if rc < 0 {
-            return Err(KernelError::errno("link", "bpf_link_detach", -rc, "").into());
-        }
-        self.detach_on_drop.set(false);
-        Ok(())
     }
 }
 
@@ -123,7 +60,7 @@ impl SkLookup {
     pub fn attach<'a>(&self, netns: impl Into<NetnsRef<'a>>) -> Result<SkLookupLink> {
         match netns.into() {
             NetnsRef::Path(path) => {
-                let f = File::open(path).map_err(|source| SkLookupError::Open {
+                let f = File::open(&path).map_err(|source| SkLookupError::Open {
                     path: path.to_path_buf(),
                     source,
                 })?;
@@ -152,11 +89,11 @@ impl SkLookup {
             )
             .into());
         }
+        // SAFETY: bpf_link_create returned a new fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(SkLookupLink {
-            // SAFETY: bpf_link_create returned a new fd nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            link: BpfLink::new(fd, "sk_lookup link"),
             target,
-            detach_on_drop: std::cell::Cell::new(true),
         })
     }
 }

@@ -333,8 +333,10 @@ impl SkLookup {
     /// per [`READ_BATCH`] entries — or one lookup per key on kernels without
     /// batch ops for these map types.
     pub fn read_bindings(&self) -> Result<Vec<(fp_skl_key, fp_skl_binding)>> {
-        let mut out: Vec<(fp_skl_key, fp_skl_binding)> = read_all(&self.bindings, "map bindings")?;
-        let hosts: Vec<(fp_skl_host_key, fp_skl_binding)> = read_all(&self.hosts, "map hosts")?;
+        let mut out: Vec<(fp_skl_key, fp_skl_binding)> =
+            read_all(&self.maps.bindings, "map bindings")?;
+        let hosts: Vec<(fp_skl_host_key, fp_skl_binding)> =
+            read_all(&self.maps.hosts, "map hosts")?;
         out.extend(hosts.iter().map(|(k, v)| (trie_key(k), *v)));
         Ok(out)
     }
@@ -362,9 +364,9 @@ impl SkLookup {
             .filter(|(k, _)| !is_host(k))
             .copied()
             .collect();
-        insert_all(&self.hosts, "map hosts", &hosts)?;
-        if let Err(e) = insert_all(&self.bindings, "map bindings", &nets) {
-            remove_all(&self.hosts, &hosts);
+        insert_all(&self.maps.hosts, "map hosts", &hosts)?;
+        if let Err(e) = insert_all(&self.maps.bindings, "map bindings", &nets) {
+            remove_all(&self.maps.hosts, &hosts);
             return Err(e);
         }
         Ok(())
@@ -373,7 +375,8 @@ impl SkLookup {
     /// Writes the summary word (see [`summary_of`]): which lookups the
     /// program makes.
     pub fn write_summary(&self, word: u32) -> Result<()> {
-        self.summary
+        self.maps
+            .summary
             .update(&0u32.to_ne_bytes(), &word.to_ne_bytes(), MapFlags::ANY)
             .map_err(kerr("map summary", "update"))
     }
@@ -381,6 +384,7 @@ impl SkLookup {
     /// The summary word the program reads.
     pub fn read_summary(&self) -> Result<u32> {
         let v = self
+            .maps
             .summary
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(kerr("map summary", "lookup"))?
@@ -399,9 +403,9 @@ impl SkLookup {
     /// A host prefix is removed from `hosts`, any other from the trie.
     pub fn delete_binding(&self, key: &fp_skl_key) -> Result<bool> {
         let r = if is_host(key) {
-            self.hosts.delete(bytes(&host_key(key)))
+            self.maps.hosts.delete(bytes(&host_key(key)))
         } else {
-            self.bindings.delete(bytes(key))
+            self.maps.bindings.delete(bytes(key))
         };
         match r {
             Ok(()) => Ok(true),
@@ -413,8 +417,9 @@ impl SkLookup {
     /// Every label: name and id.
     pub fn read_labels(&self) -> Result<Vec<(String, u32)>> {
         let mut out = Vec::new();
-        for k in self.labels.keys() {
+        for k in self.maps.labels.keys() {
             if let Some(v) = self
+                .maps
                 .labels
                 .lookup(&k, MapFlags::ANY)
                 .map_err(kerr("map labels", "lookup"))?
@@ -431,14 +436,15 @@ impl SkLookup {
     pub fn insert_label(&self, name: &str, id: u32) -> Result<()> {
         check(id, MAX_LABELS, "label id")?;
         let v = fp_skl_label { id, _pad: 0 };
-        self.labels
+        self.maps
+            .labels
             .update(bytes(&label_key(name)?), bytes(&v), MapFlags::NO_EXIST)
             .map_err(kerr("map labels", "update"))
     }
 
     /// Deletes label `name`; `false` if there was none.
     pub fn delete_label(&self, name: &str) -> Result<bool> {
-        match self.labels.delete(bytes(&label_key(name)?)) {
+        match self.maps.labels.delete(bytes(&label_key(name)?)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(kerr("map labels", "delete")(e)),
@@ -456,10 +462,11 @@ impl SkLookup {
     ) -> Result<()> {
         check(index, DESTINATIONS, "destination index")?;
         let fd = sock.as_raw_fd() as u64;
-        self.dest_meta
+        self.maps
+            .dest_meta
             .update(&index.to_ne_bytes(), bytes(meta), MapFlags::ANY)
             .map_err(kerr("map dest_meta", "update"))?;
-        self.destinations
+        self.maps.destinations
             .update(&index.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| {
                 SkLookupError::from(KernelError::libbpf(
@@ -474,12 +481,12 @@ impl SkLookup {
     /// Removes the socket at `index`; `false` if there was none.
     pub fn remove_destination(&self, index: u32) -> Result<bool> {
         check(index, DESTINATIONS, "destination index")?;
-        let _ = self.dest_meta.update(
+        let _ = self.maps.dest_meta.update(
             &index.to_ne_bytes(),
             bytes(&fp_skl_dest::default()),
             MapFlags::ANY,
         );
-        match self.destinations.delete(&index.to_ne_bytes()) {
+        match self.maps.destinations.delete(&index.to_ne_bytes()) {
             Ok(()) => Ok(true),
             // A socket map answers EINVAL for an empty slot of a valid index.
             Err(e)
@@ -498,6 +505,7 @@ impl SkLookup {
     pub fn destination(&self, index: u32) -> Result<Option<Destination>> {
         check(index, DESTINATIONS, "destination index")?;
         let cookie = match self
+            .maps
             .destinations
             .lookup(&index.to_ne_bytes(), MapFlags::ANY)
         {
@@ -517,6 +525,7 @@ impl SkLookup {
             Err(e) => return Err(kerr("map destinations", "lookup")(e)),
         };
         let meta = self
+            .maps
             .dest_meta
             .lookup(&index.to_ne_bytes(), MapFlags::ANY)
             .map_err(kerr("map dest_meta", "lookup"))?
@@ -534,7 +543,7 @@ impl SkLookup {
     /// Counters of label `id`, summed over CPUs.
     pub fn label_stats(&self, id: u32) -> Result<LabelStats> {
         check(id, MAX_LABELS, "label id")?;
-        sum_stats(&self.stats, id)
+        sum_stats(&self.maps.stats, id)
     }
 
     /// Zeroes the counters of label `id` (a new label reusing an id starts at 0).
@@ -543,7 +552,8 @@ impl SkLookup {
         let ncpu =
             libbpf_rs::num_possible_cpus().map_err(kerr("map stats", "num_possible_cpus"))?;
         let zero = vec![bytes(&fp_skl_stats::default()).to_vec(); ncpu];
-        self.stats
+        self.maps
+            .stats
             .update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY)
             .map_err(kerr("map stats", "update_percpu"))
     }
@@ -552,13 +562,13 @@ impl SkLookup {
     pub fn stats(&self) -> Result<SkLookupStats> {
         let mut out = SkLookupStats::default();
         for id in 0..MAX_LABELS {
-            let s = sum_stats(&self.stats, id)?;
+            let s = sum_stats(&self.maps.stats, id)?;
             out.labels.lookups += s.lookups;
             out.labels.redirected += s.redirected;
             out.labels.no_socket += s.no_socket;
             out.labels.errors += s.errors;
         }
-        out.unmatched = sum_stats(&self.stats, STATS_UNMATCHED)?.lookups;
+        out.unmatched = sum_stats(&self.maps.stats, STATS_UNMATCHED)?.lookups;
         Ok(out)
     }
 }

@@ -21,7 +21,7 @@
 //! This is the thin kernel layer, in the shape shared by every program of
 //! the crate: [`SkLookupConfig`] → [`SkLookup::load`] →
 //! [`SkLookup::attach`] → [`SkLookupLink`] (a BPF link: detaches on drop
-//! unless pinned; [`SkLookupLink::pin`] / [`SkLookupLink::from_pinned`]) →
+//! unless pinned; the [`Link`] verbs and [`SkLookupLink::from_pinned`]) →
 //! [`SkLookup::stats`]. Map layouts and constants are those of
 //! [`flowpin_bpf_abi::sk_lookup`] ([`types`] names them as in C), so the
 //! pure model of `flowpin-sk-lookup` needs no skeleton. Bindings, labels
@@ -56,9 +56,12 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
+use libbpf_rs::skel::SkelBuilder;
+use libbpf_rs::{MapCore, MapHandle};
 
+use crate::pinned_maps::{self, MapTable, ProgFd};
+
+pub use crate::link::Link;
 pub use error::{KernelError, SkLookupError};
 pub use link::{NetnsRef, SkLookupLink};
 pub use maps::{label_key, summary_of, Destination, LabelStats, SkLookupStats, READ_BATCH};
@@ -84,18 +87,6 @@ pub use flowpin_bpf_abi::sk_lookup::{
     KIND_NET_PORT, LABEL_MAX, MAX_LABELS, PORT_ANY, SLOTS_PER_LABEL, SLOT_TCP, SLOT_UDP,
     STATS_ENTRIES, STATS_UNMATCHED,
 };
-
-/// Files pinned by [`SkLookup::pin`] under its directory.
-pub const PIN_NAMES: [&str; 8] = [
-    "prog",
-    "bindings",
-    "hosts",
-    "summary",
-    "destinations",
-    "labels",
-    "dest_meta",
-    "stats",
-];
 
 type Result<T> = std::result::Result<T, SkLookupError>;
 
@@ -174,14 +165,26 @@ impl SkLookupConfig {
 /// the process that loaded it and processes that re-open its pins.
 #[derive(Debug)]
 pub struct SkLookup {
-    prog: ProgramHandle,
-    bindings: MapHandle,
-    hosts: MapHandle,
-    summary: MapHandle,
-    destinations: MapHandle,
-    labels: MapHandle,
-    dest_meta: MapHandle,
-    stats: MapHandle,
+    prog: ProgFd,
+    maps: SkLookupMaps,
+}
+
+crate::pinned_maps::map_table! {
+    /// The maps of `sk_lookup`.
+    #[derive(Debug)]
+    struct SkLookupMaps {
+        bindings: Map,
+        hosts: Map,
+        summary: Map,
+        destinations: Map,
+        labels: Map,
+        dest_meta: Map,
+        stats: Map,
+    }
+    extra {}
+    pin_names:
+        /// Files pinned by [`SkLookup::pin`] under its directory: the maps, then `prog`.
+        pub const PIN_NAMES;
 }
 
 const LOAD_HINT: &str =
@@ -203,84 +206,31 @@ impl SkLookup {
             .hosts
             .set_max_entries(config.max_bindings)
             .map_err(|e| KernelError::libbpf("map hosts", "set_max_entries", &e, ""))?;
-        let skel = open
-            .load()
-            .map_err(|e| KernelError::libbpf("object sk_lookup", "load", &e, LOAD_HINT))?;
-        let h = |m: &libbpf_rs::Map<'_>, name: &'static str| {
-            MapHandle::try_from(m)
-                .map_err(|e| SkLookupError::from(KernelError::libbpf(name, "dup fd", &e, "")))
-        };
+        let (prog, maps) = pinned_maps::load_table(open, None, "flowpin_sk_lookup", LOAD_HINT)?;
         Ok(SkLookup {
-            prog: ProgramHandle::try_from(&skel.progs.flowpin_sk_lookup)
-                .map_err(|e| KernelError::libbpf("program flowpin_sk_lookup", "dup fd", &e, ""))?,
-            bindings: h(&skel.maps.bindings, "map bindings")?,
-            hosts: h(&skel.maps.hosts, "map hosts")?,
-            summary: h(&skel.maps.summary, "map summary")?,
-            destinations: h(&skel.maps.destinations, "map destinations")?,
-            labels: h(&skel.maps.labels, "map labels")?,
-            dest_meta: h(&skel.maps.dest_meta, "map dest_meta")?,
-            stats: h(&skel.maps.stats, "map stats")?,
+            prog: ProgFd::new(prog)?,
+            maps,
         })
     }
 
     /// Pins the program and every map under `dir` (an existing bpffs
     /// directory): `dir/prog`, `dir/bindings`, ... ([`PIN_NAMES`]).
-    pub fn pin(&mut self, dir: &Path) -> Result<()> {
-        const HINT: &str = "EEXIST: something is pinned there already; ENOENT: the directory does not exist; EPERM: not on bpffs or not root";
-        let p = |n: &str| dir.join(n);
-        let err = |n: &str, e: libbpf_rs::Error| {
-            SkLookupError::from(KernelError::libbpf(
-                format!("pin {}", p(n).display()),
-                "pin",
-                &e,
-                HINT,
-            ))
-        };
-        self.prog.pin(p("prog")).map_err(|e| err("prog", e))?;
-        self.bindings
-            .pin(p("bindings"))
-            .map_err(|e| err("bindings", e))?;
-        self.hosts.pin(p("hosts")).map_err(|e| err("hosts", e))?;
-        self.summary
-            .pin(p("summary"))
-            .map_err(|e| err("summary", e))?;
-        self.destinations
-            .pin(p("destinations"))
-            .map_err(|e| err("destinations", e))?;
-        self.labels.pin(p("labels")).map_err(|e| err("labels", e))?;
-        self.dest_meta
-            .pin(p("dest_meta"))
-            .map_err(|e| err("dest_meta", e))?;
-        self.stats.pin(p("stats")).map_err(|e| err("stats", e))?;
-        Ok(())
+    pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
+        Ok(pinned_maps::pin_into(
+            dir.as_ref(),
+            &self.maps,
+            self.prog.as_fd(),
+        )?)
     }
 
     /// Re-opens a program and maps pinned by [`pin`](Self::pin) (in this or
-    /// another process) and checks that their layout is this build's.
-    pub fn from_pinned(dir: &Path) -> Result<Self> {
-        const HINT: &str = "ENOENT: nothing pinned there (created by SkLookup::pin?)";
-        let p = |n: &str| dir.join(n);
-        let m = |n: &str| {
-            MapHandle::from_pinned_path(p(n)).map_err(|e| {
-                SkLookupError::from(KernelError::libbpf(
-                    format!("pin {}", p(n).display()),
-                    "open",
-                    &e,
-                    HINT,
-                ))
-            })
-        };
+    /// another process) and checks that their layout is this build's;
+    /// [`SkLookupError::NotPinned`] if nothing is pinned there.
+    pub fn from_pinned(dir: impl AsRef<Path>) -> Result<Self> {
+        let (prog, maps) = pinned_maps::open_table(dir.as_ref())?;
         let this = SkLookup {
-            prog: ProgramHandle::from_pinned_path(p("prog")).map_err(|e| {
-                KernelError::libbpf(format!("pin {}", p("prog").display()), "open", &e, HINT)
-            })?,
-            bindings: m("bindings")?,
-            hosts: m("hosts")?,
-            summary: m("summary")?,
-            destinations: m("destinations")?,
-            labels: m("labels")?,
-            dest_meta: m("dest_meta")?,
-            stats: m("stats")?,
+            prog: ProgFd::new(prog)?,
+            maps,
         };
         this.check_layout()?;
         Ok(this)
@@ -292,85 +242,85 @@ impl SkLookup {
             (
                 "hosts",
                 "key size",
-                self.hosts.key_size(),
+                self.maps.hosts.key_size(),
                 size_of::<types::fp_skl_host_key>(),
             ),
             (
                 "hosts",
                 "value size",
-                self.hosts.value_size(),
+                self.maps.hosts.value_size(),
                 size_of::<types::fp_skl_binding>(),
             ),
             (
                 "hosts",
                 "max entries",
-                self.hosts.max_entries(),
-                self.bindings.max_entries() as usize,
+                self.maps.hosts.max_entries(),
+                self.maps.bindings.max_entries() as usize,
             ),
             (
                 "summary",
                 "value size",
-                self.summary.value_size(),
+                self.maps.summary.value_size(),
                 size_of::<u32>(),
             ),
             (
                 "bindings",
                 "key size",
-                self.bindings.key_size(),
+                self.maps.bindings.key_size(),
                 size_of::<types::fp_skl_key>(),
             ),
             (
                 "bindings",
                 "value size",
-                self.bindings.value_size(),
+                self.maps.bindings.value_size(),
                 size_of::<types::fp_skl_binding>(),
             ),
             (
                 "destinations",
                 "max entries",
-                self.destinations.max_entries(),
+                self.maps.destinations.max_entries(),
                 DESTINATIONS as usize,
             ),
             (
                 "labels",
                 "key size",
-                self.labels.key_size(),
+                self.maps.labels.key_size(),
                 size_of::<types::fp_skl_label_name>(),
             ),
             (
                 "labels",
                 "value size",
-                self.labels.value_size(),
+                self.maps.labels.value_size(),
                 size_of::<types::fp_skl_label>(),
             ),
             (
                 "labels",
                 "max entries",
-                self.labels.max_entries(),
+                self.maps.labels.max_entries(),
                 MAX_LABELS as usize,
             ),
             (
                 "dest_meta",
                 "value size",
-                self.dest_meta.value_size(),
+                self.maps.dest_meta.value_size(),
                 size_of::<types::fp_skl_dest>(),
             ),
             (
                 "dest_meta",
                 "max entries",
-                self.dest_meta.max_entries(),
+                self.maps.dest_meta.max_entries(),
                 DESTINATIONS as usize,
             ),
             (
                 "stats",
                 "value size",
-                self.stats.value_size(),
+                self.maps.stats.value_size(),
                 size_of::<types::fp_skl_stats>(),
             ),
             (
                 "stats",
                 "max entries",
-                self.stats.max_entries(),
+                self.maps.stats.max_entries(),
                 STATS_ENTRIES as usize,
             ),
         ];
@@ -389,17 +339,8 @@ impl SkLookup {
 
     /// Removes the pins under `dir` (missing ones are fine) and the
     /// directory if it is then empty.
-    pub fn unpin(dir: &Path) -> std::io::Result<()> {
-        for n in PIN_NAMES {
-            match std::fs::remove_file(dir.join(n)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        match std::fs::remove_dir(dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+    pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
+        Ok(pinned_maps::unpin_from::<SkLookupMaps>(dir.as_ref())?)
     }
 
     /// The program's fd (e.g. to attach it yourself).
@@ -412,39 +353,46 @@ impl SkLookup {
         self.prog.id()
     }
 
+    /// One of the program's maps by its pin name ([`PIN_NAMES`]), for
+    /// users who go lower (a [`libbpf_rs::MapHandle`] of the libbpf-rs this
+    /// crate re-exports).
+    pub fn map(&self, name: &str) -> Option<&MapHandle> {
+        self.maps.map_named(name)
+    }
+
     /// The bindings trie.
     pub fn bindings_map(&self) -> &MapHandle {
-        &self.bindings
+        &self.maps.bindings
     }
 
     /// The host-binding hash.
     pub fn hosts_map(&self) -> &MapHandle {
-        &self.hosts
+        &self.maps.hosts
     }
 
     /// The one-word summary of which lookups can match.
     pub fn summary_map(&self) -> &MapHandle {
-        &self.summary
+        &self.maps.summary
     }
 
     /// The socket map.
     pub fn destinations_map(&self) -> &MapHandle {
-        &self.destinations
+        &self.maps.destinations
     }
 
     /// The label-name map.
     pub fn labels_map(&self) -> &MapHandle {
-        &self.labels
+        &self.maps.labels
     }
 
     /// The registration metadata map.
     pub fn dest_meta_map(&self) -> &MapHandle {
-        &self.dest_meta
+        &self.maps.dest_meta
     }
 
     /// The per-CPU stats map.
     pub fn stats_map(&self) -> &MapHandle {
-        &self.stats
+        &self.maps.stats
     }
 
     /// How often the program ran and for how long in all, as the kernel
@@ -475,7 +423,7 @@ impl SkLookup {
 
     /// Capacity of the bindings trie (and of the host hash).
     pub fn max_bindings(&self) -> u32 {
-        self.bindings.max_entries()
+        self.maps.bindings.max_entries()
     }
 }
 

@@ -28,8 +28,19 @@ pub enum SelectError {
         #[source]
         source: KernelError,
     },
+    /// Nothing is pinned at `path` ([`SkReuseportSelect::from_pinned`](super::SkReuseportSelect::from_pinned)).
+    #[error("nothing is pinned at {}: check the path, or load and pin the group's program there first (SkReuseportSelect::pin)", path.display())]
+    NotPinned {
+        /// The missing pin or pin directory.
+        path: std::path::PathBuf,
+    },
+    /// A [`Link`](crate::link::Link) verb failed.
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
     /// An argument is out of range (a key, an index) or the maps hold
     /// something this library never writes.
     #[error("invalid argument: {0}")]
     Invalid(String),
 }
+
+crate::pin::from_pin_error!(SelectError);

@@ -17,8 +17,11 @@
 //! replaces it. The [`ReuseportLink`] that `attach` returns is therefore
 //! the one link of this crate that does **not** detach on drop (dropping a
 //! process's handle must not take the program away from the other
-//! processes of the group); [`ReuseportLink::detach`] detaches explicitly
-//! (`SO_DETACH_REUSEPORT_BPF` through a socket of the group). The program is loaded from section `sk_reuseport/migrate`,
+//! processes of the group, like a link pinned to the group);
+//! [`Link::detach`] detaches explicitly
+//! (`SO_DETACH_REUSEPORT_BPF` through the socket the link keeps) and
+//! [`Link::update_program`] swaps the
+//! group's program. The program is loaded from section `sk_reuseport/migrate`,
 //! so its `expected_attach_type` is `BPF_SK_REUSEPORT_SELECT_OR_MIGRATE`
 //! (Linux ≥ 5.14): the kernel also runs it when a listener closes, and it
 //! moves the requests of the closed listener's queues to the live generation
@@ -37,13 +40,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flowpin_bpf_abi::reuseport as abi;
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
+use libbpf_rs::skel::SkelBuilder;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
+use crate::pinned_maps::{self, MapTable, ProgFd};
 use crate::skel::sk_reuseport_select::types::{
     fp_rp_config, fp_rp_flow, fp_rp_flow_key, fp_rp_gen,
 };
@@ -54,6 +58,7 @@ mod error;
 mod link;
 mod types;
 
+pub use crate::link::Link;
 pub use error::SelectError;
 pub use flowpin_bpf_abi::reuseport::{sock_key, MAX_GENS, MAX_SLOTS, SOCKS, STATS_NO_GEN};
 pub use link::ReuseportLink;
@@ -64,26 +69,32 @@ pub use types::{
 
 type Result<T> = std::result::Result<T, SelectError>;
 
-/// `SO_ATTACH_REUSEPORT_EBPF` (asm-generic value; not exported by `libc` for glibc targets).
-const SO_ATTACH_REUSEPORT_EBPF: nix::libc::c_int = 52;
-
-const PIN_HINT: &str = "EEXIST: something is already pinned there, remove it; ENOENT: no such pin or directory; EPERM/EACCES: need root, and the directory must be on bpffs";
-
-/// Files pinned under a group's directory.
-pub const PIN_NAMES: [&str; 7] = ["prog", "socks", "live", "config", "gens", "flows", "stats"];
+const LOAD_HINT: &str = "needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.14";
 
 /// The loaded program and its maps, held as plain fds (no skeleton lifetime),
 /// so the same type serves the process that loaded it and processes that
 /// re-open its pins.
 #[derive(Debug)]
 pub struct SkReuseportSelect {
-    prog: ProgramHandle,
-    socks: MapHandle,
-    live: MapHandle,
-    config: MapHandle,
-    gens: MapHandle,
-    flows: MapHandle,
-    stats: MapHandle,
+    prog: ProgFd,
+    maps: SelectMaps,
+}
+
+crate::pinned_maps::map_table! {
+    /// The maps of `sk_reuseport_select`.
+    #[derive(Debug)]
+    struct SelectMaps {
+        socks: Map,
+        live: Map,
+        config: Map,
+        gens: Map,
+        flows: Map,
+        stats: Map,
+    }
+    extra {}
+    pin_names:
+        /// Files pinned under a group's directory: the maps, then `prog`.
+        pub const PIN_NAMES;
 }
 
 fn read_pod<T: CStruct>(map: &'static str, b: &[u8]) -> Result<T> {
@@ -139,23 +150,10 @@ impl SkReuseportSelect {
             .flows
             .set_max_entries(cfg.flow_table_size)
             .map_err(KernelError::map("flows", "set_max_entries"))?;
-        let skel = open.load().map_err(KernelError::object(
-            "program sk_reuseport_select",
-            "load",
-            "needs root (CAP_BPF + CAP_NET_ADMIN) and Linux >= 5.14",
-        ))?;
-        let h = |m: &libbpf_rs::Map<'_>, name: &'static str| {
-            MapHandle::try_from(m).map_err(KernelError::map(name, "dup"))
-        };
+        let (prog, maps) = pinned_maps::load_table(open, None, "flowpin_select", LOAD_HINT)?;
         let this = SkReuseportSelect {
-            prog: ProgramHandle::try_from(&skel.progs.flowpin_select)
-                .map_err(|e| KernelError::libbpf("program sk_reuseport_select", "dup", &e, ""))?,
-            socks: h(&skel.maps.socks, "socks")?,
-            live: h(&skel.maps.live, "live")?,
-            config: h(&skel.maps.config, "config")?,
-            gens: h(&skel.maps.gens, "gens")?,
-            flows: h(&skel.maps.flows, "flows")?,
-            stats: h(&skel.maps.stats, "stats")?,
+            prog: ProgFd::new(prog)?,
+            maps,
         };
         this.set_config(cfg)?;
         Ok(this)
@@ -163,62 +161,43 @@ impl SkReuseportSelect {
 
     /// Pins the program and every map under `dir` (a bpffs directory that
     /// must exist): `dir/prog`, `dir/socks`, ... (see [`PIN_NAMES`]).
-    pub fn pin(&mut self, dir: &Path) -> Result<()> {
-        let p = |n: &str| dir.join(n);
-        let pin_err = |path: PathBuf| {
-            move |e: libbpf_rs::Error| -> SelectError {
-                KernelError::libbpf(format!("pin {}", path.display()), "pin", &e, PIN_HINT).into()
-            }
-        };
-        self.prog.pin(p("prog")).map_err(pin_err(p("prog")))?;
-        self.socks.pin(p("socks")).map_err(pin_err(p("socks")))?;
-        self.live.pin(p("live")).map_err(pin_err(p("live")))?;
-        self.config.pin(p("config")).map_err(pin_err(p("config")))?;
-        self.gens.pin(p("gens")).map_err(pin_err(p("gens")))?;
-        self.flows.pin(p("flows")).map_err(pin_err(p("flows")))?;
-        self.stats.pin(p("stats")).map_err(pin_err(p("stats")))?;
-        Ok(())
+    pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
+        Ok(pinned_maps::pin_into(
+            dir.as_ref(),
+            &self.maps,
+            self.prog.as_fd(),
+        )?)
     }
 
     /// Re-opens a program and maps pinned by [`pin`](Self::pin) (in this
-    /// or another process) and checks their layout.
-    pub fn from_pinned(dir: &Path) -> Result<Self> {
-        let p = |n: &str| dir.join(n);
-        let open_err = |path: PathBuf| {
-            move |e: libbpf_rs::Error| -> SelectError {
-                KernelError::libbpf(format!("pin {}", path.display()), "open", &e, PIN_HINT).into()
-            }
-        };
-        let m = |n: &str| MapHandle::from_pinned_path(p(n)).map_err(open_err(p(n)));
+    /// or another process) and checks their layout;
+    /// [`SelectError::NotPinned`] if nothing is pinned there.
+    pub fn from_pinned(dir: impl AsRef<Path>) -> Result<Self> {
+        let (prog, maps) = pinned_maps::open_table(dir.as_ref())?;
         let this = SkReuseportSelect {
-            prog: ProgramHandle::from_pinned_path(p("prog")).map_err(open_err(p("prog")))?,
-            socks: m("socks")?,
-            live: m("live")?,
-            config: m("config")?,
-            gens: m("gens")?,
-            flows: m("flows")?,
-            stats: m("stats")?,
+            prog: ProgFd::new(prog)?,
+            maps,
         };
         let checks: [(&'static str, usize, usize); 5] = [
-            ("socks", this.socks.value_size() as usize, 8),
+            ("socks", this.maps.socks.value_size() as usize, 8),
             (
                 "config",
-                this.config.value_size() as usize,
+                this.maps.config.value_size() as usize,
                 std::mem::size_of::<fp_rp_config>(),
             ),
             (
                 "gens",
-                this.gens.value_size() as usize,
+                this.maps.gens.value_size() as usize,
                 std::mem::size_of::<fp_rp_gen>(),
             ),
             (
                 "flows",
-                this.flows.value_size() as usize,
+                this.maps.flows.value_size() as usize,
                 std::mem::size_of::<fp_rp_flow>(),
             ),
             (
                 "stats",
-                this.stats.value_size() as usize,
+                this.maps.stats.value_size() as usize,
                 std::mem::size_of::<abi::Stats>(),
             ),
         ];
@@ -233,11 +212,11 @@ impl SkReuseportSelect {
                 .into());
             }
         }
-        if this.socks.max_entries() != SOCKS || this.gens.max_entries() != MAX_GENS {
+        if this.maps.socks.max_entries() != SOCKS || this.maps.gens.max_entries() != MAX_GENS {
             return Err(SelectError::Invalid(format!(
                 "pinned maps socks/gens have {}/{} entries, this build expects {SOCKS}/{MAX_GENS}: the pins belong to another flowpin version",
-                this.socks.max_entries(),
-                this.gens.max_entries()
+                this.maps.socks.max_entries(),
+                this.maps.gens.max_entries()
             )));
         }
         Ok(this)
@@ -245,19 +224,8 @@ impl SkReuseportSelect {
 
     /// Removes the pins under `dir` (missing ones are ignored) and the
     /// directory itself if it is then empty.
-    pub fn unpin(dir: &Path) -> std::io::Result<()> {
-        for n in PIN_NAMES {
-            match std::fs::remove_file(dir.join(n)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        match std::fs::remove_dir(dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+    pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
+        Ok(pinned_maps::unpin_from::<SelectMaps>(dir.as_ref())?)
     }
 
     /// Attaches the program to the reuseport group of `sock` with
@@ -265,28 +233,11 @@ impl SkReuseportSelect {
     /// stays attached while a socket of the group lives: see the module
     /// docs for why the returned link does not detach on drop.
     pub fn attach(&self, sock: BorrowedFd<'_>) -> Result<ReuseportLink> {
-        let fd: nix::libc::c_int = self.prog.as_fd().as_raw_fd();
-        // SAFETY: setsockopt with a valid socket fd (borrowed for the call),
-        // a pointer to a live c_int and its exact size.
-        let rc = unsafe {
-            nix::libc::setsockopt(
-                sock.as_raw_fd(),
-                nix::libc::SOL_SOCKET,
-                SO_ATTACH_REUSEPORT_EBPF,
-                (&fd as *const nix::libc::c_int).cast(),
-                std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(KernelError::io(
-                format!("socket fd {}", sock.as_raw_fd()),
-                "setsockopt(SO_ATTACH_REUSEPORT_EBPF)",
-                &std::io::Error::last_os_error(),
-                "the socket must be a SO_REUSEPORT TCP/UDP socket",
-            )
-            .into());
-        }
-        Ok(ReuseportLink::new(self.prog.id()))
+        Ok(ReuseportLink::attach(
+            sock,
+            self.prog.as_fd(),
+            self.prog.id(),
+        )?)
     }
 
     /// The program's fd.
@@ -296,21 +247,14 @@ impl SkReuseportSelect {
 
     /// One of the program's maps by its pin name (`socks`, `live`,
     /// `config`, `gens`, `flows`, `stats`; see the module docs), for users
-    /// who go lower.
+    /// who go lower (a [`libbpf_rs::MapHandle`] of the libbpf-rs this crate
+    /// re-exports).
     pub fn map(&self, name: &str) -> Option<&MapHandle> {
-        Some(match name {
-            "socks" => &self.socks,
-            "live" => &self.live,
-            "config" => &self.config,
-            "gens" => &self.gens,
-            "flows" => &self.flows,
-            "stats" => &self.stats,
-            _ => return None,
-        })
+        self.maps.map_named(name)
     }
 
     /// The program's kernel id.
-    pub fn prog_id(&self) -> u32 {
+    pub fn program_id(&self) -> u32 {
         self.prog.id()
     }
 
@@ -330,11 +274,12 @@ impl SkReuseportSelect {
             addr,
             port: cfg.addr.port(),
             family,
-            flow_table_size: self.flows.max_entries(),
+            flow_table_size: self.maps.flows.max_entries(),
             drain_deadline_ms: cfg.drain_deadline_ms,
             drain_idle_ms: cfg.drain_idle_ms,
         };
-        self.config
+        self.maps
+            .config
             .update(&0u32.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
             .map_err(map_err("config", "update"))
     }
@@ -342,6 +287,7 @@ impl SkReuseportSelect {
     /// Reads the `config` map.
     pub fn config(&self) -> Result<SelectConfig> {
         let v = self
+            .maps
             .config
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("config", "lookup"))?
@@ -385,6 +331,7 @@ impl SkReuseportSelect {
         }
         let fd = sock.as_raw_fd() as u64;
         match self
+            .maps
             .socks
             .update(&key.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::NO_EXIST)
         {
@@ -401,7 +348,7 @@ impl SkReuseportSelect {
 
     /// Removes slot `key` from the socket array; `Ok(false)` if it was empty.
     pub fn remove_socket(&self, key: u32) -> Result<bool> {
-        match self.socks.delete(&key.to_ne_bytes()) {
+        match self.maps.socks.delete(&key.to_ne_bytes()) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(map_err("socks", "delete")(e)),
@@ -411,7 +358,7 @@ impl SkReuseportSelect {
     /// Cookie of the socket in slot `key` (`None` if empty: never filled,
     /// removed, or the socket was closed).
     pub fn socket_cookie(&self, key: u32) -> Result<Option<u64>> {
-        match self.socks.lookup(&key.to_ne_bytes(), MapFlags::ANY) {
+        match self.maps.socks.lookup(&key.to_ne_bytes(), MapFlags::ANY) {
             Ok(Some(v)) => Ok(Some(u64::from_ne_bytes(
                 v.get(..8)
                     .and_then(|b| b.try_into().ok())
@@ -426,6 +373,7 @@ impl SkReuseportSelect {
     /// The live generation (0 = none).
     pub fn live(&self) -> Result<u32> {
         let v = self
+            .maps
             .live
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("live", "lookup"))?
@@ -439,7 +387,8 @@ impl SkReuseportSelect {
 
     /// Sets the live generation: the flip, one map write.
     pub fn set_live(&self, gen: u32) -> Result<()> {
-        self.live
+        self.maps
+            .live
             .update(&0u32.to_ne_bytes(), &gen.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("live", "update"))
     }
@@ -447,6 +396,7 @@ impl SkReuseportSelect {
     /// Reads entry `index` of the `gens` map.
     pub fn gen_entry(&self, index: u32) -> Result<GenEntry> {
         let v = self
+            .maps
             .gens
             .lookup(&index.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("gens", "lookup"))?
@@ -474,7 +424,8 @@ impl SkReuseportSelect {
             _pad: 0,
             deadline_ns: e.deadline_ns,
         };
-        self.gens
+        self.maps
+            .gens
             .update(&index.to_ne_bytes(), bytes_of(&raw), MapFlags::ANY)
             .map_err(map_err("gens", "update"))
     }
@@ -483,6 +434,7 @@ impl SkReuseportSelect {
     /// [`STATS_NO_GEN`]), summed over CPUs (one `lookup_percpu`).
     pub fn stats_of(&self, index: u32) -> Result<RawStats> {
         let per_cpu = self
+            .maps
             .stats
             .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
             .map_err(map_err("stats", "lookup_percpu"))?
@@ -502,6 +454,7 @@ impl SkReuseportSelect {
         let mut total = RawStats::default();
         for index in 0..=STATS_NO_GEN {
             let per_cpu = self
+                .maps
                 .stats
                 .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
                 .map_err(map_err("stats", "lookup_percpu"))?
@@ -518,7 +471,8 @@ impl SkReuseportSelect {
         let ncpu = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
         let zero = vec![vec![0u8; std::mem::size_of::<abi::Stats>()]; ncpu];
-        self.stats
+        self.maps
+            .stats
             .update_percpu(&index.to_ne_bytes(), &zero, MapFlags::ANY)
             .map_err(map_err("stats", "update_percpu"))
     }
@@ -526,8 +480,9 @@ impl SkReuseportSelect {
     /// Every entry of the UDP flow table.
     pub fn flows(&self) -> Result<Vec<FlowEntry>> {
         let mut out = Vec::new();
-        for k in self.flows.keys() {
+        for k in self.maps.flows.keys() {
             let Some(v) = self
+                .maps
                 .flows
                 .lookup(&k, MapFlags::ANY)
                 .map_err(map_err("flows", "lookup"))?
@@ -549,7 +504,7 @@ impl SkReuseportSelect {
 
     /// Entries of the flow table (fixed at load).
     pub fn flow_table_size(&self) -> u32 {
-        self.flows.max_entries()
+        self.maps.flows.max_entries()
     }
 }
 

@@ -16,6 +16,7 @@ pub const DROP_REASONS: usize = abi::DROP_REASONS as usize;
 
 /// How a new flow picks a slot of the live generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SelectMode {
     /// By the kernel's 4-tuple hash of the packet (`md->hash`).
     #[default]
@@ -192,6 +193,7 @@ pub struct GenEntry {
 /// ([`SkReuseportSelect::stats_of`](super::SkReuseportSelect::stats_of)) or
 /// of all ([`SkReuseportSelect::stats`](super::SkReuseportSelect::stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RawStats {
     /// Packets (UDP) and connection requests (TCP) delivered.
     pub packets: u64,

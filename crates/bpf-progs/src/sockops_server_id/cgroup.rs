@@ -1,24 +1,29 @@
 //! Attaching to a cgroup v2: [`CgroupRef`] names it, [`SockopsLink`]
-//! detaches on drop.
+//! detaches on drop unless pinned.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::KernelError;
+use crate::link::{BpfLink, LinkError};
 
 /// A cgroup v2 directory to attach to: a path or an open directory.
 pub type CgroupRef<'a> = crate::file_ref::FileRef<'a>;
 
-/// The program attached to one cgroup. Detached when dropped.
+/// The program attached to one cgroup through a BPF link. The
+/// [`Link`](crate::link::Link) verbs: dropping it detaches the program
+/// unless it is pinned.
 #[derive(Debug)]
 pub struct SockopsLink {
-    link: OwnedFd,
+    link: BpfLink,
     cgroup: String,
 }
 
+crate::link::delegate_link!(SockopsLink, link);
+
 impl SockopsLink {
-    /// The cgroup attached to (its path, or `fd N`).
+    /// The cgroup attached to (its path, `fd N`, or `pinned <path>`).
     pub fn cgroup(&self) -> &str {
         &self.cgroup
     }
@@ -28,47 +33,18 @@ impl SockopsLink {
         self.link.as_fd()
     }
 
-    /// Detaches now (same as dropping). A pinned link stays attached until
-    /// its pin is removed as well.
-    pub fn detach(self) {}
-
-    /// Pins the link at `path` (on bpffs, mode 0600): the program stays
-    /// attached to the cgroup after this process exits, until the pin is removed.
-    pub fn pin(&self, path: impl AsRef<Path>) -> Result<(), KernelError> {
-        crate::pin::pin_fd(self.link.as_fd(), path.as_ref())
-    }
-
-    /// Reopens a link pinned by [`pin`](Self::pin).
-    pub fn from_pinned(path: impl AsRef<Path>) -> Result<SockopsLink, KernelError> {
+    /// Reopens a link pinned by [`Link::pin`](crate::link::Link::pin).
+    pub fn from_pinned(path: impl AsRef<Path>) -> Result<SockopsLink, LinkError> {
         let path = path.as_ref();
-        let link = crate::pin::open_pinned_fd(path)?;
-        let info = crate::xdp_attach::link_info(link.as_fd()).map_err(|e| {
-            KernelError::io(
-                format!("link {}", path.display()),
-                "bpf_link_get_info_by_fd",
-                &e,
-                "",
-            )
-        })?;
-        if info.type_ != libbpf_rs::libbpf_sys::BPF_LINK_TYPE_CGROUP {
-            return Err(KernelError::errno(
-                format!("link {}", path.display()),
-                "open",
-                22,
-                "the pinned link is not a cgroup link",
-            ));
-        }
+        let (link, _) = BpfLink::from_pinned(
+            path,
+            libbpf_rs::libbpf_sys::BPF_LINK_TYPE_CGROUP,
+            "cgroup link",
+        )?;
         Ok(SockopsLink {
             link,
             cgroup: format!("pinned {}", path.display()),
         })
-    }
-
-    /// The id of the program the link runs now.
-    pub fn program_id(&self) -> Result<u32, KernelError> {
-        crate::xdp_attach::link_info(self.link.as_fd())
-            .map(|i| i.prog_id)
-            .map_err(|e| KernelError::io("cgroup link", "bpf_link_get_info_by_fd", &e, ""))
     }
 }
 
@@ -79,7 +55,7 @@ pub(super) fn attach(
 ) -> Result<SockopsLink, KernelError> {
     match cgroup {
         CgroupRef::Path(path) => {
-            let dir = File::open(path).map_err(|e| {
+            let dir = File::open(&path).map_err(|e| {
                 KernelError::io(
                     format!("cgroup {}", path.display()),
                     "open",
@@ -117,6 +93,9 @@ fn attach_fd(
         ));
     }
     // SAFETY: bpf_link_create returned a new fd that nothing else owns.
-    let link = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(SockopsLink { link, cgroup: name })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(SockopsLink {
+        link: BpfLink::new(fd, "cgroup link"),
+        cgroup: name,
+    })
 }

@@ -48,7 +48,7 @@
 //!
 //! Each instance has its own maps: several instances with different
 //! server_ids can run at the same time, one per cgroup. Pin one
-//! ([`ServerIdOps::pin`], and its link with [`SockopsLink::pin`]) to keep it
+//! ([`ServerIdOps::pin`], and its link with [`Link::pin`]) to keep it
 //! beyond its process; [`ServerIdOps::open_pinned`] finds it again and
 //! [`ServerIdOps::upgrade`] swaps this build's program into the cgroup link,
 //! keeping every map (the clients' per-socket server_ids included).
@@ -69,10 +69,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use flowpin_tcp_opt::{Layout, ServerId};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
+use crate::pinned_maps::{self, MapTable};
 use crate::skel::sockops_server_id::types::{flowpin_sockops_meta, flowpin_sockops_stats};
 use crate::skel::sockops_server_id::SockopsServerIdSkelBuilder;
 
@@ -80,6 +81,7 @@ mod cgroup;
 mod config;
 mod stats;
 
+pub use crate::link::Link;
 pub use cgroup::{CgroupRef, SockopsLink};
 pub use config::{Role, ServerIdOpsConfig, MAX_FILTER_ENTRIES};
 pub use stats::{ClientStats, ServerIdOpsStats, ServerStats};
@@ -94,6 +96,15 @@ pub enum ServerIdOpsError {
     /// A kernel call failed: open, load, a map, the cgroup or the link.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// Nothing is pinned at `path` ([`ServerIdOps::open_pinned`]).
+    #[error("nothing is pinned at {}: check the path, or load and pin a sockops_server_id there first (ServerIdOps::pin)", path.display())]
+    NotPinned {
+        /// The missing pin or pin directory.
+        path: std::path::PathBuf,
+    },
+    /// A [`Link`] verb failed (pin, update, detach).
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
     /// The pin directory holds a layout this build cannot use.
     #[error("pin directory {dir} holds sockops_server_id layout version {found}; this build uses version {expected}: detach it, remove the pins with ServerIdOps::unpin and load again, or run the flowpin build that wrote them")]
     IncompatiblePin {
@@ -106,6 +117,8 @@ pub enum ServerIdOpsError {
     },
 }
 
+crate::pin::from_pin_error!(ServerIdOpsError);
+
 type Result<T> = std::result::Result<T, ServerIdOpsError>;
 
 /// A loaded `sockops_server_id` instance. Owns only file descriptors (the
@@ -115,11 +128,7 @@ type Result<T> = std::result::Result<T, ServerIdOpsError>;
 #[derive(Debug)]
 pub struct ServerIdOps {
     prog: OwnedFd,
-    stats: MapHandle,
-    server_ports: MapHandle,
-    server_addrs: MapHandle,
-    sk_server_id: MapHandle,
-    meta: MapHandle,
+    maps: SockopsMaps,
     config: ServerIdOpsConfig,
     pin_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
@@ -128,15 +137,21 @@ pub struct ServerIdOps {
 /// its one Rust home is flowpin-bpf-abi).
 pub use flowpin_bpf_abi::sockops::LAYOUT_VERSION;
 
-/// The files of a pinned `sockops_server_id`.
-pub const PIN_NAMES: &[&str] = &[
-    "stats",
-    "server_ports",
-    "server_addrs",
-    "sk_server_id",
-    "prog",
-    "meta",
-];
+crate::pinned_maps::map_table! {
+    /// The maps of `sockops_server_id`.
+    #[derive(Debug)]
+    struct SockopsMaps {
+        stats: Map,
+        server_ports: Map,
+        server_addrs: Map,
+        sk_server_id: Map,
+        meta: Meta,
+    }
+    extra {}
+    pin_names:
+        /// The files of a pinned `sockops_server_id`: the maps, then `prog`.
+        pub const PIN_NAMES;
+}
 
 fn meta_of(config: &ServerIdOpsConfig) -> flowpin_sockops_meta {
     let server_id = config.role.server_id();
@@ -184,102 +199,62 @@ fn addr_key(a: IpAddr) -> [u8; 16] {
     }
 }
 
+const LOAD_HINT: &str =
+    "verifier rejection, kernel < 5.10 without bpf_*_hdr_opt, or missing CAP_BPF/CAP_NET_ADMIN";
+
+/// Opens, configures and loads the program for `config`; with `reuse`,
+/// against those maps. Writes `meta`.
+fn load_program(
+    config: &ServerIdOpsConfig,
+    reuse: Option<&SockopsMaps>,
+) -> Result<(OwnedFd, SockopsMaps)> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = SockopsServerIdSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(KernelError::object("object sockops_server_id", "open", ""))?;
+    let meta = meta_of(config);
+    {
+        let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
+            ServerIdOpsError::InvalidConfig(
+                "the BPF object has no mmapable .rodata (libbpf too old?)".into(),
+            )
+        })?;
+        ro.cfg_server = meta.server;
+        ro.cfg_client = meta.client;
+        ro.cfg_server_id = meta.server_id;
+        ro.cfg_layout = meta.layout;
+        if meta.kind != 0 {
+            ro.cfg_kind = meta.kind;
+        }
+        if let Layout::Rfc6994 { exid } = config.layout {
+            ro.cfg_exid = exid;
+        }
+        ro.cfg_filter_ports = meta.filter_ports;
+        ro.cfg_filter_addrs = meta.filter_addrs;
+    }
+    let (prog, maps) = pinned_maps::load_table(open, reuse, "sockops_server_id", LOAD_HINT)?;
+    pinned_maps::write_meta(&maps.meta, crate::skel::bytes_of(&meta))?;
+    Ok((prog, maps))
+}
+
 impl ServerIdOps {
     /// Opens, configures and loads the program (not yet attached).
     pub fn load(config: ServerIdOpsConfig) -> Result<Self> {
         config.validate()?;
-        let ops = Self::load_program(config, None)?;
-        for port in &ops.config.ports {
-            ops.server_ports
+        let (prog, maps) = load_program(&config, None)?;
+        for port in &config.ports {
+            maps.server_ports
                 .update(&port.to_ne_bytes(), &[1], MapFlags::ANY)
                 .map_err(KernelError::map("server_ports", "update"))?;
         }
-        for addr in &ops.config.addrs {
-            ops.server_addrs
+        for addr in &config.addrs {
+            maps.server_addrs
                 .update(&addr_key(*addr), &[1], MapFlags::ANY)
                 .map_err(KernelError::map("server_addrs", "update"))?;
         }
-        Ok(ops)
-    }
-
-    fn load_program(config: ServerIdOpsConfig, reuse: Option<&ServerIdOps>) -> Result<Self> {
-        let mut storage = MaybeUninit::uninit();
-        let mut open = SockopsServerIdSkelBuilder::default()
-            .open(&mut storage)
-            .map_err(KernelError::object("object sockops_server_id", "open", ""))?;
-        let meta = meta_of(&config);
-        {
-            let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
-                ServerIdOpsError::InvalidConfig(
-                    "the BPF object has no mmapable .rodata (libbpf too old?)".into(),
-                )
-            })?;
-            ro.cfg_server = meta.server;
-            ro.cfg_client = meta.client;
-            ro.cfg_server_id = meta.server_id;
-            ro.cfg_layout = meta.layout;
-            if meta.kind != 0 {
-                ro.cfg_kind = meta.kind;
-            }
-            if let Layout::Rfc6994 { exid } = config.layout {
-                ro.cfg_exid = exid;
-            }
-            ro.cfg_filter_ports = meta.filter_ports;
-            ro.cfg_filter_addrs = meta.filter_addrs;
-        }
-        if let Some(old) = reuse {
-            for (om, h, name) in [
-                (&mut open.maps.stats, &old.stats, "stats"),
-                (
-                    &mut open.maps.server_ports,
-                    &old.server_ports,
-                    "server_ports",
-                ),
-                (
-                    &mut open.maps.server_addrs,
-                    &old.server_addrs,
-                    "server_addrs",
-                ),
-                (
-                    &mut open.maps.sk_server_id,
-                    &old.sk_server_id,
-                    "sk_server_id",
-                ),
-                (&mut open.maps.meta, &old.meta, "meta"),
-            ] {
-                om.reuse_fd(h.as_fd())
-                    .map_err(KernelError::map(name, "reuse_fd"))?;
-            }
-        }
-        let skel = open.load().map_err(KernelError::object(
-            "program sockops_server_id",
-            "load",
-            "verifier rejection, kernel < 5.10 without bpf_*_hdr_opt, or missing CAP_BPF/CAP_NET_ADMIN",
-        ))?;
-        let prog = skel
-            .progs
-            .sockops_server_id
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::io("program sockops_server_id", "dup", &e, ""))?;
-        let handle = |m: &libbpf_rs::Map<'_>, name| {
-            MapHandle::try_from(m).map_err(KernelError::map(name, "dup"))
-        };
-        let meta_map = handle(&skel.maps.meta, "meta")?;
-        meta_map
-            .update(
-                &0u32.to_ne_bytes(),
-                crate::skel::bytes_of(&meta),
-                MapFlags::ANY,
-            )
-            .map_err(KernelError::map("meta", "update"))?;
         Ok(ServerIdOps {
             prog,
-            stats: handle(&skel.maps.stats, "stats")?,
-            server_ports: handle(&skel.maps.server_ports, "server_ports")?,
-            server_addrs: handle(&skel.maps.server_addrs, "server_addrs")?,
-            sk_server_id: handle(&skel.maps.sk_server_id, "sk_server_id")?,
-            meta: meta_map,
+            maps,
             config,
             pin_dir: std::sync::OnceLock::new(),
         })
@@ -287,35 +262,21 @@ impl ServerIdOps {
 
     /// Pins the program and its maps under `dir` (created on bpffs, pins
     /// 0600). Pin the cgroup link from [`attach`](Self::attach) with
-    /// [`SockopsLink::pin`], conventionally as `dir/link`.
-    pub fn pin(&self, dir: &Path) -> Result<()> {
-        crate::pin::pin_all(
-            dir,
-            &[
-                ("stats", self.stats.as_fd()),
-                ("server_ports", self.server_ports.as_fd()),
-                ("server_addrs", self.server_addrs.as_fd()),
-                ("sk_server_id", self.sk_server_id.as_fd()),
-                ("prog", self.prog.as_fd()),
-                ("meta", self.meta.as_fd()),
-            ],
-        )?;
+    /// [`Link::pin`], conventionally as `dir/link`.
+    pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        pinned_maps::pin_dir(dir, &self.maps, self.prog.as_fd())?;
         let _ = self.pin_dir.set(dir.to_path_buf());
         Ok(())
     }
 
     /// Reopens an instance pinned by [`pin`](Self::pin); its configuration
     /// is read back from the pinned `meta` map and filter maps. A
-    /// directory of another layout version is refused.
-    pub fn open_pinned(dir: &Path) -> Result<ServerIdOps> {
-        let meta_map = crate::pin::map_at(dir, "meta")?;
-        let raw = meta_map
-            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(KernelError::map("meta", "lookup"))?
-            .unwrap_or_default();
-        let found = <[u8; 4]>::try_from(raw.get(..4).unwrap_or(&[0; 4]))
-            .map(u32::from_ne_bytes)
-            .unwrap_or(0);
+    /// directory of another layout version is refused;
+    /// [`ServerIdOpsError::NotPinned`] if nothing is pinned there.
+    pub fn open_pinned(dir: impl AsRef<Path>) -> Result<ServerIdOps> {
+        let dir = dir.as_ref();
+        let (raw, found) = pinned_maps::read_meta::<SockopsMaps>(dir)?;
         let incompatible = || ServerIdOpsError::IncompatiblePin {
             dir: dir.to_path_buf(),
             found,
@@ -332,14 +293,15 @@ impl ServerIdOps {
                 meta.server_id
             ))
         })?;
-        let server_ports = crate::pin::map_at(dir, "server_ports")?;
-        let server_addrs = crate::pin::map_at(dir, "server_addrs")?;
-        let mut ports: Vec<u16> = server_ports
+        let (prog, maps) = pinned_maps::open_table::<SockopsMaps>(dir)?;
+        let mut ports: Vec<u16> = maps
+            .server_ports
             .keys()
             .filter_map(|k| Some(u16::from_ne_bytes(<[u8; 2]>::try_from(k.as_slice()).ok()?)))
             .collect();
         ports.sort_unstable();
-        let mut addrs: Vec<IpAddr> = server_addrs
+        let mut addrs: Vec<IpAddr> = maps
+            .server_addrs
             .keys()
             .filter_map(|k| {
                 let a = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(k.as_slice()).ok()?);
@@ -352,12 +314,8 @@ impl ServerIdOps {
             .ports(&ports)
             .addrs(&addrs);
         let ops = ServerIdOps {
-            prog: crate::pin::open_pinned_fd(&dir.join("prog"))?,
-            stats: crate::pin::map_at(dir, "stats")?,
-            server_ports,
-            server_addrs,
-            sk_server_id: crate::pin::map_at(dir, "sk_server_id")?,
-            meta: meta_map,
+            prog,
+            maps,
             config,
             pin_dir: std::sync::OnceLock::new(),
         };
@@ -367,7 +325,7 @@ impl ServerIdOps {
 
     /// Removes a pinned directory (every pin in it, links included, and
     /// the directory). A missing directory is not an error.
-    pub fn unpin(dir: &Path) -> Result<()> {
+    pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
         Ok(crate::pin::remove_pin_dir(dir)?)
     }
 
@@ -376,16 +334,9 @@ impl ServerIdOps {
     /// per-socket server_ids, the filters and counters stay) and swaps it
     /// into `link` atomically (cgroup `BPF_LINK_UPDATE`).
     pub fn upgrade(&mut self, link: &SockopsLink) -> Result<()> {
-        let _lock = match self.pin_dir.get() {
-            Some(d) => Some(crate::pin::PinLock::acquire(d)?),
-            None => None,
-        };
-        let new = Self::load_program(self.config.clone(), Some(self))?;
-        crate::pin::link_update(link.link_fd(), new.prog.as_fd())?;
-        if let Some(dir) = self.pin_dir.get() {
-            crate::pin::repin_prog(dir, new.prog.as_fd())?;
-        }
-        self.prog = new.prog;
+        self.prog = pinned_maps::upgrade(self.pin_dir.get(), link, || {
+            load_program(&self.config, Some(&self.maps)).map(|(prog, _)| prog)
+        })?;
         Ok(())
     }
 
@@ -400,19 +351,27 @@ impl ServerIdOps {
     }
 
     /// The port filter map (`u16` port, host order → `u8` 1), for users who
-    /// go lower.
+    /// go lower (a [`libbpf_rs::MapHandle`] of the libbpf-rs this crate
+    /// re-exports).
     pub fn server_ports_map(&self) -> &MapHandle {
-        &self.server_ports
+        &self.maps.server_ports
     }
 
     /// The address filter map (IPv6 or v4-mapped address → `u8` 1).
     pub fn server_addrs_map(&self) -> &MapHandle {
-        &self.server_addrs
+        &self.maps.server_addrs
     }
 
-    /// Attaches to a cgroup v2 (a directory path or an open directory) with
-    /// a BPF link. Other programs attached to the cgroup keep running.
-    /// Detached when the returned link drops.
+    /// One of the program's maps by its pin name ([`PIN_NAMES`]), for
+    /// users who go lower.
+    pub fn map(&self, name: &str) -> Option<&MapHandle> {
+        self.maps.map_named(name)
+    }
+
+    /// Attaches to a cgroup v2 (a directory path of any path type, or an
+    /// open directory) with a BPF link. Other programs attached to the
+    /// cgroup keep running. Detached when the returned link drops, unless
+    /// it is pinned.
     ///
     /// A socket belongs to the cgroup of the process that created it (an
     /// accepted socket to its listener's). The program acts at `listen()`
@@ -428,6 +387,7 @@ impl ServerIdOps {
     /// The counters, summed over all CPUs (one `lookup_percpu`).
     pub fn stats(&self) -> Result<ServerIdOpsStats> {
         let per_cpu = self
+            .maps
             .stats
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(KernelError::map("stats", "lookup_percpu"))?

@@ -40,4 +40,15 @@ pub enum XdpLbError {
     /// Attaching or a test run failed.
     #[error(transparent)]
     Xdp(#[from] XdpAttachError),
+    /// Nothing is pinned at `path` ([`XdpLb::open_pinned`](super::XdpLb::open_pinned)).
+    #[error("nothing is pinned at {}: check the path, or load and pin an xdp_lb there first (XdpLb::pin)", path.display())]
+    NotPinned {
+        /// The missing pin or pin directory.
+        path: std::path::PathBuf,
+    },
+    /// A [`Link`](crate::link::Link) verb failed (pin, update, detach).
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
 }
+
+crate::pin::from_pin_error!(XdpLbError);

@@ -27,99 +27,44 @@ const RING_BATCH: usize = 8192;
 /// [`flowpin_lb_core::ApplyError`], with the kernel's [`KernelError`]).
 pub type ApplyError = flowpin_lb_core::ApplyError<KernelError>;
 
-/// The maps of a loaded `xdp_lb` (reach them with [`XdpLb::maps`](super::XdpLb::maps)).
-#[derive(Debug)]
-pub struct KernelMaps {
-    pub(crate) vips: MapHandle,
-    pub(crate) ring: MapHandle,
-    pub(crate) backends: MapHandle,
-    pub(crate) conn: MapHandle,
-    pub(crate) vip_table: MapHandle,
-    pub(crate) server_ids: MapHandle,
-    pub(crate) sid_table: MapHandle,
-    pub(crate) backend_descs: MapHandle,
-    pub(crate) meta: MapHandle,
-    pub(crate) vip_stats: MapHandle,
-    pub(crate) lb_stats: MapHandle,
-    pub(crate) backend_stats: MapHandle,
-    pub(crate) sid_retired: MapHandle,
-    /// The `.data` section holding `lb_cfg`.
-    pub(crate) data: MapHandle,
-    /// What `lb_cfg` holds (the applier changes `port_agnostic_vips`).
-    pub(crate) cfg: flowpin_lb_cfg,
-    pub(crate) ring_size: u32,
-    pub(crate) ncpus: usize,
+crate::pinned_maps::map_table! {
+    /// The maps of a loaded `xdp_lb` (reach them with
+    /// [`XdpLb::maps`](super::XdpLb::maps); layouts in `flowpin_lb.h`,
+    /// generated into [`crate::skel::xdp_lb::types`]): declared once here,
+    /// in pin order; loading, pinning, reopening and upgrading derive from
+    /// this table.
+    #[derive(Debug)]
+    pub struct KernelMaps {
+        vips: Map => vips,
+        ring: Map => ring,
+        backends: Map => backends,
+        backend_descs: Map => backend_descs "each VIP's backend list, control side only",
+        conn: Map => conn,
+        vip_table: Map => vip_table,
+        server_ids: Map => server_ids,
+        sid_table: Map => sid_table,
+        vip_stats: Map => vip_stats,
+        lb_stats: Map => lb_stats,
+        backend_stats: Map => backend_stats,
+        sid_retired: Map => sid_retired,
+        data: Section = ".data" => data "the `.data` section holding `lb_cfg`",
+        meta: Meta => meta "layout version, load-time sizes, generation; pinned last",
+    }
+    extra {
+        /// What `lb_cfg` holds (the applier changes `port_agnostic_vips`).
+        cfg: flowpin_lb_cfg,
+        ring_size: u32,
+        ncpus: usize,
+    }
+    pin_names:
+        /// The files of a pinned `xdp_lb` (the maps, then the program).
+        pub const PIN_NAMES;
 }
 
 impl KernelMaps {
-    /// The `vips` map.
-    pub fn vips(&self) -> &MapHandle {
-        &self.vips
-    }
-
-    /// The `ring` map.
-    pub fn ring(&self) -> &MapHandle {
-        &self.ring
-    }
-
-    /// The `backends` map.
-    pub fn backends(&self) -> &MapHandle {
-        &self.backends
-    }
-
-    /// The `conn` map.
-    pub fn conn(&self) -> &MapHandle {
-        &self.conn
-    }
-
-    /// The `vip_table` map.
-    pub fn vip_table(&self) -> &MapHandle {
-        &self.vip_table
-    }
-
-    /// The `server_ids` map.
-    pub fn server_ids(&self) -> &MapHandle {
-        &self.server_ids
-    }
-
-    /// The `sid_table` map.
-    pub fn sid_table(&self) -> &MapHandle {
-        &self.sid_table
-    }
-
-    /// The `backend_descs` map (each VIP's backend list, control side only).
-    pub fn backend_descs(&self) -> &MapHandle {
-        &self.backend_descs
-    }
-
-    /// The `meta` map (layout version, load-time sizes).
-    pub fn meta(&self) -> &MapHandle {
-        &self.meta
-    }
-
-    /// The `backend_stats` map.
-    pub fn backend_stats(&self) -> &MapHandle {
-        &self.backend_stats
-    }
-
-    /// The `sid_retired` map.
-    pub fn sid_retired(&self) -> &MapHandle {
-        &self.sid_retired
-    }
-
-    /// The `vip_stats` map.
-    pub fn vip_stats(&self) -> &MapHandle {
-        &self.vip_stats
-    }
-
-    /// The `lb_stats` map.
-    pub fn lb_stats(&self) -> &MapHandle {
-        &self.lb_stats
-    }
-
-    /// The `data` map (the `.data` section holding `lb_cfg`).
-    pub fn data(&self) -> &MapHandle {
-        &self.data
+    /// One map by its pin name ([`PIN_NAMES`]).
+    pub fn map(&self, name: &str) -> Option<&MapHandle> {
+        crate::pinned_maps::MapTable::map_named(self, name)
     }
 }
 

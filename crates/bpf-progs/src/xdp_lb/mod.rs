@@ -85,10 +85,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use flowpin_tcp_opt::Layout;
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
+pub use crate::link::Link;
+use crate::pinned_maps::MapTable;
 use crate::skel::xdp_lb::types::{
     flowpin_backend_stats, flowpin_conn_set, flowpin_lb_meta, flowpin_lb_stats, flowpin_sid_key,
     flowpin_vip_stats,
@@ -116,7 +118,7 @@ pub use flowpin_lb_core::{
     Backend, Desired, DesiredVip, LbConfig, LbError, LbState, PinnedContents, Plan, Proto,
     RingUpdate, Vip, VipFlags, DEFAULT_RING_SIZE,
 };
-pub use pinned::PIN_NAMES;
+pub use maps::PIN_NAMES;
 pub use stats::{BackendStats, LbStats, Stats, VipStats};
 
 #[cfg(test)]
@@ -208,67 +210,18 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         ro.conn_percpu = u32::from(!config.conn_table_shared);
         ro.sid_warm_conn = u32::from(config.warm_conn_from_server_id);
     }
-    if let Some(m) = reuse {
-        let reuse = |om: &mut libbpf_rs::OpenMapMut<'_>, h: &MapHandle, name| {
-            om.reuse_fd(h.as_fd())
-                .map_err(KernelError::map(name, "reuse_fd"))
-        };
-        reuse(&mut open.maps.vips, &m.vips, "vips")?;
-        reuse(&mut open.maps.ring, &m.ring, "ring")?;
-        reuse(&mut open.maps.backends, &m.backends, "backends")?;
-        reuse(&mut open.maps.conn, &m.conn, "conn")?;
-        reuse(&mut open.maps.vip_table, &m.vip_table, "vip_table")?;
-        reuse(&mut open.maps.server_ids, &m.server_ids, "server_ids")?;
-        reuse(&mut open.maps.sid_table, &m.sid_table, "sid_table")?;
-        reuse(
-            &mut open.maps.backend_descs,
-            &m.backend_descs,
-            "backend_descs",
-        )?;
-        reuse(&mut open.maps.meta, &m.meta, "meta")?;
-        reuse(&mut open.maps.vip_stats, &m.vip_stats, "vip_stats")?;
-        reuse(&mut open.maps.lb_stats, &m.lb_stats, "lb_stats")?;
-        reuse(
-            &mut open.maps.backend_stats,
-            &m.backend_stats,
-            "backend_stats",
-        )?;
-        reuse(&mut open.maps.sid_retired, &m.sid_retired, "sid_retired")?;
-        reuse(&mut open.maps.data, &m.data, ".data (lb_cfg)")?;
-    }
-    let skel = open.load().map_err(KernelError::object(
-        "program xdp_lb",
-        "load",
+    let cfg = reuse.map_or_else(|| config.to_c(0), |m| m.cfg);
+    let (prog, maps) = crate::pinned_maps::load(
+        open,
+        reuse,
+        "xdp_lb",
         "verifier rejection, too little memory for the connection table/ring maps, pinned maps of another layout, or missing CAP_BPF/CAP_NET_ADMIN",
-    ))?;
-    let prog = skel
-        .progs
-        .xdp_lb
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| KernelError::io("program xdp_lb", "dup", &e, ""))?;
-    let h = |map: &libbpf_rs::MapMut<'_>, name| {
-        MapHandle::try_from(map).map_err(KernelError::map(name, "dup"))
-    };
-    let maps = KernelMaps {
-        vips: h(&skel.maps.vips, "vips")?,
-        ring: h(&skel.maps.ring, "ring")?,
-        backends: h(&skel.maps.backends, "backends")?,
-        conn: h(&skel.maps.conn, "conn")?,
-        vip_table: h(&skel.maps.vip_table, "vip_table")?,
-        server_ids: h(&skel.maps.server_ids, "server_ids")?,
-        sid_table: h(&skel.maps.sid_table, "sid_table")?,
-        backend_descs: h(&skel.maps.backend_descs, "backend_descs")?,
-        meta: h(&skel.maps.meta, "meta")?,
-        vip_stats: h(&skel.maps.vip_stats, "vip_stats")?,
-        lb_stats: h(&skel.maps.lb_stats, "lb_stats")?,
-        backend_stats: h(&skel.maps.backend_stats, "backend_stats")?,
-        sid_retired: h(&skel.maps.sid_retired, "sid_retired")?,
-        data: h(&skel.maps.data, ".data (lb_cfg)")?,
-        cfg: reuse.map_or_else(|| config.to_c(0), |m| m.cfg),
-        ring_size: config.ring_size,
-        ncpus,
-    };
+        |prog, obj| {
+            let source = crate::pinned_maps::from_object(obj);
+            let maps = KernelMaps::build(source, (cfg, config.ring_size, ncpus))?;
+            Ok((prog, maps))
+        },
+    )?;
     let meta = pinned::meta_of(config, conn_sets, tables);
     Ok(Loaded {
         prog,
@@ -327,7 +280,7 @@ impl XdpLb {
     }
 
     /// Attaches to `target` (an ifindex, a name, or an [`XdpTarget`] with a
-    /// namespace and mode); dropping the link detaches.
+    /// namespace and mode); dropping the link detaches unless it is pinned.
     pub fn attach(&self, target: impl Into<XdpTarget>) -> Result<XdpLink> {
         Ok(attach_xdp(self.program_fd(), target)?)
     }
@@ -347,7 +300,8 @@ impl XdpLb {
     }
 
     /// The program's maps, for users who go lower (layouts in
-    /// `flowpin_lb.h`, generated into [`crate::skel::xdp_lb::types`]).
+    /// `flowpin_lb.h`, generated into [`crate::skel::xdp_lb::types`];
+    /// [`libbpf_rs::MapHandle`]s of the libbpf-rs this crate re-exports).
     /// Writing them behind [`XdpLb`]'s back desynchronises its [`LbState`].
     pub fn maps(&self) -> &KernelMaps {
         &self.maps

@@ -23,7 +23,7 @@
 //! and first catches up with other processes' changes (`meta.generation`).
 
 use std::mem::size_of;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
@@ -36,31 +36,13 @@ use super::{
 };
 use crate::error::KernelError;
 use crate::pin::{open_pinned_fd, remove_pin_dir, PinLock};
+use crate::pinned_maps::MapTable;
 use crate::skel::xdp_lb::types::{
     flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_conn_set,
     flowpin_lb_cfg, flowpin_lb_meta, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
 };
 use crate::skel::{bytes_of, read};
 use flowpin_bpf_abi::lb;
-
-/// The files of a pinned `xdp_lb` (maps, then the program).
-pub const PIN_NAMES: &[&str] = &[
-    "meta",
-    "vips",
-    "ring",
-    "backends",
-    "backend_descs",
-    "conn",
-    "vip_table",
-    "server_ids",
-    "sid_table",
-    "vip_stats",
-    "lb_stats",
-    "backend_stats",
-    "sid_retired",
-    "data",
-    "prog",
-];
 
 pub(super) fn meta_of(config: &XdpLbConfig, conn_sets: u32, tables: u32) -> flowpin_lb_meta {
     let mut flags = 0;
@@ -136,10 +118,6 @@ fn config_of(m: &flowpin_lb_meta, cfg: &flowpin_lb_cfg, ncpus: usize) -> XdpLbCo
     };
     c.set_from_c(cfg);
     c
-}
-
-fn map_at(dir: &Path, name: &'static str) -> Result<MapHandle> {
-    Ok(crate::pin::map_at(dir, name)?)
 }
 
 fn lookup0(map: &MapHandle, name: &'static str) -> Result<Vec<u8>> {
@@ -293,32 +271,12 @@ impl XdpLb {
     /// Pins the maps and the program under `dir` (created on bpffs, mounted
     /// at `/sys/fs/bpf` if missing; pins 0600), so the data path and its
     /// state outlive this process. Pin links made by
-    /// [`attach`](Self::attach) with [`XdpLink::pin`](super::XdpLink::pin),
+    /// [`attach`](Self::attach) with [`Link::pin`](crate::link::Link::pin),
     /// conventionally as `dir/link` (then [`unpin`](Self::unpin) removes it
     /// too). Later changes through this instance take the directory's lock.
-    pub fn pin(&self, dir: &Path) -> Result<()> {
-        let m = &self.maps;
-        crate::pin::pin_all(
-            dir,
-            &[
-                ("vips", m.vips.as_fd()),
-                ("ring", m.ring.as_fd()),
-                ("backends", m.backends.as_fd()),
-                ("backend_descs", m.backend_descs.as_fd()),
-                ("conn", m.conn.as_fd()),
-                ("vip_table", m.vip_table.as_fd()),
-                ("server_ids", m.server_ids.as_fd()),
-                ("sid_table", m.sid_table.as_fd()),
-                ("vip_stats", m.vip_stats.as_fd()),
-                ("lb_stats", m.lb_stats.as_fd()),
-                ("backend_stats", m.backend_stats.as_fd()),
-                ("sid_retired", m.sid_retired.as_fd()),
-                ("data", m.data.as_fd()),
-                ("prog", self.prog.as_fd()),
-                // meta last: a directory with `meta` is complete.
-                ("meta", m.meta.as_fd()),
-            ],
-        )?;
+    pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        crate::pinned_maps::pin_dir(dir, &self.maps, self.prog.as_fd())?;
         let _ = self.pin_dir.set(dir.to_path_buf());
         Ok(())
     }
@@ -330,19 +288,17 @@ impl XdpLb {
     /// directory of another layout version is refused
     /// ([`XdpLbError::IncompatiblePin`]). Nothing is loaded: the pinned
     /// program keeps running; [`upgrade`](Self::upgrade) swaps in this build's.
-    pub fn open_pinned(dir: &Path) -> Result<XdpLb> {
-        let meta_map = map_at(dir, "meta")?;
+    /// [`XdpLbError::NotPinned`] if nothing is pinned there.
+    pub fn open_pinned(dir: impl AsRef<Path>) -> Result<XdpLb> {
+        let dir = dir.as_ref();
+        let (raw, found) = crate::pinned_maps::read_meta::<KernelMaps>(dir)?;
         let incompatible = |found, detail: String| XdpLbError::IncompatiblePin {
             dir: dir.to_path_buf(),
             found,
             expected: lb::LB_LAYOUT_VERSION,
             detail,
         };
-        let raw = lookup0(&meta_map, "meta")?;
         if raw.len() != size_of::<flowpin_lb_meta>() {
-            let found = raw
-                .get(..4)
-                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
             return Err(incompatible(
                 found,
                 format!(
@@ -353,14 +309,14 @@ impl XdpLb {
             ));
         }
         let _lock = PinLock::acquire(dir)?;
-        let mut lb = Self::open_locked(dir, meta_map)?;
+        let mut lb = Self::open_locked(dir)?;
         let _ = lb.pin_dir.set(dir.to_path_buf());
         lb.repair()?;
         Ok(lb)
     }
 
-    fn open_locked(dir: &Path, meta_map: MapHandle) -> Result<XdpLb> {
-        let raw = lookup0(&meta_map, "meta")?;
+    fn open_locked(dir: &Path) -> Result<XdpLb> {
+        let (raw, _) = crate::pinned_maps::read_meta::<KernelMaps>(dir)?;
         let meta: flowpin_lb_meta = read(&raw)
             .ok_or_else(|| LbError::PinnedStateCorrupt("meta entry unreadable".into()))?;
         if let Some(detail) = incompatibility(&meta) {
@@ -373,9 +329,10 @@ impl XdpLb {
         }
         let ncpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
-        let data = map_at(dir, "data")?;
-        let raw_cfg = lookup0(&data, "data")?;
-        let cfg: flowpin_lb_cfg = read(&raw_cfg).ok_or_else(|| {
+        let source = crate::pinned_maps::pinned_at(dir);
+        let mut maps = KernelMaps::build(source, (Default::default(), meta.ring_size, ncpus))?;
+        let raw_cfg = lookup0(&maps.data, "data")?;
+        maps.cfg = read(&raw_cfg).ok_or_else(|| {
             KernelError::out_of_sync(
                 "map .data (lb_cfg)",
                 "lookup",
@@ -383,27 +340,8 @@ impl XdpLb {
                 size_of::<flowpin_lb_cfg>(),
             )
         })?;
-        let config = config_of(&meta, &cfg, ncpus);
-        let maps = KernelMaps {
-            vips: map_at(dir, "vips")?,
-            ring: map_at(dir, "ring")?,
-            backends: map_at(dir, "backends")?,
-            conn: map_at(dir, "conn")?,
-            vip_table: map_at(dir, "vip_table")?,
-            server_ids: map_at(dir, "server_ids")?,
-            sid_table: map_at(dir, "sid_table")?,
-            backend_descs: map_at(dir, "backend_descs")?,
-            meta: meta_map,
-            vip_stats: map_at(dir, "vip_stats")?,
-            lb_stats: map_at(dir, "lb_stats")?,
-            backend_stats: map_at(dir, "backend_stats")?,
-            sid_retired: map_at(dir, "sid_retired")?,
-            data,
-            cfg,
-            ring_size: meta.ring_size,
-            ncpus,
-        };
-        let prog: OwnedFd = open_pinned_fd(&dir.join("prog"))?;
+        let config = config_of(&meta, &maps.cfg, ncpus);
+        let prog = open_pinned_fd(dir.join(crate::pinned_maps::PROG_PIN))?;
         let state = LbState::rebuild(&config.lb_config(), &read_contents(&maps)?)?;
         Ok(XdpLb {
             prog,
@@ -469,7 +407,7 @@ impl XdpLb {
     /// program, links pinned there) and the directory. The program stays
     /// attached while a process holds a link to it. A missing directory is
     /// not an error.
-    pub fn unpin(dir: &Path) -> Result<()> {
+    pub fn unpin(dir: impl AsRef<Path>) -> Result<()> {
         Ok(remove_pin_dir(dir)?)
     }
 
@@ -479,16 +417,9 @@ impl XdpLb {
     /// atomically (`BPF_LINK_UPDATE`: every packet runs the old program or
     /// the new one). When pinned, the `prog` pin is replaced too.
     pub fn upgrade(&mut self, link: &super::XdpLink) -> Result<()> {
-        let _lock = match self.pin_dir.get() {
-            Some(d) => Some(PinLock::acquire(d)?),
-            None => None,
-        };
-        let loaded = load_program(&self.config, Some(&self.maps))?;
-        link.update_program(loaded.prog.as_fd())?;
-        if let Some(dir) = self.pin_dir.get() {
-            crate::pin::repin_prog(dir, loaded.prog.as_fd())?;
-        }
-        self.prog = loaded.prog;
+        self.prog = crate::pinned_maps::upgrade(self.pin_dir.get(), link, || {
+            load_program(&self.config, Some(&self.maps)).map(|loaded| loaded.prog)
+        })?;
         Ok(())
     }
 
@@ -526,8 +457,6 @@ impl XdpLb {
 
 impl KernelMaps {
     pub(crate) fn write_meta(&self, m: &flowpin_lb_meta) -> std::result::Result<(), KernelError> {
-        self.meta
-            .update(&0u32.to_ne_bytes(), bytes_of(m), MapFlags::ANY)
-            .map_err(KernelError::map("meta", "update"))
+        crate::pinned_maps::write_meta(&self.meta, bytes_of(m))
     }
 }

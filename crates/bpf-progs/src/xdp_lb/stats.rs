@@ -8,6 +8,7 @@ use crate::skel::xdp_lb::types::{flowpin_backend_stats, flowpin_lb_stats, flowpi
 
 /// Per-VIP counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct VipStats {
     /// Packets matched to the VIP.
     pub packets: u64,
@@ -41,6 +42,7 @@ pub struct VipStats {
 
 /// Per-backend counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct BackendStats {
     /// Packets forwarded (encapsulated) to the backend.
     pub packets: u64,
@@ -59,6 +61,7 @@ impl From<flowpin_backend_stats> for BackendStats {
 
 /// Global counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct LbStats {
     /// Dropped: truncated or invalid headers.
     pub drop_malformed: u64,
@@ -80,6 +83,7 @@ pub struct LbStats {
 
 /// Everything [`XdpLb::stats`](super::XdpLb::stats) returns.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// Global counters.
     pub global: LbStats,
