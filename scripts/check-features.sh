@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One feature per BPF program in flowpin-bpf-progs, checked two ways:
-#  1. every program feature compiles alone (and none at all, and `testing`);
+#  1. every program feature compiles alone (and none at all);
 #  2. a crate that needs one program compiles that program and no other:
 #     flowpin-sk-lookup builds only sk_lookup.skel.rs (no xdp_lb.bpf.c, no
 #     Maglev), flowpin-sk-reuseport only sk_reuseport_select.skel.rs. The
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for features in "" xdp-lb xdp-decap xdp-pass sockops reuseport sk-lookup testing; do
+for features in "" xdp-lb xdp-decap xdp-pass sockops reuseport sk-lookup; do
     echo "cargo check -p flowpin-bpf-progs --no-default-features --features '$features'"
     cargo check --locked --quiet -p flowpin-bpf-progs --no-default-features --features "$features"
 done
@@ -51,3 +51,13 @@ if cargo tree --locked -p flowpin-sk-lookup -e normal | grep -q flowpin-maglev; 
     echo "FAILED: flowpin-sk-lookup depends on flowpin-maglev" >&2
     exit 1
 fi
+
+# The load balancer's control core is pure Rust: no libbpf, no bindgen in
+# its tree, and its tests pass with clang unusable (a build of
+# flowpin-bpf-progs would fail at once on FLOWPIN_CLANG=/nonexistent).
+if cargo tree --locked -p flowpin-lb-core -e all | grep -Eq "libbpf|bindgen"; then
+    echo "FAILED: flowpin-lb-core depends on libbpf-rs/libbpf-sys/bindgen" >&2
+    exit 1
+fi
+echo "FLOWPIN_CLANG=/nonexistent cargo test -p flowpin-lb-core"
+FLOWPIN_CLANG=/nonexistent cargo test --locked --quiet -p flowpin-lb-core
