@@ -13,7 +13,7 @@
 //! | `xdp-lb`, `xdp-decap`, `sockops` | [`flowpin_bpf_progs`] with that program only | yes |
 //! | `sk-reuseport` | [`flowpin_sk_reuseport`] (and the `sk_reuseport_select` program only) | yes |
 //! | `quinn`        | [`flowpin_quinn`]       | no          |
-//! | `registry`     | `flowpin_registry` (etcd; opt-in) | no (needs protoc) |
+//! | `registry`     | `flowpin_registry` (etcd; opt-in; with `registry::lb`, snapshot → desired LB state) | no (needs protoc) |
 //! | `sk-lookup`    | [`flowpin_sk_lookup`] (and the `sk_lookup` program only) | yes |
 //!
 //! Every feature that needs clang re-exports [`flowpin_bpf_progs`] as

@@ -14,6 +14,13 @@
 //!   drops new flows (`unknown_backend`).
 //! - **above [`MAX_WEIGHT`]** is refused: weights are relative, and the cap
 //!   keeps `Σw · M` far from overflow for any realistic backend count.
+//!
+//! Weight 0 and draining (`LbState::drain_backend`, the registry's
+//! `state: draining`) give the same data path; a draining backend keeps its
+//! weight, so undraining it restores its share. The registry's validation
+//! (`flowpin-registry`, entries with another weight are rejected as
+//! `bad_weight`) and the node's configuration (`backend.weight`) call
+//! [`validate`], as [`LbState`](crate::LbState) does.
 
 use std::fmt;
 

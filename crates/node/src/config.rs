@@ -191,7 +191,9 @@ pub struct BackendSection {
     pub netns: Option<PathBuf>,
     /// cgroup v2 directory of the service processes (sock_ops server role).
     pub cgroup: PathBuf,
-    /// Maglev weight, 1..=65536.
+    /// Maglev weight, `0..=65536` (the one rule, `flowpin_lb_core::weight`):
+    /// the host's share of each VIP's ring; 0 registers it without new flows
+    /// (still reachable by server_id and the connection table).
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// Register with a server_id (the sock_ops program writes it into SYN-ACKs).
@@ -441,15 +443,8 @@ impl BackendConfig {
                 ),
             ));
         }
-        if !(1..=flowpin_registry::MAX_WEIGHT).contains(&b.weight) {
-            return Err(invalid(
-                "backend.weight",
-                format!(
-                    "{} is outside 1..={}",
-                    b.weight,
-                    flowpin_registry::MAX_WEIGHT
-                ),
-            ));
+        if let Err(e) = flowpin_lb_core::weight::validate(b.weight) {
+            return Err(invalid("backend.weight", e.to_string()));
         }
         let ttl = Duration::from_secs(b.lease_ttl_secs);
         if ttl < flowpin_registry::MIN_TTL || ttl > flowpin_registry::MAX_TTL {

@@ -2,10 +2,11 @@
 //!
 //! Start-up: reopen the pinned data path (`XdpLb::open_pinned`, the link
 //! from `<pin_dir>/link`) if `<pin_dir>/meta` exists, else load, pin and
-//! attach. Then one event loop, woken only by: a registry snapshot (plan →
-//! apply → digests), SIGHUP (reload the TOML), SIGTERM/SIGINT (exit), an
-//! HTTP request (metrics / status), or a retry timer armed only after a
-//! failed apply. Idle, nothing runs.
+//! attach. Then one event loop, woken only by: a registry snapshot
+//! (`flowpin_registry::lb::desired_of` → `XdpLb::reconcile` → digests),
+//! SIGHUP (reload the TOML), SIGTERM/SIGINT (exit), an HTTP request
+//! (metrics / status), or a retry timer armed only after a failed apply.
+//! Idle, nothing runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
+use flowpin_registry::lb::{changes, desired_of, latest_change_ms, ring_digest, vip_name};
 use flowpin_registry::{Registry, RegistryConfig, Snapshot, SnapshotWatch, VipEntry, WatchStats};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,7 +24,6 @@ use tracing::{error, info, warn};
 
 use crate::config::{parse_v4_prefix, LbConfig, OnExit, XdpModeConfig};
 use crate::http::{self, Query};
-use crate::plan::{latest_change_ms, plan, ring_digest, view_of, Step};
 use crate::status::{LbStatus, RingDigest, VipStatus};
 use crate::traps::{check_lb, Trap};
 use crate::NodeError;
@@ -167,10 +168,6 @@ struct Node {
     started: SystemTime,
 }
 
-fn vip_name(v: &Vip) -> String {
-    format!("{}:{}/{:?}", v.addr, v.port, v.proto).to_lowercase()
-}
-
 impl Node {
     fn refresh_digests(&mut self) {
         let st = self.dp.lb.state();
@@ -180,43 +177,46 @@ impl Node {
             .collect();
     }
 
-    /// Plans and applies `snap`. Errors are logged and counted; the
-    /// next snapshot (or the retry timer) plans again from what the
-    /// kernel holds.
+    /// Reconciles the data path to what `snap` says (one plan: only what
+    /// differs is written; a failed write rolls the whole change back).
+    /// Errors are logged and counted; the next snapshot (or the retry
+    /// timer) reconciles again from what the kernel holds.
     fn apply(&mut self, snap: &Snapshot, delivered: Instant) {
-        let steps = plan(&view_of(self.dp.lb.state()), snap);
-        let mut failed = false;
-        for step in &steps {
-            let lb = &mut self.dp.lb;
-            let r = match step {
-                Step::RemoveVip(v) => lb.remove_vip(v).map(|_| None),
-                Step::AddVip(v, f) => lb.add_vip(*v, *f).map(|_| None),
-                Step::Drain(v, a) => lb.drain_backend(v, *a).map(Some),
-                Step::SetBackends(v, b) => lb.set_backends(v, b).map(Some),
-                Step::Undrain(v, a) => lb.undrain_backend(v, *a).map(Some),
-            };
-            match r {
-                Ok(update) => info!(
-                    revision = snap.revision,
-                    step = %describe(step),
-                    slots_changed = update.map_or(0, |u| u.slots_changed),
-                    "applied"
-                ),
-                Err(e) => {
-                    error!(revision = snap.revision, step = %describe(step), error = %e, "apply failed; will re-plan");
-                    failed = true;
-                    self.apply_errors += 1;
-                    break;
+        let desired = desired_of(snap);
+        let changed = changes(&self.dp.lb.state().desired(), &desired);
+        let failed = match self.dp.lb.reconcile(&desired) {
+            Ok(update) => {
+                for c in &changed {
+                    info!(revision = snap.revision, change = %c, "applied");
                 }
+                if !changed.is_empty() {
+                    info!(
+                        revision = snap.revision,
+                        vips_changed = changed.len(),
+                        slots_changed = update.slots_changed,
+                        backends_added = update.backends_added,
+                        backends_removed = update.backends_removed,
+                        "snapshot applied"
+                    );
+                }
+                false
             }
-        }
-        if !steps.is_empty() {
+            Err(e) => {
+                for c in &changed {
+                    error!(revision = snap.revision, change = %c, "not applied");
+                }
+                error!(revision = snap.revision, error = %e, "apply failed and rolled back; will reconcile again");
+                self.apply_errors += 1;
+                true
+            }
+        };
+        if !changed.is_empty() {
             self.apply_seconds
                 .observe(delivered.elapsed().as_secs_f64());
         }
         self.last_apply_failed = failed;
         if !failed {
-            if !steps.is_empty() {
+            if !changed.is_empty() {
                 if let Some(at) = latest_change_ms(&self.applied, snap) {
                     self.observe_change_to_map_write(at);
                 }
@@ -278,16 +278,6 @@ impl Node {
             })
             .collect();
         st
-    }
-}
-
-fn describe(s: &Step) -> String {
-    match s {
-        Step::RemoveVip(v) => format!("remove VIP {}", vip_name(v)),
-        Step::AddVip(v, f) => format!("add VIP {} flags {:#x}", vip_name(v), f.bits()),
-        Step::Drain(v, a) => format!("drain {a} of {}", vip_name(v)),
-        Step::SetBackends(v, b) => format!("set {} backends of {}", b.len(), vip_name(v)),
-        Step::Undrain(v, a) => format!("undrain {a} of {}", vip_name(v)),
     }
 }
 

@@ -18,10 +18,6 @@ pub mod backend;
 pub mod config;
 mod http;
 pub mod lb;
-// Pure planning, unit-tested; to be replaced by library code of the
-// registry seam (issue 18): its items keep their `pub` meanwhile.
-#[allow(unreachable_pub)]
-mod plan;
 pub mod status;
 mod traps;
 

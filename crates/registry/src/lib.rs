@@ -4,6 +4,8 @@
 
 mod error;
 pub mod keys;
+#[cfg(feature = "lb")]
+pub mod lb;
 mod lease;
 #[cfg(feature = "local-etcd")]
 pub mod local_etcd;

@@ -17,9 +17,11 @@ use flowpin_tcp_opt::ServerId;
 use serde::{Deserialize, Serialize};
 
 /// Largest accepted backend weight: the load balancer's
-/// ([`flowpin_lb_core::weight`], where the rule for weights is written).
-/// The registry accepts `1..=MAX_WEIGHT` (a backend drains with state
-/// `draining`, not weight 0).
+/// ([`flowpin_lb_core::weight`], where the one rule for weights is
+/// written). The registry accepts `0..=MAX_WEIGHT`, as the load balancer
+/// and the node do: 0 means no new flows, the backend still reachable by
+/// server_id and the connection table. To drain a backend and bring it
+/// back with its share, set its state to `draining` (its weight stays).
 pub use flowpin_lb_core::MAX_WEIGHT;
 
 /// A VIP as stored under `routing/vips/`: its identity and its flags.
@@ -84,7 +86,8 @@ pub enum BackendState {
 pub struct BackendSpec {
     /// The backend host's address (tunnel destination).
     pub addr: IpAddr,
-    /// Maglev weight, `1..=MAX_WEIGHT`.
+    /// Maglev weight, `0..=MAX_WEIGHT` (0: no new flows; see
+    /// [`flowpin_lb_core::weight`]).
     pub weight: u32,
     /// The host's server_id, if it runs the sock_ops program.
     pub server_id: Option<ServerId>,
@@ -173,7 +176,7 @@ pub enum RejectKind {
     KeyMismatch,
     /// Unspecified, multicast or broadcast address.
     BadAddress,
-    /// Weight 0 or above [`MAX_WEIGHT`].
+    /// Weight above [`MAX_WEIGHT`] (0 is valid: no new flows).
     BadWeight,
     /// VIP flags that contradict the VIP (port-agnostic with a port, QUIC on
     /// TCP, server_id on UDP, ...).

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use flowpin_lb_core::weight;
 use flowpin_tcp_opt::ServerId;
 
 use crate::keys::{KeyKind, KeyLayout};
 use crate::model::{
-    BackendJson, BackendSpec, Proto, RejectKind, Rejection, Vip, VipEntry, VipSpec, MAX_WEIGHT,
+    BackendJson, BackendSpec, Proto, RejectKind, Rejection, Vip, VipEntry, VipSpec,
 };
 
 /// One key-value of etcd, as the watcher keeps it.
@@ -54,19 +55,12 @@ pub(crate) fn check_vip(spec: &VipSpec) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Checks a backend's address and weight.
+/// Checks a backend's address and weight (the one rule for weights,
+/// [`flowpin_lb_core::weight::validate`]: `0..=MAX_WEIGHT`, 0 = no new flows).
 pub(crate) fn check_backend(spec: &BackendSpec) -> Result<(), Invalid> {
     check_addr("backend", spec.addr)?;
-    if spec.weight == 0 || spec.weight > MAX_WEIGHT {
-        return Err((
-            RejectKind::BadWeight,
-            format!(
-                "backend {} has weight {}: use 1..={MAX_WEIGHT} (drain with state \"draining\", not weight 0)",
-                spec.addr, spec.weight
-            ),
-        ));
-    }
-    Ok(())
+    weight::validate(spec.weight)
+        .map_err(|e| (RejectKind::BadWeight, format!("backend {}: {e}", spec.addr)))
 }
 
 /// Parses and checks a VIP value stored under the key of `key`.
@@ -210,7 +204,7 @@ pub(crate) fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BackendState, VipFlags};
+    use crate::model::{BackendState, VipFlags, MAX_WEIGHT};
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
 
@@ -291,13 +285,34 @@ mod tests {
             r#"{"addr":"10.1.0.2","weight":3,"server_id":9,"state":"draining"}"#.into(),
             2,
         );
-        let (vips, rej) = build(&l, &raw(&[vip_entry(&l, 1), b]));
+        // Weight 0 (no new flows) and MAX_WEIGHT are valid weights.
+        let zero = (
+            l.backend(&vip(), ip("10.1.0.3")),
+            r#"{"addr":"10.1.0.3","weight":0}"#.into(),
+            3,
+        );
+        let max = (
+            l.backend(&vip(), ip("10.1.0.4")),
+            format!(r#"{{"addr":"10.1.0.4","weight":{MAX_WEIGHT}}}"#),
+            3,
+        );
+        let (vips, rej) = build(&l, &raw(&[vip_entry(&l, 1), b, zero, max]));
         assert!(rej.is_empty(), "{rej:?}");
         let got = vips[&vip()].backends[&ip("10.1.0.2")];
         assert_eq!(got.weight, 3);
         assert_eq!(got.server_id, ServerId::new(9));
         assert_eq!(got.state, BackendState::Draining);
         assert!(vips[&vip()].spec.flags.server_id());
+        assert_eq!(vips[&vip()].backends[&ip("10.1.0.3")].weight, 0);
+        assert_eq!(vips[&vip()].backends[&ip("10.1.0.4")].weight, MAX_WEIGHT);
+        // Above the cap: the error says the rule.
+        let over = BackendSpec::new(ip("10.1.0.5"), MAX_WEIGHT + 1, None);
+        let (kind, why) = check_backend(&over).expect_err("above MAX_WEIGHT");
+        assert_eq!(kind, RejectKind::BadWeight);
+        assert!(
+            why.contains("10.1.0.5") && why.contains("0 means no new flows"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -344,14 +359,6 @@ mod tests {
                     5,
                 ),
                 RejectKind::BadAddress,
-            ),
-            (
-                (
-                    l.backend(&v, ip("10.1.0.3")),
-                    r#"{"addr":"10.1.0.3","weight":0}"#.into(),
-                    5,
-                ),
-                RejectKind::BadWeight,
             ),
             (
                 (
@@ -507,7 +514,8 @@ mod tests {
             let bytes = serde_json::to_vec(&BackendJson::from(&b)).expect("serialize");
             let parsed = parse_backend(b.addr, &bytes);
             let addr_ok = check_addr("x", b.addr).is_ok();
-            let weight_ok = (1..=MAX_WEIGHT).contains(&b.weight);
+            // The rule of `flowpin_lb_core::weight`: 0 (no new flows) to MAX_WEIGHT.
+            let weight_ok = b.weight <= MAX_WEIGHT;
             match parsed {
                 Ok(p) => { prop_assert!(addr_ok && weight_ok); prop_assert_eq!(p, b); }
                 Err((kind, _)) => {

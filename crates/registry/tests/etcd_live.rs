@@ -530,7 +530,8 @@ async fn each_kind_of_bad_entry_is_rejected_and_counted_while_the_watch_goes_on(
         ),
         (
             l.backend(&vip(), ip("10.1.0.6")),
-            r#"{"addr":"10.1.0.6","weight":0}"#.into(),
+            // 0 is a valid weight (no new flows): only above MAX_WEIGHT is bad.
+            r#"{"addr":"10.1.0.6","weight":65537}"#.into(),
             RejectKind::BadWeight,
         ),
         (
@@ -604,7 +605,7 @@ async fn each_kind_of_bad_entry_is_rejected_and_counted_while_the_watch_goes_on(
         .await
         .expect("register");
     let bad = host
-        .add_backend(&vip(), &BackendSpec::new(ip("10.1.0.10"), 0, None))
+        .add_backend(&vip(), &BackendSpec::new(ip("10.1.0.10"), 65_537, None))
         .await;
     assert!(
         matches!(
@@ -616,6 +617,19 @@ async fn each_kind_of_bad_entry_is_rejected_and_counted_while_the_watch_goes_on(
         ),
         "{bad:?}"
     );
+    // Weight 0 (no new flows) is written and accepted by the watch.
+    host.add_backend(&vip(), &BackendSpec::new(ip("10.1.0.10"), 0, None))
+        .await
+        .expect("weight 0 is valid");
+    let snap = watch
+        .wait_for(|s| s.backend_count() == 3)
+        .await
+        .expect("weight-0 backend");
+    assert_eq!(
+        snap.backends(&vip()).expect("vip")[&ip("10.1.0.10")].weight,
+        0
+    );
+    assert_eq!(snap.reject_counts.total(), RejectKind::ALL.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,16 @@ fn sighup_reports_fields_that_need_a_restart() {
 fn backend_example_parses_with_defaults() {
     let c = be(BE).expect("valid");
     assert_eq!(c.backend.weight, 100);
+    // The one weight rule (lb_core::weight): 0 (no new flows) and 65536 are
+    // valid, 65537 is refused (backend_rejects_bad_fields_by_name).
+    for w in [0, flowpin_lb_core::MAX_WEIGHT] {
+        let text = BE.replacen(
+            "host = \"be1\"",
+            &format!("host = \"be1\"\nweight = {w}"),
+            1,
+        );
+        assert_eq!(be(&text).expect("valid weight").backend.weight, w);
+    }
     assert!(c.backend.server_id);
     assert_eq!(c.lease_ttl(), Duration::from_secs(5));
     assert_eq!(c.backend.drain_timeout_secs, 30);
@@ -143,7 +153,7 @@ fn backend_rejects_bad_fields_by_name() {
         ("host = \"be1\"", "host = \"be/1\"", "backend.host"),
         (
             "host = \"be1\"",
-            "host = \"be1\"\nweight = 0",
+            "host = \"be1\"\nweight = 65537",
             "backend.weight",
         ),
         (

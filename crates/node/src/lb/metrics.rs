@@ -9,7 +9,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::error;
 
-use super::{vip_name, Node};
+use flowpin_registry::lb::vip_name;
+
+use super::Node;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VipLabel {
