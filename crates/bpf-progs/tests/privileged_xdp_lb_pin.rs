@@ -18,6 +18,7 @@ use std::process::Command;
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::pin::prog_id;
+use flowpin_bpf_progs::xdp_lb::state::VipKey;
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Desired, DesiredVip, Proto, RingUpdate, Vip, VipFlags, XdpLb, XdpLbError, XdpLink,
     XdpTarget, XdpVerdict,
@@ -283,10 +284,10 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
             .update(&slot.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
             .unwrap();
         let healed = XdpLb::open_pinned(&dir).unwrap();
-        assert!(
-            healed.repaired_entries() >= 4,
-            "{}",
-            healed.repaired_entries()
+        assert_eq!(
+            healed.repaired_entries(),
+            4,
+            "exactly the four injected entries"
         );
         let m = healed.maps();
         let get =
@@ -310,6 +311,51 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
             [0; 4]
         );
         assert_eq!(XdpLb::open_pinned(&dir).unwrap().repaired_entries(), 0);
+        // VIP slots: a stale one (a VIP the state does not have, in a slot
+        // it does not use) and a missing one (the TCP VIP's slot emptied).
+        let key = VipKey {
+            addr: vip4().into(),
+            port: 80,
+            proto: 6,
+        };
+        let real = key.slot();
+        let stale = (0..m.vip_table().max_entries())
+            .find(|&s| s != real && !healed.state().vip_slot_used(s))
+            .unwrap();
+        assert_eq!(m.vip_table().value_size(), 32, "flowpin_vip_slot layout");
+        let mut v = [0u8; 32];
+        v[..4].copy_from_slice(&[192, 0, 2, 99]);
+        v[16..18].copy_from_slice(&81u16.to_be_bytes());
+        v[18] = 6;
+        v[19] = 4;
+        v[20..24].copy_from_slice(&9u32.to_ne_bytes());
+        v[28..].copy_from_slice(&flowpin_bpf_abi::lb::SLOT_ONE.to_ne_bytes());
+        m.vip_table()
+            .update(&stale.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+            .unwrap();
+        let good = get(m.vip_table(), &real.to_ne_bytes()).unwrap();
+        assert_eq!(good[28..], flowpin_bpf_abi::lb::SLOT_ONE.to_ne_bytes());
+        m.vip_table()
+            .update(&real.to_ne_bytes(), &[0u8; 32], libbpf_rs::MapFlags::ANY)
+            .unwrap();
+        let fixed = XdpLb::open_pinned(&dir).unwrap();
+        assert_eq!(
+            (fixed.repaired_entries(), fixed.repaired_ring_slots()),
+            (2, 0),
+            "exactly the stale and the missing VIP slot"
+        );
+        assert_eq!(
+            get(m.vip_table(), &stale.to_ne_bytes()).unwrap(),
+            [0u8; 32],
+            "stale VIP slot left"
+        );
+        assert_eq!(
+            get(m.vip_table(), &real.to_ne_bytes()).unwrap(),
+            good,
+            "VIP slot not restored"
+        );
+        assert_eq!(XdpLb::open_pinned(&dir).unwrap().repaired_entries(), 0);
+        drop(fixed);
         // A backend record of a VIP that is gone (a remove_vip cut short):
         // the reopen still works, and deletes it.
         let mut key = 5u32.to_ne_bytes().to_vec();
