@@ -664,7 +664,13 @@ fn read_pins(dir: &Path, vip_id: u32, ring_size: u32) -> PinnedView {
             let d = descs.lookup(&k, MapFlags::ANY).unwrap().unwrap();
             let addr = addr_of(&d).expect("a backend_descs entry without an address");
             let draining = d[17] == flowpin_bpf_abi::lb::BACKEND_DRAINING;
-            (u32_at(&k, 4), addr, u32_at(&d, 20), u32_at(&d, 24), draining)
+            (
+                u32_at(&k, 4),
+                addr,
+                u32_at(&d, 20),
+                u32_at(&d, 24),
+                draining,
+            )
         })
         .collect();
     list.sort_unstable();
@@ -728,7 +734,13 @@ fn privileged_two_lb_controllers_lose_no_change() {
     // both drained backends were put back).
     let mut want: Vec<(IpAddr, u32, u32)> = (0..2u8)
         .flat_map(|k| {
-            owned(k).map(|i| (backend4(i), weight_of(k, i, LB_ROUNDS - 1), 100 + u32::from(i)))
+            owned(k).map(|i| {
+                (
+                    backend4(i),
+                    weight_of(k, i, LB_ROUNDS - 1),
+                    100 + u32::from(i),
+                )
+            })
         })
         .collect();
     want.sort_unstable();

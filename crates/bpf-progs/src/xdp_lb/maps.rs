@@ -184,8 +184,12 @@ fn test_pause_point() {
     use std::sync::OnceLock;
     static AT: OnceLock<Option<usize>> = OnceLock::new();
     static WRITES: AtomicUsize = AtomicUsize::new(0);
-    let Some(at) = *AT.get_or_init(|| std::env::var(TEST_PAUSE_BEFORE_WRITE_ENV).ok()?.parse().ok())
-    else {
+    let Some(at) = *AT.get_or_init(|| {
+        std::env::var(TEST_PAUSE_BEFORE_WRITE_ENV)
+            .ok()?
+            .parse()
+            .ok()
+    }) else {
         return;
     };
     if WRITES.fetch_add(1, Ordering::SeqCst) == at {
