@@ -886,6 +886,11 @@ fn privileged_controller_killed_between_two_writes_is_repaired_on_reopen() {
         "the kill point is past nothing worth repairing: {done:?}"
     );
 
+    println!(
+        "killing the controller before write {stop} of {}: {ring_writes} ring slots and \
+         {entry_writes} entries written",
+        plan.ops.len()
+    );
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
