@@ -275,3 +275,74 @@ fn the_evaluator_reads_what_the_headers_use() {
         }
     );
 }
+
+/// Every spelling of `#define` the preprocessor accepts is read, with the
+/// value the preprocessor would give it; comments (also over several lines
+/// and holding `#define`s) and other directives are not defines.
+#[test]
+fn the_reader_takes_every_define_spelling() {
+    use header_eval::{defines, Define};
+    let obj = |name: &str, value: &str| Define::Object {
+        name: name.into(),
+        value: value.into(),
+    };
+    let header = concat!(
+        "#ifndef GUARD_H\n",
+        "#define GUARD_H\n",
+        "#define\tTAB_AFTER\t1\n",
+        "#define TAB_VALUE\t\t2\n",
+        "# define SPACE_AFTER_HASH 3\n",
+        "#  define TWO_SPACES 4\n",
+        "  #\tdefine INDENTED_TAB 5\n",
+        "\t#define INDENTED 6\n",
+        "#define BLOCK_COMMENT 7 /* seven */\n",
+        "#define LINE_COMMENT 8 // eight\n",
+        "#define CONTINUED (1 + \\\n\t2)\n",
+        "#define \\\n  NAME_ON_NEXT 9\n",
+        "#define FN(x, \\\n y) ((x) * (y)) /* a\n multi-line comment */\n",
+        "/* #define IN_A_COMMENT 10\n#define ALSO_IN_IT 11 */\n",
+        "// #define IN_A_LINE_COMMENT 12\n",
+        "#define AFTER_COMMENTS 13 /* a */ /* b */\n",
+        "#undef TAB_AFTER\n",
+        "#include <linux/types.h>\n",
+        "#endif /* GUARD_H */\n",
+    );
+    let d = defines(header);
+    assert_eq!(
+        d,
+        vec![
+            obj("TAB_AFTER", "1"),
+            obj("TAB_VALUE", "2"),
+            obj("SPACE_AFTER_HASH", "3"),
+            obj("TWO_SPACES", "4"),
+            obj("INDENTED_TAB", "5"),
+            obj("INDENTED", "6"),
+            obj("BLOCK_COMMENT", "7"),
+            obj("LINE_COMMENT", "8"),
+            obj("CONTINUED", "(1 + \t2)"),
+            obj("NAME_ON_NEXT", "9"),
+            Define::Function {
+                name: "FN".into(),
+                params: vec!["x".into(), "y".into()],
+                body: "((x) * (y))".into(),
+            },
+            obj("AFTER_COMMENTS", "13"),
+        ]
+    );
+    let known = BTreeMap::new();
+    assert_eq!(Eval::run("(1 + \t2)", &known), Ok(3));
+    // The lines after a multi-line comment are still lines of their own.
+    assert_eq!(
+        header_eval::logical_text("a /* x\ny */ b\nc")
+            .lines()
+            .count(),
+        3
+    );
+    // A `define` directive the reader cannot take fails, never skips.
+    for bad in ["#define\n", "#define (x) 1\n", "#defineX 1\n"] {
+        assert!(
+            std::panic::catch_unwind(|| defines(bad)).is_err(),
+            "`{bad}` read without complaint"
+        );
+    }
+}

@@ -18,6 +18,7 @@ use std::process::Command;
 use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
 use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::pin::prog_id;
+use flowpin_bpf_progs::xdp_lb::state::VipKey;
 use flowpin_bpf_progs::xdp_lb::{
     Backend, Desired, DesiredVip, Proto, RingUpdate, Vip, VipFlags, XdpLb, XdpLbError, XdpLink,
     XdpTarget, XdpVerdict,
@@ -75,14 +76,11 @@ fn sent_to(lb: &XdpLb, pkt: &[u8]) -> IpAddr {
     IpAddr::from(h.destination)
 }
 
-/// Run by the child process only (re-executed test binary): load,
-/// configure, attach, pin, establish 64 flows, print their backends, exit
-/// without cleaning up.
-#[test]
-fn helper_pin_child() {
-    let (Ok(dir), Ok(netns)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_NETNS)) else {
-        return; // not the child: nothing to do
-    };
+/// The child process of the outlives-its-process test (this test binary
+/// re-executed into the same `#[test]` function, so it is not a test of its
+/// own): load, configure, attach, pin, establish 64 flows, print their
+/// backends, exit without cleaning up.
+fn pin_child(dir: String, netns: String) -> ! {
     pin_to_one_cpu();
     let dir = PathBuf::from(dir);
     let mut lb = XdpLb::load(test_config()).unwrap();
@@ -104,7 +102,7 @@ fn run_child(dir: &Path, ns: &NetNs) -> HashMap<u32, IpAddr> {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "helper_pin_child",
+            "privileged_pinned_lb_outlives_its_process_and_upgrades_in_place",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -132,6 +130,9 @@ fn run_child(dir: &Path, ns: &NetNs) -> HashMap<u32, IpAddr> {
 
 #[test]
 fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
+    if let (Ok(dir), Ok(netns)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_NETNS)) {
+        pin_child(dir, netns);
+    }
     if !require_root("privileged_pinned_lb_outlives_its_process_and_upgrades_in_place") {
         return;
     }
@@ -283,10 +284,10 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
             .update(&slot.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
             .unwrap();
         let healed = XdpLb::open_pinned(&dir).unwrap();
-        assert!(
-            healed.repaired_entries() >= 4,
-            "{}",
-            healed.repaired_entries()
+        assert_eq!(
+            healed.repaired_entries(),
+            4,
+            "exactly the four injected entries"
         );
         let m = healed.maps();
         let get =
@@ -310,6 +311,51 @@ fn privileged_pinned_lb_outlives_its_process_and_upgrades_in_place() {
             [0; 4]
         );
         assert_eq!(XdpLb::open_pinned(&dir).unwrap().repaired_entries(), 0);
+        // VIP slots: a stale one (a VIP the state does not have, in a slot
+        // it does not use) and a missing one (the TCP VIP's slot emptied).
+        let key = VipKey {
+            addr: vip4().into(),
+            port: 80,
+            proto: 6,
+        };
+        let real = key.slot();
+        let stale = (0..m.vip_table().max_entries())
+            .find(|&s| s != real && !healed.state().vip_slot_used(s))
+            .unwrap();
+        assert_eq!(m.vip_table().value_size(), 32, "flowpin_vip_slot layout");
+        let mut v = [0u8; 32];
+        v[..4].copy_from_slice(&[192, 0, 2, 99]);
+        v[16..18].copy_from_slice(&81u16.to_be_bytes());
+        v[18] = 6;
+        v[19] = 4;
+        v[20..24].copy_from_slice(&9u32.to_ne_bytes());
+        v[28..].copy_from_slice(&flowpin_bpf_abi::lb::SLOT_ONE.to_ne_bytes());
+        m.vip_table()
+            .update(&stale.to_ne_bytes(), &v, libbpf_rs::MapFlags::ANY)
+            .unwrap();
+        let good = get(m.vip_table(), &real.to_ne_bytes()).unwrap();
+        assert_eq!(good[28..], flowpin_bpf_abi::lb::SLOT_ONE.to_ne_bytes());
+        m.vip_table()
+            .update(&real.to_ne_bytes(), &[0u8; 32], libbpf_rs::MapFlags::ANY)
+            .unwrap();
+        let fixed = XdpLb::open_pinned(&dir).unwrap();
+        assert_eq!(
+            (fixed.repaired_entries(), fixed.repaired_ring_slots()),
+            (2, 0),
+            "exactly the stale and the missing VIP slot"
+        );
+        assert_eq!(
+            get(m.vip_table(), &stale.to_ne_bytes()).unwrap(),
+            [0u8; 32],
+            "stale VIP slot left"
+        );
+        assert_eq!(
+            get(m.vip_table(), &real.to_ne_bytes()).unwrap(),
+            good,
+            "VIP slot not restored"
+        );
+        assert_eq!(XdpLb::open_pinned(&dir).unwrap().repaired_entries(), 0);
+        drop(fixed);
         // A backend record of a VIP that is gone (a remove_vip cut short):
         // the reopen still works, and deletes it.
         let mut key = 5u32.to_ne_bytes().to_vec();
@@ -523,31 +569,48 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
-/// The weight controller `k` leaves on its backend `i` after round `r`.
+/// The weight controller `k` gives its backend `i` in round `r`.
 fn weight_of(k: u8, i: u8, r: u32) -> u32 {
     1 + (u32::from(k) + u32::from(i) + r) % 5
 }
 
-/// Run by the child processes of the two-controller test only: controller
-/// `k` reopens the pins and, `LB_ROUNDS` times, changes the weights of
-/// "its" four backends (k * 4 + 1 ..= k * 4 + 4) and drains / undrains one.
-#[test]
-fn helper_lb_controller_child() {
-    let (Ok(dir), Ok(k)) = (std::env::var(LB_CHILD_DIR), std::env::var(LB_CHILD_K)) else {
-        return; // not a child: nothing to do
-    };
+/// Controller `k`'s backends: `backend4(i)` for these `i`. The initial
+/// list is 1..=8, so the two controllers' backends alternate: removing
+/// one of yours shifts the positions of the other's after it.
+fn owned(k: u8) -> [u8; 4] {
+    [1 + k, 3 + k, 5 + k, 7 + k]
+}
+
+fn backend_of(i: u8, weight: u32) -> Backend {
+    Backend::new(backend4(i))
+        .server_id(ServerId::new(100 + u32::from(i)).expect("non-zero server_id"))
+        .weight(weight)
+}
+
+/// A controller of the two-controller test (this test binary re-executed
+/// into the same `#[test]` function, so it is not a test of its own):
+/// reopens the pins and, `LB_ROUNDS` times, removes one of its backends
+/// (the other's behind it move up a position), sets the weights of its
+/// other three, adds the removed one back at the end of the list (with its
+/// new weight), and drains / undrains its first.
+fn lb_controller_child(dir: String, k: String) -> ! {
     let k: u8 = k.parse().unwrap();
     let start: u128 = std::env::var(LB_CHILD_START).unwrap().parse().unwrap();
     let mut lb = XdpLb::open_pinned(Path::new(&dir)).unwrap();
     while now_ms() < start {
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
+    let mine = owned(k);
     for r in 0..LB_ROUNDS {
-        for i in 1..=4u8 {
-            let addr = backend4(k * 4 + i);
-            lb.set_weight(&tcp_vip(), addr, weight_of(k, i, r)).unwrap();
+        let x = mine[(r % 4) as usize];
+        lb.remove_backend(&tcp_vip(), backend4(x)).unwrap();
+        for &i in mine.iter().filter(|&&i| i != x) {
+            lb.set_weight(&tcp_vip(), backend4(i), weight_of(k, i, r))
+                .unwrap();
         }
-        let d = backend4(k * 4 + 1);
+        lb.add_backend(&tcp_vip(), backend_of(x, weight_of(k, x, r)))
+            .unwrap();
+        let d = backend4(mine[0]);
         if r % 2 == 0 {
             lb.drain_backend(&tcp_vip(), d).unwrap();
         } else {
@@ -557,8 +620,75 @@ fn helper_lb_controller_child() {
     std::process::exit(0);
 }
 
+/// What the pinned maps hold for one VIP, read through the pins directly
+/// (no `XdpLb`, no `open_pinned`, so no repair has run): each ring slot
+/// resolved to an address through the pinned `backends` map, and the
+/// backend list from `backend_descs` as (position, address, weight,
+/// server_id, draining).
+struct PinnedView {
+    ring: Vec<Option<IpAddr>>,
+    descs: Vec<(u32, IpAddr, u32, u32, bool)>,
+}
+
+fn read_pins(dir: &Path, vip_id: u32, ring_size: u32) -> PinnedView {
+    use libbpf_rs::{MapCore, MapFlags, MapHandle};
+    let open = |name: &str| MapHandle::from_pinned_path(dir.join(name)).unwrap();
+    let (ring, backends, descs) = (open("ring"), open("backends"), open("backend_descs"));
+    let u32_at = |v: &[u8], at: usize| u32::from_ne_bytes(v[at..at + 4].try_into().unwrap());
+    let addr_of = |v: &[u8]| -> Option<IpAddr> {
+        match v[16] {
+            0 => None,
+            4 => Some(IpAddr::from([v[0], v[1], v[2], v[3]])),
+            f => panic!("backend family {f}"),
+        }
+    };
+    let mut by_index: HashMap<u32, Option<IpAddr>> = HashMap::new();
+    let ring = (0..ring_size)
+        .map(|slot| {
+            let key = (vip_id * ring_size + slot).to_ne_bytes();
+            let v = ring.lookup(&key, MapFlags::ANY).unwrap().unwrap();
+            let index = u32_at(&v, 0);
+            *by_index.entry(index).or_insert_with(|| {
+                let b = backends
+                    .lookup(&index.to_ne_bytes(), MapFlags::ANY)
+                    .unwrap()
+                    .unwrap();
+                addr_of(&b)
+            })
+        })
+        .collect();
+    let mut list: Vec<_> = descs
+        .keys()
+        .filter(|k| u32_at(k, 0) == vip_id)
+        .map(|k| {
+            let d = descs.lookup(&k, MapFlags::ANY).unwrap().unwrap();
+            let addr = addr_of(&d).expect("a backend_descs entry without an address");
+            let draining = d[17] == flowpin_bpf_abi::lb::BACKEND_DRAINING;
+            (
+                u32_at(&k, 4),
+                addr,
+                u32_at(&d, 20),
+                u32_at(&d, 24),
+                draining,
+            )
+        })
+        .collect();
+    list.sort_unstable();
+    PinnedView { ring, descs: list }
+}
+
+/// Two controller processes change one pinned VIP at once, each its own
+/// backends, with changes that overlap (removing one of yours moves the
+/// other's up a position; adding it back appends after them). No change
+/// may be lost and the kernel ring must be the Maglev ring of the final
+/// backends: checked on the pinned maps themselves before anything
+/// reopens them (a reopen would repair the ring), against a Maglev table
+/// built here from the weights the controllers were told to leave.
 #[test]
 fn privileged_two_lb_controllers_lose_no_change() {
+    if let (Ok(dir), Ok(k)) = (std::env::var(LB_CHILD_DIR), std::env::var(LB_CHILD_K)) {
+        lb_controller_child(dir, k);
+    }
     if !require_root("privileged_two_lb_controllers_lose_no_change") {
         return;
     }
@@ -568,12 +698,18 @@ fn privileged_two_lb_controllers_lose_no_change() {
     lb.add_vip(tcp_vip(), VipFlags::SERVER_ID).unwrap();
     lb.set_backends(&tcp_vip(), &backends(8)).unwrap();
     lb.pin(&dir).unwrap();
+    let vip_id = lb.vip_id(&tcp_vip()).unwrap();
+    let ring_size = lb.config().ring_size;
     drop(lb);
     let start = (now_ms() + 400).to_string();
     let children: Vec<_> = (0..2)
         .map(|k| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "helper_lb_controller_child", "--nocapture"])
+                .args([
+                    "--exact",
+                    "privileged_two_lb_controllers_lose_no_change",
+                    "--nocapture",
+                ])
                 .env(LB_CHILD_DIR, &dir)
                 .env(LB_CHILD_K, k.to_string())
                 .env(LB_CHILD_START, &start)
@@ -593,26 +729,231 @@ fn privileged_two_lb_controllers_lose_no_change() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let lb = XdpLb::open_pinned(&dir).unwrap();
-    let want: Vec<Backend> = backends(8)
-        .into_iter()
-        .enumerate()
-        .map(|(n, b)| {
-            let (k, i) = ((n / 4) as u8, (n % 4) as u8 + 1);
-            b.weight(weight_of(k, i, LB_ROUNDS - 1))
+
+    // What each controller was told to leave (round LB_ROUNDS - 1 is odd:
+    // both drained backends were put back).
+    let mut want: Vec<(IpAddr, u32, u32)> = (0..2u8)
+        .flat_map(|k| {
+            owned(k).map(|i| {
+                (
+                    backend4(i),
+                    weight_of(k, i, LB_ROUNDS - 1),
+                    100 + u32::from(i),
+                )
+            })
         })
         .collect();
+    want.sort_unstable();
+    let pinned = read_pins(&dir, vip_id, ring_size);
+    let positions: Vec<u32> = pinned.descs.iter().map(|d| d.0).collect();
     assert_eq!(
-        lb.backends(&tcp_vip()),
-        Some(&want[..]),
-        "a change was lost"
+        positions,
+        (0..8).collect::<Vec<u32>>(),
+        "backend_descs positions: {:?}",
+        pinned.descs
     );
-    // Round LB_ROUNDS - 1 is odd: both drained backends were put back.
-    assert!(!lb.is_draining(&tcp_vip(), backend4(1)));
-    assert!(!lb.is_draining(&tcp_vip(), backend4(5)));
+    assert!(
+        pinned.descs.iter().all(|d| !d.4),
+        "a backend left draining: {:?}",
+        pinned.descs
+    );
+    let mut got: Vec<(IpAddr, u32, u32)> = pinned.descs.iter().map(|d| (d.1, d.2, d.3)).collect();
+    got.sort_unstable();
+    assert_eq!(got, want, "a change was lost (the pinned backend lists)");
+    // The Maglev ring of those weights, built independently (the fill
+    // order depends only on the key set, so the list order does not matter).
+    let keys: Vec<(String, u32)> = want.iter().map(|w| (w.0.to_string(), w.1)).collect();
+    let table = flowpin_maglev::Maglev::build_weighted(&keys, ring_size).unwrap();
+    let expected: Vec<Option<IpAddr>> = table
+        .ring()
+        .iter()
+        .map(|&i| Some(want[i as usize].0))
+        .collect();
+    let wrong = (0..ring_size as usize)
+        .filter(|&s| pinned.ring[s] != expected[s])
+        .count();
     assert_eq!(
-        lb.repaired_ring_slots(),
+        wrong,
         0,
-        "the kernel ring disagrees with the backend lists: interleaved writes"
+        "{wrong} of {ring_size} pinned ring slots differ from the Maglev ring of the final weights \
+         (first: {:?})",
+        (0..ring_size as usize)
+            .find(|&s| pinned.ring[s] != expected[s])
+            .map(|s| (s, pinned.ring[s], expected[s]))
     );
+
+    // And a reopen agrees, with nothing to repair.
+    let lb = XdpLb::open_pinned(&dir).unwrap();
+    let mut listed: Vec<(IpAddr, u32, u32)> = lb
+        .backends(&tcp_vip())
+        .unwrap()
+        .iter()
+        .map(|b| (b.addr, b.weight, b.server_id.map_or(0, |s| s.get())))
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, want);
+    assert!(!lb.is_draining(&tcp_vip(), backend4(1)));
+    assert!(!lb.is_draining(&tcp_vip(), backend4(2)));
+    assert_eq!(lb.repaired_ring_slots(), 0);
+    assert_eq!(lb.repaired_entries(), 0);
+}
+
+const KILL_CHILD_DIR: &str = "FLOWPIN_TEST_LB_KILL_DIR";
+
+/// The controller the kill test SIGKILLs (this test binary re-executed into
+/// the same `#[test]` function): reopens the pins and starts replacing
+/// backend 2 with backend 5; the test-only pause point stops it before one
+/// of that change's map writes.
+fn killed_controller_child(dir: String) -> ! {
+    let mut lb = XdpLb::open_pinned(Path::new(&dir)).unwrap();
+    assert_eq!(
+        (lb.repaired_ring_slots(), lb.repaired_entries()),
+        (0, 0),
+        "the reopen wrote nothing (the pause point counts every write)"
+    );
+    lb.set_backends(&tcp_vip(), &replacement()).unwrap();
+    println!("CHANGE COMPLETED: the pause point never fired");
+    std::process::exit(0);
+}
+
+/// Backends 1, 3, 4 and a new 5 (server_id 105): 2 replaced.
+fn replacement() -> Vec<Backend> {
+    let mut b = backends(4);
+    b.remove(1);
+    b.push(backend_of(5, 1));
+    b
+}
+
+/// A controller SIGKILLed between two map writes of a change (backend 5's
+/// entry, its ring slots and its server_id route written; backend 2's route
+/// deleted or not, the backend lists not yet): the next `open_pinned`
+/// rebuilds the old backend list from `backend_descs` and undoes exactly
+/// the writes the dead process made, no more.
+#[test]
+fn privileged_controller_killed_between_two_writes_is_repaired_on_reopen() {
+    if let Ok(dir) = std::env::var(KILL_CHILD_DIR) {
+        killed_controller_child(dir);
+    }
+    if !require_root("privileged_controller_killed_between_two_writes_is_repaired_on_reopen") {
+        return;
+    }
+    use flowpin_bpf_progs::xdp_lb::maps::TEST_PAUSE_BEFORE_WRITE_ENV;
+    use flowpin_bpf_progs::xdp_lb::state::MapOp;
+    use std::io::BufRead;
+    pin_to_one_cpu();
+    let dir = PathBuf::from("/sys/fs/bpf").join(unique_name("lbkill"));
+    let _guard = PinDir(dir.clone());
+    let mut lb = XdpLb::load(test_config()).unwrap();
+    lb.add_vip(tcp_vip(), VipFlags::SERVER_ID).unwrap();
+    lb.set_backends(&tcp_vip(), &backends(4)).unwrap();
+    lb.pin(&dir).unwrap();
+    drop(lb);
+
+    // The child's plan, as its reopen will make it; it is stopped before
+    // the first backend list write, so everything before is undone.
+    let plan = XdpLb::open_pinned(&dir)
+        .unwrap()
+        .state()
+        .set_backends(&tcp_vip(), &replacement())
+        .unwrap();
+    let stop = plan
+        .ops
+        .iter()
+        .position(|o| matches!(o, MapOp::BackendDesc { .. }))
+        .unwrap();
+    let done = &plan.ops[..stop];
+    let ring_writes: usize = done
+        .iter()
+        .map(|o| match o {
+            MapOp::Ring { writes, .. } => writes.len(),
+            _ => 0,
+        })
+        .sum();
+    let entry_writes = done
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                MapOp::Backend { .. }
+                    | MapOp::SidRoute { .. }
+                    | MapOp::SidSlot { .. }
+                    | MapOp::VipSlot { .. }
+            )
+        })
+        .count();
+    assert!(
+        ring_writes > 0 && entry_writes >= 2,
+        "the kill point is past nothing worth repairing: {done:?}"
+    );
+
+    println!(
+        "killing the controller before write {stop} of {}: {ring_writes} ring slots and \
+         {entry_writes} entries written",
+        plan.ops.len()
+    );
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "privileged_controller_killed_between_two_writes_is_repaired_on_reopen",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILL_CHILD_DIR, &dir)
+        .env(TEST_PAUSE_BEFORE_WRITE_ENV, stop.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let paused = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("FLOWPIN_XDP_LB_PAUSED") => break l,
+            Some(Ok(l)) => seen.push(l),
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the child never paused: {}\n{}\n{}",
+                    out.status,
+                    seen.join("\n"),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    };
+    assert!(paused.ends_with(&format!(" {stop}")), "{paused}");
+    // Between write `stop - 1` and write `stop`, holding the pin lock: killed.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status}");
+
+    let healed = XdpLb::open_pinned(&dir).unwrap();
+    assert_eq!(
+        healed.repaired_ring_slots() as usize,
+        ring_writes,
+        "exactly the ring slots the dead controller wrote"
+    );
+    assert_eq!(
+        healed.repaired_entries() as usize,
+        entry_writes,
+        "exactly the entries the dead controller wrote: {done:?}"
+    );
+    assert_eq!(healed.backends(&tcp_vip()), Some(&backends(4)[..]));
+    // server_id 102 routes to backend 2 again; 105 is not routed to 5.
+    let opt = |sid: u32, i: u32| tcp4(client4(i), 9000, vip4(), 80, false, &sid_opt(sid), b"x");
+    assert_eq!(sent_to(&healed, &opt(102, 9100)), backend4(2));
+    assert_ne!(sent_to(&healed, &opt(105, 9101)), backend4(5));
+    let again = XdpLb::open_pinned(&dir).unwrap();
+    assert_eq!(
+        (again.repaired_ring_slots(), again.repaired_entries()),
+        (0, 0)
+    );
+    // And the change, made again by a live controller, goes through.
+    let mut lb = again;
+    lb.set_backends(&tcp_vip(), &replacement()).unwrap();
+    let re = XdpLb::open_pinned(&dir).unwrap();
+    assert_eq!(re.backends(&tcp_vip()), Some(&replacement()[..]));
+    assert_eq!((re.repaired_ring_slots(), re.repaired_entries()), (0, 0));
 }

@@ -1,7 +1,32 @@
 //! A fake kernel for the tests: the maps of `xdp_lb` in memory, as a
 //! [`MapWriter`] that checks the ordering rules of [`crate::state`] after
-//! every write and can fail the write with a given number; and the helpers
-//! the test modules share.
+//! every write (undo writes of a rollback included) and can fail the write
+//! with a given number; and the helpers the test modules share.
+//!
+//! # What the checker accepts between two writes
+//!
+//! [`FakeMaps::assert_consistent`] runs after every single write and holds
+//! the maps to the rules a racing packet needs: no ring slot, server_id
+//! route or direct-mapped slot points at a free backend, and no
+//! direct-mapped slot inlines a `vips` / `server_ids` entry that does not
+//! exist. One transient is accepted, and only between writes:
+//!
+//! - **a server_id moving to another backend.** The route is rewritten
+//!   first (`server_ids[(vip, sid)]`: old backend → new), then the
+//!   `sid_table` slot inlining it (rule 2: an entry before the slot that
+//!   inlines it). In between, the slot still inlines the route with the
+//!   *old* backend while `server_ids` holds the new one. Harmless: the old
+//!   backend's entry still exists (rule 1 frees it last), so a packet that
+//!   hits the slot goes where it went before the change, as it would had
+//!   it arrived a moment earlier. The checker accepts a slot whose (VIP,
+//!   server_id) route exists with another backend *if the inlined backend
+//!   is live*; a slot inlining a route that is gone, or a backend that is
+//!   free, still fails. Undoing the move in reverse order passes through
+//!   the same state.
+//!
+//! [`FakeMaps::assert_settled`] runs once a whole plan is written (or
+//! rolled back) and accepts no transient: every inlined slot equals its
+//! entry.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -58,7 +83,9 @@ impl FakeMaps {
         }
     }
 
-    /// The ordering rules of `state`'s module docs.
+    /// The ordering rules of `state`'s module docs, as they must hold
+    /// after every single write (see the module docs for the one transient
+    /// accepted here).
     pub(crate) fn assert_consistent(&self, after: &MapOp) {
         for (&(vip, slot), &b) in &self.ring {
             assert!(
@@ -74,10 +101,23 @@ impl FakeMaps {
         }
         for (slot, s) in &self.sid_table {
             if let Slot::One(r) = s {
-                assert_eq!(
-                    self.server_ids.get(&(r.vip_id, r.server_id)),
-                    Some(&r.backend),
-                    "after {after:?}: sid_table slot {slot} inlines a route not in server_ids"
+                let route = self.server_ids.get(&(r.vip_id, r.server_id));
+                assert!(
+                    route.is_some(),
+                    "after {after:?}: sid_table slot {slot} inlines route {}/{} not in server_ids",
+                    r.vip_id,
+                    r.server_id
+                );
+                // A server_id moving to another backend: the route is
+                // rewritten before the slot; the slot's (old) backend must
+                // still be live.
+                assert!(
+                    route == Some(&r.backend) || self.backends.contains_key(&r.backend),
+                    "after {after:?}: sid_table slot {slot} inlines route {}/{} to free backend {} \
+                     (server_ids says {route:?})",
+                    r.vip_id,
+                    r.server_id,
+                    r.backend
                 );
             }
         }
@@ -87,6 +127,23 @@ impl FakeMaps {
                     self.vips.get(k),
                     Some(m),
                     "after {after:?}: vip_table slot {slot} inlines a VIP not in vips"
+                );
+            }
+        }
+    }
+}
+
+impl FakeMaps {
+    /// The rules once a plan is fully written or rolled back: those of
+    /// [`assert_consistent`](Self::assert_consistent), and every inlined
+    /// `sid_table` slot equal to its route (no transient left).
+    pub(crate) fn assert_settled(&self, what: &str) {
+        for (slot, s) in &self.sid_table {
+            if let Slot::One(r) = s {
+                assert_eq!(
+                    self.server_ids.get(&(r.vip_id, r.server_id)),
+                    Some(&r.backend),
+                    "{what}: sid_table slot {slot} inlines a route server_ids does not hold"
                 );
             }
         }
@@ -226,6 +283,9 @@ pub(crate) fn be(i: u8, w: u32, sid: u32) -> Backend {
 pub(crate) fn run(maps: &mut FakeMaps, plan: Result<Plan, LbError>) -> Plan {
     let plan = plan.expect("plan");
     apply(maps, &plan.ops).expect("apply");
+    if maps.check {
+        maps.assert_settled("after the whole plan");
+    }
     plan
 }
 

@@ -280,7 +280,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// A failure injected at every operation of a reconcile plan: the
-    /// maps are back where they were, the state plans the same again.
+    /// maps are back where they were, the state plans the same again. The
+    /// ordering checker runs after every write and every single undo.
     #[test]
     fn a_failed_reconcile_leaves_kernel_and_state_unchanged(
         start in desired_spec(),
@@ -293,13 +294,14 @@ proptest! {
         for fail_at in 0..plan.ops.len() {
             let mut faulty = FakeMaps {
                 fail_at: Some(maps.writes + fail_at),
-                check: false,
+                check: true,
                 ..maps.clone()
             };
             let err = apply(&mut faulty, &plan.ops).expect_err("injected failure");
             prop_assert_eq!(err.index, fail_at);
             prop_assert!(err.rollback_failed.is_none());
             prop_assert_eq!(&contents(&faulty), &before, "failure at op {}", fail_at);
+            faulty.assert_settled("after the rollback");
         }
         prop_assert_eq!(st.reconcile(&d).expect("plan again").ops, plan.ops);
         prop_assert_eq!(st.desired(), desired_of(&start));

@@ -9,7 +9,8 @@ use crate::fake_maps::{
     be, config, contents, expected_ring, ring_of, run, step, vip, Change, FakeMaps, Injected, M,
 };
 use crate::{
-    apply, Backend, LbError, LbState, MapOp, MapWriter, Proto, Slot, Vip, VipFlags, VipKey, VipMeta,
+    apply, Backend, LbError, LbState, MapOp, MapWriter, Proto, SidRoute, Slot, Vip, VipFlags,
+    VipKey, VipMeta,
 };
 
 #[test]
@@ -198,7 +199,10 @@ fn removing_a_vip_makes_it_unreachable_first_and_clears_everything() {
 
 /// A failure injected at every position of a plan: the maps are back at
 /// the previous configuration, the state is unchanged (the same change
-/// planned again produces the same plan), and the error says so.
+/// planned again produces the same plan), and the error says so. The
+/// ordering checker runs after every write, every single undo of the
+/// rollback included: undoing in any order but the reverse one leaves a
+/// ring slot, a route or a direct-mapped slot pointing at something gone.
 #[test]
 fn a_failed_write_rolls_the_kernel_back() {
     let mut st = LbState::new(&config());
@@ -214,6 +218,9 @@ fn a_failed_write_rolls_the_kernel_back() {
         Box::new(|s| s.remove_vip(&vip())),
         Box::new(|s| s.add_vip(Vip::new(vip().addr, 0, Proto::Tcp), VipFlags::PORT_AGNOSTIC)),
         Box::new(|s| s.remove_backend(&vip(), "10.0.0.2".parse().unwrap())),
+        // server_ids move: 102 to a new backend, 101 and 103 swap.
+        Box::new(|s| s.set_backends(&vip(), &[be(1, 1, 101), be(6, 1, 102), be(3, 1, 103)])),
+        Box::new(|s| s.set_backends(&vip(), &[be(1, 1, 103), be(2, 1, 102), be(3, 1, 101)])),
     ];
     for change in &changes {
         let n = change(&st).unwrap().ops.len();
@@ -222,7 +229,7 @@ fn a_failed_write_rolls_the_kernel_back() {
             let before = contents(&maps);
             let mut faulty = FakeMaps {
                 fail_at: Some(maps.writes + fail_at),
-                check: false,
+                check: true,
                 ..maps.clone()
             };
             let plan = change(&st).unwrap();
@@ -230,6 +237,7 @@ fn a_failed_write_rolls_the_kernel_back() {
             assert_eq!(err.index, fail_at);
             assert!(err.rollback_failed.is_none());
             assert_eq!(contents(&faulty), before, "failure at op {fail_at} of {n}");
+            faulty.assert_settled("after the rollback");
             let msg = err.to_string();
             assert!(
                 msg.contains("previous configuration") && msg.contains("injected"),
@@ -293,4 +301,95 @@ fn backend_indices_are_shared_and_reused_fifo() {
     // Freed indices are reused first-in first-out.
     step(&mut st, &mut maps, |s| s.set_backends(&v2, &[be(7, 1, 0)]));
     assert_eq!(st.backend_index("10.0.0.7".parse().unwrap()), Some(id2));
+}
+
+/// A server_id moves to another backend (a new one, and between two
+/// existing ones), replayed with the ordering checker on after every write.
+#[test]
+fn a_server_id_moves_to_another_backend_under_the_checker() {
+    let mut st = LbState::new(&config());
+    let mut maps = FakeMaps::checked();
+    step(&mut st, &mut maps, |s| {
+        s.add_vip(vip(), VipFlags::SERVER_ID)
+    });
+    let a = [be(1, 1, 101), be(2, 1, 102), be(3, 1, 103)];
+    step(&mut st, &mut maps, |s| s.set_backends(&vip(), &a));
+    let route = |maps: &FakeMaps, sid: u32| {
+        let id = maps.server_ids[&(0, sid)];
+        maps.backends[&id]
+    };
+    assert_eq!(route(&maps, 102), a[1].addr);
+    // 102 moves from backend 2 (removed) to the new backend 4.
+    let b = [be(1, 1, 101), be(4, 1, 102), be(3, 1, 103)];
+    step(&mut st, &mut maps, |s| s.set_backends(&vip(), &b));
+    assert_eq!(route(&maps, 102), b[1].addr);
+    // 101 and 103 swap backends (both stay).
+    let c = [be(1, 1, 103), be(4, 1, 102), be(3, 1, 101)];
+    step(&mut st, &mut maps, |s| s.set_backends(&vip(), &c));
+    assert_eq!(route(&maps, 101), c[2].addr);
+    assert_eq!(route(&maps, 103), c[0].addr);
+    // The direct-mapped slots inline the new routes.
+    for sid in [101, 102, 103] {
+        let slot = flowpin_bpf_abi::lb::sid_slot(0, sid);
+        let want = SidRoute {
+            vip_id: 0,
+            server_id: sid,
+            backend: maps.server_ids[&(0, sid)],
+        };
+        assert_eq!(
+            maps.sid_table.get(&slot),
+            Some(&Slot::One(want)),
+            "slot of {sid}"
+        );
+    }
+}
+
+/// The checker's one accepted transient (see `fake_maps`' module docs): a
+/// `sid_table` slot still inlining a moving server_id's old, live backend.
+/// A slot inlining a route that is gone or a free backend fails, between
+/// writes as once a plan is done; the transient itself fails once settled.
+#[test]
+fn the_checker_accepts_a_moving_server_id_and_nothing_more() {
+    let ip = |i: u8| -> std::net::IpAddr { format!("10.0.0.{i}").parse().unwrap() };
+    let mut m = FakeMaps::default();
+    m.backends.insert(1, ip(1));
+    m.backends.insert(2, ip(2));
+    m.server_ids.insert((0, 7), 2);
+    let slot = |backend| {
+        Slot::One(SidRoute {
+            vip_id: 0,
+            server_id: 7,
+            backend,
+        })
+    };
+    let op = MapOp::ResetVipStats { vip_id: 0 };
+    let fails = |m: &FakeMaps, settled: bool| {
+        let m = m.clone();
+        std::panic::catch_unwind(move || {
+            if settled {
+                m.assert_settled("test");
+            } else {
+                m.assert_consistent(&MapOp::ResetVipStats { vip_id: 0 });
+            }
+        })
+        .is_err()
+    };
+    // Route moved 1 → 2, the slot not yet: accepted between writes only.
+    m.sid_table.insert(9, slot(1));
+    m.assert_consistent(&op);
+    assert!(
+        fails(&m, true),
+        "the transient must not survive a whole plan"
+    );
+    // The old backend freed while the slot still inlines it.
+    m.backends.remove(&1);
+    assert!(fails(&m, false), "slot inlining a free backend accepted");
+    // The route gone while the slot still inlines it.
+    m.backends.insert(1, ip(1));
+    m.server_ids.clear();
+    assert!(fails(&m, false), "slot inlining a deleted route accepted");
+    // Settled: slot and route agree.
+    m.server_ids.insert((0, 7), 1);
+    m.assert_consistent(&op);
+    m.assert_settled("test");
 }

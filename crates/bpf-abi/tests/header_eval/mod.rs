@@ -19,22 +19,62 @@ pub(crate) enum Define {
     },
 }
 
-/// The defines of `header`, in order, comments stripped.
+/// `header` as the preprocessor's first phases leave it: continuation
+/// lines (`\` before the newline) joined, every comment (`/* … */`, also
+/// over several lines, and `// …`) replaced by one space. Line breaks
+/// inside a block comment are kept, so the lines after it stay lines.
+pub(crate) fn logical_text(header: &str) -> String {
+    let joined = header.replace("\\\r\n", "").replace("\\\n", "");
+    let mut out = String::with_capacity(joined.len());
+    let mut rest = joined.as_str();
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("/*") {
+            let close = after
+                .find("*/")
+                .unwrap_or_else(|| panic!("a /* comment without its */"));
+            out.push(' ');
+            out.extend(after[..close].chars().filter(|&c| c == '\n'));
+            rest = &after[close + 2..];
+        } else if let Some(after) = rest.strip_prefix("//") {
+            out.push(' ');
+            rest = &after[after.find('\n').unwrap_or(after.len())..];
+        } else {
+            let c = rest.chars().next().expect("not empty");
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
+/// The defines of `header`, in order, comments stripped, every spelling
+/// the preprocessor accepts read: spaces or tabs before and after the `#`
+/// and after `define`, continuation lines, trailing comments. A directive
+/// line that starts with `define` but is not followed by a name panics
+/// (the drift test fails instead of skipping it).
 pub(crate) fn defines(header: &str) -> Vec<Define> {
     let mut out = Vec::new();
-    for line in header.lines() {
-        let Some(rest) = line.trim_start().strip_prefix("#define ") else {
+    for line in logical_text(header).lines() {
+        let Some(directive) = line.trim_start().strip_prefix('#') else {
             continue;
         };
-        let rest = match rest.find("/*") {
-            Some(i) => &rest[..i],
-            None => rest,
+        let directive = directive.trim_start();
+        let Some(rest) = directive.strip_prefix("define") else {
+            continue;
         };
+        if !rest.starts_with([' ', '\t']) {
+            assert!(
+                !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'),
+                "cannot read the directive `{line}`"
+            );
+            panic!("#define without a name: `{line}`");
+        }
         let rest = rest.trim();
         let end = rest
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(rest.len());
         let name = rest[..end].to_string();
+        assert!(!name.is_empty(), "#define without a name: `{line}`");
         let after = &rest[end..];
         if let Some(params) = after.strip_prefix('(') {
             // Function-like: `(` right after the name, no space.

@@ -169,10 +169,45 @@ impl KernelMaps {
     }
 }
 
+/// Test-only pause point: when this variable holds `N`, the process's
+/// map write number `N` (0-based, counting every [`MapWriter::write`] of
+/// every [`KernelMaps`] in the process, undos included) is not made: the
+/// process prints `FLOWPIN_XDP_LB_PAUSED <N>` on stdout and waits there,
+/// holding the pin lock, for a signal (the tests SIGKILL it, as a
+/// controller killed between two map writes of a change). Unset (always,
+/// outside tests): one cached lookup per write, nothing else.
+#[doc(hidden)]
+pub const TEST_PAUSE_BEFORE_WRITE_ENV: &str = "FLOWPIN_XDP_LB_TEST_PAUSE_BEFORE_WRITE";
+
+fn test_pause_point() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static AT: OnceLock<Option<usize>> = OnceLock::new();
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let Some(at) = *AT.get_or_init(|| {
+        std::env::var(TEST_PAUSE_BEFORE_WRITE_ENV)
+            .ok()?
+            .parse()
+            .ok()
+    }) else {
+        return;
+    };
+    if WRITES.fetch_add(1, Ordering::SeqCst) == at {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "FLOWPIN_XDP_LB_PAUSED {at}");
+        let _ = out.flush();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
 impl MapWriter for KernelMaps {
     type Error = KernelError;
 
     fn write(&mut self, op: &MapOp) -> Result<(), KernelError> {
+        test_pause_point();
         match op {
             MapOp::ResetVipStats { vip_id } => {
                 let zero = vec![bytes_of(&flowpin_vip_stats::default()).to_vec(); self.ncpus];

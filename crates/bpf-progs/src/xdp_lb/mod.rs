@@ -421,6 +421,11 @@ impl XdpLb {
         self.apply_commit_with(|s| s.remove_backend(vip, addr))
     }
 
+    /// Adds one backend to a VIP, after its current backends.
+    pub fn add_backend(&mut self, vip: &Vip, backend: Backend) -> Result<RingUpdate> {
+        self.apply_commit_with(|s| s.add_backend(vip, backend))
+    }
+
     /// Drains one backend of a VIP: it leaves the ring (no new flows) while
     /// its existing flows keep reaching it through its server_id route and
     /// the connection table (its index and `backends` entry stay).

@@ -155,6 +155,23 @@ impl LbState {
         self.set_backends(vip, &rest)
     }
 
+    /// Plans adding one backend to a VIP, after its current backends (a
+    /// change relative to the state at planning time, like
+    /// [`remove_backend`](Self::remove_backend), so two controllers of one
+    /// pinned instance can each add their own without listing the other's).
+    pub fn add_backend(&self, vip: &Vip, backend: Backend) -> Result<Plan> {
+        let st = self.vips.get(vip).ok_or(LbError::UnknownVip(*vip))?;
+        if st.backends.iter().any(|b| b.addr == backend.addr) {
+            return Err(LbError::InvalidBackends {
+                vip: *vip,
+                why: format!("{} is already a backend of this VIP", backend.addr),
+            });
+        }
+        let mut next = st.backends.clone();
+        next.push(backend);
+        self.set_backends(vip, &next)
+    }
+
     /// Plans changing one backend's Maglev weight (0: no new flows, still
     /// reachable by server_id and through the connection table).
     pub fn set_weight(&self, vip: &Vip, addr: IpAddr, weight: u32) -> Result<Plan> {
