@@ -1,5 +1,5 @@
 //! The Maglev fill: Hamilton quotas, then the backends take turns walking
-//! their permutations of the slots (see [`fill`]).
+//! their permutations of the slots (see `fill`).
 
 use crate::fastmod::FastMod;
 use crate::Error;

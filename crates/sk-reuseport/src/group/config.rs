@@ -30,7 +30,9 @@ pub struct GroupConfig {
     /// Set `net.ipv4.tcp_migrate_req=1` in the caller's namespace (TCP groups).
     pub set_migrate_sysctl: bool,
     /// Remove the pins when this handle drops (tests; a real release keeps
-    /// them for the next process and calls [`ReuseportGroup::remove_pins`] at the end).
+    /// them for the next process and calls
+    /// [`ReuseportGroup::remove_pins`](super::ReuseportGroup::remove_pins)
+    /// at the end).
     pub unpin_on_drop: bool,
 }
 
