@@ -1,4 +1,4 @@
-//! Finding the server_id in a TCP options area: `flowpin_tcp_opt` against a
+//! Finding the server_id in a TCP options area: `flowpin::tcp_opt` against a
 //! naive byte loop, in the same run, on realistic options areas.
 //!
 //! Run: `cargo bench --bench tcp_opt` (criterion prints the time per call,
@@ -16,7 +16,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flowpin_tcp_opt::{find_server_id, Layout, ServerId};
+use flowpin::tcp_opt::{find_server_id, Layout, ServerId};
 
 const SYNACK: [u8; 28] = [
     0x02, 0x04, 0xff, 0xd7, 0x04, 0x02, 0x08, 0x0a, 0xdc, 0x75, 0x06, 0xd2, 0xa7, 0x65, 0x03, 0x56,

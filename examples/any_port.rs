@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flowpin_sk_lookup::{Binding, Dispatcher, Label, Port, Prefix, Proto};
+use flowpin::sk_lookup::{Binding, Dispatcher, Label, Port, Prefix, Proto};
 use flowpin_testing::{unique_name, NetNs};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -393,7 +393,7 @@ fn main() -> Res<()> {
     // The program's own cost per run, as the kernel counts it, in a block
     // of its own after the rounds (run-time stats add two clock reads to
     // every run: kept out of the ratios).
-    let stats_fd = flowpin_bpf_progs::sk_lookup::enable_run_time_stats()?;
+    let stats_fd = flowpin::bpf::sk_lookup::enable_run_time_stats()?;
     let link = d.attach_link(ns.path().as_path())?;
     let prog_ns = ns.run(|| -> Res<[(u64, u64); 2]> {
         pin_to(cpu)?;

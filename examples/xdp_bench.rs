@@ -45,12 +45,12 @@ use std::time::Instant;
 
 use clap::Parser;
 use etherparse::PacketBuilder;
-use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
-use flowpin_bpf_progs::xdp_attach::XdpVerdict;
-use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
-use flowpin_bpf_progs::xdp_pass::XdpPass;
+use flowpin::bpf::flow_hash::{flow_hash, FiveTuple};
+use flowpin::bpf::xdp_attach::XdpVerdict;
+use flowpin::bpf::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig};
+use flowpin::bpf::xdp_pass::XdpPass;
+use flowpin::tcp_opt::ServerId;
 use flowpin_lb_model::{Outcome, Route, Verdict};
-use flowpin_tcp_opt::ServerId;
 
 #[derive(Parser, Debug)]
 #[command(about = "xdp_lb per-path cost vs the empty XDP program (BPF_PROG_TEST_RUN, repeat = 1)")]
@@ -197,13 +197,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let syn = tcp(Ipv4Addr::new(10, 0, 0, 1), 1024, VIP, 80, true, &[]);
     let mut opt = [0u8; 8];
-    let sid = flowpin_tcp_opt::ServerId::new(SERVER_ID_BASE + 3).ok_or("server_id")?;
-    let n = flowpin_tcp_opt::write_server_id(&mut opt, flowpin_tcp_opt::Layout::default(), sid)?;
+    let sid = flowpin::tcp_opt::ServerId::new(SERVER_ID_BASE + 3).ok_or("server_id")?;
+    let n = flowpin::tcp_opt::write_server_id(&mut opt, flowpin::tcp_opt::Layout::default(), sid)?;
     let mut sid_opts = vec![1u8, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
     sid_opts.extend_from_slice(&opt[..n]);
     let sid_pkt = tcp(Ipv4Addr::new(10, 0, 0, 1), 1024, VIP, 443, false, &sid_opts);
     let mut cid = [0x3cu8; QUIC_CID_LEN as usize];
-    flowpin_tcp_opt::encode_cid(&mut cid, flowpin_tcp_opt::CidLayout::Flowpin, sid)?;
+    flowpin::tcp_opt::encode_cid(&mut cid, flowpin::tcp_opt::CidLayout::Flowpin, sid)?;
     let quic_pkt = quic_short(Ipv4Addr::new(10, 0, 0, 1), 1024, VIP, &cid);
 
     // Warm the lru_hit flow and learn its expected output.
@@ -214,7 +214,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The backend it must go to, computed without the program or its
     // model: Maglev over the backends' keys, looked up with the flow hash.
     let keys: Vec<(String, u32)> = backends.iter().map(|b| (b.addr.to_string(), 1)).collect();
-    let ring = flowpin_maglev::Maglev::build_weighted(&keys, lb.config().ring_size)?;
+    let ring = flowpin::maglev::Maglev::build_weighted(&keys, lb.config().ring_size)?;
     let tuple = FiveTuple {
         src: IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)),
         dst: IpAddr::V4(VIP),

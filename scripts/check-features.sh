@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One feature per BPF program in flowpin-bpf-progs, checked two ways:
-#  1. every program feature compiles alone (and none at all);
+#  1. every program feature compiles alone (and none at all), without a
+#     warning; flowpin-testing compiles without its `bpf` feature (so with
+#     no BPF program and no clang) and with it;
 #  2. a crate that needs one program compiles that program and no other:
 #     flowpin-sk-lookup builds only sk_lookup.skel.rs (no xdp_lb.bpf.c, no
 #     Maglev), flowpin-sk-reuseport only sk_reuseport_select.skel.rs. The
@@ -12,8 +14,22 @@ cd "$(dirname "$0")/.."
 
 for features in "" xdp-lb xdp-decap xdp-pass sockops reuseport sk-lookup; do
     echo "cargo check -p flowpin-bpf-progs --no-default-features --features '$features'"
-    cargo check --locked --quiet -p flowpin-bpf-progs --no-default-features --features "$features"
+    # Warnings fail it too (cargo replays them from its cache on a re-run).
+    out=$(cargo check --locked --quiet -p flowpin-bpf-progs --no-default-features --features "$features" 2>&1) ||
+        { printf '%s\n' "$out" >&2; exit 1; }
+    if printf '%s\n' "$out" | grep -q '^warning'; then
+        printf '%s\n' "$out" >&2
+        echo "FAILED: warnings with features '$features'" >&2
+        exit 1
+    fi
 done
+echo "cargo check -p flowpin-testing --no-default-features, then --features bpf"
+cargo check --locked --quiet -p flowpin-testing --no-default-features
+cargo check --locked --quiet -p flowpin-testing --features bpf
+if cargo tree --locked -p flowpin-testing --no-default-features -e normal | grep -q flowpin-bpf-progs; then
+    echo "FAILED: flowpin-testing without feature bpf depends on flowpin-bpf-progs" >&2
+    exit 1
+fi
 
 # skeletons_of <cargo build args>: the *.skel.rs files generated for the
 # flowpin-bpf-progs that `cargo build <args>` links, one a line.

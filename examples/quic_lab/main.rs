@@ -38,8 +38,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpLink};
-use flowpin_sk_reuseport::ReuseportGroup;
+use flowpin::bpf::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpLink};
+use flowpin::sk_reuseport::ReuseportGroup;
 use flowpin_testing::{unique_name, Cgroup, NetNs};
 
 use topo::Topology;
@@ -161,7 +161,7 @@ fn backends(ring: &[usize]) -> Vec<Backend> {
     ring.iter()
         .map(|&j| {
             Backend::new(topo::backend_addr(j).into()).server_id(
-                flowpin_tcp_opt::ServerId::new(topo::server_id(j)).expect("non-zero server_id"),
+                flowpin::tcp_opt::ServerId::new(topo::server_id(j)).expect("non-zero server_id"),
             )
         })
         .collect()
@@ -192,7 +192,7 @@ fn run_once(scenario: Scenario, cid: bool, n: usize) -> Result<usize, Error> {
                 .next_hop_mac(topo.router_mac_to_lb[i])
                 .tunnel_src_v4((std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16))
                 .conn_table_shared(true)
-                .quic_cid_len(flowpin_quinn::DEFAULT_CID_LEN as u8),
+                .quic_cid_len(flowpin::quinn::DEFAULT_CID_LEN as u8),
         )?;
         lb.add_vip(vip(), if cid { VipFlags::QUIC } else { VipFlags::NONE })?;
         lb.set_backends(&vip(), &backends(&initial))?;

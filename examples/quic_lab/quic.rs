@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowpin_quinn::FlowpinCidGenerator;
+use flowpin::quinn::FlowpinCidGenerator;
 use quinn::{Endpoint, EndpointConfig, TokioRuntime, TransportConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 

@@ -13,10 +13,10 @@ use std::io::{BufRead, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 
-use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
-use flowpin_quinn::FlowpinCidGenerator;
-use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup};
-use flowpin_tcp_opt::{CidLayout, ServerId};
+use flowpin::bpf::xdp_decap::{XdpDecap, XdpDecapConfig};
+use flowpin::quinn::FlowpinCidGenerator;
+use flowpin::sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup};
+use flowpin::tcp_opt::{CidLayout, ServerId};
 use flowpin_testing::enter_netns;
 
 use crate::{quic, topo, Error, QUIC_PORT};

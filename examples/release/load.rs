@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowpin_sk_reuseport::ReuseportGroup;
+use flowpin::sk_reuseport::ReuseportGroup;
 use flowpin_testing::NetNs;
 
 use crate::{Args, Res, Strategy, IP};
@@ -328,7 +328,7 @@ pub(crate) fn run_strategy(args: &Args, strategy: Strategy, port: u16) -> Res<Co
         strategy.name()
     ));
     if strategy == Strategy::Flowpin {
-        flowpin_sk_reuseport::ensure_bpffs()?;
+        flowpin::sk_reuseport::ensure_bpffs()?;
         std::fs::create_dir_all(&pin)?;
     }
     let sh = Arc::new(Shared::default());

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup, SelectMode};
+use flowpin::sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup, SelectMode};
 use flowpin_testing::enter_netns;
 
 use crate::{Args, Res, Strategy, IP, UDP_SOCKETS_PER_PROCESS};

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowpin_sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup, SelectMode};
+use flowpin::sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup, SelectMode};
 use flowpin_testing::NetNs;
 
 use crate::{Res, IP};

@@ -49,6 +49,7 @@ mod c_struct;
 
 pub mod flow_hash;
 pub mod lb;
+pub mod mounts;
 pub mod reuseport;
 pub mod sk_lookup;
 pub mod sockops;

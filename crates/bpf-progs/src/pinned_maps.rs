@@ -123,6 +123,8 @@ pub(crate) trait MapTable: Sized {
 /// the struct (one `MapHandle` field per map, then the `extra` fields), its
 /// [`MapTable`] impl, a public getter for each map declared
 /// `name: Kind => getter "what it holds"`, and the public list of pin names.
+// Unused when only `xdp_pass` (no maps) or no program is built.
+#[allow(unused_macros)]
 macro_rules! map_table {
     (
         $(#[$attr:meta])*
@@ -194,6 +196,7 @@ macro_rules! map_table {
         }
     };
 }
+#[allow(unused_imports)] // as above
 pub(crate) use map_table;
 
 /// A source for [`MapTable::build`]: the maps of a loaded object.

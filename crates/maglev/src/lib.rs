@@ -88,6 +88,7 @@
 mod diff;
 mod error;
 mod fastmod;
+mod fill;
 mod hash;
 pub mod katran;
 mod prime;

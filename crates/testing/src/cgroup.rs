@@ -7,24 +7,15 @@ use std::path::{Path, PathBuf};
 use crate::{unique_name, Result, TestingError};
 
 /// Finds the cgroup v2 mount point in `/proc/self/mounts` (e.g.
-/// `/sys/fs/cgroup/unified` or `/sys/fs/cgroup`).
+/// `/sys/fs/cgroup/unified` or `/sys/fs/cgroup`), with the suite's one
+/// parser ([`flowpin_bpf_abi::mounts::cgroup2_mount_in`]).
 pub fn cgroup2_mount() -> Result<PathBuf> {
     let mounts = fs::read_to_string("/proc/self/mounts").map_err(|source| TestingError::Io {
         what: "reading",
         path: "/proc/self/mounts".into(),
         source,
     })?;
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let _dev = f.next()?;
-            let dir = f.next()?;
-            let fstype = f.next()?;
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        })
-        .next()
-        .ok_or(TestingError::NoCgroup2)
+    flowpin_bpf_abi::mounts::cgroup2_mount_in(&mounts).ok_or(TestingError::NoCgroup2)
 }
 
 /// The cgroup v2 this process is in: `<cgroup2 mount>/<path>` from the

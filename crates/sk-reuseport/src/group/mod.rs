@@ -8,7 +8,6 @@
 //! handover between releases is sequential (the new process adds and
 //! activates, the old one then exits).
 
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -16,8 +15,8 @@ use std::time::Duration;
 
 use flowpin_bpf_progs::pin::PinLock;
 use flowpin_bpf_progs::sk_reuseport_select::{
-    self as sel, monotonic_ns, sock_key, GenEntry, RawGenState, RawStats, SelectConfig,
-    SelectError, SkReuseportSelect, STATS_NO_GEN,
+    self as sel, monotonic_ns, sock_key, GenEntry, RawGenState, SelectConfig, SelectError,
+    SkReuseportSelect,
 };
 use socket2::SockRef;
 
@@ -33,251 +32,14 @@ use flowpin_bpf_progs::pin::is_bpffs;
 /// Where bpffs is mounted (mounted there by [`ReuseportGroup::create`] if missing).
 pub const BPFFS: &str = flowpin_bpf_progs::pin::BPFFS;
 
-/// Errors of the group API: each names the step that failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum GroupError {
-    /// bpffs could not be mounted or the pin path is not on bpffs.
-    #[error("pin path {path}: {why}")]
-    Bpffs {
-        /// The path.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        why: String,
-    },
-    /// `create` found pins already there.
-    #[error("pin path {0} already holds a group; join it with ReuseportGroup::join, or remove it with ReuseportGroup::remove_pins")]
-    PinExists(PathBuf),
-    /// `join` found no usable group at the pin path.
-    #[error("stale pin path {path}: {why}")]
-    StalePin {
-        /// The path.
-        path: PathBuf,
-        /// What was found.
-        why: String,
-    },
-    /// Taking the group's cross-process lock (`flock` on the pin directory) failed.
-    #[error("locking the group at {path}: {source} (was the pin directory removed?)")]
-    Lock {
-        /// The pin directory.
-        path: PathBuf,
-        /// The failed call.
-        source: flowpin_bpf_progs::error::KernelError,
-    },
-    /// A kernel call of the thin layer failed.
-    #[error("{step}: {source}")]
-    Kernel {
-        /// Which step.
-        step: &'static str,
-        /// The kernel layer's error.
-        #[source]
-        source: SelectError,
-    },
-    /// Socket `index` is of another address family than the group.
-    #[error("socket #{index} is {got}, the group is {expected}: create the socket with the group's family")]
-    WrongFamily {
-        /// Position in the slice given.
-        index: usize,
-        /// The group's family.
-        expected: &'static str,
-        /// The socket's family.
-        got: &'static str,
-    },
-    /// Socket `index` is of another protocol than the group.
-    #[error("socket #{index} is {got:?}, the group is {expected:?}")]
-    WrongProtocol {
-        /// Position in the slice given.
-        index: usize,
-        /// The group's protocol.
-        expected: Proto,
-        /// The socket's protocol.
-        got: Proto,
-    },
-    /// Socket `index` is bound to another address or port.
-    #[error("socket #{index} is bound to {got}, the group is {expected}: bind it to the group's address")]
-    WrongAddress {
-        /// Position in the slice given.
-        index: usize,
-        /// The group's address.
-        expected: SocketAddr,
-        /// The socket's address.
-        got: SocketAddr,
-    },
-    /// Socket `index` lacks `SO_REUSEPORT`.
-    #[error("socket #{index} does not have SO_REUSEPORT: set it (socket2 set_reuse_port(true)) before bind()")]
-    NotReuseport {
-        /// Position in the slice given.
-        index: usize,
-    },
-    /// TCP socket `index` is not listening.
-    #[error("TCP socket #{index} is not listening: call listen() before adding it")]
-    NotListening {
-        /// Position in the slice given.
-        index: usize,
-    },
-    /// A socket query failed.
-    #[error("socket #{index}: {step} failed: {source}")]
-    Socket {
-        /// Position in the slice given.
-        index: usize,
-        /// Which query.
-        step: &'static str,
-        /// errno.
-        #[source]
-        source: io::Error,
-    },
-    /// The slot already holds a socket.
-    #[error("slot {slot} of {gen} is busy (holds a live socket): remove it or pick a free slot")]
-    SlotBusy {
-        /// The generation.
-        gen: Generation,
-        /// The slot.
-        slot: u32,
-    },
-    /// A slot number past the generation's slots.
-    #[error("slot {slot} is out of range: {gen} has {slots} slots")]
-    SlotRange {
-        /// The generation.
-        gen: Generation,
-        /// The slot.
-        slot: u32,
-        /// Its slot count.
-        slots: u32,
-    },
-    /// Activating a generation whose sockets are all gone.
-    #[error("{0} has no socket left in the map (closed?); add a new generation")]
-    EmptyGeneration(Generation),
-    /// The release state machine refused the transition.
-    #[error(transparent)]
-    Release(#[from] ReleaseError),
-    /// A QUIC connection ID could not be written.
-    #[error("encoding a QUIC connection ID: {0}")]
-    Cid(String),
-    /// Setting `net.ipv4.tcp_migrate_req` failed.
-    #[error("setting net.ipv4.tcp_migrate_req=1 (writing /proc/sys/net/ipv4/tcp_migrate_req): {0} — needs root in this network namespace; or set it yourself and pass GroupConfig::set_migrate_sysctl = false")]
-    Sysctl(#[source] io::Error),
-}
+mod config;
+mod error;
+mod stats;
 
-type Result<T> = std::result::Result<T, GroupError>;
-
-fn kernel(step: &'static str) -> impl FnOnce(SelectError) -> GroupError {
-    move |source| GroupError::Kernel { step, source }
-}
-
-/// Configuration of a group (fixed by the process that creates it).
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    /// bpffs directory where the program and maps are pinned (created; its
-    /// parent must be on bpffs, e.g. `/sys/fs/bpf/myservice`).
-    pub pin_path: PathBuf,
-    /// Slot choice for new TCP connections.
-    pub tcp_mode: SelectMode,
-    /// Slot choice for new UDP flows.
-    pub udp_mode: SelectMode,
-    /// Keep UDP flows on their first socket while it lives.
-    pub udp_affinity: bool,
-    /// Route QUIC short-header packets by the socket id in their DCID.
-    pub quic_cid: bool,
-    /// Byte offset of the 2-byte socket id inside the DCID.
-    pub cid_sock_offset: u8,
-    /// Entries of the UDP flow table (LRU).
-    pub flow_table_size: u32,
-    /// How long a retired generation keeps its UDP flows at most.
-    pub drain_deadline: Duration,
-    /// A retired generation without a packet for this long is removed.
-    pub drain_idle: Duration,
-    /// Set `net.ipv4.tcp_migrate_req=1` in the caller's namespace (TCP groups).
-    pub set_migrate_sysctl: bool,
-    /// Remove the pins when this handle drops (tests; a real release keeps
-    /// them for the next process and calls [`ReuseportGroup::remove_pins`] at the end).
-    pub unpin_on_drop: bool,
-}
-
-impl GroupConfig {
-    /// Defaults: hash steering, UDP affinity with 65,536 flows, QUIC CID
-    /// routing off (turn it on for QUIC services only: any UDP payload whose
-    /// first byte has the high bit clear looks like a short header), socket
-    /// id at DCID offset 5 (after the flowpin CID layout's server_id), 60 s
-    /// drain deadline, 10 s idle.
-    pub fn new(pin_path: impl AsRef<Path>) -> Self {
-        GroupConfig {
-            pin_path: pin_path.as_ref().to_path_buf(),
-            tcp_mode: SelectMode::Hash,
-            udp_mode: SelectMode::Hash,
-            udp_affinity: true,
-            quic_cid: false,
-            cid_sock_offset: sel::DEFAULT_CID_SOCK_OFFSET,
-            flow_table_size: 65_536,
-            drain_deadline: Duration::from_secs(60),
-            drain_idle: Duration::from_secs(10),
-            set_migrate_sysctl: true,
-            unpin_on_drop: false,
-        }
-    }
-}
-
-/// Drops (or fallbacks) by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Drops {
-    /// No live generation (or it has no slots): dropped.
-    pub no_live: u64,
-    /// Every socket of the live generation was gone: dropped.
-    pub no_socket: u64,
-    /// A closing listener's request found no live socket: left to the kernel's hash.
-    pub migrate_fallback: u64,
-    /// A UDP flow's socket was gone: the flow was re-homed to the live generation.
-    pub flow_rehomed: u64,
-}
-
-impl From<[u64; sel::DROP_REASONS]> for Drops {
-    fn from(d: [u64; sel::DROP_REASONS]) -> Self {
-        Drops {
-            no_live: d[0],
-            no_socket: d[1],
-            migrate_fallback: d[2],
-            flow_rehomed: d[3],
-        }
-    }
-}
-
-/// Counters of one generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct GenerationStats {
-    /// The generation.
-    pub gen: Generation,
-    /// Its state.
-    pub state: GenState,
-    /// Its sockets still in the map.
-    pub sockets: u32,
-    /// UDP packets and TCP connection requests delivered to it.
-    pub packets: u64,
-    /// New TCP connections and UDP flows given to it.
-    pub new_flows: u64,
-    /// TCP requests migrated to it from closed listeners.
-    pub migrated: u64,
-    /// QUIC short-header packets routed to it by CID.
-    pub cid_routed: u64,
-    /// Drops and fallbacks while it was the target.
-    pub drops: Drops,
-}
-
-/// Counters of the whole group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct GroupStats {
-    /// Per generation (retired ones included until their index is reused), oldest first.
-    pub generations: Vec<GenerationStats>,
-    /// Events that belong to no generation (e.g. no live generation).
-    pub unassigned: Drops,
-}
-
-impl GroupStats {
-    /// The counters of `gen`.
-    pub fn get(&self, gen: Generation) -> Option<&GenerationStats> {
-        self.generations.iter().find(|g| g.gen == gen)
-    }
-}
+pub use config::GroupConfig;
+pub use error::GroupError;
+use error::{kernel, Result};
+pub use stats::{Drops, GenerationStats, GroupStats};
 
 /// A reuseport group steered by the `sk_reuseport_select` BPF program.
 #[derive(Debug)]
@@ -801,36 +563,6 @@ impl ReuseportGroup {
             .map_err(|e| GroupError::Cid(e.to_string()))?;
         cid[off..off + 2].copy_from_slice(&Self::socket_id(gen, slot).to_be_bytes());
         Ok(())
-    }
-
-    /// Counters per generation.
-    pub fn stats(&self) -> Result<GroupStats> {
-        let st = self.state()?;
-        let mut generations = Vec::new();
-        for g in st.generations() {
-            let s: RawStats = self
-                .prog
-                .stats_of(g.gen.index())
-                .map_err(kernel("reading stats"))?;
-            generations.push(GenerationStats {
-                gen: g.gen,
-                state: g.state,
-                sockets: self.sockets_left(g.gen, g.slots)?,
-                packets: s.packets,
-                new_flows: s.new_flows,
-                migrated: s.migrated,
-                cid_routed: s.cid_routed,
-                drops: s.drops.into(),
-            });
-        }
-        let un = self
-            .prog
-            .stats_of(STATS_NO_GEN)
-            .map_err(kernel("reading stats"))?;
-        Ok(GroupStats {
-            generations,
-            unassigned: un.drops.into(),
-        })
     }
 
     /// Removes the pins of the group at `pin_path` (the sockets keep the
