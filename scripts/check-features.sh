@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for features in "" xdp-lb xdp-decap xdp-pass sockops reuseport sk-lookup testing; do
+for features in "" xdp-lb xdp-decap xdp-pass xdp-reflect sockops reuseport sk-lookup testing; do
     echo "cargo check -p flowpin-bpf-progs --no-default-features --features '$features'"
     cargo check --locked --quiet -p flowpin-bpf-progs --no-default-features --features "$features"
 done
