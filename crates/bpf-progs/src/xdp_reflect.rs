@@ -10,7 +10,9 @@
 //!   IPv4-in-IPv4 frame (`xdp_lb`'s output) loses its outer header; the
 //!   Ethernet header becomes client MAC → LB MAC; by [`ReflectMode`] the
 //!   inner flow is kept, made new on every pass, or cycled round-robin
-//!   over a number of flows; the IPv4 header checksum is recomputed (the
+//!   over a number of flows; a TTL below 32 (a frame the measured end's
+//!   stack forwarded back: the loop of an `XDP_PASS` path) is set back to
+//!   64; the IPv4 header checksum is recomputed (the
 //!   TCP/UDP checksum is left stale: the measured programs do not check
 //!   it). [`ReflectMode::Drop`] drains the loop.
 //! - the **empty `XDP_TX` program** ([`XdpReflect::empty_tx_fd`]): the

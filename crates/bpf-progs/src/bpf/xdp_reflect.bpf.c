@@ -16,6 +16,8 @@
  *                    CYCLE gives pass n the source address
  *                    src_base + n % flows (round-robin over `flows` flows),
  *                    DROP drops everything (drains the loop).
+ *                A TTL below 32 (frames the measured end's stack
+ *                forwarded back, XDP_PASS paths) is set back to 64.
  *                The IPv4 header checksum is recomputed; the TCP/UDP
  *                checksum is left stale (the measured programs never check it).
  *   xdp_tx       the empty XDP_TX program: the limit of the XDP_TX paths,
@@ -106,6 +108,11 @@ int xdp_reflect(struct xdp_md *ctx)
 	}
 	__builtin_memcpy(eth->h_dest, cfg->lb_mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, cfg->client_mac, ETH_ALEN);
+	if (ip->ttl < 32 && ip->ihl == 5) {
+		ip->ttl = 64;
+		ip->check = 0;
+		ip->check = fp_csum_ipv4_hdr(ip);
+	}
 	if (cfg->mode == REFLECT_NEW_FLOW || cfg->mode == REFLECT_CYCLE) {
 		if (ip->ihl != 5)
 			goto drop;

@@ -99,6 +99,16 @@ fn privileged_xdp_reflect_turns_xdp_lb_output_back_into_the_client_frame() {
     assert_eq!((out.verdict, out.packet), (XdpVerdict::Tx, client.clone()));
     let s = r.stats().unwrap();
     assert_eq!((s.reflected, s.decapsulated, s.dropped), (2, 1, 0));
+    // A frame the measured end's stack forwarded back: TTL restored.
+    let mut forwarded = client.clone();
+    forwarded[14 + 8] = 3;
+    let out = r.test_run(&forwarded).unwrap();
+    assert_eq!(out.packet[14 + 8], 64, "TTL set back to 64");
+    assert_eq!(
+        source(&out.packet).0,
+        Ipv4Addr::new(10, 9, 9, 9),
+        "checksum valid"
+    );
     // The empty XDP_TX program sends the frame back untouched.
     let out = r.test_run_empty_tx(&client).unwrap();
     assert_eq!((out.verdict, out.packet), (XdpVerdict::Tx, client));
