@@ -574,7 +574,7 @@ impl Bench {
         let (mut wall, mut share) = (Vec::new(), Vec::new());
         let mut lb_delta = VipStats::default();
         for round in 0..opts.rounds {
-            let order = if round % 2 == 0 {
+            let order = if round.is_multiple_of(2) {
                 [true, false]
             } else {
                 [false, true]
