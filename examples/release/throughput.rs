@@ -203,7 +203,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// effects so hit both sides of the comparison alike.
 fn order(r: usize) -> [usize; 4] {
     let (a, b) = if r.is_multiple_of(2) { (1, 2) } else { (2, 1) };
-    let (x, y) = if (r / 2).is_multiple_of(2) { (0, 3) } else { (3, 0) };
+    let (x, y) = if (r / 2).is_multiple_of(2) {
+        (0, 3)
+    } else {
+        (3, 0)
+    };
     [x, a, b, y]
 }
 
