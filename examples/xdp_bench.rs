@@ -39,6 +39,18 @@
 //! `--calls N --rounds R` for custom runs). The last line is one JSON
 //! object with `empty_ns`, `non_vip_ns`, `lru_hit_ns`, `new_flow_ns`,
 //! `server_id_ns`, `quic_cid_ns` and the ratios.
+//!
+//! `--live` then measures the paths on live frames (see `xdp_bench/live.rs`:
+//! native XDP on a veth pair, frames looping through `XDP_TX` against a
+//! reflector, packets per CPU-second of the receive thread, the empty
+//! program on the same loop as the limit, interleaved rounds) and prints
+//! them beside the test-run figures; the JSON gains
+//! `"live":{"lru_hit":{"mpps":..,"limit_mpps":..},"lru_hit_64k":{..},"new_flow":{..},"non_vip":{..}}`.
+//! (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES` would be the
+//! other way to run live frames; this kernel refuses it.)
+
+#[path = "xdp_bench/live.rs"]
+mod live;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -71,6 +83,19 @@ struct Args {
     /// Connection-table memory budget in MiB (default: XdpLbConfig's default).
     #[arg(long)]
     lru_mib: Option<u64>,
+    /// Also measure every path on live frames (veth pair, XDP_TX loop).
+    #[arg(long)]
+    live: bool,
+    /// Counted seconds per live measurement (with --quick: 0.2).
+    #[arg(long, default_value_t = 1.5)]
+    live_secs: f64,
+    /// Live rounds, each the program and the empty program in alternating
+    /// order (with --quick: 3).
+    #[arg(long, default_value_t = 7)]
+    live_rounds: u32,
+    /// Frames seeded into the live loop (at most 250: the veth ring holds 256).
+    #[arg(long, default_value_t = 192)]
+    live_burst: usize,
 }
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -143,6 +168,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.quick {
         args.calls = 2_000;
         args.rounds = 2;
+        args.live_secs = 0.2;
+        args.live_rounds = 3;
     }
     // The connection table is per CPU: keep every call on one CPU, as NIC
     // RSS keeps a flow on one CPU.
@@ -390,8 +417,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "MORE than the TCP server_id path"
         }
     );
+    let live = if args.live {
+        let opts = live::LiveOpts {
+            secs: args.live_secs,
+            settle: if args.quick { 0.1 } else { 0.3 },
+            rounds: args.live_rounds,
+            burst: args.live_burst,
+        };
+        let l = live::run(&opts)?;
+        print_live(&l, &opts, &cases);
+        Some(l)
+    } else {
+        None
+    };
     if args.json {
         let mut obj = serde_json::Map::new();
+        if let Some(l) = &live {
+            obj.insert("live".into(), live_json(l));
+        }
         for c in &cases {
             obj.insert(
                 format!("{}_ns", c.name),
@@ -418,6 +461,84 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", serde_json::Value::Object(obj));
     }
     Ok(())
+}
+
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The live table, beside the test-run figures of the same paths.
+fn print_live(l: &live::Live, opts: &live::LiveOpts, cases: &[Case]) {
+    let tr = |name: &str| cases.iter().find(|c| c.name == name).map(|c| c.result.0);
+    let empty = tr("empty").unwrap_or(f64::NAN);
+    println!(
+        "\nlive frames: xdp_lb {} on a veth pair, {} frames looping through XDP_TX (non_vip: XDP_PASS, forwarded back by the stack), \
+         packets per CPU-second of the receive thread (threaded NAPI, CPU {}); limit = the empty program on the same loop; \
+         {} interleaved rounds of {} s, medians; load average {} before, {} after",
+        l.mode, opts.burst, l.lb_cpu, opts.rounds, opts.secs, l.load_before, l.load_after
+    );
+    println!(
+        "{:<12} {:<8} {:>10} {:>10} {:>7} {:>11} {:>13} {:>9} {:>8}",
+        "path",
+        "verdict",
+        "Mpps/CPU-s",
+        "limit",
+        "ratio",
+        "own ns/pkt",
+        "test-run own",
+        "wall Mpps",
+        "CPU use"
+    );
+    for p in &l.paths {
+        let test_run_own = tr(p.name).map(|ns| ns - empty);
+        println!(
+            "{:<12} {:<8} {:>10.2} {:>10.2} {:>7.2} {:>11.1} {:>13} {:>9.2} {:>7.0}%",
+            p.name,
+            p.verdict,
+            p.mpps,
+            p.limit_mpps,
+            p.ratio,
+            p.own_ns(),
+            test_run_own.map_or("-".into(), |ns| format!("{ns:.1} ns")),
+            p.wall_mpps,
+            p.cpu_share * 100.0
+        );
+    }
+    for p in &l.paths {
+        let rounds: Vec<String> = p.round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "  {:<12} per-round ratios [{}]; {}{}",
+            p.name,
+            rounds.join(", "),
+            p.check,
+            if p.name == "lru_hit_64k" {
+                format!(" (miss rate {:.3} %)", p.miss_rate * 100.0)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+fn live_json(l: &live::Live) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for p in &l.paths {
+        m.insert(
+            p.name.into(),
+            serde_json::json!({
+                "mpps": r2(p.mpps),
+                "limit_mpps": r2(p.limit_mpps),
+                "ratio": r2(p.ratio),
+                "own_ns": (p.own_ns() * 10.0).round() / 10.0,
+                "round_ratios": p.round_ratios.iter().map(|r| r2(*r)).collect::<Vec<_>>(),
+                "verdict": p.verdict,
+                "table_miss_rate": p.miss_rate,
+            }),
+        );
+    }
+    m.insert("load_before".into(), l.load_before.clone().into());
+    m.insert("load_after".into(), l.load_after.clone().into());
+    serde_json::Value::Object(m)
 }
 
 /// The outer destination and protocol of an IPv4 tunnel packet (IP-in-IP

@@ -35,7 +35,9 @@ cargo test --workspace --doc --locked
 # invariant (wrong verdict or output in the bench, a broken server_id
 # connection in the lab, any loss for flowpin in the release harness).
 if [ "$(id -u)" -eq 0 ]; then
-    cargo run --locked --quiet --example xdp_bench -- --quick
+    # --live: every path on live frames too (veth pair, XDP_TX loop, short
+    # rounds); fails if a path's rate is 0 or its loop did not run.
+    cargo run --locked --quiet --example xdp_bench -- --quick --live
     cargo run --locked --quiet --example lab -- --quick  # builds and runs flowpin-node for its fleet section
     cargo run --locked --quiet --example release -- --quick
     cargo run --locked --quiet --example any_port -- --quick  # sk_lookup invariants

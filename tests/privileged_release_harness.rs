@@ -28,7 +28,7 @@ fn privileged_release_harness_flowpin_loses_nothing() {
             "--throughput-secs",
             "1",
             "--throughput-rounds",
-            "2",
+            "5",
             "--warmup-ms",
             "100",
             "--interval-ms",
@@ -89,4 +89,21 @@ fn privileged_release_harness_flowpin_loses_nothing() {
     for k in ["one_socket", "reuseport", "flowpin"] {
         assert!(v["udp_throughput"][k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
+    // flowpin / plain reuseport: a ratio per round (5, interleaved) and
+    // their median, which lies within them.
+    let t = &v["udp_throughput"];
+    assert_eq!(t["rounds"], 5, "{v}");
+    let rounds: Vec<f64> = t["flowpin_over_reuseport_rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 5, "{v}");
+    assert!(rounds.iter().all(|r| *r > 0.0), "{v}");
+    let median = t["flowpin_over_reuseport"].as_f64().unwrap();
+    let mut sorted = rounds.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(median, sorted[2], "median of the per-round ratios: {v}");
+    assert_eq!(t["flowpin_over_reuseport_holds"], median >= 0.95, "{v}");
 }

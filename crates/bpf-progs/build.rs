@@ -7,6 +7,7 @@
 //! | `xdp-lb` | `xdp_lb` |
 //! | `xdp-decap` | `xdp_decap` |
 //! | `xdp-pass` | `xdp_pass` |
+//! | `xdp-reflect` | `xdp_reflect` (bench loop; not a default feature) |
 //! | `sockops` | `sockops_server_id` |
 //! | `reuseport` | `sk_reuseport_select` |
 //! | `sk-lookup` | `sk_lookup` |
@@ -72,6 +73,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("xdp_decap", "XDP_DECAP"),
     ("xdp_lb", "XDP_LB"),
     ("xdp_pass", "XDP_PASS"),
+    ("xdp_reflect", "XDP_REFLECT"),
 ];
 
 fn main() {

@@ -135,8 +135,8 @@ struct Args {
     /// the rounds (0 = skip the table).
     #[arg(long, default_value_t = 12.0)]
     throughput_secs: f64,
-    /// Paired rounds of the throughput table (the receivers' order rotates
-    /// through all 6 permutations).
+    /// Rounds of the throughput table, at least 5: plain reuseport and the
+    /// flowpin group by hash back to back in each, in alternating order.
     #[arg(long, default_value_t = 12)]
     throughput_rounds: usize,
     /// Warm-up of each throughput measurement, not counted (ms).
@@ -177,7 +177,7 @@ fn main() {
                 args.interval_ms = 200;
                 args.strategies = vec![Strategy::FdPassingForwarder, Strategy::Flowpin];
                 args.throughput_secs = 1.0;
-                args.throughput_rounds = 2;
+                args.throughput_rounds = throughput::MIN_ROUNDS;
                 args.warmup_ms = 100;
             }
             harness(&args)
@@ -224,6 +224,13 @@ struct ThroughputJson {
     one_socket: f64,
     reuseport: f64,
     flowpin: f64,
+    /// Median over the rounds of flowpin (hash) / plain reuseport.
+    flowpin_over_reuseport: f64,
+    /// That ratio in every round, in round order.
+    flowpin_over_reuseport_rounds: Vec<f64>,
+    rounds: usize,
+    /// Whether the median holds 0.95.
+    flowpin_over_reuseport_holds: bool,
 }
 
 /// `release --json`: a key per strategy that ran, then the forwarder's
@@ -263,6 +270,10 @@ impl Report {
             Strategy::Flowpin => &mut self.flowpin,
         }
     }
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Percentile (nearest rank) of latencies in ns, as µs.
@@ -371,6 +382,14 @@ fn harness(args: &Args) -> Res<()> {
             one_socket: t.one_socket.round(),
             reuseport: t.reuseport.round(),
             flowpin: t.flowpin.round(),
+            flowpin_over_reuseport: r3(t.flowpin_over_reuseport),
+            flowpin_over_reuseport_rounds: t
+                .flowpin_over_reuseport_rounds
+                .iter()
+                .map(|r| r3(*r))
+                .collect(),
+            rounds: t.rounds,
+            flowpin_over_reuseport_holds: t.flowpin_over_reuseport >= throughput::HOLDS_RATIO,
         });
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -433,7 +452,7 @@ fn print_tables(
     }
     if let Some((t, ncpu)) = tp {
         println!(
-            "\nUDP throughput: {ncpu} senders (one per CPU, 16 flows each) offering {:.0} datagrams/s each (UDP GSO, 64 x 64-byte datagrams per send), readers recv() one datagram per call; {} s counted per receiver over {} rounds in rotating order, {} ms warm-up each (medians)\n",
+            "\nUDP throughput: {ncpu} senders (one per CPU, 16 flows each) offering {:.0} datagrams/s each (UDP GSO, 64 x 64-byte datagrams per send), readers recv() one datagram per call; {} s counted per receiver over {} rounds (reuseport and flowpin by hash back to back, alternating order), {} ms warm-up each (medians)\n",
             args.udp_offered_pps, args.throughput_secs, t.rounds, args.warmup_ms
         );
         println!("| {:<52} | {:>12} |", "receiver", "datagrams/s");
@@ -464,6 +483,23 @@ fn print_tables(
         println!(
             "| {:<52} | {:>11.2}x |",
             "flowpin / one socket (median of per-round ratios)", t.flowpin_over_one_socket
+        );
+        let rounds: Vec<String> = t
+            .flowpin_over_reuseport_rounds
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect();
+        println!(
+            "\nflowpin (hash) / plain SO_REUSEPORT, same sockets and threads, back to back in alternating order, per round: [{}]\nmedian of {} rounds: {:.3} -> {} {:.2}",
+            rounds.join(", "),
+            t.rounds,
+            t.flowpin_over_reuseport,
+            if t.flowpin_over_reuseport >= throughput::HOLDS_RATIO {
+                "holds >="
+            } else {
+                "does NOT hold >="
+            },
+            throughput::HOLDS_RATIO
         );
     }
 }

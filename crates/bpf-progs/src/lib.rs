@@ -54,6 +54,7 @@
 //! | [`xdp_lb`] | XDP: L4 load balancer (Maglev + LRU, IPIP/IP6IP6 encap, server_id routing) | [`xdp_lb::XdpLbConfig`] | [`xdp_attach::XdpTarget`] (ifindex, name, name in another netns; native falling back to generic) → [`xdp_attach::XdpLink`] | [`xdp_lb::Stats`] (global + per VIP) |
 //! | [`xdp_decap`] | XDP: backend-side decapsulation | [`xdp_decap::XdpDecapConfig`] | same | [`xdp_decap::DecapStats`] |
 //! | [`xdp_pass`] | XDP: empty `XDP_PASS` (bench baseline, veth peer) | [`xdp_pass::XdpPassConfig`] | same | none: it is the empty baseline |
+//! | `xdp_reflect` (feature `xdp-reflect`, off by default) | XDP: the far end of a live-frame bench loop (decapsulates, restores MACs, changes the flow, `XDP_TX`) + the empty `XDP_TX` program | `xdp_reflect::XdpReflectConfig` | same | `xdp_reflect::ReflectStats` |
 //! | [`sockops_server_id`] | `SOCK_OPS`: server_id TCP option, server and client roles | [`sockops_server_id::ServerIdOpsConfig`] | a cgroup v2 ([`sockops_server_id::CgroupRef`]) → [`sockops_server_id::SockopsLink`] | [`sockops_server_id::ServerIdOpsStats`] |
 //! | [`sk_reuseport_select`] | `SK_REUSEPORT`: generation/slot socket selection, request migration | [`sk_reuseport_select::SelectConfig`] | a socket of the `SO_REUSEPORT` group → [`sk_reuseport_select::ReuseportLink`] (the exception: no kernel link type exists, the program stays while the group lives) | [`sk_reuseport_select::RawStats`] (total; `stats_of(index)` per generation) |
 //!
@@ -79,6 +80,7 @@
 //! | `xdp-lb` | `xdp_lb` (pulls in `flowpin-maglev`) | [`xdp_lb`] |
 //! | `xdp-decap` | `xdp_decap` | [`xdp_decap`] |
 //! | `xdp-pass` | `xdp_pass` | [`xdp_pass`] |
+//! | `xdp-reflect` | `xdp_reflect` (bench loop, **not** on by default) | `xdp_reflect` |
 //! | `sockops` | `sockops_server_id` | [`sockops_server_id`] |
 //! | `reuseport` | `sk_reuseport_select` | [`sk_reuseport_select`] |
 //! | `sk-lookup` | `sk_lookup` | [`sk_lookup`] |
@@ -153,3 +155,5 @@ pub mod xdp_decap;
 pub mod xdp_lb;
 #[cfg(feature = "xdp-pass")]
 pub mod xdp_pass;
+#[cfg(feature = "xdp-reflect")]
+pub mod xdp_reflect;

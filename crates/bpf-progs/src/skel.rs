@@ -146,6 +146,10 @@ plain_structs! {
         sk_reuseport_select::fp_rp_flow_key { raddr, laddr, rport, lport },
         sk_reuseport_select::fp_rp_flow { r#gen, slot, last_ns },
     }
+    "xdp-reflect" => {
+        xdp_reflect::reflect_cfg { lb_mac, client_mac, mode, flows, src_base },
+        xdp_reflect::reflect_stats { reflected, decapsulated, dropped },
+    }
 }
 
 // The structs flowpin-bpf-abi declares in Rust (for the pure models) are
