@@ -818,7 +818,11 @@ fn failures(report: &LabReport, fleet: Option<&fleet::FleetReport>) -> Vec<Strin
         ));
     }
     if let Some(f) = fleet {
-        v.extend(fleet::failures(f).into_iter().map(|x| format!("fleet: {x}")));
+        v.extend(
+            fleet::failures(f)
+                .into_iter()
+                .map(|x| format!("fleet: {x}")),
+        );
     }
     let errors = report.crr_with_sockops.errors + report.crr_without_sockops.errors;
     if errors > 0 {

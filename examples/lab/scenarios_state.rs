@@ -139,7 +139,10 @@ pub(crate) fn run_once(
             let fresh = Streams::open(&topo.client, n / 5)?;
             // The old streams live clearly longer than STALL_AFTER after
             // the drain: a ping the drain left unanswered is seen as a stall.
-            pause((drained_at + OLD_STREAMS_AFTER_DRAIN).saturating_duration_since(std::time::Instant::now()))?;
+            pause(
+                (drained_at + OLD_STREAMS_AFTER_DRAIN)
+                    .saturating_duration_since(std::time::Instant::now()),
+            )?;
             let old = streams.take().ok_or("streams already finished")?.finish();
             let on_drained = old
                 .iter()

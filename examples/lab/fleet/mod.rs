@@ -751,7 +751,11 @@ pub(crate) fn run(
         ms.len()
     ));
 
-    let idle = if coverage == Coverage::Quick { 3.0 } else { 5.0 };
+    let idle = if coverage == Coverage::Quick {
+        3.0
+    } else {
+        5.0
+    };
     progress(format!("idle CPU of flowpin-node lb 1 over {idle} s"));
     let pid = f.lbs[0].proc_.pid().ok_or("lb 1 gone")?;
     let a = cpu_ticks(pid)?;

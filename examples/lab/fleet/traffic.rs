@@ -232,7 +232,9 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
         ));
     }
     if rows.iter().any(|s| s.expects_breaks_without_server_id) {
-        out.push_str("  (* built to break connections without server_id: the lab fails if none broke)\n");
+        out.push_str(
+            "  (* built to break connections without server_id: the lab fails if none broke)\n",
+        );
     }
     for s in rows {
         out.push_str(&format!(
