@@ -2,8 +2,9 @@
 //! (sock_ops client role) through the router's ECMP over 3 `flowpin-node lb`
 //! processes to the backends, while the fleet changes under them.
 //!
-//! Every run starts from the same state — backends 1-4 registered by their
-//! `flowpin-node backend` processes, backend 5's server up without a node — sets
+//! Every run starts from the same state — all 3 LBs in the router's ECMP,
+//! backends 1-4 registered by their `flowpin-node backend` processes,
+//! backend 5's server up without a node — sets
 //! the VIP's `server_id` flag in the registry (on or off), opens the
 //! connections, does the scenario's change, keeps pinging 2.8 s (a ping
 //! unanswered 2.5 s is a stall) and counts connections to healthy backends
