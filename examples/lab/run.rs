@@ -132,3 +132,52 @@ impl Tally {
         self.reset + self.stalled
     }
 }
+
+/// Which scenarios a lab run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coverage {
+    /// Every scenario (`cargo run --release --example lab`).
+    All,
+    /// The main job's first look (`./scripts/lab.sh`, `--first-look`): a
+    /// representative subset, each section's ring changes included.
+    FirstLook,
+    /// CI (`--quick`): seconds, not minutes.
+    Quick,
+}
+
+/// Connections per run when `--quick` runs a scenario built to break
+/// connections without server_id: ~10 % break there, so 200 leave no
+/// room for chance (with 60, none breaking has a chance of about 1 in 1,000).
+pub(crate) const QUICK_BREAK_CONNECTIONS: usize = 200;
+
+/// The connections a scenario runs with: `n`, raised to
+/// [`QUICK_BREAK_CONNECTIONS`] in quick mode for a scenario that
+/// must break some without server_id.
+pub(crate) fn connections(n: usize, coverage: Coverage, expects_breaks: bool) -> usize {
+    if coverage == Coverage::Quick && expects_breaks {
+        n.max(QUICK_BREAK_CONNECTIONS)
+    } else {
+        n
+    }
+}
+
+/// The lab's check of its own eyes: a scenario built to break connections
+/// without server_id (a ring change meeting connection-table misses) that
+/// broke none means the lab no longer sees breaks (its reset/stall counting
+/// or the scenario itself stopped working), so its zeros with server_id
+/// prove nothing. `None`: the scenario showed what it was built to show.
+pub(crate) fn blind(
+    name: &str,
+    expects_breaks_without_server_id: bool,
+    broken_without_server_id: usize,
+    healthy_without_server_id: usize,
+) -> Option<String> {
+    (expects_breaks_without_server_id && broken_without_server_id == 0).then(|| {
+        format!(
+            "{name}: 0 of {healthy_without_server_id} connections broke without server_id, \
+             but this scenario is built to break some there (a ring change meeting \
+             connection-table misses): the lab's break counting (reset/stall detection) \
+             or the scenario no longer works, so its zeros with server_id prove nothing"
+        )
+    })
+}

@@ -10,16 +10,22 @@
 //!   their pinned maps and swap it into their pinned links under load.
 //! - `backend drained, then removed after its connections closed`: backend
 //!   4 is drained on both LBs (new flows elsewhere, its flows stay); new
-//!   connections are opened and checked to avoid it; its connections close;
-//!   then it is removed.
+//!   connections are opened and checked to avoid it; the connections opened
+//!   before keep pinging 4 s after the drain (longer than a stall takes to
+//!   show) and close; then it is removed.
 
 use std::time::Duration;
 
 use crate::control::{LbControl, PinDirs};
 use crate::run::{Run, Tally};
 use crate::topo::{self, Topology};
-use crate::workload::Streams;
+use crate::workload::{Streams, STALL_AFTER};
 use crate::{pause, Error, RunDetail, INITIAL_RING, REMOVED, SPARE};
+
+/// How long the connections opened before the drain keep pinging after
+/// it: clearly longer than [`STALL_AFTER`], so a stall the drain caused is
+/// recorded before they finish.
+const OLD_STREAMS_AFTER_DRAIN: Duration = STALL_AFTER.saturating_add(Duration::from_millis(1500));
 
 /// One of the scenarios of this module.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +48,22 @@ impl StateScenario {
             StateScenario::Upgraded => "xdp_lb upgraded in place",
             StateScenario::Drained => "backend drained, then removed after its connections closed",
         }
+    }
+
+    /// None of them is built to break connections without server_id: the
+    /// connection table survives every one (that is what they show).
+    pub(crate) fn expects_breaks_without_server_id(self) -> bool {
+        match self {
+            StateScenario::ControlKilled | StateScenario::Upgraded | StateScenario::Drained => {
+                false
+            }
+        }
+    }
+
+    /// In the main job's first look: the drain (a ring change under
+    /// traffic that must break nothing, and new flows avoiding the backend).
+    pub(crate) fn in_first_look(self) -> bool {
+        matches!(self, StateScenario::Drained)
     }
 }
 
@@ -111,10 +133,16 @@ pub(crate) fn run_once(
             for c in &mut ctl {
                 c.cmd(&format!("drain {REMOVED}"))?;
             }
+            let drained_at = std::time::Instant::now();
             run.progress("backend 4 drained on both LBs");
             pause(Duration::from_millis(1000))?;
             let fresh = Streams::open(&topo.client, n / 5)?;
-            pause(Duration::from_millis(1000))?;
+            // The old streams live clearly longer than STALL_AFTER after
+            // the drain: a ping the drain left unanswered is seen as a stall.
+            pause(
+                (drained_at + OLD_STREAMS_AFTER_DRAIN)
+                    .saturating_duration_since(std::time::Instant::now()),
+            )?;
             let old = streams.take().ok_or("streams already finished")?.finish();
             let on_drained = old
                 .iter()
@@ -128,8 +156,10 @@ pub(crate) fn run_once(
                 None,
             );
             run.progress(format!(
-                "the {} connections opened before closed; {on_drained} were on the draining backend ({} of them broke while it drained)",
+                "the {} connections opened before closed {:.1} s after the drain (a stall shows after {:.1} s); {on_drained} were on the draining backend ({} of them broke while it drained)",
                 old.len(),
+                drained_at.elapsed().as_secs_f64(),
+                STALL_AFTER.as_secs_f64(),
                 on_drained_broken.broken()
             ));
             pause(Duration::from_millis(300))?;

@@ -16,7 +16,7 @@ use crate::topo;
 /// How often each long-lived connection sends a ping.
 const PING_EVERY: Duration = Duration::from_millis(100);
 /// A ping unanswered for this long marks the connection stalled.
-const STALL_AFTER: Duration = Duration::from_millis(2500);
+pub(crate) const STALL_AFTER: Duration = Duration::from_millis(2500);
 
 /// Why a connection broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

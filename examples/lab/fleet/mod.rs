@@ -44,6 +44,7 @@ use serde::Serialize;
 
 use crate::backend::BackendProcess;
 use crate::hosts::Cgroups;
+use crate::run::Coverage;
 use crate::topo::{self, mac_text, Topology};
 use crate::{check_interrupted, pause, Created};
 use flowpin_testing::CgroupMembership;
@@ -634,6 +635,25 @@ impl Fleet {
         Ok(status(self.lbs[i].port).is_some_and(|s| s.reopened))
     }
 
+    /// Retires LB `i` as a machine that is replaced: its node stops
+    /// (SIGTERM) and its pins go, and with them its `xdp_lb` and connection
+    /// table. [`Fleet::start_lb`] brings up the replacement.
+    pub(crate) fn retire_lb(&mut self, i: usize) -> Result<(), Error> {
+        self.lbs[i]
+            .proc_
+            .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5));
+        XdpLb::unpin(&self.lbs[i].pin_dir)?;
+        Ok(())
+    }
+
+    /// Starts LB `i`'s node (after [`Fleet::retire_lb`]); returns whether
+    /// its `/status` says it reopened pins.
+    pub(crate) fn start_lb(&mut self, i: usize, created: &mut Created) -> Result<bool, Error> {
+        let node = self.node.clone();
+        self.lbs[i].start(&node, created)?;
+        Ok(status(self.lbs[i].port).is_some_and(|s| s.reopened))
+    }
+
     /// SIGTERM to backend `j`'s node, waiting up to `limit`; whether it
     /// exited successfully (drained and deregistered).
     pub(crate) fn stop_backend_node(
@@ -717,7 +737,7 @@ fn convergence(f: &Fleet) -> Result<(Vec<f64>, bool), Error> {
 /// Runs the fleet section with the `flowpin-node` binary `node`
 /// ([`node_binary`]); everything it made is registered in `created`.
 pub(crate) fn run(
-    quick: bool,
+    coverage: Coverage,
     connections: usize,
     node: PathBuf,
     created: &mut Created,
@@ -731,7 +751,11 @@ pub(crate) fn run(
         ms.len()
     ));
 
-    let idle = if quick { 3.0 } else { 5.0 };
+    let idle = if coverage == Coverage::Quick {
+        3.0
+    } else {
+        5.0
+    };
     progress(format!("idle CPU of flowpin-node lb 1 over {idle} s"));
     let pid = f.lbs[0].proc_.pid().ok_or("lb 1 gone")?;
     let a = cpu_ticks(pid)?;
@@ -741,7 +765,7 @@ pub(crate) fn run(
     let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpu = (b - a) as f64 / hz / idle * 100.0;
 
-    let scenarios = traffic::run_all(&mut f, quick, connections, created)?;
+    let scenarios = traffic::run_all(&mut f, coverage, connections, created)?;
     progress("tearing down the fleet");
     drop(f);
     Ok(FleetReport {
@@ -779,7 +803,8 @@ pub(crate) fn print_summary(r: &FleetReport, to_stderr: bool) {
 }
 
 /// What fails the fleet section: digests that disagree, a broken connection
-/// with server_id, a time over its target.
+/// with server_id, none broken without it where the scenario is built to
+/// break some, a time over its target.
 pub(crate) fn failures(r: &FleetReport) -> Vec<String> {
     let mut v = Vec::new();
     if !r.convergence_digests_agree {
@@ -795,7 +820,7 @@ pub(crate) fn failures(r: &FleetReport) -> Vec<String> {
 /// binary `node` and prints its report.
 pub(crate) fn main(
     json: bool,
-    quick: bool,
+    coverage: Coverage,
     connections: usize,
     node: PathBuf,
 ) -> std::process::ExitCode {
@@ -803,7 +828,7 @@ pub(crate) fn main(
         bpffs_before: crate::bpffs_entries(),
         ..Created::default()
     };
-    let result = run(quick, connections, node, &mut created);
+    let result = run(coverage, connections, node, &mut created);
     let left = created.leftovers();
     if !left.is_empty() {
         eprintln!("fleet failed: left behind: {}", left.join(", "));

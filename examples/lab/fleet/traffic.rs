@@ -2,13 +2,19 @@
 //! (sock_ops client role) through the router's ECMP over 3 `flowpin-node lb`
 //! processes to the backends, while the fleet changes under them.
 //!
-//! Every run starts from the same state — backends 1-4 registered by their
-//! `flowpin-node backend` processes, backend 5's server up without a node — sets
+//! Every run starts from the same state — all 3 LBs in the router's ECMP,
+//! backends 1-4 registered by their `flowpin-node backend` processes,
+//! backend 5's server up without a node — sets
 //! the VIP's `server_id` flag in the registry (on or off), opens the
 //! connections, does the scenario's change, keeps pinging 2.8 s (a ping
 //! unanswered 2.5 s is a stall) and counts connections to healthy backends
 //! that broke (reset or stalled). `digests_agree`: all three LBs have one
 //! ring digest for the VIP at the end.
+//!
+//! Only `LB replaced (state lost) + backend added` is built to break
+//! connections without server_id (the LB set and the backend set change
+//! together: a new LB with an empty connection table and a grown ring
+//! meets flows it never saw); the lab fails if it breaks none there.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +22,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use super::{digests_agree, vip_name, Fleet, LBS, LEASE_TTL_SECS};
-use crate::run::{self, Tally};
+use crate::run::{self, Coverage, Tally};
 use crate::topo;
 use crate::workload::Streams;
 use crate::{check_interrupted, pause, Created};
@@ -25,7 +31,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The backends registered at the start of every run.
 const BASE: [usize; 4] = [0, 1, 2, 3];
-/// The backend added in the registry-outage scenario (its server runs throughout).
+/// The backend added in the registry-outage and LB-replaced scenarios.
 const SPARE: usize = 4;
 /// The backend that crashes.
 const CRASHED: usize = 3;
@@ -38,9 +44,18 @@ enum Kind {
     RegistryDown,
     RollingLbRestart,
     Drain,
+    LbReplaced,
 }
 
 impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Crash,
+        Kind::RegistryDown,
+        Kind::RollingLbRestart,
+        Kind::Drain,
+        Kind::LbReplaced,
+    ];
+
     fn name(self, quick: bool) -> &'static str {
         match self {
             Kind::Crash => "backend crashed (SIGKILL)",
@@ -48,7 +63,25 @@ impl Kind {
             Kind::RegistryDown => "registry down 30 s, then a backend added",
             Kind::RollingLbRestart => "rolling restart of all 3 LB nodes",
             Kind::Drain => "backend drained on SIGTERM",
+            Kind::LbReplaced => "LB replaced (state lost) + backend added",
         }
+    }
+
+    /// Built to break connections without server_id: only the LB set and
+    /// the backend set changing together does it here. In the others the
+    /// LBs keep their connection tables (pinned across restarts) and the
+    /// router's ECMP stays; a replaced LB (new machine: no pins) meets
+    /// flows it never saw just as the ring grew.
+    fn expects_breaks_without_server_id(self) -> bool {
+        match self {
+            Kind::LbReplaced => true,
+            Kind::Crash | Kind::RegistryDown | Kind::RollingLbRestart | Kind::Drain => false,
+        }
+    }
+
+    /// In the main job's first look (the 30 s registry outage is not).
+    fn in_first_look(self) -> bool {
+        !matches!(self, Kind::RegistryDown)
     }
 
     /// What `event_ms` measures, and its target in ms if it has one.
@@ -65,6 +98,10 @@ impl Kind {
             Kind::RollingLbRestart => ("the 3 restarts, each until its HTTP port answers", None),
             Kind::Drain => (
                 "SIGTERM until the node drained and exited (clients closing gracefully)",
+                None,
+            ),
+            Kind::LbReplaced => (
+                "LB1's node stopped until its replacement and every LB have the added backend",
                 None,
             ),
         }
@@ -93,6 +130,9 @@ pub(crate) struct FleetScenario {
     pub(crate) connections: usize,
     pub(crate) broken_with_server_id: usize,
     pub(crate) broken_without_server_id: usize,
+    /// Built to break connections without server_id: the lab fails if
+    /// none broke ([`run::blind`]).
+    pub(crate) expects_breaks_without_server_id: bool,
     /// Both runs ended with one ring digest on all LBs.
     pub(crate) digests_agree: bool,
     /// What `event_ms` measures.
@@ -144,6 +184,12 @@ impl FleetScenario {
         if !self.digests_agree {
             v.push(format!("{}: LB ring digests differ at the end", self.name));
         }
+        v.extend(run::blind(
+            self.name,
+            self.expects_breaks_without_server_id,
+            self.broken_without_server_id,
+            self.runs[1].healthy,
+        ));
         for (mode, r) in [("with", &self.runs[0]), ("without", &self.runs[1])] {
             for p in &r.problems {
                 v.push(format!("{} ({mode} server_id): {p}", self.name));
@@ -171,7 +217,7 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
             }
         };
         out.push_str(&format!(
-            "{:<44} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%) {:>8}\n",
+            "{:<44} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%) {:>8}{}\n",
             s.name,
             s.connections,
             s.broken_with_server_id,
@@ -179,7 +225,17 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
             s.broken_without_server_id,
             pct(s.broken_without_server_id, &s.runs[1]),
             if s.digests_agree { "agree" } else { "DIFFER" },
+            if s.expects_breaks_without_server_id {
+                "  *"
+            } else {
+                ""
+            },
         ));
+    }
+    if rows.iter().any(|s| s.expects_breaks_without_server_id) {
+        out.push_str(
+            "  (* built to break connections without server_id: the lab fails if none broke)\n",
+        );
     }
     for s in rows {
         out.push_str(&format!(
@@ -207,6 +263,7 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
 /// backend whose node (re)starts gets a fresh server once the node has
 /// registered (it attaches sock_ops before registering).
 fn reset_state(f: &mut Fleet, created: &mut Created) -> Result<(), Error> {
+    f.topo.set_ecmp(&[true; LBS])?;
     if f.backends[SPARE].node.is_some()
         && !f.stop_backend_node(SPARE, Signal::SIGTERM, Duration::from_secs(12))
     {
@@ -358,6 +415,42 @@ fn run_once(
                 run.event_ms
             ));
         }
+        Kind::LbReplaced => {
+            // Maintenance: LB1 leaves ECMP (its flows move to LB2 and LB3,
+            // which share its ring), its machine is replaced (node stopped,
+            // pins removed: the connection table is gone) while capacity
+            // grows (backend 5 registers), and the new LB1 comes back.
+            f.topo.set_ecmp(&[false, true, true])?;
+            scenario.progress("LB1 taken out of ECMP");
+            pause(Duration::from_millis(500))?;
+            let t0 = Instant::now();
+            f.retire_lb(0)?;
+            scenario.progress("LB1's flowpin-node lb stopped and its pins removed (state lost)");
+            // A fresh server after the node's sock_ops (see reset_state).
+            f.backends[SPARE].server = None;
+            f.start_backend_node(SPARE, created)?;
+            scenario.progress("backend 5's node started (registers backend 5)");
+            let reopened = f.start_lb(0, created)?;
+            if reopened {
+                run.problems.push(
+                    "the replaced LB1 reopened pins: its state was not lost as the scenario says"
+                        .into(),
+                );
+            }
+            let mut want = BASE.to_vec();
+            want.push(SPARE);
+            f.wait_backends(&want, 0, Duration::from_secs(30))?;
+            run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            f.start_server(SPARE, created)?;
+            scenario.progress(format!(
+                "a new LB1 (fresh program, empty connection table) and every LB have 5 backends after {:.0} ms",
+                run.event_ms
+            ));
+            pause(Duration::from_millis(500))?;
+            f.topo.set_ecmp(&[true; LBS])?;
+            scenario.progress("LB1 back in ECMP");
+            pause(Duration::from_millis(1500))?;
+        }
     }
     // Long enough for a stalled ping to be detected.
     pause(Duration::from_millis(2800))?;
@@ -380,29 +473,30 @@ fn run_once(
     Ok(run)
 }
 
-/// Runs every scenario twice (server_id on and off, the order alternating).
+/// Runs every scenario `coverage` takes twice (server_id on and off, the
+/// order alternating).
 pub(crate) fn run_all(
     f: &mut Fleet,
-    quick: bool,
+    coverage: Coverage,
     connections: usize,
     created: &mut Created,
 ) -> Result<Vec<FleetScenario>, Error> {
-    let kinds = [
-        Kind::Crash,
-        Kind::RegistryDown,
-        Kind::RollingLbRestart,
-        Kind::Drain,
-    ];
+    let quick = coverage == Coverage::Quick;
+    let kinds = Kind::ALL
+        .into_iter()
+        .filter(|k| coverage != Coverage::FirstLook || k.in_first_look());
     let mut rows = Vec::new();
-    for (k, &kind) in kinds.iter().enumerate() {
-        let (with, without) =
-            run::both_modes(k, |sid| run_once(f, kind, sid, connections, quick, created))?;
+    for (k, kind) in kinds.enumerate() {
+        let expects = kind.expects_breaks_without_server_id();
+        let n = run::connections(connections, coverage, expects);
+        let (with, without) = run::both_modes(k, |sid| run_once(f, kind, sid, n, quick, created))?;
         let (event, target) = kind.timing();
         rows.push(FleetScenario {
             name: kind.name(quick),
-            connections,
+            connections: n,
             broken_with_server_id: with.reset + with.stalled,
             broken_without_server_id: without.reset + without.stalled,
+            expects_breaks_without_server_id: expects,
             digests_agree: with.digests_agree && without.digests_agree,
             event,
             event_ms_with_server_id: with.event_ms,
