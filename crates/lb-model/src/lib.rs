@@ -42,7 +42,7 @@ mod conn;
 mod emit;
 mod parse;
 
-use conn::ConnSet;
+use conn::ConnTable;
 
 /// The program's configuration as the model needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub struct Model {
     port_agnostic: usize,
     echo: HashSet<IpAddr>,
     alive: HashSet<IpAddr>,
-    conn: HashMap<u32, ConnSet>,
+    conn: ConnTable,
     /// Global counters the program would have bumped.
     pub global: LbStats,
     /// Per-VIP-id counters the program would have bumped.
@@ -200,7 +200,7 @@ impl Model {
                 .collect(),
             echo: echo.into_iter().collect(),
             alive,
-            conn: HashMap::new(),
+            conn: ConnTable::default(),
             global: LbStats::default(),
             vip_stats: HashMap::new(),
         }

@@ -79,6 +79,20 @@ pub struct LbStats {
     pub pass_fragment_no_vip: u64,
     /// Passed: IPv6 extension header chain longer than the walk bound.
     pub pass_ext_hdr_limit: u64,
+    /// Connection table: flows inserted (each starts on probation).
+    pub new_flows: u64,
+    /// Connection table: probation entries confirmed by a later packet
+    /// (TCP: a non-SYN packet; UDP: a second packet).
+    pub confirmations: u64,
+    /// Connection table: probation entries evicted by an insert.
+    pub probation_evictions: u64,
+    /// Connection table: confirmed entries evicted by an insert (only when
+    /// both candidate sets and their residents' other sets hold no
+    /// probation entry: 0 below half load, whatever the flood).
+    pub confirmed_evictions: u64,
+    /// Connection table: residents moved to their other candidate set to
+    /// make room (one level of cuckoo relocation).
+    pub relocations: u64,
 }
 
 /// Everything [`XdpLb::stats`](super::XdpLb::stats) returns.
@@ -89,6 +103,36 @@ pub struct Stats {
     pub global: LbStats,
     /// Per-VIP counters.
     pub vips: HashMap<Vip, VipStats>,
+}
+
+impl Stats {
+    /// Flows inserted into the connection table so far, all CPUs (the
+    /// numerator of a new-flow rate: sample it twice, divide by the time
+    /// between, pass the result to [`flood_signal`]).
+    pub fn new_flows(&self) -> u64 {
+        self.global.new_flows
+    }
+}
+
+/// The flood signal: true when a new-flow rate (flows inserted into the
+/// connection table per second, e.g. the difference of two
+/// [`Stats::new_flows`] samples over the seconds between them) is above
+/// `threshold` (flows per second). A flood of spoofed SYNs or one-packet
+/// UDP flows shows as a high rate of new flows with few confirmations; the
+/// table keeps its confirmed flows through it (probation), so this is a
+/// signal for operators, not a switch the data path needs.
+pub fn flood_signal(rate: f64, threshold: f64) -> bool {
+    rate.is_finite() && rate > threshold
+}
+
+/// The new-flow rate between two [`Stats`] samples taken `seconds` apart
+/// (flows per second; 0 when `seconds` is not positive or the counter went
+/// backwards, e.g. after a reload).
+pub fn new_flow_rate(earlier: &Stats, later: &Stats, seconds: f64) -> f64 {
+    if seconds <= 0.0 || !seconds.is_finite() {
+        return 0.0;
+    }
+    later.new_flows().saturating_sub(earlier.new_flows()) as f64 / seconds
 }
 
 impl From<flowpin_vip_stats> for VipStats {
@@ -123,6 +167,11 @@ impl From<flowpin_lb_stats> for LbStats {
             icmp_echo_replies: s.icmp_echo_replies,
             pass_fragment_no_vip: s.pass_fragment_no_vip,
             pass_ext_hdr_limit: s.pass_ext_hdr_limit,
+            new_flows: s.new_flows,
+            confirmations: s.confirmations,
+            probation_evictions: s.probation_evictions,
+            confirmed_evictions: s.confirmed_evictions,
+            relocations: s.relocations,
         }
     }
 }
