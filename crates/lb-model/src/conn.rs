@@ -156,12 +156,20 @@ impl ConnTable {
             .free()
             .map(|w| (ia, w))
             .or_else(|| has_b.then(|| self.set(ib).free().map(|w| (ib, w))).flatten())
-            .or_else(|| self.relocate(nsets, ia, false, g).map(|w| (ia, w)))
             .or_else(|| {
-                has_b
-                    .then(|| self.relocate(nsets, ib, false, g).map(|w| (ib, w)))
-                    .flatten()
+                // Relocation into a free way: only below 7/8 full.
+                if g.conn_entries * 2 >= u64::from(nsets) * 7 {
+                    return None;
+                }
+                self.relocate(nsets, ia, false, g)
+                    .map(|w| (ia, w))
+                    .or_else(|| {
+                        has_b
+                            .then(|| self.relocate(nsets, ib, false, g).map(|w| (ib, w)))
+                            .flatten()
+                    })
             })
+            .inspect(|_| g.conn_entries += 1)
             .or_else(|| {
                 let p = self
                     .set(ia)

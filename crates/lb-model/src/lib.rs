@@ -228,6 +228,7 @@ impl Model {
     /// Forgets the connection table.
     pub fn clear_connection_table(&mut self) {
         self.conn.clear();
+        self.global.conn_entries = 0;
     }
 
     /// Adds a backend of a VIP that is reachable but owns no ring slot

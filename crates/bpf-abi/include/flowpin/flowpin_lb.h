@@ -116,7 +116,9 @@ static __always_inline __u32 flowpin_vip_slot(const struct flowpin_vip_key *k)
  * an insert puts the flow on probation, a later hit confirms it.
  * An insert (of a flow in neither set) takes, in order: a free way of A,
  * a free way of B; a resident of A or B whose other set has a free way
- * moves there (one level of cuckoo relocation) and the flow takes its way;
+ * moves there (one level of cuckoo relocation, skipped once the CPU's
+ * table is 7/8 full: free ways are then too rare to be worth 8 reads) and
+ * the flow takes its way;
  * the oldest probation entry of A, else of B, is evicted; a resident of A
  * or B moves to its other set, evicting the oldest probation entry there;
  * last, the LRU way of A (a confirmed eviction). An insert of a flow already
@@ -279,6 +281,7 @@ struct flowpin_lb_stats {
 	__u64 probation_evictions; /* probation entries evicted by an insert */
 	__u64 confirmed_evictions; /* confirmed entries evicted by an insert */
 	__u64 relocations;         /* residents moved to their other set */
+	__u64 conn_entries;        /* a gauge: occupied ways of this CPU's table (0 after a clear) */
 };
 
 /* The flow hash: murmur3_32 over 32-bit words, each read little-endian from

@@ -159,12 +159,11 @@ static __always_inline __u32 fp_conn_relocate(struct flowpin_conn_set *cs, __u32
 		t = evict ? fp_conn_oldest_probation(o) : fp_conn_free(o);
 		if (t == FP_CONN_NONE)
 			continue;
-		if (evict && g)
+		if (evict)
 			g->probation_evictions++;
 		fp_conn_put(o, t, cs->hash[w], cs->hash2[w], cs->backend[w],
 			    (cs->probation >> w) & 1);
-		if (g)
-			g->relocations++;
+		g->relocations++;
 		return w;
 	}
 	return FP_CONN_NONE;
@@ -195,22 +194,26 @@ static __always_inline void fp_conn_insert(struct flowpin_conn_set *cs, __u32 ha
 		}
 	}
 	g = fp_gstats();
-	if (g)
-		g->new_flows++;
+	if (!g)
+		return;
+	g->new_flows++;
 	s = cs;
 	w = fp_conn_free(cs);
 	if (w == FP_CONN_NONE && b) {
 		s = b;
 		w = fp_conn_free(b);
 	}
-	if (w == FP_CONN_NONE) {
+	/* Relocation into a free way: only while the table is below 7/8 full. */
+	if (w == FP_CONN_NONE && g->conn_entries * 2 < (__u64)conn_sets * 7) {
 		s = cs;
 		w = fp_conn_relocate(cs, ia, base, 0, g);
+		if (w == FP_CONN_NONE && b) {
+			s = b;
+			w = fp_conn_relocate(b, ib, base, 0, g);
+		}
 	}
-	if (w == FP_CONN_NONE && b) {
-		s = b;
-		w = fp_conn_relocate(b, ib, base, 0, g);
-	}
+	if (w != FP_CONN_NONE)
+		g->conn_entries++; /* a free way taken */
 	if (w == FP_CONN_NONE) {
 		s = cs;
 		w = fp_conn_oldest_probation(cs);
@@ -218,7 +221,7 @@ static __always_inline void fp_conn_insert(struct flowpin_conn_set *cs, __u32 ha
 			s = b;
 			w = fp_conn_oldest_probation(b);
 		}
-		if (w != FP_CONN_NONE && g)
+		if (w != FP_CONN_NONE)
 			g->probation_evictions++;
 	}
 	if (w == FP_CONN_NONE) {
@@ -232,8 +235,7 @@ static __always_inline void fp_conn_insert(struct flowpin_conn_set *cs, __u32 ha
 	if (w == FP_CONN_NONE) {
 		s = cs;
 		w = (fp_conn_order(cs) >> 6) & 3;
-		if (g)
-			g->confirmed_evictions++;
+		g->confirmed_evictions++;
 	}
 	fp_conn_put(s, w, hash, hash2, backend, 1);
 }

@@ -569,6 +569,35 @@ impl XdpLb {
                 .map_err(KernelError::map("conn", "update_batch"))?;
             start += n;
         }
+        // The occupancy gauge (`conn_entries`) of every CPU back to 0. A
+        // counter the program bumps between this read and write is lost
+        // (a clear is not done under load).
+        let key = 0u32.to_ne_bytes();
+        let per_cpu = self
+            .maps
+            .lb_stats
+            .lookup_percpu(&key, MapFlags::ANY)
+            .map_err(KernelError::map("lb_stats", "lookup_percpu"))?
+            .unwrap_or_default();
+        let mut vals = Vec::with_capacity(per_cpu.len());
+        for v in &per_cpu {
+            let mut st: flowpin_lb_stats = read(v).ok_or_else(|| {
+                KernelError::out_of_sync(
+                    "map lb_stats",
+                    "lookup_percpu",
+                    v.len(),
+                    std::mem::size_of::<flowpin_lb_stats>(),
+                )
+            })?;
+            st.conn_entries = 0;
+            vals.push(bytes_of(&st).to_vec());
+        }
+        if !vals.is_empty() {
+            self.maps
+                .lb_stats
+                .update_percpu(&key, &vals, MapFlags::ANY)
+                .map_err(KernelError::map("lb_stats", "update_percpu"))?;
+        }
         Ok(())
     }
 

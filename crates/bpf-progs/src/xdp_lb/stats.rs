@@ -93,6 +93,11 @@ pub struct LbStats {
     /// Connection table: residents moved to their other candidate set to
     /// make room (one level of cuckoo relocation).
     pub relocations: u64,
+    /// Connection table: occupied ways (a gauge, not a counter: summed over
+    /// CPUs, 0 after [`XdpLb::clear_connection_table`](super::XdpLb::clear_connection_table)).
+    /// Relocation into a free way is tried only while a CPU's table is
+    /// below 7/8 full.
+    pub conn_entries: u64,
 }
 
 /// Everything [`XdpLb::stats`](super::XdpLb::stats) returns.
@@ -172,6 +177,7 @@ impl From<flowpin_lb_stats> for LbStats {
             probation_evictions: s.probation_evictions,
             confirmed_evictions: s.confirmed_evictions,
             relocations: s.relocations,
+            conn_entries: s.conn_entries,
         }
     }
 }
