@@ -157,8 +157,8 @@ impl ConnTable {
             .map(|w| (ia, w))
             .or_else(|| has_b.then(|| self.set(ib).free().map(|w| (ib, w))).flatten())
             .or_else(|| {
-                // Relocation into a free way: only below 7/8 full.
-                if g.conn_entries * 2 >= u64::from(nsets) * 7 {
+                // Relocation into a free way: only below 3/4 full.
+                if g.conn_entries >= u64::from(nsets) * 3 {
                     return None;
                 }
                 self.relocate(nsets, ia, false, g)

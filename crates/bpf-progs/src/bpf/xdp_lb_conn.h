@@ -169,7 +169,11 @@ static __always_inline __u32 fp_conn_relocate(struct flowpin_conn_set *cs, __u32
 	return FP_CONN_NONE;
 }
 
-/* Inserts (or updates) a flow; `cs` is its set A. */
+/* Inserts (or updates) a flow; `cs` is its set A.
+ * A set that is full stays full (ways are only replaced, and a relocation
+ * out of a set refills the way at once) until the table is cleared, and a
+ * flow lands in its set B only while its set A is full: so when set A has a
+ * free way, the flow is not in set B and B need not be read. */
 static __always_inline void fp_conn_insert(struct flowpin_conn_set *cs, __u32 hash, __u32 hash2,
 					   __u32 backend)
 {
@@ -178,14 +182,24 @@ static __always_inline void fp_conn_insert(struct flowpin_conn_set *cs, __u32 ha
 	struct flowpin_lb_stats *g;
 	__u32 w;
 
-	if (ib != ia)
-		b = fp_conn_set_at(base, ib);
 	/* The flow may sit in one of its sets already (a SYN of a known flow). */
 	w = fp_conn_find(cs, hash, hash2);
 	if (w != FP_CONN_NONE) {
 		fp_conn_put(cs, w, hash, hash2, backend, (cs->probation >> (w & 3)) & 1);
 		return;
 	}
+	g = fp_gstats();
+	if (!g)
+		return;
+	w = fp_conn_free(cs);
+	if (w != FP_CONN_NONE) {
+		g->new_flows++;
+		g->conn_entries++;
+		fp_conn_put(cs, w, hash, hash2, backend, 1);
+		return;
+	}
+	if (ib != ia)
+		b = fp_conn_set_at(base, ib);
 	if (b) {
 		w = fp_conn_find(b, hash, hash2);
 		if (w != FP_CONN_NONE) {
@@ -193,18 +207,14 @@ static __always_inline void fp_conn_insert(struct flowpin_conn_set *cs, __u32 ha
 			return;
 		}
 	}
-	g = fp_gstats();
-	if (!g)
-		return;
 	g->new_flows++;
 	s = cs;
-	w = fp_conn_free(cs);
-	if (w == FP_CONN_NONE && b) {
+	if (b) {
 		s = b;
 		w = fp_conn_free(b);
 	}
-	/* Relocation into a free way: only while the table is below 7/8 full. */
-	if (w == FP_CONN_NONE && g->conn_entries * 2 < (__u64)conn_sets * 7) {
+	/* Relocation into a free way: only while the table is below 3/4 full. */
+	if (w == FP_CONN_NONE && g->conn_entries < (__u64)conn_sets * 3) {
 		s = cs;
 		w = fp_conn_relocate(cs, ia, base, 0, g);
 		if (w == FP_CONN_NONE && b) {
