@@ -76,7 +76,10 @@ struct Row {
 
 /// Flow `i`: source 10.0.0.0/8 + i / 64, source port 1024 + i % 64.
 fn flow(i: u32) -> (Ipv4Addr, u16) {
-    (Ipv4Addr::from(0x0a00_0000 | (i >> 6)), 1024 + (i & 63) as u16)
+    (
+        Ipv4Addr::from(0x0a00_0000 | (i >> 6)),
+        1024 + (i & 63) as u16,
+    )
 }
 
 fn packet(i: u32) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
@@ -183,7 +186,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ncpus = libbpf_rs::num_possible_cpus()? as u32;
     let sets = capacity / 4;
     let mut lb = XdpLb::load(
-        XdpLbConfig::default().lru_memory_bytes(CONN_SET_BYTES * u64::from(sets) * u64::from(ncpus)),
+        XdpLbConfig::default()
+            .lru_memory_bytes(CONN_SET_BYTES * u64::from(sets) * u64::from(ncpus)),
     )?;
     if lb.conn_sets_per_cpu() != sets {
         return Err(format!("got {} sets per CPU, want {sets}", lb.conn_sets_per_cpu()).into());
@@ -275,7 +279,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     if !bad.is_empty() {
-        return Err(format!("flowpin missed established flows at load(s) {bad:?} (≤ 0.5 must be 0)").into());
+        return Err(format!(
+            "flowpin missed established flows at load(s) {bad:?} (≤ 0.5 must be 0)"
+        )
+        .into());
     }
     Ok(())
 }

@@ -121,7 +121,10 @@ fn privileged_syn_flood_evicts_no_confirmed_flow() {
     let g = fx.lb.global_stats().unwrap();
     assert_eq!(g.confirmed_evictions, 0, "{g:?}");
     assert_eq!(g.new_flows, est.len() as u64 + u64::from(flood));
-    assert!(g.probation_evictions >= u64::from(flood) - u64::from(SETS * 2), "{g:?}");
+    assert!(
+        g.probation_evictions >= u64::from(flood) - u64::from(SETS * 2),
+        "{g:?}"
+    );
     // A spoofed source never confirms.
     assert_eq!(g.confirmations, est.len() as u64);
     let _: IpAddr = backend[0];

@@ -187,8 +187,8 @@ fn privileged_connection_table_uses_two_sets_and_evicts_probation_first() {
         return;
     }
     pin_cpu0(); // the table is per CPU
-    // A small table (16 sets per CPU, or what the 4 KiB minimum gives):
-    // flows sharing both candidate sets are easy to find.
+                // A small table (16 sets per CPU, or what the 4 KiB minimum gives):
+                // flows sharing both candidate sets are easy to find.
     let ncpus = libbpf_rs::num_possible_cpus().unwrap() as u64;
     let want = (4096 / (64 * ncpus)).next_power_of_two().max(16);
     let mut lb = XdpLb::load(config().lru_memory_bytes(64 * want * ncpus)).unwrap();
@@ -242,7 +242,11 @@ fn privileged_connection_table_uses_two_sets_and_evicts_probation_first() {
     // (f6: B's order is f5 f4 f7 f6) is evicted, no confirmed one.
     run(&lb, f[8], true);
     let g = lb.global_stats().unwrap();
-    assert_eq!((g.probation_evictions, g.confirmed_evictions), (1, 0), "{g:?}");
+    assert_eq!(
+        (g.probation_evictions, g.confirmed_evictions),
+        (1, 0),
+        "{g:?}"
+    );
     for &x in f[..6].iter().chain([&f[7], &f[8]]) {
         assert!(found(&lb, x), "{x} must still be in the table");
     }
@@ -250,8 +254,15 @@ fn privileged_connection_table_uses_two_sets_and_evicts_probation_first() {
     // confirmed: the least recently used way of set A (f0) is evicted.
     assert!(!found(&lb, f[6]), "f6 must have been evicted");
     let g = lb.global_stats().unwrap();
-    assert_eq!((g.probation_evictions, g.confirmed_evictions), (1, 1), "{g:?}");
-    assert!(!found(&lb, f[0]), "f0 (LRU of set A) must have been evicted");
+    assert_eq!(
+        (g.probation_evictions, g.confirmed_evictions),
+        (1, 1),
+        "{g:?}"
+    );
+    assert!(
+        !found(&lb, f[0]),
+        "f0 (LRU of set A) must have been evicted"
+    );
 }
 
 /// RFC 1071 Internet checksum, written here rather than borrowed.

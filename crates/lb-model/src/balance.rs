@@ -147,7 +147,8 @@ impl Model {
         let nsets = self.cfg.conn_sets;
         let fp = (hash, flow_hash2(&tuple));
         if let Some((a, Route::ServerId)) = chosen {
-            if self.cfg.sid_warm_conn && p.proto == IpNumber::TCP
+            if self.cfg.sid_warm_conn
+                && p.proto == IpNumber::TCP
                 && self.conn.lookup(nsets, fp, &mut self.global) != Some(a)
             {
                 self.conn.insert(nsets, fp, a, &mut self.global);

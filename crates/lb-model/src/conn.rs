@@ -155,10 +155,14 @@ impl ConnTable {
             .set(ia)
             .free()
             .map(|w| (ia, w))
-            .or_else(|| has_b.then(|| self.set(ib).free().map(|w| (ib, w))).flatten())
             .or_else(|| {
-                // Relocation into a free way: only below 3/4 full.
-                if g.conn_entries >= u64::from(nsets) * 3 {
+                has_b
+                    .then(|| self.set(ib).free().map(|w| (ib, w)))
+                    .flatten()
+            })
+            .or_else(|| {
+                // Relocation into a free way: only below 7/8 full.
+                if g.conn_entries * 2 >= u64::from(nsets) * 7 {
                     return None;
                 }
                 self.relocate(nsets, ia, false, g)

@@ -117,7 +117,7 @@ static __always_inline __u32 flowpin_vip_slot(const struct flowpin_vip_key *k)
  * An insert (of a flow in neither set) takes, in order: a free way of A,
  * a free way of B; a resident of A or B whose other set has a free way
  * moves there (one level of cuckoo relocation, skipped once the CPU's
- * table is 3/4 full: free ways are then too rare to be worth 8 reads) and
+ * table is 7/8 full: free ways are then too rare to be worth 8 reads) and
  * the flow takes its way;
  * the oldest probation entry of A, else of B, is evicted; a resident of A
  * or B moves to its other set, evicting the oldest probation entry there;

@@ -213,8 +213,8 @@ static __always_inline void fp_conn_insert(struct flowpin_conn_set *cs, __u32 ha
 		s = b;
 		w = fp_conn_free(b);
 	}
-	/* Relocation into a free way: only while the table is below 3/4 full. */
-	if (w == FP_CONN_NONE && g->conn_entries < (__u64)conn_sets * 3) {
+	/* Relocation into a free way: only while the table is below 7/8 full. */
+	if (w == FP_CONN_NONE && g->conn_entries * 2 < (__u64)conn_sets * 7) {
 		s = cs;
 		w = fp_conn_relocate(cs, ia, base, 0, g);
 		if (w == FP_CONN_NONE && b) {

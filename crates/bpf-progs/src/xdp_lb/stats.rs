@@ -96,7 +96,7 @@ pub struct LbStats {
     /// Connection table: occupied ways (a gauge, not a counter: summed over
     /// CPUs, 0 after [`XdpLb::clear_connection_table`](super::XdpLb::clear_connection_table)).
     /// Relocation into a free way is tried only while a CPU's table is
-    /// below 3/4 full.
+    /// below 7/8 full.
     pub conn_entries: u64,
 }
 
