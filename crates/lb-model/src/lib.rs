@@ -22,7 +22,8 @@
 //! `balance` (VIP match, server_id, connection table, ring), `emit`
 //! (encapsulation, ICMP too-big and echo replies).
 //!
-//! The connection table is modelled exactly (same sets, ways and LRU order)
+//! The connection table is modelled exactly (same sets, ways, LRU order,
+//! second candidate set, relocation, probation bits and their counters)
 //! for ONE CPU: callers of `BPF_PROG_TEST_RUN` that compare against the
 //! model pin their thread to one CPU. Not modelled: a backend index reused
 //! by another address after removal (entries here hold the address).

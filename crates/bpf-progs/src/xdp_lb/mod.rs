@@ -77,7 +77,8 @@
 //!
 //! A flow is identified by a 64-bit fingerprint (two independent 32-bit
 //! murmur3 hashes of its 5-tuple, [`crate::flow_hash`]): a set of 4 flows
-//! then fits one cache line, so a new flow costs one cache miss, not three.
+//! then fits one cache line, so a new flow costs one cache miss (two when
+//! its first set is full), not three.
 //! Two flows are confused only if both hashes collide (about 2^-64 per
 //! pair of flows in one set).
 //!
@@ -569,36 +570,7 @@ impl XdpLb {
                 .map_err(KernelError::map("conn", "update_batch"))?;
             start += n;
         }
-        // The occupancy gauge (`conn_entries`) of every CPU back to 0. A
-        // counter the program bumps between this read and write is lost
-        // (a clear is not done under load).
-        let key = 0u32.to_ne_bytes();
-        let per_cpu = self
-            .maps
-            .lb_stats
-            .lookup_percpu(&key, MapFlags::ANY)
-            .map_err(KernelError::map("lb_stats", "lookup_percpu"))?
-            .unwrap_or_default();
-        let mut vals = Vec::with_capacity(per_cpu.len());
-        for v in &per_cpu {
-            let mut st: flowpin_lb_stats = read(v).ok_or_else(|| {
-                KernelError::out_of_sync(
-                    "map lb_stats",
-                    "lookup_percpu",
-                    v.len(),
-                    std::mem::size_of::<flowpin_lb_stats>(),
-                )
-            })?;
-            st.conn_entries = 0;
-            vals.push(bytes_of(&st).to_vec());
-        }
-        if !vals.is_empty() {
-            self.maps
-                .lb_stats
-                .update_percpu(&key, &vals, MapFlags::ANY)
-                .map_err(KernelError::map("lb_stats", "update_percpu"))?;
-        }
-        Ok(())
+        stats::reset_conn_entries(&self.maps.lb_stats)
     }
 
     /// Flows currently in the connection table, all CPUs together (reads

@@ -3,8 +3,43 @@
 
 use std::collections::HashMap;
 
-use super::Vip;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::{Result, Vip};
+use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{flowpin_backend_stats, flowpin_lb_stats, flowpin_vip_stats};
+use crate::skel::{bytes_of, read};
+
+/// Sets the occupancy gauge (`conn_entries`) of every CPU in `lb_stats`
+/// back to 0 (after the connection table was cleared). A counter the
+/// program bumps between this read and write is lost (a clear is not done
+/// under load).
+pub(super) fn reset_conn_entries(lb_stats: &MapHandle) -> Result<()> {
+    let key = 0u32.to_ne_bytes();
+    let per_cpu = lb_stats
+        .lookup_percpu(&key, MapFlags::ANY)
+        .map_err(KernelError::map("lb_stats", "lookup_percpu"))?
+        .unwrap_or_default();
+    let mut vals = Vec::with_capacity(per_cpu.len());
+    for v in &per_cpu {
+        let mut st: flowpin_lb_stats = read(v).ok_or_else(|| {
+            KernelError::out_of_sync(
+                "map lb_stats",
+                "lookup_percpu",
+                v.len(),
+                std::mem::size_of::<flowpin_lb_stats>(),
+            )
+        })?;
+        st.conn_entries = 0;
+        vals.push(bytes_of(&st).to_vec());
+    }
+    if !vals.is_empty() {
+        lb_stats
+            .update_percpu(&key, &vals, MapFlags::ANY)
+            .map_err(KernelError::map("lb_stats", "update_percpu"))?;
+    }
+    Ok(())
+}
 
 /// Per-VIP counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
