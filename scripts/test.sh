@@ -38,9 +38,10 @@ if [ "$(id -u)" -eq 0 ]; then
     # --live: every path on live frames too (veth pair, XDP_TX loop, short
     # rounds); fails if a path's rate is 0 or its loop did not run.
     cargo run --locked --quiet --example xdp_bench -- --quick --live
+    cargo run --locked --quiet --example conn_table_bench -- --quick  # no established flow missed at <= 50 % load
     cargo run --locked --quiet --example lab -- --quick  # builds and runs flowpin-node for its fleet section
     cargo run --locked --quiet --example release -- --quick
     cargo run --locked --quiet --example any_port -- --quick  # sk_lookup invariants
 else
-    echo "SKIPPED quick runs of xdp_bench, lab, release, any_port (need root)" >>"$FLOWPIN_SKIP_LOG"
+    echo "SKIPPED quick runs of xdp_bench, conn_table_bench, lab, release, any_port (need root)" >>"$FLOWPIN_SKIP_LOG"
 fi

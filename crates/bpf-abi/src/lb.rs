@@ -39,6 +39,9 @@ pub const VIP_SLOT_SHIFT: u32 = 20;
 pub const CONN_WAYS: u32 = 4;
 /// The initial LRU order of a connection-table set (`order` 0 means this).
 pub const CONN_ORDER_INIT: u32 = 0xE4;
+/// Candidate sets of a flow in the connection table: A from the flow hash,
+/// B from the second hash (`FLOWPIN_CONN_SETS_PER_FLOW`).
+pub const CONN_SETS_PER_FLOW: u32 = 2;
 /// Slots of the direct-mapped server_id table (`sid_table`).
 pub const SID_SLOTS: u32 = 65536;
 /// `32 - log2(SID_SLOTS)`.
@@ -53,7 +56,7 @@ pub const SLOT_ONE: u32 = 1;
 pub const SLOT_SHARED: u32 = 2;
 
 /// Layout version of pinned `xdp_lb` state (`FLOWPIN_LB_LAYOUT_VERSION`).
-pub const LB_LAYOUT_VERSION: u32 = 2;
+pub const LB_LAYOUT_VERSION: u32 = 3;
 /// Entries of the `sid_retired` LRU map (server_ids of removed backends).
 pub const SID_RETIRED_ENTRIES: u32 = 4096;
 /// Layout version of pinned `xdp_decap` state (`FLOWPIN_DECAP_LAYOUT_VERSION`).

@@ -94,7 +94,7 @@ plain_structs! {
         xdp_lb::flowpin_vip_meta { vip_id, flags },
         xdp_lb::flowpin_backend { addr, family, pad },
         xdp_lb::flowpin_vip_slot { key, meta, state },
-        xdp_lb::flowpin_conn_set { hash, hash2, backend, order, pad },
+        xdp_lb::flowpin_conn_set { hash, hash2, backend, order, probation, pad },
         xdp_lb::flowpin_sid_key { vip_id, server_id },
         xdp_lb::flowpin_sid_slot { vip_id, server_id, backend, state },
         xdp_lb::flowpin_backend_desc_key { vip_id, pos },
@@ -112,7 +112,8 @@ plain_structs! {
         xdp_lb::flowpin_backend_stats { packets, bytes },
         xdp_lb::flowpin_lb_stats {
             drop_malformed, drop_unknown_backend, drop_too_big, icmp_too_big_sent, encap_error,
-            icmp_echo_replies, pass_fragment_no_vip, pass_ext_hdr_limit,
+            icmp_echo_replies, pass_fragment_no_vip, pass_ext_hdr_limit, new_flows, confirmations,
+            probation_evictions, confirmed_evictions, relocations, conn_entries,
         },
         xdp_lb::flowpin_lb_cfg {
             local_mac, next_hop_mac, mtu, tcpopt_layout, tcpopt_kind, tcpopt_exid, quic_cid_len,

@@ -1,6 +1,7 @@
 //! Privileged: checks of `xdp_lb` whose expected values come from outside
 //! the program and its model: the kernel's ring map against
-//! `Maglev::diff`, the connection table's eviction order derived by hand,
+//! `Maglev::diff`, the connection table's placement and eviction order
+//! (two sets per flow, probation first) derived by hand,
 //! and output bytes (VLAN tag, outer IPv4 header, ICMP quote) compared with
 //! what the headers must say, read with etherparse and a hand-written
 //! Internet checksum.
@@ -11,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use etherparse::{Ipv4HeaderSlice, PacketBuilder};
-use flowpin_bpf_progs::flow_hash::{flow_hash, FiveTuple};
+use flowpin_bpf_progs::flow_hash::{flow_hash, flow_hash2, FiveTuple};
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpVerdict};
 use flowpin_maglev::Maglev;
 use flowpin_testing::require_bpf;
@@ -181,23 +182,36 @@ fn tuple(src: Ipv4Addr, sport: u16) -> FiveTuple {
 }
 
 #[test]
-fn privileged_connection_table_evicts_the_least_recently_used_way() {
-    if !require_bpf("privileged_connection_table_evicts_the_least_recently_used_way") {
+fn privileged_connection_table_uses_two_sets_and_evicts_probation_first() {
+    if !require_bpf("privileged_connection_table_uses_two_sets_and_evicts_probation_first") {
         return;
     }
     pin_cpu0(); // the table is per CPU
-    let mut lb = XdpLb::load(config()).unwrap();
+                // A small table (16 sets per CPU, or what the 4 KiB minimum gives):
+                // flows sharing both candidate sets are easy to find.
+    let ncpus = libbpf_rs::num_possible_cpus().unwrap() as u64;
+    let want = (4096 / (64 * ncpus)).next_power_of_two().max(16);
+    let mut lb = XdpLb::load(config().lru_memory_bytes(64 * want * ncpus)).unwrap();
     lb.add_vip(vip(), VipFlags::NONE).unwrap();
     lb.set_backends(&vip(), &backends(&[1, 2, 3])).unwrap();
-    // Five flows of one set (set = flow hash & (sets - 1)); a set has 4 ways.
     let sets = lb.conn_sets_per_cpu();
-    assert!(sets.is_power_of_two());
+    assert_eq!(u64::from(sets), want);
+    // Ten flows whose set A (flow hash) is `a` and set B (second hash) is
+    // `b != a`: together they have 8 ways, and every resident's other set
+    // is the other of the two, so nothing can move elsewhere.
     let src = |i: u32| Ipv4Addr::from(0x0a00_0000 | i);
-    let set0 = flow_hash(&tuple(src(0), 1000)) & (sets - 1);
-    let flows: Vec<Ipv4Addr> = (0..)
+    let sets_of = |a: Ipv4Addr| {
+        let t = tuple(a, 1000);
+        (flow_hash(&t) & (sets - 1), flow_hash2(&t) & (sets - 1))
+    };
+    let (a, b) = (0..)
+        .map(|i| sets_of(src(i)))
+        .find(|(a, b)| a != b)
+        .unwrap();
+    let f: Vec<Ipv4Addr> = (0..)
         .map(src)
-        .filter(|&a| flow_hash(&tuple(a, 1000)) & (sets - 1) == set0)
-        .take(5)
+        .filter(|&x| sets_of(x) == (a, b))
+        .take(10)
         .collect();
     let run = |lb: &XdpLb, a: Ipv4Addr, syn: bool| {
         let r = lb.test_run(&tcp_frame(a, 1000, syn, b"x")).unwrap();
@@ -207,31 +221,47 @@ fn privileged_connection_table_evicts_the_least_recently_used_way() {
         let s = lb.vip_stats(&vip()).unwrap();
         (s.lru_hit, s.lru_miss)
     };
-    // Fill the set with flows 0..4 (SYNs insert), then use flow 0: flow 1
-    // is now the least recently used. A fifth flow evicts it.
-    for &a in &flows[..4] {
-        run(&lb, a, true);
+    let found = |lb: &XdpLb, x: Ipv4Addr| {
+        let h = hits(lb);
+        run(lb, x, false);
+        let h2 = hits(lb);
+        assert_eq!(h2.0 + h2.1, h.0 + h.1 + 1);
+        h2.0 == h.0 + 1
+    };
+    // SYNs of f0..f7: f0..f3 fill set A, f4..f7 go to set B (all on
+    // probation). The client's ACK confirms f0..f5; f6, f7 stay on probation.
+    for &x in &f[..8] {
+        run(&lb, x, true);
     }
-    run(&lb, flows[0], false);
-    run(&lb, flows[4], true);
-    // Flows 0, 2, 3, 4 are found (hits do not evict) ...
-    for &a in [flows[0], flows[2], flows[3], flows[4]].iter() {
-        let h = hits(&lb);
-        run(&lb, a, false);
-        assert_eq!(
-            hits(&lb),
-            (h.0 + 1, h.1),
-            "flow {a} must still be in the table"
-        );
+    for &x in &f[..6] {
+        assert!(found(&lb, x), "{x} is in one of its sets");
     }
-    // ... flow 1 is gone.
-    let h = hits(&lb);
-    run(&lb, flows[1], false);
+    let g = lb.global_stats().unwrap();
+    assert_eq!((g.new_flows, g.confirmations), (8, 6), "{g:?}");
+    // f8: both sets full, nothing can move; the oldest probation entry
+    // (f6: B's order is f5 f4 f7 f6) is evicted, no confirmed one.
+    run(&lb, f[8], true);
+    let g = lb.global_stats().unwrap();
     assert_eq!(
-        hits(&lb),
-        (h.0, h.1 + 1),
-        "flow {} must have been evicted",
-        flows[1]
+        (g.probation_evictions, g.confirmed_evictions),
+        (1, 0),
+        "{g:?}"
+    );
+    for &x in f[..6].iter().chain([&f[7], &f[8]]) {
+        assert!(found(&lb, x), "{x} must still be in the table");
+    }
+    // f6 is gone; its ACK misses and re-inserts it. All 8 residents are now
+    // confirmed: the least recently used way of set A (f0) is evicted.
+    assert!(!found(&lb, f[6]), "f6 must have been evicted");
+    let g = lb.global_stats().unwrap();
+    assert_eq!(
+        (g.probation_evictions, g.confirmed_evictions),
+        (1, 1),
+        "{g:?}"
+    );
+    assert!(
+        !found(&lb, f[0]),
+        "f0 (LRU of set A) must have been evicted"
     );
 }
 

@@ -144,19 +144,19 @@ impl Model {
             None => {}
         }
         let use_lru = !(p.proto == IpNumber::UDP && flags & abi::VIP_SKIP_LRU_UDP != 0);
-        let set = hash & (self.cfg.conn_sets - 1);
+        let nsets = self.cfg.conn_sets;
         let fp = (hash, flow_hash2(&tuple));
         if let Some((a, Route::ServerId)) = chosen {
-            if self.cfg.sid_warm_conn && p.proto == IpNumber::TCP {
-                let conn = self.conn.entry(set).or_default();
-                if conn.lookup(fp) != Some(a) {
-                    conn.insert(fp, a);
-                }
+            if self.cfg.sid_warm_conn
+                && p.proto == IpNumber::TCP
+                && self.conn.lookup(nsets, fp, &mut self.global) != Some(a)
+            {
+                self.conn.insert(nsets, fp, a, &mut self.global);
             }
         }
         if chosen.is_none() {
             if use_lru && !(p.proto == IpNumber::TCP && p.syn) {
-                let found = self.conn.entry(set).or_default().lookup(fp);
+                let found = self.conn.lookup(nsets, fp, &mut self.global);
                 match found.filter(|a| self.alive.contains(a)) {
                     Some(a) => {
                         vs.lru_hit += 1;
@@ -175,7 +175,7 @@ impl Model {
                     Some(a) if self.alive.contains(&a) => {
                         vs.new_flows += 1;
                         if use_lru {
-                            self.conn.entry(set).or_default().insert(fp, a);
+                            self.conn.insert(nsets, fp, a, &mut self.global);
                         }
                         chosen = Some((a, Route::Ring));
                     }

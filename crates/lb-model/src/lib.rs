@@ -22,7 +22,8 @@
 //! `balance` (VIP match, server_id, connection table, ring), `emit`
 //! (encapsulation, ICMP too-big and echo replies).
 //!
-//! The connection table is modelled exactly (same sets, ways and LRU order)
+//! The connection table is modelled exactly (same sets, ways, LRU order,
+//! second candidate set, relocation, probation bits and their counters)
 //! for ONE CPU: callers of `BPF_PROG_TEST_RUN` that compare against the
 //! model pin their thread to one CPU. Not modelled: a backend index reused
 //! by another address after removal (entries here hold the address).
@@ -42,7 +43,7 @@ mod conn;
 mod emit;
 mod parse;
 
-use conn::ConnSet;
+use conn::ConnTable;
 
 /// The program's configuration as the model needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +173,7 @@ pub struct Model {
     port_agnostic: usize,
     echo: HashSet<IpAddr>,
     alive: HashSet<IpAddr>,
-    conn: HashMap<u32, ConnSet>,
+    conn: ConnTable,
     /// Global counters the program would have bumped.
     pub global: LbStats,
     /// Per-VIP-id counters the program would have bumped.
@@ -200,7 +201,7 @@ impl Model {
                 .collect(),
             echo: echo.into_iter().collect(),
             alive,
-            conn: HashMap::new(),
+            conn: ConnTable::default(),
             global: LbStats::default(),
             vip_stats: HashMap::new(),
         }
@@ -228,6 +229,7 @@ impl Model {
     /// Forgets the connection table.
     pub fn clear_connection_table(&mut self) {
         self.conn.clear();
+        self.global.conn_entries = 0;
     }
 
     /// Adds a backend of a VIP that is reachable but owns no ring slot

@@ -105,21 +105,35 @@ static __always_inline __u32 flowpin_vip_slot(const struct flowpin_vip_key *k)
 
 /* Connection table (`conn`): a per-CPU, 4-way set-associative LRU cache,
  * one ARRAY of conn_sets * ncpus sets of one cache line each; CPU c uses sets
- * [c * conn_sets, (c+1) * conn_sets). set = flow hash & (conn_sets - 1). A
- * flow is identified by a 64-bit fingerprint: its flow hash and a second,
- * independent hash (seed FLOWPIN_FLOW_HASH_SEED2) of the same 5-tuple.
+ * [c * conn_sets, (c+1) * conn_sets). A flow is identified by a 64-bit
+ * fingerprint: its flow hash and a second, independent hash (seed
+ * FLOWPIN_FLOW_HASH_SEED2) of the same 5-tuple. Each flow has two candidate
+ * sets (FLOWPIN_CONN_SETS_PER_FLOW): A = hash & (conn_sets - 1) and
+ * B = hash2 & (conn_sets - 1); a lookup tries A, then B.
  * `order` lists the ways from most to least recently used, 2 bits each
  * (bits 0-1 = MRU); 0 means the initial order 0xE4. A hit moves its way to
- * the front; an insert replaces the LRU way (or the flow's own way). */
+ * the front. `probation` has bit w set while way w holds a flow seen once:
+ * an insert puts the flow on probation, a later hit confirms it.
+ * An insert (of a flow in neither set) takes, in order: a free way of A,
+ * a free way of B; a resident of A or B whose other set has a free way
+ * moves there (one level of cuckoo relocation, skipped once the CPU's
+ * table is 7/8 full: free ways are then too rare to be worth 8 reads) and
+ * the flow takes its way;
+ * the oldest probation entry of A, else of B, is evicted; a resident of A
+ * or B moves to its other set, evicting the oldest probation entry there;
+ * last, the LRU way of A (a confirmed eviction). An insert of a flow already
+ * in A or B replaces its backend and keeps its probation state. */
 #define FLOWPIN_CONN_WAYS 4
 #define FLOWPIN_CONN_ORDER_INIT 0xE4
+#define FLOWPIN_CONN_SETS_PER_FLOW 2
 #define FLOWPIN_FLOW_HASH_SEED2 0x70696e21u /* "pin!" */
 struct flowpin_conn_set {
 	__u32 hash[FLOWPIN_CONN_WAYS];
 	__u32 hash2[FLOWPIN_CONN_WAYS];
 	__u32 backend[FLOWPIN_CONN_WAYS]; /* 0: empty way */
 	__u32 order;
-	__u32 pad[3];
+	__u32 probation; /* bit w: way w is on probation */
+	__u32 pad[2];
 };
 
 /* Direct-mapped server_id table (`sid_table`, an ARRAY), same scheme as
@@ -148,7 +162,7 @@ struct flowpin_sid_key {
 /* Pinned state (XdpLb::pin / open_pinned). FLOWPIN_LB_LAYOUT_VERSION is
  * bumped on any change to a pinned map's key, value or meaning; a pin
  * directory of another version is refused, never reused. */
-#define FLOWPIN_LB_LAYOUT_VERSION 2
+#define FLOWPIN_LB_LAYOUT_VERSION 3
 /* The same for a pinned xdp_decap (its `meta` array holds this number). */
 #define FLOWPIN_DECAP_LAYOUT_VERSION 1
 
@@ -261,6 +275,13 @@ struct flowpin_lb_stats {
 	__u64 icmp_echo_replies;
 	__u64 pass_fragment_no_vip; /* non-first fragment, no port-agnostic VIP */
 	__u64 pass_ext_hdr_limit;   /* IPv6 extension chain longer than the bound */
+	/* Connection table (counted on the CPU whose table it is). */
+	__u64 new_flows;           /* flows inserted (each starts on probation) */
+	__u64 confirmations;       /* probation entries hit again: confirmed */
+	__u64 probation_evictions; /* probation entries evicted by an insert */
+	__u64 confirmed_evictions; /* confirmed entries evicted by an insert */
+	__u64 relocations;         /* residents moved to their other set */
+	__u64 conn_entries;        /* a gauge: occupied ways of this CPU's table (0 after a clear) */
 };
 
 /* The flow hash: murmur3_32 over 32-bit words, each read little-endian from

@@ -15,7 +15,9 @@
  *   2. The connection table (skipped for SYNs, which always take the ring,
  *      and for UDP VIPs with FLOWPIN_VIP_SKIP_LRU_UDP): a per-CPU 4-way
  *      set-associative LRU cache in an ARRAY (see flowpin_lb.h), flows
- *      identified by a 64-bit fingerprint (two independent flow hashes).
+ *      identified by a 64-bit fingerprint (two independent flow hashes),
+ *      two candidate sets per flow, new flows on probation until a later
+ *      packet confirms them (xdp_lb_conn.h).
  *   3. The VIP's Maglev ring: ring[vip_id * ring_size + hash % ring_size].
  *
  * VIP and server_id lookups go through direct-mapped ARRAY tables (no hash
@@ -171,6 +173,17 @@ pick:
 			asm volatile("" : : "r"(pref));
 			hash2 = fp_flow_hash(&p->flow, p->family == FLOWPIN_FAMILY_V6,
 					     FLOWPIN_FLOW_HASH_SEED2);
+			/* A SYN inserts: start the load of set B too, so the
+			 * two cache misses overlap. */
+			if (proto == IPPROTO_TCP && (p->tcp_flags & FP_TCP_SYN)) {
+				struct flowpin_conn_set *pb;
+
+				pb = fp_conn_set_at(fp_conn_base(), hash2 & (conn_sets - 1));
+				if (pb) {
+					pref = pb->order;
+					asm volatile("" : : "r"(pref));
+				}
+			}
 		}
 		if (cs && !(proto == IPPROTO_TCP && (p->tcp_flags & FP_TCP_SYN))) {
 			idx = fp_conn_lookup(cs, hash, hash2);

@@ -59,20 +59,32 @@
 //! A per-CPU LRU cache, 4-way set-associative, in one `BPF_MAP_TYPE_ARRAY`
 //! (each CPU owns its own range of sets, like Katran's per-CPU LRU maps, so
 //! CPUs never share a lock or a cache line): a lookup is an inlined array
-//! access plus key compares, an insert replaces the least recently used way
-//! of the flow's set. A `BPF_MAP_TYPE_LRU_HASH` (per-CPU lists or not) was
+//! access plus key compares. Each flow has two candidate sets (A from the
+//! flow hash, B from the second hash; a lookup tries A, then B); an insert
+//! takes a free way of A or B, else moves a resident of A or B to its other
+//! set when that has room (one level of cuckoo relocation), else evicts —
+//! probation entries first. A flow's first packet inserts it on probation;
+//! a later packet (TCP: a non-SYN, UDP: a second one) confirms it, and a
+//! confirmed entry is evicted only when neither candidate set nor any of
+//! their residents' other sets holds a probation entry: a flood of one-packet
+//! flows churns the probation entries and leaves confirmed flows alone, and
+//! below half load no established flow is ever evicted (`conn_table_bench`).
+//! Counters: [`LbStats::new_flows`], [`LbStats::confirmations`],
+//! [`LbStats::probation_evictions`], [`LbStats::confirmed_evictions`],
+//! [`LbStats::relocations`]; flood detection: [`flood_signal`]. A `BPF_MAP_TYPE_LRU_HASH` (per-CPU lists or not) was
 //! measured first: its insert alone cost ~300 ns here, more than the whole
 //! new-flow budget.
 //!
 //! A flow is identified by a 64-bit fingerprint (two independent 32-bit
 //! murmur3 hashes of its 5-tuple, [`crate::flow_hash`]): a set of 4 flows
-//! then fits one cache line, so a new flow costs one cache miss, not three.
+//! then fits one cache line, so a new flow costs one cache miss (two when
+//! its first set is full), not three.
 //! Two flows are confused only if both hashes collide (about 2^-64 per
 //! pair of flows in one set).
 //!
 //! Size from [`XdpLbConfig::lru_memory_bytes`]: a set is
 //! [`CONN_SET_BYTES`] = 64 bytes (4 × (hash, hash2, backend index), the LRU
-//! order, padding) and holds 4 flows, so
+//! order, the probation bits, padding) and holds 4 flows, so
 //! `sets_per_cpu = 2^floor(log2(budget / (64 * ncpus)))` and the table
 //! holds `4 * sets_per_cpu` flows per CPU (16 bytes per flow per CPU; the
 //! array uses `64 * sets_per_cpu * ncpus <= budget` bytes). Each CPU only
@@ -119,7 +131,7 @@ pub use flowpin_lb_core::{
     RingUpdate, Vip, VipFlags, DEFAULT_RING_SIZE,
 };
 pub use maps::PIN_NAMES;
-pub use stats::{BackendStats, LbStats, Stats, VipStats};
+pub use stats::{flood_signal, new_flow_rate, BackendStats, LbStats, Stats, VipStats};
 
 #[cfg(test)]
 use config::host_mask;
@@ -563,7 +575,7 @@ impl XdpLb {
                 .map_err(KernelError::map("conn", "update_batch"))?;
             start += n;
         }
-        Ok(())
+        stats::reset_conn_entries(&self.maps.lb_stats)
     }
 
     /// Flows currently in the connection table, all CPUs together (reads

@@ -3,8 +3,43 @@
 
 use std::collections::HashMap;
 
-use super::Vip;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use super::{Result, Vip};
+use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{flowpin_backend_stats, flowpin_lb_stats, flowpin_vip_stats};
+use crate::skel::{bytes_of, read};
+
+/// Sets the occupancy gauge (`conn_entries`) of every CPU in `lb_stats`
+/// back to 0 (after the connection table was cleared). A counter the
+/// program bumps between this read and write is lost (a clear is not done
+/// under load).
+pub(super) fn reset_conn_entries(lb_stats: &MapHandle) -> Result<()> {
+    let key = 0u32.to_ne_bytes();
+    let per_cpu = lb_stats
+        .lookup_percpu(&key, MapFlags::ANY)
+        .map_err(KernelError::map("lb_stats", "lookup_percpu"))?
+        .unwrap_or_default();
+    let mut vals = Vec::with_capacity(per_cpu.len());
+    for v in &per_cpu {
+        let mut st: flowpin_lb_stats = read(v).ok_or_else(|| {
+            KernelError::out_of_sync(
+                "map lb_stats",
+                "lookup_percpu",
+                v.len(),
+                std::mem::size_of::<flowpin_lb_stats>(),
+            )
+        })?;
+        st.conn_entries = 0;
+        vals.push(bytes_of(&st).to_vec());
+    }
+    if !vals.is_empty() {
+        lb_stats
+            .update_percpu(&key, &vals, MapFlags::ANY)
+            .map_err(KernelError::map("lb_stats", "update_percpu"))?;
+    }
+    Ok(())
+}
 
 /// Per-VIP counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,6 +114,25 @@ pub struct LbStats {
     pub pass_fragment_no_vip: u64,
     /// Passed: IPv6 extension header chain longer than the walk bound.
     pub pass_ext_hdr_limit: u64,
+    /// Connection table: flows inserted (each starts on probation).
+    pub new_flows: u64,
+    /// Connection table: probation entries confirmed by a later packet
+    /// (TCP: a non-SYN packet; UDP: a second packet).
+    pub confirmations: u64,
+    /// Connection table: probation entries evicted by an insert.
+    pub probation_evictions: u64,
+    /// Connection table: confirmed entries evicted by an insert (only when
+    /// both candidate sets and their residents' other sets hold no
+    /// probation entry: 0 below half load, whatever the flood).
+    pub confirmed_evictions: u64,
+    /// Connection table: residents moved to their other candidate set to
+    /// make room (one level of cuckoo relocation).
+    pub relocations: u64,
+    /// Connection table: occupied ways (a gauge, not a counter: summed over
+    /// CPUs, 0 after [`XdpLb::clear_connection_table`](super::XdpLb::clear_connection_table)).
+    /// Relocation into a free way is tried only while a CPU's table is
+    /// below 7/8 full.
+    pub conn_entries: u64,
 }
 
 /// Everything [`XdpLb::stats`](super::XdpLb::stats) returns.
@@ -89,6 +143,36 @@ pub struct Stats {
     pub global: LbStats,
     /// Per-VIP counters.
     pub vips: HashMap<Vip, VipStats>,
+}
+
+impl Stats {
+    /// Flows inserted into the connection table so far, all CPUs (the
+    /// numerator of a new-flow rate: sample it twice, divide by the time
+    /// between, pass the result to [`flood_signal`]).
+    pub fn new_flows(&self) -> u64 {
+        self.global.new_flows
+    }
+}
+
+/// The flood signal: true when a new-flow rate (flows inserted into the
+/// connection table per second, e.g. the difference of two
+/// [`Stats::new_flows`] samples over the seconds between them) is above
+/// `threshold` (flows per second). A flood of spoofed SYNs or one-packet
+/// UDP flows shows as a high rate of new flows with few confirmations; the
+/// table keeps its confirmed flows through it (probation), so this is a
+/// signal for operators, not a switch the data path needs.
+pub fn flood_signal(rate: f64, threshold: f64) -> bool {
+    rate.is_finite() && rate > threshold
+}
+
+/// The new-flow rate between two [`Stats`] samples taken `seconds` apart
+/// (flows per second; 0 when `seconds` is not positive or the counter went
+/// backwards, e.g. after a reload).
+pub fn new_flow_rate(earlier: &Stats, later: &Stats, seconds: f64) -> f64 {
+    if seconds <= 0.0 || !seconds.is_finite() {
+        return 0.0;
+    }
+    later.new_flows().saturating_sub(earlier.new_flows()) as f64 / seconds
 }
 
 impl From<flowpin_vip_stats> for VipStats {
@@ -123,6 +207,12 @@ impl From<flowpin_lb_stats> for LbStats {
             icmp_echo_replies: s.icmp_echo_replies,
             pass_fragment_no_vip: s.pass_fragment_no_vip,
             pass_ext_hdr_limit: s.pass_ext_hdr_limit,
+            new_flows: s.new_flows,
+            confirmations: s.confirmations,
+            probation_evictions: s.probation_evictions,
+            confirmed_evictions: s.confirmed_evictions,
+            relocations: s.relocations,
+            conn_entries: s.conn_entries,
         }
     }
 }
