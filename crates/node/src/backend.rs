@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use flowpin_bpf_progs::sockops_server_id::{ServerIdOps, ServerIdOpsConfig};
 use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
 use flowpin_bpf_progs::xdp_lb::{XdpAttachMode, XdpTarget};
-use flowpin_registry::{BackendSpec, BackendState, Registry, RegistryConfig};
+use flowpin_registry::{BackendSpec, BackendState, Registry};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
@@ -85,7 +85,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
-    let rc = RegistryConfig::new(cfg.registry.endpoints.clone(), &cfg.registry.prefix);
+    let rc = cfg.registry.registry_config()?;
     let registry = Registry::connect(rc).await?;
     let claim = if b.server_id {
         let c = registry.allocate_server_id(&b.host).await?;

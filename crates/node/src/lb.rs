@@ -17,7 +17,7 @@ use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
 use flowpin_registry::lb::{changes, desired_of, latest_change_ms, ring_digest, vip_name};
-use flowpin_registry::{Registry, RegistryConfig, Snapshot, SnapshotWatch, VipEntry, WatchStats};
+use flowpin_registry::{Registry, Snapshot, SnapshotWatch, VipEntry, WatchStats};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -287,8 +287,8 @@ impl Node {
 async fn connect_watch(cfg: &LbConfig) -> (Registry, SnapshotWatch) {
     let mut delay = Duration::from_millis(100);
     loop {
-        let rc = RegistryConfig::new(cfg.registry.endpoints.clone(), &cfg.registry.prefix);
-        match Registry::connect(rc).await {
+        let rc = cfg.registry.registry_config().map_err(|e| e.to_string());
+        match async { Registry::connect(rc?).await.map_err(|e| e.to_string()) }.await {
             Ok(reg) => match reg.watch().await {
                 Ok(w) => {
                     info!(endpoints = ?cfg.registry.endpoints, prefix = %cfg.registry.prefix, "registry watch started");

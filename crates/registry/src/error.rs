@@ -18,6 +18,14 @@ pub enum Error {
     /// No endpoint was given.
     #[error("no etcd endpoint given: pass at least one, e.g. \"http://127.0.0.1:2379\"")]
     NoEndpoints,
+    /// An endpoint that does not fit the TLS settings.
+    #[error("etcd endpoint {endpoint:?}: {why}")]
+    BadEndpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// What is wrong and what to write instead.
+        why: &'static str,
+    },
     /// A host identity that cannot be a key segment.
     #[error("host identity {host:?} is not usable: give 1..=253 bytes of printable ASCII without '/' (e.g. the host name)")]
     BadHost {

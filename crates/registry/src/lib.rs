@@ -11,6 +11,7 @@ mod lease;
 pub mod local_etcd;
 mod model;
 mod registry;
+mod security;
 mod validate;
 mod watch;
 
@@ -25,4 +26,5 @@ pub use registry::{
     AllocateOptions, Registration, Registry, RegistryConfig, ServerIdClaim, DEFAULT_QUARANTINE,
     MAX_QUARANTINE, MAX_TTL, MIN_TTL,
 };
+pub use security::{EtcdCredentials, EtcdTls};
 pub use watch::{SnapshotWatch, WatchStats};

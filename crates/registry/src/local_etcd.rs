@@ -13,6 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::security::{EtcdCredentials, EtcdTls};
+
+mod tls;
+pub use tls::LocalTls;
 
 /// A running local etcd. Dropping it kills the process and removes its data.
 #[derive(Debug)]
@@ -24,6 +28,9 @@ pub struct LocalEtcd {
     netns: Option<String>,
     client_port: u16,
     peer_port: u16,
+    tls: Option<LocalTls>,
+    credentials: Option<EtcdCredentials>,
+    auth_enabled: bool,
 }
 
 /// Where a [`LocalEtcd`] listens. The default is loopback on two free ports
@@ -37,6 +44,13 @@ pub struct LocalEtcdOptions {
     /// etcd in, through `ip netns exec`. etcd then uses the standard ports
     /// 2379 (clients) and 2380 (peer): the namespace is the caller's own.
     pub netns: Option<String>,
+    /// Serve clients over TLS with certificates made for the run (a CA, a
+    /// server certificate for the host, a client certificate), and require
+    /// a client certificate signed by that CA (`--client-cert-auth`).
+    pub tls: bool,
+    /// Enable etcd authentication with this user (made `root`-role) and
+    /// password.
+    pub auth: Option<(String, String)>,
 }
 
 impl Default for LocalEtcdOptions {
@@ -44,6 +58,8 @@ impl Default for LocalEtcdOptions {
         LocalEtcdOptions {
             host: Ipv4Addr::LOCALHOST,
             netns: None,
+            tls: false,
+            auth: None,
         }
     }
 }
@@ -56,7 +72,22 @@ impl LocalEtcdOptions {
         LocalEtcdOptions {
             host,
             netns: Some(netns.into()),
+            tls: false,
+            auth: None,
         }
+    }
+
+    /// With TLS (see [`LocalEtcdOptions::tls`]).
+    pub fn with_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// With authentication enabled for `user` / `password` (see
+    /// [`LocalEtcdOptions::auth`]).
+    pub fn with_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth = Some((user.into(), password.into()));
+        self
     }
 }
 
@@ -121,14 +152,52 @@ impl LocalEtcd {
                 free_port()?
             },
             netns: opts.netns,
+            tls: None,
+            credentials: None,
+            auth_enabled: false,
         };
+        if opts.tls {
+            etcd.tls = Some(LocalTls::generate(etcd.dir.path(), etcd.host)?);
+        }
         etcd.restart().await?;
+        if let Some((user, password)) = opts.auth {
+            let creds = EtcdCredentials::new(user, password);
+            tls::enable_auth(&etcd.endpoint(), etcd.client_tls().as_ref(), &creds).await?;
+            etcd.credentials = Some(creds);
+            etcd.auth_enabled = true;
+        }
         Ok(etcd)
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{}", self.host, self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.client_port)
+    }
+
+    /// The certificates of the TLS mode (files in the run's directory).
+    pub fn tls(&self) -> Option<&LocalTls> {
+        self.tls.as_ref()
+    }
+
+    /// What a client needs for the TLS mode: the CA and the client
+    /// certificate and key.
+    pub fn client_tls(&self) -> Option<EtcdTls> {
+        self.tls.as_ref().map(LocalTls::client)
+    }
+
+    /// The user and password of the auth mode.
+    pub fn credentials(&self) -> Option<&EtcdCredentials> {
+        self.credentials.as_ref()
+    }
+
+    /// A registry configuration for this etcd under `prefix`, with its TLS
+    /// and credentials.
+    pub fn registry_config(&self, prefix: &str) -> crate::RegistryConfig {
+        let mut c = crate::RegistryConfig::new([self.endpoint()], prefix);
+        c.tls = self.client_tls();
+        c.credentials = self.credentials.clone();
+        c
     }
 
     /// The client port.
@@ -186,6 +255,12 @@ impl LocalEtcd {
             }
             None => Command::new(&self.binary),
         };
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cert-file={}", t.server_cert_file().display()))
+                .arg(format!("--key-file={}", t.server_key_file().display()))
+                .arg(format!("--trusted-ca-file={}", t.ca_file().display()))
+                .arg("--client-cert-auth");
+        }
         let child = cmd
             .arg("--name=flowpin-test")
             .arg(format!("--data-dir={}", self.data_dir().display()))
@@ -215,8 +290,11 @@ impl LocalEtcd {
                     });
                 }
             }
-            let opts =
-                etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500));
+            let opts = crate::security::apply(
+                etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500)),
+                self.client_tls().as_ref(),
+                self.credentials.as_ref().filter(|_| self.auth_enabled),
+            );
             let probe = async {
                 let mut c = etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await?;
                 c.status().await

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::keys::{valid_host, KeyLayout};
 use crate::lease::{timed, KeptLease};
 use crate::model::{Vip, VipSpec};
+use crate::security::{EtcdCredentials, EtcdTls};
 use crate::validate::check_vip;
 use crate::watch::SnapshotWatch;
 
@@ -42,6 +43,10 @@ pub struct RegistryConfig {
     pub request_timeout: Duration,
     /// Deadline of each connection attempt.
     pub connect_timeout: Duration,
+    /// TLS towards etcd (`https://` endpoints); `None`: plain `http://`.
+    pub tls: Option<EtcdTls>,
+    /// An etcd user and password (etcd with `auth enable`).
+    pub credentials: Option<EtcdCredentials>,
 }
 
 impl RegistryConfig {
@@ -56,7 +61,21 @@ impl RegistryConfig {
             prefix: prefix.to_string(),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            tls: None,
+            credentials: None,
         }
+    }
+
+    /// With TLS towards etcd (the endpoints must be `https://` URLs).
+    pub fn with_tls(mut self, tls: EtcdTls) -> RegistryConfig {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// With an etcd user and password.
+    pub fn with_credentials(mut self, credentials: EtcdCredentials) -> RegistryConfig {
+        self.credentials = Some(credentials);
+        self
     }
 }
 
@@ -100,10 +119,28 @@ impl Registry {
             return Err(Error::NoEndpoints);
         }
         let layout = KeyLayout::new(&config.prefix)?;
+        for e in &config.endpoints {
+            let https = e.starts_with("https://");
+            if https && config.tls.is_none() {
+                return Err(Error::BadEndpoint {
+                    endpoint: e.clone(),
+                    why:
+                        "https needs TLS settings (at least the CA that signed etcd's certificate)",
+                });
+            }
+            if !https && config.tls.is_some() {
+                return Err(Error::BadEndpoint {
+                    endpoint: e.clone(),
+                    why: "TLS is configured but the endpoint is not https://: write it as https://host:port",
+                });
+            }
+        }
         let options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
+        let options =
+            crate::security::apply(options, config.tls.as_ref(), config.credentials.as_ref());
         let client = timed(
             "connect",
             config.connect_timeout + config.request_timeout,
@@ -339,6 +376,74 @@ impl Registry {
     /// background, reconnecting and resyncing by itself.
     pub async fn watch(&self) -> Result<SnapshotWatch> {
         SnapshotWatch::start(self.client.clone(), self.layout.clone(), self.timeout).await
+    }
+
+    /// Reads and validates the whole routing state once, at one revision
+    /// (what a watch's first snapshot holds; for tools such as
+    /// `flowpin-node vips`).
+    pub async fn snapshot(&self) -> Result<crate::model::Snapshot> {
+        crate::watch::read_snapshot(self.client.clone(), self.layout.clone(), self.timeout).await
+    }
+
+    /// Sets the state of a backend registered by any host (an operator's
+    /// drain): rewrites its value with `state` and a new `updated_at_ms`,
+    /// keeping its lease (the registering host's), only if nobody wrote it
+    /// in between (compare-and-swap, retried). `Ok(None)` if there is no
+    /// such backend; else the revision of the write (or of the read when the
+    /// state was already `state`).
+    ///
+    /// The host's agent may write its own value again later (a re-register
+    /// writes the state it holds).
+    pub async fn set_backend_state(
+        &self,
+        vip: &Vip,
+        addr: std::net::IpAddr,
+        state: crate::model::BackendState,
+    ) -> Result<Option<i64>> {
+        use crate::model::{BackendJson, BackendSpec};
+        let key = self.layout.backend(vip, addr);
+        let mut c = self.client.clone();
+        for _ in 0..8 {
+            let got = timed("get", self.timeout, c.get(key.clone(), None)).await?;
+            let Some(kv) = got.kvs().first() else {
+                return Ok(None);
+            };
+            let old: BackendJson =
+                serde_json::from_slice(kv.value()).map_err(|source| Error::Corrupt {
+                    key: key.clone(),
+                    source,
+                })?;
+            let mut spec = BackendSpec::from(old);
+            if spec.state == state {
+                return Ok(Some(got.header().map_or(0, |h| h.revision())));
+            }
+            spec.state = state;
+            spec.updated_at_ms = Some(unix_ms_now());
+            let value =
+                serde_json::to_vec(&BackendJson::from(&spec)).map_err(|source| Error::Corrupt {
+                    key: key.clone(),
+                    source,
+                })?;
+            let txn = etcd_client::Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    value,
+                    Some(etcd_client::PutOptions::new().with_ignore_lease()),
+                )]);
+            let resp = timed("txn", self.timeout, c.txn(txn)).await?;
+            if resp.succeeded() {
+                return Ok(Some(resp.header().map_or(0, |h| h.revision())));
+            }
+        }
+        Err(Error::Timeout {
+            op: "backend state compare-and-swap (the key kept changing)",
+            timeout: self.timeout,
+        })
     }
 
     /// The hosts currently holding (or quarantining) each server_id.

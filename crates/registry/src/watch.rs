@@ -112,6 +112,27 @@ impl SnapshotWatch {
     }
 }
 
+/// Reads the routing state once and validates it (no background task):
+/// what [`crate::Registry::snapshot`] returns.
+pub(crate) async fn read_snapshot(
+    client: Client,
+    layout: KeyLayout,
+    timeout: Duration,
+) -> Result<Snapshot> {
+    let mut f = Follower {
+        client,
+        layout,
+        timeout,
+        raw: BTreeMap::new(),
+        revision: 0,
+        seen_rejections: HashSet::new(),
+        counts: RejectCounts::default(),
+        stats: Arc::new(Mutex::new(WatchStats::default())),
+    };
+    f.resync().await?;
+    Ok(f.snapshot())
+}
+
 impl Drop for SnapshotWatch {
     fn drop(&mut self) {
         self.task.abort();

@@ -315,6 +315,18 @@ impl XdpLb {
         Ok(lb)
     }
 
+    /// Opens a pinned `xdp_lb` to look at it (`flowpin-node status`,
+    /// `stats`): like [`open_pinned`](Self::open_pinned), under the
+    /// directory's lock for a consistent read, but it writes nothing (no
+    /// repair). Its state and counters are read through
+    /// [`state`](Self::state), [`backends`](Self::backends),
+    /// [`stats`](Self::stats); change nothing through it.
+    pub fn inspect_pinned(dir: impl AsRef<Path>) -> Result<XdpLb> {
+        let dir = dir.as_ref();
+        let _lock = PinLock::acquire(dir)?;
+        Self::open_locked(dir)
+    }
+
     fn open_locked(dir: &Path) -> Result<XdpLb> {
         let (raw, _) = crate::pinned_maps::read_meta::<KernelMaps>(dir)?;
         let meta: flowpin_lb_meta = read(&raw)
