@@ -133,12 +133,31 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
-    /// Address to listen on (`127.0.0.1:9100`; port 0 picks a free one,
-    /// written to `port_file` if set).
+    /// Address to listen on (default `127.0.0.1:9100`: loopback only, set
+    /// an address of the host to let a Prometheus elsewhere scrape; port 0
+    /// picks a free one, written to `port_file` if set).
+    #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// File to write the bound port to (for labs and tests).
     #[serde(default)]
     pub port_file: Option<PathBuf>,
+}
+
+/// The default status/metrics listener: loopback only.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9100);
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_METRICS_LISTEN
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: DEFAULT_METRICS_LISTEN,
+            port_file: None,
+        }
+    }
 }
 
 /// XDP attach mode as written in the file.
@@ -208,7 +227,8 @@ pub struct LbConfig {
     pub registry: RegistrySection,
     /// `[lb]`.
     pub lb: LbSection,
-    /// `[metrics]`.
+    /// `[metrics]` (default: `127.0.0.1:9100`).
+    #[serde(default)]
     pub metrics: MetricsSection,
 }
 
