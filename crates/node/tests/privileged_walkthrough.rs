@@ -137,7 +137,16 @@ port_file = \"{pf}\"
         std::fs::write(root.join("id"), format!("backend-{j}")).expect("id");
         let cg = Cgroup::new(&format!("wk{j}")).expect("cgroup");
         let server = Command::new("ip")
-            .args(["netns", "exec", be.name(), "python3", "-m", "http.server", "80", "--bind"])
+            .args([
+                "netns",
+                "exec",
+                be.name(),
+                "python3",
+                "-m",
+                "http.server",
+                "80",
+                "--bind",
+            ])
             .arg(cfg.vip.to_string())
             .current_dir(&root)
             .stdin(Stdio::null())
@@ -194,7 +203,16 @@ port = 80
     let mut seen = [0u32; 2];
     for _ in 0..40 {
         let o = Command::new("ip")
-            .args(["netns", "exec", net.client.name(), "curl", "-s", "-m", "3", &url])
+            .args([
+                "netns",
+                "exec",
+                net.client.name(),
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                &url,
+            ])
             .output()
             .expect("curl");
         let body = String::from_utf8_lossy(&o.stdout);
@@ -211,7 +229,10 @@ port = 80
     let st: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stats json");
     for j in 0..2 {
         let a = cfg.backend_addr(j).to_string();
-        assert!(st["backends"][a.as_str()]["packets"].as_u64().unwrap_or(0) > 0, "{st}");
+        assert!(
+            st["backends"][a.as_str()]["packets"].as_u64().unwrap_or(0) > 0,
+            "{st}"
+        );
     }
     drop(procs);
     drop(cgroups);
