@@ -267,6 +267,24 @@ port_file = "{pf}"
     ]);
     assert_eq!(again["vips"], s["vips"].clone(), "status changed the pins");
 
+    // A change in progress holds the directory's lock: status waits (5 s
+    // at most), then says so instead of hanging or reading half a change.
+    {
+        let f = std::fs::File::open(&pin_dir).expect("open pin dir");
+        let _held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("flock");
+        let t = Instant::now();
+        let o = node(&["status", "--pin-dir", pin_dir.to_str().expect("utf-8")]);
+        assert!(!o.status.success(), "status read under a held lock");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "status hung: {:?}",
+            t.elapsed()
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("flock"), "{err}");
+    }
     // A directory with no pins: a plain error.
     let o = node(&["status", "--pin-dir", "/sys/fs/bpf/flowpin-no-such-dir"]);
     assert!(!o.status.success());

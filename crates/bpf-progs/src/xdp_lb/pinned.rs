@@ -316,14 +316,39 @@ impl XdpLb {
     }
 
     /// Opens a pinned `xdp_lb` to look at it (`flowpin-node status`,
-    /// `stats`): like [`open_pinned`](Self::open_pinned), under the
-    /// directory's lock for a consistent read, but it writes nothing (no
-    /// repair). Its state and counters are read through
+    /// `stats`): like [`open_pinned`](Self::open_pinned), but it writes
+    /// nothing (no repair) and reads under a shared lock on the directory
+    /// (a change in progress, which holds it exclusively, is waited for up
+    /// to 5 s, then `EWOULDBLOCK`). Its state and counters are read through
     /// [`state`](Self::state), [`backends`](Self::backends),
     /// [`stats`](Self::stats); change nothing through it.
     pub fn inspect_pinned(dir: impl AsRef<Path>) -> Result<XdpLb> {
+        use nix::fcntl::{Flock, FlockArg};
         let dir = dir.as_ref();
-        let _lock = PinLock::acquire(dir)?;
+        let what = || format!("pin directory {}", dir.display());
+        let mut f =
+            std::fs::File::open(dir).map_err(|e| KernelError::io(what(), "open", &e, ""))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let _lock = loop {
+            match Flock::lock(f, FlockArg::LockSharedNonblock) {
+                Ok(l) => break l,
+                Err((back, nix::errno::Errno::EWOULDBLOCK))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    f = back;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err((_, e)) => {
+                    return Err(KernelError::errno(
+                        what(),
+                        "flock (shared)",
+                        e as i32,
+                        "another process holds the directory's lock: retry",
+                    )
+                    .into())
+                }
+            }
+        };
         Self::open_locked(dir)
     }
 
