@@ -559,5 +559,8 @@ fn vip_key(v: &VipConfig) -> Result<Vip> {
     Ok(Vip::new(v.addr, v.port, proto))
 }
 
+mod client;
+pub use client::{ClientConfig, ClientOnExit, ClientSection};
+
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,12 @@ enum Role {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Client role: sock_ops echoing the server_id, on the cgroup of the proxy or service that connects to the VIPs.
+    Client {
+        /// client.toml
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         match &cli.role {
             Role::Lb { config } => flowpin_node::lb::run(config).await,
             Role::Backend { config } => flowpin_node::backend::run(config).await,
+            Role::Client { config } => flowpin_node::client::run(config).await,
         }
     });
     match r {

@@ -79,24 +79,24 @@ enum Exit {
     Keep,
 }
 
-fn fatal(msg: impl Into<String>) -> NodeError {
+pub(crate) fn fatal(msg: impl Into<String>) -> NodeError {
     NodeError::Io(std::io::Error::other(msg.into()))
 }
 
 /// Takes `flock` on the pin directory without waiting: a second agent on
 /// the same `pin_dir` is refused.
-fn lock_pin_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+pub(crate) fn lock_pin_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     flowpin_bpf_progs::pin::create_pin_dir(dir)?;
     let f = std::fs::File::open(dir)?;
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
         fatal(format!(
-            "another flowpin-node backend holds {} (backend.pin_dir): stop it first, or give this one its own pin_dir",
+            "another flowpin-node process holds {} (its pin_dir): stop it first, or give this one its own pin_dir",
             dir.display()
         ))
     })
 }
 
-fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
+pub(crate) fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
     if let Some(p) = path {
         let tmp = p.with_extension("tmp");
         if std::fs::write(&tmp, addr.port().to_string())
