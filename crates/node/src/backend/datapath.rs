@@ -223,6 +223,9 @@ impl DataPath {
         drop(self);
         XdpDecap::unpin(decap_dir(&dir))?;
         ServerIdOps::unpin(ops_dir(&dir))?;
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            warn!(pin_dir = %dir.display(), error = %e, "pin directory not removed");
+        }
         Ok(())
     }
 }
