@@ -142,7 +142,11 @@ impl Client {
             c.inc_by(n);
             c
         };
-        reg.register("connects", "connect()s seen in the cgroup", c(s.client.connects));
+        reg.register(
+            "connects",
+            "connect()s seen in the cgroup",
+            c(s.client.connects),
+        );
         reg.register(
             "synack_server_id_parsed",
             "SYN-ACKs that carried a server_id (those connections echo it)",
@@ -169,8 +173,16 @@ impl Client {
             c(s.client.no_space),
         );
         reg.register("sockops_errors", "BPF helper failures", c(s.errors));
-        reg.register("config_reloads_applied", "SIGHUP reloads applied", c(self.reloads_ok));
-        reg.register("config_reloads_refused", "SIGHUP reloads refused", c(self.reloads_failed));
+        reg.register(
+            "config_reloads_applied",
+            "SIGHUP reloads applied",
+            c(self.reloads_ok),
+        );
+        reg.register(
+            "config_reloads_refused",
+            "SIGHUP reloads refused",
+            c(self.reloads_failed),
+        );
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
             error!(error = %e, "metrics encoding failed");

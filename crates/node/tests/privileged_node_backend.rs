@@ -9,7 +9,6 @@
 //! pinned programs kept working.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 mod node_rig;
 
 use std::process::Command;
@@ -38,18 +37,32 @@ fn privileged_backend_agent_restart_and_upgrade_lose_nothing() {
     rig.echo_server("privileged_backend_agent_restart_and_upgrade_lose_nothing");
     let p = Pinger::start(&rig.net.client);
     std::thread::sleep(Duration::from_millis(500));
-    let (d0, t0, r0) = (decap_ipip(&pins), rig.lb_packets(), tcp_retrans(&rig.net.client));
-    let ops_prog = SockopsLink::from_pinned(pins.join("sockops/link")).unwrap().program_id().unwrap();
+    let (d0, t0, r0) = (
+        decap_ipip(&pins),
+        rig.lb_packets(),
+        tcp_retrans(&rig.net.client),
+    );
+    let ops_prog = SockopsLink::from_pinned(pins.join("sockops/link"))
+        .unwrap()
+        .program_id()
+        .unwrap();
 
     // 1. The agent crashes (SIGKILL): the pinned programs keep working.
     a.signal(Signal::SIGKILL);
     a.wait(Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(!p.handle.is_finished(), "the connection broke while no agent ran");
+    assert!(
+        !p.handle.is_finished(),
+        "the connection broke while no agent ran"
+    );
     let mut b = Agent::start(&cfg, log.clone());
     let (_, st) = wait_registered(&mut b, &pf, Duration::from_secs(20));
     assert!(st.reopened, "the restarted agent reopened the pins");
-    assert_eq!(st.server_id, Some(sid), "the same server_id after a restart");
+    assert_eq!(
+        st.server_id,
+        Some(sid),
+        "the same server_id after a restart"
+    );
     // 2. Hand-over (SIGUSR2) and a new agent (an upgrade: it swaps its
     //    programs into the pinned links).
     b.signal(Signal::SIGUSR2);
@@ -64,15 +77,25 @@ fn privileged_backend_agent_restart_and_upgrade_lose_nothing() {
     r.expect("the connection through the agent restarts");
     assert!(rounds > 100, "only {rounds} round trips");
     std::thread::sleep(Duration::from_millis(200));
-    let (d1, t1, r1) = (decap_ipip(&pins), rig.lb_packets(), tcp_retrans(&rig.net.client));
+    let (d1, t1, r1) = (
+        decap_ipip(&pins),
+        rig.lb_packets(),
+        tcp_retrans(&rig.net.client),
+    );
     assert_eq!(
         d1 - d0,
         t1 - t0,
         "every packet the LB sent was decapsulated at the backend (0 lost)"
     );
     assert_eq!(r1 - r0, 0, "no TCP retransmission at the client");
-    let new_prog = SockopsLink::from_pinned(pins.join("sockops/link")).unwrap().program_id().unwrap();
-    assert_ne!(new_prog, ops_prog, "the upgrade swapped the sock_ops program in place");
+    let new_prog = SockopsLink::from_pinned(pins.join("sockops/link"))
+        .unwrap()
+        .program_id()
+        .unwrap();
+    assert_ne!(
+        new_prog, ops_prog,
+        "the upgrade swapped the sock_ops program in place"
+    );
     // New connections still get the server_id in their SYN-ACK.
     let ops = ServerIdOps::open_pinned(pins.join("sockops")).unwrap();
     let w0 = ops.stats().unwrap().server.written;
@@ -80,10 +103,19 @@ fn privileged_backend_agent_restart_and_upgrade_lose_nothing() {
     std::thread::sleep(Duration::from_millis(200));
     p2.finish().1.unwrap();
     assert_eq!(ops.stats().unwrap().server.written, w0 + 1);
-    assert_eq!(registered(&rig), vec![(rig.backend_addr(0), Some(sid), 100)]);
+    assert_eq!(
+        registered(&rig),
+        vec![(rig.backend_addr(0), Some(sid), 100)]
+    );
     let metrics = http_get(port, "/metrics").unwrap();
-    assert!(metrics.contains("flowpin_backend_registered 1"), "{metrics}");
-    assert!(metrics.contains("flowpin_backend_decap_packets_total{form=\"ipip\"}"), "{metrics}");
+    assert!(
+        metrics.contains("flowpin_backend_registered 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flowpin_backend_decap_packets_total{form=\"ipip\"}"),
+        "{metrics}"
+    );
     // SIGTERM: drain (no connection left), deregister, remove the pins.
     drop(ops);
     c.signal(Signal::SIGTERM);
@@ -91,7 +123,10 @@ fn privileged_backend_agent_restart_and_upgrade_lose_nothing() {
     assert!(!pins.join("decap").exists() && !pins.join("sockops").exists());
     assert!(registered(&rig).is_empty());
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("swapped in this build's program"), "{log_text}");
+    assert!(
+        log_text.contains("swapped in this build's program"),
+        "{log_text}"
+    );
 }
 
 #[test]
@@ -106,23 +141,42 @@ fn privileged_backend_reasserts_deleted_key_and_reloads_on_sighup() {
     // Delete the key behind the agent's back.
     let key = rig.reg.layout().backend(&vip_key(), rig.backend_addr(0));
     let mut etcd = rig.reg.etcd();
-    let n = rig.rt.block_on(etcd.delete(key.clone(), None)).unwrap().deleted();
+    let n = rig
+        .rt
+        .block_on(etcd.delete(key.clone(), None))
+        .unwrap()
+        .deleted();
     assert_eq!(n, 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     while registered(&rig).is_empty() {
-        assert!(Instant::now() < deadline, "the key was not re-asserted; log:\n{}", a.log());
+        assert!(
+            Instant::now() < deadline,
+            "the key was not re-asserted; log:\n{}",
+            a.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(a.log().contains("re-asserting"), "{}", a.log());
-    assert!(http_get(port, "/metrics").unwrap().contains("flowpin_backend_reasserted_keys_total 1"));
+    assert!(http_get(port, "/metrics")
+        .unwrap()
+        .contains("flowpin_backend_reasserted_keys_total 1"));
 
     // A broken config on SIGHUP is refused, the running one kept.
     let good = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, good.replace("[backend]", "[backend\n")).unwrap();
     a.signal(Signal::SIGHUP);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(a.running(), "SIGHUP with a broken file killed the agent:\n{}", a.log());
-    assert!(a.log().contains("SIGHUP: new config refused, keeping the running one"), "{}", a.log());
+    assert!(
+        a.running(),
+        "SIGHUP with a broken file killed the agent:\n{}",
+        a.log()
+    );
+    assert!(
+        a.log()
+            .contains("SIGHUP: new config refused, keeping the running one"),
+        "{}",
+        a.log()
+    );
     // A field fixed at start is refused too.
     std::fs::write(&cfg, good.replace("10.113.10.2", "10.113.10.3")).unwrap();
     a.signal(Signal::SIGHUP);
@@ -130,19 +184,35 @@ fn privileged_backend_reasserts_deleted_key_and_reloads_on_sighup() {
     assert!(a.log().contains("backend.address"), "{}", a.log());
     assert_eq!(registered(&rig)[0].2, 100);
     // A good one is applied and says what.
-    std::fs::write(&cfg, good.replace("lease_ttl_secs = 3", "lease_ttl_secs = 3\nweight = 50")).unwrap();
+    std::fs::write(
+        &cfg,
+        good.replace("lease_ttl_secs = 3", "lease_ttl_secs = 3\nweight = 50"),
+    )
+    .unwrap();
     a.signal(Signal::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(5);
     while registered(&rig).first().map(|r| r.2) != Some(50)
-        || !a.log().contains("SIGHUP: configuration reloaded and applied")
+        || !a
+            .log()
+            .contains("SIGHUP: configuration reloaded and applied")
     {
-        assert!(Instant::now() < deadline, "weight not applied; log:\n{}", a.log());
+        assert!(
+            Instant::now() < deadline,
+            "weight not applied; log:\n{}",
+            a.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(a.log().contains("backend.weight 100 -> 50"), "{}", a.log());
     let m = http_get(port, "/metrics").unwrap();
-    assert!(m.contains("flowpin_backend_config_reloads_total{result=\"refused\"} 2"), "{m}");
-    assert!(m.contains("flowpin_backend_config_reloads_total{result=\"applied\"} 1"), "{m}");
+    assert!(
+        m.contains("flowpin_backend_config_reloads_total{result=\"refused\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("flowpin_backend_config_reloads_total{result=\"applied\"} 1"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -158,12 +228,18 @@ fn privileged_backend_duplicate_host_is_refused() {
     let (port1, _) = wait_registered(&mut a, &pf1, Duration::from_secs(20));
     let mut b = Agent::start(&cfg2, rig.dir.path().join("b.log"));
     let code = b.wait(Duration::from_secs(20));
-    assert!(code.is_some_and(|c| c != 0), "the duplicate exited {code:?}");
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "the duplicate exited {code:?}"
+    );
     let log = b.log();
     assert!(log.contains("already served by another node"), "{log}");
     assert!(!log.contains("registered: LBs route to this host"), "{log}");
     assert!(!pf2.exists() || std::fs::read_to_string(&pf2).is_ok());
-    assert!(!pins2.join("decap").exists(), "the refused agent left its pins");
+    assert!(
+        !pins2.join("decap").exists(),
+        "the refused agent left its pins"
+    );
     // The first one is untouched.
     assert!(a.running());
     assert_eq!(registered(&rig).len(), 1);
@@ -181,7 +257,11 @@ fn privileged_backend_waits_for_etcd() {
     rig.etcd.kill();
     let mut a = Agent::start(&cfg, rig.dir.path().join("a.log"));
     std::thread::sleep(Duration::from_secs(3));
-    assert!(a.running(), "the agent gave up while etcd was down:\n{}", a.log());
+    assert!(
+        a.running(),
+        "the agent gave up while etcd was down:\n{}",
+        a.log()
+    );
     let log = a.log();
     assert!(log.contains("etcd is not reachable at"), "{log}");
     assert!(log.contains("retrying in"), "{log}");

@@ -155,8 +155,14 @@ fn privileged_client_role_routes_by_server_id_and_survives_its_restart() {
     let s1 = sid_routed(&rig);
     std::thread::sleep(Duration::from_millis(700));
     let s2 = sid_routed(&rig);
-    assert!(s2 > s1 + 10, "no node client: {s1} -> {s2} packets routed by server_id");
-    assert!(!p.handle.is_finished(), "the connection broke while no node client ran");
+    assert!(
+        s2 > s1 + 10,
+        "no node client: {s1} -> {s2} packets routed by server_id"
+    );
+    assert!(
+        !p.handle.is_finished(),
+        "the connection broke while no node client ran"
+    );
     // Restarted (an upgrade: this build's program swapped in).
     let _ = std::fs::remove_file(&cport);
     let mut c = ClientProc::start(&ccfg, &clog);
@@ -182,7 +188,11 @@ fn privileged_client_role_routes_by_server_id_and_survives_its_restart() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !c.log().contains("client.on_exit Keep -> Remove") {
-        assert!(Instant::now() < deadline, "SIGHUP not applied:\n{}", c.log());
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP not applied:\n{}",
+            c.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(c.stop(Signal::SIGTERM), Some(0), "{}", c.log());

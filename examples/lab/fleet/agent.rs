@@ -222,7 +222,8 @@ impl Fleet {
             let before = self.decapsulated(j)?;
             let mut sent = 0;
             for lb in &self.lbs {
-                sent += lb_backend_packets(lb.port, &addr).ok_or("an LB did not answer /metrics")?;
+                sent +=
+                    lb_backend_packets(lb.port, &addr).ok_or("an LB did not answer /metrics")?;
             }
             if self.decapsulated(j)? == before {
                 return Ok(LossCounters {

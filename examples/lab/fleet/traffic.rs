@@ -208,7 +208,7 @@ impl FleetScenario {
         let mut out = String::new();
         for (mode, r) in [("with", &self.runs[0]), ("without", &self.runs[1])] {
             out.push_str(&format!(
-                "  {:<44} {:<8} healthy {:>4}  reset {:>3}  stalled {:>3}  closed {:>3}  sid-routed pkts {:>7}  digests agree {}  {:.0} ms: {}{}\n",
+                "  {:<52} {:<8} healthy {:>4}  reset {:>3}  stalled {:>3}  closed {:>3}  sid-routed pkts {:>7}  digests agree {}  {:.0} ms: {}{}\n",
                 self.name,
                 mode,
                 r.healthy,
@@ -227,7 +227,7 @@ impl FleetScenario {
             ));
             if let Some(p) = &r.backend_packets {
                 out.push_str(&format!(
-                    "  {:<44} {:<8} backend 2: {} packets sent by the LBs, {} decapsulated, {} lost; client TCP retransmissions {}\n",
+                    "  {:<52} {:<8} backend 2: {} packets sent by the LBs, {} decapsulated, {} lost; client TCP retransmissions {}\n",
                     "", mode, p.sent_by_lbs, p.decapsulated, p.lost, p.client_retransmits
                 ));
             }
@@ -268,7 +268,7 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
         "\nFleet: the data path run by node processes on etcd (3 LBs, 5 backends), broken connections to healthy backends:\n\n",
     );
     out.push_str(&format!(
-        "{:<44} {:>11} {:>16} {:>19} {:>8}\n",
+        "{:<52} {:>11} {:>16} {:>19} {:>8}\n",
         "scenario", "connections", "with server_id", "without server_id", "digests"
     ));
     for s in rows {
@@ -280,7 +280,7 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
             }
         };
         out.push_str(&format!(
-            "{:<44} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%) {:>8}{}\n",
+            "{:<52} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%) {:>8}{}\n",
             s.name,
             s.connections,
             s.broken_with_server_id,
@@ -302,7 +302,7 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
     }
     for s in rows {
         out.push_str(&format!(
-            "  {:<44} {}: {:.0} ms with server_id, {:.0} ms without{}\n",
+            "  {:<52} {}: {:.0} ms with server_id, {:.0} ms without{}\n",
             s.name,
             s.event,
             s.event_ms_with_server_id,
@@ -518,7 +518,11 @@ fn run_once(
             let (sig, binary, how) = if kind == Kind::AgentRestarted {
                 (Signal::SIGKILL, f.node.clone(), "SIGKILLed")
             } else {
-                (Signal::SIGUSR2, f.upgraded_binary()?, "handed over (SIGUSR2) to a new build")
+                (
+                    Signal::SIGUSR2,
+                    f.upgraded_binary()?,
+                    "handed over (SIGUSR2) to a new build",
+                )
             };
             let before = f.loss_counters(AGENT)?;
             let t0 = Instant::now();
@@ -545,8 +549,9 @@ fn run_once(
                 ));
             }
             if sent == 0 {
-                run.problems
-                    .push("no packet reached backend 2 during the restart: nothing measured".into());
+                run.problems.push(
+                    "no packet reached backend 2 during the restart: nothing measured".into(),
+                );
             }
             run.backend_packets = Some(BackendPackets {
                 sent_by_lbs: sent,
@@ -560,9 +565,7 @@ fn run_once(
             let echoed0 = f.client.echoed();
             let sid0 = f.sid_routed();
             let t0 = Instant::now();
-            f.client
-                .proc_
-                .stop(Signal::SIGKILL, Duration::from_secs(5));
+            f.client.proc_.stop(Signal::SIGKILL, Duration::from_secs(5));
             pause(NO_AGENT)?;
             let (echoed1, sid1) = (f.client.echoed(), f.sid_routed());
             let node = f.node.clone();
@@ -579,9 +582,8 @@ fn run_once(
                     .push("the new node client did not reopen its pinned program".into());
             }
             if server_id && sid1 == sid0 {
-                run.problems.push(
-                    "no packet was routed by server_id while no node client ran".into(),
-                );
+                run.problems
+                    .push("no packet was routed by server_id while no node client ran".into());
             }
         }
     }
@@ -649,7 +651,10 @@ pub(crate) fn run_all(
                 .backend_packets
                 .zip(without.backend_packets)
                 .map(|(a, b)| a.client_retransmits + b.client_retransmits),
-            backend_packets: with.backend_packets.zip(without.backend_packets).map(|(a, b)| [a, b]),
+            backend_packets: with
+                .backend_packets
+                .zip(without.backend_packets)
+                .map(|(a, b)| [a, b]),
             runs: [with, without],
         });
     }

@@ -9,11 +9,11 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use flowpin_bpf_progs::libbpf_rs::{MapCore, MapFlags};
 use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::sockops_server_id::{Role, ServerIdOps, ServerIdOpsConfig, SockopsLink};
 use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
 use flowpin_bpf_progs::xdp_lb::{XdpAttachMode, XdpLink, XdpTarget};
-use flowpin_bpf_progs::libbpf_rs::{MapCore, MapFlags};
 use flowpin_tcp_opt::ServerId;
 use tracing::{info, warn};
 

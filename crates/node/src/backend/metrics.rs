@@ -79,7 +79,12 @@ impl Agent {
             reopened: self.dp.reopened,
             conflicts: self.conflicts.clone(),
             reasserted: self.reasserted,
-            vips: self.cfg.vip_keys().iter().map(ToString::to_string).collect(),
+            vips: self
+                .cfg
+                .vip_keys()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             decapsulated: d.decapsulated(),
             decap_dropped: d.dropped(),
         }

@@ -137,7 +137,10 @@ fn restart_only(a: &BackendConfig, b: &BackendConfig) -> Vec<&'static str> {
         ("backend.netns", x.netns != y.netns),
         ("backend.cgroup", x.cgroup != y.cgroup),
         ("backend.server_id", x.server_id != y.server_id),
-        ("backend.lease_ttl_secs", x.lease_ttl_secs != y.lease_ttl_secs),
+        (
+            "backend.lease_ttl_secs",
+            x.lease_ttl_secs != y.lease_ttl_secs,
+        ),
         ("backend.xdp_mode", x.xdp_mode != y.xdp_mode),
         ("backend.pin_dir", a.pin_dir() != b.pin_dir()),
     ] {
@@ -280,7 +283,9 @@ impl Agent {
             }
             match online.registration.add_backends(&mine).await {
                 Ok(_) => self.reasserted += gone.len() as u64,
-                Err(e) => warn!(error = %online::plain(&e), "re-asserting failed; trying again at the next snapshot"),
+                Err(e) => {
+                    warn!(error = %online::plain(&e), "re-asserting failed; trying again at the next snapshot")
+                }
             }
         }
     }

@@ -84,14 +84,16 @@ pub fn conflicts(
 pub fn missing(snap: &Snapshot, mine: &[(Vip, BackendSpec)]) -> Vec<(Vip, IpAddr)> {
     mine.iter()
         .filter(|(v, b)| {
-            snap.vips.get(v).is_some_and(|e| match e.backends.get(&b.addr) {
-                None => true,
-                Some(have) => {
-                    have.weight != b.weight
-                        || have.server_id != b.server_id
-                        || have.state != b.state
-                }
-            })
+            snap.vips
+                .get(v)
+                .is_some_and(|e| match e.backends.get(&b.addr) {
+                    None => true,
+                    Some(have) => {
+                        have.weight != b.weight
+                            || have.server_id != b.server_id
+                            || have.state != b.state
+                    }
+                })
         })
         .map(|(v, b)| (*v, b.addr))
         .collect()

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use flowpin_bpf_progs::process::CommandCgroupExt;
 use flowpin_bpf_progs::sockops_server_id::ServerIdOps;
 use flowpin_bpf_progs::xdp_decap::XdpDecap;
+use flowpin_bpf_progs::xdp_lb::{Backend, XdpLb, XdpLbConfig, XdpLink};
+use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_node::backend::BackendStatus;
 use flowpin_registry::local_etcd::LocalEtcd;
 use flowpin_registry::{Proto, Registry, RegistryConfig, Vip, VipFlags, VipSpec};
-use flowpin_bpf_progs::xdp_lb::{Backend, XdpLb, XdpLbConfig, XdpLink};
-use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_testing::{unique_name, Cgroup, NetNs, RoutedLb, RoutedLbConfig};
 use nix::sys::signal::Signal;
 
@@ -162,7 +162,13 @@ impl Rig {
     }
 
     /// Writes a backend config `name.toml`; returns (path, port file, pin dir).
-    pub(crate) fn config(&mut self, name: &str, host: &str, j: usize, extra: &str) -> (PathBuf, PathBuf, PathBuf) {
+    pub(crate) fn config(
+        &mut self,
+        name: &str,
+        host: &str,
+        j: usize,
+        extra: &str,
+    ) -> (PathBuf, PathBuf, PathBuf) {
         let address = format!("10.{}.{}.2", self.subnet(), 10 + j);
         let pin_dir = Path::new("/sys/fs/bpf").join(unique_name(&format!("nbe-{name}")));
         self.pins.push(pin_dir.clone());
@@ -224,7 +230,11 @@ impl Drop for Agent {
 impl Agent {
     pub(crate) fn start(config: &Path, log: PathBuf) -> Agent {
         let _ = std::fs::remove_file(config.with_extension("port"));
-        let f = std::fs::File::options().create(true).append(true).open(&log).unwrap();
+        let f = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
             .args(["backend", "--config"])
             .arg(config)
@@ -259,34 +269,60 @@ impl Agent {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                panic!("the agent did not exit within {limit:?}; its log:\n{}", self.log());
+                panic!(
+                    "the agent did not exit within {limit:?}; its log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub(crate) fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
 pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
 /// Waits until the agent's `/status` says `registered`.
-pub(crate) fn wait_registered(agent: &mut Agent, port_file: &Path, limit: Duration) -> (u16, BackendStatus) {
+pub(crate) fn wait_registered(
+    agent: &mut Agent,
+    port_file: &Path,
+    limit: Duration,
+) -> (u16, BackendStatus) {
     let deadline = Instant::now() + limit;
     loop {
-        assert!(agent.running(), "the agent exited; its log:\n{}", agent.log());
-        assert!(Instant::now() < deadline, "not registered within {limit:?}; log:\n{}", agent.log());
-        if let Some(port) = std::fs::read_to_string(port_file).ok().and_then(|p| p.trim().parse::<u16>().ok()) {
-            if let Some(s) = http_get(port, "/status").and_then(|b| serde_json::from_str::<BackendStatus>(&b).ok()) {
+        assert!(
+            agent.running(),
+            "the agent exited; its log:\n{}",
+            agent.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "not registered within {limit:?}; log:\n{}",
+            agent.log()
+        );
+        if let Some(port) = std::fs::read_to_string(port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        {
+            if let Some(s) = http_get(port, "/status")
+                .and_then(|b| serde_json::from_str::<BackendStatus>(&b).ok())
+            {
                 if s.registered {
                     return (port, s);
                 }
@@ -301,7 +337,11 @@ pub(crate) fn registered(rig: &Rig) -> Vec<(IpAddr, Option<u32>, u32)> {
     let w = rig.rt.block_on(rig.reg.watch()).unwrap();
     let snap = w.current();
     snap.backends(&vip_key())
-        .map(|b| b.values().map(|s| (s.addr, s.server_id.map(u32::from), s.weight)).collect())
+        .map(|b| {
+            b.values()
+                .map(|s| (s.addr, s.server_id.map(u32::from), s.weight))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -317,7 +357,11 @@ pub(crate) fn tcp_retrans(cl: &NetNs) -> u64 {
 }
 
 pub(crate) fn decap_ipip(pin_dir: &Path) -> u64 {
-    XdpDecap::open_pinned(pin_dir.join("decap")).unwrap().stats().unwrap().decap_ipip
+    XdpDecap::open_pinned(pin_dir.join("decap"))
+        .unwrap()
+        .stats()
+        .unwrap()
+        .decap_ipip
 }
 
 /// A ping-pong connection from the client namespace through the tunnel.
@@ -334,20 +378,28 @@ impl Pinger {
         let (s2, r2) = (stop.clone(), rounds.clone());
         let handle = cl
             .spawn(move || {
-                let mut c = TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(3))
-                    .map_err(|e| format!("connect: {e}"))?;
+                let mut c = TcpStream::connect_timeout(
+                    &SocketAddr::from((VIP, PORT)),
+                    Duration::from_secs(3),
+                )
+                .map_err(|e| format!("connect: {e}"))?;
                 c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 let mut buf = [0u8; 64];
                 while !s2.load(Ordering::Relaxed) {
                     c.write_all(&[7u8; 64]).map_err(|e| format!("write: {e}"))?;
-                    c.read_exact(&mut buf).map_err(|e| format!("read (a stall over 2 s): {e}"))?;
+                    c.read_exact(&mut buf)
+                        .map_err(|e| format!("read (a stall over 2 s): {e}"))?;
                     r2.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Ok(())
             })
             .unwrap();
-        Pinger { stop, rounds, handle }
+        Pinger {
+            stop,
+            rounds,
+            handle,
+        }
     }
 
     pub(crate) fn finish(self) -> (u64, Result<(), String>) {
@@ -356,4 +408,3 @@ impl Pinger {
         (self.rounds.load(Ordering::Relaxed), r)
     }
 }
-
