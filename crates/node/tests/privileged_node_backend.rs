@@ -28,7 +28,9 @@ fn privileged_backend_agent_restart_and_upgrade_lose_nothing() {
         return;
     }
     let mut rig = Rig::new("nbr", 112, 1);
-    let (cfg, pf, pins) = rig.config("a", "be1.test", 0, "");
+    let drained = rig.dir.path().join("drained");
+    let extra = format!("drain_command = [\"touch\", \"{}\"]\n", drained.display());
+    let (cfg, pf, pins) = rig.config("a", "be1.test", 0, &extra);
     let log = rig.dir.path().join("a.log");
     let mut a = Agent::start(&cfg, log.clone());
     let (_, st) = wait_registered(&mut a, &pf, Duration::from_secs(20));
@@ -120,7 +122,8 @@ fn privileged_backend_agent_restart_and_upgrade_lose_nothing() {
     drop(ops);
     c.signal(Signal::SIGTERM);
     assert_eq!(c.wait(Duration::from_secs(10)), Some(0), "{}", c.log());
-    assert!(!pins.join("decap").exists() && !pins.join("sockops").exists());
+    assert!(!pins.exists(), "SIGTERM (on_exit = drain) removes the pins");
+    assert!(drained.exists(), "the drain command ran");
     assert!(registered(&rig).is_empty());
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -229,3 +229,89 @@ pub(super) async fn register(cfg: &BackendConfig, c: Claimed) -> Result<Online, 
         registration,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use flowpin_registry::{
+        BackendState, KeyLayout, Proto, RejectKind, Rejection, VipEntry, VipFlags, VipSpec,
+    };
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    fn snap(backends: &[(&str, Option<u32>)]) -> (Snapshot, Vip) {
+        let vip = Vip::new(ip("10.100.0.1"), 80, Proto::Tcp);
+        let mut b = BTreeMap::new();
+        for (a, id) in backends {
+            b.insert(
+                ip(a),
+                BackendSpec::new(ip(a), 100, id.and_then(ServerId::new)),
+            );
+        }
+        let mut s = Snapshot::default();
+        s.vips.insert(
+            vip,
+            VipEntry {
+                spec: VipSpec::new(vip, VipFlags::SERVER_ID),
+                backends: b,
+            },
+        );
+        (s, vip)
+    }
+
+    #[test]
+    fn another_address_with_our_server_id_is_a_conflict() {
+        let layout = KeyLayout::new("/t").expect("layout");
+        let (s, vip) = snap(&[("10.1.0.2", Some(7)), ("10.1.0.3", Some(8))]);
+        let me = ip("10.1.0.9");
+        let ids = [ServerId::new(7).expect("id")];
+        let c = conflicts(&s, &layout, &ids, me, &[vip]);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].contains("10.1.0.2") && c[0].contains("same `backend.host`"));
+        // Our own entry with our id is no conflict.
+        assert!(conflicts(&s, &layout, &ids, ip("10.1.0.2"), &[vip]).is_empty());
+        assert!(conflicts(&s, &layout, &[], me, &[vip]).is_empty());
+    }
+
+    #[test]
+    fn a_rejection_of_our_key_or_of_a_copy_of_our_id_is_a_conflict() {
+        let layout = KeyLayout::new("/t").expect("layout");
+        let (mut s, vip) = snap(&[]);
+        let me = ip("10.1.0.2");
+        s.rejected.push(Rejection {
+            key: layout.backend(&vip, me),
+            mod_revision: 3,
+            kind: RejectKind::DuplicateServerId,
+            reason: "server_id 7 of backend 10.1.0.2 is already carried by backend 10.1.0.5".into(),
+        });
+        let c = conflicts(&s, &layout, &[], me, &[vip]);
+        assert!(c.len() == 1 && c[0].contains("the LBs reject"), "{c:?}");
+        // Seen from 10.1.0.5, the first: another node copies its id.
+        let c = conflicts(&s, &layout, &[], ip("10.1.0.5"), &[vip]);
+        assert!(
+            c.len() == 1 && c[0].contains("another node registered"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn missing_finds_deleted_and_changed_entries_of_declared_vips_only() {
+        let (s, vip) = snap(&[("10.1.0.2", Some(7))]);
+        let id = ServerId::new(7);
+        let mine = vec![(vip, BackendSpec::new(ip("10.1.0.2"), 100, id))];
+        assert!(missing(&s, &mine).is_empty());
+        let mut draining = mine.clone();
+        draining[0].1.state = BackendState::Draining;
+        assert_eq!(missing(&s, &draining), vec![(vip, ip("10.1.0.2"))]);
+        let other = vec![(vip, BackendSpec::new(ip("10.1.0.3"), 100, None))];
+        assert_eq!(missing(&s, &other), vec![(vip, ip("10.1.0.3"))]);
+        let undeclared = Vip::new(ip("10.100.0.9"), 80, Proto::Tcp);
+        let gone = vec![(undeclared, BackendSpec::new(ip("10.1.0.2"), 100, id))];
+        assert!(missing(&s, &gone).is_empty());
+    }
+}
