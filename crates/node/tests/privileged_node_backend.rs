@@ -293,3 +293,33 @@ fn backend_config_with_a_duplicate_vip_is_refused_clearly() {
     assert!(err.contains("tcp:10.100.0.1:80 is listed twice"), "{err}");
     assert!(!err.contains("etcd"), "{err}");
 }
+
+#[test]
+fn backend_with_its_metrics_port_in_use_exits_before_touching_the_data_path() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("be.toml");
+    let pins = std::path::Path::new("/sys/fs/bpf").join(flowpin_testing::unique_name("nbe-busy"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[registry]\nendpoints = [\"http://127.0.0.1:1\"]\nprefix = \"/x\"\n\n[backend]\nhost = \"h\"\naddress = \"10.9.0.2\"\ninterface = \"eth0\"\ncgroup = \"/sys/fs/cgroup/x\"\npin_dir = \"{}\"\nvips = [{{ addr = \"10.100.0.1\", port = 80 }}]\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            pins.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
+        .args(["backend", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("metrics.listen 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("another process uses it"), "{err}");
+    assert!(!pins.exists(), "pins made before the listener was checked");
+}

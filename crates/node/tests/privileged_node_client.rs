@@ -179,6 +179,27 @@ fn privileged_client_role_routes_by_server_id_and_survives_its_restart() {
     assert_eq!(ops.stats().unwrap().errors, 0);
     drop(ops);
 
+    // A broken file on SIGHUP is refused, the running one kept.
+    let pid = nix::unistd::Pid::from_raw(c.child.as_ref().unwrap().id() as i32);
+    std::fs::write(&ccfg, "[client\n").unwrap();
+    nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c
+        .log()
+        .contains("SIGHUP: new config refused, keeping the running one")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "broken SIGHUP not refused:\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        c.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "node client died on a broken SIGHUP"
+    );
+
     // on_exit = "remove" by SIGHUP, then SIGTERM: the pins go.
     write_cfg("remove");
     nix::sys::signal::kill(
