@@ -443,7 +443,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tokio::select! {
             snap = online.watch.next() => match snap {
                 Some(s) => agent.on_snapshot(&online, &s).await,
-                None => warn!("registry watch ended"),
+                None => {
+                    // The watch reconnects by itself; it ends only if its
+                    // task did. Start a new one (no busy loop meanwhile).
+                    warn!("registry watch ended; starting a new one in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match online.registry.watch().await {
+                        Ok(w) => online.watch = w,
+                        Err(e) => warn!(error = %online::plain(&e), "registry watch not restarted; trying again"),
+                    }
+                }
             },
             Some((q, tx)) = requests.recv() => answer(&agent, q, tx),
             _ = sig.hup.recv() => agent.reload(config_path, &online).await,
