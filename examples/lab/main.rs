@@ -24,8 +24,9 @@
 //!
 //! Then the fleet section (`fleet/`): the same data path run by
 //! `flowpin-node lb` / `flowpin-node backend` processes on a real etcd, 3
-//! LBs, its own five scenarios (`--fleet-only` runs only it, `--no-fleet`
-//! skips it). The lab builds `flowpin-node` through cargo first, in its own
+//! LBs, its own eight scenarios (`--fleet-only` runs only it, `--no-fleet`
+//! skips it; `FLOWPIN_LAB_FLEET_SCENARIOS="agent,client role"` runs only
+//! the fleet scenarios whose name contains one of these). The lab builds `flowpin-node` through cargo first, in its own
 //! profile (`fleet/node_bin.rs`).
 //!
 //! Coverage: every scenario by default; `--first-look` (what
@@ -110,8 +111,9 @@ struct Args {
     #[arg(long, overrides_with = "first_look")]
     all: bool,
     /// Only the fleet section (etcd, 3 `flowpin-node lb` and 5
-    /// `flowpin-node backend` processes): convergence, idle CPU, its four
-    /// traffic scenarios. The lab builds `flowpin-node` through cargo
+    /// `flowpin-node backend` processes): convergence, idle CPU, its
+    /// traffic scenarios (`FLOWPIN_LAB_FLEET_SCENARIOS="agent,client role"`:
+    /// only those whose name contains one of these). The lab builds `flowpin-node` through cargo
     /// (`FLOWPIN_NODE=<path>` runs that binary instead).
     #[arg(long)]
     fleet_only: bool,

@@ -223,6 +223,32 @@ pub struct BackendSection {
     /// XDP attach mode.
     #[serde(default)]
     pub xdp_mode: XdpModeConfig,
+    /// Pin directory on bpffs of the agent's data path (`decap/`,
+    /// `sockops/`); default `/sys/fs/bpf/flowpin/backend-<host>`. A
+    /// restarted or upgraded agent reopens what is pinned there.
+    #[serde(default)]
+    pub pin_dir: Option<PathBuf>,
+    /// What SIGTERM / SIGINT do (SIGUSR2 always hands over: `keep`).
+    #[serde(default)]
+    pub on_exit: BackendOnExit,
+    /// Run when draining starts (e.g. `["curl", "-X", "POST",
+    /// "http://127.0.0.1:8080/drain"]`): asks the service to close its
+    /// keep-alive connections. Not waited for.
+    #[serde(default)]
+    pub drain_command: Option<Vec<String>>,
+}
+
+/// What the backend agent does on SIGTERM / SIGINT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendOnExit {
+    /// Leave: drain, deregister, remove the pins (the programs detach).
+    #[default]
+    Drain,
+    /// Hand over to the next agent (a restart, an upgrade): pins and
+    /// registration stay; the backends leave the LBs after `lease_ttl_secs`
+    /// if no agent takes over.
+    Keep,
 }
 
 fn default_weight() -> u32 {
@@ -448,10 +474,42 @@ impl BackendConfig {
                 "empty: list the VIPs this host serves, [[backend.vips]] addr = \"10.100.0.1\" port = 8080",
             ));
         }
+        let mut seen = std::collections::BTreeSet::new();
         for v in &b.vips {
-            vip_key(v)?;
+            let key = vip_key(v)?;
+            if !seen.insert(key) {
+                return Err(invalid(
+                    "backend.vips",
+                    format!("{key} is listed twice: list each VIP once"),
+                ));
+            }
+        }
+        if let Some(d) = &b.pin_dir {
+            if !d.starts_with("/sys/fs/bpf") {
+                return Err(invalid(
+                    "backend.pin_dir",
+                    format!(
+                        "{} is not under /sys/fs/bpf: pins live on bpffs, e.g. /sys/fs/bpf/flowpin/backend",
+                        d.display()
+                    ),
+                ));
+            }
+        }
+        if b.drain_command.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(invalid(
+                "backend.drain_command",
+                "empty: write the program and its arguments, e.g. [\"curl\", \"-X\", \"POST\", \"http://127.0.0.1:8080/drain\"], or leave it out",
+            ));
         }
         Ok(())
+    }
+
+    /// The pin directory (`backend.pin_dir`, default
+    /// `/sys/fs/bpf/flowpin/backend-<host>`).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.backend.pin_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("/sys/fs/bpf/flowpin/backend-{}", self.backend.host))
+        })
     }
 
     /// The VIPs as registry keys (validated at load).
@@ -484,6 +542,9 @@ fn vip_key(v: &VipConfig) -> Result<Vip> {
     }
     Ok(Vip::new(v.addr, v.port, proto))
 }
+
+mod client;
+pub use client::{ClientConfig, ClientOnExit, ClientSection};
 
 #[cfg(test)]
 mod tests;

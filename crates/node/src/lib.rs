@@ -9,12 +9,17 @@
 //!   `xdp_decap` + the sock_ops server role with an allocated server_id,
 //!   registered under a lease, drained on SIGTERM.
 //!
+//! - `flowpin-node client --config client.toml` ([`client::run`]): the
+//!   sock_ops client role (pinned) on the cgroup of the proxy or service
+//!   that connects to the VIPs, so its connections echo the server_id.
+//!
 //! A client of the node (a harness, a dashboard) depends on this crate for
 //! [`status`]: the types `GET /status` serializes.
 
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod client;
 pub mod config;
 mod http;
 pub mod lb;

@@ -35,7 +35,7 @@ fn every_example_config_is_valid() {
         .iter()
         .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
         .collect();
-    for want in ["lb.toml", "backend.toml"] {
+    for want in ["lb.toml", "backend.toml", "client.toml"] {
         assert!(
             names.iter().any(|n| n == want),
             "examples/{want} missing: {names:?}"
@@ -89,7 +89,7 @@ fn the_systemd_units_run_existing_commands_on_the_example_configs() {
             "no unit for the {role} role: {units:?}"
         );
     }
-    for role in ["lb", "backend"] {
+    for role in ["lb", "backend", "client"] {
         let text = std::fs::read_to_string(
             crate_dir().join(format!("deploy/systemd/flowpin-{role}.service")),
         )

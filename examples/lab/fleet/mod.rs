@@ -10,7 +10,9 @@
 //! 5 backend hosts, each in its own namespace and cgroup with the lab's TCP
 //! server of long-lived streams and a `flowpin-node backend` process (xdp_decap,
 //! sock_ops server role with its allocated server_id, lease, drain on
-//! SIGTERM), and the clients with the sock_ops client role.
+//! SIGTERM; its `xdp_decap` and sock_ops pinned, so a restarted or upgraded
+//! agent reopens them), and the clients with the sock_ops client role run
+//! by a `flowpin-node client` process (pinned too).
 //!
 //! It measures:
 //! - `convergence_ms`: an etcd change (drain / undrain / add / remove of one
@@ -22,6 +24,7 @@
 //!   (the VIP's `server_id` flag in the registry), counting broken
 //!   connections to healthy backends and whether all digests agree at the end.
 
+mod agent;
 mod node_bin;
 mod traffic;
 
@@ -32,7 +35,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::sockops_server_id::SockopsLink;
 use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_node::status::{LbStatus, RingDigest};
 use flowpin_registry::local_etcd::{LocalEtcd, LocalEtcdOptions};
@@ -344,6 +346,10 @@ pub(crate) struct BackendHost {
     pub(crate) node: Option<NodeProc>,
     config: PathBuf,
     log: PathBuf,
+    /// The agent's pins (`decap/`, `sockops/`).
+    pin_dir: PathBuf,
+    /// The agent's metrics port file.
+    port_file: PathBuf,
 }
 
 /// Everything the fleet runs. Field order is drop order: processes first,
@@ -355,8 +361,9 @@ pub(crate) struct Fleet {
     pub(crate) reg: Registry,
     pub(crate) etcd: LocalEtcd,
     pub(crate) rt: tokio::runtime::Runtime,
+    /// `flowpin-node client` on the clients' cgroup.
+    pub(crate) client: agent::ClientNode,
     membership: Option<CgroupMembership>,
-    client_link: Option<SockopsLink>,
     cgroups: Cgroups,
     pub(crate) topo: Topology,
     node: PathBuf,
@@ -369,9 +376,13 @@ impl Drop for Fleet {
         for b in &mut self.backends {
             b.node = None;
             b.server = None;
+            agent::unpin_all(&b.pin_dir);
         }
         self.etcd.kill();
-        self.client_link = None;
+        if let Some(mut c) = self.client.proc_.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         self.membership = None;
     }
 }
@@ -451,10 +462,14 @@ impl Fleet {
         let mut backends = Vec::new();
         for (j, cg) in cgroups.backends.iter().enumerate() {
             let config = tmp.path().join(format!("be{}.toml", j + 1));
+            let pin_dir = agent::pin_dir(&format!("be{}", j + 1));
+            let port_file = tmp.path().join(format!("be{}.port", j + 1));
             std::fs::write(
                 &config,
                 format!(
-                    "[registry]\nendpoints = [\"{ep}\"]\nprefix = \"{prefix}\"\n\n[backend]\nhost = \"be{h}.fleet-lab\"\naddress = \"{a}\"\ninterface = \"{ifc}\"\nnetns = \"{ns}\"\ncgroup = \"{cg}\"\nlease_ttl_secs = {LEASE_TTL_SECS}\ndrain_timeout_secs = 10\nvips = [{{ addr = \"{vip}\", port = {port} }}]\n",
+                    "[registry]\nendpoints = [\"{ep}\"]\nprefix = \"{prefix}\"\n\n[backend]\nhost = \"be{h}.fleet-lab\"\naddress = \"{a}\"\ninterface = \"{ifc}\"\nnetns = \"{ns}\"\ncgroup = \"{cg}\"\nlease_ttl_secs = {LEASE_TTL_SECS}\ndrain_timeout_secs = 10\npin_dir = \"{pins}\"\nvips = [{{ addr = \"{vip}\", port = {port} }}]\n\n[metrics]\nlisten = \"127.0.0.1:0\"\nport_file = \"{pf}\"\n",
+                    pins = pin_dir.display(),
+                    pf = port_file.display(),
                     ep = etcd.endpoint(),
                     h = j + 1,
                     a = topo::backend_addr(j),
@@ -470,24 +485,27 @@ impl Fleet {
                 node: None,
                 config,
                 log: tmp.path().join(format!("be{}.log", j + 1)),
+                pin_dir,
+                port_file,
             });
         }
+        progress("flowpin-node client: the sock_ops client role (pinned) on the clients' cgroup");
+        let mut client = agent::ClientNode::new(tmp.path(), cgroups.client.path())?;
+        client.start(&node, created)?;
         let mut fleet = Fleet {
             lbs,
             backends,
             reg,
             etcd,
             rt,
+            client,
             membership: None,
-            client_link: None,
             cgroups,
             topo,
             node,
             _tmp: tmp,
         };
-        let cg = &fleet.cgroups;
-        fleet.membership = Some(CgroupMembership::join(&cg.client)?);
-        fleet.client_link = Some(cg.client_ops.attach(cg.client.path())?);
+        fleet.membership = Some(CgroupMembership::join(&fleet.cgroups.client)?);
         Ok(fleet)
     }
 

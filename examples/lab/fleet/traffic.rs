@@ -37,6 +37,10 @@ const SPARE: usize = 4;
 const CRASHED: usize = 3;
 /// The backend that drains.
 const DRAINED: usize = 2;
+/// The backend whose agent restarts / is upgraded.
+const AGENT: usize = 1;
+/// How long no agent (or no `node client`) runs in a restart.
+const NO_AGENT: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -45,15 +49,21 @@ enum Kind {
     RollingLbRestart,
     Drain,
     LbReplaced,
+    AgentRestarted,
+    AgentUpgraded,
+    ClientRoleRestarted,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 8] = [
         Kind::Crash,
         Kind::RegistryDown,
         Kind::RollingLbRestart,
         Kind::Drain,
         Kind::LbReplaced,
+        Kind::AgentRestarted,
+        Kind::AgentUpgraded,
+        Kind::ClientRoleRestarted,
     ];
 
     fn name(self, quick: bool) -> &'static str {
@@ -64,6 +74,9 @@ impl Kind {
             Kind::RollingLbRestart => "rolling restart of all 3 LB nodes",
             Kind::Drain => "backend drained on SIGTERM",
             Kind::LbReplaced => "LB replaced (state lost) + backend added",
+            Kind::AgentRestarted => "backend agent restarted (decap and sock_ops pinned)",
+            Kind::AgentUpgraded => "backend agent upgraded",
+            Kind::ClientRoleRestarted => "client role restarted",
         }
     }
 
@@ -75,7 +88,13 @@ impl Kind {
     fn expects_breaks_without_server_id(self) -> bool {
         match self {
             Kind::LbReplaced => true,
-            Kind::Crash | Kind::RegistryDown | Kind::RollingLbRestart | Kind::Drain => false,
+            Kind::Crash
+            | Kind::RegistryDown
+            | Kind::RollingLbRestart
+            | Kind::Drain
+            | Kind::AgentRestarted
+            | Kind::AgentUpgraded
+            | Kind::ClientRoleRestarted => false,
         }
     }
 
@@ -104,6 +123,18 @@ impl Kind {
                 "LB1's node stopped until its replacement and every LB have the added backend",
                 None,
             ),
+            Kind::AgentRestarted => (
+                "backend 2's agent SIGKILLed, 1 s without it, until the new one registered",
+                None,
+            ),
+            Kind::AgentUpgraded => (
+                "backend 2's agent handed over (SIGUSR2), 1 s without it, until the new build registered",
+                None,
+            ),
+            Kind::ClientRoleRestarted => (
+                "node client SIGKILLed, 1 s without it, until the new one answers",
+                None,
+            ),
         }
     }
 }
@@ -119,8 +150,23 @@ pub(crate) struct Run {
     pub(crate) sid_routed: u64,
     pub(crate) digests_agree: bool,
     pub(crate) event_ms: f64,
+    /// Agent scenarios: packets the LBs sent to the restarted agent's
+    /// backend from just before the agent stopped until after the new one
+    /// registered, those its pinned `xdp_decap` decapsulated, the
+    /// difference (lost at the backend) and the clients' TCP
+    /// retransmissions meanwhile.
+    pub(crate) backend_packets: Option<BackendPackets>,
     /// What did not happen as the scenario says (empty: all did).
     pub(crate) problems: Vec<String>,
+}
+
+/// Packets around an agent restart (see [`Run::backend_packets`]).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct BackendPackets {
+    pub(crate) sent_by_lbs: u64,
+    pub(crate) decapsulated: u64,
+    pub(crate) lost: u64,
+    pub(crate) client_retransmits: u64,
 }
 
 /// One fleet scenario's row.
@@ -141,6 +187,17 @@ pub(crate) struct FleetScenario {
     pub(crate) event_ms_without_server_id: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) event_target_ms: Option<f64>,
+    /// Agent restarts: packets lost at the backend while no agent ran
+    /// (LB-sent − decapsulated), both runs summed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) backend_packets_lost: Option<u64>,
+    /// Agent restarts: the clients' TCP retransmissions meanwhile, both
+    /// runs summed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_retransmits: Option<u64>,
+    /// Agent restarts: per run (with, without server_id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) backend_packets: Option<[BackendPackets; 2]>,
     #[serde(skip)]
     runs: [Run; 2],
 }
@@ -151,7 +208,7 @@ impl FleetScenario {
         let mut out = String::new();
         for (mode, r) in [("with", &self.runs[0]), ("without", &self.runs[1])] {
             out.push_str(&format!(
-                "  {:<44} {:<8} healthy {:>4}  reset {:>3}  stalled {:>3}  closed {:>3}  sid-routed pkts {:>7}  digests agree {}  {:.0} ms: {}{}\n",
+                "  {:<52} {:<8} healthy {:>4}  reset {:>3}  stalled {:>3}  closed {:>3}  sid-routed pkts {:>7}  digests agree {}  {:.0} ms: {}{}\n",
                 self.name,
                 mode,
                 r.healthy,
@@ -168,6 +225,12 @@ impl FleetScenario {
                     format!("  PROBLEMS: {}", r.problems.join("; "))
                 }
             ));
+            if let Some(p) = &r.backend_packets {
+                out.push_str(&format!(
+                    "  {:<52} {:<8} backend 2: {} packets sent by the LBs, {} decapsulated, {} lost; client TCP retransmissions {}\n",
+                    "", mode, p.sent_by_lbs, p.decapsulated, p.lost, p.client_retransmits
+                ));
+            }
         }
         out
     }
@@ -205,7 +268,7 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
         "\nFleet: the data path run by node processes on etcd (3 LBs, 5 backends), broken connections to healthy backends:\n\n",
     );
     out.push_str(&format!(
-        "{:<44} {:>11} {:>16} {:>19} {:>8}\n",
+        "{:<52} {:>11} {:>16} {:>19} {:>8}\n",
         "scenario", "connections", "with server_id", "without server_id", "digests"
     ));
     for s in rows {
@@ -217,7 +280,7 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
             }
         };
         out.push_str(&format!(
-            "{:<44} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%) {:>8}{}\n",
+            "{:<52} {:>11} {:>8} ({:>4.1}%) {:>11} ({:>4.1}%) {:>8}{}\n",
             s.name,
             s.connections,
             s.broken_with_server_id,
@@ -239,7 +302,7 @@ pub(crate) fn print_table(rows: &[FleetScenario], to_stderr: bool) {
     }
     for s in rows {
         out.push_str(&format!(
-            "  {:<44} {}: {:.0} ms with server_id, {:.0} ms without{}\n",
+            "  {:<52} {}: {:.0} ms with server_id, {:.0} ms without{}\n",
             s.name,
             s.event,
             s.event_ms_with_server_id,
@@ -451,6 +514,78 @@ fn run_once(
             scenario.progress("LB1 back in ECMP");
             pause(Duration::from_millis(1500))?;
         }
+        Kind::AgentRestarted | Kind::AgentUpgraded => {
+            let (sig, binary, how) = if kind == Kind::AgentRestarted {
+                (Signal::SIGKILL, f.node.clone(), "SIGKILLed")
+            } else {
+                (
+                    Signal::SIGUSR2,
+                    f.upgraded_binary()?,
+                    "handed over (SIGUSR2) to a new build",
+                )
+            };
+            let before = f.loss_counters(AGENT)?;
+            let t0 = Instant::now();
+            let reopened = f.restart_agent(AGENT, sig, &binary, NO_AGENT, created)?;
+            run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            scenario.progress(format!(
+                "backend 2's agent {how}, {} ms without an agent; the new one registered after {:.0} ms, reopened its pins: {reopened}",
+                NO_AGENT.as_millis(),
+                run.event_ms
+            ));
+            if !reopened {
+                run.problems
+                    .push("the new agent did not reopen the pinned data path".into());
+            }
+            pause(Duration::from_millis(1000))?;
+            let after = f.loss_counters(AGENT)?;
+            let (sent, got, lost, retrans) = after.since(&before);
+            scenario.progress(format!(
+                "backend 2: the LBs sent {sent} packets, its pinned xdp_decap decapsulated {got}: {lost} lost; client TCP retransmissions {retrans}"
+            ));
+            if lost > 0 {
+                run.problems.push(format!(
+                    "{lost} packets lost at backend 2 during its agent's restart"
+                ));
+            }
+            if sent == 0 {
+                run.problems.push(
+                    "no packet reached backend 2 during the restart: nothing measured".into(),
+                );
+            }
+            run.backend_packets = Some(BackendPackets {
+                sent_by_lbs: sent,
+                decapsulated: got,
+                lost,
+                client_retransmits: retrans,
+            });
+            f.wait_backends(&BASE, 0, Duration::from_secs(10))?;
+        }
+        Kind::ClientRoleRestarted => {
+            let echoed0 = f.client.echoed();
+            let sid0 = f.sid_routed();
+            let t0 = Instant::now();
+            f.client.proc_.stop(Signal::SIGKILL, Duration::from_secs(5));
+            pause(NO_AGENT)?;
+            let (echoed1, sid1) = (f.client.echoed(), f.sid_routed());
+            let node = f.node.clone();
+            let reopened = f.client.start(&node, created)?;
+            run.event_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            scenario.progress(format!(
+                "node client SIGKILLed; in {} ms without it the clients echoed {} packets, the LBs routed {} by server_id; the new one reopened its pins: {reopened}",
+                NO_AGENT.as_millis(),
+                echoed1 - echoed0,
+                sid1 - sid0
+            ));
+            if !reopened {
+                run.problems
+                    .push("the new node client did not reopen its pinned program".into());
+            }
+            if server_id && sid1 == sid0 {
+                run.problems
+                    .push("no packet was routed by server_id while no node client ran".into());
+            }
+        }
     }
     // Long enough for a stalled ping to be detected.
     pause(Duration::from_millis(2800))?;
@@ -482,9 +617,15 @@ pub(crate) fn run_all(
     created: &mut Created,
 ) -> Result<Vec<FleetScenario>, Error> {
     let quick = coverage == Coverage::Quick;
+    // FLOWPIN_LAB_FLEET_SCENARIOS="agent,client role": only the scenarios
+    // whose name contains one of these (for work on one of them).
+    let only: Vec<String> = std::env::var("FLOWPIN_LAB_FLEET_SCENARIOS")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
     let kinds = Kind::ALL
         .into_iter()
-        .filter(|k| coverage != Coverage::FirstLook || k.in_first_look());
+        .filter(|k| coverage != Coverage::FirstLook || k.in_first_look())
+        .filter(|k| only.is_empty() || only.iter().any(|o| k.name(quick).contains(o.as_str())));
     let mut rows = Vec::new();
     for (k, kind) in kinds.enumerate() {
         let expects = kind.expects_breaks_without_server_id();
@@ -502,6 +643,18 @@ pub(crate) fn run_all(
             event_ms_with_server_id: with.event_ms,
             event_ms_without_server_id: without.event_ms,
             event_target_ms: target,
+            backend_packets_lost: with
+                .backend_packets
+                .zip(without.backend_packets)
+                .map(|(a, b)| a.lost + b.lost),
+            client_retransmits: with
+                .backend_packets
+                .zip(without.backend_packets)
+                .map(|(a, b)| a.client_retransmits + b.client_retransmits),
+            backend_packets: with
+                .backend_packets
+                .zip(without.backend_packets)
+                .map(|(a, b)| [a, b]),
             runs: [with, without],
         });
     }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use flowpin_node::config::{BackendConfig, ConfigError, LbConfig, RegistrySection};
+use flowpin_node::config::{BackendConfig, ClientConfig, ConfigError, LbConfig, RegistrySection};
 
 use super::RoleArg;
 
@@ -70,10 +70,14 @@ fn check(path: &Path, role: RoleArg) -> Result<String, String> {
                 registry(&c.registry)?
             ))
         }
-        RoleArg::Client => Err(format!(
-            "{}: this build of flowpin-node has no client role",
-            path.display()
-        )),
+        RoleArg::Client => {
+            let c = ClientConfig::load(path).map_err(err)?;
+            Ok(format!(
+                "client on cgroup {}, pins {}",
+                c.client.cgroup.display(),
+                c.pin_dir().display()
+            ))
+        }
     }
 }
 

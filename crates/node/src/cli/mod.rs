@@ -60,6 +60,14 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: Option<BackendAction>,
     },
+    /// Run the client role: the sock_ops client role (echoes the server_id
+    /// option) on the cgroup of the proxy or service that connects to the
+    /// VIPs, pinned so that a restart keeps every connection.
+    Client {
+        /// The client's config file (see crates/node/examples/client.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// The LB on this host, from its pinned maps: attachment, VIPs,
     /// backends, ring digests (and the running node's /status with --config).
     Status(PinnedArgs),
@@ -100,7 +108,7 @@ impl Command {
     pub(crate) fn is_role(&self) -> bool {
         matches!(
             self,
-            Command::Lb { .. } | Command::Backend { action: None, .. }
+            Command::Lb { .. } | Command::Client { .. } | Command::Backend { action: None, .. }
         )
     }
 }
@@ -280,6 +288,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
             Command::Backend { .. } => Err(CliError::Usage(
                 "backend: give --config backend.toml to run the agent, or `drain`/`undrain` (see flowpin-node backend --help)".into(),
             )),
+            Command::Client { config } => Ok(flowpin_node::client::run(&config).await?),
             Command::Status(a) => pinned::status(&a),
             Command::Stats(a) => pinned::stats(&a),
             Command::Vips(a) => registry::vips(&a).await,
