@@ -29,6 +29,7 @@ use crate::traps::{check_lb, Trap};
 use crate::NodeError;
 
 mod metrics;
+mod tx_drops;
 
 type Result<T> = std::result::Result<T, NodeError>;
 
@@ -166,6 +167,8 @@ struct Node {
     traps: Vec<Trap>,
     conn_fill: Option<(Instant, usize)>,
     started: SystemTime,
+    /// The interface's TX drop counter (rtnetlink).
+    tx_drops: Option<tx_drops::TxDrops>,
 }
 
 impl Node {
@@ -252,6 +255,15 @@ impl Node {
         self.change_to_map_write.observe(secs);
     }
 
+    /// Packets `xdp_lb` matched to a VIP, all VIPs and CPUs.
+    fn lb_packets(&self) -> u64 {
+        self.dp
+            .lb
+            .stats()
+            .map(|s| s.vips.values().map(|v| v.packets).sum())
+            .unwrap_or(0)
+    }
+
     /// What `/status` answers.
     fn status(&self) -> LbStatus {
         let mut st = LbStatus::new(
@@ -329,6 +341,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         &cfg.lb.interface,
         dp.link.mode() == XdpMode::Native,
         cfg.macs().0,
+        cfg.lb.peer_netns.as_deref(),
     );
     for t in &traps {
         warn!(check = t.check, "{}", t.message);
@@ -353,7 +366,18 @@ pub async fn run(config_path: &Path) -> Result<()> {
         traps,
         conn_fill: None,
         started: SystemTime::now(),
+        tx_drops: None,
     };
+    node.tx_drops = tx_drops::TxDrops::open(node.cfg.lb.netns.as_deref(), &node.cfg.lb.interface);
+    let lb_packets = node.lb_packets();
+    if let Some(t) = node.tx_drops.as_mut() {
+        t.sample(lb_packets);
+    }
+    let mut tx_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + tx_drops::PERIOD,
+        tx_drops::PERIOD,
+    );
+    tx_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     node.refresh_digests();
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -396,6 +420,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
             Some((q, tx)) = requests.recv() => {
                 node.watch_stats = watch.stats();
                 answer(&mut node, q, tx);
+            }
+            _ = tx_tick.tick() => {
+                let lb_packets = node.lb_packets();
+                if let Some(t) = node.tx_drops.as_mut() {
+                    t.sample(lb_packets);
+                }
             }
             _ = hup.recv() => {
                 if reload(&mut node) {

@@ -55,6 +55,11 @@ struct CheckLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InterfaceLabel {
+    interface: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -306,6 +311,21 @@ impl Node {
             "node_deployment_warning",
             "Deployment traps found at start-up (see the log)",
             traps,
+        );
+        let tx_dropped = Family::<InterfaceLabel, Counter>::default();
+        if let Some(t) = self.tx_drops.as_mut() {
+            if let Some(n) = t.read() {
+                tx_dropped
+                    .get_or_create(&InterfaceLabel {
+                        interface: t.ifname().to_string(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        reg.register(
+            "interface_tx_dropped",
+            "Frames the LB's interface dropped on transmit (IFLA_STATS64 tx_dropped; on a veth, native XDP_TX into a peer without an XDP program lands here)",
+            tx_dropped,
         );
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
