@@ -36,8 +36,19 @@ async fn ask(tx: &mpsc::Sender<Request>, q: Query, content_type: &'static str) -
 
 /// Binds `listen` and serves `/metrics` and `/status` in a task. Returns
 /// the bound address (port 0 picks one) and the request stream.
+#[allow(dead_code)] // the backend role's endpoint
 pub(crate) async fn serve(
     listen: SocketAddr,
+) -> std::io::Result<(SocketAddr, mpsc::Receiver<Request>)> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    serve_on(listener)
+}
+
+/// Serves `/metrics` and `/status` on a socket bound beforehand (so that a
+/// port in use is found before anything else is done), in a task.
+pub(crate) fn serve_on(
+    listener: std::net::TcpListener,
 ) -> std::io::Result<(SocketAddr, mpsc::Receiver<Request>)> {
     let (tx, rx) = mpsc::channel::<Request>(16);
     let app = Router::new()
@@ -59,7 +70,7 @@ pub(crate) async fn serve(
             }),
         )
         .with_state(tx);
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -24,14 +24,18 @@ use tracing::{error, info, warn};
 
 use crate::config::{parse_v4_prefix, LbConfig, OnExit, XdpModeConfig};
 use crate::http::{self, Query};
+use crate::pin_lock::PinDirLock;
 use crate::status::{LbStatus, RingDigest, VipStatus};
+use crate::traps::rtnl::Rtnl;
 use crate::traps::{check_lb, Trap};
 use crate::NodeError;
+pub use pins_vs_config::StartError;
 
 mod metrics;
+pub mod pins_vs_config;
 mod tx_drops;
 
-type Result<T> = std::result::Result<T, NodeError>;
+pub(crate) type Result<T> = std::result::Result<T, NodeError>;
 
 /// The name of the link pin inside the pin directory.
 pub const LINK_PIN: &str = "link";
@@ -63,15 +67,35 @@ pub struct DataPath {
 }
 
 /// Reopens the pinned data path, or loads, pins and attaches a new one.
+/// A reopened one is compared with `cfg` first
+/// ([`pins_vs_config`]): sizes that differ are refused (nothing changed),
+/// an attachment that differs (interface, namespace, XDP mode) is made
+/// again as configured.
 pub fn open_or_load(cfg: &LbConfig) -> Result<DataPath> {
     let dir = &cfg.lb.pin_dir;
     let link_pin = dir.join(LINK_PIN);
     if dir.join("meta").exists() {
         let lb = XdpLb::open_pinned(dir)?;
+        let refused = pins_vs_config::refused_sizes(cfg, &lb);
+        if !refused.is_empty() {
+            return Err(StartError::Refused(refused).into());
+        }
         let link = if link_pin.exists() {
-            match &cfg.lb.netns {
+            let link = match &cfg.lb.netns {
                 Some(ns) => XdpLink::from_pinned_in_netns(&link_pin, ns)?,
                 None => XdpLink::from_pinned(&link_pin)?,
+            };
+            let plan = match Rtnl::open(cfg.lb.netns.as_deref()) {
+                Ok(mut rtnl) => pins_vs_config::plan(cfg, &link, &mut rtnl),
+                Err(e) => {
+                    warn!(error = %e, "rtnetlink unavailable: the pinned link's interface is not compared with the config");
+                    pins_vs_config::Plan::default()
+                }
+            };
+            if plan.reattach.is_empty() {
+                link
+            } else {
+                pins_vs_config::reattach(cfg, &lb, link, &link_pin, &plan)?
             }
         } else {
             warn!(pin = %link_pin.display(), "pinned maps without a pinned link: attaching the pinned program again");
@@ -108,20 +132,108 @@ pub fn open_or_load(cfg: &LbConfig) -> Result<DataPath> {
     }
     let lb = XdpLb::load(config)?;
     lb.pin(dir)?;
-    let mut link = match lb.attach(target(cfg)) {
+    let attached = lb.attach(target(cfg)).and_then(|mut link| {
+        link.pin(&link_pin)?;
+        Ok(link)
+    });
+    let link = match attached {
         Ok(l) => l,
         Err(e) => {
             let _ = XdpLb::unpin(dir);
             return Err(e.into());
         }
     };
-    link.pin(&link_pin)?;
     info!(pin_dir = %dir.display(), mode = %link.mode(), interface = %cfg.lb.interface, "loaded, pinned and attached xdp_lb");
     Ok(DataPath {
         lb,
         link,
         reopened: false,
     })
+}
+
+/// Everything `flowpin-node lb` needs besides the data path, checked before
+/// it is attached: the namespace, the interface, bpffs for the pins, the
+/// metrics listen socket (returned bound).
+fn preflight(cfg: &LbConfig) -> Result<std::net::TcpListener> {
+    let fail =
+        |what: String, why: String| -> NodeError { StartError::Preflight { what, why }.into() };
+    if let Some(ns) = &cfg.lb.netns {
+        if let Err(e) = std::fs::File::open(ns) {
+            return Err(fail(
+                format!("lb.netns {}", ns.display()),
+                format!("{e}: create the namespace (`ip netns add NAME`) or fix lb.netns"),
+            ));
+        }
+    }
+    match Rtnl::open(cfg.lb.netns.as_deref()).and_then(|mut r| r.link_by_name(&cfg.lb.interface)) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(fail(
+                format!("lb.interface {}", cfg.lb.interface),
+                format!(
+                    "no such interface in {} (`ip link` lists them): fix lb.interface or lb.netns",
+                    cfg.lb
+                        .netns
+                        .as_deref()
+                        .map_or("the node's namespace".into(), |p| p.display().to_string())
+                ),
+            ))
+        }
+        Err(e) => {
+            warn!(error = %e, "rtnetlink unavailable: lb.interface not checked before attaching")
+        }
+    }
+    let dir = &cfg.lb.pin_dir;
+    let parent = dir.parent().unwrap_or(dir);
+    if let Err(e) = std::fs::create_dir_all(parent) {
+        return Err(fail(
+            format!("lb.pin_dir {}", dir.display()),
+            format!(
+                "cannot create {}: {e} (is bpffs mounted at /sys/fs/bpf, are we root?)",
+                parent.display()
+            ),
+        ));
+    }
+    if let Err(e) = nix::unistd::access(parent, nix::unistd::AccessFlags::W_OK) {
+        return Err(fail(
+            format!("lb.pin_dir {}", dir.display()),
+            format!("{} is not writable: {e}", parent.display()),
+        ));
+    }
+    let listen = cfg.metrics.listen;
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+        fail(
+            format!("metrics.listen {listen}"),
+            format!(
+                "cannot listen: {e}. Another process may hold the port (`ss -ltnp 'sport = :{}'`): stop it or choose another metrics.listen; nothing was attached",
+                listen.port()
+            ),
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// `on_exit = "remove"` on every way out of [`run`] once the data path is
+/// up (an error, a panic unwinding, a signal): unpins it, which detaches
+/// `xdp_lb` once the process's own references are gone.
+struct RemoveOnExit {
+    dir: Option<PathBuf>,
+}
+
+impl Drop for RemoveOnExit {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            match XdpLb::unpin(&dir) {
+                Ok(()) => {
+                    info!(pin_dir = %dir.display(), "on_exit = remove: pins removed, xdp_lb detached")
+                }
+                Err(e) => {
+                    error!(pin_dir = %dir.display(), error = %e, "on_exit = remove: pins not removed")
+                }
+            }
+        }
+    }
 }
 
 /// Applies the runtime settings of `cfg` (MACs, tunnel source) that differ
@@ -162,6 +274,9 @@ struct Node {
     /// The registry state of the last snapshot applied without error.
     applied: BTreeMap<Vip, VipEntry>,
     apply_errors: u64,
+    /// SIGHUP reloads applied / rejected.
+    reloads_ok: u64,
+    reloads_failed: u64,
     snapshots_applied: u64,
     last_apply_failed: bool,
     traps: Vec<Trap>,
@@ -169,6 +284,11 @@ struct Node {
     started: SystemTime,
     /// The interface's TX drop counter (rtnetlink).
     tx_drops: Option<tx_drops::TxDrops>,
+    /// Unpins on drop with `on_exit = "remove"`: after `dp` (fields drop
+    /// in order), so this process's references are gone first.
+    remove_on_exit: RemoveOnExit,
+    /// One node per pin directory; released last.
+    _lock: PinDirLock,
 }
 
 impl Node {
@@ -334,7 +454,16 @@ fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
 /// Runs `flowpin-node lb` until SIGTERM / SIGINT.
 pub async fn run(config_path: &Path) -> Result<()> {
     let cfg = LbConfig::load(config_path)?;
+    // Everything that can fail is checked before the data path is attached.
+    let lock = PinDirLock::acquire(&cfg.lb.pin_dir).map_err(StartError::from)?;
+    let listener = preflight(&cfg)?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let mut dp = open_or_load(&cfg)?;
+    let remove_on_exit = RemoveOnExit {
+        dir: (cfg.lb.on_exit == OnExit::Remove).then(|| cfg.lb.pin_dir.clone()),
+    };
     apply_runtime(&mut dp.lb, &cfg)?;
     let traps = check_lb(
         cfg.lb.netns.as_deref(),
@@ -346,7 +475,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     for t in &traps {
         warn!(check = t.check, "{}", t.message);
     }
-    let (addr, mut requests) = http::serve(cfg.metrics.listen).await?;
+    let (addr, mut requests) = http::serve_on(listener)?;
     write_port_file(cfg.metrics.port_file.as_deref(), addr);
     info!(%addr, "metrics on http://{addr}/metrics, status on http://{addr}/status");
     let mut node = Node {
@@ -361,12 +490,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         change_to_map_write_negative: 0,
         applied: BTreeMap::new(),
         apply_errors: 0,
+        reloads_ok: 0,
+        reloads_failed: 0,
         snapshots_applied: 0,
         last_apply_failed: false,
         traps,
         conn_fill: None,
         started: SystemTime::now(),
         tx_drops: None,
+        remove_on_exit,
+        _lock: lock,
     };
     node.tx_drops = tx_drops::TxDrops::open(node.cfg.lb.netns.as_deref(), &node.cfg.lb.interface);
     let lb_packets = node.lb_packets();
@@ -379,9 +512,6 @@ pub async fn run(config_path: &Path) -> Result<()> {
     );
     tx_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     node.refresh_digests();
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
 
     // Requests are answered while the registry is still unreachable.
     let first_cfg = node.cfg.clone();
@@ -450,29 +580,51 @@ fn answer(node: &mut Node, q: Query, tx: tokio::sync::oneshot::Sender<String>) {
     let _ = tx.send(body);
 }
 
-/// SIGHUP: re-reads the TOML. Returns whether the registry section changed
-/// (the caller reconnects).
+/// SIGHUP: re-reads the TOML and says, field by field, what it applied
+/// and what waits for a restart. Returns whether the registry section
+/// changed (the caller reconnects).
 fn reload(node: &mut Node) -> bool {
     let new = match LbConfig::load(&node.config_path) {
         Ok(c) => c,
         Err(e) => {
+            node.reloads_failed += 1;
             error!(error = %e, "SIGHUP: new config rejected, keeping the running one");
             return false;
         }
     };
-    let restart = node.cfg.restart_only_changes(&new);
-    if !restart.is_empty() {
-        warn!(fields = ?restart, "SIGHUP: these fields change only on restart (the pinned data path is reopened then)");
-    }
+    let report = pins_vs_config::sighup_report(&node.cfg, &new);
+    let mut applied = report.applied.clone();
     if let Err(e) = apply_runtime(&mut node.dp.lb, &new) {
-        error!(error = %e, "SIGHUP: runtime settings not applied");
+        node.reloads_failed += 1;
+        error!(error = %e, "SIGHUP: lb.local_mac / lb.next_hop_mac / lb.tunnel_src_v4 not applied; keeping the running config");
+        return false;
     }
+    node.reloads_ok += 1;
     let registry_changed = new.registry != node.cfg.registry;
+    node.remove_on_exit.dir =
+        (new.lb.on_exit == OnExit::Remove).then(|| node.cfg.lb.pin_dir.clone());
+    // Fields that wait for a restart keep their running value here.
+    let running = node.cfg.clone();
     node.cfg = LbConfig {
-        metrics: node.cfg.metrics.clone(),
+        metrics: running.metrics,
+        lb: crate::config::LbSection {
+            local_mac: new.lb.local_mac.clone(),
+            next_hop_mac: new.lb.next_hop_mac.clone(),
+            tunnel_src_v4: new.lb.tunnel_src_v4.clone(),
+            on_exit: new.lb.on_exit,
+            ..running.lb
+        },
         ..new
     };
-    info!(registry_changed, "SIGHUP: configuration reloaded");
+    if applied.is_empty() && report.on_restart.is_empty() && report.needs_new_pins.is_empty() {
+        applied.push("nothing (file unchanged)");
+    }
+    info!(
+        applied = ?applied,
+        on_restart = ?report.on_restart,
+        needs_new_pins = ?report.needs_new_pins,
+        "SIGHUP: configuration reloaded (on_restart: re-attached at the next start; needs_new_pins: refused at the next start unless the pins are removed)"
+    );
     registry_changed
 }
 
@@ -483,11 +635,10 @@ fn shutdown(node: Node) -> Result<()> {
             info!(uptime = ?up, pin_dir = %node.cfg.lb.pin_dir.display(), "exiting; the pinned data path keeps forwarding");
         }
         OnExit::Remove => {
-            let dir = node.cfg.lb.pin_dir.clone();
-            drop(node);
-            XdpLb::unpin(&dir)?;
-            info!(uptime = ?up, "exiting; pins removed, xdp_lb detached");
+            info!(uptime = ?up, "exiting; removing the pins (on_exit = remove)");
         }
     }
+    // Dropping the node closes our references, then unpins (RemoveOnExit).
+    drop(node);
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod backend;
 pub mod config;
 mod http;
 pub mod lb;
+pub mod pin_lock;
 pub mod status;
 mod traps;
 
@@ -46,6 +47,9 @@ pub enum NodeError {
     /// The registry.
     #[error(transparent)]
     Registry(#[from] flowpin_registry::Error),
+    /// `flowpin-node lb` did not start (pins vs config, a resource, the lock).
+    #[error(transparent)]
+    Start(#[from] lb::StartError),
     /// Sockets, signals.
     #[error("{0}")]
     Io(#[from] std::io::Error),

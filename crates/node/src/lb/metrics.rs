@@ -55,6 +55,11 @@ struct CheckLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InterfaceLabel {
     interface: String,
 }
@@ -311,6 +316,18 @@ impl Node {
             "node_deployment_warning",
             "Deployment traps found at start-up (see the log)",
             traps,
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        reloads
+            .get_or_create(&ResultLabel { result: "success" })
+            .inc_by(self.reloads_ok);
+        reloads
+            .get_or_create(&ResultLabel { result: "failure" })
+            .inc_by(self.reloads_failed);
+        reg.register(
+            "node_config_reloads",
+            "SIGHUP reloads of the config, by result (failure: the file was rejected or a runtime setting could not be written; the running config is kept)",
+            reloads,
         );
         let tx_dropped = Family::<InterfaceLabel, Counter>::default();
         if let Some(t) = self.tx_drops.as_mut() {

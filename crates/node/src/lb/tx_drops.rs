@@ -12,7 +12,7 @@ use tracing::warn;
 use crate::traps::rtnl::Rtnl;
 
 /// How often the counter is sampled for the log.
-pub(super) const PERIOD: Duration = Duration::from_secs(10);
+pub(super) const PERIOD: Duration = Duration::from_secs(5);
 
 /// The counter of one interface and what was seen last.
 #[derive(Debug)]
