@@ -39,6 +39,8 @@ impl Drop for Cleanup {
             let _ = c.wait();
         }
         let _ = XdpLb::unpin(&self.pin_dir);
+        // SIGKILL leaves the node's (empty) lock directory.
+        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
     }
 }
 

@@ -105,6 +105,8 @@ struct Pins(PathBuf);
 impl Drop for Pins {
     fn drop(&mut self) {
         let _ = XdpLb::unpin(&self.0);
+        // A node killed with SIGKILL leaves its (empty) lock directory.
+        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.0));
     }
 }
 
