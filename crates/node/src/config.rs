@@ -80,12 +80,27 @@ pub struct RegistrySection {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
-    /// Address to listen on (`127.0.0.1:9100`; port 0 picks a free one,
-    /// written to `port_file` if set).
+    /// Address to listen on; default `127.0.0.1:9100` (loopback: expose it
+    /// beyond the host on purpose, e.g. `0.0.0.0:9100`). Port 0 picks a
+    /// free one, written to `port_file` if set.
+    #[serde(default = "default_metrics_listen")]
     pub listen: SocketAddr,
     /// File to write the bound port to (for labs and tests).
     #[serde(default)]
     pub port_file: Option<PathBuf>,
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9100))
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: default_metrics_listen(),
+            port_file: None,
+        }
+    }
 }
 
 /// XDP attach mode as written in the file.
@@ -162,7 +177,8 @@ pub struct LbConfig {
     pub registry: RegistrySection,
     /// `[lb]`.
     pub lb: LbSection,
-    /// `[metrics]`.
+    /// `[metrics]` (optional: `127.0.0.1:9100`).
+    #[serde(default)]
     pub metrics: MetricsSection,
 }
 

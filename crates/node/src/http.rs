@@ -1,4 +1,5 @@
-//! The metrics / status endpoint (axum on the node's tokio runtime). A
+//! The metrics / status / health endpoint (`/metrics`, `/status`,
+//! `/healthz`: the loop answers, `/readyz`: the role is ready) (axum on the node's tokio runtime). A
 //! request is a message to the role's event loop, which owns all state and
 //! answers with the rendered body: no locks, nothing computed while idle.
 
@@ -18,10 +19,21 @@ pub(crate) enum Query {
     Metrics,
     /// JSON status.
     Status,
+    /// Readiness: the role answers `ready` (HTTP 200) or why not (503).
+    Ready,
 }
 
 /// A query and where to send the body.
 pub(crate) type Request = (Query, oneshot::Sender<String>);
+
+/// What a ready role answers to [`Query::Ready`].
+pub(crate) const READY: &str = "ready";
+
+async fn ask_body(tx: &mpsc::Sender<Request>, q: Query) -> Option<String> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send((q, rtx)).await.ok()?;
+    rrx.await.ok()
+}
 
 async fn ask(tx: &mpsc::Sender<Request>, q: Query, content_type: &'static str) -> Response {
     let (rtx, rrx) = oneshot::channel();
@@ -61,6 +73,30 @@ pub(crate) fn serve_on(
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 )
                 .await
+            }),
+        )
+        .route(
+            "/healthz",
+            // Alive: the event loop answers (whatever it says).
+            get(|State(tx): State<mpsc::Sender<Request>>| async move {
+                match ask_body(&tx, Query::Ready).await {
+                    Some(_) => (StatusCode::OK, "ok\n").into_response(),
+                    None => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "node shutting down\n").into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(|State(tx): State<mpsc::Sender<Request>>| async move {
+                match ask_body(&tx, Query::Ready).await {
+                    Some(b) if b == READY => (StatusCode::OK, format!("{b}\n")).into_response(),
+                    Some(b) => (StatusCode::SERVICE_UNAVAILABLE, format!("{b}\n")).into_response(),
+                    None => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "node shutting down\n").into_response()
+                    }
+                }
             }),
         )
         .route(

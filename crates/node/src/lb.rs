@@ -34,6 +34,8 @@ use start::{preflight, RemoveOnExit};
 
 mod metrics;
 pub mod pins_vs_config;
+mod process;
+mod rejected;
 mod start;
 mod tx_drops;
 
@@ -191,6 +193,10 @@ struct Node {
     /// The registry state of the last snapshot applied without error.
     applied: BTreeMap<Vip, VipEntry>,
     apply_errors: u64,
+    /// Registry entries the last snapshot rejected, by key.
+    rejected_now: rejected::RejectedNow,
+    /// The first snapshot after start is applied (later ones are changes).
+    baseline_applied: bool,
     /// SIGHUP reloads applied / rejected.
     reloads_ok: u64,
     reloads_failed: u64,
@@ -256,19 +262,31 @@ impl Node {
         }
         self.last_apply_failed = failed;
         if !failed {
-            if !changed.is_empty() {
+            // Only changes seen after start: the first snapshot holds
+            // entries written before this node ran (their age is not a
+            // propagation time).
+            if !changed.is_empty() && self.baseline_applied {
                 if let Some(at) = latest_change_ms(&self.applied, snap) {
                     self.observe_change_to_map_write(at);
                 }
             }
+            self.baseline_applied = true;
             self.applied.clone_from(&snap.vips);
             self.revision = snap.revision;
         }
         self.snapshots_applied += 1;
         self.refresh_digests();
-        for r in &snap.rejected {
-            warn!(key = %r.key, kind = r.kind.as_str(), reason = %r.reason, "registry entry rejected (not applied)");
+        let now = rejected::of(&snap.rejected);
+        let (changed, cleared) = rejected::changes(&self.rejected_now, &now);
+        for k in changed {
+            if let Some((kind, reason)) = now.get(k) {
+                warn!(key = %k, kind = *kind, reason = %reason, "registry entry rejected (not applied; logged again only if its rejection changes)");
+            }
         }
+        for k in cleared {
+            info!(key = %k, "registry entry no longer rejected");
+        }
+        self.rejected_now = now;
     }
 
     /// Observes now − `changed_at_ms` (unix ms, the registry writer's
@@ -299,6 +317,17 @@ impl Node {
             .stats()
             .map(|s| s.vips.values().map(|v| v.packets).sum())
             .unwrap_or(0)
+    }
+
+    /// `ready` once a registry snapshot is applied without error, else why not.
+    fn readiness(&self) -> String {
+        if !self.baseline_applied {
+            "not ready: no registry snapshot applied yet (forwarding with the pinned state)".into()
+        } else if self.last_apply_failed {
+            "not ready: the last registry snapshot failed to apply (retrying)".into()
+        } else {
+            http::READY.into()
+        }
     }
 
     /// What `/status` answers.
@@ -407,6 +436,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         change_to_map_write_negative: 0,
         applied: BTreeMap::new(),
         apply_errors: 0,
+        rejected_now: rejected::RejectedNow::new(),
+        baseline_applied: false,
         reloads_ok: 0,
         reloads_failed: 0,
         snapshots_applied: 0,
@@ -489,6 +520,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
 fn answer(node: &mut Node, q: Query, tx: tokio::sync::oneshot::Sender<String>) {
     let body = match q {
         Query::Metrics => node.metrics_text(),
+        Query::Ready => node.readiness(),
         Query::Status => serde_json::to_string(&node.status()).unwrap_or_else(|e| {
             error!(error = %e, "status encoding failed");
             String::new()

@@ -396,6 +396,52 @@ fn privileged_lb_config_vs_pins_sighup_and_tx_drops() {
     let s = wait_status(&lab.port_file(), rev);
     assert_eq!(s.xdp_mode, "generic");
     let digest = s.vips[vip_name].digest;
+    let port = port_of(&lab.port_file()).expect("port");
+    // Metric names and labels, exactly.
+    let m = http_get(port, "/metrics").expect("metrics");
+    for line in [
+        "flowpin_lb_vip_packets_total{vip_addr=\"10.100.0.1\",vip_port=\"8080\",proto=\"udp\"} 0",
+        "flowpin_lb_xdp_mode{interface=\"eth0\",mode=\"generic\"} 1",
+        &format!("flowpin_build_info{{version=\"{}\",role=\"lb\"}} 1", env!("CARGO_PKG_VERSION")),
+        &format!("flowpin_lb_ring_digest_info{{vip_addr=\"10.100.0.1\",vip_port=\"8080\",proto=\"udp\",digest=\"{digest}\"}} 1"),
+        "flowpin_registry_change_to_map_write_seconds_count 0",
+        "flowpin_interface_tx_dropped_total{interface=\"eth0\"} 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "no line {line:?}:\n{m}");
+    }
+    for name in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(m.lines().any(|l| l.starts_with(name)), "no {name}:\n{m}");
+    }
+    assert_eq!(m.matches("# EOF").count(), 1, "{m}");
+    assert_eq!(http_get(port, "/readyz").as_deref(), Some("ready\n"));
+    assert_eq!(http_get(port, "/healthz").as_deref(), Some("ok\n"));
+    // A change while the node runs is a propagation time.
+    let rev2 = rt
+        .block_on(host.add_backend(
+            &vip,
+            &BackendSpec::new("10.2.2.2".parse().expect("ip"), 100, ServerId::new(1002)),
+        ))
+        .map(|_| ())
+        .and_then(|()| rt.block_on(async { reg.watch().await.map(|w| w.current().revision) }))
+        .expect("registry change");
+    let s = wait_status(&lab.port_file(), rev2);
+    let digest = s.vips[vip_name].digest;
+    let m = http_get(port, "/metrics").expect("metrics");
+    assert_eq!(
+        metric(&m, "flowpin_registry_change_to_map_write_seconds_count "),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        m.matches("flowpin_lb_ring_digest_info{").count(),
+        1,
+        "one digest series per VIP:\n{m}"
+    );
     let text = std::fs::read_to_string(&generic).expect("read");
     std::fs::write(
         &generic,
@@ -473,7 +519,7 @@ fn privileged_lb_config_vs_pins_sighup_and_tx_drops() {
     );
     std::fs::write(&native, text).expect("write");
     let n = Node::spawn(&native, &lab.log("native"));
-    let s = wait_status(&lab.port_file(), rev);
+    let s = wait_status(&lab.port_file(), rev2);
     assert_eq!(s.xdp_mode, "native", "{}", n.log());
     assert!(s.reopened);
     assert_eq!(
@@ -540,7 +586,7 @@ fn privileged_lb_config_vs_pins_sighup_and_tx_drops() {
         .replace("xdp_mode = \"native\"", "xdp_mode = \"generic\"");
     std::fs::write(&native, text).expect("write");
     let n = Node::spawn(&native, &lab.log("eth1"));
-    let s = wait_status(&lab.port_file(), rev);
+    let s = wait_status(&lab.port_file(), rev2);
     assert_eq!(
         s.vips[vip_name].digest, digest,
         "VIP state lost by the move"

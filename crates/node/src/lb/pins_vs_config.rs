@@ -268,6 +268,16 @@ listen = "127.0.0.1:0"
     }
 
     #[test]
+    fn metrics_listen_defaults_to_loopback() {
+        let text = BASE.replace("[metrics]\nlisten = \"127.0.0.1:0\"\n", "");
+        let c = LbConfig::from_toml(Path::new("t.toml"), &text).expect("config");
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9100");
+        let text = BASE.replace("listen = \"127.0.0.1:0\"\n", "");
+        let c = LbConfig::from_toml(Path::new("t.toml"), &text).expect("config");
+        assert!(c.metrics.listen.ip().is_loopback());
+    }
+
+    #[test]
     fn cpu_list_parses() {
         assert!(possible_cpus().is_some_and(|n| n >= 1));
     }
