@@ -71,9 +71,16 @@ fn invalid(field: &'static str, why: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct RegistrySection {
     /// etcd client URLs.
+    #[serde(default)]
     pub endpoints: Vec<String>,
     /// The cluster's key prefix.
+    #[serde(default)]
     pub prefix: String,
+    /// Instead of etcd, an LB may follow a file of VIPs and backends
+    /// (`registry = { file = "/etc/flowpin/vips.toml" }`, TOML or `.json`;
+    /// see [`crate::file_registry`]), read again when it changes.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 /// The metrics / status HTTP endpoint.
@@ -296,7 +303,25 @@ pub fn parse_v4_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
     (len <= 32).then_some((a.parse().ok()?, len))
 }
 
-fn validate_registry(r: &RegistrySection) -> Result<()> {
+fn validate_registry(r: &RegistrySection, allow_file: bool) -> Result<()> {
+    if let Some(f) = &r.file {
+        if !allow_file {
+            return Err(invalid(
+                "registry.file",
+                "a backend registers itself in etcd: set registry.endpoints and registry.prefix",
+            ));
+        }
+        if !r.endpoints.is_empty() {
+            return Err(invalid(
+                "registry.file",
+                format!(
+                    "{} and registry.endpoints are both set: follow either a file or etcd",
+                    f.display()
+                ),
+            ));
+        }
+        return Ok(());
+    }
     if r.endpoints.is_empty() {
         return Err(invalid(
             "registry.endpoints",
@@ -339,7 +364,7 @@ impl LbConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        validate_registry(&self.registry)?;
+        validate_registry(&self.registry, true)?;
         let lb = &self.lb;
         if lb.interface.is_empty() || lb.interface.len() > 15 {
             return Err(invalid(
@@ -449,7 +474,7 @@ impl BackendConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        validate_registry(&self.registry)?;
+        validate_registry(&self.registry, false)?;
         let b = &self.backend;
         if b.host.is_empty() || b.host.contains('/') {
             return Err(invalid(

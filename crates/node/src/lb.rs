@@ -17,7 +17,7 @@ use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
 use flowpin_registry::lb::{changes, desired_of, latest_change_ms, ring_digest, vip_name};
-use flowpin_registry::{Registry, RegistryConfig, Snapshot, SnapshotWatch, VipEntry, WatchStats};
+use flowpin_registry::{Snapshot, VipEntry, WatchStats};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -32,6 +32,7 @@ use crate::NodeError;
 pub use pins_vs_config::StartError;
 use start::{preflight, RemoveOnExit};
 
+mod feed;
 mod metrics;
 pub mod pins_vs_config;
 mod process;
@@ -359,32 +360,6 @@ impl Node {
     }
 }
 
-/// Connects to the registry and starts a watch, retrying with backoff
-/// (100 ms doubling to 5 s) while etcd is unreachable; the data path keeps
-/// forwarding with what its maps hold meanwhile.
-async fn connect_watch(cfg: &LbConfig) -> (Registry, SnapshotWatch) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let rc = RegistryConfig::new(cfg.registry.endpoints.clone(), &cfg.registry.prefix);
-        match Registry::connect(rc).await {
-            Ok(reg) => match reg.watch().await {
-                Ok(w) => {
-                    info!(endpoints = ?cfg.registry.endpoints, prefix = %cfg.registry.prefix, "registry watch started");
-                    return (reg, w);
-                }
-                Err(e) => {
-                    warn!(error = %e, retry_in = ?delay, "registry watch failed; forwarding with the pinned state")
-                }
-            },
-            Err(e) => {
-                warn!(error = %e, retry_in = ?delay, "registry unreachable; forwarding with the pinned state")
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
 fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
     if let Some(p) = path {
         let tmp = p.with_extension("tmp");
@@ -463,9 +438,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
     // Requests are answered while the registry is still unreachable.
     let first_cfg = node.cfg.clone();
-    let connect = connect_watch(&first_cfg);
+    let connect = feed::Feed::connect(&first_cfg);
     tokio::pin!(connect);
-    let (mut _registry, mut watch) = loop {
+    let mut watch = loop {
         tokio::select! {
             r = &mut connect => break r,
             Some((q, tx)) = requests.recv() => answer(&mut node, q, tx),
@@ -487,7 +462,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 }
                 None => {
                     warn!("registry watch ended; reconnecting");
-                    (_registry, watch) = connect_watch(&node.cfg).await;
+                    watch = feed::Feed::connect(&node.cfg).await;
                     node.apply(&watch.current(), Instant::now());
                 }
             },
@@ -507,7 +482,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             }
             _ = hup.recv() => {
                 if reload(&mut node) {
-                    (_registry, watch) = connect_watch(&node.cfg).await;
+                    watch = feed::Feed::connect(&node.cfg).await;
                     node.apply(&watch.current(), Instant::now());
                 }
             }

@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod file_registry;
 mod http;
 pub mod lb;
 pub mod pin_lock;

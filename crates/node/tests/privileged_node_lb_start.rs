@@ -606,3 +606,80 @@ fn privileged_lb_config_vs_pins_sighup_and_tx_drops() {
     drop(n);
     drop(host);
 }
+
+/// A config that follows `file` instead of etcd.
+fn file_config(lab: &Lab, name: &str, file: &Path) -> PathBuf {
+    let p = lab.config(name, NO_ETCD, "127.0.0.1:0", "xdp_mode = \"generic\"");
+    let text: String = std::fs::read_to_string(&p)
+        .expect("read")
+        .lines()
+        .filter(|l| !l.starts_with("endpoints") && !l.starts_with("prefix"))
+        .map(|l| {
+            if l == "[registry]" {
+                format!("[registry]\nfile = \"{}\"\n", file.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+const VIPS: &str = r#"
+[[vips]]
+addr = "10.100.0.1"
+port = 8080
+server_id = true
+[[vips.backends]]
+addr = "10.2.1.2"
+server_id = 1001
+[[vips.backends]]
+addr = "10.2.2.2"
+server_id = 1002
+"#;
+
+#[test]
+fn privileged_lb_follows_a_registry_file_without_etcd() {
+    if !require_bpf("privileged_lb_follows_a_registry_file_without_etcd") {
+        return;
+    }
+    let lab = Lab::new();
+    let vips = lab.dir.path().join("vips.toml");
+    std::fs::write(&vips, VIPS).expect("write");
+    let cfg = file_config(&lab, "file", &vips);
+    let n = Node::spawn(&cfg, &lab.log("file"));
+    let vip_name = "10.100.0.1:8080/tcp";
+    let s = wait_status(&lab.port_file(), 1);
+    assert_eq!(s.vips[vip_name].backends, 2, "{s:?}\n{}", n.log());
+    assert!(s.registry_connected);
+    // Edited: the maps follow.
+    let more = format!("{VIPS}[[vips.backends]]\naddr = \"10.2.3.2\"\nstate = \"draining\"\n");
+    std::fs::write(&vips, &more).expect("write");
+    let s = wait_status(&lab.port_file(), 2);
+    assert_eq!(s.vips[vip_name].backends, 3, "{s:?}");
+    assert_eq!(s.vips[vip_name].draining, 1, "{s:?}");
+    {
+        let lb = XdpLb::open_pinned(lab.pin_dir()).expect("open_pinned");
+        let vip = flowpin_registry::Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
+        assert_eq!(lb.backends(&vip).expect("VIP").len(), 3);
+    }
+    // Broken: refused with the reason, the last good state kept.
+    std::fs::write(&vips, more.replace("server_id = 1002", "server_id = 1001")).expect("write");
+    let log = n.wait_log("registry file refused", Duration::from_secs(10));
+    assert!(log.contains("server_id 1001 is also 10.2.1.2's"), "{log}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = wait_status(&lab.port_file(), 2);
+    assert_eq!((s.revision, s.vips[vip_name].backends), (2, 3), "{s:?}");
+    drop(n);
+    // A broken file at start: the node does not start.
+    std::fs::remove_file(lab.port_file()).expect("port file");
+    let mut n = Node::spawn(&cfg, &lab.log("file2"));
+    assert!(!n.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        n.log()
+            .contains(&format!("registry.file {}", vips.display())),
+        "{}",
+        n.log()
+    );
+}

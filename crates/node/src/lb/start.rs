@@ -43,6 +43,11 @@ pub(super) fn preflight(cfg: &LbConfig) -> Result<std::net::TcpListener> {
             warn!(error = %e, "rtnetlink unavailable: lb.interface not checked before attaching")
         }
     }
+    if let Some(f) = &cfg.registry.file {
+        if let Err(e) = crate::file_registry::FileSource::open(f) {
+            return Err(fail(format!("registry.file {}", f.display()), e));
+        }
+    }
     let dir = &cfg.lb.pin_dir;
     let parent = dir.parent().unwrap_or(dir);
     if let Err(e) = std::fs::create_dir_all(parent) {
