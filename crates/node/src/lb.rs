@@ -451,8 +451,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
     // The snapshot read at connect time (the watch then wakes us for newer ones).
     node.watch_stats = watch.stats();
     node.apply(&watch.current(), Instant::now());
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
-        let retry = node.last_apply_failed;
+        // The retry deadline outlives select! (which drops the losing
+        // futures): requests arriving every few ms do not postpone it.
+        match (node.last_apply_failed, retry_at) {
+            (true, None) => retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1)),
+            (false, Some(_)) => retry_at = None,
+            _ => {}
+        }
+        let deadline = retry_at.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             snap = watch.next() => match snap {
                 Some(s) => {
@@ -466,7 +474,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     node.apply(&watch.current(), Instant::now());
                 }
             },
-            () = tokio::time::sleep(Duration::from_secs(1)), if retry => {
+            () = tokio::time::sleep_until(deadline), if retry_at.is_some() => {
+                retry_at = None;
                 let s = watch.current();
                 node.apply(&s, Instant::now());
             }
