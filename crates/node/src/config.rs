@@ -133,6 +133,13 @@ pub struct LbSection {
     /// Network namespace file of the interface (`/run/netns/<name>`).
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    /// Network namespace file of the interface's veth peer, when it lives
+    /// in another namespace (optional): only used to read the peer's TX
+    /// checksum offload, after the kernel confirms (`RTM_GETNSID`) that it
+    /// is the peer's namespace. Without it that one check is reported as
+    /// not done; the node never looks into namespaces it was not given.
+    #[serde(default)]
+    pub peer_netns: Option<PathBuf>,
     /// Pin directory on bpffs (maps, program, link).
     pub pin_dir: PathBuf,
     /// MAC of `interface` (source of encapsulated frames).
@@ -326,7 +333,7 @@ impl LbConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        self.registry.validate()?;
+        self.registry.validate_for(true)?;
         let lb = &self.lb;
         if lb.interface.is_empty() || lb.interface.len() > 15 {
             return Err(invalid(
@@ -436,7 +443,7 @@ impl BackendConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        self.registry.validate()?;
+        self.registry.validate_for(false)?;
         let b = &self.backend;
         if b.host.is_empty() || b.host.contains('/') {
             return Err(invalid(

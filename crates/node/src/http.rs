@@ -1,4 +1,5 @@
-//! The metrics / status endpoint (axum on the node's tokio runtime). A
+//! The metrics / status / health endpoint (`/metrics`, `/status`,
+//! `/healthz`: the loop answers, `/readyz`: the role is ready) (axum on the node's tokio runtime). A
 //! request is a message to the role's event loop, which owns all state and
 //! answers with the rendered body: no locks, nothing computed while idle.
 
@@ -18,10 +19,21 @@ pub(crate) enum Query {
     Metrics,
     /// JSON status.
     Status,
+    /// Readiness: the role answers `ready` (HTTP 200) or why not (503).
+    Ready,
 }
 
 /// A query and where to send the body.
 pub(crate) type Request = (Query, oneshot::Sender<String>);
+
+/// What a ready role answers to [`Query::Ready`].
+pub(crate) const READY: &str = "ready";
+
+async fn ask_body(tx: &mpsc::Sender<Request>, q: Query) -> Option<String> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send((q, rtx)).await.ok()?;
+    rrx.await.ok()
+}
 
 async fn ask(tx: &mpsc::Sender<Request>, q: Query, content_type: &'static str) -> Response {
     let (rtx, rrx) = oneshot::channel();
@@ -36,8 +48,19 @@ async fn ask(tx: &mpsc::Sender<Request>, q: Query, content_type: &'static str) -
 
 /// Binds `listen` and serves `/metrics` and `/status` in a task. Returns
 /// the bound address (port 0 picks one) and the request stream.
+#[allow(dead_code)] // the backend role's endpoint
 pub(crate) async fn serve(
     listen: SocketAddr,
+) -> std::io::Result<(SocketAddr, mpsc::Receiver<Request>)> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    serve_on(listener)
+}
+
+/// Serves `/metrics` and `/status` on a socket bound beforehand (so that a
+/// port in use is found before anything else is done), in a task.
+pub(crate) fn serve_on(
+    listener: std::net::TcpListener,
 ) -> std::io::Result<(SocketAddr, mpsc::Receiver<Request>)> {
     let (tx, rx) = mpsc::channel::<Request>(16);
     let app = Router::new()
@@ -53,13 +76,37 @@ pub(crate) async fn serve(
             }),
         )
         .route(
+            "/healthz",
+            // Alive: the event loop answers (whatever it says).
+            get(|State(tx): State<mpsc::Sender<Request>>| async move {
+                match ask_body(&tx, Query::Ready).await {
+                    Some(_) => (StatusCode::OK, "ok\n").into_response(),
+                    None => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "node shutting down\n").into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(|State(tx): State<mpsc::Sender<Request>>| async move {
+                match ask_body(&tx, Query::Ready).await {
+                    Some(b) if b == READY => (StatusCode::OK, format!("{b}\n")).into_response(),
+                    Some(b) => (StatusCode::SERVICE_UNAVAILABLE, format!("{b}\n")).into_response(),
+                    None => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "node shutting down\n").into_response()
+                    }
+                }
+            }),
+        )
+        .route(
             "/status",
             get(|State(tx): State<mpsc::Sender<Request>>| async move {
                 ask(&tx, Query::Status, "application/json").await
             }),
         )
         .with_state(tx);
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

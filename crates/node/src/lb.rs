@@ -17,20 +17,30 @@ use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
 use flowpin_registry::lb::{changes, desired_of, latest_change_ms, ring_digest, vip_name};
-use flowpin_registry::{Registry, Snapshot, SnapshotWatch, VipEntry, WatchStats};
+use flowpin_registry::{Snapshot, VipEntry, WatchStats};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::config::{parse_v4_prefix, LbConfig, OnExit, XdpModeConfig};
 use crate::http::{self, Query};
+use crate::pin_lock::PinDirLock;
 use crate::status::{LbStatus, RingDigest, VipStatus};
+use crate::traps::rtnl::Rtnl;
 use crate::traps::{check_lb, Trap};
 use crate::NodeError;
+pub use pins_vs_config::StartError;
+use start::{preflight, RemoveOnExit};
 
+mod feed;
 mod metrics;
+pub mod pins_vs_config;
+mod process;
+mod rejected;
+mod start;
+mod tx_drops;
 
-type Result<T> = std::result::Result<T, NodeError>;
+pub(crate) type Result<T> = std::result::Result<T, NodeError>;
 
 /// The name of the link pin inside the pin directory.
 pub const LINK_PIN: &str = "link";
@@ -62,15 +72,35 @@ pub struct DataPath {
 }
 
 /// Reopens the pinned data path, or loads, pins and attaches a new one.
+/// A reopened one is compared with `cfg` first
+/// ([`pins_vs_config`]): sizes that differ are refused (nothing changed),
+/// an attachment that differs (interface, namespace, XDP mode) is made
+/// again as configured.
 pub fn open_or_load(cfg: &LbConfig) -> Result<DataPath> {
     let dir = &cfg.lb.pin_dir;
     let link_pin = dir.join(LINK_PIN);
     if dir.join("meta").exists() {
         let lb = XdpLb::open_pinned(dir)?;
+        let refused = pins_vs_config::refused_sizes(cfg, &lb);
+        if !refused.is_empty() {
+            return Err(StartError::Refused(refused).into());
+        }
         let link = if link_pin.exists() {
-            match &cfg.lb.netns {
+            let link = match &cfg.lb.netns {
                 Some(ns) => XdpLink::from_pinned_in_netns(&link_pin, ns)?,
                 None => XdpLink::from_pinned(&link_pin)?,
+            };
+            let plan = match Rtnl::open(cfg.lb.netns.as_deref()) {
+                Ok(mut rtnl) => pins_vs_config::plan(cfg, &link, &mut rtnl),
+                Err(e) => {
+                    warn!(error = %e, "rtnetlink unavailable: the pinned link's interface is not compared with the config");
+                    pins_vs_config::Plan::default()
+                }
+            };
+            if plan.reattach.is_empty() {
+                link
+            } else {
+                pins_vs_config::reattach(cfg, &lb, link, &link_pin, &plan)?
             }
         } else {
             warn!(pin = %link_pin.display(), "pinned maps without a pinned link: attaching the pinned program again");
@@ -107,14 +137,17 @@ pub fn open_or_load(cfg: &LbConfig) -> Result<DataPath> {
     }
     let lb = XdpLb::load(config)?;
     lb.pin(dir)?;
-    let mut link = match lb.attach(target(cfg)) {
+    let attached = lb.attach(target(cfg)).and_then(|mut link| {
+        link.pin(&link_pin)?;
+        Ok(link)
+    });
+    let link = match attached {
         Ok(l) => l,
         Err(e) => {
             let _ = XdpLb::unpin(dir);
             return Err(e.into());
         }
     };
-    link.pin(&link_pin)?;
     info!(pin_dir = %dir.display(), mode = %link.mode(), interface = %cfg.lb.interface, "loaded, pinned and attached xdp_lb");
     Ok(DataPath {
         lb,
@@ -161,11 +194,25 @@ struct Node {
     /// The registry state of the last snapshot applied without error.
     applied: BTreeMap<Vip, VipEntry>,
     apply_errors: u64,
+    /// Registry entries the last snapshot rejected, by key.
+    rejected_now: rejected::RejectedNow,
+    /// The first snapshot after start is applied (later ones are changes).
+    baseline_applied: bool,
+    /// SIGHUP reloads applied / rejected.
+    reloads_ok: u64,
+    reloads_failed: u64,
     snapshots_applied: u64,
     last_apply_failed: bool,
     traps: Vec<Trap>,
     conn_fill: Option<(Instant, usize)>,
     started: SystemTime,
+    /// The interface's TX drop counter (rtnetlink).
+    tx_drops: Option<tx_drops::TxDrops>,
+    /// Unpins on drop with `on_exit = "remove"`: after `dp` (fields drop
+    /// in order), so this process's references are gone first.
+    remove_on_exit: RemoveOnExit,
+    /// One node per pin directory; released last.
+    _lock: PinDirLock,
 }
 
 impl Node {
@@ -216,19 +263,31 @@ impl Node {
         }
         self.last_apply_failed = failed;
         if !failed {
-            if !changed.is_empty() {
+            // Only changes seen after start: the first snapshot holds
+            // entries written before this node ran (their age is not a
+            // propagation time).
+            if !changed.is_empty() && self.baseline_applied {
                 if let Some(at) = latest_change_ms(&self.applied, snap) {
                     self.observe_change_to_map_write(at);
                 }
             }
+            self.baseline_applied = true;
             self.applied.clone_from(&snap.vips);
             self.revision = snap.revision;
         }
         self.snapshots_applied += 1;
         self.refresh_digests();
-        for r in &snap.rejected {
-            warn!(key = %r.key, kind = r.kind.as_str(), reason = %r.reason, "registry entry rejected (not applied)");
+        let now = rejected::of(&snap.rejected);
+        let (changed, cleared) = rejected::changes(&self.rejected_now, &now);
+        for k in changed {
+            if let Some((kind, reason)) = now.get(k) {
+                warn!(key = %k, kind = *kind, reason = %reason, "registry entry rejected (not applied; logged again only if its rejection changes)");
+            }
         }
+        for k in cleared {
+            info!(key = %k, "registry entry no longer rejected");
+        }
+        self.rejected_now = now;
     }
 
     /// Observes now − `changed_at_ms` (unix ms, the registry writer's
@@ -250,6 +309,26 @@ impl Node {
             }
         };
         self.change_to_map_write.observe(secs);
+    }
+
+    /// Packets `xdp_lb` matched to a VIP, all VIPs and CPUs.
+    fn lb_packets(&self) -> u64 {
+        self.dp
+            .lb
+            .stats()
+            .map(|s| s.vips.values().map(|v| v.packets).sum())
+            .unwrap_or(0)
+    }
+
+    /// `ready` once a registry snapshot is applied without error, else why not.
+    fn readiness(&self) -> String {
+        if !self.baseline_applied {
+            "not ready: no registry snapshot applied yet (forwarding with the pinned state)".into()
+        } else if self.last_apply_failed {
+            "not ready: the last registry snapshot failed to apply (retrying)".into()
+        } else {
+            http::READY.into()
+        }
     }
 
     /// What `/status` answers.
@@ -281,32 +360,6 @@ impl Node {
     }
 }
 
-/// Connects to the registry and starts a watch, retrying with backoff
-/// (100 ms doubling to 5 s) while etcd is unreachable; the data path keeps
-/// forwarding with what its maps hold meanwhile.
-async fn connect_watch(cfg: &LbConfig) -> (Registry, SnapshotWatch) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let rc = cfg.registry.registry_config().map_err(|e| e.to_string());
-        match async { Registry::connect(rc?).await.map_err(|e| e.to_string()) }.await {
-            Ok(reg) => match reg.watch().await {
-                Ok(w) => {
-                    info!(endpoints = ?cfg.registry.endpoints, prefix = %cfg.registry.prefix, "registry watch started");
-                    return (reg, w);
-                }
-                Err(e) => {
-                    warn!(error = %e, retry_in = ?delay, "registry watch failed; forwarding with the pinned state")
-                }
-            },
-            Err(e) => {
-                warn!(error = %e, retry_in = ?delay, "registry unreachable; forwarding with the pinned state")
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
 fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
     if let Some(p) = path {
         let tmp = p.with_extension("tmp");
@@ -322,18 +375,28 @@ fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
 /// Runs `flowpin-node lb` until SIGTERM / SIGINT.
 pub async fn run(config_path: &Path) -> Result<()> {
     let cfg = LbConfig::load(config_path)?;
+    // Everything that can fail is checked before the data path is attached.
+    let lock = PinDirLock::acquire(&cfg.lb.pin_dir).map_err(StartError::from)?;
+    let listener = preflight(&cfg)?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let mut dp = open_or_load(&cfg)?;
+    let remove_on_exit = RemoveOnExit {
+        dir: (cfg.lb.on_exit == OnExit::Remove).then(|| cfg.lb.pin_dir.clone()),
+    };
     apply_runtime(&mut dp.lb, &cfg)?;
     let traps = check_lb(
         cfg.lb.netns.as_deref(),
         &cfg.lb.interface,
         dp.link.mode() == XdpMode::Native,
         cfg.macs().0,
+        cfg.lb.peer_netns.as_deref(),
     );
     for t in &traps {
         warn!(check = t.check, "{}", t.message);
     }
-    let (addr, mut requests) = http::serve(cfg.metrics.listen).await?;
+    let (addr, mut requests) = http::serve_on(listener)?;
     write_port_file(cfg.metrics.port_file.as_deref(), addr);
     info!(%addr, "metrics on http://{addr}/metrics, status on http://{addr}/status");
     let mut node = Node {
@@ -348,22 +411,36 @@ pub async fn run(config_path: &Path) -> Result<()> {
         change_to_map_write_negative: 0,
         applied: BTreeMap::new(),
         apply_errors: 0,
+        rejected_now: rejected::RejectedNow::new(),
+        baseline_applied: false,
+        reloads_ok: 0,
+        reloads_failed: 0,
         snapshots_applied: 0,
         last_apply_failed: false,
         traps,
         conn_fill: None,
         started: SystemTime::now(),
+        tx_drops: None,
+        remove_on_exit,
+        _lock: lock,
     };
+    node.tx_drops = tx_drops::TxDrops::open(node.cfg.lb.netns.as_deref(), &node.cfg.lb.interface);
+    let lb_packets = node.lb_packets();
+    if let Some(t) = node.tx_drops.as_mut() {
+        t.sample(lb_packets);
+    }
+    let mut tx_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + tx_drops::PERIOD,
+        tx_drops::PERIOD,
+    );
+    tx_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     node.refresh_digests();
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
 
     // Requests are answered while the registry is still unreachable.
     let first_cfg = node.cfg.clone();
-    let connect = connect_watch(&first_cfg);
+    let connect = feed::Feed::connect(&first_cfg);
     tokio::pin!(connect);
-    let (mut _registry, mut watch) = loop {
+    let mut watch = loop {
         tokio::select! {
             r = &mut connect => break r,
             Some((q, tx)) = requests.recv() => answer(&mut node, q, tx),
@@ -374,8 +451,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
     // The snapshot read at connect time (the watch then wakes us for newer ones).
     node.watch_stats = watch.stats();
     node.apply(&watch.current(), Instant::now());
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
-        let retry = node.last_apply_failed;
+        // The retry deadline outlives select! (which drops the losing
+        // futures): requests arriving every few ms do not postpone it.
+        match (node.last_apply_failed, retry_at) {
+            (true, None) => retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1)),
+            (false, Some(_)) => retry_at = None,
+            _ => {}
+        }
+        let deadline = retry_at.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             snap = watch.next() => match snap {
                 Some(s) => {
@@ -385,11 +470,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 }
                 None => {
                     warn!("registry watch ended; reconnecting");
-                    (_registry, watch) = connect_watch(&node.cfg).await;
+                    watch = feed::Feed::connect(&node.cfg).await;
                     node.apply(&watch.current(), Instant::now());
                 }
             },
-            () = tokio::time::sleep(Duration::from_secs(1)), if retry => {
+            () = tokio::time::sleep_until(deadline), if retry_at.is_some() => {
+                retry_at = None;
                 let s = watch.current();
                 node.apply(&s, Instant::now());
             }
@@ -397,9 +483,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 node.watch_stats = watch.stats();
                 answer(&mut node, q, tx);
             }
+            _ = tx_tick.tick() => {
+                let lb_packets = node.lb_packets();
+                if let Some(t) = node.tx_drops.as_mut() {
+                    t.sample(lb_packets);
+                }
+            }
             _ = hup.recv() => {
                 if reload(&mut node) {
-                    (_registry, watch) = connect_watch(&node.cfg).await;
+                    watch = feed::Feed::connect(&node.cfg).await;
                     node.apply(&watch.current(), Instant::now());
                 }
             }
@@ -412,6 +504,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
 fn answer(node: &mut Node, q: Query, tx: tokio::sync::oneshot::Sender<String>) {
     let body = match q {
         Query::Metrics => node.metrics_text(),
+        Query::Ready => node.readiness(),
         Query::Status => serde_json::to_string(&node.status()).unwrap_or_else(|e| {
             error!(error = %e, "status encoding failed");
             String::new()
@@ -420,29 +513,51 @@ fn answer(node: &mut Node, q: Query, tx: tokio::sync::oneshot::Sender<String>) {
     let _ = tx.send(body);
 }
 
-/// SIGHUP: re-reads the TOML. Returns whether the registry section changed
-/// (the caller reconnects).
+/// SIGHUP: re-reads the TOML and says, field by field, what it applied
+/// and what waits for a restart. Returns whether the registry section
+/// changed (the caller reconnects).
 fn reload(node: &mut Node) -> bool {
     let new = match LbConfig::load(&node.config_path) {
         Ok(c) => c,
         Err(e) => {
+            node.reloads_failed += 1;
             error!(error = %e, "SIGHUP: new config rejected, keeping the running one");
             return false;
         }
     };
-    let restart = node.cfg.restart_only_changes(&new);
-    if !restart.is_empty() {
-        warn!(fields = ?restart, "SIGHUP: these fields change only on restart (the pinned data path is reopened then)");
-    }
+    let report = pins_vs_config::sighup_report(&node.cfg, &new);
+    let mut applied = report.applied.clone();
     if let Err(e) = apply_runtime(&mut node.dp.lb, &new) {
-        error!(error = %e, "SIGHUP: runtime settings not applied");
+        node.reloads_failed += 1;
+        error!(error = %e, "SIGHUP: lb.local_mac / lb.next_hop_mac / lb.tunnel_src_v4 not applied; keeping the running config");
+        return false;
     }
+    node.reloads_ok += 1;
     let registry_changed = new.registry != node.cfg.registry;
+    node.remove_on_exit.dir =
+        (new.lb.on_exit == OnExit::Remove).then(|| node.cfg.lb.pin_dir.clone());
+    // Fields that wait for a restart keep their running value here.
+    let running = node.cfg.clone();
     node.cfg = LbConfig {
-        metrics: node.cfg.metrics.clone(),
+        metrics: running.metrics,
+        lb: crate::config::LbSection {
+            local_mac: new.lb.local_mac.clone(),
+            next_hop_mac: new.lb.next_hop_mac.clone(),
+            tunnel_src_v4: new.lb.tunnel_src_v4.clone(),
+            on_exit: new.lb.on_exit,
+            ..running.lb
+        },
         ..new
     };
-    info!(registry_changed, "SIGHUP: configuration reloaded");
+    if applied.is_empty() && report.on_restart.is_empty() && report.needs_new_pins.is_empty() {
+        applied.push("nothing (file unchanged)");
+    }
+    info!(
+        applied = ?applied,
+        on_restart = ?report.on_restart,
+        needs_new_pins = ?report.needs_new_pins,
+        "SIGHUP: configuration reloaded (on_restart: re-attached at the next start; needs_new_pins: refused at the next start unless the pins are removed)"
+    );
     registry_changed
 }
 
@@ -453,11 +568,10 @@ fn shutdown(node: Node) -> Result<()> {
             info!(uptime = ?up, pin_dir = %node.cfg.lb.pin_dir.display(), "exiting; the pinned data path keeps forwarding");
         }
         OnExit::Remove => {
-            let dir = node.cfg.lb.pin_dir.clone();
-            drop(node);
-            XdpLb::unpin(&dir)?;
-            info!(uptime = ?up, "exiting; pins removed, xdp_lb detached");
+            info!(uptime = ?up, "exiting; removing the pins (on_exit = remove)");
         }
     }
+    // Dropping the node closes our references, then unpins (RemoveOnExit).
+    drop(node);
     Ok(())
 }

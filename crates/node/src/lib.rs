@@ -21,8 +21,10 @@
 pub mod backend;
 pub mod client;
 pub mod config;
+pub mod file_registry;
 mod http;
 pub mod lb;
+pub mod pin_lock;
 pub mod status;
 mod traps;
 
@@ -51,6 +53,9 @@ pub enum NodeError {
     /// The registry.
     #[error(transparent)]
     Registry(#[from] flowpin_registry::Error),
+    /// `flowpin-node lb` did not start (pins vs config, a resource, the lock).
+    #[error(transparent)]
+    Start(#[from] lb::StartError),
     /// Sockets, signals.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -24,9 +24,16 @@ use super::{invalid, parse, read, ConfigError, Result};
 #[serde(deny_unknown_fields)]
 pub struct RegistrySection {
     /// etcd client URLs (`https://` with `[registry.tls]`).
+    #[serde(default)]
     pub endpoints: Vec<String>,
     /// The cluster's key prefix.
+    #[serde(default)]
     pub prefix: String,
+    /// Instead of etcd, an LB may follow a file of VIPs and backends
+    /// (`registry = { file = "/etc/flowpin/vips.toml" }`, TOML or `.json`;
+    /// see [`crate::file_registry`]), read again when it changes.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// TLS towards etcd.
     #[serde(default)]
     pub tls: Option<EtcdTlsSection>,
@@ -105,11 +112,37 @@ impl RegistrySection {
         RegistrySection {
             endpoints,
             prefix,
+            file: None,
             tls: None,
             user: None,
             password: None,
             password_file: None,
         }
+    }
+
+    /// [`validate`](Self::validate) for a role that may (`allow_file`: the
+    /// LB) or may not (the backend agent, which registers itself in etcd)
+    /// follow a file instead of etcd.
+    pub fn validate_for(&self, allow_file: bool) -> Result<()> {
+        let Some(f) = &self.file else {
+            return self.validate();
+        };
+        if !allow_file {
+            return Err(invalid(
+                "registry.file",
+                "a backend registers itself in etcd: set registry.endpoints and registry.prefix",
+            ));
+        }
+        if !self.endpoints.is_empty() || self.tls.is_some() || self.user.is_some() {
+            return Err(invalid(
+                "registry.file",
+                format!(
+                    "{} and etcd settings (endpoints, tls, user) are both set: follow either a file or etcd",
+                    f.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the section (endpoints are URLs of the right scheme, the

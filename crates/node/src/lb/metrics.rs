@@ -9,18 +9,32 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::error;
 
-use flowpin_registry::lb::vip_name;
+use flowpin_bpf_progs::xdp_lb::Vip;
 
 use super::Node;
 
+/// A VIP as three labels (aggregatable by address, port or protocol).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VipLabel {
-    vip: String,
+pub(super) struct VipLabel {
+    vip_addr: String,
+    vip_port: u16,
+    proto: &'static str,
+}
+
+impl VipLabel {
+    pub(super) fn of(v: &Vip) -> VipLabel {
+        VipLabel {
+            vip_addr: v.addr.to_string(),
+            vip_port: v.port,
+            proto: v.proto.as_str(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
-    vip: String,
+    #[prometheus(flatten)]
+    vip: VipLabel,
     route: &'static str,
 }
 
@@ -31,13 +45,15 @@ struct ReasonLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendTrafficLabel {
-    vip: String,
+    #[prometheus(flatten)]
+    vip: VipLabel,
     backend: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabel {
-    vip: String,
+    #[prometheus(flatten)]
+    vip: VipLabel,
     backend: String,
     server_id: String,
     state: &'static str,
@@ -45,13 +61,36 @@ struct BackendLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DigestLabel {
-    vip: String,
+    #[prometheus(flatten)]
+    vip: VipLabel,
     digest: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabel {
     check: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    interface: String,
+    mode: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: &'static str,
+    role: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InterfaceLabel {
+    interface: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,8 +121,7 @@ impl Node {
         let sid = Family::<RouteLabel, Counter>::default();
         if let Some(s) = &stats {
             for (vip, v) in &s.vips {
-                let name = vip_name(vip);
-                let l = VipLabel { vip: name.clone() };
+                let l = VipLabel::of(vip);
                 packets.get_or_create(&l).inc_by(v.packets);
                 bytes.get_or_create(&l).inc_by(v.bytes);
                 for (route, n) in [
@@ -95,7 +133,7 @@ impl Node {
                 ] {
                     routes
                         .get_or_create(&RouteLabel {
-                            vip: name.clone(),
+                            vip: l.clone(),
                             route,
                         })
                         .inc_by(n);
@@ -109,7 +147,7 @@ impl Node {
                     ("missing", v.sid_missing),
                 ] {
                     sid.get_or_create(&RouteLabel {
-                        vip: name.clone(),
+                        vip: l.clone(),
                         route,
                     })
                     .inc_by(n);
@@ -153,8 +191,8 @@ impl Node {
         let slots = Family::<VipLabel, Gauge>::default();
         let be_packets = Family::<BackendTrafficLabel, Counter>::default();
         let be_bytes = Family::<BackendTrafficLabel, Counter>::default();
-        for (name, (vip, _)) in &self.digests {
-            let name = name.clone();
+        for (vip, _) in self.digests.values() {
+            let name = VipLabel::of(vip);
             for b in self.dp.lb.backends(vip).unwrap_or_default() {
                 // One index (one set of counters) per backend address, even
                 // when several VIPs share it.
@@ -180,7 +218,7 @@ impl Node {
                     })
                     .set(i64::from(b.weight as i32));
             }
-            slots.get_or_create(&VipLabel { vip: name }).set(
+            slots.get_or_create(&name).set(
                 self.dp
                     .lb
                     .state()
@@ -211,17 +249,17 @@ impl Node {
             slots,
         );
         let digests = Family::<DigestLabel, Gauge>::default();
-        for (name, (_, d)) in &self.digests {
+        for (vip, d) in self.digests.values() {
             digests
                 .get_or_create(&DigestLabel {
-                    vip: name.clone(),
+                    vip: VipLabel::of(vip),
                     digest: format!("{d:016x}"),
                 })
                 .set(1);
         }
         reg.register(
-            "lb_ring_digest",
-            "Ring digest per VIP (label), SipHash-1-3 of every slot's backend",
+            "lb_ring_digest_info",
+            "Ring digest of each VIP (label digest: SipHash-1-3 of every slot's backend); one series per VIP, replaced when the ring changes",
             digests,
         );
         let fill = Gauge::<i64>::default();
@@ -307,10 +345,109 @@ impl Node {
             "Deployment traps found at start-up (see the log)",
             traps,
         );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        reloads
+            .get_or_create(&ResultLabel { result: "success" })
+            .inc_by(self.reloads_ok);
+        reloads
+            .get_or_create(&ResultLabel { result: "failure" })
+            .inc_by(self.reloads_failed);
+        reg.register(
+            "node_config_reloads",
+            "SIGHUP reloads of the config, by result (failure: the file was rejected or a runtime setting could not be written; the running config is kept)",
+            reloads,
+        );
+        let tx_dropped = Family::<InterfaceLabel, Counter>::default();
+        if let Some(t) = self.tx_drops.as_mut() {
+            if let Some(n) = t.read() {
+                tx_dropped
+                    .get_or_create(&InterfaceLabel {
+                        interface: t.ifname().to_string(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        reg.register(
+            "interface_tx_dropped",
+            "Frames the LB's interface dropped on transmit (IFLA_STATS64 tx_dropped; on a veth, native XDP_TX into a peer without an XDP program lands here)",
+            tx_dropped,
+        );
+        let mode = Family::<ModeLabel, Gauge>::default();
+        mode.get_or_create(&ModeLabel {
+            interface: self.cfg.lb.interface.clone(),
+            mode: self.dp.link.mode().to_string(),
+        })
+        .set(1);
+        reg.register(
+            "lb_xdp_mode",
+            "XDP attach mode of xdp_lb per interface (label mode: native or generic; value 1)",
+            mode,
+        );
+        let build = Family::<BuildLabel, Gauge>::default();
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+                role: "lb",
+            })
+            .set(1);
+        reg.register("build_info", "flowpin-node build (value 1)", build);
+        let rejected_now = Family::<KindLabel, Gauge>::default();
+        for (kind, _) in self.rejected_now.values() {
+            rejected_now.get_or_create(&KindLabel { kind }).inc();
+        }
+        reg.register(
+            "registry_rejected_keys",
+            "Registry keys the last snapshot rejected, by kind (each logged once per change)",
+            rejected_now,
+        );
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+        if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &reg) {
+            error!(error = %e, "metrics encoding failed");
+        }
+        let mut proc_reg = Prom::default();
+        super::process::register(&mut proc_reg);
+        if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &proc_reg) {
+            error!(error = %e, "metrics encoding failed");
+        }
+        if let Err(e) = prometheus_client::encoding::text::encode_eof(&mut out) {
             error!(error = %e, "metrics encoding failed");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowpin_bpf_progs::xdp_lb::Proto;
+
+    #[test]
+    fn a_vip_is_three_labels_in_the_exposition() {
+        let mut reg = prometheus_client::registry::Registry::with_prefix("flowpin");
+        let routes = Family::<RouteLabel, Counter>::default();
+        let v6 = Vip::new("2001:db8::1".parse().expect("ip"), 443, Proto::Udp);
+        routes
+            .get_or_create(&RouteLabel {
+                vip: VipLabel::of(&v6),
+                route: "ring_new_flow",
+            })
+            .inc_by(3);
+        reg.register("lb_vip_route", "routes", routes);
+        let digests = Family::<DigestLabel, Gauge>::default();
+        digests
+            .get_or_create(&DigestLabel {
+                vip: VipLabel::of(&v6),
+                digest: "00000000000000ff".into(),
+            })
+            .set(1);
+        reg.register("lb_ring_digest_info", "digest", digests);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).expect("encode");
+        for line in [
+            "flowpin_lb_vip_route_total{vip_addr=\"2001:db8::1\",vip_port=\"443\",proto=\"udp\",route=\"ring_new_flow\"} 3",
+            "flowpin_lb_ring_digest_info{vip_addr=\"2001:db8::1\",vip_port=\"443\",proto=\"udp\",digest=\"00000000000000ff\"} 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+        }
     }
 }
