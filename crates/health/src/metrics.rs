@@ -96,10 +96,7 @@ impl HealthMetrics {
     }
 
     pub(crate) fn record(&self, s: &BackendStatus, out: &ProbeOutcome) {
-        let l = BackendLabels {
-            vip: s.vip.clone(),
-            backend: s.backend.to_string(),
-        };
+        let l = labels(&s.vip, s.backend);
         self.state.get_or_create(&l).set(s.state.gauge());
         self.expired.get_or_create(&l).set(i64::from(s.expired));
         self.latency
@@ -168,7 +165,7 @@ mod tests {
         let vip = Vip::new("10.0.0.1".parse().expect("ip"), 80, Proto::Tcp);
         let b: IpAddr = "10.1.0.2".parse().expect("ip");
         let status = BackendStatus {
-            vip: vip_label(&vip),
+            vip,
             backend: b,
             state: crate::Health::Down,
             since_ms: None,

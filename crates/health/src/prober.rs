@@ -69,8 +69,8 @@ impl ProbeRoutes for DirectRoutes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BackendStatus {
-    /// The VIP, as `proto/addr/port`.
-    pub vip: String,
+    /// The VIP.
+    pub vip: Vip,
     /// The backend's address.
     pub backend: IpAddr,
     /// The damped state.
@@ -100,10 +100,9 @@ pub struct HealthStatus {
 impl HealthStatus {
     /// The status of one backend of one VIP.
     pub fn get(&self, vip: &Vip, backend: IpAddr) -> Option<&BackendStatus> {
-        let v = vip_label(vip);
         self.backends
             .iter()
-            .find(|b| b.vip == v && b.backend == backend)
+            .find(|b| b.vip == *vip && b.backend == backend)
     }
 }
 
@@ -264,7 +263,7 @@ impl Prober {
                 key,
                 Entry {
                     status: BackendStatus {
-                        vip: vip_label(&vip),
+                        vip,
                         backend,
                         state: Health::Unknown,
                         since_ms: None,

@@ -36,6 +36,16 @@
 //! drains). [`QuorumRule::Local`] (a single LB) counts only that LB's own
 //! verdict.
 //!
+//! # An LB's loop
+//!
+//! ```text
+//! prober.set_targets(targets_of(&snap))?;       // on every snapshot
+//! publish_verdicts(&prober, &reporter).await?;  // a task: verdicts on every change
+//! reconcile(desired_of(&snap));                 // the fleet's decision, never the LB's own
+//! for d in disagreements(&snap, lb) { … }       // metrics (HealthMetrics::set_disagreement), status
+//! fleet_status(&snap, lb, &rule, &prober.status()) // for /status and the CLI
+//! ```
+//!
 //! # Why every LB applies the same change at the same revision
 //!
 //! [`effective`] is a pure function of the snapshot: no local clock, no
@@ -50,6 +60,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+pub use crate::health_fleet::{
+    fleet_status, publish_verdicts, targets_of, verdicts_of, FleetBackend,
+};
 pub use flowpin_health::{Health, HealthCheck, HealthConfigError, ProbeKind};
 use serde::{Deserialize, Serialize};
 

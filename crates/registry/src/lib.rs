@@ -4,6 +4,7 @@
 
 mod error;
 pub mod health;
+mod health_fleet;
 mod health_reporter;
 pub mod keys;
 #[cfg(feature = "lb")]

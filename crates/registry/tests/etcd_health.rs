@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,23 +51,26 @@ fn ring_of(snap: &Snapshot) -> (u64, Effective) {
     (ring_digest(&slots), b1)
 }
 
-/// Both watches at revision `rev` or later, and at the same revision.
+/// Both watches at the same revision, `rev` or later (waits until the
+/// writes pause long enough for both to show the same one).
 async fn both_at(
     a: &mut SnapshotWatch,
     b: &mut SnapshotWatch,
     rev: i64,
 ) -> (Arc<Snapshot>, Arc<Snapshot>) {
-    let sa = a.wait_for(|s| s.revision >= rev).await.expect("watch a");
-    let sb = b
-        .wait_for(|s| s.revision >= sa.revision)
-        .await
-        .expect("watch b");
-    let sa = a
-        .wait_for(|s| s.revision >= sb.revision)
-        .await
-        .expect("watch a");
-    assert_eq!(sa.revision, sb.revision);
-    (sa, sb)
+    let mut target = rev;
+    loop {
+        let sa = a.wait_for(|s| s.revision >= target).await.expect("watch a");
+        let sb = b
+            .wait_for(|s| s.revision >= sa.revision)
+            .await
+            .expect("watch b");
+        let sa = a.current();
+        if sa.revision == sb.revision {
+            return (sa, sb);
+        }
+        target = sa.revision.max(sb.revision);
+    }
 }
 
 fn down(expired: bool) -> Verdict {
@@ -233,4 +237,104 @@ async fn two_lbs_verdicts_give_the_same_desired_state() {
     );
     assert_eq!(sa.vips[&vip()].health.check, None, "never applied");
     drop(rep_b);
+}
+
+/// End to end with real probers (direct to loopback backends, no tunnel):
+/// two LBs probe, publish, and drain the dead backend at the same revision;
+/// it comes back when its service does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_probing_lbs_drain_a_dead_backend_together() {
+    use flowpin_health::{DirectRoutes, Prober};
+    use flowpin_registry::health::{fleet_status, publish_verdicts, targets_of, QuorumRule};
+    let Some(etcd) = etcd("two_probing_lbs_drain_a_dead_backend_together").await else {
+        return;
+    };
+    let live: IpAddr = ip("127.0.0.1");
+    let dead: IpAddr = ip("127.0.0.2");
+    let l = std::net::TcpListener::bind((live, 0)).expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let vip = Vip::new(ip("10.0.0.7"), port, Proto::Tcp);
+    let op = registry(&etcd.endpoint()).await;
+    op.put_vip(&VipSpec::new(vip, VipFlags::default()))
+        .await
+        .expect("vip");
+    let ms = Duration::from_millis;
+    let check = HealthCheck::tcp().timing(ms(200), ms(150)).damping(2, 3);
+    op.put_health_check(&vip, &check).await.expect("check");
+    let host = op
+        .register(Duration::from_secs(10))
+        .await
+        .expect("register");
+    for b in [live, dead] {
+        host.add_backend(&vip, &BackendSpec::new(b, 100, None))
+            .await
+            .expect("add");
+    }
+    let mut lbs = Vec::new();
+    let mut watches = Vec::new();
+    for name in ["lb-a", "lb-b"] {
+        let reg = registry(&etcd.endpoint()).await;
+        let mut watch = reg.watch().await.expect("watch");
+        let snap = watch
+            .wait_for(|s| s.backend_count() == 2)
+            .await
+            .expect("backends");
+        let prober = Arc::new(Prober::new(Arc::new(DirectRoutes)));
+        prober.set_targets(targets_of(&snap)).expect("targets");
+        assert_eq!(prober.status().backends.len(), 2);
+        let reporter = reg
+            .health_reporter(name, Duration::from_secs(10))
+            .await
+            .expect("reporter");
+        let p = prober.clone();
+        let task = tokio::spawn(async move { publish_verdicts(&p, &reporter).await });
+        watches.push(watch);
+        lbs.push((reg, prober, task));
+    }
+    let started = std::time::Instant::now();
+    let state_of = |s: &Snapshot, b: IpAddr| {
+        flowpin_registry::health::effective(&s.vips[&vip], b, &QuorumRule::Majority)
+    };
+    let mut wb = watches.pop().expect("b");
+    let mut wa = watches.pop().expect("a");
+    let sa = wa
+        .wait_for(|s| {
+            let n = |b: IpAddr| {
+                s.vips[&vip]
+                    .health
+                    .verdicts
+                    .get(&b)
+                    .map_or(0, BTreeMap::len)
+            };
+            state_of(s, dead) == Effective::Drained && n(live) == 2 && n(dead) == 2
+        })
+        .await
+        .expect("drained");
+    // Detection: interval × fall + 1 s (plus the rise of the live one, same time).
+    assert!(
+        started.elapsed() <= check.detection_time() + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let (sa, sb) = both_at(&mut wa, &mut wb, sa.revision).await;
+    assert_eq!(desired_of(&sa), desired_of(&sb));
+    assert_eq!(state_of(&sa, live), Effective::Healthy);
+    let st = fleet_status(&sa, "lb-a", &QuorumRule::Majority, &lbs[0].1.status());
+    let d = st.iter().find(|b| b.backend == dead).expect("dead listed");
+    assert_eq!(
+        (d.mine, d.fleet, d.verdicts, d.disagrees),
+        (Health::Down, Effective::Drained, 2, false)
+    );
+    // Its service comes back: healthy again everywhere.
+    let _back = std::net::TcpListener::bind((dead, port)).expect("bind dead");
+    let sa = wa
+        .wait_for(|s| state_of(s, dead) == Effective::Healthy)
+        .await
+        .expect("back");
+    let (sa, sb) = both_at(&mut wa, &mut wb, sa.revision).await;
+    assert_eq!(desired_of(&sa), desired_of(&sb));
+    for (_, _, task) in lbs {
+        task.abort();
+    }
+    drop(l);
 }
