@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for features in "" xdp-lb xdp-decap xdp-pass xdp-reflect sockops reuseport sk-lookup; do
+for features in "" xdp-lb xdp-decap xdp-pass xdp-reflect sockops reuseport sk-lookup probe-encap; do
     echo "cargo check -p flowpin-bpf-progs --no-default-features --features '$features'"
     # Warnings fail it too (cargo replays them from its cache on a re-run).
     out=$(cargo check --locked --quiet -p flowpin-bpf-progs --no-default-features --features "$features" 2>&1) ||

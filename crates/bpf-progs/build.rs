@@ -11,6 +11,7 @@
 //! | `sockops` | `sockops_server_id` |
 //! | `reuseport` | `sk_reuseport_select` |
 //! | `sk-lookup` | `sk_lookup` |
+//! | `probe-encap` | `probe_encap` (health probes through the tunnel) |
 //!
 //! The headers shared with Rust come from `flowpin-bpf-abi`: its build
 //! script hands their directory over as `DEP_FLOWPIN_BPF_ABI_INCLUDE`
@@ -67,6 +68,7 @@ fn find_clang() -> PathBuf {
 /// Every program: its `src/bpf/<name>.bpf.c` and the Cargo feature that
 /// compiles it (as `CARGO_FEATURE_<FEATURE>`).
 const PROGRAMS: &[(&str, &str)] = &[
+    ("probe_encap", "PROBE_ENCAP"),
     ("sk_lookup", "SK_LOOKUP"),
     ("sk_reuseport_select", "REUSEPORT"),
     ("sockops_server_id", "SOCKOPS"),

@@ -11,6 +11,7 @@
 //! | `sk_reuseport_select.h` | [`reuseport`] |
 //! | `sk_lookup.h` | [`sk_lookup`] |
 //! | `sockops_server_id.h` | [`sockops`] |
+//! | `probe_encap.h` (health probes through the tunnel) | [`probe`] |
 //! | `tcp_opt.h` (server_id option, QUIC CID layouts) | `flowpin_tcp_opt::consts` |
 //!
 //! - **constants** (`#define`s) are re-stated here (or in
@@ -50,6 +51,7 @@ mod c_struct;
 pub mod flow_hash;
 pub mod lb;
 pub mod mounts;
+pub mod probe;
 pub mod reuseport;
 pub mod sk_lookup;
 pub mod sockops;

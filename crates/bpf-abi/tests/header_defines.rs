@@ -11,7 +11,7 @@ mod header_eval;
 
 use std::collections::BTreeMap;
 
-use flowpin_bpf_abi::{lb, reuseport, sk_lookup as skl, sockops};
+use flowpin_bpf_abi::{lb, probe, reuseport, sk_lookup as skl, sockops};
 use flowpin_tcp_opt::consts as tcp;
 use header_eval::{apply, evaluate, Eval, Evaluated};
 
@@ -20,10 +20,12 @@ const RP_H: &str = include_str!("../include/flowpin/sk_reuseport_select.h");
 const SKL_H: &str = include_str!("../include/flowpin/sk_lookup.h");
 const SOCKOPS_H: &str = include_str!("../include/flowpin/sockops_server_id.h");
 const TCP_OPT_H: &str = include_str!("../include/flowpin/tcp_opt.h");
+const PROBE_H: &str = include_str!("../include/flowpin/probe_encap.h");
 
 /// Every header this test checks; `every_header_is_checked` compares it
 /// with the directory.
-const HEADERS: [&str; 5] = [
+const HEADERS: [&str; 6] = [
+    "probe_encap.h",
     "flowpin_lb.h",
     "sk_reuseport_select.h",
     "sk_lookup.h",
@@ -171,6 +173,16 @@ fn sockops_server_id_h_matches_the_rust_constants() {
     let ev = evaluate(SOCKOPS_H, &mut known);
     let rust = rust!("FLOWPIN_SOCKOPS_", sockops; MAX_PORTS, MAX_ADDRS, LAYOUT_VERSION);
     check("sockops_server_id.h", &ev, &known, &rust, &[]);
+}
+
+#[test]
+fn probe_encap_h_matches_the_rust_constants() {
+    let mut known = BTreeMap::new();
+    let ev = evaluate(PROBE_H, &mut known);
+    let rust = rust!("FLOWPIN_PROBE_", probe;
+        MARK, MARK_MASK, INDEX_MASK, DEFAULT_BACKENDS, FAMILY_NONE, FAMILY_V4, FAMILY_V6,
+    );
+    check("probe_encap.h", &ev, &known, &rust, &[]);
 }
 
 #[test]

@@ -56,6 +56,7 @@
 //! | [`xdp_pass`] | XDP: empty `XDP_PASS` (bench baseline, veth peer) | [`xdp_pass::XdpPassConfig`] | same | none: it is the empty baseline |
 //! | `xdp_reflect` (feature `xdp-reflect`, off by default) | XDP: the far end of a live-frame bench loop (decapsulates, restores MACs, changes the flow, `XDP_TX`) + the empty `XDP_TX` program | `xdp_reflect::XdpReflectConfig` | same | `xdp_reflect::ReflectStats` |
 //! | [`sockops_server_id`] | `SOCK_OPS`: server_id TCP option, server and client roles | [`sockops_server_id::ServerIdOpsConfig`] | a cgroup v2 ([`sockops_server_id::CgroupRef`]) → [`sockops_server_id::SockopsLink`] | [`sockops_server_id::ServerIdOpsStats`] |
+//! | [`probe_encap`] | TCX egress: health probes (socket mark) encapsulated to a backend as `xdp_lb` does | [`probe_encap::ProbeEncapConfig`] | an ifindex → [`probe_encap::ProbeLink`] | [`probe_encap::ProbeStats`] |
 //! | [`sk_reuseport_select`] | `SK_REUSEPORT`: generation/slot socket selection, request migration | [`sk_reuseport_select::SelectConfig`] | a socket of the `SO_REUSEPORT` group → [`sk_reuseport_select::ReuseportLink`] (the exception: no kernel link type exists, the program stays while the group lives) | [`sk_reuseport_select::RawStats`] (total; `stats_of(index)` per generation) |
 //!
 //! Shared pieces: [`error`] ([`error::KernelError`]), [`link`] (the
@@ -84,6 +85,7 @@
 //! | `sockops` | `sockops_server_id` | [`sockops_server_id`] |
 //! | `reuseport` | `sk_reuseport_select` | [`sk_reuseport_select`] |
 //! | `sk-lookup` | `sk_lookup` | [`sk_lookup`] |
+//! | `probe-encap` | `probe_encap` (health probes through the tunnel) | [`probe_encap`] |
 //!
 //! All are on by default. A crate that needs one program depends on this
 //! one with `default-features = false, features = ["<program>"]`: only that
@@ -124,7 +126,8 @@
         feature = "xdp-pass",
         feature = "sockops",
         feature = "reuseport",
-        feature = "sk-lookup"
+        feature = "sk-lookup",
+        feature = "probe-encap"
     )),
     allow(dead_code)
 )]
@@ -140,6 +143,8 @@ pub mod netdev;
 pub mod netns;
 pub mod pin;
 mod pinned_maps;
+#[cfg(feature = "probe-encap")]
+pub mod probe_encap;
 pub mod process;
 #[cfg(feature = "sk-lookup")]
 pub mod sk_lookup;

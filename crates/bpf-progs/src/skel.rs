@@ -127,6 +127,14 @@ plain_structs! {
             ecn_ce_propagated, dropped_ecn,
         },
     }
+    "probe-encap" => {
+        probe_encap::flowpin_probe_backend { family, addr },
+        probe_encap::flowpin_probe_cfg { src4, src6 },
+        probe_encap::flowpin_probe_stats {
+            encap_ipip, encap_ip6ip6, encap_4in6, not_probe, dropped_no_backend, dropped_bad_packet,
+            dropped_no_source, dropped_error, redirected,
+        },
+    }
     "sockops" => {
         sockops_server_id::flowpin_sockops_stats {
             server_listen_matched, server_listen_skipped, server_written, server_addr_skipped,

@@ -25,6 +25,14 @@ pub enum KeyKind {
     Claim(ServerId),
     /// `ids/hosts/{host}`.
     Host(String),
+    /// `routing/health/{proto}/{ip}/{port}`: the VIP's health check.
+    HealthCheck(Vip),
+    /// `routing/verdicts/{proto}/{vip_ip}/{vip_port}/{backend_ip}/{lb}`: one
+    /// LB's verdict on a backend, under that LB's lease.
+    Verdict(Vip, IpAddr, String),
+    /// `routing/selfhealth/{proto}/{vip_ip}/{vip_port}/{backend_ip}`: the
+    /// backend's own report, under its registration's lease.
+    SelfHealth(Vip, IpAddr),
 }
 
 /// The keys of one cluster: a prefix (ending in `/`) and the layout below it.
@@ -73,6 +81,29 @@ impl KeyLayout {
         )
     }
 
+    /// Key of a VIP's health check.
+    pub fn health_check(&self, vip: &Vip) -> String {
+        format!("{}routing/health/{}", self.prefix, vip_segments(vip))
+    }
+
+    /// Key of LB `lb`'s verdict on a backend of a VIP.
+    pub fn verdict(&self, vip: &Vip, backend: IpAddr, lb: &str) -> String {
+        format!(
+            "{}routing/verdicts/{}/{backend}/{lb}",
+            self.prefix,
+            vip_segments(vip)
+        )
+    }
+
+    /// Key of a backend's own health report for a VIP.
+    pub fn self_health(&self, vip: &Vip, backend: IpAddr) -> String {
+        format!(
+            "{}routing/selfhealth/{}/{backend}",
+            self.prefix,
+            vip_segments(vip)
+        )
+    }
+
     /// Key of a server_id claim.
     pub fn claim(&self, id: ServerId) -> String {
         format!("{}ids/claims/{id}", self.prefix)
@@ -93,6 +124,19 @@ impl KeyLayout {
             ["routing", "vips", proto, ip, port] => KeyKind::Vip(parse_vip(proto, ip, port)?),
             ["routing", "backends", proto, ip, port, backend] => {
                 KeyKind::Backend(parse_vip(proto, ip, port)?, parse_ip(backend)?)
+            }
+            ["routing", "health", proto, ip, port] => {
+                KeyKind::HealthCheck(parse_vip(proto, ip, port)?)
+            }
+            ["routing", "verdicts", proto, ip, port, backend, lb] if valid_host(lb) => {
+                KeyKind::Verdict(
+                    parse_vip(proto, ip, port)?,
+                    parse_ip(backend)?,
+                    (*lb).to_string(),
+                )
+            }
+            ["routing", "selfhealth", proto, ip, port, backend] => {
+                KeyKind::SelfHealth(parse_vip(proto, ip, port)?, parse_ip(backend)?)
             }
             ["ids", "claims", id] => KeyKind::Claim(ServerId::new(parse_canonical_u32(id)?)?),
             ["ids", "hosts", host] if valid_host(host) => KeyKind::Host((*host).to_string()),
@@ -212,6 +256,14 @@ mod tests {
             let l = layout();
             prop_assert_eq!(l.parse(l.vip(&vip).as_bytes()), Some(KeyKind::Vip(vip)));
             prop_assert_eq!(l.parse(l.backend(&vip, b).as_bytes()), Some(KeyKind::Backend(vip, b)));
+        }
+
+        #[test]
+        fn health_keys_round_trip(vip in any_vip(), b in any_ip(), lb in "[a-zA-Z0-9.:_-]{1,64}") {
+            let l = layout();
+            prop_assert_eq!(l.parse(l.health_check(&vip).as_bytes()), Some(KeyKind::HealthCheck(vip)));
+            prop_assert_eq!(l.parse(l.verdict(&vip, b, &lb).as_bytes()), Some(KeyKind::Verdict(vip, b, lb.clone())));
+            prop_assert_eq!(l.parse(l.self_health(&vip, b).as_bytes()), Some(KeyKind::SelfHealth(vip, b)));
         }
 
         #[test]

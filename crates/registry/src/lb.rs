@@ -12,7 +12,7 @@
 //!
 //! let vip = Vip::new("10.0.0.1".parse()?, 80, Proto::Tcp);
 //! let mut snap = Snapshot::default();
-//! let mut entry = VipEntry { spec: VipSpec::new(vip, VipFlags::SERVER_ID), backends: Default::default() };
+//! let mut entry = VipEntry { spec: VipSpec::new(vip, VipFlags::SERVER_ID), backends: Default::default(), health: Default::default() };
 //! for (i, state) in [(2u8, BackendState::Active), (3, BackendState::Draining)] {
 //!     let addr = format!("10.1.0.{i}").parse()?;
 //!     let mut b = BackendSpec::new(addr, 100, ServerId::new(u32::from(i)));
@@ -40,6 +40,9 @@
 //! - [`BackendState::Draining`] backends listed but draining: out of the
 //!   ring, still reachable by server_id and the connection table, and back
 //!   with their weight when they turn active again;
+//! - health ([`crate::health`]): a backend the live LBs' verdicts (strict
+//!   majority) find down is draining; one they find down for the check's
+//!   `down_ms` is left out; one that reports itself unhealthy is draining;
 //! - entries the registry rejected ([`Snapshot::rejected`], counted in
 //!   [`Snapshot::reject_counts`]) are not in [`Snapshot::vips`] and so never
 //!   reach the desired state.
@@ -56,6 +59,7 @@ use std::net::IpAddr;
 
 pub use flowpin_lb_core::{Backend, Desired, DesiredVip};
 
+use crate::health::{self, Effective, QuorumRule};
 use crate::model::{BackendSpec, BackendState, Snapshot, Vip, VipEntry, VipFlags};
 
 #[cfg(test)]
@@ -73,12 +77,26 @@ pub fn backend_of(spec: &BackendSpec) -> Backend {
 }
 
 /// What one VIP of a snapshot should hold: its flags, its backends in
-/// address order, the draining ones marked.
+/// address order, the draining ones marked, health applied with the
+/// fleet's quorum rule ([`QuorumRule::Majority`]).
 pub fn desired_vip(entry: &VipEntry) -> DesiredVip {
+    desired_vip_with(entry, &QuorumRule::Majority)
+}
+
+/// [`desired_vip`] under a given quorum rule: a backend the health
+/// verdicts drain is a draining backend (out of the ring, reachable by
+/// server_id and the connection table, back with its weight when it
+/// passes); one they remove is left out ([`crate::health`]).
+pub fn desired_vip_with(entry: &VipEntry, rule: &QuorumRule) -> DesiredVip {
     let mut want = DesiredVip::new(entry.spec.flags);
     // `backends` is a BTreeMap by address: address order.
     for b in entry.backends.values() {
-        want = match b.state {
+        let state = match health::effective(entry, b.addr, rule) {
+            Effective::Removed => continue,
+            Effective::Drained => BackendState::Draining,
+            Effective::Healthy => b.state,
+        };
+        want = match state {
             BackendState::Active => want.backend(backend_of(b)),
             BackendState::Draining => want.draining_backend(backend_of(b)),
         };
@@ -87,13 +105,20 @@ pub fn desired_vip(entry: &VipEntry) -> DesiredVip {
 }
 
 /// What the load balancer should hold for `snap`: every VIP with its flags
-/// and backends (see the [module docs](self)). Reconcile to it.
+/// and backends, health verdicts applied by the fleet's quorum (see the
+/// [module docs](self) and [`crate::health`]). Reconcile to it.
 pub fn desired_of(snap: &Snapshot) -> Desired {
+    desired_of_with(snap, &QuorumRule::Majority)
+}
+
+/// [`desired_of`] under a given quorum rule ([`QuorumRule::Local`] for a
+/// single LB that decides alone).
+pub fn desired_of_with(snap: &Snapshot, rule: &QuorumRule) -> Desired {
     Desired {
         vips: snap
             .vips
             .iter()
-            .map(|(vip, entry)| (*vip, desired_vip(entry)))
+            .map(|(vip, entry)| (*vip, desired_vip_with(entry, rule)))
             .collect(),
     }
 }

@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod health;
+mod health_fleet;
+mod health_reporter;
 pub mod keys;
 #[cfg(feature = "lb")]
 pub mod lb;
@@ -17,6 +20,7 @@ mod watch;
 
 pub use error::{Error, Result};
 pub use flowpin_tcp_opt::ServerId;
+pub use health_reporter::HealthReporter;
 pub use keys::{KeyKind, KeyLayout};
 pub use model::{
     BackendSpec, BackendState, Proto, RejectCounts, RejectKind, Rejection, Snapshot, Vip, VipEntry,

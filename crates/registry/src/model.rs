@@ -159,6 +159,9 @@ pub struct VipEntry {
     pub spec: VipSpec,
     /// Its backends, by address.
     pub backends: BTreeMap<IpAddr, BackendSpec>,
+    /// Its health check and the verdicts on its backends
+    /// ([`crate::health`]); empty without a check.
+    pub health: crate::health::VipHealth,
 }
 
 /// Why an entry of the registry was rejected. Counted per kind in
@@ -186,11 +189,15 @@ pub enum RejectKind {
     /// A server_id already carried by another backend address (or an address
     /// registered with two server_ids); the entry created first wins.
     DuplicateServerId,
+    /// A health check, verdict or self-report that is not valid (the
+    /// reason says which field); a VIP whose check is rejected is not
+    /// health-checked.
+    BadHealthCheck,
 }
 
 impl RejectKind {
     /// Every kind, in counter order.
-    pub const ALL: [RejectKind; 8] = [
+    pub const ALL: [RejectKind; 9] = [
         RejectKind::MalformedKey,
         RejectKind::MalformedValue,
         RejectKind::KeyMismatch,
@@ -199,6 +206,7 @@ impl RejectKind {
         RejectKind::BadFlags,
         RejectKind::UnknownVip,
         RejectKind::DuplicateServerId,
+        RejectKind::BadHealthCheck,
     ];
 
     /// Snake-case name (for logs and metric labels).
@@ -212,6 +220,7 @@ impl RejectKind {
             RejectKind::BadFlags => "bad_flags",
             RejectKind::UnknownVip => "unknown_vip",
             RejectKind::DuplicateServerId => "duplicate_server_id",
+            RejectKind::BadHealthCheck => "bad_health_check",
         }
     }
 
@@ -225,6 +234,7 @@ impl RejectKind {
             RejectKind::BadFlags => 5,
             RejectKind::UnknownVip => 6,
             RejectKind::DuplicateServerId => 7,
+            RejectKind::BadHealthCheck => 8,
         }
     }
 }
@@ -252,7 +262,7 @@ pub struct Rejection {
 /// An entry version (key, mod_revision) is counted once per kind, however
 /// many snapshots it stays rejected in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RejectCounts([u64; 8]);
+pub struct RejectCounts([u64; 9]);
 
 impl RejectCounts {
     /// The count of one kind.

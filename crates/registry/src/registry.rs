@@ -194,6 +194,57 @@ impl Registry {
         Ok(resp.deleted() > 0)
     }
 
+    /// Stores the health check of a VIP ([`crate::health`]) after checking
+    /// it against the VIP: an invalid check is refused
+    /// ([`Error::Invalid`] with [`RejectKind::BadHealthCheck`](crate::RejectKind::BadHealthCheck)
+    /// and the reason), never written. Returns the revision.
+    pub async fn put_health_check(
+        &self,
+        vip: &Vip,
+        check: &crate::health::HealthCheck,
+    ) -> Result<i64> {
+        crate::health::check_for(vip, check).map_err(invalid)?;
+        let key = self.layout.health_check(vip);
+        let value = serde_json::to_vec(check).map_err(|source| Error::Corrupt {
+            key: key.clone(),
+            source,
+        })?;
+        let mut c = self.client.clone();
+        let resp = timed("put", self.timeout, c.put(key, value, None)).await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Removes a VIP's health check (its backends are no longer drained by
+    /// verdicts). Returns whether it existed.
+    pub async fn delete_health_check(&self, vip: &Vip) -> Result<bool> {
+        let mut c = self.client.clone();
+        let key = self.layout.health_check(vip);
+        let resp = timed("delete", self.timeout, c.delete(key, None)).await?;
+        Ok(resp.deleted() > 0)
+    }
+
+    /// An LB's verdict writer ([`crate::HealthReporter`]): a lease of `ttl`
+    /// kept alive every `ttl / 3`, under which LB `lb` (its identity: 1..=253
+    /// printable ASCII bytes without `/`) publishes its verdicts.
+    pub async fn health_reporter(&self, lb: &str, ttl: Duration) -> Result<crate::HealthReporter> {
+        crate::health::check_lb(lb)?;
+        check_duration("LB verdict lease TTL", ttl, MIN_TTL, MAX_TTL)?;
+        let interval = (ttl / 3).max(Duration::from_millis(200));
+        let lease = KeptLease::grant(
+            &self.client,
+            ttl,
+            interval,
+            self.timeout,
+            format!("health verdicts of {lb}"),
+        )
+        .await?;
+        Ok(crate::health_reporter::HealthReporter::new(
+            lease,
+            self.layout.clone(),
+            lb.to_string(),
+        ))
+    }
+
     /// Starts a registration: a lease of `ttl`, kept alive in the background
     /// (every `ttl / 3`), under which backends are then added. A host that
     /// dies stops the keep-alive, and its backends vanish from every LB when

@@ -123,6 +123,7 @@ pub(crate) fn build(
     };
     let mut vips = BTreeMap::new();
     let mut backends = Vec::new();
+    let mut health = Vec::new();
     for (key, e) in raw {
         match layout.parse(key) {
             Some(KeyKind::Vip(vip)) => match parse_vip(&vip, &e.value) {
@@ -132,6 +133,7 @@ pub(crate) fn build(
                         VipEntry {
                             spec,
                             backends: BTreeMap::new(),
+                            health: Default::default(),
                         },
                     );
                 }
@@ -142,6 +144,7 @@ pub(crate) fn build(
                 Err(inv) => reject(key, e, inv),
             },
             Some(KeyKind::Claim(_) | KeyKind::Host(_)) => {}
+            Some(k) => health.push((key, e, k)),
             None => reject(
                 key,
                 e,
@@ -196,6 +199,11 @@ pub(crate) fn build(
         }
         addr_id.insert(spec.addr, spec.server_id);
         entry.backends.insert(spec.addr, spec);
+    }
+    for (key, e, kind) in health {
+        if let Err(inv) = crate::health::apply(&mut vips, kind, &e.value) {
+            reject(key, e, inv);
+        }
     }
     rejected.sort_by(|a, b| a.key.cmp(&b.key));
     (vips, rejected)

@@ -549,6 +549,12 @@ async fn each_kind_of_bad_entry_is_rejected_and_counted_while_the_watch_goes_on(
             r#"{"addr":"10.1.0.8","weight":1,"server_id":7}"#.into(),
             RejectKind::DuplicateServerId,
         ),
+        (
+            // A UDP probe cannot check a TCP VIP.
+            l.health_check(&vip()),
+            r#"{"probe":{"kind":"udp","send":"ping"}}"#.into(),
+            RejectKind::BadHealthCheck,
+        ),
     ];
     for (i, (key, value, kind)) in cases.iter().enumerate() {
         raw.put(key.clone(), value.clone(), None)

@@ -46,6 +46,7 @@ fn entry(vip: Vip, flags: VipFlags, backends: &[B]) -> VipEntry {
     VipEntry {
         spec: VipSpec::new(vip, flags),
         backends,
+        health: Default::default(),
     }
 }
 

@@ -142,6 +142,44 @@ impl Registration {
         Ok(true)
     }
 
+    /// Reports the service behind a registered backend healthy or not, as
+    /// its own check sees it (a local command or HTTP endpoint the agent
+    /// runs): stored under this registration's lease at
+    /// `routing/selfhealth/…` ([`crate::health`]). An unhealthy report
+    /// drains the backend on every LB (no new flows, its flows keep going)
+    /// whatever the LBs' probes say; a healthy one lifts that. It goes with
+    /// the lease.
+    pub async fn report_health(
+        &self,
+        vip: &Vip,
+        backend: IpAddr,
+        healthy: bool,
+        reason: &str,
+    ) -> Result<i64> {
+        let known = self
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&(*vip, backend));
+        if !known {
+            return Err(Error::NotRegistered {
+                vip: vip.to_string(),
+                backend: backend.to_string(),
+            });
+        }
+        let report = crate::health::SelfReport {
+            healthy,
+            reason: reason.to_string(),
+            updated_at_ms: Some(unix_ms_now()),
+        };
+        let key = self.layout.self_health(vip, backend);
+        let value = serde_json::to_vec(&report).map_err(|source| Error::Corrupt {
+            key: key.clone(),
+            source,
+        })?;
+        Ok(self.lease.put(vec![(key, value)], vec![], vec![]).await?.1)
+    }
+
     /// The backends registered here.
     pub fn backends(&self) -> Vec<(Vip, BackendSpec)> {
         self.backends
