@@ -267,6 +267,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 let body = match q {
                     Query::Metrics => client.metrics_text(),
                     Query::Status => serde_json::to_string(&client.status()).unwrap_or_default(),
+                    // Attached and pinned before the listener answers.
+                    Query::Ready => crate::http::READY.to_string(),
                 };
                 let _ = tx.send(body);
             }

@@ -112,6 +112,15 @@ fn answer(agent: &Agent, q: Query, tx: tokio::sync::oneshot::Sender<String>) {
     let body = match q {
         Query::Metrics => agent.metrics_text(),
         Query::Status => serde_json::to_string(&agent.status()).unwrap_or_default(),
+        Query::Ready => {
+            if !agent.conflicts.is_empty() {
+                format!("registry conflict: {}", agent.conflicts.join("; "))
+            } else if !agent.registered {
+                "not registered yet (etcd unreachable or the claim is pending)".to_string()
+            } else {
+                crate::http::READY.to_string()
+            }
+        }
     };
     let _ = tx.send(body);
 }

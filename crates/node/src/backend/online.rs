@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use flowpin_registry::{
-    BackendSpec, Registration, Registry, ServerIdClaim, Snapshot, SnapshotWatch,
-    Vip,
+    BackendSpec, Registration, Registry, ServerIdClaim, Snapshot, SnapshotWatch, Vip,
 };
 use flowpin_tcp_opt::ServerId;
 
@@ -264,6 +263,7 @@ mod tests {
             VipEntry {
                 spec: VipSpec::new(vip, VipFlags::SERVER_ID),
                 backends: b,
+                health: Default::default(),
             },
         );
         (s, vip)
