@@ -67,7 +67,9 @@ impl FloodScenario {
     pub(crate) fn name(self) -> &'static str {
         match self {
             FloodScenario::Syn => "SYN flood (spoofed sources) while a backend is added",
-            FloodScenario::Udp => "UDP flood (spoofed sources) vs QUIC VIP while a backend is added",
+            FloodScenario::Udp => {
+                "UDP flood (spoofed sources) vs QUIC VIP while a backend is added"
+            }
         }
     }
 
@@ -168,7 +170,9 @@ pub(crate) fn failures(name: &str, with: usize, without: usize, f: &FloodFigures
         ));
     }
     if f.legit_new_tried == 0 {
-        v.push(format!("{name}: no legitimate new connection was tried during the flood"));
+        v.push(format!(
+            "{name}: no legitimate new connection was tried during the flood"
+        ));
     }
     let _ = with; // with server_id: the lab's common check (failures in main.rs)
     v

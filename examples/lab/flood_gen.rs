@@ -225,14 +225,8 @@ impl PacketSocket {
         // SAFETY: every mmsghdr points at one iovec, every iovec at a live
         // frame buffer; all outlive the call. The socket is bound, so no
         // address is needed.
-        let r = unsafe {
-            libc::sendmmsg(
-                self.fd.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                msgs.len() as u32,
-                0,
-            )
-        };
+        let r =
+            unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
         usize::try_from(r).unwrap_or(0)
     }
 }
@@ -263,7 +257,11 @@ fn fold(mut s: u32) -> u16 {
 
 impl Template {
     fn new(t: &Target, kind: FloodKind) -> Result<Template, Error> {
-        let b = PacketBuilder::ethernet2(t.src_mac, t.dst_mac).ipv4([0, 0, 0, 0], topo::VIP.octets(), 64);
+        let b = PacketBuilder::ethernet2(t.src_mac, t.dst_mac).ipv4(
+            [0, 0, 0, 0],
+            topo::VIP.octets(),
+            64,
+        );
         let mut frame = Vec::new();
         let (udp, payload): (bool, Vec<u8>) = match kind {
             FloodKind::Syn => {

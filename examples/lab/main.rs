@@ -659,7 +659,11 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
 
     // Cost of the sock_ops program on short connections, same run, same path.
     let dur = Duration::from_secs_f64(args.crr_secs);
-    let pairs = if args.only.is_some() { 0 } else { args.crr_pairs.max(1) };
+    let pairs = if args.only.is_some() {
+        0
+    } else {
+        args.crr_pairs.max(1)
+    };
     topo.set_ecmp(&[true, true])?;
     let lbs = start_lbs(&topo, true, &INITIAL_RING)?;
     // Paired rounds, the order alternating (with, without, without, with,

@@ -28,6 +28,7 @@ use crate::status::{LbStatus, RingDigest, VipStatus};
 use crate::traps::{check_lb, Trap};
 use crate::NodeError;
 
+pub mod flood_metrics;
 mod metrics;
 
 type Result<T> = std::result::Result<T, NodeError>;
@@ -166,6 +167,8 @@ struct Node {
     traps: Vec<Trap>,
     conn_fill: Option<(Instant, usize)>,
     started: SystemTime,
+    /// The new-flow rate between `/metrics` scrapes (issue 23).
+    flood: flood_metrics::FloodMeter,
 }
 
 impl Node {
@@ -352,6 +355,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         last_apply_failed: false,
         traps,
         conn_fill: None,
+        flood: flood_metrics::FloodMeter::default(),
         started: SystemTime::now(),
     };
     node.refresh_digests();
