@@ -859,12 +859,7 @@ fn failures(report: &LabReport, fleet: Option<&fleet::FleetReport>) -> Vec<Strin
             s.detail_without.healthy,
         ));
         if let Some(f) = &s.flood {
-            v.extend(flood::failures(
-                s.name,
-                s.broken_with_server_id,
-                s.broken_without_server_id,
-                f,
-            ));
+            v.extend(flood::failures(s.name, s.broken_without_server_id, f));
         }
     }
     if let Some(f) = fleet {
