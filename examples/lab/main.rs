@@ -22,6 +22,11 @@
 //! without it: then the lab no longer sees breaks, and its zeros prove
 //! nothing.
 //!
+//! Then the floods (`flood.rs`, issue 23): a SYN flood and a UDP flood
+//! from spoofed sources while a backend joins the ring; established flows
+//! must survive with and without server_id, and the LBs evict no
+//! confirmed connection-table entry (`--only flood` runs just them).
+//!
 //! Then the fleet section (`fleet/`): the same data path run by
 //! `flowpin-node lb` / `flowpin-node backend` processes on a real etcd, 3
 //! LBs, its own eight scenarios (`--fleet-only` runs only it, `--no-fleet`
@@ -44,6 +49,8 @@
 mod backend;
 mod control;
 mod fleet;
+mod flood;
+mod flood_gen;
 mod hosts;
 mod proto;
 mod run;
@@ -120,6 +127,10 @@ struct Args {
     /// Skip the fleet section (it runs after the other scenarios by default).
     #[arg(long)]
     no_fleet: bool,
+    /// Only the scenarios of the classic half whose name contains this
+    /// text (e.g. `--only flood`); no CRR measurement, no fleet.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
     /// Internal: the backend process runs only its TCP server.
     #[arg(long, hide = true)]
     serve_only: bool,
@@ -157,6 +168,9 @@ struct ScenarioResult {
     expects_breaks_without_server_id: bool,
     /// Packets the LBs' programs dropped over the scenario (both runs).
     packets_dropped_by_lb: u64,
+    /// The flood rows' figures ([`flood::FloodFigures`]).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    flood: Option<flood::FloodFigures>,
     #[serde(skip)]
     detail_with: RunDetail,
     #[serde(skip)]
@@ -179,6 +193,7 @@ impl ScenarioResult {
             broken_without_server_id: without,
             expects_breaks_without_server_id,
             packets_dropped_by_lb: detail_with.lb_drops + detail_without.lb_drops,
+            flood: None,
             detail_with,
             detail_without,
         }
@@ -590,12 +605,14 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
         Scenario::LbRestartedWhileBackendAdded,
     ];
     let coverage = args.coverage();
+    let picked = |name: &str| args.only.as_deref().is_none_or(|t| name.contains(t));
     let chosen: Vec<Scenario> = match coverage {
         _ if args.crr_only => Vec::new(),
         Coverage::Quick => all[..1].to_vec(),
         Coverage::FirstLook => all.into_iter().filter(|s| s.in_first_look()).collect(),
         Coverage::All => all.to_vec(),
     };
+    let chosen: Vec<Scenario> = chosen.into_iter().filter(|s| picked(s.name())).collect();
     for (k, &scenario) in chosen.iter().enumerate() {
         let expects = scenario.expects_breaks_without_server_id();
         let n = run::connections(args.connections, coverage, expects);
@@ -610,7 +627,8 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
     }
     let state = scenarios_state::StateScenario::ALL
         .into_iter()
-        .filter(|s| !args.crr_only && (coverage != Coverage::FirstLook || s.in_first_look()));
+        .filter(|s| !args.crr_only && (coverage != Coverage::FirstLook || s.in_first_look()))
+        .filter(|s| picked(s.name()));
     for scenario in state {
         let expects = scenario.expects_breaks_without_server_id();
         let n = run::connections(args.connections, coverage, expects);
@@ -626,8 +644,28 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
         ));
     }
 
+    // Floods (issue 23): every coverage but the first look and CI.
+    let floods = flood::FloodScenario::ALL.into_iter().filter(|s| {
+        !args.crr_only
+            && (coverage == Coverage::All || (coverage == Coverage::FirstLook && s.in_first_look()))
+            && picked(s.name())
+    });
+    for (k, scenario) in floods.enumerate() {
+        let n = args.connections;
+        let ((w, dw, fw), (wo, dwo, fwo)) =
+            both_modes(k, |sid| flood::run_once(&topo, scenario, sid, n))?;
+        let mut row = ScenarioResult::new(scenario.name(), n, false, (w, dw), (wo, dwo));
+        row.flood = Some(flood::FloodFigures::of(&fw, &fwo));
+        scenarios.push(row);
+    }
+
     // Cost of the sock_ops program on short connections, same run, same path.
     let dur = Duration::from_secs_f64(args.crr_secs);
+    let pairs = if args.only.is_some() {
+        0
+    } else {
+        args.crr_pairs.max(1)
+    };
     topo.set_ecmp(&[true, true])?;
     let lbs = start_lbs(&topo, true, &INITIAL_RING)?;
     // Paired rounds, the order alternating (with, without, without, with,
@@ -636,8 +674,7 @@ fn lab(args: &Args, created: &mut Created) -> Result<LabReport, Error> {
     // discarded (attach/detach, first connections of a new state), and the
     // client threads are pinned one per CPU. The ratio is the median of the
     // per-pair rate ratios; the table shows the means over all rounds.
-    let pairs = args.crr_pairs.max(1);
-    let per_round = dur / pairs;
+    let per_round = dur / pairs.max(1);
     let warmup = Duration::from_millis(50).min(per_round);
     let mut with = Vec::new();
     let mut without = Vec::new();
@@ -755,6 +792,11 @@ fn print_table(r: &LabReport, to_stderr: bool) {
             ));
         }
     }
+    for s in &r.scenarios {
+        if let Some(f) = &s.flood {
+            out.push_str(&flood::table_line(s.name, f));
+        }
+    }
     out.push_str(&format!(
         "\nShort connections (connect-request-close), same path:\n\n{:<22} {:>10} {:>10} {:>10} {:>7}\n",
         "", "req/s", "p50 µs", "p99 µs", "errors"
@@ -818,6 +860,9 @@ fn failures(report: &LabReport, fleet: Option<&fleet::FleetReport>) -> Vec<Strin
             s.broken_without_server_id,
             s.detail_without.healthy,
         ));
+        if let Some(f) = &s.flood {
+            v.extend(flood::failures(s.name, s.broken_without_server_id, f));
+        }
     }
     if let Some(f) = fleet {
         v.extend(
@@ -883,7 +928,7 @@ fn main() -> ExitCode {
     }
     // The fleet runs `flowpin-node`: built (or found up to date) by cargo
     // before anything else, so a build error costs no lab run.
-    let wants_fleet = args.fleet_only || (!args.crr_only && !args.no_fleet);
+    let wants_fleet = args.fleet_only || (!args.crr_only && !args.no_fleet && args.only.is_none());
     let node = match wants_fleet.then(fleet::node_binary).transpose() {
         Ok(n) => n,
         Err(e) => {

@@ -177,7 +177,7 @@ pub(crate) fn mac_text(m: [u8; 6]) -> String {
 /// The MAC address of `dev` in `ns`, read from `ip -br link show`. Fails
 /// (rather than guessing) if the output holds no well-formed address: a
 /// wrong next-hop MAC would silently black-hole every encapsulated packet.
-fn mac_of(ns: &NetNs, dev: &str) -> Result<[u8; 6], TestingError> {
+pub(crate) fn mac_of(ns: &NetNs, dev: &str) -> Result<[u8; 6], TestingError> {
     let out = ns.ip(&["-br", "link", "show", "dev", dev])?;
     let text = String::from_utf8_lossy(&out.stdout);
     let parse = |w: &str| -> Option<[u8; 6]> {

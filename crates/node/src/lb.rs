@@ -33,6 +33,7 @@ pub use pins_vs_config::StartError;
 use start::{preflight, RemoveOnExit};
 
 mod feed;
+pub mod flood_metrics;
 mod metrics;
 pub mod pins_vs_config;
 mod process;
@@ -206,6 +207,8 @@ struct Node {
     traps: Vec<Trap>,
     conn_fill: Option<(Instant, usize)>,
     started: SystemTime,
+    /// The new-flow rate between `/metrics` scrapes (issue 23).
+    flood: flood_metrics::FloodMeter,
     /// The interface's TX drop counter (rtnetlink).
     tx_drops: Option<tx_drops::TxDrops>,
     /// Unpins on drop with `on_exit = "remove"`: after `dp` (fields drop
@@ -419,6 +422,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         last_apply_failed: false,
         traps,
         conn_fill: None,
+        flood: flood_metrics::FloodMeter::default(),
         started: SystemTime::now(),
         tx_drops: None,
         remove_on_exit,

@@ -278,6 +278,14 @@ impl Node {
             "Flows the connection table holds",
             cap,
         );
+        let threshold = super::flood_metrics::flood_threshold();
+        super::flood_metrics::register(
+            &mut reg,
+            stats.as_ref(),
+            &mut self.flood,
+            Instant::now(),
+            threshold,
+        );
         let rev = Gauge::<i64>::default();
         rev.set(self.revision);
         reg.register(

@@ -1,0 +1,702 @@
+//! Floods (issue 23): spoofed-source floods against a VIP while a backend
+//! is added, each run with and without server_id routing.
+//!
+//! - `SYN flood (spoofed sources) while a backend is added`: a TCP VIP,
+//!   the lab's long-lived streams ([`Streams`]).
+//! - `UDP flood (spoofed sources) vs QUIC VIP while a backend is added`: a
+//!   UDP VIP on port 443, with the QUIC flag (server_id in the destination
+//!   connection ID) or without (connection table + ring); long-lived UDP
+//!   flows shaped like QUIC ([`UdpFlows`]): the first packet a long header,
+//!   the next ones short headers whose DCID carries the server_id the
+//!   backend announced in its first answer.
+//!
+//! Each run: fresh LBs with a small connection table ([`TABLE_BYTES`], so
+//! the flood inserts many times its size), the long-lived flows open and
+//! confirmed, then the flood ([`crate::flood_gen`], from the client
+//! namespace) for [`FLOOD`]; [`RING_CHANGE_AFTER`] into it backend 5 joins
+//! the ring on both LBs. Meanwhile a prober opens legitimate new
+//! connections (or UDP flows) one after another and counts those that
+//! complete an exchange. The row reports broken long-lived flows (the
+//! table keeps them: 0 expected with **and** without server_id), the share
+//! of legitimate new flows that succeeded, the LBs' confirmed evictions
+//! (0 expected), and the offered (sent by the generator) and received
+//! (VIP packets the LBs saw) rates. The lab fails on a broken flow or a
+//! confirmed eviction ([`failures`]).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flowpin_bpf_progs::xdp_lb::{LbStats, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, CONN_WAYS};
+use flowpin_tcp_opt::{encode_cid, CidLayout, ServerId};
+use flowpin_testing::NetNs;
+use serde::Serialize;
+
+use crate::flood_gen::{Flood, FloodKind, Target};
+use crate::proto::{parse_greeting, GREETING_LEN, PING_LEN, RESPONSE_LEN};
+use crate::run::{Run, Tally};
+use crate::topo::{self, Topology};
+use crate::workload::{Broken, ConnReport, Streams, STALL_AFTER};
+use crate::{pause, Error, LbHost, RunDetail, INITIAL_RING, SPARE};
+
+/// The UDP (QUIC) VIP's port.
+const UDP_PORT: u16 = 443;
+/// Connection-table memory per LB: 256 KiB, 4,096 sets of 4 ways (one
+/// table shared by the CPUs; the 500 long-lived flows fill 1.5 % of it):
+/// the flood inserts several times this many flows into each LB.
+const TABLE_BYTES: u64 = 1 << 18;
+/// How long the flood runs.
+const FLOOD: Duration = Duration::from_secs(6);
+/// When, into the flood, backend 5 joins the ring.
+const RING_CHANGE_AFTER: Duration = Duration::from_secs(2);
+/// A legitimate new flow succeeds if its exchange completes within this.
+const NEW_FLOW_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One of the flood scenarios.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FloodScenario {
+    Syn,
+    Udp,
+}
+
+impl FloodScenario {
+    pub(crate) const ALL: [FloodScenario; 2] = [FloodScenario::Syn, FloodScenario::Udp];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FloodScenario::Syn => "SYN flood (spoofed sources) while a backend is added",
+            FloodScenario::Udp => {
+                "UDP flood (spoofed sources) vs QUIC VIP while a backend is added"
+            }
+        }
+    }
+
+    /// Not in the first look: both rows take about a minute.
+    pub(crate) fn in_first_look(self) -> bool {
+        false
+    }
+
+    fn vip(self) -> Vip {
+        match self {
+            FloodScenario::Syn => crate::vip(),
+            FloodScenario::Udp => Vip::new(IpAddr::V4(topo::VIP), UDP_PORT, Proto::Udp),
+        }
+    }
+
+    fn flags(self, server_id_routing: bool) -> VipFlags {
+        match (self, server_id_routing) {
+            (_, false) => VipFlags::NONE,
+            (FloodScenario::Syn, true) => VipFlags::SERVER_ID,
+            (FloodScenario::Udp, true) => VipFlags::QUIC,
+        }
+    }
+}
+
+/// What a flood row adds to the lab's usual fields (both runs together).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub(crate) struct FloodFigures {
+    /// Confirmed connection-table entries the LBs evicted during the floods (0).
+    pub(crate) confirmed_evictions: u64,
+    /// Probation entries evicted (the flood's own).
+    pub(crate) probation_evictions: u64,
+    /// Flows the LBs inserted during the floods.
+    pub(crate) lb_new_flows: u64,
+    /// Legitimate new connections (UDP flows) that completed their
+    /// exchange during the floods, over those tried.
+    pub(crate) legit_new_success_ratio: f64,
+    pub(crate) legit_new_tried: u64,
+    /// Frames the generator sent per second (mean of both runs).
+    pub(crate) flood_offered_pps: f64,
+    /// VIP packets the LBs received per second during the floods (mean of both runs).
+    pub(crate) flood_received_pps: f64,
+    /// Connection-table entries per LB (sets × ways).
+    pub(crate) table_entries: u64,
+    /// Flows an LB inserted over its table size, per run (mean over LBs and runs).
+    pub(crate) flood_table_turnovers: f64,
+}
+
+/// One run's flood figures.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FloodRun {
+    confirmed_evictions: u64,
+    probation_evictions: u64,
+    new_flows: u64,
+    legit_tried: u64,
+    legit_ok: u64,
+    offered_pps: f64,
+    received_pps: f64,
+    table_entries: u64,
+}
+
+impl FloodFigures {
+    /// Both runs of a row.
+    pub(crate) fn of(a: &FloodRun, b: &FloodRun) -> FloodFigures {
+        let tried = a.legit_tried + b.legit_tried;
+        let entries = a.table_entries.max(b.table_entries).max(1);
+        FloodFigures {
+            confirmed_evictions: a.confirmed_evictions + b.confirmed_evictions,
+            probation_evictions: a.probation_evictions + b.probation_evictions,
+            lb_new_flows: a.new_flows + b.new_flows,
+            legit_new_success_ratio: if tried == 0 {
+                0.0
+            } else {
+                (a.legit_ok + b.legit_ok) as f64 / tried as f64
+            },
+            legit_new_tried: tried,
+            flood_offered_pps: (a.offered_pps + b.offered_pps) / 2.0,
+            flood_received_pps: (a.received_pps + b.received_pps) / 2.0,
+            table_entries: entries,
+            flood_table_turnovers: (a.new_flows + b.new_flows) as f64
+                / (2 * topo::LBS) as f64
+                / entries as f64,
+        }
+    }
+}
+
+/// Why a flood row fails the lab, beyond the common check of a flow broken
+/// with server_id (`failures` in main.rs): a long-lived flow broken
+/// without server_id (the table keeps them), a confirmed eviction, or no
+/// legitimate new flow tried.
+pub(crate) fn failures(name: &str, without: usize, f: &FloodFigures) -> Vec<String> {
+    let mut v = Vec::new();
+    if without > 0 {
+        v.push(format!(
+            "{name}: {without} long-lived connections broke without server_id: the connection table lost established flows to the flood"
+        ));
+    }
+    if f.confirmed_evictions > 0 {
+        v.push(format!(
+            "{name}: the LBs evicted {} confirmed connection-table entries during the flood (expected 0: probation entries go first)",
+            f.confirmed_evictions
+        ));
+    }
+    if f.legit_new_tried == 0 {
+        v.push(format!(
+            "{name}: no legitimate new connection was tried during the flood"
+        ));
+    }
+    v
+}
+
+fn start_lb(
+    topo: &Topology,
+    i: usize,
+    s: FloodScenario,
+    server_id_routing: bool,
+) -> Result<LbHost, Error> {
+    let config = XdpLbConfig::default()
+        .local_mac(topo.lb_mac[i])
+        .next_hop_mac(topo.router_mac_to_lb[i])
+        .tunnel_src_v4((std::net::Ipv4Addr::new(10, 200 + i as u8, 0, 0), 16))
+        .conn_table_shared(true)
+        .lru_memory_bytes(TABLE_BYTES);
+    let mut lb = XdpLb::load(config)?;
+    lb.add_vip(s.vip(), s.flags(server_id_routing))?;
+    lb.set_backends(&s.vip(), &crate::backends(&INITIAL_RING))?;
+    let link = {
+        let lb_ref = &lb;
+        topo.lbs[i].run(move || lb_ref.attach(topo::LB_IF))??
+    };
+    Ok(LbHost { lb, _link: link })
+}
+
+fn sum_global(lbs: &[LbHost]) -> Result<LbStats, Error> {
+    let mut t = LbStats::default();
+    for h in lbs {
+        let g = h.lb.global_stats()?;
+        t.new_flows += g.new_flows;
+        t.confirmations += g.confirmations;
+        t.probation_evictions += g.probation_evictions;
+        t.confirmed_evictions += g.confirmed_evictions;
+        t.drop_malformed += g.drop_malformed;
+        t.drop_unknown_backend += g.drop_unknown_backend;
+        t.drop_too_big += g.drop_too_big;
+    }
+    Ok(t)
+}
+
+fn vip_packets(lbs: &[LbHost], vip: &Vip) -> Result<(u64, u64), Error> {
+    let (mut p, mut r) = (0, 0);
+    for h in lbs {
+        let s = h.lb.vip_stats(vip)?;
+        p += s.packets;
+        r += s.sid_routed;
+    }
+    Ok((p, r))
+}
+
+/// The client's long-lived flows of either kind.
+enum Legit {
+    Tcp(Streams),
+    Udp(UdpFlows),
+}
+
+impl Legit {
+    fn finish(self) -> Vec<ConnReport> {
+        match self {
+            Legit::Tcp(s) => s.finish(),
+            Legit::Udp(u) => u.finish(),
+        }
+    }
+}
+
+/// Runs `s` once; the broken long-lived flows (to healthy backends: all
+/// are), the details and the flood figures.
+pub(crate) fn run_once(
+    topo: &Topology,
+    s: FloodScenario,
+    server_id_routing: bool,
+    n: usize,
+) -> Result<(usize, RunDetail, FloodRun), Error> {
+    let run = Run::classic(topo, s.name(), server_id_routing)?;
+    let servers = match s {
+        FloodScenario::Udp => Some(UdpServers::start(topo)?),
+        FloodScenario::Syn => None,
+    };
+    let mut lbs = Vec::new();
+    for i in 0..topo::LBS {
+        lbs.push(start_lb(topo, i, s, server_id_routing)?);
+    }
+    let table_entries = u64::from(lbs[0].lb.conn_sets_per_cpu()) * u64::from(CONN_WAYS);
+    run.progress(format!(
+        "fresh LBs attached (connection table of {table_entries} entries each), both in ECMP"
+    ));
+    let legit = match s {
+        FloodScenario::Syn => Legit::Tcp(Streams::open(&topo.client, n)?),
+        FloodScenario::Udp => Legit::Udp(UdpFlows::open(&topo.client, n)?),
+    };
+    run.progress(format!("{n} long-lived flows running"));
+    pause(Duration::from_millis(1000))?;
+
+    let vip = s.vip();
+    let g0 = sum_global(&lbs)?;
+    let (p0, _) = vip_packets(&lbs, &vip)?;
+    let target = Target {
+        ifname: "eth0".into(),
+        src_mac: topo::mac_of(&topo.client, "eth0")?,
+        dst_mac: topo::mac_of(&topo.router, "r-cli")?,
+    };
+    let kind = match s {
+        FloodScenario::Syn => FloodKind::Syn,
+        FloodScenario::Udp => FloodKind::Udp { port: UDP_PORT },
+    };
+    let max_pps = std::env::var("LAB_FLOOD_MAX_PPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let flood = Flood::start(&topo.client, target, kind, max_pps)?;
+    let t0 = Instant::now();
+    let prober = Prober::start(&topo.client, s)?;
+    run.progress("flood started; prober opening legitimate new flows");
+    pause(RING_CHANGE_AFTER)?;
+    let ring: Vec<usize> = INITIAL_RING.iter().copied().chain([SPARE]).collect();
+    for h in lbs.iter_mut() {
+        h.lb.set_backends(&vip, &crate::backends(&ring))?;
+    }
+    run.progress(format!(
+        "backend 5 added to the ring on both LBs ({} flood frames sent so far)",
+        flood.sent()
+    ));
+    pause(FLOOD.saturating_sub(t0.elapsed()))?;
+    let sent = flood.stop()?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (legit_tried, legit_ok) = prober.stop()?;
+    let g1 = sum_global(&lbs)?;
+    let (p1, _) = vip_packets(&lbs, &vip)?;
+    let fr = FloodRun {
+        confirmed_evictions: g1.confirmed_evictions - g0.confirmed_evictions,
+        probation_evictions: g1.probation_evictions - g0.probation_evictions,
+        new_flows: g1.new_flows - g0.new_flows,
+        legit_tried,
+        legit_ok,
+        offered_pps: sent.pps(),
+        received_pps: (p1 - p0) as f64 / secs,
+        table_entries,
+    };
+    run.progress(format!(
+        "flood over: offered {:.0} pkt/s ({} frames in {:.1} s), the LBs received {:.0} VIP pkt/s; {} new flows inserted ({:.1}x the table per LB), {} probation / {} confirmed evictions; legitimate new flows {legit_ok}/{legit_tried} succeeded",
+        fr.offered_pps,
+        sent.packets,
+        sent.secs,
+        fr.received_pps,
+        fr.new_flows,
+        fr.new_flows as f64 / (table_entries.max(1) * topo::LBS as u64) as f64,
+        fr.probation_evictions,
+        fr.confirmed_evictions
+    ));
+    // Long enough for a stalled ping to be detected.
+    pause(STALL_AFTER + Duration::from_millis(300))?;
+    let reports = legit.finish();
+    let (_, sid_routed) = vip_packets(&lbs, &vip)?;
+    let lb_drops = {
+        let g = sum_global(&lbs)?;
+        crate::control::dropped(&g)
+    };
+    drop(lbs);
+    drop(servers);
+    let t = Tally::of(&reports, None);
+    run.require(&reports, sid_routed)?;
+    run.progress(format!(
+        "done: {} of {} long-lived flows broke ({} reset/moved, {} stalled)",
+        t.broken(),
+        t.healthy,
+        t.reset,
+        t.stalled
+    ));
+    Ok((
+        t.broken(),
+        RunDetail {
+            healthy: t.healthy,
+            reset: t.reset,
+            stalled: t.stalled,
+            sid_routed,
+            lb_packets_before: None,
+            lb_packets_after: None,
+            lb_drops,
+        },
+        fr,
+    ))
+}
+
+/// Opens legitimate new flows one after another during the flood.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    tried: Arc<AtomicU64>,
+    ok: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(client: &NetNs, s: FloodScenario) -> Result<Prober, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tried = Arc::new(AtomicU64::new(0));
+        let ok = Arc::new(AtomicU64::new(0));
+        let (s2, t2, o2) = (stop.clone(), tried.clone(), ok.clone());
+        let thread = client.spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                let good = match s {
+                    FloodScenario::Syn => tcp_exchange().is_ok(),
+                    FloodScenario::Udp => udp_exchange().is_ok(),
+                };
+                t2.fetch_add(1, Ordering::Relaxed);
+                if good {
+                    o2.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })?;
+        Ok(Prober {
+            stop,
+            tried,
+            ok,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops (after the attempt under way); `(tried, succeeded)`.
+    fn stop(mut self) -> Result<(u64, u64), Error> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().map_err(|_| "prober panicked")?;
+        }
+        Ok((
+            self.tried.load(Ordering::Relaxed),
+            self.ok.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One legitimate new TCP connection: connect, greeting, one ping, close.
+fn tcp_exchange() -> Result<(), Error> {
+    let addr = SocketAddr::from((topo::VIP, topo::VIP_PORT));
+    let mut s = TcpStream::connect_timeout(&addr, NEW_FLOW_TIMEOUT)?;
+    s.set_read_timeout(Some(NEW_FLOW_TIMEOUT))?;
+    let mut g = [0u8; GREETING_LEN];
+    s.read_exact(&mut g)?;
+    parse_greeting(&g).ok_or("bad greeting")?;
+    s.write_all(&[9u8; PING_LEN])?;
+    let mut r = [0u8; RESPONSE_LEN];
+    s.read_exact(&mut r)?;
+    Ok(())
+}
+
+/// One legitimate new UDP flow: a long-header first packet, then two
+/// short-header packets to the announced server_id, all answered by the
+/// same backend.
+fn udp_exchange() -> Result<(), Error> {
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect(SocketAddr::from((topo::VIP, UDP_PORT)))?;
+    sock.set_read_timeout(Some(NEW_FLOW_TIMEOUT))?;
+    let mut first: Option<(u16, u32)> = None;
+    for seq in 0..3u64 {
+        sock.send(&udp_ping(seq, first.map(|f| f.1)))?;
+        let mut b = [0u8; 64];
+        let k = sock.recv(&mut b)?;
+        let (idx, sid, echoed) = parse_udp_reply(&b[..k]).ok_or("bad UDP answer")?;
+        if echoed != seq {
+            return Err("UDP answer to another ping".into());
+        }
+        match first {
+            None => first = Some((idx, sid)),
+            Some((i, _)) if i != idx => return Err("UDP flow moved to another backend".into()),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Magic of the lab's UDP pings (after the QUIC-like header), so the
+/// servers ignore the flood.
+const UDP_MAGIC: &[u8; 4] = b"FPUD";
+/// DCID length of the QUIC-like pings (the LB's minimum).
+const DCID_LEN: usize = 8;
+
+/// A ping: QUIC long header while the server_id is unknown, short header
+/// with the server_id in the DCID (flowpin layout) after; magic; sequence.
+fn udp_ping(seq: u64, sid: Option<u32>) -> Vec<u8> {
+    let mut p = vec![0u8; 1 + DCID_LEN + 4 + 8];
+    match sid.and_then(ServerId::new) {
+        Some(sid) => {
+            p[0] = 0x40;
+            // The layout is valid for any non-zero id: cannot fail for 8 bytes.
+            let _ = encode_cid(&mut p[1..1 + DCID_LEN], CidLayout::Flowpin, sid);
+        }
+        None => p[0] = 0xc0,
+    }
+    p[1 + DCID_LEN..5 + DCID_LEN].copy_from_slice(UDP_MAGIC);
+    p[5 + DCID_LEN..].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+/// `(backend index, server_id, echoed sequence)` of an answer.
+fn parse_udp_reply(b: &[u8]) -> Option<(u16, u32, u64)> {
+    if b.len() != 16 || &b[..2] != b"FU" {
+        return None;
+    }
+    Some((
+        u16::from_be_bytes([b[2], b[3]]),
+        u32::from_be_bytes(b[4..8].try_into().ok()?),
+        u64::from_be_bytes(b[8..16].try_into().ok()?),
+    ))
+}
+
+/// The backends' UDP servers (threads of the lab in each backend's
+/// namespace, bound to VIP:443): answer a ping with their index, their
+/// server_id and the ping's sequence; ignore anything else (the flood).
+struct UdpServers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl UdpServers {
+    fn start(topo: &Topology) -> Result<UdpServers, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (j, ns) in topo.backends.iter().enumerate() {
+            let sock = ns.run(|| -> std::io::Result<UdpSocket> {
+                let s = UdpSocket::bind(SocketAddr::from((topo::VIP, UDP_PORT)))?;
+                s.set_read_timeout(Some(Duration::from_millis(50)))?;
+                Ok(s)
+            })??;
+            let stop2 = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut b = [0u8; 2048];
+                let sid = topo::server_id(j);
+                while !stop2.load(Ordering::Relaxed) {
+                    let Ok((k, from)) = sock.recv_from(&mut b) else {
+                        continue;
+                    };
+                    let m = 1 + DCID_LEN;
+                    if k != m + 12 || &b[m..m + 4] != UDP_MAGIC {
+                        continue;
+                    }
+                    let mut r = [0u8; 16];
+                    r[..2].copy_from_slice(b"FU");
+                    r[2..4].copy_from_slice(&(j as u16).to_be_bytes());
+                    r[4..8].copy_from_slice(&sid.to_be_bytes());
+                    r[8..16].copy_from_slice(&b[m + 4..m + 12]);
+                    let _ = sock.send_to(&r, from);
+                }
+            }));
+        }
+        Ok(UdpServers { stop, threads })
+    }
+}
+
+impl Drop for UdpServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Long-lived UDP flows: each its own socket (source port), a ping every
+/// 100 ms; broken if unanswered for [`STALL_AFTER`] (stalled) or answered
+/// by another backend than the first (moved: counted as reset).
+pub(crate) struct UdpFlows {
+    stop: Arc<AtomicBool>,
+    driver: Option<JoinHandle<Vec<ConnReport>>>,
+}
+
+struct UdpFlow {
+    sock: UdpSocket,
+    first: Option<(u16, u32)>,
+    seq: u64,
+    outstanding_since: Option<Instant>,
+    last_ping: Instant,
+    answered: u64,
+    broken: Option<Broken>,
+}
+
+impl UdpFlows {
+    /// Opens `n` flows from the client namespace; each has its first answer.
+    pub(crate) fn open(client: &NetNs, n: usize) -> Result<UdpFlows, Error> {
+        let flows = client.run(move || -> Result<Vec<UdpFlow>, Error> {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let sock = UdpSocket::bind("0.0.0.0:0")?;
+                sock.connect(SocketAddr::from((topo::VIP, UDP_PORT)))?;
+                sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+                sock.send(&udp_ping(0, None))?;
+                let mut b = [0u8; 64];
+                let k = sock.recv(&mut b)?;
+                let (idx, sid, _) = parse_udp_reply(&b[..k]).ok_or("bad UDP answer")?;
+                sock.set_nonblocking(true)?;
+                v.push(UdpFlow {
+                    sock,
+                    first: Some((idx, sid)),
+                    seq: 0,
+                    outstanding_since: None,
+                    last_ping: Instant::now(),
+                    answered: 1,
+                    broken: None,
+                });
+            }
+            Ok(v)
+        })??;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let driver = std::thread::spawn(move || drive_udp(flows, &stop2));
+        Ok(UdpFlows {
+            stop,
+            driver: Some(driver),
+        })
+    }
+
+    /// Stops the driver and returns each flow's fate.
+    pub(crate) fn finish(mut self) -> Vec<ConnReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.driver
+            .take()
+            .and_then(|d| d.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for UdpFlows {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(d) = self.driver.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+fn drive_udp(mut flows: Vec<UdpFlow>, stop: &AtomicBool) -> Vec<ConnReport> {
+    let mut b = [0u8; 64];
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        for f in flows.iter_mut().filter(|f| f.broken.is_none()) {
+            loop {
+                match f.sock.recv(&mut b) {
+                    Ok(k) => {
+                        let Some((idx, _, seq)) = parse_udp_reply(&b[..k]) else {
+                            continue;
+                        };
+                        if f.first.map(|x| x.0) != Some(idx) {
+                            f.broken = Some(Broken::Reset);
+                            break;
+                        }
+                        if seq == f.seq && f.outstanding_since.is_some() {
+                            f.outstanding_since = None;
+                            f.answered += 1;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    // ICMP errors (port unreachable) show here: a broken flow.
+                    Err(_) => {
+                        f.broken = Some(Broken::Reset);
+                        break;
+                    }
+                }
+            }
+            if f.broken.is_some() {
+                continue;
+            }
+            match f.outstanding_since {
+                Some(t) if now.duration_since(t) > STALL_AFTER => f.broken = Some(Broken::Stalled),
+                Some(_) => {}
+                None if now.duration_since(f.last_ping) >= Duration::from_millis(100) => {
+                    f.seq += 1;
+                    // A lost datagram is not a broken flow: UDP retries
+                    // (the ping is re-sent below while outstanding).
+                    if f.sock.send(&udp_ping(f.seq, f.first.map(|x| x.1))).is_ok() {
+                        f.outstanding_since = Some(now);
+                        f.last_ping = now;
+                    }
+                }
+                None => {}
+            }
+            // Re-send an outstanding ping every 500 ms (loss is not a break).
+            if let Some(t) = f.outstanding_since {
+                if now.duration_since(f.last_ping) >= Duration::from_millis(500)
+                    && now.duration_since(t) <= STALL_AFTER
+                {
+                    let _ = f.sock.send(&udp_ping(f.seq, f.first.map(|x| x.1)));
+                    f.last_ping = now;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    flows
+        .into_iter()
+        .map(|f| ConnReport {
+            backend: f.first.map(|x| x.0).unwrap_or(u16::MAX),
+            broken: f.broken,
+            answered: f.answered,
+            closed: false,
+        })
+        .collect()
+}
+
+/// The table's line for a flood row.
+pub(crate) fn table_line(name: &str, f: &FloodFigures) -> String {
+    format!(
+        "  {name:<58} flood offered {:.0} pkt/s, LBs received {:.0} VIP pkt/s; {} new flows (per LB and run {:.1}x its table of {} entries); evictions: {} probation, {} confirmed; legitimate new flows succeeded {:.1}% of {}\n",
+        f.flood_offered_pps,
+        f.flood_received_pps,
+        f.lb_new_flows,
+        f.flood_table_turnovers,
+        f.table_entries,
+        f.probation_evictions,
+        f.confirmed_evictions,
+        100.0 * f.legit_new_success_ratio,
+        f.legit_new_tried
+    )
+}
