@@ -256,7 +256,13 @@ fn privileged_quic_long_headers_follow_the_declared_layout() {
     assert_eq!(again, (first.0, Route::Lru));
     // A DCID shorter than the configuration's CID, one longer than 20
     // octets, a truncated one, a zero-length one: not routed.
-    let d = fx.check(&udp4(client4(61), 1, vip4(), 443, &long(V1, 2, &server[..6])));
+    let d = fx.check(&udp4(
+        client4(61),
+        1,
+        vip4(),
+        443,
+        &long(V1, 2, &server[..6]),
+    ));
     assert_ne!(fwd(&d).1, Route::ServerId);
     let mut too_long = long(V1, 2, &[0x23; 21]);
     let d = fx.check(&udp4(client4(62), 1, vip4(), 443, &too_long));
@@ -322,8 +328,12 @@ fn privileged_quic_lb_config_rotation_and_only_the_declared_layout() {
     let d = fx.check(&udp4(client4(7), 1, vip4(), 443, &long(V1, 2, &fp)));
     assert_eq!(fwd(&d), (backend4(2), Route::ServerId));
     let mut kat = [0x5au8; 16];
-    flowpin_tcp_opt::encode_cid(&mut kat, CidLayout::KatranV2, ServerId::new(0x0202).unwrap())
-        .unwrap();
+    flowpin_tcp_opt::encode_cid(
+        &mut kat,
+        CidLayout::KatranV2,
+        ServerId::new(0x0202).unwrap(),
+    )
+    .unwrap();
     let d = fx.check(&udp4(client4(8), 1, vip4(), 443, &short(&kat)));
     assert_ne!(fwd(&d).1, Route::ServerId, "Katran layout not declared");
     fx.lb
@@ -339,7 +349,14 @@ fn privileged_quic_lb_config_rotation_and_only_the_declared_layout() {
 const ENCRYPTED_IN_XDP: bool = true;
 
 fn arb_cid() -> impl Strategy<Value = VipCid> {
-    let conf = (0u8..7, 1u8..=4, 4u8..=12, any::<bool>(), any::<[u8; 16]>(), any::<bool>())
+    let conf = (
+        0u8..7,
+        1u8..=4,
+        4u8..=12,
+        any::<bool>(),
+        any::<[u8; 16]>(),
+        any::<bool>(),
+    )
         .prop_map(|(id, s, n, enc, key, table)| {
             let c = if enc && ENCRYPTED_IN_XDP {
                 QuicLbConf::encrypted(id, s, n, key)
@@ -467,6 +484,9 @@ fn the_test_encoder_reproduces_the_draft_encrypted_vector() {
     let conf = QuicLbConf::encrypted(0, 3, 4, VECTOR_KEY);
     let cid = encrypt_cid(&conf, &VECTOR_KEY, 0x00ed_793a, &hex_bytes("ee080dbf"));
     assert_eq!(cid, hex_bytes("0720b1d07b359d3c"));
+    // The model's encoder (used by xdp_bench) agrees.
+    let model = flowpin_lb_model::cid::quic_lb_encrypt(&conf, 0x00ed_793a, &hex_bytes("ee080dbf"));
+    assert_eq!(model, Some(cid.clone()));
     // The model decrypts it back.
     let sid = flowpin_lb_model::cid::quic_lb_decrypt(&conf, &VECTOR_KEY, &cid).unwrap();
     assert_eq!(sid, hex_bytes("ed793a"));
@@ -488,7 +508,11 @@ fn privileged_quic_lb_encrypted_draft_vector_both_engines() {
         let d = fx.check(&udp4(client4(1), 1, vip4(), 443, &short(&cid)));
         assert_eq!(fwd(&d), (backend4(2), Route::ServerId), "{engine:?}");
         let d = fx.check(&udp4(client4(2), 1, vip4(), 443, &long(V1, 2, &cid)));
-        assert_eq!(fwd(&d), (backend4(2), Route::ServerId), "{engine:?} handshake");
+        assert_eq!(
+            fwd(&d),
+            (backend4(2), Route::ServerId),
+            "{engine:?} handshake"
+        );
         // One bit flipped: decrypts to another server ID, not routed there.
         let mut bad = cid.clone();
         bad[3] ^= 1;
@@ -497,7 +521,10 @@ fn privileged_quic_lb_encrypted_draft_vector_both_engines() {
         fx.assert_stats();
         // The same VIP declared in plaintext reads garbage: not routed.
         fx.lb
-            .set_vip_cid(&quic_vip(), VipCid::QuicLb(vec![QuicLbConf::plaintext(0, 3, 4)]))
+            .set_vip_cid(
+                &quic_vip(),
+                VipCid::QuicLb(vec![QuicLbConf::plaintext(0, 3, 4)]),
+            )
             .unwrap();
         fx.sync();
         let d = fx.check(&udp4(client4(1), 1, vip4(), 443, &short(&cid)));
@@ -515,9 +542,30 @@ fn privileged_quic_lb_encrypted_single_and_four_pass_both_engines() {
     // (server ID, nonce): 4+12 = 16 single pass; 4+5 odd and 4+8 even four-pass.
     for (sl, nl) in [(4u8, 12u8), (4, 5), (4, 8), (2, 4), (1, 18)] {
         for engine in [AesEngine::ConstantTime, AesEngine::Table] {
-            let key = [sl ^ 0x5a, nl, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+            let key = [
+                sl ^ 0x5a,
+                nl,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                10,
+                11,
+                12,
+                13,
+                14,
+                15,
+                16,
+            ];
             let conf = QuicLbConf::encrypted(5, sl, nl, key).engine(engine);
-            let max = if sl == 4 { u32::MAX } else { (1u32 << (8 * sl)) - 1 };
+            let max = if sl == 4 {
+                u32::MAX
+            } else {
+                (1u32 << (8 * sl)) - 1
+            };
             let sids = sids.map(|s| (s & max).max(1));
             let mut fx = fx_declared(VipCid::QuicLb(vec![conf]), sids);
             for (i, &sid) in sids.iter().enumerate() {

@@ -4,6 +4,7 @@
 //! the `aes` crate: draft-ietf-quic-load-balancers-21 §5.4).
 
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+use flowpin_bpf_progs::xdp_lb::QuicLbKey;
 use flowpin_bpf_progs::xdp_lb::{QuicLbConf, VipCid};
 use flowpin_tcp_opt::quic::ConnectionId;
 use flowpin_tcp_opt::CidLayout;
@@ -99,6 +100,70 @@ pub fn quic_lb_decrypt(conf: &QuicLbConf, key: &[u8; 16], cid: &[u8]) -> Option<
     Some(out[..sl].to_vec())
 }
 
+/// An encrypted QUIC-LB CID of `conf` (its key) for `sid` and `nonce`
+/// (`conf.nonce_len` octets): first octet (codepoint, length), then server
+/// ID || nonce encrypted (one AES block at 16 octets, else the four-pass
+/// Feistel network). For benches and tests; `None` for a plaintext config
+/// or wrong lengths.
+pub fn quic_lb_encrypt(conf: &QuicLbConf, sid: u32, nonce: &[u8]) -> Option<Vec<u8>> {
+    let QuicLbKey(key) = conf.key?;
+    let aes = aes::Aes128::new((&key).into());
+    let enc = |b: [u8; 16]| -> [u8; 16] {
+        let mut blk = aes::Block::from(b);
+        aes.encrypt_block(&mut blk);
+        blk.into()
+    };
+    let sl = usize::from(conf.server_id_len);
+    if sl == 0 || sl > 4 || nonce.len() != usize::from(conf.nonce_len) {
+        return None;
+    }
+    let mut pt = sid.to_be_bytes()[4 - sl..].to_vec();
+    pt.extend_from_slice(nonce);
+    let len = pt.len();
+    let mut cid = vec![(conf.config_id << 5) | len as u8];
+    if len == 16 {
+        cid.extend_from_slice(&enc(pt.try_into().ok()?));
+        return Some(cid);
+    }
+    let half = len.div_ceil(2);
+    let odd = len % 2 == 1;
+    let (mut l, mut r) = (pt[..half].to_vec(), pt[len - half..].to_vec());
+    if odd {
+        l[half - 1] &= 0xf0;
+        r[0] &= 0x0f;
+    }
+    for pass in 1..=4u8 {
+        let (src, dst) = if pass % 2 == 1 {
+            (&l, &mut r)
+        } else {
+            (&r, &mut l)
+        };
+        let mut b = [0u8; 16];
+        b[..half].copy_from_slice(src);
+        b[14] = len as u8;
+        b[15] = pass;
+        for (d, k) in dst.iter_mut().zip(enc(b)) {
+            *d ^= k;
+        }
+        if odd {
+            if pass % 2 == 0 {
+                dst[half - 1] &= 0xf0;
+            } else {
+                dst[0] &= 0x0f;
+            }
+        }
+    }
+    if odd {
+        cid.extend_from_slice(&l[..half - 1]);
+        cid.push(l[half - 1] | r[0]);
+        cid.extend_from_slice(&r[1..]);
+    } else {
+        cid.extend_from_slice(&l);
+        cid.extend_from_slice(&r);
+    }
+    Some(cid)
+}
+
 impl Model {
     /// The server_id of the DCID of the QUIC packet at `q` under `cid` (not
     /// [`VipCid::Any`]), as the program reads it.
@@ -149,7 +214,9 @@ impl Model {
         };
         let id = ConnectionId::new_unchecked(c);
         let layout_sid = |l: Option<CidLayout>| match l {
-            Some(l) if want >= 8 => id.raw_server_id(l).map_or(SidResult::None, SidResult::Found),
+            Some(l) if want >= 8 => id
+                .raw_server_id(l)
+                .map_or(SidResult::None, SidResult::Found),
             _ => SidResult::None,
         };
         match (cid, conf) {

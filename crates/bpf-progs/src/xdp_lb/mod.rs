@@ -129,8 +129,8 @@ pub use error::XdpLbError;
 /// `flowpin-lb-core`: this module applies its plans to the kernel.
 pub use flowpin_lb_core::state;
 pub use flowpin_lb_core::{
-    AesEngine, Backend, CidEntry, Desired, DesiredVip, LbConfig, QuicLbConf, QuicLbKey, VipCid, LbError, LbState, PinnedContents, Plan, Proto,
-    RingUpdate, Vip, VipFlags, DEFAULT_RING_SIZE,
+    AesEngine, Backend, CidEntry, Desired, DesiredVip, LbConfig, LbError, LbState, PinnedContents,
+    Plan, Proto, QuicLbConf, QuicLbKey, RingUpdate, Vip, VipCid, VipFlags, DEFAULT_RING_SIZE,
 };
 pub use maps::PIN_NAMES;
 pub use stats::{flood_signal, new_flow_rate, BackendStats, LbStats, Stats, VipStats};
@@ -217,7 +217,11 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         (&mut open.maps.cid_cfgs, "cid_cfgs"),
         (&mut open.maps.cid_crypto, "cid_crypto"),
     ] {
-        resize(m, name, config.max_vips * flowpin_bpf_abi::lb::CID_CFGS_PER_VIP)?;
+        resize(
+            m,
+            name,
+            config.max_vips * flowpin_bpf_abi::lb::CID_CFGS_PER_VIP,
+        )?;
     }
     resize(
         &mut open.maps.backend_stats,
@@ -428,7 +432,8 @@ impl XdpLb {
     /// server chose (see [`LbState::set_vip_cid`]). QUIC-LB keys go to the
     /// `cid_cfgs` map (pinned 0600), never to a log.
     pub fn set_vip_cid(&mut self, vip: &Vip, cid: VipCid) -> Result<()> {
-        self.apply_commit_with(|s| s.set_vip_cid(vip, cid)).map(|_| ())
+        self.apply_commit_with(|s| s.set_vip_cid(vip, cid))
+            .map(|_| ())
     }
 
     /// Removes a VIP: its packets pass untouched from now on; its ring,
