@@ -18,7 +18,7 @@ use flowpin::tcp_opt::ServerId;
 use flowpin_lb_model::{Outcome, Route};
 
 /// The JSON names, in order.
-pub const CASES: [&str; 5] = [
+pub(crate) const CASES: [&str; 5] = [
     "quic_lb_plain",
     "quic_lb_encrypted_1pass",
     "quic_lb_encrypted_4pass",
@@ -27,11 +27,11 @@ pub const CASES: [&str; 5] = [
 ];
 
 /// Per case: ns per packet (median over rounds) and the empty program's.
-pub struct QuicLbFigures {
+pub(crate) struct QuicLbFigures {
     /// (name, ns/packet).
-    pub cases: Vec<(&'static str, f64)>,
+    pub(crate) cases: Vec<(&'static str, f64)>,
     /// The empty program, same run.
-    pub empty_ns: f64,
+    pub(crate) empty_ns: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -40,7 +40,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs the cases; `quic_short` builds the packet for a CID.
-pub fn run(
+pub(crate) fn run(
     empty: &XdpPass,
     calls: u32,
     rounds: u32,
@@ -155,7 +155,7 @@ impl QuicLbFigures {
     }
 
     /// The table, own costs (less the empty program) and the targets.
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println!(
             "\nQUIC-LB (one VIP per configuration; own = ns/packet less the empty program {:.1} ns, same run):",
             self.empty_ns
@@ -185,7 +185,7 @@ impl QuicLbFigures {
     }
 
     /// `<case>_ns` (ns/packet, like the other cases) and `<case>_own_ns`.
-    pub fn json(&self, obj: &mut serde_json::Map<String, serde_json::Value>) {
+    pub(crate) fn json(&self, obj: &mut serde_json::Map<String, serde_json::Value>) {
         for (name, ns) in &self.cases {
             obj.insert(
                 format!("{name}_ns"),
