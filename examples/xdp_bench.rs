@@ -38,7 +38,11 @@
 //! (`--quick` for a seconds-long check of every invariant, as CI runs it;
 //! `--calls N --rounds R` for custom runs). The last line is one JSON
 //! object with `empty_ns`, `non_vip_ns`, `lru_hit_ns`, `new_flow_ns`,
-//! `server_id_ns`, `quic_cid_ns` and the ratios.
+//! `server_id_ns`, `quic_cid_ns` and the ratios, and the QUIC-LB cases
+//! (`xdp_bench/quic_lb.rs`): `quic_lb_plain_ns`, `quic_lb_encrypted_1pass_ns`,
+//! `quic_lb_encrypted_4pass_ns` (table AES, the fastest path offered),
+//! `quic_lb_encrypted_1pass_ct_ns`, `quic_lb_encrypted_4pass_ct_ns`
+//! (constant-time kfuncs), each also as `<case>_own_ns` (less the empty program).
 //!
 //! `--live` then measures the paths on live frames (see `xdp_bench/live.rs`:
 //! native XDP on a veth pair, frames looping through `XDP_TX` against a
@@ -51,6 +55,8 @@
 
 #[path = "xdp_bench/live.rs"]
 mod live;
+#[path = "xdp_bench/quic_lb.rs"]
+mod quic_lb;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -417,6 +423,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "MORE than the TCP server_id path"
         }
     );
+    let qlb = quic_lb::run(&empty, args.calls, args.rounds, quic_short)?;
+    qlb.print();
     let live = if args.live {
         let opts = live::LiveOpts {
             secs: args.live_secs,
@@ -451,6 +459,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "quic_cid_vs_server_id".into(),
             serde_json::json!((quic_ns / sid_routing_ns * 100.0).round() / 100.0),
         );
+        qlb.json(&mut obj);
         obj.insert("calls".into(), serde_json::json!(args.calls));
         obj.insert("rounds".into(), serde_json::json!(args.rounds));
         obj.insert("lru_entries".into(), serde_json::json!(lb.lru_entries()));

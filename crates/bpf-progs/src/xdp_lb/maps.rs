@@ -12,13 +12,13 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{
     flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_backend_stats,
-    flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
-    flowpin_vip_slot, flowpin_vip_stats,
+    flowpin_cid_cfg, flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key,
+    flowpin_vip_meta, flowpin_vip_slot, flowpin_vip_stats,
 };
 use crate::skel::{bytes_of, CStruct};
 use flowpin_bpf_abi::lb;
 pub use flowpin_lb_core::{apply, MapWriter};
-use flowpin_lb_core::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
+use flowpin_lb_core::{BackendDesc, CidEntry, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
 
 /// Ring slots per `update_batch` call.
 const RING_BATCH: usize = 8192;
@@ -47,6 +47,8 @@ crate::pinned_maps::map_table! {
         lb_stats: Map => lb_stats,
         backend_stats: Map => backend_stats,
         sid_retired: Map => sid_retired,
+        cid_cfgs: Map => cid_cfgs "per-VIP connection-ID configurations (QUIC-LB keys; pinned 0600)",
+        cid_crypto: Map => cid_crypto "the constant-time AES contexts (kptrs) of encrypted QUIC-LB configurations",
         data: Section = ".data" => data "the `.data` section holding `lb_cfg`",
         meta: Meta => meta "layout version, load-time sizes, generation; pinned last",
     }
@@ -55,6 +57,9 @@ crate::pinned_maps::map_table! {
         cfg: flowpin_lb_cfg,
         ring_size: u32,
         ncpus: usize,
+        /// The SEC("syscall") program installing constant-time AES
+        /// contexts (`None` in a process that reopened the pins).
+        crypto_setup: Option<std::os::fd::OwnedFd>,
     }
     pin_names:
         /// The files of a pinned `xdp_lb` (the maps, then the program).
@@ -117,6 +122,25 @@ pub(crate) fn c_desc(d: &BackendDesc) -> flowpin_backend_desc {
     }
 }
 
+/// A `cid_cfgs` value; the table engine's round keys derived from the key.
+pub(crate) fn c_cid(e: &CidEntry) -> flowpin_cid_cfg {
+    let mut v = flowpin_cid_cfg {
+        layout: e.layout,
+        cid_len: e.cid_len,
+        sid_len: e.sid_len,
+        nonce_len: e.nonce_len,
+        engine: e.engine,
+        key: e.key.0,
+        ..Default::default()
+    };
+    if e.layout == lb::CID_QUIC_LB_ENC && e.engine == lb::AES_TABLE {
+        let (rk, drk) = super::aes_key::round_keys(&e.key.0);
+        v.rk = rk;
+        v.drk = drk;
+    }
+    v
+}
+
 fn c_sid_key(vip_id: u32, server_id: u32) -> flowpin_sid_key {
     flowpin_sid_key { vip_id, server_id }
 }
@@ -145,6 +169,55 @@ impl KernelMaps {
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(KernelError::map(name, "delete")(e)),
         }
+    }
+
+    /// Installs (`Some(key)`) or clears the constant-time AES context of
+    /// `cid_crypto[idx]` by running the SEC("syscall") program
+    /// `xdp_lb_crypto_setup` with the key as its context (the key is never
+    /// logged: errors name the slot only).
+    fn crypto(&self, idx: u32, key: Option<&[u8; 16]>) -> Result<(), KernelError> {
+        use std::os::fd::AsRawFd;
+        let Some(prog) = &self.crypto_setup else {
+            if key.is_none() {
+                return Ok(()); // nothing was installed by this process
+            }
+            return Err(KernelError::errno(
+                "cid_crypto",
+                "install AES context",
+                95,
+                "a process that reopened the pins cannot install constant-time QUIC-LB keys; \
+                 reload the program (XdpLb::load or XdpLb::upgrade) or use AesEngine::Table",
+            ));
+        };
+        let mut args = crate::skel::xdp_lb::types::flowpin_crypto_args {
+            idx,
+            install: u32::from(key.is_some()),
+            key: key.copied().unwrap_or_default(),
+            err: 0,
+        };
+        let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
+            ctx_in: std::ptr::from_mut(&mut args).cast(),
+            ctx_size_in: std::mem::size_of_val(&args) as u32,
+            ..Default::default()
+        };
+        // SAFETY: ctx_in points to `args`, alive and of the stated size for
+        // the whole call; a syscall program's context is copied back there
+        // (at most that many bytes).
+        let rc =
+            unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+        args.key = [0; 16];
+        let err = if rc < 0 { -rc } else { -args.err };
+        if err != 0 {
+            return Err(KernelError::errno(
+                "cid_crypto",
+                "install AES context (xdp_lb_crypto_setup)",
+                err,
+                "the kernel needs the BPF crypto kfuncs (Linux >= 6.10) and ecb(aes-fixed-time) \
+                 (/proc/crypto); or choose AesEngine::Table",
+            ));
+        }
+        Ok(())
     }
 
     fn write_ring(&self, vip_id: u32, writes: &[RingWrite]) -> Result<(), KernelError> {
@@ -323,6 +396,28 @@ impl MapWriter for KernelMaps {
                     ),
                     None => Self::delete(&self.backend_descs, "backend_descs", bytes_of(&k)),
                 }
+            }
+            MapOp::CidConfig {
+                vip_id,
+                slot,
+                value,
+                ..
+            } => {
+                let idx = vip_id * lb::CID_CFGS_PER_VIP + u32::from(*slot);
+                let v = value.as_ref().map_or_else(flowpin_cid_cfg::default, c_cid);
+                let ct = value
+                    .as_ref()
+                    .filter(|e| e.layout == lb::CID_QUIC_LB_ENC && e.engine == lb::AES_CONST_TIME);
+                // The context exists before the entry that uses it, and
+                // goes after the entry stops using it.
+                if let Some(e) = ct {
+                    self.crypto(idx, Some(&e.key.0))?;
+                }
+                Self::update(&self.cid_cfgs, "cid_cfgs", &idx.to_ne_bytes(), &v)?;
+                if ct.is_none() && *slot < lb::CID_MODE_SLOT as u8 {
+                    self.crypto(idx, None)?;
+                }
+                Ok(())
             }
             MapOp::PortAgnosticVips { count, .. } => {
                 self.cfg.port_agnostic_vips = *count;
