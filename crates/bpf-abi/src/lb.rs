@@ -56,7 +56,28 @@ pub const SLOT_ONE: u32 = 1;
 pub const SLOT_SHARED: u32 = 2;
 
 /// Layout version of pinned `xdp_lb` state (`FLOWPIN_LB_LAYOUT_VERSION`).
-pub const LB_LAYOUT_VERSION: u32 = 3;
+pub const LB_LAYOUT_VERSION: u32 = 4;
+/// `cid_cfgs` entries per VIP (`FLOWPIN_CID_CFGS_PER_VIP`): 7 QUIC-LB
+/// configurations (codepoints 0..6) and the VIP's mode.
+pub const CID_CFGS_PER_VIP: u32 = 8;
+/// The `cid_cfgs` slot naming the VIP's declared layout.
+pub const CID_MODE_SLOT: u32 = 7;
+/// `flowpin_cid_cfg.layout`: nothing declared (mode) / empty (config slot).
+pub const CID_ANY: u8 = 0;
+/// `flowpin_cid_cfg.layout`: the flowpin layout.
+pub const CID_FLOWPIN: u8 = 1;
+/// `flowpin_cid_cfg.layout`: Katran v1–v3.
+pub const CID_KATRAN: u8 = 2;
+/// `flowpin_cid_cfg.layout`: QUIC-LB (mode) / QUIC-LB plaintext (config slot).
+pub const CID_QUIC_LB: u8 = 3;
+/// `flowpin_cid_cfg.layout`: QUIC-LB encrypted (config slot).
+pub const CID_QUIC_LB_ENC: u8 = 4;
+/// `flowpin_cid_cfg.engine`: kernel crypto kfuncs, `ecb(aes-fixed-time)`.
+pub const AES_CONST_TIME: u8 = 0;
+/// `flowpin_cid_cfg.engine`: table-based AES in BPF (faster, not constant-time).
+pub const AES_TABLE: u8 = 1;
+/// QUIC-LB encrypted: server ID + nonce of this length take one AES block.
+pub const QUIC_LB_SINGLE_PASS_LEN: u32 = 16;
 /// Entries of the `sid_retired` LRU map (server_ids of removed backends).
 pub const SID_RETIRED_ENTRIES: u32 = 4096;
 /// Layout version of pinned `xdp_decap` state (`FLOWPIN_DECAP_LAYOUT_VERSION`).

@@ -110,6 +110,7 @@ plain_structs! {
             unknown_backend, sid_fallback_removed,
         },
         xdp_lb::flowpin_backend_stats { packets, bytes },
+        xdp_lb::flowpin_cid_cfg { layout, cid_len, sid_len, nonce_len, engine, pad, key, rk, drk },
         xdp_lb::flowpin_lb_stats {
             drop_malformed, drop_unknown_backend, drop_too_big, icmp_too_big_sent, encap_error,
             icmp_echo_replies, pass_fragment_no_vip, pass_ext_hdr_limit, new_flows, confirmations,

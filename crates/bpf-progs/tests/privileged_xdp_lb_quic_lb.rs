@@ -171,3 +171,223 @@ fn privileged_quic_lb_malformed_and_unroutable_fall_back() {
     );
     fx.assert_stats();
 }
+
+// ---------------------------------------------------------------------
+// Per-VIP declared layouts (issue 22): long headers routed by DCID, config
+// rotation, nothing decoded that the VIP did not declare.
+
+use flowpin_bpf_progs::xdp_lb::{AesEngine, QuicLbConf, VipCid};
+use flowpin_lb_model::Verdict;
+use proptest::prelude::*;
+
+const V1: u32 = 1;
+const V2: u32 = 0x6b33_43cf;
+
+/// A VIP declaring `cid`, backends with server_ids `sids`.
+fn fx_declared(cid: VipCid, sids: [u32; 4]) -> Fx {
+    let mut fx = fx_with(None, 16, sids);
+    fx.lb.set_vip_cid(&quic_vip(), cid).expect("set_vip_cid");
+    fx.sync();
+    fx
+}
+
+/// A long-header packet: first byte (type bits `ty`), version, DCID, SCID, payload.
+fn long(version: u32, ty: u8, dcid: &[u8]) -> Vec<u8> {
+    let mut q = vec![0xc0 | (ty << 4)];
+    q.extend_from_slice(&version.to_be_bytes());
+    q.push(dcid.len() as u8);
+    q.extend_from_slice(dcid);
+    q.push(8);
+    q.extend_from_slice(&[0x33; 8]);
+    q.extend_from_slice(&[0; 40]);
+    q
+}
+
+/// A QUIC-LB plaintext CID of config `cr` with server ID `sid` (`n` octets),
+/// nonce `nonce_len` octets.
+fn plain_cid(cr: u8, n: usize, sid: u32, nonce_len: usize) -> Vec<u8> {
+    let mut c = vec![(cr << 5) | (n + nonce_len) as u8];
+    c.extend_from_slice(&sid.to_be_bytes()[4 - n..]);
+    c.extend((0..nonce_len).map(|i| 0x40 + i as u8));
+    c
+}
+
+#[test]
+fn privileged_quic_long_headers_follow_the_declared_layout() {
+    if !require_bpf("privileged_quic_long_headers_follow_the_declared_layout") {
+        return;
+    }
+    let cid = VipCid::QuicLb(vec![QuicLbConf::plaintext(1, 2, 6)]);
+    let mut fx = fx_declared(cid, [0x0101, 0x0202, 0x0303, 0x0404]);
+    let server = plain_cid(1, 2, 0x0303, 6);
+    // The client's Initial (after a Retry or on a second flight), 0-RTT and
+    // Handshake carrying the server-chosen CID: all routed to it, QUIC v1
+    // and v2 (their type bits differ).
+    let routed = [
+        long(V1, 0, &server),
+        long(V1, 1, &server),
+        long(V1, 2, &server),
+        long(V2, 1, &server),
+        long(V2, 2, &server),
+        long(V2, 3, &server),
+        short(&server),
+    ];
+    for (i, q) in routed.iter().enumerate() {
+        let d = fx.check(&udp4(client4(i as u32), 6000, vip4(), 443, q));
+        assert_eq!(fwd(&d), (backend4(3), Route::ServerId), "packet {i}");
+    }
+    // Not routed by DCID: a Retry-type packet (v1 type 3, v2 type 0), version
+    // negotiation (version 0), an unknown version: hashed, not even decoded.
+    for q in [
+        long(V1, 3, &server),
+        long(V2, 0, &server),
+        long(0, 0, &server),
+        long(0xface_b00c, 2, &server),
+    ] {
+        let d = fx.check(&udp4(client4(50), 6000, vip4(), 443, &q));
+        assert_ne!(fwd(&d).1, Route::ServerId);
+    }
+    // The client's first Initial: a random DCID of an unknown config falls
+    // back to the hash, and the connection table keeps its later Initials.
+    let random = [0x9au8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+    let first = fwd(&fx.check(&udp4(client4(60), 7000, vip4(), 443, &long(V1, 0, &random))));
+    assert_eq!(first.1, Route::Ring);
+    let again = fwd(&fx.check(&udp4(client4(60), 7000, vip4(), 443, &long(V1, 0, &random))));
+    assert_eq!(again, (first.0, Route::Lru));
+    // A DCID shorter than the configuration's CID, one longer than 20
+    // octets, a truncated one, a zero-length one: not routed.
+    let d = fx.check(&udp4(client4(61), 1, vip4(), 443, &long(V1, 2, &server[..6])));
+    assert_ne!(fwd(&d).1, Route::ServerId);
+    let mut too_long = long(V1, 2, &[0x23; 21]);
+    let d = fx.check(&udp4(client4(62), 1, vip4(), 443, &too_long));
+    assert_ne!(fwd(&d).1, Route::ServerId);
+    too_long.truncate(10);
+    let d = fx.check(&udp4(client4(63), 1, vip4(), 443, &too_long));
+    assert_ne!(fwd(&d).1, Route::ServerId);
+    let d = fx.check(&udp4(client4(64), 1, vip4(), 443, &long(V1, 2, &[])));
+    assert_ne!(fwd(&d).1, Route::ServerId);
+    let d = fx.check(&udp4(client4(65), 1, vip4(), 443, &[0xc0, 0, 0]));
+    assert_eq!(d.verdict, Verdict::Tx);
+    fx.assert_stats();
+    let s = fx.lb.vip_stats(&quic_vip()).unwrap();
+    assert_eq!(s.sid_routed, 7);
+    assert_eq!(s.quic_long_header, 17);
+}
+
+#[test]
+fn privileged_quic_lb_config_rotation_and_only_the_declared_layout() {
+    if !require_bpf("privileged_quic_lb_config_rotation_and_only_the_declared_layout") {
+        return;
+    }
+    let old = QuicLbConf::plaintext(1, 2, 6);
+    let new = QuicLbConf::plaintext(3, 4, 8);
+    let mut fx = fx_declared(VipCid::QuicLb(vec![old]), [0x0101, 0x0202, 0x0303, 0x0404]);
+    let new_cid = plain_cid(3, 4, 0x0404, 8);
+    // Config 3 not live yet: its CIDs hash.
+    let d = fx.check(&udp4(client4(1), 1, vip4(), 443, &short(&new_cid)));
+    assert_ne!(fwd(&d).1, Route::ServerId);
+    // Rotation: both live, then the old one retired.
+    fx.lb
+        .set_vip_cid(&quic_vip(), VipCid::QuicLb(vec![old, new]))
+        .unwrap();
+    fx.sync();
+    let d = fx.check(&udp4(client4(2), 1, vip4(), 443, &short(&new_cid)));
+    assert_eq!(fwd(&d), (backend4(4), Route::ServerId));
+    let old_cid = plain_cid(1, 2, 0x0202, 6);
+    let d = fx.check(&udp4(client4(3), 1, vip4(), 443, &short(&old_cid)));
+    assert_eq!(fwd(&d), (backend4(2), Route::ServerId));
+    fx.lb
+        .set_vip_cid(&quic_vip(), VipCid::QuicLb(vec![new]))
+        .unwrap();
+    fx.sync();
+    let d = fx.check(&udp4(client4(4), 1, vip4(), 443, &short(&old_cid)));
+    assert_ne!(fwd(&d).1, Route::ServerId, "retired config: hashed");
+    // 0b111 and a flowpin-layout CID (never declared): not decoded.
+    let mut unroutable = new_cid.clone();
+    unroutable[0] |= 0xe0;
+    let d = fx.check(&udp4(client4(5), 1, vip4(), 443, &short(&unroutable)));
+    assert_ne!(fwd(&d).1, Route::ServerId);
+    let mut fp = [0x5au8; 16];
+    flowpin_tcp_opt::encode_cid(&mut fp, CidLayout::Flowpin, ServerId::new(0x0202).unwrap())
+        .unwrap();
+    let d = fx.check(&udp4(client4(6), 1, vip4(), 443, &short(&fp)));
+    assert_ne!(fwd(&d).1, Route::ServerId, "flowpin layout not declared");
+    // The flowpin layout declared (16-octet CIDs): it routes, Katran does not.
+    fx.lb
+        .set_vip_cid(&quic_vip(), VipCid::Flowpin { cid_len: 16 })
+        .unwrap();
+    fx.sync();
+    let d = fx.check(&udp4(client4(7), 1, vip4(), 443, &short(&fp)));
+    assert_eq!(fwd(&d), (backend4(2), Route::ServerId));
+    let d = fx.check(&udp4(client4(7), 1, vip4(), 443, &long(V1, 2, &fp)));
+    assert_eq!(fwd(&d), (backend4(2), Route::ServerId));
+    let mut kat = [0x5au8; 16];
+    flowpin_tcp_opt::encode_cid(&mut kat, CidLayout::KatranV2, ServerId::new(0x0202).unwrap())
+        .unwrap();
+    let d = fx.check(&udp4(client4(8), 1, vip4(), 443, &short(&kat)));
+    assert_ne!(fwd(&d).1, Route::ServerId, "Katran layout not declared");
+    fx.lb
+        .set_vip_cid(&quic_vip(), VipCid::Katran { cid_len: 8 })
+        .unwrap();
+    fx.sync();
+    let d = fx.check(&udp4(client4(8), 1, vip4(), 443, &short(&kat)));
+    assert_eq!(fwd(&d), (backend4(2), Route::ServerId));
+    fx.assert_stats();
+}
+
+/// Encrypted configurations decoded by the program (item 3).
+const ENCRYPTED_IN_XDP: bool = false;
+
+fn arb_cid() -> impl Strategy<Value = VipCid> {
+    let conf = (0u8..7, 1u8..=4, 4u8..=12, any::<bool>(), any::<[u8; 16]>(), any::<bool>())
+        .prop_map(|(id, s, n, enc, key, table)| {
+            let c = if enc && ENCRYPTED_IN_XDP {
+                QuicLbConf::encrypted(id, s, n, key)
+            } else {
+                QuicLbConf::plaintext(id, s, n)
+            };
+            c.engine(if table {
+                AesEngine::Table
+            } else {
+                AesEngine::ConstantTime
+            })
+        });
+    prop_oneof![
+        (8u8..=20).prop_map(|cid_len| VipCid::Flowpin { cid_len }),
+        (8u8..=20).prop_map(|cid_len| VipCid::Katran { cid_len }),
+        proptest::collection::vec(conf, 1..4).prop_map(|mut v| {
+            v.sort_by_key(|c| c.config_id);
+            v.dedup_by_key(|c| c.config_id);
+            VipCid::QuicLb(v)
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// Program and model agree byte for byte (and on every counter) on
+    /// random QUIC datagrams, long and short, under random declared layouts.
+    #[test]
+    fn privileged_quic_declared_layouts_match_the_model(
+        cid in arb_cid(),
+        pkts in proptest::collection::vec(
+            (any::<bool>(), prop_oneof![Just(V1), Just(V2), Just(0u32), any::<u32>()], 0u8..4,
+             0usize..24, any::<[u8; 24]>(), 0u8..7, any::<u32>()),
+            1..24),
+    ) {
+        if !require_bpf("privileged_quic_declared_layouts_match_the_model") {
+            return Ok(());
+        }
+        let mut fx = fx_declared(cid, [1, 0x0202, 0x0303_0303, 0x44]);
+        for (i, (is_long, ver, ty, len, bytes, cr, _)) in pkts.iter().enumerate() {
+            let mut dcid = bytes[..*len].to_vec();
+            if let Some(b) = dcid.first_mut() {
+                *b = (*b & 0x1f) | (cr << 5);
+            }
+            let q = if *is_long { long(*ver, *ty, &dcid) } else { short(&dcid) };
+            let q = &q[..q.len().min(1 + *len + 8)];
+            fx.check(&udp4(client4(i as u32), 5000, vip4(), 443, q));
+        }
+        fx.assert_stats();
+    }
+}

@@ -25,6 +25,14 @@ pub enum LbError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A VIP's connection-ID configuration is invalid.
+    #[error("invalid connection-ID configuration for VIP {vip}: {why}")]
+    InvalidCid {
+        /// The VIP.
+        vip: Vip,
+        /// What is wrong.
+        why: String,
+    },
     /// All VIP slots are in use.
     #[error("all {max} VIP slots are in use; raise XdpLbConfig::max_vips")]
     TooManyVips {

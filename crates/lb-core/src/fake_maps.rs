@@ -67,6 +67,7 @@ pub(crate) struct FakeMaps {
     pub(crate) server_ids: HashMap<(u32, u32), u32>,
     pub(crate) sid_table: HashMap<u32, Slot<SidRoute>>,
     pub(crate) port_agnostic: u32,
+    pub(crate) cid: HashMap<(u32, u8), crate::CidEntry>,
     /// Writes performed (a failing one included).
     pub(crate) writes: usize,
     /// Fail the write with this number (0-based).
@@ -213,6 +214,19 @@ impl MapWriter for FakeMaps {
                     self.descs.remove(&(*vip_id, *pos));
                 }
             },
+            MapOp::CidConfig {
+                vip_id,
+                slot,
+                value,
+                ..
+            } => match value {
+                Some(e) => {
+                    self.cid.insert((*vip_id, *slot), *e);
+                }
+                None => {
+                    self.cid.remove(&(*vip_id, *slot));
+                }
+            },
             MapOp::PortAgnosticVips { count, .. } => self.port_agnostic = *count,
         }
         if self.check {
@@ -234,6 +248,7 @@ pub(crate) struct Contents {
     sid_table: HashMap<u32, Slot<SidRoute>>,
     descs: HashMap<(u32, u32), BackendDesc>,
     port_agnostic: u32,
+    cid: HashMap<(u32, u8), crate::CidEntry>,
 }
 
 pub(crate) fn contents(m: &FakeMaps) -> Contents {
@@ -255,6 +270,7 @@ pub(crate) fn contents(m: &FakeMaps) -> Contents {
         sid_table: set(&m.sid_table, |s| *s != Slot::Empty),
         descs: m.descs.clone(),
         port_agnostic: m.port_agnostic,
+        cid: m.cid.clone(),
     }
 }
 

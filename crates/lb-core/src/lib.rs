@@ -56,6 +56,7 @@
 
 mod apply;
 mod backend_ids;
+mod cid;
 mod config;
 mod error;
 mod ops;
@@ -67,6 +68,8 @@ mod types;
 pub mod weight;
 
 #[cfg(test)]
+mod cid_tests;
+#[cfg(test)]
 mod fake_maps;
 #[cfg(test)]
 mod rebuild_tests;
@@ -76,6 +79,7 @@ mod reconcile_tests;
 mod state_tests;
 
 pub use apply::{apply, ApplyError, MapWriter};
+pub use cid::{AesEngine, CidEntry, QuicLbConf, QuicLbKey, VipCid};
 pub use config::{LbConfig, DEFAULT_RING_SIZE};
 pub use error::LbError;
 pub use ops::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use flowpin_bpf_abi::lb;
 
-use crate::Vip;
+use crate::{CidEntry, Vip};
 
 /// Key of the `vips` map (`flowpin_vip_key`): address, port (0 for
 /// port-agnostic VIPs and ICMP entries), IP protocol.
@@ -223,6 +223,18 @@ pub enum MapOp {
         /// Previous value.
         prev: Option<BackendDesc>,
     },
+    /// `cid_cfgs[vip_id * 8 + slot]`: one entry of a VIP's connection-ID
+    /// configuration (`None`: zeroed).
+    CidConfig {
+        /// The VIP's id.
+        vip_id: u32,
+        /// Slot: a QUIC-LB config id (0..=6) or the mode slot (7).
+        slot: u8,
+        /// New value.
+        value: Option<CidEntry>,
+        /// Previous value.
+        prev: Option<CidEntry>,
+    },
     /// `lb_cfg.port_agnostic_vips` (the program skips the port-0 lookup when 0).
     PortAgnosticVips {
         /// New count.
@@ -290,6 +302,17 @@ impl MapOp {
             } => MapOp::BackendDesc {
                 vip_id: *vip_id,
                 pos: *pos,
+                value: *prev,
+                prev: *value,
+            },
+            MapOp::CidConfig {
+                vip_id,
+                slot,
+                value,
+                prev,
+            } => MapOp::CidConfig {
+                vip_id: *vip_id,
+                slot: *slot,
                 value: *prev,
                 prev: *value,
             },

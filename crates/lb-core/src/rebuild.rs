@@ -10,7 +10,7 @@ use crate::backend_ids::BackendAlloc;
 use crate::ring::build_table;
 use crate::state::{ring_backends, VipState};
 use crate::{
-    Backend, BackendDesc, LbConfig, LbError, LbState, Proto, SidRoute, Vip, VipFlags, VipKey,
+    Backend, BackendDesc, CidEntry, LbConfig, LbError, LbState, Proto, SidRoute, Vip, VipCid, VipFlags, VipKey,
     VipMeta,
 };
 use flowpin_bpf_abi::lb;
@@ -23,6 +23,8 @@ pub struct PinnedContents {
     pub vips: Vec<(VipKey, VipMeta)>,
     /// Every `backend_descs` entry: (VIP id, position, descriptor).
     pub descs: Vec<(u32, u32, BackendDesc)>,
+    /// Every non-zero `cid_cfgs` entry: (VIP id, slot, entry).
+    pub cid: Vec<(u32, u8, CidEntry)>,
 }
 
 fn corrupt(why: String) -> LbError {
@@ -72,6 +74,12 @@ impl LbState {
                 continue;
             }
             lists.entry(*vip_id).or_default().insert(*pos, *d);
+        }
+        let mut cids: HashMap<u32, [Option<CidEntry>; 8]> = HashMap::new();
+        for (vip_id, slot, e) in &contents.cid {
+            if let Some(s) = cids.entry(*vip_id).or_default().get_mut(usize::from(*slot)) {
+                *s = Some(*e);
+            }
         }
         let mut alloc = BackendAlloc::default();
         for (&vip_id, &(vip, flags)) in &by_id {
@@ -144,6 +152,12 @@ impl LbState {
                     draining,
                     table,
                     sids,
+                    cid: match cids.get(&vip_id) {
+                        None => VipCid::Any,
+                        Some(e) => VipCid::from_entries(e).ok_or_else(|| {
+                            corrupt(format!("VIP {vip}: unknown connection-ID layout"))
+                        })?,
+                    },
                 },
             );
         }

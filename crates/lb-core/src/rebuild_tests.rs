@@ -13,6 +13,7 @@ fn contents(maps: &FakeMaps) -> PinnedContents {
     PinnedContents {
         vips: maps.vips.iter().map(|(k, m)| (*k, *m)).collect(),
         descs: maps.descs.iter().map(|(&(v, p), d)| (v, p, *d)).collect(),
+        cid: maps.cid.iter().map(|(&(v, s), e)| (v, s, *e)).collect(),
     }
 }
 

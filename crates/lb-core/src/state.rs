@@ -35,7 +35,7 @@ use flowpin_maglev::Maglev;
 
 use crate::backend_ids::BackendAlloc;
 pub use crate::ops::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
-use crate::{Backend, LbConfig, LbError, Proto, Vip, VipFlags};
+use crate::{Backend, LbConfig, LbError, Proto, Vip, VipCid, VipFlags};
 
 /// Changes to a VIP's backends: set, drain, remove, weight.
 mod backends;
@@ -121,6 +121,8 @@ pub(crate) struct VipState {
     pub(crate) table: Option<Arc<Maglev>>,
     /// server_id → global backend index.
     pub(crate) sids: HashMap<u32, u32>,
+    /// The connection-ID layout it declared (`cid_cfgs`).
+    pub(crate) cid: VipCid,
 }
 
 /// The backends as the ring sees them: a draining one has weight 0.
@@ -229,6 +231,7 @@ impl LbState {
             draining: HashSet::new(),
             table: None,
             sids: HashMap::new(),
+            cid: VipCid::Any,
         };
         Ok(Plan {
             ops: o.ops,
@@ -282,6 +285,36 @@ impl LbState {
         })
     }
 
+    /// Plans setting the connection-ID layout a QUIC VIP declares (only
+    /// that layout is decoded in its packets; QUIC-LB: up to seven live
+    /// configurations, rotated by listing the new one beside the old).
+    pub fn set_vip_cid(&self, vip: &Vip, cid: VipCid) -> Result<Plan> {
+        let st = self.vips.get(vip).ok_or(LbError::UnknownVip(*vip))?;
+        if cid != VipCid::Any && !st.flags.quic() {
+            return Err(LbError::InvalidVip {
+                vip: *vip,
+                why: "a connection-ID layout is for QUIC VIPs (VipFlags::QUIC)",
+            });
+        }
+        cid.check().map_err(|why| LbError::InvalidCid { vip: *vip, why })?;
+        let mut ops = Vec::new();
+        cid_ops(&mut ops, st.id, &cid, &st.cid);
+        let state = VipState {
+            cid,
+            ..st.clone()
+        };
+        Ok(Plan {
+            ops,
+            update: RingUpdate::default(),
+            vip_id: None,
+            commit: Commit::Delta(Box::new(Delta {
+                vips: vec![(*vip, state)],
+                backends: self.backends.clone(),
+                ..Delta::default()
+            })),
+        })
+    }
+
     /// Plans removing a VIP: it becomes unreachable first (its packets pass
     /// untouched), then its ring, server_id routes and unused backends are
     /// cleared.
@@ -293,6 +326,8 @@ impl LbState {
             flags: st.flags.bits(),
         };
         o.vip_entry(VipKey::of(vip), None, Some(meta));
+        // The id may be reused: its CID configuration goes with the VIP.
+        cid_ops(&mut o.ops, st.id, &VipCid::Any, &st.cid);
         let mut backends = self.backends.clone();
         let (update, _) =
             self.plan_backends(&mut o, &mut backends, vip, st, &[], &HashSet::new())?;
@@ -376,6 +411,18 @@ impl LbState {
         if let Some(n) = c.port_agnostic {
             self.port_agnostic = n;
         }
+    }
+}
+
+/// The `cid_cfgs` writes taking VIP `vip_id` from `prev` to `want`.
+fn cid_ops(ops: &mut Vec<MapOp>, vip_id: u32, want: &VipCid, prev: &VipCid) {
+    for (slot, value, prev) in want.diff(prev) {
+        ops.push(MapOp::CidConfig {
+            vip_id,
+            slot,
+            value,
+            prev,
+        });
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use etherparse::{IpNumber, TcpHeaderSlice};
 use flowpin_bpf_abi::lb as abi;
+use flowpin_bpf_progs::xdp_lb::VipCid;
 use flowpin_tcp_opt::quic::ConnectionId;
 
 use super::parse::Parsed;
@@ -13,7 +14,7 @@ use super::{keep, Decision, Model, Outcome, Route, Verdict};
 use flowpin_bpf_abi::flow_hash::{flow_hash, flow_hash2, FiveTuple};
 
 /// A server_id read from a packet.
-enum SidResult {
+pub(super) enum SidResult {
     None,
     Found(u32),
     Malformed,
@@ -114,8 +115,17 @@ impl Model {
             sid_res = Some(self.tcp_server_id(pkt, p));
         } else if flags & abi::VIP_QUIC != 0 && p.proto == IpNumber::UDP && !p.nonfirst {
             let q = p.l4 + 8;
+            let cid = self.vips.get(&key).map(|v| v.cid.clone()).unwrap_or_default();
             match pkt.get(q) {
                 None => sid_res = Some(SidResult::Malformed),
+                Some(first) if cid != VipCid::Any => {
+                    if first & 0x80 != 0 {
+                        vs.quic_long_header += 1;
+                    }
+                    if first & 0x80 == 0 || crate::cid::long_routable(pkt, q) {
+                        sid_res = Some(self.declared_cid_sid(&cid, pkt, q));
+                    }
+                }
                 Some(first) if first & 0x80 != 0 => vs.quic_long_header += 1,
                 Some(_) => sid_res = Some(self.quic_server_id(pkt, q)),
             }

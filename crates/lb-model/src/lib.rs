@@ -39,6 +39,7 @@ use flowpin_tcp_opt::Layout;
 use flowpin_bpf_progs::xdp_lb::{LbStats, VipFlags, VipStats, XdpLb};
 
 mod balance;
+pub mod cid;
 mod conn;
 mod emit;
 mod parse;
@@ -96,6 +97,8 @@ pub struct ModelVip {
     pub server_ids: HashMap<u32, IpAddr>,
     /// server_ids of backends removed from the VIP (`sid_retired`).
     pub retired_server_ids: std::collections::HashSet<u32>,
+    /// The connection-ID layout it declared (QUIC VIPs).
+    pub cid: flowpin_bpf_progs::xdp_lb::VipCid,
 }
 
 /// The program's return code.
@@ -329,6 +332,7 @@ impl Model {
                 ring: lb.state().ring_addrs(v),
                 server_ids: lb.state().server_id_addrs(v),
                 retired_server_ids: lb.retired_server_ids(v).unwrap_or_default(),
+                cid: lb.state().vip_cid(v).cloned().unwrap_or_default(),
             })
             .collect();
         Model::new(cfg, vips, lb.state().echo_addrs().collect())

@@ -162,7 +162,7 @@ struct flowpin_sid_key {
 /* Pinned state (XdpLb::pin / open_pinned). FLOWPIN_LB_LAYOUT_VERSION is
  * bumped on any change to a pinned map's key, value or meaning; a pin
  * directory of another version is refused, never reused. */
-#define FLOWPIN_LB_LAYOUT_VERSION 3
+#define FLOWPIN_LB_LAYOUT_VERSION 4
 /* The same for a pinned xdp_decap (its `meta` array holds this number). */
 #define FLOWPIN_DECAP_LAYOUT_VERSION 1
 
@@ -230,6 +230,42 @@ struct flowpin_lb_cfg {
 	__u32 tun_src6[4];        /* outer IPv6 source prefix, network order */
 	__u32 tun_src6_host_mask; /* host bits of the last 32 bits, host order */
 	__u32 port_agnostic_vips; /* number of port-agnostic VIPs (0: skip the 2nd lookup) */
+};
+
+/* Per-VIP connection-ID configuration (`cid_cfgs`, an ARRAY of
+ * max_vips * FLOWPIN_CID_CFGS_PER_VIP entries, index
+ * vip_id * FLOWPIN_CID_CFGS_PER_VIP + slot). Slot FLOWPIN_CID_MODE_SLOT names
+ * the layout the VIP declared (FLOWPIN_CID_ANY, all zero: none declared,
+ * the legacy decode of every layout with lb_cfg.quic_cid_len / quic_lb, long
+ * headers hashed). With FLOWPIN_CID_QUIC_LB, slots 0..6 are its live QUIC-LB
+ * configurations, the slot being the config rotation codepoint (the top 3
+ * bits of the CID's first octet); an empty slot (layout 0), codepoint 0b111
+ * and anything that does not decode fall back to the hash. Only the declared
+ * layout is decoded, in short headers and in the long headers (Initial,
+ * 0-RTT, Handshake of QUIC v1/v2) whose DCID the server may have chosen. */
+#define FLOWPIN_CID_CFGS_PER_VIP 8
+#define FLOWPIN_CID_MODE_SLOT 7
+/* flowpin_cid_cfg.layout */
+#define FLOWPIN_CID_ANY 0         /* mode slot: nothing declared (legacy); config slot: empty */
+#define FLOWPIN_CID_FLOWPIN 1     /* mode slot: the flowpin layout (tcp_opt.h) */
+#define FLOWPIN_CID_KATRAN 2      /* mode slot: Katran v1-v3 */
+#define FLOWPIN_CID_QUIC_LB 3     /* mode slot: QUIC-LB; config slot: plaintext */
+#define FLOWPIN_CID_QUIC_LB_ENC 4 /* config slot: QUIC-LB encrypted (AES-128-ECB) */
+/* flowpin_cid_cfg.engine of an encrypted configuration */
+#define FLOWPIN_AES_CONST_TIME 0 /* kernel crypto kfuncs, ecb(aes-fixed-time) */
+#define FLOWPIN_AES_TABLE 1      /* table-based AES in BPF: faster, NOT constant-time */
+/* QUIC-LB encrypted: one AES block when server ID + nonce is 16 octets. */
+#define FLOWPIN_QUIC_LB_SINGLE_PASS_LEN 16
+struct flowpin_cid_cfg {
+	__u8 layout;    /* FLOWPIN_CID_* */
+	__u8 cid_len;   /* DCID length (QUIC-LB: 1 + sid_len + nonce_len) */
+	__u8 sid_len;   /* QUIC-LB: server ID octets (1..4) */
+	__u8 nonce_len; /* QUIC-LB: nonce octets (4..18, sid_len + nonce_len <= 19) */
+	__u8 engine;    /* FLOWPIN_AES_* */
+	__u8 pad[3];
+	__u8 key[16];   /* QUIC-LB encrypted: the AES-128 key (the map is pinned 0600) */
+	__u32 rk[44];   /* FLOWPIN_AES_TABLE: encryption round keys (big-endian words) */
+	__u32 drk[44];  /* FLOWPIN_AES_TABLE: decryption round keys (equivalent inverse cipher) */
 };
 
 /* Per-VIP per-CPU counters (`vip_stats`, indexed by vip_id). */

@@ -10,8 +10,13 @@
  *   1. TCP VIPs with FLOWPIN_VIP_SERVER_ID, non-SYN packets: the server_id TCP
  *      option (layout from lb_cfg); a known server_id of this VIP's current
  *      backends routes there (no connection table, no ring).
- *      QUIC VIPs (FLOWPIN_VIP_QUIC): short-header packets by the server_id in
- *      the destination connection ID; long-header packets by hash.
+ *      QUIC VIPs (FLOWPIN_VIP_QUIC): by the server_id in the destination
+ *      connection ID, decoded under the VIP's declared layout (`cid_cfgs`,
+ *      xdp_lb_cid.h): short headers and the long headers whose DCID the
+ *      server chose (Initial, 0-RTT, Handshake); the client's first
+ *      Initial (a random DCID) falls back to the hash and the connection
+ *      table. A VIP without a declared layout decodes every layout in
+ *      short headers only (legacy) and hashes long headers.
  *   2. The connection table (skipped for SYNs, which always take the ring,
  *      and for UDP VIPs with FLOWPIN_VIP_SKIP_LRU_UDP): a per-CPU 4-way
  *      set-associative LRU cache in an ARRAY (see flowpin_lb.h), flows
@@ -130,13 +135,25 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 		r = fp_tcp_server_id(ctx, (p->l4_off & 0x7fff) + sizeof(*th), optlen, &sid);
 		be = fp_sid_route(r, sid, vip_id, vs, &sid_idx);
 	} else if ((flags & FLOWPIN_VIP_QUIC) && proto == IPPROTO_UDP && !p->nonfirst) {
-		__u8 *q = data + (p->l4_off & 0x7fff) + sizeof(struct udphdr);
+		__u32 q_off = (p->l4_off & 0x7fff) + sizeof(struct udphdr);
+		__u8 *q = data + q_off;
+		const struct flowpin_cid_cfg *mode;
 		__u32 sid = 0;
 		int r;
 
+		mode = fp_cid_cfg(vip_id, FLOWPIN_CID_MODE_SLOT);
 		if ((void *)(q + 1) > data_end) {
 			r = FP_SID_MALFORMED;
+		} else if (mode && mode->layout != FLOWPIN_CID_ANY) {
+			/* The VIP's declared layout, short and long headers. */
+			if (q[0] & FLOWPIN_QUIC_LONG_HEADER_BIT) {
+				vs->quic_long_header++;
+				if (!fp_quic_long_routable(ctx, q_off, q[0]))
+					goto pick;
+			}
+			r = fp_cid_server_id(ctx, q_off, q[0], mode, vip_id, &sid);
 		} else if (q[0] & FLOWPIN_QUIC_LONG_HEADER_BIT) {
+			/* No declared layout (legacy): long headers by hash. */
 			vs->quic_long_header++;
 			goto pick;
 		} else {

@@ -127,6 +127,16 @@ struct {
 	__uint(max_entries, FLOWPIN_SID_RETIRED_ENTRIES);
 } sid_retired SEC(".maps");
 
+/* Per-VIP connection-ID configurations (flowpin_lb.h, "Per-VIP
+ * connection-ID configuration"); max_entries = max_vips *
+ * FLOWPIN_CID_CFGS_PER_VIP, set at load. Holds QUIC-LB keys: pinned 0600. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flowpin_cid_cfg);
+	__uint(max_entries, 512 * FLOWPIN_CID_CFGS_PER_VIP);
+} cid_cfgs SEC(".maps");
+
 /* Parsed packet. */
 struct fp_pkt {
 	struct flowpin_flow_key flow;

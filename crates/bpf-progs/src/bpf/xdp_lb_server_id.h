@@ -153,6 +153,7 @@ static __always_inline int fp_tcp_server_id(struct xdp_md *ctx, __u32 opt_off, _
 }
 
 #include "xdp_lb_quic_lb.h"
+#include "xdp_lb_cid.h"
 
 /* QUIC short header: server_id from the DCID (layouts of flowpin/tcp_opt.h). */
 static __always_inline int fp_quic_server_id(__u8 *q, void *data_end, __u32 *sid)

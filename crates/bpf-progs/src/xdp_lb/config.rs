@@ -32,7 +32,10 @@ pub struct XdpLbConfig {
     pub mtu: u16,
     /// Layout of the server_id TCP option.
     pub tcp_opt_layout: Layout,
-    /// Length of the server-chosen QUIC connection IDs (8..=20).
+    /// Length of the server-chosen QUIC connection IDs (8..=20) of the QUIC
+    /// VIPs that declare no layout ([`VipCid::Any`](super::VipCid::Any));
+    /// a VIP that declares one ([`XdpLb::set_vip_cid`](super::XdpLb::set_vip_cid))
+    /// carries its own length. Default 16, what `flowpin-quinn` issues.
     pub quic_cid_len: u8,
     /// Also decode IETF QUIC-LB plaintext CIDs of this configuration (CIDs
     /// whose config rotation bits are its codepoint; `0b111` is then never
@@ -80,7 +83,7 @@ impl Default for XdpLbConfig {
             lru_memory_bytes: 16 << 20,
             mtu: 1500,
             tcp_opt_layout: Layout::default(),
-            quic_cid_len: 8,
+            quic_cid_len: 16,
             quic_lb: None,
             local_mac: [0; 6],
             next_hop_mac: [0; 6],

@@ -11,14 +11,14 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{
-    flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_backend_stats,
+    flowpin_backend, flowpin_backend_desc, flowpin_cid_cfg, flowpin_backend_desc_key, flowpin_backend_stats,
     flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
     flowpin_vip_slot, flowpin_vip_stats,
 };
 use crate::skel::{bytes_of, CStruct};
 use flowpin_bpf_abi::lb;
 pub use flowpin_lb_core::{apply, MapWriter};
-use flowpin_lb_core::{BackendDesc, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
+use flowpin_lb_core::{BackendDesc, CidEntry, MapOp, RingWrite, SidRoute, Slot, VipKey, VipMeta};
 
 /// Ring slots per `update_batch` call.
 const RING_BATCH: usize = 8192;
@@ -47,6 +47,7 @@ crate::pinned_maps::map_table! {
         lb_stats: Map => lb_stats,
         backend_stats: Map => backend_stats,
         sid_retired: Map => sid_retired,
+        cid_cfgs: Map => cid_cfgs "per-VIP connection-ID configurations (QUIC-LB keys; pinned 0600)",
         data: Section = ".data" => data "the `.data` section holding `lb_cfg`",
         meta: Meta => meta "layout version, load-time sizes, generation; pinned last",
     }
@@ -115,6 +116,25 @@ pub(crate) fn c_desc(d: &BackendDesc) -> flowpin_backend_desc {
         server_id: d.server_id.unwrap_or(0),
         backend: d.backend,
     }
+}
+
+/// A `cid_cfgs` value; the table engine's round keys derived from the key.
+pub(crate) fn c_cid(e: &CidEntry) -> flowpin_cid_cfg {
+    let mut v = flowpin_cid_cfg {
+        layout: e.layout,
+        cid_len: e.cid_len,
+        sid_len: e.sid_len,
+        nonce_len: e.nonce_len,
+        engine: e.engine,
+        key: e.key.0,
+        ..Default::default()
+    };
+    if e.layout == lb::CID_QUIC_LB_ENC && e.engine == lb::AES_TABLE {
+        let (rk, drk) = super::aes_key::round_keys(&e.key.0);
+        v.rk = rk;
+        v.drk = drk;
+    }
+    v
 }
 
 fn c_sid_key(vip_id: u32, server_id: u32) -> flowpin_sid_key {
@@ -323,6 +343,16 @@ impl MapWriter for KernelMaps {
                     ),
                     None => Self::delete(&self.backend_descs, "backend_descs", bytes_of(&k)),
                 }
+            }
+            MapOp::CidConfig {
+                vip_id,
+                slot,
+                value,
+                ..
+            } => {
+                let idx = vip_id * lb::CID_CFGS_PER_VIP + u32::from(*slot);
+                let v = value.as_ref().map_or_else(flowpin_cid_cfg::default, c_cid);
+                Self::update(&self.cid_cfgs, "cid_cfgs", &idx.to_ne_bytes(), &v)
             }
             MapOp::PortAgnosticVips { count, .. } => {
                 self.cfg.port_agnostic_vips = *count;

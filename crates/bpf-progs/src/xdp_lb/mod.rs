@@ -114,6 +114,7 @@ pub use crate::xdp_attach::{
     XdpAttachError, XdpAttachMode, XdpLink, XdpMode, XdpTarget, XdpTestRun, XdpVerdict,
 };
 
+mod aes_key;
 mod config;
 mod conn_table;
 mod error;
@@ -128,7 +129,7 @@ pub use error::XdpLbError;
 /// `flowpin-lb-core`: this module applies its plans to the kernel.
 pub use flowpin_lb_core::state;
 pub use flowpin_lb_core::{
-    Backend, Desired, DesiredVip, LbConfig, LbError, LbState, PinnedContents, Plan, Proto,
+    AesEngine, Backend, CidEntry, Desired, DesiredVip, LbConfig, QuicLbConf, QuicLbKey, VipCid, LbError, LbState, PinnedContents, Plan, Proto,
     RingUpdate, Vip, VipFlags, DEFAULT_RING_SIZE,
 };
 pub use maps::PIN_NAMES;
@@ -212,6 +213,11 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         config.max_backend_descs(),
     )?;
     resize(&mut open.maps.vip_stats, "vip_stats", config.max_vips)?;
+    resize(
+        &mut open.maps.cid_cfgs,
+        "cid_cfgs",
+        config.max_vips * flowpin_bpf_abi::lb::CID_CFGS_PER_VIP,
+    )?;
     resize(
         &mut open.maps.backend_stats,
         "backend_stats",
@@ -410,6 +416,14 @@ impl XdpLb {
     /// back (see [`LbState::reconcile`]). Returns what changed, over every VIP.
     pub fn reconcile(&mut self, desired: &Desired) -> Result<RingUpdate> {
         self.apply_commit_with(|s| s.reconcile(desired))
+    }
+
+    /// Sets the connection-ID layout a QUIC VIP declares: only that layout
+    /// is decoded, in short headers and in the long headers whose DCID the
+    /// server chose (see [`LbState::set_vip_cid`]). QUIC-LB keys go to the
+    /// `cid_cfgs` map (pinned 0600), never to a log.
+    pub fn set_vip_cid(&mut self, vip: &Vip, cid: VipCid) -> Result<()> {
+        self.apply_commit_with(|s| s.set_vip_cid(vip, cid)).map(|_| ())
     }
 
     /// Removes a VIP: its packets pass untouched from now on; its ring,

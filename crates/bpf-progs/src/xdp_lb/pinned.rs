@@ -31,14 +31,15 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::maps::KernelMaps;
 use super::state::{BackendDesc, MapOp, RingWrite, VipKey, VipMeta};
 use super::{
-    load_program, LbError, LbState, PinnedContents, Result, XdpLb, XdpLbConfig, XdpLbError,
+    load_program, CidEntry, LbError, LbState, QuicLbKey, PinnedContents, Result, XdpLb, XdpLbConfig, XdpLbError,
     CONN_SET_BYTES,
 };
 use crate::error::KernelError;
 use crate::pin::{open_pinned_fd, remove_pin_dir, PinLock};
 use crate::pinned_maps::MapTable;
 use crate::skel::xdp_lb::types::{
-    flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_conn_set,
+    flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_cid_cfg,
+    flowpin_conn_set,
     flowpin_lb_cfg, flowpin_lb_meta, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
 };
 use crate::skel::{bytes_of, read};
@@ -188,6 +189,36 @@ fn read_contents(maps: &KernelMaps) -> Result<PinnedContents> {
                 backend: d.backend,
             },
         ));
+    }
+    for &(_, m) in &out.vips {
+        if m.vip_id == u32::MAX {
+            continue;
+        }
+        for slot in 0..lb::CID_CFGS_PER_VIP as u8 {
+            let idx = m.vip_id * lb::CID_CFGS_PER_VIP + u32::from(slot);
+            let Some(v) = maps
+                .cid_cfgs
+                .lookup(&idx.to_ne_bytes(), MapFlags::ANY)
+                .map_err(KernelError::map("cid_cfgs", "lookup"))?
+            else {
+                continue;
+            };
+            let c: flowpin_cid_cfg = read(&v).ok_or_else(|| bad("cid_cfgs value"))?;
+            if c.layout != lb::CID_ANY {
+                out.cid.push((
+                    m.vip_id,
+                    slot,
+                    CidEntry {
+                        layout: c.layout,
+                        cid_len: c.cid_len,
+                        sid_len: c.sid_len,
+                        nonce_len: c.nonce_len,
+                        engine: c.engine,
+                        key: QuicLbKey(c.key),
+                    },
+                ));
+            }
+        }
     }
     Ok(out)
 }

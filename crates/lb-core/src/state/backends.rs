@@ -121,6 +121,7 @@ impl LbState {
             draining,
             table,
             sids: new_sids,
+            cid: st.cid.clone(),
         };
         Ok(Plan {
             ops: o.ops,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::LbState;
-use crate::{Backend, BackendDesc, SidRoute, Slot, Vip, VipFlags, VipKey, VipMeta};
+use crate::{Backend, BackendDesc, SidRoute, Slot, Vip, VipCid, VipFlags, VipKey, VipMeta};
 
 impl LbState {
     /// The configured VIPs.
@@ -28,6 +28,11 @@ impl LbState {
     /// The flags of a configured VIP.
     pub fn vip_flags(&self, vip: &Vip) -> Option<VipFlags> {
         self.vips.get(vip).map(|s| s.flags)
+    }
+
+    /// The connection-ID layout a configured VIP declared.
+    pub fn vip_cid(&self, vip: &Vip) -> Option<&VipCid> {
+        self.vips.get(vip).map(|s| &s.cid)
     }
 
     /// The global backend index of an address in use.

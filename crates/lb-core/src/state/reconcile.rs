@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use super::{Commit, LbState, Plan, Result, RingUpdate};
-use crate::{Backend, LbError, Vip, VipFlags};
+use crate::{Backend, LbError, Vip, VipCid, VipFlags};
 
 /// What a control plane wants the load balancer to hold: every VIP with
 /// its flags and backends. Build with [`Desired::new`] and
@@ -29,6 +29,8 @@ pub struct DesiredVip {
     /// The listed backends that drain: out of the ring (no new flows),
     /// still reachable by server_id and the connection table.
     pub draining: BTreeSet<IpAddr>,
+    /// Its connection-ID layout (QUIC VIPs; default [`VipCid::Any`]).
+    pub cid: VipCid,
 }
 
 impl Desired {
@@ -52,7 +54,15 @@ impl DesiredVip {
             flags,
             backends: Vec::new(),
             draining: BTreeSet::new(),
+            cid: VipCid::Any,
         }
+    }
+
+    /// With `cid` as its connection-ID layout.
+    #[must_use]
+    pub fn cid(mut self, cid: VipCid) -> DesiredVip {
+        self.cid = cid;
+        self
     }
 
     /// With `backend` appended (in the ring).
@@ -83,6 +93,7 @@ impl LbState {
                     flags: st.flags,
                     backends: st.backends.clone(),
                     draining: st.draining.iter().copied().collect(),
+                    cid: st.cid.clone(),
                 };
                 (*vip, want)
             })
@@ -156,6 +167,10 @@ impl LbState {
             }
             if !scratch.vips.contains_key(vip) {
                 let plan = scratch.add_vip(*vip, want.flags);
+                step(&mut scratch, plan)?;
+            }
+            if scratch.vips.get(vip).is_some_and(|st| st.cid != want.cid) {
+                let plan = scratch.set_vip_cid(vip, want.cid.clone());
                 step(&mut scratch, plan)?;
             }
             let draining: HashSet<IpAddr> = want.draining.iter().copied().collect();
