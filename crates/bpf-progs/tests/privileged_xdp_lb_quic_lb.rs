@@ -256,7 +256,13 @@ fn privileged_quic_long_headers_follow_the_declared_layout() {
     assert_eq!(again, (first.0, Route::Lru));
     // A DCID shorter than the configuration's CID, one longer than 20
     // octets, a truncated one, a zero-length one: not routed.
-    let d = fx.check(&udp4(client4(61), 1, vip4(), 443, &long(V1, 2, &server[..6])));
+    let d = fx.check(&udp4(
+        client4(61),
+        1,
+        vip4(),
+        443,
+        &long(V1, 2, &server[..6]),
+    ));
     assert_ne!(fwd(&d).1, Route::ServerId);
     let mut too_long = long(V1, 2, &[0x23; 21]);
     let d = fx.check(&udp4(client4(62), 1, vip4(), 443, &too_long));
@@ -322,8 +328,12 @@ fn privileged_quic_lb_config_rotation_and_only_the_declared_layout() {
     let d = fx.check(&udp4(client4(7), 1, vip4(), 443, &long(V1, 2, &fp)));
     assert_eq!(fwd(&d), (backend4(2), Route::ServerId));
     let mut kat = [0x5au8; 16];
-    flowpin_tcp_opt::encode_cid(&mut kat, CidLayout::KatranV2, ServerId::new(0x0202).unwrap())
-        .unwrap();
+    flowpin_tcp_opt::encode_cid(
+        &mut kat,
+        CidLayout::KatranV2,
+        ServerId::new(0x0202).unwrap(),
+    )
+    .unwrap();
     let d = fx.check(&udp4(client4(8), 1, vip4(), 443, &short(&kat)));
     assert_ne!(fwd(&d).1, Route::ServerId, "Katran layout not declared");
     fx.lb
@@ -339,7 +349,14 @@ fn privileged_quic_lb_config_rotation_and_only_the_declared_layout() {
 const ENCRYPTED_IN_XDP: bool = false;
 
 fn arb_cid() -> impl Strategy<Value = VipCid> {
-    let conf = (0u8..7, 1u8..=4, 4u8..=12, any::<bool>(), any::<[u8; 16]>(), any::<bool>())
+    let conf = (
+        0u8..7,
+        1u8..=4,
+        4u8..=12,
+        any::<bool>(),
+        any::<[u8; 16]>(),
+        any::<bool>(),
+    )
         .prop_map(|(id, s, n, enc, key, table)| {
             let c = if enc && ENCRYPTED_IN_XDP {
                 QuicLbConf::encrypted(id, s, n, key)

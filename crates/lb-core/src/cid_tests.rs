@@ -4,8 +4,8 @@
 
 use crate::fake_maps::{config, step, FakeMaps};
 use crate::{
-    AesEngine, Desired, DesiredVip, LbState, MapOp, PinnedContents, Proto, QuicLbConf, Vip,
-    VipCid, VipFlags,
+    AesEngine, Desired, DesiredVip, LbState, MapOp, PinnedContents, Proto, QuicLbConf, Vip, VipCid,
+    VipFlags,
 };
 
 fn quic() -> Vip {

@@ -10,8 +10,8 @@ use crate::backend_ids::BackendAlloc;
 use crate::ring::build_table;
 use crate::state::{ring_backends, VipState};
 use crate::{
-    Backend, BackendDesc, CidEntry, LbConfig, LbError, LbState, Proto, SidRoute, Vip, VipCid, VipFlags, VipKey,
-    VipMeta,
+    Backend, BackendDesc, CidEntry, LbConfig, LbError, LbState, Proto, SidRoute, Vip, VipCid,
+    VipFlags, VipKey, VipMeta,
 };
 use flowpin_bpf_abi::lb;
 use flowpin_tcp_opt::ServerId;

@@ -296,13 +296,11 @@ impl LbState {
                 why: "a connection-ID layout is for QUIC VIPs (VipFlags::QUIC)",
             });
         }
-        cid.check().map_err(|why| LbError::InvalidCid { vip: *vip, why })?;
+        cid.check()
+            .map_err(|why| LbError::InvalidCid { vip: *vip, why })?;
         let mut ops = Vec::new();
         cid_ops(&mut ops, st.id, &cid, &st.cid);
-        let state = VipState {
-            cid,
-            ..st.clone()
-        };
+        let state = VipState { cid, ..st.clone() };
         Ok(Plan {
             ops,
             update: RingUpdate::default(),

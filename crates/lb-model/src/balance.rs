@@ -115,7 +115,11 @@ impl Model {
             sid_res = Some(self.tcp_server_id(pkt, p));
         } else if flags & abi::VIP_QUIC != 0 && p.proto == IpNumber::UDP && !p.nonfirst {
             let q = p.l4 + 8;
-            let cid = self.vips.get(&key).map(|v| v.cid.clone()).unwrap_or_default();
+            let cid = self
+                .vips
+                .get(&key)
+                .map(|v| v.cid.clone())
+                .unwrap_or_default();
             match pkt.get(q) {
                 None => sid_res = Some(SidResult::Malformed),
                 Some(first) if cid != VipCid::Any => {

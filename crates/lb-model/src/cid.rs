@@ -149,7 +149,9 @@ impl Model {
         };
         let id = ConnectionId::new_unchecked(c);
         let layout_sid = |l: Option<CidLayout>| match l {
-            Some(l) if want >= 8 => id.raw_server_id(l).map_or(SidResult::None, SidResult::Found),
+            Some(l) if want >= 8 => id
+                .raw_server_id(l)
+                .map_or(SidResult::None, SidResult::Found),
             _ => SidResult::None,
         };
         match (cid, conf) {

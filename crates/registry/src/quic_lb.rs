@@ -233,5 +233,10 @@ fn same_config(reported: &QuicLbConfigRef, stored: &QuicLbConfigRef) -> bool {
         && reported.revision <= stored.revision
 }
 
+#[cfg(feature = "lb")]
+mod desired;
+#[cfg(feature = "lb")]
+pub use desired::{apply_to_desired, XDP_LB_MAX_SID_LEN};
+
 #[cfg(test)]
 mod tests;

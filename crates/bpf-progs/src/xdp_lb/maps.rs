@@ -11,9 +11,9 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
 use crate::skel::xdp_lb::types::{
-    flowpin_backend, flowpin_backend_desc, flowpin_cid_cfg, flowpin_backend_desc_key, flowpin_backend_stats,
-    flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
-    flowpin_vip_slot, flowpin_vip_stats,
+    flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_backend_stats,
+    flowpin_cid_cfg, flowpin_lb_cfg, flowpin_sid_key, flowpin_sid_slot, flowpin_vip_key,
+    flowpin_vip_meta, flowpin_vip_slot, flowpin_vip_stats,
 };
 use crate::skel::{bytes_of, CStruct};
 use flowpin_bpf_abi::lb;

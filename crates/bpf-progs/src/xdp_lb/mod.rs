@@ -129,8 +129,8 @@ pub use error::XdpLbError;
 /// `flowpin-lb-core`: this module applies its plans to the kernel.
 pub use flowpin_lb_core::state;
 pub use flowpin_lb_core::{
-    AesEngine, Backend, CidEntry, Desired, DesiredVip, LbConfig, QuicLbConf, QuicLbKey, VipCid, LbError, LbState, PinnedContents, Plan, Proto,
-    RingUpdate, Vip, VipFlags, DEFAULT_RING_SIZE,
+    AesEngine, Backend, CidEntry, Desired, DesiredVip, LbConfig, LbError, LbState, PinnedContents,
+    Plan, Proto, QuicLbConf, QuicLbKey, RingUpdate, Vip, VipCid, VipFlags, DEFAULT_RING_SIZE,
 };
 pub use maps::PIN_NAMES;
 pub use stats::{flood_signal, new_flow_rate, BackendStats, LbStats, Stats, VipStats};
@@ -423,7 +423,8 @@ impl XdpLb {
     /// server chose (see [`LbState::set_vip_cid`]). QUIC-LB keys go to the
     /// `cid_cfgs` map (pinned 0600), never to a log.
     pub fn set_vip_cid(&mut self, vip: &Vip, cid: VipCid) -> Result<()> {
-        self.apply_commit_with(|s| s.set_vip_cid(vip, cid)).map(|_| ())
+        self.apply_commit_with(|s| s.set_vip_cid(vip, cid))
+            .map(|_| ())
     }
 
     /// Removes a VIP: its packets pass untouched from now on; its ring,

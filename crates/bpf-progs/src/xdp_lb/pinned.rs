@@ -31,16 +31,16 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::maps::KernelMaps;
 use super::state::{BackendDesc, MapOp, RingWrite, VipKey, VipMeta};
 use super::{
-    load_program, CidEntry, LbError, LbState, QuicLbKey, PinnedContents, Result, XdpLb, XdpLbConfig, XdpLbError,
-    CONN_SET_BYTES,
+    load_program, CidEntry, LbError, LbState, PinnedContents, QuicLbKey, Result, XdpLb,
+    XdpLbConfig, XdpLbError, CONN_SET_BYTES,
 };
 use crate::error::KernelError;
 use crate::pin::{open_pinned_fd, remove_pin_dir, PinLock};
 use crate::pinned_maps::MapTable;
 use crate::skel::xdp_lb::types::{
     flowpin_backend, flowpin_backend_desc, flowpin_backend_desc_key, flowpin_cid_cfg,
-    flowpin_conn_set,
-    flowpin_lb_cfg, flowpin_lb_meta, flowpin_sid_slot, flowpin_vip_key, flowpin_vip_meta,
+    flowpin_conn_set, flowpin_lb_cfg, flowpin_lb_meta, flowpin_sid_slot, flowpin_vip_key,
+    flowpin_vip_meta,
 };
 use crate::skel::{bytes_of, read};
 use flowpin_bpf_abi::lb;

@@ -207,3 +207,38 @@ proptest! {
         }
     }
 }
+
+#[cfg(feature = "lb")]
+#[test]
+fn configs_become_the_vips_quic_lb_layout() {
+    use flowpin_lb_core::{AesEngine, Desired, DesiredVip, VipCid};
+    let mut desired = Desired::default();
+    desired
+        .vips
+        .insert(vip(1), DesiredVip::new(Default::default()));
+    let enc = stored(1, 1, 20, QuicLbConfigState::Active, None);
+    let mut plain = stored(1, 0, 10, QuicLbConfigState::Retiring, Some(5));
+    plain.spec.key = None;
+    plain.config = plain.spec.config(0).unwrap();
+    let mut wide = stored(1, 2, 30, QuicLbConfigState::Active, None);
+    wide.spec.server_id_len = 5;
+    wide.config = wide.spec.config(2).unwrap();
+    let elsewhere = stored(9, 0, 40, QuicLbConfigState::Active, None);
+    let skipped = apply_to_desired(
+        &mut desired,
+        &[enc, plain, wide, elsewhere],
+        AesEngine::Table,
+    );
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    let VipCid::QuicLb(confs) = &desired.vips[&vip(1)].cid else {
+        panic!("QUIC-LB layout expected");
+    };
+    assert_eq!(
+        confs.iter().map(|c| c.config_id).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert_eq!(confs[0].key, None);
+    assert_eq!(confs[1].key, Some(flowpin_lb_core::QuicLbKey([1; 16])));
+    assert_eq!(confs[1].engine, AesEngine::Table);
+    assert!(desired.vips[&vip(1)].cid.check().is_ok());
+}
