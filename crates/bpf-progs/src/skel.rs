@@ -111,6 +111,7 @@ plain_structs! {
         },
         xdp_lb::flowpin_backend_stats { packets, bytes },
         xdp_lb::flowpin_cid_cfg { layout, cid_len, sid_len, nonce_len, engine, pad, key, rk, drk },
+        xdp_lb::flowpin_crypto_args { idx, install, key, err },
         xdp_lb::flowpin_lb_stats {
             drop_malformed, drop_unknown_backend, drop_too_big, icmp_too_big_sent, encap_error,
             icmp_echo_replies, pass_fragment_no_vip, pass_ext_hdr_limit, new_flows, confirmations,

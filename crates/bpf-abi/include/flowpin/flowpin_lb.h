@@ -268,6 +268,16 @@ struct flowpin_cid_cfg {
 	__u32 drk[44];  /* FLOWPIN_AES_TABLE: decryption round keys (equivalent inverse cipher) */
 };
 
+/* Context of xdp_lb's SEC("syscall") program xdp_lb_crypto_setup (run
+ * with BPF_PROG_TEST_RUN): install (install = 1, with key) or clear the
+ * constant-time AES context of `cid_crypto[idx]`; err: 0 or -errno. */
+struct flowpin_crypto_args {
+	__u32 idx;
+	__u32 install;
+	__u8 key[16];
+	__s32 err;
+};
+
 /* Per-VIP per-CPU counters (`vip_stats`, indexed by vip_id). */
 struct flowpin_vip_stats {
 	__u64 packets;

@@ -319,4 +319,51 @@ int xdp_lb(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/*
+ * Installs (or clears) the constant-time AES context of one QUIC-LB
+ * configuration: user space runs this sleepable program with
+ * BPF_PROG_TEST_RUN and a struct flowpin_crypto_args as its context. The
+ * key only passes through the context and a scratch buffer wiped after use.
+ */
+struct bpf_crypto_params fp_crypto_params;
+
+SEC("syscall")
+int xdp_lb_crypto_setup(struct flowpin_crypto_args *args)
+{
+	struct bpf_crypto_ctx *c = NULL, *old;
+	struct fp_crypto_slot *s;
+	__u32 idx = args->idx;
+	int err = 0, i;
+
+	if (!bpf_ksym_exists(bpf_crypto_ctx_create)) {
+		args->err = -95; /* EOPNOTSUPP: no crypto kfuncs in this kernel */
+		return 0;
+	}
+	s = bpf_map_lookup_elem(&cid_crypto, &idx);
+	if (!s) {
+		args->err = -2;
+		return 0;
+	}
+	if (args->install) {
+		__builtin_memset(&fp_crypto_params, 0, sizeof(fp_crypto_params));
+		__builtin_memcpy(fp_crypto_params.type, "skcipher", 9);
+		__builtin_memcpy(fp_crypto_params.algo, "ecb(aes-fixed-time)", 20);
+		for (i = 0; i < 16; i++)
+			fp_crypto_params.key[i] = args->key[i];
+		fp_crypto_params.key_len = 16;
+		c = bpf_crypto_ctx_create(&fp_crypto_params, sizeof(fp_crypto_params), &err);
+		for (i = 0; i < 16; i++)
+			fp_crypto_params.key[i] = 0;
+		if (!c) {
+			args->err = err ? err : -22;
+			return 0;
+		}
+	}
+	old = bpf_kptr_xchg(&s->ctx, c);
+	if (old)
+		bpf_crypto_ctx_release(old);
+	args->err = 0;
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

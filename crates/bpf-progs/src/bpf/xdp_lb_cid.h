@@ -45,16 +45,25 @@ static __always_inline int fp_quic_long_routable(struct xdp_md *ctx, __u32 q_off
 }
 
 /* The server_id of the DCID of the QUIC packet at @q_off (first byte
- * @first) under the VIP's declared layout @mode (not FLOWPIN_CID_ANY):
- * an FP_SID_* result. */
+ * @first) under VIP @vip_id's declared layout @mode (not FLOWPIN_CID_ANY):
+ * an FP_SID_* result. The DCID is copied to the per-CPU scratch (the stack
+ * is nearly full). */
 static __always_inline int fp_cid_server_id(struct xdp_md *ctx, __u32 q_off, __u8 first,
 					    const struct flowpin_cid_cfg *mode, __u32 vip_id,
 					    __u32 *sid)
 {
-	__u8 cid[FLOWPIN_QUIC_CID_MAX_LEN];
 	const struct flowpin_cid_cfg *cfg = mode;
+	struct fp_qlb_scratch *w;
+	__u32 zero = 0;
+	__u8 *cid;
 	__u32 off, wire = 0, want, v;
 	__u8 c0, dl;
+
+	w = bpf_map_lookup_elem(&cid_scratch, &zero);
+	if (!w)
+		return FP_SID_NONE;
+	cid = w->cid;
+	__builtin_memset(cid, 0, sizeof(w->cid));
 
 	if (first & FLOWPIN_QUIC_LONG_HEADER_BIT) {
 		if (bpf_xdp_load_bytes(ctx, q_off + FLOWPIN_QUIC_LONG_DCID_LEN_OFFSET, &dl, 1))
@@ -112,8 +121,12 @@ static __always_inline int fp_cid_server_id(struct xdp_md *ctx, __u32 q_off, __u
 	case FLOWPIN_CID_QUIC_LB:
 		return fp_quic_lb_sid_bytes(cid + FLOWPIN_QUIC_LB_SID_OFFSET, cfg->sid_len, sid);
 	case FLOWPIN_CID_QUIC_LB_ENC:
-		return fp_quic_lb_decrypt(cfg, vip_id * FLOWPIN_CID_CFGS_PER_VIP + (c0 >> 5), cid,
-					  sid);
+	{
+		int r = fp_quic_lb_decrypt(cfg, vip_id * FLOWPIN_CID_CFGS_PER_VIP + (c0 >> 5), w);
+
+		*sid = w->sid;
+		return r;
+	}
 	default:
 		return FP_SID_NONE;
 	}

@@ -48,6 +48,7 @@ crate::pinned_maps::map_table! {
         backend_stats: Map => backend_stats,
         sid_retired: Map => sid_retired,
         cid_cfgs: Map => cid_cfgs "per-VIP connection-ID configurations (QUIC-LB keys; pinned 0600)",
+        cid_crypto: Map => cid_crypto "the constant-time AES contexts (kptrs) of encrypted QUIC-LB configurations",
         data: Section = ".data" => data "the `.data` section holding `lb_cfg`",
         meta: Meta => meta "layout version, load-time sizes, generation; pinned last",
     }
@@ -56,6 +57,9 @@ crate::pinned_maps::map_table! {
         cfg: flowpin_lb_cfg,
         ring_size: u32,
         ncpus: usize,
+        /// The SEC("syscall") program installing constant-time AES
+        /// contexts (`None` in a process that reopened the pins).
+        crypto_setup: Option<std::os::fd::OwnedFd>,
     }
     pin_names:
         /// The files of a pinned `xdp_lb` (the maps, then the program).
@@ -165,6 +169,54 @@ impl KernelMaps {
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(KernelError::map(name, "delete")(e)),
         }
+    }
+
+    /// Installs (`Some(key)`) or clears the constant-time AES context of
+    /// `cid_crypto[idx]` by running the SEC("syscall") program
+    /// `xdp_lb_crypto_setup` with the key as its context (the key is never
+    /// logged: errors name the slot only).
+    fn crypto(&self, idx: u32, key: Option<&[u8; 16]>) -> Result<(), KernelError> {
+        use std::os::fd::AsRawFd;
+        let Some(prog) = &self.crypto_setup else {
+            if key.is_none() {
+                return Ok(()); // nothing was installed by this process
+            }
+            return Err(KernelError::errno(
+                "cid_crypto",
+                "install AES context",
+                95,
+                "a process that reopened the pins cannot install constant-time QUIC-LB keys; \
+                 reload the program (XdpLb::load or XdpLb::upgrade) or use AesEngine::Table",
+            ));
+        };
+        let mut args = crate::skel::xdp_lb::types::flowpin_crypto_args {
+            idx,
+            install: u32::from(key.is_some()),
+            key: key.copied().unwrap_or_default(),
+            err: 0,
+        };
+        let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
+            ctx_in: std::ptr::from_mut(&mut args).cast(),
+            ctx_size_in: std::mem::size_of_val(&args) as u32,
+            ..Default::default()
+        };
+        // SAFETY: ctx_in points to `args`, alive and of the stated size for
+        // the whole call; a syscall program's context is copied back there
+        // (at most that many bytes).
+        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+        args.key = [0; 16];
+        let err = if rc < 0 { -rc } else { -args.err };
+        if err != 0 {
+            return Err(KernelError::errno(
+                "cid_crypto",
+                "install AES context (xdp_lb_crypto_setup)",
+                err,
+                "the kernel needs the BPF crypto kfuncs (Linux >= 6.10) and ecb(aes-fixed-time) \
+                 (/proc/crypto); or choose AesEngine::Table",
+            ));
+        }
+        Ok(())
     }
 
     fn write_ring(&self, vip_id: u32, writes: &[RingWrite]) -> Result<(), KernelError> {
@@ -352,7 +404,19 @@ impl MapWriter for KernelMaps {
             } => {
                 let idx = vip_id * lb::CID_CFGS_PER_VIP + u32::from(*slot);
                 let v = value.as_ref().map_or_else(flowpin_cid_cfg::default, c_cid);
-                Self::update(&self.cid_cfgs, "cid_cfgs", &idx.to_ne_bytes(), &v)
+                let ct = value.as_ref().filter(|e| {
+                    e.layout == lb::CID_QUIC_LB_ENC && e.engine == lb::AES_CONST_TIME
+                });
+                // The context exists before the entry that uses it, and
+                // goes after the entry stops using it.
+                if let Some(e) = ct {
+                    self.crypto(idx, Some(&e.key.0))?;
+                }
+                Self::update(&self.cid_cfgs, "cid_cfgs", &idx.to_ne_bytes(), &v)?;
+                if ct.is_none() && *slot < lb::CID_MODE_SLOT as u8 {
+                    self.crypto(idx, None)?;
+                }
+                Ok(())
             }
             MapOp::PortAgnosticVips { count, .. } => {
                 self.cfg.port_agnostic_vips = *count;

@@ -213,11 +213,12 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         config.max_backend_descs(),
     )?;
     resize(&mut open.maps.vip_stats, "vip_stats", config.max_vips)?;
-    resize(
-        &mut open.maps.cid_cfgs,
-        "cid_cfgs",
-        config.max_vips * flowpin_bpf_abi::lb::CID_CFGS_PER_VIP,
-    )?;
+    for (m, name) in [
+        (&mut open.maps.cid_cfgs, "cid_cfgs"),
+        (&mut open.maps.cid_crypto, "cid_crypto"),
+    ] {
+        resize(m, name, config.max_vips * flowpin_bpf_abi::lb::CID_CFGS_PER_VIP)?;
+    }
     resize(
         &mut open.maps.backend_stats,
         "backend_stats",
@@ -237,7 +238,11 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         "verifier rejection, too little memory for the connection table/ring maps, pinned maps of another layout, or missing CAP_BPF/CAP_NET_ADMIN",
         |prog, obj| {
             let source = crate::pinned_maps::from_object(obj);
-            let maps = KernelMaps::build(source, (cfg, config.ring_size, ncpus))?;
+            let setup = obj
+                .progs()
+                .find(|p| p.name() == "xdp_lb_crypto_setup")
+                .and_then(|p| p.as_fd().try_clone_to_owned().ok());
+            let maps = KernelMaps::build(source, (cfg, config.ring_size, ncpus, setup))?;
             Ok((prog, maps))
         },
     )?;

@@ -361,7 +361,8 @@ impl XdpLb {
         let ncpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::libbpf("/sys/devices/system/cpu/possible", "read", &e, ""))?;
         let source = crate::pinned_maps::pinned_at(dir);
-        let mut maps = KernelMaps::build(source, (Default::default(), meta.ring_size, ncpus))?;
+        let mut maps =
+            KernelMaps::build(source, (Default::default(), meta.ring_size, ncpus, None))?;
         let raw_cfg = lookup0(&maps.data, "data")?;
         maps.cfg = read(&raw_cfg).ok_or_else(|| {
             KernelError::out_of_sync(
