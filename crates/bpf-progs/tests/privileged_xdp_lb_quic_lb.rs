@@ -505,7 +505,11 @@ fn privileged_quic_lb_encrypted_draft_vector_both_engines() {
         let d = fx.check(&udp4(client4(1), 1, vip4(), 443, &short(&cid)));
         assert_eq!(fwd(&d), (backend4(2), Route::ServerId), "{engine:?}");
         let d = fx.check(&udp4(client4(2), 1, vip4(), 443, &long(V1, 2, &cid)));
-        assert_eq!(fwd(&d), (backend4(2), Route::ServerId), "{engine:?} handshake");
+        assert_eq!(
+            fwd(&d),
+            (backend4(2), Route::ServerId),
+            "{engine:?} handshake"
+        );
         // One bit flipped: decrypts to another server ID, not routed there.
         let mut bad = cid.clone();
         bad[3] ^= 1;
@@ -514,7 +518,10 @@ fn privileged_quic_lb_encrypted_draft_vector_both_engines() {
         fx.assert_stats();
         // The same VIP declared in plaintext reads garbage: not routed.
         fx.lb
-            .set_vip_cid(&quic_vip(), VipCid::QuicLb(vec![QuicLbConf::plaintext(0, 3, 4)]))
+            .set_vip_cid(
+                &quic_vip(),
+                VipCid::QuicLb(vec![QuicLbConf::plaintext(0, 3, 4)]),
+            )
             .unwrap();
         fx.sync();
         let d = fx.check(&udp4(client4(1), 1, vip4(), 443, &short(&cid)));
@@ -532,9 +539,30 @@ fn privileged_quic_lb_encrypted_single_and_four_pass_both_engines() {
     // (server ID, nonce): 4+12 = 16 single pass; 4+5 odd and 4+8 even four-pass.
     for (sl, nl) in [(4u8, 12u8), (4, 5), (4, 8), (2, 4), (1, 18)] {
         for engine in [AesEngine::ConstantTime, AesEngine::Table] {
-            let key = [sl ^ 0x5a, nl, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+            let key = [
+                sl ^ 0x5a,
+                nl,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                10,
+                11,
+                12,
+                13,
+                14,
+                15,
+                16,
+            ];
             let conf = QuicLbConf::encrypted(5, sl, nl, key).engine(engine);
-            let max = if sl == 4 { u32::MAX } else { (1u32 << (8 * sl)) - 1 };
+            let max = if sl == 4 {
+                u32::MAX
+            } else {
+                (1u32 << (8 * sl)) - 1
+            };
             let sids = sids.map(|s| (s & max).max(1));
             let mut fx = fx_declared(VipCid::QuicLb(vec![conf]), sids);
             for (i, &sid) in sids.iter().enumerate() {

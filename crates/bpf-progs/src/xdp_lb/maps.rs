@@ -204,7 +204,8 @@ impl KernelMaps {
         // SAFETY: ctx_in points to `args`, alive and of the stated size for
         // the whole call; a syscall program's context is copied back there
         // (at most that many bytes).
-        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+        let rc =
+            unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
         args.key = [0; 16];
         let err = if rc < 0 { -rc } else { -args.err };
         if err != 0 {
@@ -404,9 +405,9 @@ impl MapWriter for KernelMaps {
             } => {
                 let idx = vip_id * lb::CID_CFGS_PER_VIP + u32::from(*slot);
                 let v = value.as_ref().map_or_else(flowpin_cid_cfg::default, c_cid);
-                let ct = value.as_ref().filter(|e| {
-                    e.layout == lb::CID_QUIC_LB_ENC && e.engine == lb::AES_CONST_TIME
-                });
+                let ct = value
+                    .as_ref()
+                    .filter(|e| e.layout == lb::CID_QUIC_LB_ENC && e.engine == lb::AES_CONST_TIME);
                 // The context exists before the entry that uses it, and
                 // goes after the entry stops using it.
                 if let Some(e) = ct {

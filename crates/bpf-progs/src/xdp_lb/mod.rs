@@ -217,7 +217,11 @@ fn load_program(config: &XdpLbConfig, reuse: Option<&KernelMaps>) -> Result<Load
         (&mut open.maps.cid_cfgs, "cid_cfgs"),
         (&mut open.maps.cid_crypto, "cid_crypto"),
     ] {
-        resize(m, name, config.max_vips * flowpin_bpf_abi::lb::CID_CFGS_PER_VIP)?;
+        resize(
+            m,
+            name,
+            config.max_vips * flowpin_bpf_abi::lb::CID_CFGS_PER_VIP,
+        )?;
     }
     resize(
         &mut open.maps.backend_stats,
