@@ -17,15 +17,30 @@
 //! - `clients rebind to a new source port` (`Endpoint::rebind`);
 //! - `server release`: a new server process joins every backend's group
 //!   and takes new connections; the old one keeps its own.
+//! - `handshakes in flight during a ring change` (QUIC-LB plaintext): the
+//!   client's datagrams leave 100 ms late, connections open one
+//!   after the other over 2 s, and half way the ring changes and LB1 leaves
+//!   ECMP, so some handshakes are under way: their Handshake packets carry
+//!   the server's CID and must follow it (long headers routed by DCID).
+//! - `config rotated under load` (QUIC-LB plaintext): the LBs get config 1
+//!   beside config 0, then the servers issue config 1 (quinn replaces its
+//!   CIDs every second), retire config 0, the LBs drop it, and then the
+//!   ring changes and LB1 leaves ECMP: every connection must be on config 1.
+//! - the first three again with encrypted QUIC-LB CIDs (four-pass).
+//!
+//! With CID routing each VIP declares its layout (`XdpLb::set_vip_cid`):
+//! flowpin's for the first three, QUIC-LB for the others.
 //!
 //! Run as root: `cargo run --release --example quic_lab -- --json`
-//! (`--quick` for CI: 60 connections). The last line with `--json` is
+//! (`--quick` for CI: 60 connections; `--only TEXT` runs the scenarios
+//! whose name contains TEXT). The last line with `--json` is
 //! `{"scenarios":[{"name","connections","broken_with_cid","broken_without_cid"}]}`.
 
 #[allow(dead_code)]
 #[path = "../lab/topo.rs"]
 mod topo;
 
+mod cid;
 mod quic;
 mod server;
 
@@ -37,6 +52,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cid::CidMode;
 use clap::Parser;
 use flowpin::bpf::xdp_lb::{Backend, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, XdpLink};
 use flowpin::sk_reuseport::ReuseportGroup;
@@ -63,8 +79,11 @@ struct Args {
     /// CI mode: 60 connections.
     #[arg(long)]
     quick: bool,
+    /// Run only the scenarios whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
     /// Internal: run a server process.
-    #[arg(long, num_args = 5, hide = true)]
+    #[arg(long, num_args = 6, hide = true)]
     server_child: Option<Vec<String>>,
 }
 
@@ -73,6 +92,8 @@ enum Scenario {
     BackendAddedLbOut,
     Rebind,
     Release,
+    HandshakesInFlight,
+    Rotated,
 }
 
 impl Scenario {
@@ -81,8 +102,26 @@ impl Scenario {
             Scenario::BackendAddedLbOut => "backend added, then LB1 out of ECMP",
             Scenario::Rebind => "clients rebind to a new source port",
             Scenario::Release => "server release",
+            Scenario::HandshakesInFlight => "handshakes in flight during a ring change",
+            Scenario::Rotated => "config rotated under load, then LB1 out of ECMP",
         }
     }
+}
+
+/// The ring change of the scenarios that move flows: backend 4 joins, and
+/// (after `pause`) LB1 leaves ECMP, so LB2 takes flows it has never seen.
+async fn ring_change_lb_out(
+    lbs: &mut [XdpLb],
+    topo: &Topology,
+    pause: Duration,
+) -> Result<(), Error> {
+    let ring = [0usize, 1, 2, 3, 4];
+    for lb in lbs.iter_mut() {
+        lb.set_backends(&vip(), &backends(&ring))?;
+    }
+    tokio::time::sleep(pause).await;
+    topo.set_ecmp(&[false, true])?;
+    Ok(())
 }
 
 fn progress(s: &str) {
@@ -103,7 +142,14 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(index: usize, ns: &NetNs, cg: &Cgroup, pin: &Path, join: bool) -> Result<Self, Error> {
+    fn start(
+        index: usize,
+        ns: &NetNs,
+        cg: &Cgroup,
+        pin: &Path,
+        join: bool,
+        mode: CidMode,
+    ) -> Result<Self, Error> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg("--server-child")
             .arg(index.to_string())
@@ -111,6 +157,7 @@ impl ServerProcess {
             .arg(cg.path())
             .arg(pin)
             .arg(if join { "join" } else { "create" })
+            .arg(mode.arg())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -124,6 +171,14 @@ impl ServerProcess {
             return Err(format!("server {index} said {line:?}").into());
         }
         Ok(p)
+    }
+
+    /// Sends a command line (`rotate`, `retire`).
+    fn send(&mut self, line: &str) -> Result<(), Error> {
+        let stdin = self.stdin.as_mut().ok_or("server stdin closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
     }
 }
 
@@ -173,10 +228,11 @@ fn udp_in(ns: &NetNs) -> Result<UdpSocket, Error> {
 
 /// One run: fresh network, LBs, servers; `n` connections; the scenario;
 /// returns how many connections broke.
-fn run_once(scenario: Scenario, cid: bool, n: usize) -> Result<usize, Error> {
+fn run_once(scenario: Scenario, mode: CidMode, cid: bool, n: usize) -> Result<usize, Error> {
     let tag = format!(
-        "{} / CID {}",
+        "{}{} / CID {}",
         scenario.name(),
+        mode.suffix(),
         if cid { "on" } else { "off" }
     );
     progress(&format!("{tag}: building the network"));
@@ -195,6 +251,9 @@ fn run_once(scenario: Scenario, cid: bool, n: usize) -> Result<usize, Error> {
                 .quic_cid_len(flowpin::quinn::DEFAULT_CID_LEN as u8),
         )?;
         lb.add_vip(vip(), if cid { VipFlags::QUIC } else { VipFlags::NONE })?;
+        if cid {
+            lb.set_vip_cid(&vip(), mode.vip_cid(&[0]))?;
+        }
         lb.set_backends(&vip(), &backends(&initial))?;
         let l = &lb;
         links.push(topo.lbs[i].run(move || l.attach(topo::LB_IF))??);
@@ -215,80 +274,107 @@ fn run_once(scenario: Scenario, cid: bool, n: usize) -> Result<usize, Error> {
             &cg,
             &pins.0[j],
             false,
+            mode,
         )?);
         cgroups.push(cg);
     }
     check_interrupted()?;
 
     let rt = tokio::runtime::Runtime::new()?;
-    let broken = rt.block_on(async {
-        let to = SocketAddr::from((topo::VIP, QUIC_PORT));
-        let mut conns = Vec::new();
-        for _ in 0..n {
-            let ep = quic::client(udp_in(&topo.client)?)?;
-            conns.push(quic::Conn::open(ep, to).await?);
-        }
-        progress(&format!("{tag}: {n} connections up"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let broken = Arc::new(AtomicUsize::new(0));
-        let mut eps = Vec::new();
-        let mut tasks = Vec::new();
-        for mut c in conns {
-            eps.push(c.ep.clone());
-            let (stop, broken) = (stop.clone(), broken.clone());
-            tasks.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    if c.conn.close_reason().is_some() || !c.round_trip().await {
-                        broken.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                c.conn.close(0u32.into(), b"done");
-            }));
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        match scenario {
-            Scenario::BackendAddedLbOut => {
-                let ring = [0usize, 1, 2, 3, 4];
-                for lb in &mut lbs {
-                    lb.set_backends(&vip(), &backends(&ring))?;
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                topo.set_ecmp(&[false, true])?;
+    let broken = if scenario == Scenario::HandshakesInFlight {
+        rt.block_on(handshakes_in_flight(&mut lbs, &topo, n, &tag))?
+    } else {
+        rt.block_on(async {
+            let to = SocketAddr::from((topo::VIP, QUIC_PORT));
+            let mut conns = Vec::new();
+            for _ in 0..n {
+                let ep = quic::client(udp_in(&topo.client)?)?;
+                conns.push(quic::Conn::open(ep, to).await?);
             }
-            Scenario::Rebind => {
-                for ep in &eps {
-                    ep.rebind(udp_in(&topo.client)?)?;
-                }
-            }
-            Scenario::Release => {
-                for (j, ((ns, cg), pin)) in
-                    topo.backends.iter().zip(&cgroups).zip(&pins.0).enumerate()
-                {
-                    servers.push(ServerProcess::start(j, ns, cg, pin, true)?);
-                }
-                // New connections land on the new processes.
-                for _ in 0..(n / 10).max(5) {
-                    let ep = quic::client(udp_in(&topo.client)?)?;
-                    let mut c = quic::Conn::open(ep, to).await?;
-                    if !c.round_trip().await {
-                        return Err::<usize, Error>(
-                            "a new connection after the release failed".into(),
-                        );
+            progress(&format!("{tag}: {n} connections up"));
+            let stop = Arc::new(AtomicBool::new(false));
+            let broken = Arc::new(AtomicUsize::new(0));
+            let mut eps = Vec::new();
+            let mut tasks = Vec::new();
+            for mut c in conns {
+                eps.push(c.ep.clone());
+                let (stop, broken) = (stop.clone(), broken.clone());
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        if c.conn.close_reason().is_some() || !c.round_trip().await {
+                            broken.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     c.conn.close(0u32.into(), b"done");
+                }));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match scenario {
+                Scenario::BackendAddedLbOut => {
+                    ring_change_lb_out(&mut lbs, &topo, Duration::from_secs(2)).await?;
+                }
+                Scenario::Rotated => {
+                    // The draft's order: every LB has config 1 before any
+                    // server issues it; config 0 stays routable until the
+                    // servers have replaced their CIDs and retired it.
+                    if cid {
+                        for lb in &mut lbs {
+                            lb.set_vip_cid(&vip(), mode.vip_cid(&[0, 1]))?;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    for s in &mut servers {
+                        s.send("rotate")?;
+                    }
+                    // quinn replaces CIDs every second (the generator's lifetime).
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    for s in &mut servers {
+                        s.send("retire")?;
+                    }
+                    if cid {
+                        for lb in &mut lbs {
+                            lb.set_vip_cid(&vip(), mode.vip_cid(&[1]))?;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    ring_change_lb_out(&mut lbs, &topo, Duration::from_secs(1)).await?;
+                }
+                Scenario::HandshakesInFlight => {}
+                Scenario::Rebind => {
+                    for ep in &eps {
+                        ep.rebind(udp_in(&topo.client)?)?;
+                    }
+                }
+                Scenario::Release => {
+                    for (j, ((ns, cg), pin)) in
+                        topo.backends.iter().zip(&cgroups).zip(&pins.0).enumerate()
+                    {
+                        servers.push(ServerProcess::start(j, ns, cg, pin, true, mode)?);
+                    }
+                    // New connections land on the new processes.
+                    for _ in 0..(n / 10).max(5) {
+                        let ep = quic::client(udp_in(&topo.client)?)?;
+                        let mut c = quic::Conn::open(ep, to).await?;
+                        if !c.round_trip().await {
+                            return Err::<usize, Error>(
+                                "a new connection after the release failed".into(),
+                            );
+                        }
+                        c.conn.close(0u32.into(), b"done");
+                    }
                 }
             }
-        }
-        check_interrupted()?;
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        stop.store(true, Ordering::Relaxed);
-        for t in tasks {
-            let _ = t.await;
-        }
-        Ok(broken.load(Ordering::Relaxed))
-    })?;
+            check_interrupted()?;
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                let _ = t.await;
+            }
+            Ok(broken.load(Ordering::Relaxed))
+        })?
+    };
     drop(rt);
     progress(&format!("{tag}: {broken} of {n} connections broke"));
     drop(servers);
@@ -300,18 +386,84 @@ fn run_once(scenario: Scenario, cid: bool, n: usize) -> Result<usize, Error> {
     Ok(broken)
 }
 
+/// Connections opened one after the other over 2 s (client link delayed);
+/// half way, the ring change and LB1 out of ECMP. Broken: a handshake that
+/// fails, or a connection that breaks afterwards.
+async fn handshakes_in_flight(
+    lbs: &mut [XdpLb],
+    topo: &Topology,
+    n: usize,
+    tag: &str,
+) -> Result<usize, Error> {
+    let to = SocketAddr::from((topo::VIP, QUIC_PORT));
+    let spread = Duration::from_secs(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let broken = Arc::new(AtomicUsize::new(0));
+    let failed_handshakes = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        // The client's datagrams leave 100 ms late (see quic::client_delayed).
+        let ep = quic::client_delayed(udp_in(&topo.client)?, Some(Duration::from_millis(100)))?;
+        let (stop, broken, failed) = (stop.clone(), broken.clone(), failed_handshakes.clone());
+        let start = spread * u32::try_from(i)? / u32::try_from(n.max(1))?;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(start).await;
+            let Ok(mut c) = quic::Conn::open(ep, to).await else {
+                broken.fetch_add(1, Ordering::Relaxed);
+                failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                if c.conn.close_reason().is_some() || !c.round_trip().await {
+                    broken.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            c.conn.close(0u32.into(), b"done");
+        }));
+    }
+    tokio::time::sleep(spread / 2).await;
+    progress(&format!("{tag}: ring change with handshakes under way"));
+    ring_change_lb_out(lbs, topo, Duration::ZERO).await?;
+    check_interrupted()?;
+    tokio::time::sleep(spread / 2 + Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    progress(&format!(
+        "{tag}: {} handshakes failed",
+        failed_handshakes.load(Ordering::Relaxed)
+    ));
+    Ok(broken.load(Ordering::Relaxed))
+}
+
 fn lab(args: &Args) -> Result<serde_json::Value, Error> {
     let n = if args.quick { 60 } else { args.conns };
     let mut out = Vec::new();
-    for s in [
-        Scenario::BackendAddedLbOut,
-        Scenario::Rebind,
-        Scenario::Release,
+    for (s, mode) in [
+        (Scenario::BackendAddedLbOut, CidMode::Flowpin),
+        (Scenario::Rebind, CidMode::Flowpin),
+        (Scenario::Release, CidMode::Flowpin),
+        (Scenario::HandshakesInFlight, CidMode::QuicLbPlain),
+        (Scenario::Rotated, CidMode::QuicLbPlain),
+        (Scenario::BackendAddedLbOut, CidMode::QuicLbEncrypted),
+        (Scenario::Rebind, CidMode::QuicLbEncrypted),
+        (Scenario::Release, CidMode::QuicLbEncrypted),
     ] {
-        let with = run_once(s, true, n)?;
-        let without = run_once(s, false, n)?;
+        let name = format!("{}{}", s.name(), mode.suffix());
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !name.contains(o.as_str()))
+        {
+            continue;
+        }
+        let with = run_once(s, mode, true, n)?;
+        let without = run_once(s, mode, false, n)?;
         out.push(serde_json::json!({
-            "name": s.name(),
+            "name": name,
             "connections": n,
             "broken_with_cid": with,
             "broken_without_cid": without,
@@ -330,6 +482,7 @@ fn main() -> ExitCode {
                 cgroup: PathBuf::from(c.get(2)?),
                 pin: PathBuf::from(c.get(3)?),
                 join: c.get(4)? == "join",
+                mode: CidMode::parse(c.get(5)?)?,
             })
         })();
         let Some(parsed) = parsed else {
@@ -355,12 +508,12 @@ fn main() -> ExitCode {
     match lab(&args) {
         Ok(report) => {
             println!(
-                "{:<40} {:>6} {:>10} {:>13}",
+                "{:<72} {:>6} {:>10} {:>13}",
                 "scenario", "conns", "with CID", "without CID"
             );
             for s in report["scenarios"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<40} {:>6} {:>10} {:>13}",
+                    "{:<72} {:>6} {:>10} {:>13}",
                     s["name"].as_str().unwrap_or(""),
                     s["connections"].as_u64().unwrap_or(0),
                     s["broken_with_cid"].as_u64().unwrap_or(0),

@@ -92,8 +92,73 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 }
 
+/// A socket whose datagrams leave `delay` late: the lab's stand-in for a
+/// long client path (this kernel has no `netem`), so that handshakes take
+/// long enough to be under way when the network changes.
+#[derive(Debug)]
+struct Delayed {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    delay: Duration,
+}
+
+impl quinn::AsyncUdpSocket for Delayed {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, t: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
+        let inner = self.inner.clone();
+        let (destination, ecn, segment_size, src_ip) =
+            (t.destination, t.ecn, t.segment_size, t.src_ip);
+        let contents = t.contents.to_vec();
+        let delay = self.delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // A full socket buffer drops it: QUIC retransmits.
+            let _ = inner.try_send(&quinn::udp::Transmit {
+                destination,
+                ecn,
+                contents: &contents,
+                segment_size,
+                src_ip,
+            });
+        });
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
 /// A client endpoint on `sock`.
 pub(crate) fn client(sock: UdpSocket) -> Result<Endpoint, Error> {
+    client_delayed(sock, None)
+}
+
+/// A client endpoint on `sock` whose datagrams leave `delay` late.
+pub(crate) fn client_delayed(sock: UdpSocket, delay: Option<Duration>) -> Result<Endpoint, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -105,12 +170,24 @@ pub(crate) fn client(sock: UdpSocket) -> Result<Endpoint, Error> {
     ));
     cc.transport_config(transport());
     sock.set_nonblocking(true)?;
-    let mut ep = Endpoint::new(
-        EndpointConfig::default(),
-        None,
-        sock,
-        Arc::new(TokioRuntime),
-    )?;
+    let mut ep = match delay {
+        None => Endpoint::new(
+            EndpointConfig::default(),
+            None,
+            sock,
+            Arc::new(TokioRuntime),
+        )?,
+        Some(delay) => {
+            use quinn::Runtime;
+            let inner = TokioRuntime.wrap_udp_socket(sock)?;
+            Endpoint::new_with_abstract_socket(
+                EndpointConfig::default(),
+                None,
+                Arc::new(Delayed { inner, delay }),
+                Arc::new(TokioRuntime),
+            )?
+        }
+    };
     ep.set_default_client_config(cc);
     Ok(ep)
 }

@@ -8,6 +8,12 @@
 //! connections (the socket id in their CIDs leads to it). Every CID carries
 //! the host's server_id (for xdp_lb) and the socket id (for the group). The
 //! process prints `ready` once it serves and exits when stdin closes.
+//!
+//! In the QUIC-LB modes the CIDs are QUIC-LB CIDs of configuration 0 (the
+//! socket id ends them) with a 1 s lifetime, so quinn keeps replacing them;
+//! the line `rotate` on stdin makes the server issue configuration 1 (the
+//! lab sends it once every LB has it, the draft's order), `retire` stops
+//! accepting configuration 0's CIDs.
 
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -19,15 +25,17 @@ use flowpin::sk_reuseport::{bind_reuseport, GroupConfig, Proto, ReuseportGroup};
 use flowpin::tcp_opt::{CidLayout, ServerId};
 use flowpin_testing::enter_netns;
 
+use crate::cid::CidMode;
 use crate::{quic, topo, Error, QUIC_PORT};
 
-/// Arguments of `quic_lab --server-child <index> <netns> <cgroup> <pin> <create|join>`.
+/// Arguments of `quic_lab --server-child <index> <netns> <cgroup> <pin> <create|join> <mode>`.
 pub(crate) struct ServerArgs {
     pub(crate) index: usize,
     pub(crate) netns: PathBuf,
     pub(crate) cgroup: PathBuf,
     pub(crate) pin: PathBuf,
     pub(crate) join: bool,
+    pub(crate) mode: CidMode,
 }
 
 pub(crate) fn child_main(a: ServerArgs) -> Result<(), Error> {
@@ -47,16 +55,25 @@ pub(crate) fn child_main(a: ServerArgs) -> Result<(), Error> {
         _decap = Some((decap, link));
         let mut cfg = GroupConfig::new(&a.pin);
         cfg.quic_cid = true;
-        cfg.cid_sock_offset = CidLayout::Flowpin.server_data_offset() as u8;
+        cfg.cid_sock_offset = match a.mode {
+            CidMode::Flowpin => CidLayout::Flowpin.server_data_offset() as u8,
+            // The socket id ends a QUIC-LB CID.
+            _ => (a.mode.cid_len() - 2) as u8,
+        };
         ReuseportGroup::create(addr, Proto::Udp, cfg)?
     };
     let sock: UdpSocket = bind_reuseport(addr, Proto::Udp)?.into();
     let previous = group.live()?;
     let gen = group.add_generation(&[&sock])?;
     let sid = ServerId::new(topo::server_id(a.index)).ok_or("server_id 0")?;
-    let cids = FlowpinCidGenerator::builder(sid)
-        .socket_id(ReuseportGroup::socket_id(gen, 0))
-        .build()?;
+    let mut builder =
+        FlowpinCidGenerator::builder(sid).socket_id(ReuseportGroup::socket_id(gen, 0));
+    if let Some(config) = a.mode.config(0) {
+        builder = builder
+            .quic_lb(config)
+            .lifetime(std::time::Duration::from_secs(1));
+    }
+    let cids = builder.build()?;
     let rt = tokio::runtime::Runtime::new()?;
     let _ep = rt.block_on(async { quic::server(sock, &cids) })?;
     group.activate(gen)?;
@@ -66,7 +83,17 @@ pub(crate) fn child_main(a: ServerArgs) -> Result<(), Error> {
     println!("ready");
     std::io::stdout().flush()?;
     for line in std::io::stdin().lock().lines() {
-        line?;
+        match line?.trim() {
+            "rotate" => {
+                if let Some(next) = a.mode.config(1) {
+                    cids.rotate_quic_lb(next)?;
+                }
+            }
+            "retire" => {
+                cids.retire_quic_lb(0);
+            }
+            _ => {}
+        }
     }
     drop(rt);
     Ok(())

@@ -13,6 +13,8 @@ mod lease;
 #[cfg(feature = "local-etcd")]
 pub mod local_etcd;
 mod model;
+pub mod quic_lb;
+mod quic_lb_etcd;
 mod registry;
 mod security;
 mod validate;
@@ -26,6 +28,7 @@ pub use model::{
     BackendSpec, BackendState, Proto, RejectCounts, RejectKind, Rejection, Snapshot, Vip, VipEntry,
     VipFlags, VipSpec, MAX_WEIGHT,
 };
+pub use quic_lb_etcd::{QuicLbReporter, QuicLbView};
 pub use registry::{
     AllocateOptions, Registration, Registry, RegistryConfig, ServerIdClaim, DEFAULT_QUARANTINE,
     MAX_QUARANTINE, MAX_TTL, MIN_TTL,

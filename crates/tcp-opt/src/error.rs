@@ -191,6 +191,40 @@ pub enum Error {
         /// Nonce octets (0 where no nonce length was given).
         nonce_len: u8,
     },
+    /// A QUIC-LB key that is not 32 hex digits (16 octets). The input is
+    /// not repeated: it may be (almost) a key.
+    #[error("QUIC-LB key is not 32 hex digits (16 octets); give the key as 32 hex digits")]
+    BadQuicLbKey,
+    /// A QUIC-LB configuration with a key was asked for a plaintext view
+    /// of a CID ([`QuicLbConfig::decode`](crate::QuicLbConfig::decode)).
+    #[error(
+        "QUIC-LB config {config_id} is encrypted: its CIDs have no plaintext fields to borrow; \
+         use QuicLbConfig::open or QuicLbConfig::server_id, which decrypt"
+    )]
+    QuicLbEncrypted {
+        /// The config rotation codepoint.
+        config_id: u8,
+    },
+    /// A flowpin server_id does not fit a QUIC-LB server ID of `len`
+    /// octets (or `len` is not 1..=15).
+    #[error(
+        "server_id {id} does not fit a QUIC-LB server ID of {len} octets; use a server ID \
+         length of 1..=15 octets large enough for it (4 holds every server_id)"
+    )]
+    BadQuicLbServerId {
+        /// The server ID length asked for.
+        len: u8,
+        /// The server_id.
+        id: u32,
+    },
+    /// Hex digits expected (an even number, few enough for the field).
+    #[error(
+        "expected hex digits (an even number, within the field's size), got {digits} characters"
+    )]
+    BadHex {
+        /// Characters given.
+        digits: u16,
+    },
     /// A QUIC datagram is too short for the header it announces.
     #[error("QUIC packet truncated: {len} bytes, its header needs {needed}")]
     TruncatedQuicPacket {

@@ -70,7 +70,7 @@ pub use error::Error;
 pub use layout::{Layout, Sender, ServerId};
 pub use option::{Options, RawOption, ServerIdOption, ServerIdRepr, TcpOption};
 pub use quic::{decode_cid, decode_cid_as, encode_cid, CidLayout};
-pub use quic_lb::{QuicLb, QuicLbConfig};
+pub use quic_lb::{QuicLb, QuicLbCodec, QuicLbConfig, QuicLbConfigs, QuicLbKey, QuicLbMode};
 pub use tcp::TcpHeader;
 
 /// The most options any walk examines, NOPs included; equal to

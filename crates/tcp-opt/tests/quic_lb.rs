@@ -188,3 +188,34 @@ proptest! {
         prop_assert_eq!(layout.server_data_offset(), 1 + usize::from(sid_len));
     }
 }
+
+/// Vector 2 read as its generator printed it: each field as a hex number
+/// without leading zeros, the first octet as `cr_bits << 5` ("20") then
+/// the length bits ("a"). That reading is the only one consistent with
+/// vector 1 ("0" + "7" = "07"): nonce `0x03487d970b` (5 octets), CID
+/// `2a 350d28b420 03487d970b` (11 octets, length bits 10).
+#[test]
+fn draft_vector_2_as_printed_without_leading_zeros() {
+    let cfg = QuicLbConfig::new(1, 5, 5).unwrap();
+    let cid = hex("2a350d28b42003487d970b");
+    assert_eq!(
+        format!(
+            "{:x}{:x}{:x}{:x}",
+            1 << 5,
+            cid.len() - 1,
+            0x0035_0d28_b420_u64,
+            0x0003_487d_970b_u64
+        ),
+        "20a350d28b4203487d970b",
+        "prints as the draft does"
+    );
+    let p = cfg.decode(&cid).unwrap().unwrap();
+    assert_eq!(p.server_id, hex("350d28b420"));
+    assert_eq!(p.nonce, hex("03487d970b"));
+    let mut out = [0u8; 20];
+    let n = cfg
+        .encode(&hex("350d28b420"), &hex("03487d970b"), &mut out)
+        .unwrap();
+    assert_eq!(&out[..n], &cid[..]);
+    assert_eq!(cfg.server_id(&cid).unwrap().unwrap(), hex("350d28b420"));
+}
