@@ -30,6 +30,7 @@ impl Drop for Cleanup {
             let _ = c.wait();
         }
         let _ = XdpLb::unpin(&self.pin_dir);
+        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
     }
 }
 

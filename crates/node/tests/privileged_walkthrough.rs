@@ -19,6 +19,8 @@ use flowpin_testing::{mac_str, require_bpf, unique_name, Cgroup, RoutedLb, Route
 struct Procs {
     children: Vec<Child>,
     pin_dir: PathBuf,
+    /// The backend agents' pin directories (SIGKILL leaves them pinned).
+    agent_pins: Vec<PathBuf>,
 }
 
 impl Drop for Procs {
@@ -28,6 +30,12 @@ impl Drop for Procs {
             let _ = c.wait();
         }
         let _ = XdpLb::unpin(&self.pin_dir);
+        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
+        for p in &self.agent_pins {
+            // bpffs: unlinking the pins detaches what only they held.
+            let _ = std::fs::remove_dir_all(p);
+            let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(p));
+        }
     }
 }
 
@@ -84,6 +92,7 @@ fn privileged_walkthrough_one_lb_two_backends_balanced_traffic() {
     let mut procs = Procs {
         children: Vec::new(),
         pin_dir: pin_dir.clone(),
+        agent_pins: Vec::new(),
     };
     let registry = format!(
         "[registry]\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\n",
@@ -156,6 +165,8 @@ port_file = \"{pf}\"
             .expect("python3 http.server");
         cg.add_pid(server.id()).expect("service into its cgroup");
         procs.children.push(server);
+        let agent_pins = Path::new("/sys/fs/bpf").join(unique_name(&format!("walk-be{j}")));
+        procs.agent_pins.push(agent_pins.clone());
         let toml = dir.path().join(format!("backend{j}.toml"));
         write(
             &toml,
@@ -169,6 +180,7 @@ netns = \"{ns}\"
 cgroup = \"{cg}\"
 xdp_mode = \"generic\"
 drain_timeout_secs = 1
+pin_dir = \"{agent_pins}\"
 
 [[backend.vips]]
 addr = \"{vip}\"
@@ -178,6 +190,7 @@ port = 80
                 ns = be.path().display(),
                 cg = cg.path().display(),
                 vip = cfg.vip,
+                agent_pins = agent_pins.display(),
             ),
         );
         let t = toml.to_str().expect("utf-8").to_string();
