@@ -267,6 +267,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 let body = match q {
                     Query::Metrics => client.metrics_text(),
                     Query::Status => serde_json::to_string(&client.status()).unwrap_or_default(),
+        Query::Ready => crate::http::READY.into(),
                 };
                 let _ = tx.send(body);
             }

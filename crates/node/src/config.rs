@@ -164,6 +164,65 @@ pub struct LbSection {
     /// What to do with the pins on SIGTERM.
     #[serde(default)]
     pub on_exit: OnExit,
+    /// Health probes through the tunnel (`probe_encap`) and how verdicts
+    /// count: `health = { rule = "quorum" }` (default) or `"local"`.
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// Whose health verdicts the LB applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthRule {
+    /// A strict majority of the live LBs' verdicts (the fleet's rule).
+    #[default]
+    Quorum,
+    /// Only this LB's own verdicts (a single LB; forced with a registry file).
+    Local,
+}
+
+/// `[lb] health = { ... }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Probe the backends of VIPs with a health check (default true).
+    #[serde(default = "yes_health")]
+    pub enabled: bool,
+    /// `quorum` (default) or `local`.
+    #[serde(default)]
+    pub rule: HealthRule,
+    /// This LB's identity in the verdict keys (default: host name, `-`,
+    /// the pin directory's last component).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// TTL of the lease the verdicts live under, seconds (default 10).
+    #[serde(default = "default_verdict_ttl")]
+    pub verdict_ttl_secs: u64,
+    /// Backends the probe program can tunnel to (default 4096).
+    #[serde(default = "default_probe_backends")]
+    pub max_backends: u32,
+}
+
+fn yes_health() -> bool {
+    true
+}
+fn default_verdict_ttl() -> u64 {
+    10
+}
+fn default_probe_backends() -> u32 {
+    4096
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            enabled: true,
+            rule: HealthRule::Quorum,
+            id: None,
+            verdict_ttl_secs: default_verdict_ttl(),
+            max_backends: default_probe_backends(),
+        }
+    }
 }
 
 /// The parsed `lb.toml`.
@@ -369,6 +428,27 @@ impl LbConfig {
                 ));
             }
         }
+        let h = &lb.health;
+        if let Some(id) = &h.id {
+            if !flowpin_registry::keys::valid_host(id) {
+                return Err(invalid(
+                    "lb.health.id",
+                    format!("{id:?} is not an LB identity: 1 to 253 printable bytes without '/' or spaces"),
+                ));
+            }
+        }
+        if !(2..=3600).contains(&h.verdict_ttl_secs) {
+            return Err(invalid(
+                "lb.health.verdict_ttl_secs",
+                format!("{} is out of range: write 2 to 3600 seconds (default 10)", h.verdict_ttl_secs),
+            ));
+        }
+        if !(1..=65536).contains(&h.max_backends) {
+            return Err(invalid(
+                "lb.health.max_backends",
+                format!("{} is out of range: write 1 to 65536 (default 4096)", h.max_backends),
+            ));
+        }
         if let Some(m) = lb.ring_size {
             if m < 3 || !is_prime(m) {
                 return Err(invalid(
@@ -378,6 +458,39 @@ impl LbConfig {
             }
         }
         Ok(())
+    }
+
+    /// This LB's identity in its health verdicts.
+    pub fn health_id(&self) -> String {
+        if let Some(id) = &self.lb.health.id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let dir = self
+            .lb
+            .pin_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let id: String = format!("{host}-{dir}")
+            .chars()
+            .map(|c| if c.is_ascii_graphic() && c != '/' { c } else { '_' })
+            .collect();
+        id
+    }
+
+    /// The quorum rule the LB applies (local-only with a registry file).
+    pub fn quorum_rule(&self) -> flowpin_registry::health::QuorumRule {
+        use flowpin_registry::health::QuorumRule;
+        if self.registry.file.is_some() || self.lb.health.rule == HealthRule::Local {
+            QuorumRule::Local {
+                lb: self.health_id(),
+            }
+        } else {
+            QuorumRule::Majority
+        }
     }
 
     /// The MACs, parsed (validated at load).
@@ -395,6 +508,9 @@ impl LbConfig {
         let mut out = Vec::new();
         if a.interface != b.interface || a.netns != b.netns {
             out.push("lb.interface/lb.netns");
+        }
+        if a.health != b.health {
+            out.push("lb.health");
         }
         if a.pin_dir != b.pin_dir {
             out.push("lb.pin_dir");

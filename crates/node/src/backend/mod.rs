@@ -112,6 +112,7 @@ fn answer(agent: &Agent, q: Query, tx: tokio::sync::oneshot::Sender<String>) {
     let body = match q {
         Query::Metrics => agent.metrics_text(),
         Query::Status => serde_json::to_string(&agent.status()).unwrap_or_default(),
+        Query::Ready => crate::http::READY.into(),
     };
     let _ = tx.send(body);
 }

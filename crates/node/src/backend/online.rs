@@ -264,6 +264,7 @@ mod tests {
             VipEntry {
                 spec: VipSpec::new(vip, VipFlags::SERVER_ID),
                 backends: b,
+                health: Default::default(),
             },
         );
         (s, vip)

@@ -191,3 +191,42 @@ fn mac_and_prefix_parsers() {
     );
     assert_eq!(parse_v4_prefix("10.0.0.0"), None);
 }
+
+#[test]
+fn lb_health_defaults_to_quorum_and_is_validated() {
+    use flowpin_registry::health::QuorumRule;
+    let c = lb(LB).expect("valid");
+    assert!(c.lb.health.enabled);
+    assert_eq!(c.lb.health.rule, HealthRule::Quorum);
+    assert_eq!(c.quorum_rule(), QuorumRule::Majority);
+    assert!(c.health_id().ends_with("-lb1"), "{}", c.health_id());
+    let local = LB.replace(
+        "conn_table_shared = true",
+        "conn_table_shared = true\nhealth = { rule = \"local\", id = \"lb-a\" }",
+    );
+    let c = lb(&local).expect("valid");
+    assert_eq!(c.quorum_rule(), QuorumRule::Local { lb: "lb-a".into() });
+    for (bad, field) in [
+        ("health = { rule = \"majority\" }", None),
+        ("health = { id = \"a/b\" }", Some("lb.health.id")),
+        ("health = { verdict_ttl_secs = 1 }", Some("lb.health.verdict_ttl_secs")),
+        ("health = { max_backends = 0 }", Some("lb.health.max_backends")),
+        ("health = { interval = 1 }", None),
+    ] {
+        let text = LB.replace(
+            "conn_table_shared = true",
+            &format!("conn_table_shared = true\n{bad}"),
+        );
+        let e = lb(&text).expect_err(bad);
+        if let Some(f) = field {
+            assert_eq!(field_of(e), f, "{bad}");
+        }
+    }
+    // A registry file means one LB: local-only whatever the rule says.
+    let file = LB.replace(
+        "endpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/flowpin/lab\"",
+        "file = \"/etc/flowpin/registry.toml\"",
+    );
+    let c = lb(&file).expect("valid with a file");
+    assert!(matches!(c.quorum_rule(), QuorumRule::Local { .. }));
+}
