@@ -440,13 +440,19 @@ impl LbConfig {
         if !(2..=3600).contains(&h.verdict_ttl_secs) {
             return Err(invalid(
                 "lb.health.verdict_ttl_secs",
-                format!("{} is out of range: write 2 to 3600 seconds (default 10)", h.verdict_ttl_secs),
+                format!(
+                    "{} is out of range: write 2 to 3600 seconds (default 10)",
+                    h.verdict_ttl_secs
+                ),
             ));
         }
         if !(1..=65536).contains(&h.max_backends) {
             return Err(invalid(
                 "lb.health.max_backends",
-                format!("{} is out of range: write 1 to 65536 (default 4096)", h.max_backends),
+                format!(
+                    "{} is out of range: write 1 to 65536 (default 4096)",
+                    h.max_backends
+                ),
             ));
         }
         if let Some(m) = lb.ring_size {
@@ -476,7 +482,13 @@ impl LbConfig {
             .unwrap_or_default();
         let id: String = format!("{host}-{dir}")
             .chars()
-            .map(|c| if c.is_ascii_graphic() && c != '/' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '/' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         id
     }

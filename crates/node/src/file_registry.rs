@@ -128,11 +128,17 @@ pub fn parse(text: &str, json: bool, stamp_ms: u64) -> Result<BTreeMap<Vip, VipE
                 return Err(format!("{bat}: listed twice"));
             }
         }
-        if out.insert(vip, VipEntry {
-                spec,
-                backends,
-                health: Default::default(),
-            }).is_some() {
+        if out
+            .insert(
+                vip,
+                VipEntry {
+                    spec,
+                    backends,
+                    health: Default::default(),
+                },
+            )
+            .is_some()
+        {
             return Err(format!("{at}: VIP listed twice"));
         }
     }

@@ -343,7 +343,9 @@ impl Node {
                     disagrees: b.disagrees,
                     self_reported_down: b.self_reported_down,
                     last_latency_us: p.and_then(|p| p.last_latency_us),
-                    last_failure: p.and_then(|p| p.last_failure).map(|r| r.as_str().to_string()),
+                    last_failure: p
+                        .and_then(|p| p.last_failure)
+                        .map(|r| r.as_str().to_string()),
                     probes: p.map_or(0, |p| p.probes),
                     failures: p
                         .map(|p| {

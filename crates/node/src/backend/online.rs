@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use flowpin_registry::{
-    BackendSpec, Registration, Registry, ServerIdClaim, Snapshot, SnapshotWatch,
-    Vip,
+    BackendSpec, Registration, Registry, ServerIdClaim, Snapshot, SnapshotWatch, Vip,
 };
 use flowpin_tcp_opt::ServerId;
 

@@ -209,8 +209,14 @@ fn lb_health_defaults_to_quorum_and_is_validated() {
     for (bad, field) in [
         ("health = { rule = \"majority\" }", None),
         ("health = { id = \"a/b\" }", Some("lb.health.id")),
-        ("health = { verdict_ttl_secs = 1 }", Some("lb.health.verdict_ttl_secs")),
-        ("health = { max_backends = 0 }", Some("lb.health.max_backends")),
+        (
+            "health = { verdict_ttl_secs = 1 }",
+            Some("lb.health.verdict_ttl_secs"),
+        ),
+        (
+            "health = { max_backends = 0 }",
+            Some("lb.health.max_backends"),
+        ),
         ("health = { interval = 1 }", None),
     ] {
         let text = LB.replace(

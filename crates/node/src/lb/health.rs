@@ -110,10 +110,9 @@ fn thread_main(
             .enable_all()
             .build()
             .map_err(|e| format!("cannot build the prober runtime: {e}"))?;
-        let encap = ProbeEncap::load(
-            ProbeEncapConfig::default().max_backends(cfg.lb.health.max_backends),
-        )
-        .map_err(|e| format!("cannot load probe_encap: {e}"))?;
+        let encap =
+            ProbeEncap::load(ProbeEncapConfig::default().max_backends(cfg.lb.health.max_backends))
+                .map_err(|e| format!("cannot load probe_encap: {e}"))?;
         let link = encap
             .attach_ifname(&cfg.lb.interface)
             .map_err(|e| format!("cannot attach probe_encap to {}: {e}", cfg.lb.interface))?;
@@ -170,7 +169,10 @@ async fn publish_loop(cfg: &LbConfig, prober: &Prober) {
         let res = async {
             let rc = cfg.registry.registry_config().map_err(|e| e.to_string())?;
             let reg = Registry::connect(rc).await.map_err(|e| e.to_string())?;
-            let reporter = reg.health_reporter(&lb, ttl).await.map_err(|e| e.to_string())?;
+            let reporter = reg
+                .health_reporter(&lb, ttl)
+                .await
+                .map_err(|e| e.to_string())?;
             info!(lb = %lb, lease = reporter.lease_id(), "publishing health verdicts");
             publish_verdicts(prober, &reporter)
                 .await
