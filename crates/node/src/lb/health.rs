@@ -30,12 +30,15 @@ pub(super) struct HealthProbes {
     targets: watch::Sender<Targets>,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The verdict publisher, on the caller's runtime (in the node's own
+    /// namespace, where etcd is reachable; the prober thread is in `lb.netns`).
+    publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HealthProbes {
     /// Loads and attaches `probe_encap`, starts the prober thread and (with
-    /// etcd) the verdict publisher. Errors say what failed (the node starts
-    /// without health probes then).
+    /// etcd) the verdict publisher (a task of the calling runtime). Errors
+    /// say what failed (the node starts without health probes then).
     pub(super) fn start(cfg: &LbConfig) -> Result<HealthProbes, String> {
         let metrics = HealthMetrics::new();
         let (targets_tx, targets_rx) = watch::channel(Targets::new());
@@ -48,13 +51,20 @@ impl HealthProbes {
             .spawn(move || thread_main(cfg2, m2, targets_rx, stop_rx, ready_tx))
             .map_err(|e| format!("cannot start the prober thread: {e}"))?;
         match ready_rx.recv() {
-            Ok(Ok(prober)) => Ok(HealthProbes {
-                prober,
-                metrics,
-                targets: targets_tx,
-                stop: stop_tx,
-                thread: Some(thread),
-            }),
+            Ok(Ok(prober)) => {
+                let publisher = cfg.registry.file.is_none().then(|| {
+                    let (cfg, p) = (cfg.clone(), prober.clone());
+                    tokio::spawn(async move { publish_loop(&cfg, &p).await })
+                });
+                Ok(HealthProbes {
+                    prober,
+                    metrics,
+                    targets: targets_tx,
+                    stop: stop_tx,
+                    thread: Some(thread),
+                    publisher,
+                })
+            }
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -81,6 +91,9 @@ impl HealthProbes {
 
 impl Drop for HealthProbes {
     fn drop(&mut self) {
+        if let Some(p) = self.publisher.take() {
+            p.abort();
+        }
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -132,12 +145,6 @@ fn thread_main(
     let _ = ready.send(Ok(prober.clone()));
     info!(interface = %cfg.lb.interface, lb = %cfg.health_id(), "health probes through probe_encap started");
     rt.block_on(async {
-        let publisher = async {
-            if cfg.registry.file.is_some() {
-                return std::future::pending::<()>().await;
-            }
-            publish_loop(&cfg, &prober).await;
-        };
         let follow = async {
             loop {
                 let t = targets.borrow_and_update().clone();
@@ -150,7 +157,6 @@ fn thread_main(
             }
         };
         tokio::select! {
-            () = publisher => {}
             () = follow => {}
             _ = stop.wait_for(|s| *s) => {}
         }
