@@ -302,6 +302,67 @@ pub struct BackendSection {
     /// keep-alive connections. Not waited for.
     #[serde(default)]
     pub drain_command: Option<Vec<String>>,
+    /// The service's own health check (optional): a command (exit 0
+    /// passes) or an HTTP endpoint (2xx passes); a failing service is
+    /// reported unhealthy to the registry and every LB drains it.
+    #[serde(default)]
+    pub health_check: Option<SelfCheckConfig>,
+}
+
+/// `[backend] health_check = { command = [...] }` or `{ http = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfCheckConfig {
+    /// The program and its arguments; exit status 0 passes.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// `http://host:port/path` (plain HTTP); a 2xx status passes.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Seconds between checks (default 1).
+    #[serde(default = "one_sec")]
+    pub interval_secs: u64,
+    /// Seconds a check may take (default 1).
+    #[serde(default = "one_sec")]
+    pub timeout_secs: u64,
+    /// Failures in a row that report the service unhealthy (default 3).
+    #[serde(default = "three")]
+    pub fall: u32,
+    /// Passes in a row that report it healthy again (default 2).
+    #[serde(default = "two")]
+    pub rise: u32,
+}
+
+fn one_sec() -> u64 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn two() -> u32 {
+    2
+}
+
+/// `http://host:port/path` → (`host:port`, `/path`); `None` if not plain HTTP.
+pub fn parse_http_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Some((authority, path.to_string()))
 }
 
 /// What the backend agent does on SIGTERM / SIGINT.
@@ -628,6 +689,39 @@ impl BackendConfig {
                         d.display()
                     ),
                 ));
+            }
+        }
+        if let Some(h) = &b.health_check {
+            let field = "backend.health_check";
+            match (&h.command, &h.http) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(
+                        field,
+                        "give exactly one of command = [\"prog\", \"arg\"] or http = \"http://127.0.0.1:8080/healthz\"",
+                    ))
+                }
+                (Some(c), None) if c.is_empty() => {
+                    return Err(invalid(field, "command is empty: write the program and its arguments"))
+                }
+                (None, Some(u)) if parse_http_url(u).is_none() => {
+                    return Err(invalid(
+                        field,
+                        format!("{u:?} is not a plain HTTP URL: write http://host:port/path"),
+                    ))
+                }
+                _ => {}
+            }
+            if h.interval_secs == 0
+                || h.timeout_secs == 0
+                || h.timeout_secs > h.interval_secs.max(1) * 10
+            {
+                return Err(invalid(
+                    field,
+                    "interval_secs and timeout_secs are at least 1 (timeout at most 10 intervals)",
+                ));
+            }
+            if h.fall == 0 || h.rise == 0 {
+                return Err(invalid(field, "fall and rise are at least 1"));
             }
         }
         if b.drain_command.as_ref().is_some_and(|c| c.is_empty()) {

@@ -236,3 +236,39 @@ fn lb_health_defaults_to_quorum_and_is_validated() {
     let c = lb(&file).expect("valid with a file");
     assert!(matches!(c.quorum_rule(), QuorumRule::Local { .. }));
 }
+
+#[test]
+fn backend_health_check_is_one_of_command_or_http() {
+    let with = |h: &str| {
+        be(&BE.replace(
+            "[[backend.vips]]",
+            &format!("health_check = {h}\n\n[[backend.vips]]"),
+        ))
+    };
+    let c = with("{ http = \"http://127.0.0.1:8080/healthz\", fall = 2 }").expect("http");
+    let h = c.backend.health_check.expect("check");
+    assert_eq!((h.interval_secs, h.fall, h.rise), (1, 2, 2));
+    assert!(with("{ command = [\"true\"] }").is_ok());
+    for bad in [
+        "{ }",
+        "{ command = [\"true\"], http = \"http://127.0.0.1/\" }",
+        "{ command = [] }",
+        "{ http = \"https://x/\" }",
+        "{ command = [\"true\"], fall = 0 }",
+        "{ command = [\"true\"], interval_secs = 0 }",
+    ] {
+        assert_eq!(
+            field_of(with(bad).expect_err(bad)),
+            "backend.health_check",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        parse_http_url("http://127.0.0.1:8080/healthz"),
+        Some(("127.0.0.1:8080".into(), "/healthz".into()))
+    );
+    assert_eq!(
+        parse_http_url("http://svc"),
+        Some(("svc:80".into(), "/".into()))
+    );
+}
