@@ -4,7 +4,9 @@
 //! through `probe_encap` (the tunnel), each backend's service listens only
 //! on the VIP: the service of backend 1 is stopped (port closed, its agent
 //! alive) → the LB drains it within interval × fall + 1 s and says so in
-//! `status`; the service starts again → back in the ring.
+//! `status`; the service starts again → back in the ring. Backend 0's
+//! agent runs its own check (`[backend] health_check`): when it fails the
+//! agent reports the service unhealthy and the LB drains it too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -191,6 +193,9 @@ port_file = \"{pf}\"
 
     let mut cgroups = Vec::new();
     let mut services = Vec::new();
+    // Backend 0's own check passes while this file exists.
+    let ok0 = dir.path().join("ok0");
+    std::fs::write(&ok0, "").expect("ok0");
     let vip_addr = cfg.vip.to_string();
     for (j, be) in net.backends.iter().enumerate() {
         let root = dir.path().join(format!("www{j}"));
@@ -214,6 +219,7 @@ cgroup = \"{cg}\"
 xdp_mode = \"generic\"
 drain_timeout_secs = 1
 pin_dir = \"{pins}\"
+{self_check}
 
 [[backend.vips]]
 addr = \"{vip}\"
@@ -224,6 +230,14 @@ port = 80
                 cg = cg.path().display(),
                 vip = cfg.vip,
                 pins = be_pins.display(),
+                self_check = if j == 0 {
+                    format!(
+                        "health_check = {{ command = [\"test\", \"-e\", \"{}\"], fall = 2, rise = 1 }}",
+                        ok0.display()
+                    )
+                } else {
+                    String::new()
+                },
             ),
         )
         .expect("backend.toml");
@@ -317,6 +331,29 @@ port = 80
             .any(|b| b["draining"] == true);
         (h["fleet"] == "healthy" && h["state"] == "up" && !draining).then_some(())
     });
+
+    // Backend 0's own check fails (its agent reports it): drained by the
+    // fleet although the LB's probes pass; then it passes again.
+    let b0 = cfg.backend_addr(0).to_string();
+    std::fs::remove_file(&ok0).expect("rm ok0");
+    eventually(
+        "backend 0 self-reported down",
+        Duration::from_secs(10),
+        || {
+            let h = health_of(&status()?, &b0)?;
+            (h["self_reported_down"] == true && h["fleet"] == "drained" && h["state"] == "up")
+                .then_some(())
+        },
+    );
+    std::fs::write(&ok0, "").expect("ok0");
+    eventually(
+        "backend 0 self-reported up",
+        Duration::from_secs(10),
+        || {
+            let h = health_of(&status()?, &b0)?;
+            (h["self_reported_down"] == false && h["fleet"] == "healthy").then_some(())
+        },
+    );
     procs.children.extend(services);
     drop(procs);
     drop(cgroups);
