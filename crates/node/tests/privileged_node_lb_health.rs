@@ -296,7 +296,7 @@ port = 80
     let h = health_of(&st, &b1).expect("b1");
     assert_eq!(h["state"], "down", "{h}");
     assert!(h["failures"]["refused"].as_u64().unwrap_or(0) >= 2, "{h}");
-    let drained = eventually(
+    eventually(
         "the LB's maps drain backend 1",
         Duration::from_secs(5),
         || {
@@ -309,7 +309,6 @@ port = 80
                 .then_some(())
         },
     );
-    let _ = drained;
     let table = String::from_utf8_lossy(&node(&["status", "--config", lb]).stdout).into_owned();
     assert!(
         table.contains("DISAGREES") && table.contains("drained"),
