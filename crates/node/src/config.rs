@@ -164,6 +164,65 @@ pub struct LbSection {
     /// What to do with the pins on SIGTERM.
     #[serde(default)]
     pub on_exit: OnExit,
+    /// Health probes through the tunnel (`probe_encap`) and how verdicts
+    /// count: `health = { rule = "quorum" }` (default) or `"local"`.
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// Whose health verdicts the LB applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthRule {
+    /// A strict majority of the live LBs' verdicts (the fleet's rule).
+    #[default]
+    Quorum,
+    /// Only this LB's own verdicts (a single LB; forced with a registry file).
+    Local,
+}
+
+/// `[lb] health = { ... }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Probe the backends of VIPs with a health check (default true).
+    #[serde(default = "yes_health")]
+    pub enabled: bool,
+    /// `quorum` (default) or `local`.
+    #[serde(default)]
+    pub rule: HealthRule,
+    /// This LB's identity in the verdict keys (default: host name, `-`,
+    /// the pin directory's last component).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// TTL of the lease the verdicts live under, seconds (default 10).
+    #[serde(default = "default_verdict_ttl")]
+    pub verdict_ttl_secs: u64,
+    /// Backends the probe program can tunnel to (default 4096).
+    #[serde(default = "default_probe_backends")]
+    pub max_backends: u32,
+}
+
+fn yes_health() -> bool {
+    true
+}
+fn default_verdict_ttl() -> u64 {
+    10
+}
+fn default_probe_backends() -> u32 {
+    4096
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            enabled: true,
+            rule: HealthRule::Quorum,
+            id: None,
+            verdict_ttl_secs: default_verdict_ttl(),
+            max_backends: default_probe_backends(),
+        }
+    }
 }
 
 /// The parsed `lb.toml`.
@@ -243,6 +302,67 @@ pub struct BackendSection {
     /// keep-alive connections. Not waited for.
     #[serde(default)]
     pub drain_command: Option<Vec<String>>,
+    /// The service's own health check (optional): a command (exit 0
+    /// passes) or an HTTP endpoint (2xx passes); a failing service is
+    /// reported unhealthy to the registry and every LB drains it.
+    #[serde(default)]
+    pub health_check: Option<SelfCheckConfig>,
+}
+
+/// `[backend] health_check = { command = [...] }` or `{ http = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfCheckConfig {
+    /// The program and its arguments; exit status 0 passes.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// `http://host:port/path` (plain HTTP); a 2xx status passes.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Seconds between checks (default 1).
+    #[serde(default = "one_sec")]
+    pub interval_secs: u64,
+    /// Seconds a check may take (default 1).
+    #[serde(default = "one_sec")]
+    pub timeout_secs: u64,
+    /// Failures in a row that report the service unhealthy (default 3).
+    #[serde(default = "three")]
+    pub fall: u32,
+    /// Passes in a row that report it healthy again (default 2).
+    #[serde(default = "two")]
+    pub rise: u32,
+}
+
+fn one_sec() -> u64 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn two() -> u32 {
+    2
+}
+
+/// `http://host:port/path` → (`host:port`, `/path`); `None` if not plain HTTP.
+pub fn parse_http_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Some((authority, path.to_string()))
 }
 
 /// What the backend agent does on SIGTERM / SIGINT.
@@ -369,6 +489,33 @@ impl LbConfig {
                 ));
             }
         }
+        let h = &lb.health;
+        if let Some(id) = &h.id {
+            if !flowpin_registry::keys::valid_host(id) {
+                return Err(invalid(
+                    "lb.health.id",
+                    format!("{id:?} is not an LB identity: 1 to 253 printable bytes without '/' or spaces"),
+                ));
+            }
+        }
+        if !(2..=3600).contains(&h.verdict_ttl_secs) {
+            return Err(invalid(
+                "lb.health.verdict_ttl_secs",
+                format!(
+                    "{} is out of range: write 2 to 3600 seconds (default 10)",
+                    h.verdict_ttl_secs
+                ),
+            ));
+        }
+        if !(1..=65536).contains(&h.max_backends) {
+            return Err(invalid(
+                "lb.health.max_backends",
+                format!(
+                    "{} is out of range: write 1 to 65536 (default 4096)",
+                    h.max_backends
+                ),
+            ));
+        }
         if let Some(m) = lb.ring_size {
             if m < 3 || !is_prime(m) {
                 return Err(invalid(
@@ -378,6 +525,45 @@ impl LbConfig {
             }
         }
         Ok(())
+    }
+
+    /// This LB's identity in its health verdicts.
+    pub fn health_id(&self) -> String {
+        if let Some(id) = &self.lb.health.id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let dir = self
+            .lb
+            .pin_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let id: String = format!("{host}-{dir}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '/' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        id
+    }
+
+    /// The quorum rule the LB applies (local-only with a registry file).
+    pub fn quorum_rule(&self) -> flowpin_registry::health::QuorumRule {
+        use flowpin_registry::health::QuorumRule;
+        if self.registry.file.is_some() || self.lb.health.rule == HealthRule::Local {
+            QuorumRule::Local {
+                lb: self.health_id(),
+            }
+        } else {
+            QuorumRule::Majority
+        }
     }
 
     /// The MACs, parsed (validated at load).
@@ -395,6 +581,9 @@ impl LbConfig {
         let mut out = Vec::new();
         if a.interface != b.interface || a.netns != b.netns {
             out.push("lb.interface/lb.netns");
+        }
+        if a.health != b.health {
+            out.push("lb.health");
         }
         if a.pin_dir != b.pin_dir {
             out.push("lb.pin_dir");
@@ -500,6 +689,39 @@ impl BackendConfig {
                         d.display()
                     ),
                 ));
+            }
+        }
+        if let Some(h) = &b.health_check {
+            let field = "backend.health_check";
+            match (&h.command, &h.http) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(
+                        field,
+                        "give exactly one of command = [\"prog\", \"arg\"] or http = \"http://127.0.0.1:8080/healthz\"",
+                    ))
+                }
+                (Some(c), None) if c.is_empty() => {
+                    return Err(invalid(field, "command is empty: write the program and its arguments"))
+                }
+                (None, Some(u)) if parse_http_url(u).is_none() => {
+                    return Err(invalid(
+                        field,
+                        format!("{u:?} is not a plain HTTP URL: write http://host:port/path"),
+                    ))
+                }
+                _ => {}
+            }
+            if h.interval_secs == 0
+                || h.timeout_secs == 0
+                || h.timeout_secs > h.interval_secs.max(1) * 10
+            {
+                return Err(invalid(
+                    field,
+                    "interval_secs and timeout_secs are at least 1 (timeout at most 10 intervals)",
+                ));
+            }
+            if h.fall == 0 || h.rise == 0 {
+                return Err(invalid(field, "fall and rise are at least 1"));
             }
         }
         if b.drain_command.as_ref().is_some_and(|c| c.is_empty()) {

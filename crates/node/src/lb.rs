@@ -16,7 +16,8 @@ use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::xdp_lb::{
     Vip, XdpAttachMode, XdpLb, XdpLbConfig, XdpLink, XdpMode, XdpTarget,
 };
-use flowpin_registry::lb::{changes, desired_of, latest_change_ms, ring_digest, vip_name};
+use flowpin_registry::health::{disagreements, fleet_status, targets_of, QuorumRule};
+use flowpin_registry::lb::{changes, desired_of_with, latest_change_ms, ring_digest, vip_name};
 use flowpin_registry::{Snapshot, VipEntry, WatchStats};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::signal::unix::{signal, SignalKind};
@@ -25,7 +26,7 @@ use tracing::{error, info, warn};
 use crate::config::{parse_v4_prefix, LbConfig, OnExit, XdpModeConfig};
 use crate::http::{self, Query};
 use crate::pin_lock::PinDirLock;
-use crate::status::{LbStatus, RingDigest, VipStatus};
+use crate::status::{BackendHealth, LbStatus, RingDigest, VipStatus};
 use crate::traps::rtnl::Rtnl;
 use crate::traps::{check_lb, Trap};
 use crate::NodeError;
@@ -34,6 +35,7 @@ use start::{preflight, RemoveOnExit};
 
 mod feed;
 pub mod flood_metrics;
+mod health;
 mod metrics;
 pub mod pins_vs_config;
 mod process;
@@ -209,6 +211,14 @@ struct Node {
     started: SystemTime,
     /// The new-flow rate between `/metrics` scrapes (issue 23).
     flood: flood_metrics::FloodMeter,
+    /// Health probes (None: disabled, or they failed to start).
+    health: Option<health::HealthProbes>,
+    /// Whose verdicts count.
+    rule: QuorumRule,
+    /// This LB's identity in its verdicts.
+    health_id: String,
+    /// The last snapshot (for the health status).
+    last_snap: Option<std::sync::Arc<Snapshot>>,
     /// The interface's TX drop counter (rtnetlink).
     tx_drops: Option<tx_drops::TxDrops>,
     /// Unpins on drop with `on_exit = "remove"`: after `dp` (fields drop
@@ -232,7 +242,8 @@ impl Node {
     /// Errors are logged and counted; the next snapshot (or the retry
     /// timer) reconciles again from what the kernel holds.
     fn apply(&mut self, snap: &Snapshot, delivered: Instant) {
-        let desired = desired_of(snap);
+        let desired = desired_of_with(snap, &self.rule);
+        self.follow_health(snap);
         let changed = changes(&self.dp.lb.state().desired(), &desired);
         let failed = match self.dp.lb.reconcile(&desired) {
             Ok(update) => {
@@ -291,6 +302,65 @@ impl Node {
             info!(key = %k, "registry entry no longer rejected");
         }
         self.rejected_now = now;
+    }
+
+    /// Hands the snapshot's health targets to the prober and records where
+    /// this LB's verdicts disagree with the quorum.
+    fn follow_health(&mut self, snap: &Snapshot) {
+        self.last_snap = Some(std::sync::Arc::new(snap.clone()));
+        let Some(h) = &self.health else { return };
+        let targets = targets_of(snap);
+        if self.rule == QuorumRule::Majority {
+            let dis = disagreements(snap, &self.health_id);
+            for (vip, backend, _) in &targets {
+                let d = dis.iter().any(|d| d.vip == *vip && d.backend == *backend);
+                h.metrics.set_disagreement(vip, *backend, d);
+            }
+            for d in &dis {
+                warn!(vip = %vip_name(&d.vip), backend = %d.backend, mine_up = d.mine_up, fleet = ?d.fleet, "this LB's probes disagree with the quorum; applying the quorum's decision");
+            }
+        }
+        h.set_targets(targets);
+    }
+
+    /// The health part of `/status`.
+    fn health_status(&self) -> Vec<BackendHealth> {
+        let Some(snap) = &self.last_snap else {
+            return Vec::new();
+        };
+        let mine = self
+            .health
+            .as_ref()
+            .map(|h| h.prober.status())
+            .unwrap_or_default();
+        fleet_status(snap, &self.health_id, &self.rule, &mine)
+            .into_iter()
+            .map(|b| {
+                let p = b.probe.as_ref();
+                BackendHealth {
+                    vip: vip_name(&b.vip),
+                    backend: b.backend,
+                    state: b.mine.as_str().to_string(),
+                    fleet: format!("{:?}", b.fleet).to_lowercase(),
+                    verdicts: b.verdicts,
+                    disagrees: b.disagrees,
+                    self_reported_down: b.self_reported_down,
+                    last_latency_us: p.and_then(|p| p.last_latency_us),
+                    last_failure: p
+                        .and_then(|p| p.last_failure)
+                        .map(|r| r.as_str().to_string()),
+                    probes: p.map_or(0, |p| p.probes),
+                    failures: p
+                        .map(|p| {
+                            p.failures
+                                .iter()
+                                .map(|(r, n)| (r.as_str().to_string(), *n))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
     }
 
     /// Observes now − `changed_at_ms` (unix ms, the registry writer's
@@ -359,6 +429,7 @@ impl Node {
                 )
             })
             .collect();
+        st.health = self.health_status();
         st
     }
 }
@@ -399,11 +470,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
     for t in &traps {
         warn!(check = t.check, "{}", t.message);
     }
+    let health = if cfg.lb.health.enabled {
+        match health::HealthProbes::start(&cfg) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                error!(error = %e, "health probes not started: backends are judged by the other LBs' verdicts only");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let (addr, mut requests) = http::serve_on(listener)?;
     write_port_file(cfg.metrics.port_file.as_deref(), addr);
     info!(%addr, "metrics on http://{addr}/metrics, status on http://{addr}/status");
     let mut node = Node {
-        cfg,
+        cfg: cfg.clone(),
         config_path: config_path.to_path_buf(),
         dp,
         revision: 0,
@@ -424,6 +506,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
         conn_fill: None,
         flood: flood_metrics::FloodMeter::default(),
         started: SystemTime::now(),
+        rule: cfg.quorum_rule(),
+        health_id: cfg.health_id(),
+        health,
+        last_snap: None,
         tx_drops: None,
         remove_on_exit,
         _lock: lock,

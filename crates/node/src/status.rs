@@ -55,6 +55,38 @@ pub struct LbStatus {
     /// Per VIP, by its name `addr:port/proto` in lower case (e.g.
     /// `10.100.0.1:8080/tcp`), sorted.
     pub vips: BTreeMap<String, VipStatus>,
+    /// Every health-checked backend: this LB's probes next to the fleet's
+    /// decision (empty without health checks; absent from older nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<BackendHealth>,
+}
+
+/// One health-checked backend of an [`LbStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BackendHealth {
+    /// The VIP's name, `addr:port/proto`.
+    pub vip: String,
+    /// The backend's address.
+    pub backend: IpAddr,
+    /// This LB's damped verdict: `up`, `down` or `unknown`.
+    pub state: String,
+    /// What the fleet applies: `healthy`, `drained` or `removed`.
+    pub fleet: String,
+    /// Live LBs with a verdict on it.
+    pub verdicts: usize,
+    /// This LB's verdict differs from the quorum's.
+    pub disagrees: bool,
+    /// The backend reported itself unhealthy.
+    pub self_reported_down: bool,
+    /// Latency of this LB's last probe, µs.
+    pub last_latency_us: Option<u64>,
+    /// Why this LB's last probe failed.
+    pub last_failure: Option<String>,
+    /// Probes this LB ran.
+    pub probes: u64,
+    /// This LB's probe failures by reason.
+    pub failures: BTreeMap<String, u64>,
 }
 
 /// One VIP of an [`LbStatus`], as the LB holds it in its maps.
@@ -104,6 +136,7 @@ impl LbStatus {
             xdp_mode: xdp_mode.into(),
             apply_errors,
             vips: BTreeMap::new(),
+            health: Vec::new(),
         }
     }
 }

@@ -300,3 +300,88 @@ fn commands_use_registry_tls_and_auth_from_the_config() {
     ]);
     assert!(!o.status.success(), "plain http to a TLS etcd was accepted");
 }
+
+/// `vip health`: a valid check is stored with the VIP, an invalid one is
+/// refused with its reason (nothing written), `--remove` removes it.
+#[test]
+fn vip_health_sets_refuses_and_removes_a_check() {
+    let rt = rt();
+    let etcd = rt.block_on(LocalEtcd::start()).expect("etcd");
+    let prefix = format!("/{}", unique_name("clihealth"));
+    let ep = etcd.endpoint();
+    let with_reg = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
+        v.extend([
+            "--endpoints".into(),
+            ep.clone(),
+            "--prefix".into(),
+            prefix.clone(),
+        ]);
+        v
+    };
+    let run = |extra: &[&str]| {
+        node(
+            &with_reg(extra)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert!(run(&["vip", "add", "10.100.0.1:8080/tcp"]).status.success());
+    let o = run(&[
+        "vip",
+        "health",
+        "10.100.0.1:8080/tcp",
+        "--kind",
+        "http",
+        "--path",
+        "/healthz",
+        "--interval-ms",
+        "1000",
+        "--fall",
+        "3",
+        "--rise",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("health check set"));
+    let reg = rt
+        .block_on(Registry::connect(RegistryConfig::new(
+            [ep.clone()],
+            &prefix,
+        )))
+        .expect("registry");
+    let snap = rt.block_on(reg.snapshot()).expect("snapshot");
+    let check = snap.vips[&vip()]
+        .health
+        .check
+        .clone()
+        .expect("check stored");
+    assert_eq!(check.interval_ms, 1000);
+    assert_eq!((check.rise, check.fall), (2, 3));
+    assert_eq!(check.probe.name(), "http");
+    // fall 0 is refused with the reason, and the stored check is unchanged.
+    let o = run(&[
+        "vip",
+        "health",
+        "10.100.0.1:8080/tcp",
+        "--kind",
+        "tcp",
+        "--fall",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("fall"), "{err}");
+    let snap = rt.block_on(reg.snapshot()).expect("snapshot");
+    assert_eq!(snap.vips[&vip()].health.check.as_ref(), Some(&check));
+    // --remove.
+    assert!(run(&["vip", "health", "10.100.0.1:8080/tcp", "--remove"])
+        .status
+        .success());
+    let snap = rt.block_on(reg.snapshot()).expect("snapshot");
+    assert!(snap.vips[&vip()].health.check.is_none());
+    assert!(!run(&["vip", "health", "10.100.0.1:8080/tcp", "--remove"])
+        .status
+        .success());
+}

@@ -42,6 +42,7 @@ pub mod datapath;
 mod drain;
 pub mod metrics;
 pub mod online;
+mod self_check;
 
 pub use drain::{count_live, live_connections};
 pub use metrics::BackendStatus;
@@ -104,6 +105,24 @@ pub(crate) fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
             .is_err()
         {
             warn!(file = %p.display(), "cannot write the metrics port file");
+        }
+    }
+}
+
+/// Reports the service's own verdict for every backend this host registered.
+async fn report_self_health(online: &online::Online, v: &self_check::Verdict) {
+    if v.healthy {
+        info!("service health check passes: reported healthy");
+    } else {
+        warn!(reason = %v.reason, "service health check fails: reported unhealthy (the LBs drain this host)");
+    }
+    for (vip, spec) in online.registration.backends() {
+        if let Err(e) = online
+            .registration
+            .report_health(&vip, spec.addr, v.healthy, &v.reason)
+            .await
+        {
+            warn!(vip = %vip, error = %online::plain(&e), "health report not written");
         }
     }
 }
@@ -455,8 +474,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     }
 
+    let mut self_checks = cfg.backend.health_check.clone().map(self_check::start);
     let exit = loop {
+        let next_self = async {
+            match self_checks.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some(v) = next_self => report_self_health(&online, &v).await,
             snap = online.watch.next() => match snap {
                 Some(s) => agent.on_snapshot(&online, &s).await,
                 None => {

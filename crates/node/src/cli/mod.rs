@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flowpin_registry::{Proto, Vip};
 
 mod check;
+mod health;
 mod pinned;
 mod registry;
 mod table;
@@ -149,6 +150,9 @@ pub(crate) enum VipAction {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Set (or `--remove`) a VIP's health check: every LB probes its
+    /// backends through the tunnel and the fleet drains failing ones.
+    Health(health::HealthArgs),
     /// Remove a VIP (its backends' entries stay until their hosts remove them).
     Remove {
         /// The VIP.

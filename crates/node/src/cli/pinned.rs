@@ -253,7 +253,48 @@ pub(crate) fn status(a: &PinnedArgs) -> Result<(), CliError> {
         ]);
     }
     print!("{}", table.render());
+    if let Some(n) = out.node.as_ref().filter(|n| !n.health.is_empty()) {
+        println!();
+        print!("{}", health_table(&n.health));
+    }
     Ok(())
+}
+
+/// The health part of the node's status: one row per checked backend.
+fn health_table(health: &[flowpin_node::status::BackendHealth]) -> String {
+    let mut t = Table::new(&[
+        "VIP",
+        "BACKEND",
+        "MINE",
+        "FLEET",
+        "VERDICTS",
+        "LATENCY",
+        "FAILURES",
+        "DISAGREES",
+    ]);
+    for h in health {
+        let failures: Vec<String> = h.failures.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        t.row(vec![
+            h.vip.clone(),
+            h.backend.to_string(),
+            h.state.clone(),
+            if h.self_reported_down {
+                format!("{} (self-reported down)", h.fleet)
+            } else {
+                h.fleet.clone()
+            },
+            h.verdicts.to_string(),
+            h.last_latency_us
+                .map_or_else(|| "-".into(), |us| format!("{:.1}ms", us as f64 / 1000.0)),
+            if failures.is_empty() {
+                "-".into()
+            } else {
+                failures.join(",")
+            },
+            if h.disagrees { "YES" } else { "no" }.into(),
+        ]);
+    }
+    t.render()
 }
 
 fn lb_counters(s: &LbStats) -> BTreeMap<&'static str, u64> {

@@ -263,6 +263,30 @@ pub(crate) async fn vip_action(action: VipAction) -> Result<(), CliError> {
                 },
             )
         }
+        VipAction::Health(h) => {
+            let reg = connect(&h.registry).await?;
+            let (action, revision) = match h.check() {
+                None => {
+                    if !reg.delete_health_check(&h.vip).await? {
+                        return Err(CliError::Usage(format!(
+                            "VIP {} has no health check: nothing removed",
+                            vip_name(&h.vip)
+                        )));
+                    }
+                    ("health check removed", 0)
+                }
+                Some(c) => ("health check set", reg.put_health_check(&h.vip, &c).await?),
+            };
+            print_write(
+                h.registry.json,
+                &WriteOut {
+                    action,
+                    vip: vip_name(&h.vip),
+                    backend: None,
+                    revision,
+                },
+            )
+        }
         VipAction::Remove { vip, registry } => {
             let reg = connect(&registry).await?;
             if !reg.delete_vip(&vip).await? {

@@ -191,3 +191,84 @@ fn mac_and_prefix_parsers() {
     );
     assert_eq!(parse_v4_prefix("10.0.0.0"), None);
 }
+
+#[test]
+fn lb_health_defaults_to_quorum_and_is_validated() {
+    use flowpin_registry::health::QuorumRule;
+    let c = lb(LB).expect("valid");
+    assert!(c.lb.health.enabled);
+    assert_eq!(c.lb.health.rule, HealthRule::Quorum);
+    assert_eq!(c.quorum_rule(), QuorumRule::Majority);
+    assert!(c.health_id().ends_with("-lb1"), "{}", c.health_id());
+    let local = LB.replace(
+        "conn_table_shared = true",
+        "conn_table_shared = true\nhealth = { rule = \"local\", id = \"lb-a\" }",
+    );
+    let c = lb(&local).expect("valid");
+    assert_eq!(c.quorum_rule(), QuorumRule::Local { lb: "lb-a".into() });
+    for (bad, field) in [
+        ("health = { rule = \"majority\" }", None),
+        ("health = { id = \"a/b\" }", Some("lb.health.id")),
+        (
+            "health = { verdict_ttl_secs = 1 }",
+            Some("lb.health.verdict_ttl_secs"),
+        ),
+        (
+            "health = { max_backends = 0 }",
+            Some("lb.health.max_backends"),
+        ),
+        ("health = { interval = 1 }", None),
+    ] {
+        let text = LB.replace(
+            "conn_table_shared = true",
+            &format!("conn_table_shared = true\n{bad}"),
+        );
+        let e = lb(&text).expect_err(bad);
+        if let Some(f) = field {
+            assert_eq!(field_of(e), f, "{bad}");
+        }
+    }
+    // A registry file means one LB: local-only whatever the rule says.
+    let file = LB.replace(
+        "endpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/flowpin/lab\"",
+        "file = \"/etc/flowpin/registry.toml\"",
+    );
+    let c = lb(&file).expect("valid with a file");
+    assert!(matches!(c.quorum_rule(), QuorumRule::Local { .. }));
+}
+
+#[test]
+fn backend_health_check_is_one_of_command_or_http() {
+    let with = |h: &str| {
+        be(&BE.replace(
+            "[[backend.vips]]",
+            &format!("health_check = {h}\n\n[[backend.vips]]"),
+        ))
+    };
+    let c = with("{ http = \"http://127.0.0.1:8080/healthz\", fall = 2 }").expect("http");
+    let h = c.backend.health_check.expect("check");
+    assert_eq!((h.interval_secs, h.fall, h.rise), (1, 2, 2));
+    assert!(with("{ command = [\"true\"] }").is_ok());
+    for bad in [
+        "{ }",
+        "{ command = [\"true\"], http = \"http://127.0.0.1/\" }",
+        "{ command = [] }",
+        "{ http = \"https://x/\" }",
+        "{ command = [\"true\"], fall = 0 }",
+        "{ command = [\"true\"], interval_secs = 0 }",
+    ] {
+        assert_eq!(
+            field_of(with(bad).expect_err(bad)),
+            "backend.health_check",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        parse_http_url("http://127.0.0.1:8080/healthz"),
+        Some(("127.0.0.1:8080".into(), "/healthz".into()))
+    );
+    assert_eq!(
+        parse_http_url("http://svc"),
+        Some(("svc:80".into(), "/".into()))
+    );
+}

@@ -414,6 +414,9 @@ impl Node {
         }
         let mut proc_reg = Prom::default();
         super::process::register(&mut proc_reg);
+        if let Some(h) = &self.health {
+            h.metrics.register(&mut proc_reg);
+        }
         if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &proc_reg) {
             error!(error = %e, "metrics encoding failed");
         }
