@@ -22,6 +22,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "xdp_lb_maps.h"
 #include "xdp_lb_aes_tables.h"
@@ -64,17 +65,16 @@ struct {
 	__uint(max_entries, 512 * FLOWPIN_CID_CFGS_PER_VIP);
 } cid_crypto SEC(".maps");
 
+/* Big-endian words of a block: @b is 4-aligned (fp_qlb_scratch.in/.out):
+ * one load or store and a byte swap. */
 static __always_inline __u32 fp_be32w(const __u8 *b)
 {
-	return ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
+	return bpf_ntohl(*(const __u32 *)b);
 }
 
 static __always_inline void fp_put32w(__u8 *b, __u32 v)
 {
-	b[0] = v >> 24;
-	b[1] = v >> 16;
-	b[2] = v >> 8;
-	b[3] = v;
+	*(__u32 *)b = bpf_htonl(v);
 }
 
 /* One column of a middle round: tables T0..T3 (te or td), the state words
@@ -105,7 +105,7 @@ static __always_inline void fp_put32w(__u8 *b, __u32 v)
 	((((__u32)S[(w0) >> 24] << 24) | ((__u32)S[((w1) >> 16) & 0xff] << 16) |      \
 	  ((__u32)S[((w2) >> 8) & 0xff] << 8) | S[(w3) & 0xff]) ^ (k))
 
-/* Table engine, one block: @in (16 octets) to @out, encryption with round
+/* Table engine, one block: @in (16 octets, 4-aligned) to @out (4-aligned), encryption with round
  * keys @rk. Fully unrolled, the state in registers (no loop, no scratch
  * memory): the verifier walks it once. */
 static __always_inline void fp_aes_table_enc_block(const __u32 *rk, const __u8 *in, __u8 *out)
