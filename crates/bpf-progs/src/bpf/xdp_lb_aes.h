@@ -22,6 +22,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "xdp_lb_maps.h"
 #include "xdp_lb_aes_tables.h"
@@ -64,74 +65,94 @@ struct {
 	__uint(max_entries, 512 * FLOWPIN_CID_CFGS_PER_VIP);
 } cid_crypto SEC(".maps");
 
-static __always_inline __u32 fp_ror8(__u32 x, int n)
-{
-	return (x >> n) | (x << (32 - n));
-}
-
-#define FP_TE(i) fp_aes_te0[(i) & 0xff]
-#define FP_TD(i) fp_aes_td0[(i) & 0xff]
-
+/* Big-endian words of a block: @b is 4-aligned (fp_qlb_scratch.in/.out):
+ * one load or store and a byte swap. */
 static __always_inline __u32 fp_be32w(const __u8 *b)
 {
-	return ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
+	return bpf_ntohl(*(const __u32 *)b);
 }
 
 static __always_inline void fp_put32w(__u8 *b, __u32 v)
 {
-	b[0] = v >> 24;
-	b[1] = v >> 16;
-	b[2] = v >> 8;
-	b[3] = v;
+	*(__u32 *)b = bpf_htonl(v);
 }
 
-/* Table engine, one block in place (@b, 16 octets): encryption with round
- * keys @rk, or (@dec) decryption with the equivalent inverse cipher's keys.
- * The state lives in @st/@tt (4 words each, per-CPU scratch), loops are
- * not unrolled: the program's stack is nearly full and the verifier walks
- * each instruction once per round. Column j of a round reads state words
- * j, j+1, j+2, j+3 (encryption) or j, j+3, j+2, j+1 (decryption). */
-static __always_inline void fp_aes_table_block(const __u32 *rk, __u8 *b, __u32 *st, __u32 *tt,
-					       int dec)
-{
-	__u32 r, j, a, c, d, e, k1 = dec ? 3 : 1, k3 = dec ? 1 : 3;
+/* One column of a middle round: tables T0..T3 (te or td), the state words
+ * in the order the column reads them, round key word @k. */
+#define FP_AES_COL(T, w0, w1, w2, w3, k)                                         \
+	(fp_aes_##T##0[(w0) >> 24] ^ fp_aes_##T##1[((w1) >> 16) & 0xff] ^            \
+	 fp_aes_##T##2[((w2) >> 8) & 0xff] ^ fp_aes_##T##3[(w3) & 0xff] ^ (k))
 
-#pragma clang loop unroll(disable)
-	for (j = 0; j < 4; j++)
-		st[j & 3] = fp_be32w(b + 4 * (j & 3)) ^ rk[j & 3];
-#pragma clang loop unroll(disable)
-	for (r = 1; r < 10; r++) {
-#pragma clang loop unroll(disable)
-		for (j = 0; j < 4; j++) {
-			a = st[j & 3] >> 24;
-			c = (st[(j + k1) & 3] >> 16) & 0xff;
-			d = (st[(j + 2) & 3] >> 8) & 0xff;
-			e = st[(j + k3) & 3] & 0xff;
-			if (dec)
-				tt[j & 3] = FP_TD(a) ^ fp_ror8(FP_TD(c), 8) ^ fp_ror8(FP_TD(d), 16) ^
-					    fp_ror8(FP_TD(e), 24) ^ rk[(4 * r + j) & 63];
-			else
-				tt[j & 3] = FP_TE(a) ^ fp_ror8(FP_TE(c), 8) ^ fp_ror8(FP_TE(d), 16) ^
-					    fp_ror8(FP_TE(e), 24) ^ rk[(4 * r + j) & 63];
-		}
-#pragma clang loop unroll(disable)
-		for (j = 0; j < 4; j++)
-			st[j & 3] = tt[j & 3];
-	}
-#pragma clang loop unroll(disable)
-	for (j = 0; j < 4; j++) {
-		a = st[j & 3] >> 24;
-		c = (st[(j + k1) & 3] >> 16) & 0xff;
-		d = (st[(j + 2) & 3] >> 8) & 0xff;
-		e = st[(j + k3) & 3] & 0xff;
-		if (dec)
-			a = ((__u32)fp_aes_inv_sbox[a & 0xff] << 24) | ((__u32)fp_aes_inv_sbox[c] << 16) |
-			    ((__u32)fp_aes_inv_sbox[d] << 8) | fp_aes_inv_sbox[e];
-		else
-			a = ((__u32)fp_aes_sbox[a & 0xff] << 24) | ((__u32)fp_aes_sbox[c] << 16) |
-			    ((__u32)fp_aes_sbox[d] << 8) | fp_aes_sbox[e];
-		fp_put32w(b + 4 * (j & 3), a ^ rk[(40 + j) & 63]);
-	}
+/* A middle round r: encryption reads columns j, j+1, j+2, j+3,
+ * decryption j, j+3, j+2, j+1. */
+#define FP_AES_ENC_ROUND(rk, r)                                                  \
+	do {                                                                     \
+		t0 = FP_AES_COL(te, s0, s1, s2, s3, rk[4 * (r)]);                \
+		t1 = FP_AES_COL(te, s1, s2, s3, s0, rk[4 * (r) + 1]);            \
+		t2 = FP_AES_COL(te, s2, s3, s0, s1, rk[4 * (r) + 2]);            \
+		t3 = FP_AES_COL(te, s3, s0, s1, s2, rk[4 * (r) + 3]);            \
+		s0 = t0; s1 = t1; s2 = t2; s3 = t3;                              \
+	} while (0)
+#define FP_AES_DEC_ROUND(rk, r)                                                  \
+	do {                                                                     \
+		t0 = FP_AES_COL(td, s0, s3, s2, s1, rk[4 * (r)]);                \
+		t1 = FP_AES_COL(td, s1, s0, s3, s2, rk[4 * (r) + 1]);            \
+		t2 = FP_AES_COL(td, s2, s1, s0, s3, rk[4 * (r) + 2]);            \
+		t3 = FP_AES_COL(td, s3, s2, s1, s0, rk[4 * (r) + 3]);            \
+		s0 = t0; s1 = t1; s2 = t2; s3 = t3;                              \
+	} while (0)
+#define FP_AES_LAST(S, w0, w1, w2, w3, k)                                        \
+	((((__u32)S[(w0) >> 24] << 24) | ((__u32)S[((w1) >> 16) & 0xff] << 16) |      \
+	  ((__u32)S[((w2) >> 8) & 0xff] << 8) | S[(w3) & 0xff]) ^ (k))
+
+/* Table engine, one block: @in (16 octets, 4-aligned) to @out (4-aligned), encryption with round
+ * keys @rk. Fully unrolled, the state in registers (no loop, no scratch
+ * memory): the verifier walks it once. */
+static __always_inline void fp_aes_table_enc_block(const __u32 *rk, const __u8 *in, __u8 *out)
+{
+	__u32 s0, s1, s2, s3, t0, t1, t2, t3;
+
+	s0 = fp_be32w(in) ^ rk[0];
+	s1 = fp_be32w(in + 4) ^ rk[1];
+	s2 = fp_be32w(in + 8) ^ rk[2];
+	s3 = fp_be32w(in + 12) ^ rk[3];
+	FP_AES_ENC_ROUND(rk, 1);
+	FP_AES_ENC_ROUND(rk, 2);
+	FP_AES_ENC_ROUND(rk, 3);
+	FP_AES_ENC_ROUND(rk, 4);
+	FP_AES_ENC_ROUND(rk, 5);
+	FP_AES_ENC_ROUND(rk, 6);
+	FP_AES_ENC_ROUND(rk, 7);
+	FP_AES_ENC_ROUND(rk, 8);
+	FP_AES_ENC_ROUND(rk, 9);
+	fp_put32w(out, FP_AES_LAST(fp_aes_sbox, s0, s1, s2, s3, rk[40]));
+	fp_put32w(out + 4, FP_AES_LAST(fp_aes_sbox, s1, s2, s3, s0, rk[41]));
+	fp_put32w(out + 8, FP_AES_LAST(fp_aes_sbox, s2, s3, s0, s1, rk[42]));
+	fp_put32w(out + 12, FP_AES_LAST(fp_aes_sbox, s3, s0, s1, s2, rk[43]));
+}
+
+/* Decryption with the equivalent inverse cipher's round keys @rk. */
+static __always_inline void fp_aes_table_dec_block(const __u32 *rk, const __u8 *in, __u8 *out)
+{
+	__u32 s0, s1, s2, s3, t0, t1, t2, t3;
+
+	s0 = fp_be32w(in) ^ rk[0];
+	s1 = fp_be32w(in + 4) ^ rk[1];
+	s2 = fp_be32w(in + 8) ^ rk[2];
+	s3 = fp_be32w(in + 12) ^ rk[3];
+	FP_AES_DEC_ROUND(rk, 1);
+	FP_AES_DEC_ROUND(rk, 2);
+	FP_AES_DEC_ROUND(rk, 3);
+	FP_AES_DEC_ROUND(rk, 4);
+	FP_AES_DEC_ROUND(rk, 5);
+	FP_AES_DEC_ROUND(rk, 6);
+	FP_AES_DEC_ROUND(rk, 7);
+	FP_AES_DEC_ROUND(rk, 8);
+	FP_AES_DEC_ROUND(rk, 9);
+	fp_put32w(out, FP_AES_LAST(fp_aes_inv_sbox, s0, s3, s2, s1, rk[40]));
+	fp_put32w(out + 4, FP_AES_LAST(fp_aes_inv_sbox, s1, s0, s3, s2, rk[41]));
+	fp_put32w(out + 8, FP_AES_LAST(fp_aes_inv_sbox, s2, s1, s0, s3, rk[42]));
+	fp_put32w(out + 12, FP_AES_LAST(fp_aes_inv_sbox, s3, s2, s1, s0, rk[43]));
 }
 
 /* Constant-time engine: @in (16 octets) through the context of slot

@@ -59,27 +59,17 @@ static __always_inline int fp_quic_lb_sid_bytes(const __u8 *s, __u32 n, __u32 *s
  * (the program's stack is nearly full), verified once. */
 __noinline int fp_aes_table_enc(const struct flowpin_cid_cfg *cfg, struct fp_qlb_scratch *w)
 {
-	__u32 i;
-
 	if (!cfg || !w)
 		return -1;
-#pragma clang loop unroll(disable)
-	for (i = 0; i < 16; i++)
-		w->out[i & 15] = w->in[i & 15];
-	fp_aes_table_block(cfg->rk, w->out, w->st, w->tt, 0);
+	fp_aes_table_enc_block(cfg->rk, w->in, w->out);
 	return 0;
 }
 
 __noinline int fp_aes_table_dec(const struct flowpin_cid_cfg *cfg, struct fp_qlb_scratch *w)
 {
-	__u32 i;
-
 	if (!cfg || !w)
 		return -1;
-#pragma clang loop unroll(disable)
-	for (i = 0; i < 16; i++)
-		w->out[i & 15] = w->in[i & 15];
-	fp_aes_table_block(cfg->drk, w->out, w->st, w->tt, 1);
+	fp_aes_table_dec_block(cfg->drk, w->in, w->out);
 	return 0;
 }
 
@@ -131,6 +121,15 @@ __noinline int fp_quic_lb_decrypt(const struct flowpin_cid_cfg *cfg, __u32 key_i
 	    cfg->nonce_len < cfg->sid_len || w->len > FLOWPIN_QUIC_LB_MAX_PLAINTEXT_LEN)
 		return FP_SID_MALFORMED;
 	w->single = w->len == FLOWPIN_QUIC_LB_SINGLE_PASS_LEN;
+	if (w->single) {
+		/* One AES-128-ECB decryption of server ID || nonce. */
+#pragma unroll
+		for (i = 0; i < 16; i++)
+			w->in[i] = w->cid[1 + i];
+		if (fp_quic_lb_aes(cfg, key_idx, w, 1))
+			return FP_SID_NONE;
+		return fp_quic_lb_sid_bytes(w->out, cfg->sid_len, &w->sid);
+	}
 	w->hlen = (w->len + 1) / 2;
 	roff = w->len - w->hlen;
 	last = w->hlen - 1;
@@ -138,7 +137,7 @@ __noinline int fp_quic_lb_decrypt(const struct flowpin_cid_cfg *cfg, __u32 key_i
 	asm volatile("%0 &= 0xf" : "+r"(roff));
 	asm volatile("%0 &= 0xf" : "+r"(last));
 	w->last = last;
-#pragma clang loop unroll(disable)
+#pragma unroll
 	for (i = 0; i < 16; i++) {
 		w->half[0][i & 15] = i < w->hlen ? w->cid[(1 + i) & 31] : 0;
 		w->half[1][i & 15] = i < w->hlen ? w->cid[(1 + roff + i) & 31] : 0;
@@ -150,24 +149,15 @@ __noinline int fp_quic_lb_decrypt(const struct flowpin_cid_cfg *cfg, __u32 key_i
 #pragma clang loop unroll(disable)
 	for (k = 0; k < 3; k++) {
 		d = k & 1 ? 1 : 0; /* passes 4, 3, 2: left, right, left */
-		if (w->single) {
-			/* One AES-128-ECB decryption of server ID || nonce. */
-#pragma clang loop unroll(disable)
-			for (i = 0; i < 16; i++)
-				w->in[i & 15] = w->cid[(1 + i) & 31];
-		} else {
-#pragma clang loop unroll(disable)
-			for (i = 0; i < 14; i++)
-				w->in[i & 15] = i < w->hlen ? w->half[(d ^ 1) & 1][i & 15] : 0;
-			w->in[14] = w->len;
-			w->in[15] = 4 - k;
-		}
-		if (fp_quic_lb_aes(cfg, key_idx, w, w->single))
+#pragma unroll
+		for (i = 0; i < 14; i++)
+			w->in[i & 15] = i < w->hlen ? w->half[(d ^ 1) & 1][i & 15] : 0;
+		w->in[14] = w->len;
+		w->in[15] = 4 - k;
+		if (fp_quic_lb_aes(cfg, key_idx, w, 0))
 			return FP_SID_NONE;
-		if (w->single)
-			return fp_quic_lb_sid_bytes(w->out, cfg->sid_len, &w->sid);
 		d = k & 1 ? 1 : 0;
-#pragma clang loop unroll(disable)
+#pragma unroll
 		for (i = 0; i < FP_QLB_HALF; i++)
 			if (i < w->hlen)
 				w->half[d][i & 15] ^= w->out[i & 15];
