@@ -37,6 +37,7 @@ pub mod flood_metrics;
 mod metrics;
 pub mod pins_vs_config;
 mod process;
+mod quic_lb;
 mod rejected;
 mod start;
 mod tx_drops;
@@ -214,6 +215,8 @@ struct Node {
     /// Unpins on drop with `on_exit = "remove"`: after `dp` (fields drop
     /// in order), so this process's references are gone first.
     remove_on_exit: RemoveOnExit,
+    /// The VIPs' QUIC-LB configurations and their acknowledgement.
+    quic_lb: quic_lb::QuicLb,
     /// One node per pin directory; released last.
     _lock: PinDirLock,
 }
@@ -232,7 +235,8 @@ impl Node {
     /// Errors are logged and counted; the next snapshot (or the retry
     /// timer) reconciles again from what the kernel holds.
     fn apply(&mut self, snap: &Snapshot, delivered: Instant) {
-        let desired = desired_of(snap);
+        let mut desired = desired_of(snap);
+        self.quic_lb.apply_to(&mut desired);
         let changed = changes(&self.dp.lb.state().desired(), &desired);
         let failed = match self.dp.lb.reconcile(&desired) {
             Ok(update) => {
@@ -249,6 +253,7 @@ impl Node {
                         "snapshot applied"
                     );
                 }
+                self.quic_lb.written();
                 false
             }
             Err(e) => {
@@ -353,10 +358,14 @@ impl Node {
                     .filter(|b| self.dp.lb.is_draining(v, b.addr))
                     .count();
                 let addrs = backends.iter().map(|b| b.addr).collect();
-                (
-                    name.clone(),
-                    VipStatus::new(RingDigest(*d), addrs, draining),
-                )
+                let mut vs = VipStatus::new(RingDigest(*d), addrs, draining);
+                vs.cid = self
+                    .dp
+                    .lb
+                    .state()
+                    .vip_cid(v)
+                    .map(crate::status::CidStatus::from);
+                (name.clone(), vs)
             })
             .collect();
         st
@@ -426,6 +435,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         started: SystemTime::now(),
         tx_drops: None,
         remove_on_exit,
+        quic_lb: quic_lb::QuicLb::default(),
         _lock: lock,
     };
     node.tx_drops = tx_drops::TxDrops::open(node.cfg.lb.netns.as_deref(), &node.cfg.lb.interface);
@@ -456,6 +466,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     node.watch_stats = watch.stats();
     node.apply(&watch.current(), Instant::now());
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut quic_lb_tick = tokio::time::interval(quic_lb::POLL);
+    quic_lb_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // The retry deadline outlives select! (which drops the losing
         // futures): requests arriving every few ms do not postpone it.
@@ -492,6 +504,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 if let Some(t) = node.tx_drops.as_mut() {
                     t.sample(lb_packets);
                 }
+            }
+            _ = quic_lb_tick.tick() => {
+                if node.quic_lb.refresh(&node.cfg).await {
+                    node.apply(&watch.current(), Instant::now());
+                }
+                node.quic_lb.ack(&node.cfg).await;
             }
             _ = hup.recv() => {
                 if reload(&mut node) {
