@@ -27,8 +27,8 @@ use flowpin_registry::quic_lb::{QuicLbConfigRef, QuicLbConfigSpec};
 use flowpin_registry::{
     BackendSpec, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
 };
-use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
 use flowpin_tcp_opt::quic_lb::QuicLbKey;
+use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
 
 /// The draft's test-vector key (never to appear in a log or `/status`).
 const KEY_HEX: &str = "8f95f09245765f80256934e50c66207f";
@@ -86,10 +86,7 @@ fn wait_acked(
         let view = rt.block_on(reg.quic_lb_view()).expect("quic_lb view");
         let stored: BTreeSet<_> = view.configs.iter().map(|c| c.at).collect();
         let ids: Vec<u8> = stored.iter().map(|r| r.config_id).collect();
-        if ids == want_ids
-            && view.lb_acks.len() == 1
-            && view.lb_acks[0].status.configs == stored
-        {
+        if ids == want_ids && view.lb_acks.len() == 1 && view.lb_acks[0].status.configs == stored {
             return stored;
         }
         assert!(
@@ -177,8 +174,7 @@ port_file = "{pf}"
     let key: QuicLbKey = KEY_HEX.parse().expect("key");
     let host = rt
         .block_on(async {
-            reg.put_vip(&VipSpec::new(vip, VipFlags::QUIC))
-                .await?;
+            reg.put_vip(&VipSpec::new(vip, VipFlags::QUIC)).await?;
             reg.put_quic_lb_config(&vip, 0, &QuicLbConfigSpec::new(4, 6, None))
                 .await?;
             reg.put_quic_lb_config(&vip, 1, &QuicLbConfigSpec::new(4, 12, Some(key)))
@@ -219,36 +215,58 @@ port_file = "{pf}"
     let st: LbStatus = serde_json::from_str(&body).expect("LbStatus");
     let cid = st.vips["10.100.0.7:443/udp"].cid.clone().expect("cid");
     assert_eq!(cid.layout, "quic-lb");
-    let shown: Vec<(u8, bool)> = cid.quic_lb.iter().map(|c| (c.config_id, c.encrypted)).collect();
+    let shown: Vec<(u8, bool)> = cid
+        .quic_lb
+        .iter()
+        .map(|c| (c.config_id, c.encrypted))
+        .collect();
     assert_eq!(shown, vec![(0, false), (1, true)], "{cid:?}");
-    assert_eq!(cid.to_string(), "quic-lb 0:sid4+nonce6,1:sid4+nonce12/enc-ct");
+    assert_eq!(
+        cid.to_string(),
+        "quic-lb 0:sid4+nonce6,1:sid4+nonce12/enc-ct"
+    );
     // Nothing issuable is retiring; both are issuable now.
     let view = rt.block_on(reg.quic_lb_view()).expect("view");
     assert_eq!(view.issuable().len(), 2);
 
     // 2. Retire 0: the acknowledgement names its new value.
-    assert!(rt.block_on(reg.retire_quic_lb_config(&vip, 0)).expect("retire"));
+    assert!(rt
+        .block_on(reg.retire_quic_lb_config(&vip, 0))
+        .expect("retire"));
     let acked = wait_acked(&rt, &reg, &[0, 1]);
     let view = rt.block_on(reg.quic_lb_view()).expect("view");
     assert_eq!(
-        view.issuable().iter().map(|c| c.at.config_id).collect::<Vec<_>>(),
+        view.issuable()
+            .iter()
+            .map(|c| c.at.config_id)
+            .collect::<Vec<_>>(),
         vec![1],
         "a retiring config is not issued; acked {acked:?}"
     );
-    assert_eq!(pinned_confs(&pin_dir, &vip).len(), 2, "retiring stays routable");
+    assert_eq!(
+        pinned_confs(&pin_dir, &vip).len(),
+        2,
+        "retiring stays routable"
+    );
 
     // 3. Removed: the maps keep only 1.
     let removed = rt
         .block_on(reg.collect_retired_quic_lb(Duration::ZERO))
         .expect("collect");
-    assert_eq!(removed.iter().map(|r| r.config_id).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(
+        removed.iter().map(|r| r.config_id).collect::<Vec<_>>(),
+        vec![0]
+    );
     wait_acked(&rt, &reg, &[1]);
     assert_eq!(pinned_confs(&pin_dir, &vip), vec![(1, 4, 12, true)]);
 
     // 4. The key never reached the log.
     drop(cleanup);
     let text = std::fs::read_to_string(&log).expect("log");
-    assert!(text.contains("QUIC-LB configurations acknowledged"), "{text}");
+    assert!(
+        text.contains("QUIC-LB configurations acknowledged"),
+        "{text}"
+    );
     assert!(!text.to_lowercase().contains(KEY_HEX), "key in the log");
     drop(host);
 }

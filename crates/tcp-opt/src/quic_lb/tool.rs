@@ -107,9 +107,7 @@ pub fn decode_lines(config: &QuicLbConfig, cid_hex: &str) -> Result<String, Quic
     let mut bytes = [0u8; 20];
     let cid = cid_hex.strip_prefix("0x").unwrap_or(cid_hex);
     let n = parse_hex(cid, &mut bytes).ok_or_else(|| {
-        QuicLbToolError::Usage(
-            "the CID must be an even number of hex digits, at most 40".into(),
-        )
+        QuicLbToolError::Usage("the CID must be an even number of hex digits, at most 40".into())
     })?;
     let mut out = describe(config);
     out.push('\n');
