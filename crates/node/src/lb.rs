@@ -5,8 +5,8 @@
 //! attach. Then one event loop, woken only by: a registry snapshot
 //! (`flowpin_registry::lb::desired_of` → `XdpLb::reconcile` → digests),
 //! SIGHUP (reload the TOML), SIGTERM/SIGINT (exit), an HTTP request
-//! (metrics / status), or a retry timer armed only after a failed apply.
-//! Idle, nothing runs.
+//! (metrics / status), a retry timer armed only after a failed apply, or
+//! the 1 s read of the QUIC-LB configurations (`quic_lb`, etcd only).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
