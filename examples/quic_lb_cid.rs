@@ -20,12 +20,9 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use flowpin::tcp_opt::quic_lb::{hex_string, QuicLbConfig, QuicLbKey, QuicLbNonce, QuicLbServerId};
-use flowpin::tcp_opt::ServerId;
+use flowpin::tcp_opt::quic_lb::tool::{decode_lines, encode_lines, load_key};
+use flowpin::tcp_opt::quic_lb::QuicLbConfig;
 use rand::RngCore;
-
-/// The environment variable holding the key (32 hex digits).
-const KEY_ENV: &str = "FLOWPIN_QUIC_LB_KEY";
 
 #[derive(Parser, Debug)]
 #[command(about = "Encode and decode QUIC-LB connection IDs (draft-ietf-quic-load-balancers-21)")]
@@ -81,36 +78,9 @@ struct ConfigArgs {
 
 impl ConfigArgs {
     fn config(&self) -> Result<QuicLbConfig, Box<dyn Error>> {
-        let key = if self.plaintext {
-            None
-        } else if let Some(path) = &self.key_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading the key file {}: {e}", path.display()))?;
-            Some(text.trim().parse::<QuicLbKey>()?)
-        } else {
-            match std::env::var(KEY_ENV) {
-                Ok(v) => Some(
-                    v.trim()
-                        .parse::<QuicLbKey>()
-                        .map_err(|e| format!("${KEY_ENV}: {e}"))?,
-                ),
-                Err(_) => None,
-            }
-        };
+        let key = load_key(self.key_file.as_deref(), self.plaintext)?;
         Ok(QuicLbConfig::new(self.config_id, self.server_id_len, self.nonce_len)?.with_key(key))
     }
-}
-
-fn describe(config: &QuicLbConfig) {
-    println!(
-        "config_id={} server_id_len={} nonce_len={} cid_len={} mode={} lb_passes={}",
-        config.config_id(),
-        config.server_id_len(),
-        config.nonce_len(),
-        config.cid_len(),
-        config.mode().name(),
-        config.lb_passes()
-    );
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -122,50 +92,21 @@ fn main() -> Result<(), Box<dyn Error>> {
             nonce,
         } => {
             let config = config.config()?;
-            let sid = match (server_id, flowpin_id) {
-                (Some(hex), _) => hex.parse::<QuicLbServerId>()?,
-                (None, Some(id)) => {
-                    let id = ServerId::new(id).ok_or("--flowpin-id 0 is reserved (no server)")?;
-                    QuicLbServerId::from_server_id(id, config.server_id_len())?
-                }
-                (None, None) => return Err("give --server-id HEX or --flowpin-id N".into()),
-            };
-            let nonce = match nonce {
-                Some(hex) => hex.parse::<QuicLbNonce>()?,
-                None => {
-                    let mut n = [0u8; 18];
-                    rand::rng().fill_bytes(&mut n);
-                    QuicLbNonce::from_slice(&n[..config.nonce_len()])
-                        .ok_or("nonce longer than 18 octets")?
-                }
-            };
-            let mut cid = [0u8; 20];
-            let n = config.encode(&sid, &nonce, &mut cid)?;
-            describe(&config);
-            println!("server_id={sid} nonce={nonce}");
-            println!("cid={}", hex_string(&cid[..n]));
+            let mut random = [0u8; 18];
+            rand::rng().fill_bytes(&mut random);
+            print!(
+                "{}",
+                encode_lines(
+                    &config,
+                    server_id.as_deref(),
+                    flowpin_id,
+                    nonce.as_deref(),
+                    &random
+                )?
+            );
         }
         Command::Decode { config, cid } => {
-            let config = config.config()?;
-            let mut bytes = [0u8; 20];
-            let cid = cid.strip_prefix("0x").unwrap_or(&cid);
-            let n = flowpin::tcp_opt::quic_lb::parse_hex(cid, &mut bytes)
-                .ok_or("the CID must be an even number of hex digits, at most 40")?;
-            describe(&config);
-            match config.open(&bytes[..n])? {
-                None => println!(
-                    "unroutable: codepoint {} is not config {}",
-                    bytes[0] >> 5,
-                    config.config_id()
-                ),
-                Some(d) => {
-                    print!("server_id={} nonce={}", d.server_id, d.nonce);
-                    if let Some(id) = d.server_id.to_server_id() {
-                        print!(" flowpin_server_id={id}");
-                    }
-                    println!(" len_bits={}", d.len_bits);
-                }
-            }
+            print!("{}", decode_lines(&config.config()?, &cid)?);
         }
     }
     Ok(())

@@ -5,8 +5,8 @@
 //! attach. Then one event loop, woken only by: a registry snapshot
 //! (`flowpin_registry::lb::desired_of` → `XdpLb::reconcile` → digests),
 //! SIGHUP (reload the TOML), SIGTERM/SIGINT (exit), an HTTP request
-//! (metrics / status), or a retry timer armed only after a failed apply.
-//! Idle, nothing runs.
+//! (metrics / status), a retry timer armed only after a failed apply, or
+//! the 1 s read of the QUIC-LB configurations (`quic_lb`, etcd only).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,7 @@ mod health;
 mod metrics;
 pub mod pins_vs_config;
 mod process;
+mod quic_lb;
 mod rejected;
 mod start;
 mod tx_drops;
@@ -224,6 +225,8 @@ struct Node {
     /// Unpins on drop with `on_exit = "remove"`: after `dp` (fields drop
     /// in order), so this process's references are gone first.
     remove_on_exit: RemoveOnExit,
+    /// The VIPs' QUIC-LB configurations and their acknowledgement.
+    quic_lb: quic_lb::QuicLb,
     /// One node per pin directory; released last.
     _lock: PinDirLock,
 }
@@ -242,8 +245,9 @@ impl Node {
     /// Errors are logged and counted; the next snapshot (or the retry
     /// timer) reconciles again from what the kernel holds.
     fn apply(&mut self, snap: &Snapshot, delivered: Instant) {
-        let desired = desired_of_with(snap, &self.rule);
+        let mut desired = desired_of_with(snap, &self.rule);
         self.follow_health(snap);
+        self.quic_lb.apply_to(&mut desired);
         let changed = changes(&self.dp.lb.state().desired(), &desired);
         let failed = match self.dp.lb.reconcile(&desired) {
             Ok(update) => {
@@ -260,6 +264,7 @@ impl Node {
                         "snapshot applied"
                     );
                 }
+                self.quic_lb.written();
                 false
             }
             Err(e) => {
@@ -423,10 +428,14 @@ impl Node {
                     .filter(|b| self.dp.lb.is_draining(v, b.addr))
                     .count();
                 let addrs = backends.iter().map(|b| b.addr).collect();
-                (
-                    name.clone(),
-                    VipStatus::new(RingDigest(*d), addrs, draining),
-                )
+                let mut vs = VipStatus::new(RingDigest(*d), addrs, draining);
+                vs.cid = self
+                    .dp
+                    .lb
+                    .state()
+                    .vip_cid(v)
+                    .map(crate::status::CidStatus::from);
+                (name.clone(), vs)
             })
             .collect();
         st.health = self.health_status();
@@ -512,6 +521,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         last_snap: None,
         tx_drops: None,
         remove_on_exit,
+        quic_lb: quic_lb::QuicLb::default(),
         _lock: lock,
     };
     node.tx_drops = tx_drops::TxDrops::open(node.cfg.lb.netns.as_deref(), &node.cfg.lb.interface);
@@ -542,6 +552,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     node.watch_stats = watch.stats();
     node.apply(&watch.current(), Instant::now());
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut quic_lb_tick = tokio::time::interval(quic_lb::POLL);
+    quic_lb_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // The retry deadline outlives select! (which drops the losing
         // futures): requests arriving every few ms do not postpone it.
@@ -578,6 +590,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 if let Some(t) = node.tx_drops.as_mut() {
                     t.sample(lb_packets);
                 }
+            }
+            _ = quic_lb_tick.tick() => {
+                if node.quic_lb.refresh(&node.cfg).await {
+                    node.apply(&watch.current(), Instant::now());
+                }
+                node.quic_lb.ack(&node.cfg).await;
             }
             _ = hup.recv() => {
                 if reload(&mut node) {

@@ -20,6 +20,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod cid;
+pub use cid::{CidStatus, QuicLbConfStatus};
+
 /// The role a node process plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,6 +105,10 @@ pub struct VipStatus {
     pub draining: usize,
     /// Their addresses, in the order the LB holds them.
     pub backend_addrs: Vec<IpAddr>,
+    /// The VIP's connection-ID layout and QUIC-LB configurations (never
+    /// keys); absent from nodes that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<CidStatus>,
 }
 
 impl VipStatus {
@@ -113,6 +120,7 @@ impl VipStatus {
             backends: backend_addrs.len(),
             draining,
             backend_addrs,
+            cid: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use flowpin_registry::{Proto, Vip};
 mod check;
 mod health;
 mod pinned;
+mod quic_lb;
 mod registry;
 mod table;
 
@@ -91,6 +92,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: VipAction,
     },
+    /// Encode or decode a QUIC-LB connection ID (draft-ietf-quic-load-balancers-21;
+    /// the key from --key-file or $FLOWPIN_QUIC_LB_KEY, never argv).
+    QuicLb {
+        /// encode or decode.
+        #[command(subcommand)]
+        action: quic_lb::QuicLbCmd,
+    },
     /// Check a config file of any role: exit 0 if it is valid, else print
     /// why and exit 1.
     CheckConfig {
@@ -162,6 +170,9 @@ pub(crate) enum VipAction {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// A VIP's QUIC-LB configurations (add, retire).
+    #[command(subcommand)]
+    QuicLb(quic_lb::VipQuicLbAction),
 }
 
 /// `backend drain` / `backend undrain`.
@@ -298,6 +309,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
             Command::Vips(a) => registry::vips(&a).await,
             Command::Backends { vip, registry } => registry::backends(vip, &registry).await,
             Command::Vip { action } => registry::vip_action(action).await,
+            Command::QuicLb { action } => quic_lb::run(&action),
             Command::CheckConfig { .. } => Ok(()),
         }
     });

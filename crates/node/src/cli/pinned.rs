@@ -73,6 +73,8 @@ fn open(dir: &Path) -> Result<XdpLb, CliError> {
 struct VipOut {
     flags: String,
     digest: String,
+    /// Connection-ID layout and QUIC-LB codepoints (never keys).
+    cid: Option<flowpin_node::status::CidStatus>,
     backends: Vec<BackendOut>,
     packets: u64,
 }
@@ -166,6 +168,7 @@ pub(crate) fn status(a: &PinnedArgs) -> Result<(), CliError> {
             let out = VipOut {
                 flags: st.vip_flags(v).unwrap_or_default().to_string(),
                 digest: format!("{:016x}", ring_digest(&st.ring_addrs(v))),
+                cid: st.vip_cid(v).map(flowpin_node::status::CidStatus::from),
                 backends,
                 packets: stats.vips.get(v).map_or(0, |s| s.packets),
             };
@@ -227,7 +230,9 @@ pub(crate) fn status(a: &PinnedArgs) -> Result<(), CliError> {
         (None, None) => {}
     }
     println!();
-    let mut table = Table::new(&["VIP", "FLAGS", "BACKENDS", "DRAINING", "DIGEST", "PACKETS"]);
+    let mut table = Table::new(&[
+        "VIP", "FLAGS", "CID", "BACKENDS", "DRAINING", "DIGEST", "PACKETS",
+    ]);
     for (name, v) in &out.vips {
         let draining: Vec<String> = v
             .backends
@@ -238,6 +243,9 @@ pub(crate) fn status(a: &PinnedArgs) -> Result<(), CliError> {
         table.row(vec![
             name.clone(),
             v.flags.clone(),
+            v.cid
+                .as_ref()
+                .map_or_else(|| "-".into(), ToString::to_string),
             v.backends
                 .iter()
                 .map(|b| b.addr.to_string())

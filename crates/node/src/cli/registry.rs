@@ -27,7 +27,7 @@ fn registry_config(a: &RegistryArgs) -> Result<RegistryConfig, CliError> {
     }
 }
 
-async fn connect(a: &RegistryArgs) -> Result<Registry, CliError> {
+pub(super) async fn connect(a: &RegistryArgs) -> Result<Registry, CliError> {
     Ok(Registry::connect(registry_config(a)?).await?)
 }
 
@@ -287,6 +287,7 @@ pub(crate) async fn vip_action(action: VipAction) -> Result<(), CliError> {
                 },
             )
         }
+        VipAction::QuicLb(a) => super::quic_lb::vip_action(a).await,
         VipAction::Remove { vip, registry } => {
             let reg = connect(&registry).await?;
             if !reg.delete_vip(&vip).await? {

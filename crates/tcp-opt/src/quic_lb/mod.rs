@@ -68,6 +68,7 @@ mod feistel;
 mod field;
 mod key;
 mod set;
+pub mod tool;
 
 pub use config::{DecodedCid, PlaintextCid, QuicLbCodec, QuicLbConfig, QuicLbMode};
 pub use field::{CidField, QuicLbNonce, QuicLbServerId};

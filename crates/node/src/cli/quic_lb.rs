@@ -1,0 +1,238 @@
+//! `flowpin-node quic-lb encode|decode` (the QUIC-LB codec for servers
+//! that are not quinn; the shared part is `flowpin_tcp_opt::quic_lb::tool`,
+//! as in `examples/quic_lb_cid.rs`) and `flowpin-node vip quic-lb
+//! add|retire` (a VIP's QUIC-LB configurations in the registry). A key is
+//! read from `--key-file` or `$FLOWPIN_QUIC_LB_KEY`, never from the
+//! command line, and never printed.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use flowpin_registry::lb::vip_name;
+use flowpin_registry::quic_lb::QuicLbConfigSpec;
+use flowpin_registry::Vip;
+use flowpin_tcp_opt::quic_lb::tool::{decode_lines, encode_lines, load_key, QuicLbToolError};
+use flowpin_tcp_opt::quic_lb::QuicLbConfig;
+use serde::Serialize;
+
+use super::{parse_vip, print_json, CliError, RegistryArgs};
+
+/// `quic-lb encode` / `quic-lb decode`.
+#[derive(Subcommand)]
+pub(crate) enum QuicLbCmd {
+    /// Write a CID: first octet, then server ID + nonce (encrypted with a key).
+    Encode {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The server ID, hex (`--server-id-len` octets).
+        #[arg(long, conflicts_with = "flowpin_id")]
+        server_id: Option<String>,
+        /// A flowpin server_id (decimal), written big-endian in the server ID.
+        #[arg(long)]
+        flowpin_id: Option<u32>,
+        /// The nonce, hex (`--nonce-len` octets); random if absent.
+        #[arg(long)]
+        nonce: Option<String>,
+    },
+    /// Read a CID: the server ID (what a load balancer routes by) and the nonce.
+    Decode {
+        /// The configuration.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The CID, hex.
+        cid: String,
+    },
+}
+
+/// A QUIC-LB configuration on the command line (the key from a file or
+/// the environment).
+#[derive(Args)]
+pub(crate) struct ConfigArgs {
+    /// Config rotation codepoint, 0..=6.
+    #[arg(long)]
+    config_id: u8,
+    /// Server ID octets, 1..=15.
+    #[arg(long)]
+    server_id_len: u8,
+    /// Nonce octets, 4..=18 (server ID + nonce <= 19).
+    #[arg(long)]
+    nonce_len: u8,
+    /// A file holding the key (32 hex digits); else $FLOWPIN_QUIC_LB_KEY;
+    /// else plaintext.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Plaintext even if $FLOWPIN_QUIC_LB_KEY is set.
+    #[arg(long, conflicts_with = "key_file")]
+    plaintext: bool,
+}
+
+fn tool(e: QuicLbToolError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+impl ConfigArgs {
+    fn config(&self) -> Result<QuicLbConfig, CliError> {
+        let key = load_key(self.key_file.as_deref(), self.plaintext).map_err(tool)?;
+        Ok(
+            QuicLbConfig::new(self.config_id, self.server_id_len, self.nonce_len)
+                .map_err(|e| CliError::Usage(e.to_string()))?
+                .with_key(key),
+        )
+    }
+}
+
+/// 18 random octets (a nonce when none is given).
+fn random18() -> Result<[u8; 18], CliError> {
+    let mut r = [0u8; 18];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut r))
+        .map_err(|e| CliError::Usage(format!("cannot read /dev/urandom for a nonce: {e}")))?;
+    Ok(r)
+}
+
+/// Runs `quic-lb encode|decode`.
+pub(crate) fn run(cmd: &QuicLbCmd) -> Result<(), CliError> {
+    let out = match cmd {
+        QuicLbCmd::Encode {
+            config,
+            server_id,
+            flowpin_id,
+            nonce,
+        } => encode_lines(
+            &config.config()?,
+            server_id.as_deref(),
+            *flowpin_id,
+            nonce.as_deref(),
+            &random18()?,
+        ),
+        QuicLbCmd::Decode { config, cid } => decode_lines(&config.config()?, cid),
+    }
+    .map_err(tool)?;
+    print!("{out}");
+    Ok(())
+}
+
+/// `vip quic-lb add` / `vip quic-lb retire`.
+#[derive(Subcommand)]
+pub(crate) enum VipQuicLbAction {
+    /// Store a new QUIC-LB configuration of a UDP VIP at a free codepoint
+    /// (state active). Load balancers apply and acknowledge it; servers
+    /// issue CIDs with it once every live LB has.
+    Add {
+        /// The VIP: `10.100.0.1:443/udp`.
+        #[arg(value_parser = parse_vip)]
+        vip: Vip,
+        /// Config rotation codepoint, 0..=6.
+        #[arg(long)]
+        id: u8,
+        /// Server ID octets (1..=4 for xdp_lb's routing).
+        #[arg(long)]
+        server_id_len: u8,
+        /// Nonce octets, 4..=18 (server ID + nonce <= 19).
+        #[arg(long)]
+        nonce_len: u8,
+        /// A file holding the AES-128 key (32 hex digits); else
+        /// $FLOWPIN_QUIC_LB_KEY; else plaintext.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Plaintext even if $FLOWPIN_QUIC_LB_KEY is set.
+        #[arg(long, conflicts_with = "key_file")]
+        plaintext: bool,
+        /// Where the registry is.
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Mark a configuration retiring: servers stop issuing it, load
+    /// balancers keep routing it until it is removed.
+    Retire {
+        /// The VIP.
+        #[arg(value_parser = parse_vip)]
+        vip: Vip,
+        /// Config rotation codepoint, 0..=6.
+        #[arg(long)]
+        id: u8,
+        /// Where the registry is.
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+#[derive(Serialize)]
+struct QuicLbWriteOut {
+    action: &'static str,
+    vip: String,
+    config_id: u8,
+    encrypted: Option<bool>,
+    revision: i64,
+}
+
+/// Runs `vip quic-lb add|retire`.
+pub(crate) async fn vip_action(action: VipQuicLbAction) -> Result<(), CliError> {
+    let (out, json) = match action {
+        VipQuicLbAction::Add {
+            vip,
+            id,
+            server_id_len,
+            nonce_len,
+            key_file,
+            plaintext,
+            registry,
+        } => {
+            let key = load_key(key_file.as_deref(), plaintext).map_err(tool)?;
+            let reg = super::registry::connect(&registry).await?;
+            let spec = QuicLbConfigSpec::new(server_id_len, nonce_len, key);
+            let revision = reg.put_quic_lb_config(&vip, id, &spec).await?;
+            (
+                QuicLbWriteOut {
+                    action: "added",
+                    vip: vip_name(&vip),
+                    config_id: id,
+                    encrypted: Some(key.is_some()),
+                    revision,
+                },
+                registry.json,
+            )
+        }
+        VipQuicLbAction::Retire { vip, id, registry } => {
+            let reg = super::registry::connect(&registry).await?;
+            if !reg.retire_quic_lb_config(&vip, id).await? {
+                return Err(CliError::Usage(format!(
+                    "VIP {} has no QUIC-LB configuration {id}: nothing retired",
+                    vip_name(&vip)
+                )));
+            }
+            (
+                QuicLbWriteOut {
+                    action: "retiring",
+                    vip: vip_name(&vip),
+                    config_id: id,
+                    encrypted: None,
+                    revision: 0,
+                },
+                registry.json,
+            )
+        }
+    };
+    if json {
+        return print_json(&out);
+    }
+    let enc = match out.encrypted {
+        Some(true) => ", encrypted",
+        Some(false) => ", plaintext",
+        None => "",
+    };
+    println!(
+        "{} QUIC-LB config {} of {}{enc}{}",
+        out.action,
+        out.config_id,
+        out.vip,
+        if out.revision > 0 {
+            format!(" (revision {})", out.revision)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Privileged (root): `flowpin-node lb` applies a VIP's QUIC-LB
+//! configurations from a real etcd (`LocalEtcd`) into the pinned maps and
+//! acknowledges them under its lease only once the maps hold them
+//! (issue 22), in a network namespace made for the test.
+//!
+//! 1. A UDP VIP with two configurations (0: plaintext, 1: encrypted).
+//!    The node starts; as soon as its acknowledgement holds both, the pinned
+//!    maps (read by the test) hold both; `/status` shows the layout and
+//!    codepoints and no key.
+//! 2. Configuration 0 is retired: the acknowledgement names its new value.
+//! 3. It is removed (`collect_retired_quic_lb`): the maps keep only 1, and
+//!    the acknowledgement says so.
+//! 4. The node's log never holds the key.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowpin_bpf_progs::xdp_lb::XdpLb;
+use flowpin_lb_core::VipCid;
+use flowpin_node::status::LbStatus;
+use flowpin_registry::local_etcd::LocalEtcd;
+use flowpin_registry::quic_lb::{QuicLbConfigRef, QuicLbConfigSpec};
+use flowpin_registry::{
+    BackendSpec, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
+};
+use flowpin_tcp_opt::quic_lb::QuicLbKey;
+use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
+
+/// The draft's test-vector key (never to appear in a log or `/status`).
+const KEY_HEX: &str = "8f95f09245765f80256934e50c66207f";
+
+struct Cleanup {
+    child: Option<Child>,
+    pin_dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = XdpLb::unpin(&self.pin_dir);
+        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// The pinned maps' QUIC-LB codepoints of `vip` (read from the kernel).
+fn pinned_confs(pin_dir: &Path, vip: &Vip) -> Vec<(u8, u8, u8, bool)> {
+    let lb = XdpLb::inspect_pinned(pin_dir).expect("inspect_pinned");
+    match lb.state().vip_cid(vip) {
+        Some(VipCid::QuicLb(c)) => c
+            .iter()
+            .map(|c| (c.config_id, c.server_id_len, c.nonce_len, c.key.is_some()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Waits until the only LB acknowledgement equals the stored
+/// configurations (their current values); returns them.
+fn wait_acked(
+    rt: &tokio::runtime::Runtime,
+    reg: &Registry,
+    want_ids: &[u8],
+) -> BTreeSet<QuicLbConfigRef> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = rt.block_on(reg.quic_lb_view()).expect("quic_lb view");
+        let stored: BTreeSet<_> = view.configs.iter().map(|c| c.at).collect();
+        let ids: Vec<u8> = stored.iter().map(|r| r.config_id).collect();
+        if ids == want_ids && view.lb_acks.len() == 1 && view.lb_acks[0].status.configs == stored {
+            return stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no acknowledgement of {want_ids:?} within 20 s: {:?}",
+            view.lb_acks
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
+    if !require_bpf("privileged_lb_node_applies_and_acknowledges_quic_lb_configs") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let etcd = rt
+        .block_on(LocalEtcd::start())
+        .expect("etcd (as root a missing etcd is a failure: apt-get install etcd-server)");
+    let prefix = format!("/{}", unique_name("nqlb"));
+    let reg = rt
+        .block_on(Registry::connect(RegistryConfig::new(
+            [etcd.endpoint()],
+            &prefix,
+        )))
+        .expect("registry");
+
+    let lbns = NetNs::new("qlb").expect("netns");
+    let rtr = NetNs::new("qrt").expect("netns");
+    let _veth = VethPair::new(&lbns, "eth0", &rtr, "r0").expect("veth");
+    let mac = |ns: &NetNs, dev: &str| -> String {
+        let out = ns
+            .ip(&["-json", "link", "show", "dev", dev])
+            .expect("ip link");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip json");
+        v[0]["address"].as_str().expect("mac").to_string()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin_dir = Path::new("/sys/fs/bpf").join(unique_name("node-qlb"));
+    let port_file = dir.path().join("port");
+    let log = dir.path().join("node.log");
+    let config = dir.path().join("lb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[registry]
+endpoints = ["{ep}"]
+prefix = "{prefix}"
+
+[lb]
+interface = "eth0"
+netns = "{ns}"
+pin_dir = "{pins}"
+local_mac = "{lmac}"
+next_hop_mac = "{rmac}"
+ring_size = 251
+lru_memory_mib = 1
+xdp_mode = "generic"
+
+[metrics]
+listen = "127.0.0.1:0"
+port_file = "{pf}"
+"#,
+            ep = etcd.endpoint(),
+            ns = lbns.path().display(),
+            pins = pin_dir.display(),
+            lmac = mac(&lbns, "eth0"),
+            rmac = mac(&rtr, "r0"),
+            pf = port_file.display(),
+        ),
+    )
+    .expect("write config");
+    let mut cleanup = Cleanup {
+        child: None,
+        pin_dir: pin_dir.clone(),
+    };
+
+    let vip = Vip::new("10.100.0.7".parse().expect("ip"), 443, Proto::Udp);
+    let key: QuicLbKey = KEY_HEX.parse().expect("key");
+    let host = rt
+        .block_on(async {
+            reg.put_vip(&VipSpec::new(vip, VipFlags::QUIC)).await?;
+            reg.put_quic_lb_config(&vip, 0, &QuicLbConfigSpec::new(4, 6, None))
+                .await?;
+            reg.put_quic_lb_config(&vip, 1, &QuicLbConfigSpec::new(4, 12, Some(key)))
+                .await?;
+            let h = reg.register(Duration::from_secs(30)).await?;
+            let b: IpAddr = "10.2.1.2".parse().expect("ip");
+            h.add_backends(&[(vip, BackendSpec::new(b, 100, ServerId::new(1001)))])
+                .await?;
+            Ok::<_, flowpin_registry::Error>(h)
+        })
+        .expect("registry writes");
+
+    // 1. Start: both applied, then acknowledged.
+    cleanup.child = Some(
+        Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
+            .args(["lb", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stdout(std::fs::File::create(dir.path().join("out")).expect("out file"))
+            .spawn()
+            .expect("spawn flowpin-node lb"),
+    );
+    wait_acked(&rt, &reg, &[0, 1]);
+    // Acknowledged only once the maps hold them.
+    assert_eq!(
+        pinned_confs(&pin_dir, &vip),
+        vec![(0, 4, 6, false), (1, 4, 12, true)]
+    );
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .expect("port")
+        .trim()
+        .parse()
+        .expect("port number");
+    let body = http_get(port, "/status").expect("/status");
+    assert!(!body.to_lowercase().contains(KEY_HEX), "key in /status");
+    let st: LbStatus = serde_json::from_str(&body).expect("LbStatus");
+    let cid = st.vips["10.100.0.7:443/udp"].cid.clone().expect("cid");
+    assert_eq!(cid.layout, "quic-lb");
+    let shown: Vec<(u8, bool)> = cid
+        .quic_lb
+        .iter()
+        .map(|c| (c.config_id, c.encrypted))
+        .collect();
+    assert_eq!(shown, vec![(0, false), (1, true)], "{cid:?}");
+    assert_eq!(
+        cid.to_string(),
+        "quic-lb 0:sid4+nonce6,1:sid4+nonce12/enc-ct"
+    );
+    // Nothing issuable is retiring; both are issuable now.
+    let view = rt.block_on(reg.quic_lb_view()).expect("view");
+    assert_eq!(view.issuable().len(), 2);
+
+    // 2. Retire 0: the acknowledgement names its new value.
+    assert!(rt
+        .block_on(reg.retire_quic_lb_config(&vip, 0))
+        .expect("retire"));
+    let acked = wait_acked(&rt, &reg, &[0, 1]);
+    let view = rt.block_on(reg.quic_lb_view()).expect("view");
+    assert_eq!(
+        view.issuable()
+            .iter()
+            .map(|c| c.at.config_id)
+            .collect::<Vec<_>>(),
+        vec![1],
+        "a retiring config is not issued; acked {acked:?}"
+    );
+    assert_eq!(
+        pinned_confs(&pin_dir, &vip).len(),
+        2,
+        "retiring stays routable"
+    );
+
+    // 3. Removed: the maps keep only 1.
+    let removed = rt
+        .block_on(reg.collect_retired_quic_lb(Duration::ZERO))
+        .expect("collect");
+    assert_eq!(
+        removed.iter().map(|r| r.config_id).collect::<Vec<_>>(),
+        vec![0]
+    );
+    wait_acked(&rt, &reg, &[1]);
+    assert_eq!(pinned_confs(&pin_dir, &vip), vec![(1, 4, 12, true)]);
+
+    // 4. The key never reached the log.
+    drop(cleanup);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("QUIC-LB configurations acknowledged"),
+        "{text}"
+    );
+    assert!(!text.to_lowercase().contains(KEY_HEX), "key in the log");
+    drop(host);
+}
