@@ -25,6 +25,7 @@
 //!   connections to healthy backends and whether all digests agree at the end.
 
 mod agent;
+mod health;
 mod node_bin;
 mod traffic;
 
