@@ -47,7 +47,18 @@ pub(crate) struct HealthRun {
     /// CPU of each `flowpin-node lb` process over the run (probes, traffic
     /// and registry together), % of one core.
     pub(crate) lb_cpu_percent: Vec<f64>,
+    /// `hung` only: CPU of each LB node over [`IDLE_WINDOW`] without
+    /// traffic, before the health check was set and after (every backend
+    /// up): the difference is the probing (5 backends × 1 VIP × 1 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) lb_idle_cpu_percent_without_health: Option<Vec<f64>>,
+    /// See [`HealthRun::lb_idle_cpu_percent_without_health`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) lb_idle_cpu_percent_with_health: Option<Vec<f64>>,
 }
+
+/// The window of the idle CPU comparison.
+pub(crate) const IDLE_WINDOW: Duration = Duration::from_secs(3);
 
 fn vip_key() -> Vip {
     Vip::new(topo::VIP.into(), topo::VIP_PORT, Proto::Tcp)
@@ -101,6 +112,13 @@ impl Fleet {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.cpu_mark()
+    }
+
+    /// CPU % of each LB over [`IDLE_WINDOW`] from now.
+    pub(crate) fn idle_cpu(&self) -> Result<Vec<f64>, Error> {
+        let m = self.cpu_mark()?;
+        crate::pause(IDLE_WINDOW)?;
+        Ok(self.cpu_since(&m))
     }
 
     fn cpu_mark(&self) -> Result<CpuMark, Error> {

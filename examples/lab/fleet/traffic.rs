@@ -274,6 +274,14 @@ impl FleetScenario {
                     format!("  PROBLEMS: {}", r.problems.join("; "))
                 }
             ));
+            if let Some(h) = &r.health {
+                out.push_str(&format!(
+                    "  {:<52} {:<8} health: {}\n",
+                    "",
+                    mode,
+                    serde_json::to_string(h).unwrap_or_default()
+                ));
+            }
             if let Some(p) = &r.backend_packets {
                 out.push_str(&format!(
                     "  {:<52} {:<8} backend 2: {} packets sent by the LBs, {} decapsulated, {} lost; client TCP retransmissions {}\n",
@@ -405,6 +413,27 @@ fn run_once(
     let scenario = run::Run::fleet(kind.name(quick), server_id);
     reset_state(f, created)?;
     f.set_server_id(server_id)?;
+    let is_health = matches!(
+        kind,
+        Kind::Hung | Kind::PortClosed | Kind::PathCut | Kind::Recovers
+    );
+    // The probing's CPU: each LB idle (no connections yet) without and with the
+    // health check, once (the hung scenario's run with server_id).
+    let idle_without = if kind == Kind::Hung && server_id {
+        Some(f.idle_cpu()?)
+    } else {
+        None
+    };
+    let cpu = if is_health {
+        Some(f.health_on(&BASE)?)
+    } else {
+        None
+    };
+    let idle_with = if idle_without.is_some() {
+        Some(f.idle_cpu()?)
+    } else {
+        None
+    };
     let sid0 = f.sid_routed();
     let streams = Streams::open(&f.topo.client, n)?;
     scenario.progress(format!(
@@ -413,15 +442,6 @@ fn run_once(
     pause(Duration::from_millis(1000))?;
     let mut run = Run::default();
     let mut unhealthy: Option<u16> = None;
-    let is_health = matches!(
-        kind,
-        Kind::Hung | Kind::PortClosed | Kind::PathCut | Kind::Recovers
-    );
-    let cpu = if is_health {
-        Some(f.health_on(&BASE)?)
-    } else {
-        None
-    };
     match kind {
         Kind::Hung | Kind::Recovers => {
             let pid = f.backends[CRASHED].server.as_ref().ok_or("no server")?.pid();
@@ -742,6 +762,8 @@ fn run_once(
     let reports = streams.finish();
     if let (Some(m), Some(h)) = (&cpu, run.health.as_mut()) {
         h.lb_cpu_percent = f.cpu_since(m);
+        h.lb_idle_cpu_percent_without_health = idle_without;
+        h.lb_idle_cpu_percent_with_health = idle_with;
     }
     if is_health {
         // Back to the state every run starts from, then no health check.
