@@ -9,8 +9,8 @@ use flowpin_registry::{Proto, Vip};
 use serde::Serialize;
 
 use super::{cpu_ticks, digests_agree, status, vip_name, Fleet};
-use crate::topo;
 use crate::check_interrupted;
+use crate::topo;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -159,7 +159,9 @@ impl Fleet {
                 s.health
                     .iter()
                     .any(|h| h.backend == a && h.fleet != "healthy")
-                    && s.vips.get(&vip_name(topo::VIP)).is_some_and(|v| v.draining == 1)
+                    && s.vips
+                        .get(&vip_name(topo::VIP))
+                        .is_some_and(|v| v.draining == 1)
             })
         }) && digests_agree(&self.lbs, &vip_name(topo::VIP))
     }
@@ -182,7 +184,10 @@ impl Fleet {
                 return Err(format!(
                     "backend {} was not drained by every LB within {limit:?}: {:?}",
                     j + 1,
-                    self.lbs.iter().map(|n| status(n.port).map(|s| s.health)).collect::<Vec<_>>()
+                    self.lbs
+                        .iter()
+                        .map(|n| status(n.port).map(|s| s.health))
+                        .collect::<Vec<_>>()
                 )
                 .into());
             }
@@ -268,7 +273,7 @@ impl Fleet {
         }
     }
 
-    /// Backend `j` is in every LB's ring, not draining, digests equal.
+    /// Every LB has exactly the backends `want`, none draining, one digest.
     pub(crate) fn kept_everywhere(&self, want: &[usize]) -> bool {
         self.wait_backends(want, 0, Duration::ZERO).is_ok()
     }

@@ -444,7 +444,11 @@ fn run_once(
     let mut unhealthy: Option<u16> = None;
     match kind {
         Kind::Hung | Kind::Recovers => {
-            let pid = f.backends[CRASHED].server.as_ref().ok_or("no server")?.pid();
+            let pid = f.backends[CRASHED]
+                .server
+                .as_ref()
+                .ok_or("no server")?
+                .pid();
             let t0 = Instant::now();
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP)?;
             unhealthy = Some(CRASHED as u16);
@@ -768,10 +772,8 @@ fn run_once(
     if is_health {
         // Back to the state every run starts from, then no health check.
         if let Some(s) = f.backends[CRASHED].server.as_ref() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(s.pid() as i32),
-                Signal::SIGCONT,
-            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid() as i32), Signal::SIGCONT);
         }
         f.start_server(CRASHED, created)?;
         run.digests_agree_before_restore = digests_agree(&f.lbs, &vip_name(topo::VIP));
@@ -854,11 +856,12 @@ pub(crate) fn run_all(
                 .as_ref()
                 .zip(without.health.as_ref())
                 .and_then(|(a, b)| Some(a.failed_new_connections? + b.failed_new_connections?)),
-            disagreeing_lbs: with
+            disagreeing_lbs: with.health.as_ref().and_then(|h| h.disagreeing_lbs.clone()),
+            health: with
                 .health
-                .as_ref()
-                .and_then(|h| h.disagreeing_lbs.clone()),
-            health: with.health.clone().zip(without.health.clone()).map(|(a, b)| [a, b]),
+                .clone()
+                .zip(without.health.clone())
+                .map(|(a, b)| [a, b]),
             runs: [with, without],
         });
     }
