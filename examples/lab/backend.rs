@@ -54,6 +54,15 @@ pub(crate) fn child_main(
                 std::thread::spawn(move || serve(conn, index, server_id));
             }
         });
+        // The service's health endpoint (the fleet's health checks probe
+        // it through the tunnel): in this process, so a hung or killed
+        // server fails it.
+        let health = TcpListener::bind(SocketAddr::from((topo::VIP, topo::HEALTH_PORT)))?;
+        std::thread::spawn(move || {
+            for conn in health.incoming().flatten() {
+                std::thread::spawn(move || serve_health(conn));
+            }
+        });
         println!("ready");
         std::io::stdout().flush()?;
         // Until the lab closes stdin (or kills this process).
@@ -92,6 +101,20 @@ pub(crate) fn child_main(
     }
     drop(ops_link);
     Ok(())
+}
+
+/// Answers one HTTP request with `200 OK` once its header has arrived.
+fn serve_health(mut conn: TcpStream) {
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
 }
 
 fn serve(mut conn: TcpStream, index: u16, server_id: u32) {

@@ -53,6 +53,8 @@ pub(crate) fn server_id(j: usize) -> u32 {
 }
 
 /// Name of LB `i`'s interface facing the router (where `xdp_lb` runs).
+/// The backends' HTTP health endpoint (on the VIP), probed by the fleet's health checks.
+pub(crate) const HEALTH_PORT: u16 = VIP_PORT + 1;
 pub(crate) const LB_IF: &str = "eth0";
 /// Name of a backend's interface facing the router (where `xdp_decap` runs).
 pub(crate) const BE_IF: &str = "eth0";

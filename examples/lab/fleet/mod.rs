@@ -20,11 +20,15 @@
 //!   (its `/status`, [`flowpin_node::status::LbStatus`]) matches at the new
 //!   revision, over 24 changes;
 //! - `lb_idle_cpu_percent`: CPU of one idle `flowpin-node lb` from `/proc/<pid>/stat`;
+//! - the health-check scenarios (`health.rs`, issue 21): an HTTP check on
+//!   the VIP (1 s × fall 3, set for these scenarios only) while a backend's
+//!   service hangs, closes its port, recovers, or one LB's path to it is cut;
 //! - the traffic scenarios (`traffic.rs`), each with and without server_id
 //!   (the VIP's `server_id` flag in the registry), counting broken
 //!   connections to healthy backends and whether all digests agree at the end.
 
 mod agent;
+mod health;
 mod node_bin;
 mod traffic;
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
+use super::health::{self, HealthRun};
 use super::{digests_agree, vip_name, Fleet, LBS, LEASE_TTL_SECS};
 use crate::run::{self, Coverage, Tally};
 use crate::topo;
@@ -52,10 +53,14 @@ enum Kind {
     AgentRestarted,
     AgentUpgraded,
     ClientRoleRestarted,
+    Hung,
+    PortClosed,
+    PathCut,
+    Recovers,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 12] = [
         Kind::Crash,
         Kind::RegistryDown,
         Kind::RollingLbRestart,
@@ -64,6 +69,10 @@ impl Kind {
         Kind::AgentRestarted,
         Kind::AgentUpgraded,
         Kind::ClientRoleRestarted,
+        Kind::Hung,
+        Kind::PortClosed,
+        Kind::PathCut,
+        Kind::Recovers,
     ];
 
     fn name(self, quick: bool) -> &'static str {
@@ -77,6 +86,10 @@ impl Kind {
             Kind::AgentRestarted => "backend agent restarted (decap and sock_ops pinned)",
             Kind::AgentUpgraded => "backend agent upgraded",
             Kind::ClientRoleRestarted => "client role restarted",
+            Kind::Hung => "service hung (SIGSTOP) on one backend, its agent alive",
+            Kind::PortClosed => "service stopped, port closed, agent alive",
+            Kind::PathCut => "tunnel path from one LB to one backend cut",
+            Kind::Recovers => "service recovers (hung, then SIGCONT)",
         }
     }
 
@@ -94,7 +107,11 @@ impl Kind {
             | Kind::Drain
             | Kind::AgentRestarted
             | Kind::AgentUpgraded
-            | Kind::ClientRoleRestarted => false,
+            | Kind::ClientRoleRestarted
+            | Kind::Hung
+            | Kind::PortClosed
+            | Kind::PathCut
+            | Kind::Recovers => false,
         }
     }
 
@@ -135,6 +152,18 @@ impl Kind {
                 "node client SIGKILLed, 1 s without it, until the new one answers",
                 None,
             ),
+            Kind::Hung | Kind::PortClosed => (
+                "service failed until every LB drained the backend (health check 1 s x fall 3)",
+                Some(health::DETECT_TARGET_MS),
+            ),
+            Kind::PathCut => (
+                "LB1 -> backend 4 cut until LB1 reports it down against the quorum",
+                None,
+            ),
+            Kind::Recovers => (
+                "SIGCONT until every LB has the backend back in the ring",
+                None,
+            ),
         }
     }
 }
@@ -158,6 +187,12 @@ pub(crate) struct Run {
     pub(crate) backend_packets: Option<BackendPackets>,
     /// What did not happen as the scenario says (empty: all did).
     pub(crate) problems: Vec<String>,
+    /// Health scenarios: digests agreed at the end, before the failed
+    /// service was restored.
+    #[serde(skip)]
+    pub(crate) digests_agree_before_restore: bool,
+    /// Health scenarios: what they measured.
+    pub(crate) health: Option<HealthRun>,
 }
 
 /// Packets around an agent restart (see [`Run::backend_packets`]).
@@ -198,6 +233,20 @@ pub(crate) struct FleetScenario {
     /// Agent restarts: per run (with, without server_id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) backend_packets: Option<[BackendPackets; 2]>,
+    /// `hung`, `port closed`, `recovers`: failure until every LB drained
+    /// the backend, the slower of the two runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) detect_ms: Option<f64>,
+    /// New connections that hit the failed backend before detection, both
+    /// runs summed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) failed_new_connections: Option<u64>,
+    /// `cut`: the LBs (1-based) reported as disagreeing with the quorum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) disagreeing_lbs: Option<Vec<usize>>,
+    /// Health scenarios: per run (with, without server_id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) health: Option<[HealthRun; 2]>,
     #[serde(skip)]
     runs: [Run; 2],
 }
@@ -225,6 +274,14 @@ impl FleetScenario {
                     format!("  PROBLEMS: {}", r.problems.join("; "))
                 }
             ));
+            if let Some(h) = &r.health {
+                out.push_str(&format!(
+                    "  {:<52} {:<8} health: {}\n",
+                    "",
+                    mode,
+                    serde_json::to_string(h).unwrap_or_default()
+                ));
+            }
             if let Some(p) = &r.backend_packets {
                 out.push_str(&format!(
                     "  {:<52} {:<8} backend 2: {} packets sent by the LBs, {} decapsulated, {} lost; client TCP retransmissions {}\n",
@@ -356,6 +413,27 @@ fn run_once(
     let scenario = run::Run::fleet(kind.name(quick), server_id);
     reset_state(f, created)?;
     f.set_server_id(server_id)?;
+    let is_health = matches!(
+        kind,
+        Kind::Hung | Kind::PortClosed | Kind::PathCut | Kind::Recovers
+    );
+    // The probing's CPU: each LB idle (no connections yet) without and with the
+    // health check, once (the hung scenario's run with server_id).
+    let idle_without = if kind == Kind::Hung && server_id {
+        Some(f.idle_cpu()?)
+    } else {
+        None
+    };
+    let cpu = if is_health {
+        Some(f.health_on(&BASE)?)
+    } else {
+        None
+    };
+    let idle_with = if idle_without.is_some() {
+        Some(f.idle_cpu()?)
+    } else {
+        None
+    };
     let sid0 = f.sid_routed();
     let streams = Streams::open(&f.topo.client, n)?;
     scenario.progress(format!(
@@ -365,6 +443,102 @@ fn run_once(
     let mut run = Run::default();
     let mut unhealthy: Option<u16> = None;
     match kind {
+        Kind::Hung | Kind::Recovers => {
+            let pid = f.backends[CRASHED]
+                .server
+                .as_ref()
+                .ok_or("no server")?
+                .pid();
+            let t0 = Instant::now();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP)?;
+            unhealthy = Some(CRASHED as u16);
+            scenario.progress("backend 4's service SIGSTOPped (its agent alive)");
+            let (ms, failed, total) = f.detect_drain(CRASHED, t0, Duration::from_secs(15))?;
+            run.event_ms = ms;
+            scenario.progress(format!(
+                "every LB drained backend 4 after {ms:.0} ms; {failed} of {total} new connections failed meanwhile"
+            ));
+            let mut h = HealthRun {
+                detect_ms: Some(ms),
+                failed_new_connections: Some(failed),
+                new_connections: Some(total),
+                ..HealthRun::default()
+            };
+            if ms > health::DETECT_TARGET_MS {
+                run.problems.push(format!(
+                    "backend 4 drained after {ms:.0} ms, over {:.0} ms",
+                    health::DETECT_TARGET_MS
+                ));
+            }
+            if kind == Kind::Recovers {
+                let t1 = Instant::now();
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGCONT)?;
+                f.wait_recovered(&BASE)?;
+                let rms = t1.elapsed().as_secs_f64() * 1000.0;
+                run.event_ms = rms;
+                h.recover_ms = Some(rms);
+                scenario.progress(format!(
+                    "SIGCONT: backend 4 back in every LB's ring after {rms:.0} ms"
+                ));
+            }
+            run.health = Some(h);
+        }
+        Kind::PortClosed => {
+            let t0 = Instant::now();
+            if let Some(mut s) = f.backends[CRASHED].server.take() {
+                s.kill();
+            }
+            unhealthy = Some(CRASHED as u16);
+            scenario.progress("backend 4's service killed: port closed, its agent alive");
+            let (ms, failed, total) = f.detect_drain(CRASHED, t0, Duration::from_secs(15))?;
+            run.event_ms = ms;
+            scenario.progress(format!(
+                "every LB drained backend 4 after {ms:.0} ms; {failed} of {total} new connections failed meanwhile"
+            ));
+            if ms > health::DETECT_TARGET_MS {
+                run.problems.push(format!(
+                    "backend 4 drained after {ms:.0} ms, over {:.0} ms",
+                    health::DETECT_TARGET_MS
+                ));
+            }
+            run.health = Some(HealthRun {
+                detect_ms: Some(ms),
+                failed_new_connections: Some(failed),
+                new_connections: Some(total),
+                ..HealthRun::default()
+            });
+        }
+        Kind::PathCut => {
+            let t0 = Instant::now();
+            f.cut_path(0, CRASHED, true)?;
+            scenario.progress("LB1 -> backend 4 cut (router blackhole for LB1's own packets)");
+            let r = f.wait_disagreement(0, CRASHED, t0);
+            // The quorum had its verdicts for 2 more intervals.
+            let kept = r.is_ok() && {
+                let _ = pause(Duration::from_millis(2 * health::INTERVAL_MS));
+                f.kept_everywhere(&BASE)
+            };
+            let lbs = f.disagreeing(CRASHED);
+            f.cut_path(0, CRASHED, false)?;
+            run.event_ms = r?;
+            scenario.progress(format!(
+                "LB1 saw backend 4 down after {:.0} ms; disagreeing LBs {lbs:?}; kept in every ring: {kept}",
+                run.event_ms
+            ));
+            if !kept {
+                run.problems
+                    .push("backend 4 left the ring although only LB1's path was cut".into());
+            }
+            if lbs != [1] {
+                run.problems
+                    .push(format!("disagreeing LBs {lbs:?}, expected [1]"));
+            }
+            run.health = Some(HealthRun {
+                disagreeing_lbs: Some(lbs),
+                kept_in_ring: Some(kept),
+                ..HealthRun::default()
+            });
+        }
         Kind::Crash => {
             let t0 = Instant::now();
             if let Some(mut n) = f.backends[CRASHED].node.take() {
@@ -590,8 +764,25 @@ fn run_once(
     // Long enough for a stalled ping to be detected.
     pause(Duration::from_millis(2800))?;
     let reports = streams.finish();
+    if let (Some(m), Some(h)) = (&cpu, run.health.as_mut()) {
+        h.lb_cpu_percent = f.cpu_since(m);
+        h.lb_idle_cpu_percent_without_health = idle_without;
+        h.lb_idle_cpu_percent_with_health = idle_with;
+    }
+    if is_health {
+        // Back to the state every run starts from, then no health check.
+        if let Some(s) = f.backends[CRASHED].server.as_ref() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid() as i32), Signal::SIGCONT);
+        }
+        f.start_server(CRASHED, created)?;
+        run.digests_agree_before_restore = digests_agree(&f.lbs, &vip_name(topo::VIP));
+        f.wait_recovered(&BASE)?;
+        f.health_off()?;
+    }
     run.sid_routed = f.sid_routed().saturating_sub(sid0);
-    run.digests_agree = digests_agree(&f.lbs, &vip_name(topo::VIP));
+    run.digests_agree = digests_agree(&f.lbs, &vip_name(topo::VIP))
+        && (!is_health || run.digests_agree_before_restore);
     let t = Tally::of(&reports, unhealthy);
     (run.healthy, run.reset, run.stalled) = (t.healthy, t.reset, t.stalled);
     run.closed_gracefully = reports.iter().filter(|r| r.closed).count();
@@ -654,6 +845,22 @@ pub(crate) fn run_all(
             backend_packets: with
                 .backend_packets
                 .zip(without.backend_packets)
+                .map(|(a, b)| [a, b]),
+            detect_ms: with
+                .health
+                .as_ref()
+                .zip(without.health.as_ref())
+                .and_then(|(a, b)| Some(a.detect_ms?.max(b.detect_ms?))),
+            failed_new_connections: with
+                .health
+                .as_ref()
+                .zip(without.health.as_ref())
+                .and_then(|(a, b)| Some(a.failed_new_connections? + b.failed_new_connections?)),
+            disagreeing_lbs: with.health.as_ref().and_then(|h| h.disagreeing_lbs.clone()),
+            health: with
+                .health
+                .clone()
+                .zip(without.health.clone())
                 .map(|(a, b)| [a, b]),
             runs: [with, without],
         });
