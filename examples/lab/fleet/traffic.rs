@@ -115,9 +115,14 @@ impl Kind {
         }
     }
 
-    /// In the main job's first look (the 30 s registry outage is not).
+    /// In the main job's first look (under 3 min): the LB-side events.
+    /// The 30 s registry outage, the agent / client-role restarts and the
+    /// health-check rows run with `--all` (and `--quick`, in the tests).
     fn in_first_look(self) -> bool {
-        !matches!(self, Kind::RegistryDown)
+        matches!(
+            self,
+            Kind::Crash | Kind::RollingLbRestart | Kind::Drain | Kind::LbReplaced
+        )
     }
 
     /// What `event_ms` measures, and its target in ms if it has one.
