@@ -117,7 +117,7 @@ static __always_inline int fp_balance(struct xdp_md *ctx, struct fp_pkt *p, cons
 	vip_id = meta->vip_id;
 	flags = meta->flags;
 	vs = bpf_map_lookup_elem(&vip_stats, &vip_id);
-	if (!vs)
+	if (fp_unlikely(!vs))
 		goto unknown;
 	vs->packets++;
 	vs->bytes += p->frame_len;
@@ -204,9 +204,9 @@ pick:
 		}
 		if (cs && !(proto == IPPROTO_TCP && (p->tcp_flags & FP_TCP_SYN))) {
 			idx = fp_conn_lookup(cs, hash, hash2);
-			if (idx)
+			if (fp_likely(idx))
 				be = fp_backend(idx);
-			if (be) {
+			if (fp_likely(be != NULL)) {
 				sid_idx = idx;
 				vs->lru_hit++;
 			}

@@ -11,6 +11,12 @@
 
 #define FP_CONN_NONE 4 /* "no way" */
 
+/* Branch layout hints: the hit path falls through, the rare paths jump. */
+#ifndef fp_likely
+#define fp_likely(x) __builtin_expect(!!(x), 1)
+#define fp_unlikely(x) __builtin_expect(!!(x), 0)
+#endif
+
 static __always_inline __u32 fp_order_front(__u32 o, __u32 w)
 {
 	__u32 e0 = o & 3, e1 = (o >> 2) & 3, e2 = (o >> 4) & 3, e3 = (o >> 6) & 3;
@@ -59,9 +65,9 @@ static __always_inline __u32 fp_conn_hit(struct flowpin_conn_set *cs, __u32 hash
 	for (w = 0; w < FLOWPIN_CONN_WAYS; w++) {
 		if (cs->hash[w] == hash && cs->hash2[w] == hash2 && cs->backend[w]) {
 			o = fp_conn_order(cs);
-			if ((o & 3) != w)
+			if (fp_unlikely((o & 3) != w))
 				cs->order = fp_order_front(o, w);
-			if (cs->probation & (1u << w)) {
+			if (fp_unlikely(cs->probation & (1u << w))) {
 				cs->probation &= ~(1u << w);
 				g = fp_gstats();
 				if (g)
@@ -81,7 +87,7 @@ static __always_inline __u32 fp_conn_lookup(struct flowpin_conn_set *cs, __u32 h
 	__u32 mask = conn_sets - 1, r;
 
 	r = fp_conn_hit(cs, hash, hash2);
-	if (r || (hash2 & mask) == (hash & mask))
+	if (fp_likely(r) || (hash2 & mask) == (hash & mask))
 		return r;
 	b = fp_conn_set_at(fp_conn_base(), hash2 & mask);
 	if (!b)
@@ -192,7 +198,7 @@ static __always_inline void fp_conn_insert(struct flowpin_conn_set *cs, __u32 ha
 	if (!g)
 		return;
 	w = fp_conn_free(cs);
-	if (w != FP_CONN_NONE) {
+	if (fp_likely(w != FP_CONN_NONE)) {
 		g->new_flows++;
 		g->conn_entries++;
 		fp_conn_put(cs, w, hash, hash2, backend, 1);
