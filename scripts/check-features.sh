@@ -63,6 +63,7 @@ expect_only sk_reuseport_select.skel.rs -p flowpin-sk-reuseport
 # The facade's features map onto the programs.
 expect_only sk_lookup.skel.rs -p flowpin --no-default-features --features sk-lookup
 expect_only xdp_lb.skel.rs -p flowpin --no-default-features --features xdp-lb
+expect_only probe_encap.skel.rs -p flowpin --no-default-features --features health
 if cargo tree --locked -p flowpin-sk-lookup -e normal | grep -q flowpin-maglev; then
     echo "FAILED: flowpin-sk-lookup depends on flowpin-maglev" >&2
     exit 1

@@ -15,6 +15,7 @@
 //! | `quinn`        | [`flowpin_quinn`]       | no          |
 //! | `registry`     | `flowpin_registry` (etcd; opt-in; with `registry::lb`, snapshot → desired LB state) | no (needs protoc) |
 //! | `sk-lookup`    | [`flowpin_sk_lookup`] (and the `sk_lookup` program only) | yes |
+//! | `health`       | `flowpin_health` (opt-in; probes through the LB's tunnel, and the `probe_encap` program) | yes |
 //!
 //! Every feature that needs clang re-exports [`flowpin_bpf_progs`] as
 //! `flowpin::bpf`, with the modules of the programs it compiles: a
@@ -52,7 +53,8 @@ pub use flowpin_lb_core as lb_core;
     feature = "xdp-decap",
     feature = "sockops",
     feature = "sk-reuseport",
-    feature = "sk-lookup"
+    feature = "sk-lookup",
+    feature = "health"
 ))]
 pub use flowpin_bpf_progs as bpf;
 
@@ -66,3 +68,7 @@ pub use flowpin_quinn as quinn;
 pub use flowpin_registry as registry;
 #[cfg(feature = "sk-lookup")]
 pub use flowpin_sk_lookup as sk_lookup;
+/// Backend health checks through the LB's tunnel (`probe_encap`), rise/fall,
+/// the prober and its metric families.
+#[cfg(feature = "health")]
+pub use flowpin_health as health;
