@@ -61,6 +61,10 @@ pub use flowpin_bpf_progs as bpf;
 #[cfg(feature = "sk-reuseport")]
 pub use flowpin_sk_reuseport as sk_reuseport;
 
+/// Backend health checks through the LB's tunnel (`probe_encap`), rise/fall,
+/// the prober and its metric families.
+#[cfg(feature = "health")]
+pub use flowpin_health as health;
 /// A quinn connection-ID generator carrying the server_id and socket id.
 #[cfg(feature = "quinn")]
 pub use flowpin_quinn as quinn;
@@ -68,7 +72,3 @@ pub use flowpin_quinn as quinn;
 pub use flowpin_registry as registry;
 #[cfg(feature = "sk-lookup")]
 pub use flowpin_sk_lookup as sk_lookup;
-/// Backend health checks through the LB's tunnel (`probe_encap`), rise/fall,
-/// the prober and its metric families.
-#[cfg(feature = "health")]
-pub use flowpin_health as health;
