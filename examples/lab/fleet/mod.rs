@@ -217,6 +217,8 @@ impl Drop for LbNode {
             let _ = c.wait();
         }
         let _ = XdpLb::unpin(&self.pin_dir);
+        // The node's lock directory beside the pins (one node per pin_dir).
+        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
     }
 }
 
