@@ -213,7 +213,9 @@ impl Prober {
     }
 
     /// Probes exactly `targets` from now on: new ones start (state
-    /// unknown), removed ones stop, ones whose check changed restart.
+    /// unknown), removed ones stop and their metric series are dropped
+    /// ([`HealthMetrics::forget`](crate::metrics::HealthMetrics::forget)),
+    /// ones whose check changed restart.
     /// Every check must be valid ([`HealthCheck::validate`]); an invalid
     /// one is skipped and logged (the registry never hands one over).
     pub fn set_targets(
@@ -242,6 +244,13 @@ impl Prober {
                 h.abort();
             }
             self.shared.lock().remove(k);
+            // After the entry is gone (`record` finds none, so no probe
+            // still running re-creates them): a removed target's series
+            // leave `/metrics`. A target whose check changed keeps them.
+            #[cfg(feature = "metrics")]
+            if let (Some(m), false) = (&self.shared.metrics, want.contains_key(k)) {
+                m.forget(&k.0, k.1);
+            }
         }
         let mut result = Ok(());
         for (key, check) in want {
@@ -407,5 +416,80 @@ mod tests {
         // Removing the target stops it.
         prober.set_targets([]).expect("targets");
         assert!(prober.status().backends.is_empty());
+    }
+
+    /// `/metrics` text of `reg`.
+    #[cfg(feature = "metrics")]
+    fn exposition(reg: &prometheus_client::registry::Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, reg).expect("encode");
+        out
+    }
+
+    #[cfg(feature = "metrics")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removed_backend_leaves_the_metrics() {
+        use crate::metrics::HealthMetrics;
+        let l = std::net::TcpListener::bind((LO, 0)).expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let vip = Vip::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 8)), port, Proto::Tcp);
+        // Kept: up. Removed: refused (so it has a failure series too).
+        let kept = LO;
+        let gone = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let closed = std::net::TcpListener::bind((gone, 0)).expect("bind");
+        let cport = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let vip2 = Vip::new(vip.addr, cport, Proto::Tcp);
+        let metrics = HealthMetrics::new();
+        let mut reg = prometheus_client::registry::Registry::default();
+        metrics.register(&mut reg);
+        let prober = Prober::with_metrics(Arc::new(DirectRoutes), metrics.clone());
+        prober
+            .set_targets([(vip, kept, fast()), (vip2, gone, fast())])
+            .expect("targets");
+        metrics.set_disagreement(&vip2, gone, true);
+        let gone_label = format!("backend=\"{gone}\"");
+        let kept_label = format!("backend=\"{kept}\"");
+        for _ in 0..100 {
+            let s = prober.status();
+            if s.get(&vip, kept).is_some_and(|b| b.state == Health::Up)
+                && s.get(&vip2, gone).is_some_and(|b| b.state == Health::Down)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = exposition(&reg);
+        for name in [
+            "flowpin_health_backend_state{",
+            "flowpin_health_backend_expired{",
+            "flowpin_health_probe_latency_seconds{",
+            "flowpin_health_probe_failures_total{",
+            "flowpin_health_quorum_disagreement{",
+        ] {
+            assert!(
+                before
+                    .lines()
+                    .any(|l| l.starts_with(name) && l.contains(&gone_label)),
+                "{name} of {gone} missing before removal:\n{before}"
+            );
+        }
+        prober.set_targets([(vip, kept, fast())]).expect("targets");
+        // Probes of the kept backend go on; none may bring the removed one back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = exposition(&reg);
+        assert!(
+            !after.contains(&gone_label),
+            "series of the removed backend are still exported:\n{after}"
+        );
+        assert!(
+            after
+                .lines()
+                .any(|l| l.starts_with("flowpin_health_backend_state{") && l.contains(&kept_label)),
+            "the kept backend lost its series:\n{after}"
+        );
+        // The counter of disagreement starts is not per backend: it stays.
+        assert!(after.contains("flowpin_health_quorum_disagreements_total 1"), "{after}");
+        drop(l);
     }
 }

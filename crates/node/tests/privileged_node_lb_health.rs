@@ -6,7 +6,8 @@
 //! alive) → the LB drains it within interval × fall + 1 s and says so in
 //! `status`; the service starts again → back in the ring. Backend 0's
 //! agent runs its own check (`[backend] health_check`): when it fails the
-//! agent reports the service unhealthy and the LB drains it too.
+//! agent reports the service unhealthy and the LB drains it too. Backend
+//! 1's agent stops (it leaves the registry): its series leave `/metrics`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -55,6 +56,18 @@ fn spawn(args: &[&str]) -> Child {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn flowpin-node")
+}
+
+/// `GET /metrics` of the LB's metrics listener.
+fn metrics(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.contains(" 200 ").then_some(out)
 }
 
 fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -352,6 +365,42 @@ port = 80
             let h = health_of(&status()?, &b0)?;
             (h["self_reported_down"] == false && h["fleet"] == "healthy").then_some(())
         },
+    );
+
+    // Backend 1 leaves the registry (its agent stops: drain, deregister):
+    // no longer probed, its health series leave /metrics; backend 0's stay.
+    let port: u16 = std::fs::read_to_string(dir.path().join("lb.port"))
+        .expect("lb.port")
+        .trim()
+        .parse()
+        .expect("port");
+    let b1_label = format!("backend=\"{b1}\"");
+    let b0_label = format!("backend=\"{b0}\"");
+    let health_lines = |m: &str, label: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("flowpin_health_") && l.contains(label))
+            .count()
+    };
+    let m = metrics(port).expect("/metrics");
+    assert!(health_lines(&m, &b1_label) >= 3, "{m}");
+    let agent1 = &procs.children[2];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(agent1.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM backend 1's agent");
+    let m = eventually(
+        "backend 1's health series leave /metrics",
+        Duration::from_secs(15),
+        || {
+            let m = metrics(port)?;
+            (health_lines(&m, &b1_label) == 0).then_some(m)
+        },
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("flowpin_health_backend_state{") && l.contains(&b0_label)),
+        "{m}"
     );
     procs.children.extend(services);
     drop(procs);
