@@ -123,6 +123,8 @@ struct Entry {
 struct Shared {
     entries: Mutex<BTreeMap<Key, Entry>>,
     generation: watch::Sender<u64>,
+    /// The origin of every probe task's tick grid ([`first_tick`]).
+    epoch: tokio::time::Instant,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::HealthMetrics>,
 }
@@ -204,6 +206,7 @@ impl Prober {
             shared: Arc::new(Shared {
                 entries: Mutex::new(BTreeMap::new()),
                 generation: watch::channel(0).0,
+                epoch: tokio::time::Instant::now(),
                 #[cfg(feature = "metrics")]
                 metrics,
             }),
@@ -336,16 +339,45 @@ impl Drop for Prober {
     }
 }
 
-/// One backend's probe loop. The first probe is offset by a hash of the
-/// key (spreads probes over the interval instead of bursting them).
-async fn run(shared: Arc<Shared>, key: Key, check: HealthCheck, target: ProbeTarget) {
-    let interval = check.interval();
+/// Slots per interval of the tick grid ([`first_tick`]).
+const SLOTS: u64 = 20;
+
+/// The first tick of a probe task: on a grid shared by every task of the
+/// prober (`epoch + slot × interval / SLOTS + k × interval`), in the slot a
+/// hash of `key` picks, the first one not before `now`.
+///
+/// The slots spread the probes over the interval (no burst of every probe
+/// at once), and the tasks of one slot wake together: with 300 probes a
+/// second in 20 slots the runtime wakes about 20 times a second for the
+/// ticks instead of 300 (each wake-up is a timer pass, an `epoll_wait` and a
+/// context switch: issue 21's CPU budget).
+fn first_tick(
+    epoch: tokio::time::Instant,
+    now: tokio::time::Instant,
+    interval: Duration,
+    key: &Key,
+) -> tokio::time::Instant {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
-    let ms = u64::try_from(interval.as_millis()).unwrap_or(1).max(1);
-    let offset = Duration::from_millis(h.finish() % ms);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ms = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let slots = SLOTS.min(ms);
+    let mut t = epoch + Duration::from_millis(h.finish() % slots * (ms / slots));
+    if t < now {
+        let behind = u64::try_from((now - t).as_millis()).unwrap_or(u64::MAX);
+        t += Duration::from_millis(behind.div_ceil(ms).saturating_mul(ms));
+    }
+    t
+}
+
+/// One backend's probe loop, on the prober's tick grid ([`first_tick`]);
+/// a late tick is skipped, not shifted, so the task stays on the grid.
+async fn run(shared: Arc<Shared>, key: Key, check: HealthCheck, target: ProbeTarget) {
+    let interval = check.interval();
+    let start = first_tick(shared.epoch, tokio::time::Instant::now(), interval, &key);
+    let mut tick = tokio::time::interval_at(start, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut damper = Damper::new(check.rise, check.fall);
     loop {
         tick.tick().await;
@@ -416,6 +448,31 @@ mod tests {
         // Removing the target stops it.
         prober.set_targets([]).expect("targets");
         assert!(prober.status().backends.is_empty());
+    }
+
+    #[test]
+    fn ticks_fall_on_a_shared_grid_of_slots() {
+        let epoch = tokio::time::Instant::now();
+        let second = Duration::from_secs(1);
+        let vip = Vip::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 7)), 80, Proto::Tcp);
+        let mut slots = std::collections::BTreeSet::new();
+        for i in 0..=255u8 {
+            let key = (vip, IpAddr::V4(Ipv4Addr::new(10, 1, 0, i)));
+            let now = epoch + Duration::from_millis(u64::from(i) * 37);
+            let t = first_tick(epoch, now, second, &key);
+            assert!(t >= now && t < now + second, "{i}: {:?}", t - now);
+            let off = u64::try_from((t - epoch).as_millis()).expect("ms");
+            assert_eq!(off % 50, 0, "{i}: {off} ms is not on a 50 ms slot");
+            slots.insert(off % 1000);
+            // The same key gets the same slot whenever it starts.
+            let later = first_tick(epoch, now + Duration::from_millis(4321), second, &key);
+            assert_eq!((later - t).as_millis() % 1000, 0);
+        }
+        // Spread over (nearly) all 20 slots, never more.
+        assert!(slots.len() >= 18 && slots.len() <= 20, "{slots:?}");
+        // Intervals shorter than SLOTS ms: one slot per ms.
+        let t = first_tick(epoch, epoch, Duration::from_millis(7), &(vip, LO));
+        assert!(t - epoch < Duration::from_millis(7));
     }
 
     /// `/metrics` text of `reg`.
@@ -489,7 +546,10 @@ mod tests {
             "the kept backend lost its series:\n{after}"
         );
         // The counter of disagreement starts is not per backend: it stays.
-        assert!(after.contains("flowpin_health_quorum_disagreements_total 1"), "{after}");
+        assert!(
+            after.contains("flowpin_health_quorum_disagreements_total 1"),
+            "{after}"
+        );
         drop(l);
     }
 }

@@ -69,7 +69,14 @@ fn dual_stack(net: &RoutedLb, n: u8, vip6: Option<Ipv6Addr>) {
     addr(&net.router, v6(n, 1, 1), 64, "rl");
     addr(&net.lb, lb6(n), 64, "l0");
     net.lb
-        .ip(&["-6", "route", "add", "default", "via", &v6(n, 1, 1).to_string()])
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &v6(n, 1, 1).to_string(),
+        ])
         .unwrap();
     for (j, be) in net.backends.iter().enumerate() {
         let gw = v6(n, 0x10 + j as u16, 1);
@@ -177,7 +184,15 @@ async fn wait_states(
 fn run(tag: &str, cfg: RoutedLbConfig, vip: IpAddr) -> (ProbeStats, u64, u64) {
     let n = cfg.subnet;
     let net = RoutedLb::new(tag, &cfg, 2).unwrap();
-    dual_stack(&net, n, if let IpAddr::V6(v) = vip { Some(v) } else { None });
+    dual_stack(
+        &net,
+        n,
+        if let IpAddr::V6(v) = vip {
+            Some(v)
+        } else {
+            None
+        },
+    );
     net.lb
         .ip(&["route", "add", "default", "via", &format!("10.{n}.1.1")])
         .unwrap();
@@ -196,12 +211,8 @@ fn run(tag: &str, cfg: RoutedLbConfig, vip: IpAddr) -> (ProbeStats, u64, u64) {
     let mut threads = serve(&net, 0, vip, &stop);
     threads.extend(serve(&net, 1, vip, &stop));
 
-    let encap = ProbeEncap::load(
-        ProbeEncapConfig::default()
-            .max_backends(64)
-            .src6(lb6(n)),
-    )
-    .unwrap();
+    let encap =
+        ProbeEncap::load(ProbeEncapConfig::default().max_backends(64).src6(lb6(n))).unwrap();
     let _link = net.lb.run(|| encap.attach_ifname("l0")).unwrap().unwrap();
     let routes = Arc::new(TunnelRoutes::new(encap));
 
