@@ -30,7 +30,8 @@
 //! Then the fleet section (`fleet/`): the same data path run by
 //! `flowpin-node lb` / `flowpin-node backend` processes on a real etcd, 3
 //! LBs, its own twelve scenarios (the last four are the health checks':
-//! `hung`, `port closed`, `cut`, `recovers`, see `fleet/health.rs`;
+//! `hung`, `port closed`, `cut`, `recovers`, see `fleet/health.rs`; with
+//! them, the probing's CPU per LB node, `fleet/health_cost.rs`;
 //! `--fleet-only` runs only it, `--no-fleet`
 //! skips it; `FLOWPIN_LAB_FLEET_SCENARIOS="agent,client role"` runs only
 //! the fleet scenarios whose name contains one of these). The lab builds `flowpin-node` through cargo first, in its own

@@ -23,12 +23,15 @@
 //! - the health-check scenarios (`health.rs`, issue 21): an HTTP check on
 //!   the VIP (1 s × fall 3, set for these scenarios only) while a backend's
 //!   service hangs, closes its port, recovers, or one LB's path to it is cut;
+//! - `health_probe_cost` (`health_cost.rs`, with the health rows): what
+//!   probing 100 backends × 3 VIPs at 1 s costs each LB node, % of a core;
 //! - the traffic scenarios (`traffic.rs`), each with and without server_id
 //!   (the VIP's `server_id` flag in the registry), counting broken
 //!   connections to healthy backends and whether all digests agree at the end.
 
 mod agent;
 mod health;
+mod health_cost;
 mod node_bin;
 mod traffic;
 
@@ -88,6 +91,10 @@ pub(crate) struct FleetReport {
     pub(crate) convergence_digests_agree: bool,
     pub(crate) lb_idle_cpu_percent: f64,
     pub(crate) lb_idle_secs: f64,
+    /// What health probing costs each LB node (`health_cost.rs`), with the
+    /// health rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) health_probe_cost: Option<health_cost::ProbeCost>,
     pub(crate) scenarios: Vec<FleetScenario>,
 }
 
@@ -789,6 +796,9 @@ pub(crate) fn run(
     let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpu = (b - a) as f64 / hz / idle * 100.0;
 
+    let health_probe_cost = health_cost::selected(coverage)
+        .then(|| health_cost::measure(&mut f, created))
+        .transpose()?;
     let scenarios = traffic::run_all(&mut f, coverage, connections, created)?;
     progress("tearing down the fleet");
     drop(f);
@@ -801,6 +811,7 @@ pub(crate) fn run(
         convergence_digests_agree: agree,
         lb_idle_cpu_percent: cpu,
         lb_idle_secs: idle,
+        health_probe_cost,
         scenarios,
     })
 }
@@ -818,6 +829,9 @@ pub(crate) fn print_summary(r: &FleetReport, to_stderr: bool) {
     );
     for s in &r.scenarios {
         out.push_str(&s.detail_lines());
+    }
+    if let Some(c) = &r.health_probe_cost {
+        out.push_str(&c.line());
     }
     if to_stderr {
         eprint!("{out}");
