@@ -584,3 +584,44 @@ fn privileged_quic_lb_encrypted_single_and_four_pass_both_engines() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    /// The constant-time engine's single pass (bitsliced AES-128 decryption
+    /// in BPF) under random keys, server IDs and nonces: every CID of the
+    /// independent encoder (`aes` crate) routes to its server on both
+    /// engines, seven configurations (seven keys) per case, each through the
+    /// program and the model.
+    #[test]
+    fn privileged_quic_lb_single_pass_random_keys_both_engines(
+        keys in proptest::collection::vec(any::<[u8; 16]>(), 7),
+        sids in any::<[u32; 4]>(),
+        nonces in proptest::collection::vec(any::<[u8; 12]>(), 4),
+    ) {
+        if !require_bpf("privileged_quic_lb_single_pass_random_keys_both_engines") {
+            return Ok(());
+        }
+        let sids = sids.map(|s| s.max(1));
+        prop_assume!(sids.iter().collect::<std::collections::BTreeSet<_>>().len() == 4);
+        for engine in [AesEngine::ConstantTime, AesEngine::Table] {
+            let confs: Vec<QuicLbConf> = keys
+                .iter()
+                .enumerate()
+                .map(|(id, k)| QuicLbConf::encrypted(id as u8, 4, 12, *k).engine(engine))
+                .collect();
+            let mut fx = fx_declared(VipCid::QuicLb(confs.clone()), sids);
+            for (c, conf) in confs.iter().enumerate() {
+                for (i, &sid) in sids.iter().enumerate() {
+                    let cid = encrypt_cid(conf, &keys[c], sid, &nonces[i]);
+                    let d = fx.check(&udp4(client4(i as u32), 9, vip4(), 443, &short(&cid)));
+                    prop_assert_eq!(
+                        fwd(&d),
+                        (backend4(i as u8 + 1), Route::ServerId),
+                        "{:?} config {} server {:#x}", engine, c, sid
+                    );
+                }
+            }
+            fx.assert_stats();
+        }
+    }
+}

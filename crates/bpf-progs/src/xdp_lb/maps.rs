@@ -122,7 +122,8 @@ pub(crate) fn c_desc(d: &BackendDesc) -> flowpin_backend_desc {
     }
 }
 
-/// A `cid_cfgs` value; the table engine's round keys derived from the key.
+/// A `cid_cfgs` value; the round keys of its AES engine derived from the key
+/// (table: `rk`, `drk`; constant-time: the bitsliced keys in `rk`).
 pub(crate) fn c_cid(e: &CidEntry) -> flowpin_cid_cfg {
     let mut v = flowpin_cid_cfg {
         layout: e.layout,
@@ -137,6 +138,9 @@ pub(crate) fn c_cid(e: &CidEntry) -> flowpin_cid_cfg {
         let (rk, drk) = super::aes_key::round_keys(&e.key.0);
         v.rk = rk;
         v.drk = drk;
+    } else if e.layout == lb::CID_QUIC_LB_ENC {
+        // Constant-time: the bitsliced engine's round keys.
+        v.rk = super::aes_key::bitsliced_round_keys(&e.key.0);
     }
     v
 }
