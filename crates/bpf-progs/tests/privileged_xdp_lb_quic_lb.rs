@@ -625,3 +625,42 @@ proptest! {
         }
     }
 }
+
+/// The single pass needs no kernel crypto context (the bitsliced engine
+/// decrypts with its round keys in `cid_cfgs`): a process that reopened the
+/// pins, which cannot create one, declares a constant-time single-pass
+/// configuration and the program routes its CIDs; a constant-time four-pass
+/// one (kfunc encryptions) is still refused there, naming the way out.
+#[test]
+fn privileged_quic_lb_single_pass_constant_time_from_reopened_pins() {
+    if !require_bpf("privileged_quic_lb_single_pass_constant_time_from_reopened_pins") {
+        return;
+    }
+    let sids = [0x0101_0101, 0x0202_0202, 0x0303_0303, 0x0404_0404];
+    let fx = fx_with(None, 16, sids);
+    let dir = std::path::PathBuf::from("/sys/fs/bpf").join(flowpin_testing::unique_name("qlbct"));
+    fx.lb.pin(&dir).expect("pin");
+    let result = std::panic::catch_unwind(|| {
+        let mut re = flowpin_bpf_progs::xdp_lb::XdpLb::open_pinned(&dir).expect("open_pinned");
+        let key = [0x3c; 16];
+        let one = QuicLbConf::encrypted(2, 4, 12, key).engine(AesEngine::ConstantTime);
+        re.set_vip_cid(&quic_vip(), VipCid::QuicLb(vec![one]))
+            .expect("single pass needs no kernel context");
+        let before = re.vip_stats(&quic_vip()).expect("stats").sid_routed;
+        let nonce = [9u8; 12];
+        let cid = encrypt_cid(&one, &key, sids[2], &nonce);
+        re.test_run(&udp4(client4(7), 9, vip4(), 443, &short(&cid)))
+            .expect("test_run");
+        let after = re.vip_stats(&quic_vip()).expect("stats").sid_routed;
+        assert_eq!(after, before + 1, "routed by its server ID");
+        let four = QuicLbConf::encrypted(3, 4, 8, key).engine(AesEngine::ConstantTime);
+        let e = re
+            .set_vip_cid(&quic_vip(), VipCid::QuicLb(vec![one, four]))
+            .expect_err("four-pass needs the kernel context");
+        assert!(e.to_string().contains("reload"), "{e}");
+    });
+    let _ = flowpin_bpf_progs::xdp_lb::XdpLb::unpin(&dir);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
