@@ -584,3 +584,83 @@ fn privileged_quic_lb_encrypted_single_and_four_pass_both_engines() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    /// The constant-time engine's single pass (bitsliced AES-128 decryption
+    /// in BPF) under random keys, server IDs and nonces: every CID of the
+    /// independent encoder (`aes` crate) routes to its server on both
+    /// engines, seven configurations (seven keys) per case, each through the
+    /// program and the model.
+    #[test]
+    fn privileged_quic_lb_single_pass_random_keys_both_engines(
+        keys in proptest::collection::vec(any::<[u8; 16]>(), 7),
+        sids in any::<[u32; 4]>(),
+        nonces in proptest::collection::vec(any::<[u8; 12]>(), 4),
+    ) {
+        if !require_bpf("privileged_quic_lb_single_pass_random_keys_both_engines") {
+            return Ok(());
+        }
+        let sids = sids.map(|s| s.max(1));
+        prop_assume!(sids.iter().collect::<std::collections::BTreeSet<_>>().len() == 4);
+        for engine in [AesEngine::ConstantTime, AesEngine::Table] {
+            let confs: Vec<QuicLbConf> = keys
+                .iter()
+                .enumerate()
+                .map(|(id, k)| QuicLbConf::encrypted(id as u8, 4, 12, *k).engine(engine))
+                .collect();
+            let mut fx = fx_declared(VipCid::QuicLb(confs.clone()), sids);
+            for (c, conf) in confs.iter().enumerate() {
+                for (i, &sid) in sids.iter().enumerate() {
+                    let cid = encrypt_cid(conf, &keys[c], sid, &nonces[i]);
+                    let d = fx.check(&udp4(client4(i as u32), 9, vip4(), 443, &short(&cid)));
+                    prop_assert_eq!(
+                        fwd(&d),
+                        (backend4(i as u8 + 1), Route::ServerId),
+                        "{:?} config {} server {:#x}", engine, c, sid
+                    );
+                }
+            }
+            fx.assert_stats();
+        }
+    }
+}
+
+/// The single pass needs no kernel crypto context (the bitsliced engine
+/// decrypts with its round keys in `cid_cfgs`): a process that reopened the
+/// pins, which cannot create one, declares a constant-time single-pass
+/// configuration and the program routes its CIDs; a constant-time four-pass
+/// one (kfunc encryptions) is still refused there, naming the way out.
+#[test]
+fn privileged_quic_lb_single_pass_constant_time_from_reopened_pins() {
+    if !require_bpf("privileged_quic_lb_single_pass_constant_time_from_reopened_pins") {
+        return;
+    }
+    let sids = [0x0101_0101, 0x0202_0202, 0x0303_0303, 0x0404_0404];
+    let fx = fx_with(None, 16, sids);
+    let dir = std::path::PathBuf::from("/sys/fs/bpf").join(flowpin_testing::unique_name("qlbct"));
+    fx.lb.pin(&dir).expect("pin");
+    let result = std::panic::catch_unwind(|| {
+        let mut re = flowpin_bpf_progs::xdp_lb::XdpLb::open_pinned(&dir).expect("open_pinned");
+        let key = [0x3c; 16];
+        let one = QuicLbConf::encrypted(2, 4, 12, key).engine(AesEngine::ConstantTime);
+        re.set_vip_cid(&quic_vip(), VipCid::QuicLb(vec![one]))
+            .expect("single pass needs no kernel context");
+        let before = re.vip_stats(&quic_vip()).expect("stats").sid_routed;
+        let nonce = [9u8; 12];
+        let cid = encrypt_cid(&one, &key, sids[2], &nonce);
+        re.test_run(&udp4(client4(7), 9, vip4(), 443, &short(&cid)))
+            .expect("test_run");
+        let after = re.vip_stats(&quic_vip()).expect("stats").sid_routed;
+        assert_eq!(after, before + 1, "routed by its server ID");
+        let four = QuicLbConf::encrypted(3, 4, 8, key).engine(AesEngine::ConstantTime);
+        let e = re
+            .set_vip_cid(&quic_vip(), VipCid::QuicLb(vec![one, four]))
+            .expect_err("four-pass needs the kernel context");
+        assert!(e.to_string().contains("reload"), "{e}");
+    });
+    let _ = flowpin_bpf_progs::xdp_lb::XdpLb::unpin(&dir);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -6,7 +6,7 @@
 //! (`flowpin_registry::lb::desired_of` → `XdpLb::reconcile` → digests),
 //! SIGHUP (reload the TOML), SIGTERM/SIGINT (exit), an HTTP request
 //! (metrics / status), a retry timer armed only after a failed apply, or
-//! the 1 s read of the QUIC-LB configurations (`quic_lb`, etcd only).
+//! the watch on the QUIC-LB configurations (`quic_lb`, etcd only).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -592,6 +592,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 }
             }
             _ = quic_lb_tick.tick() => {
+                if node.quic_lb.tick(&node.cfg).await {
+                    node.apply(&watch.current(), Instant::now());
+                }
+                node.quic_lb.ack(&node.cfg).await;
+            }
+            () = node.quic_lb.changed() => {
                 if node.quic_lb.refresh(&node.cfg).await {
                     node.apply(&watch.current(), Instant::now());
                 }

@@ -6,7 +6,7 @@
 use std::process::{Command, Output};
 
 use flowpin_registry::local_etcd::LocalEtcd;
-use flowpin_registry::quic_lb::QuicLbConfigState;
+use flowpin_registry::quic_lb::{QuicLbConfigState, QuicLbEngine};
 use flowpin_registry::{Proto, Registry, RegistryConfig, Vip};
 use flowpin_testing::unique_name;
 
@@ -181,7 +181,9 @@ fn vip_quic_lb_add_and_retire_against_etcd() {
     );
     let j: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(j["encrypted"], true, "{out}");
+    assert_eq!(j["engine"], "constant-time", "{out}");
     let view = rt.block_on(reg.quic_lb_view()).expect("view");
+    assert_eq!(view.configs[1].spec.engine, QuicLbEngine::ConstantTime);
     let got: Vec<_> = view
         .configs
         .iter()
@@ -199,6 +201,67 @@ fn vip_quic_lb_add_and_retire_against_etcd() {
     assert_eq!(
         view.configs[1].spec.key.map(|k| k.expose_hex()),
         Some(KEY_HEX.to_string())
+    );
+
+    // The table engine, chosen explicitly; an unknown one is refused with
+    // the choices, before anything is written.
+    let out = run(
+        &[
+            "vip",
+            "quic-lb",
+            "add",
+            vip_s,
+            "--id",
+            "2",
+            "--server-id-len",
+            "4",
+            "--nonce-len",
+            "12",
+            "--key-file",
+            key_file.to_str().expect("path"),
+            "--engine",
+            "table",
+        ],
+        None,
+    );
+    assert!(
+        out.contains("added QUIC-LB config 2 of 10.100.0.9:443/udp, encrypted, table AES"),
+        "{out}"
+    );
+    let a = at(&[
+        "vip",
+        "quic-lb",
+        "add",
+        vip_s,
+        "--id",
+        "3",
+        "--server-id-len",
+        "4",
+        "--nonce-len",
+        "12",
+        "--key-file",
+        key_file.to_str().expect("path"),
+        "--engine",
+        "fast",
+    ]);
+    let o = node(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("constant-time") && err.contains("table"),
+        "{err}"
+    );
+    let view = rt.block_on(reg.quic_lb_view()).expect("view");
+    assert_eq!(
+        view.configs
+            .iter()
+            .map(|c| (c.at.config_id, c.spec.engine))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, QuicLbEngine::ConstantTime),
+            (1, QuicLbEngine::ConstantTime),
+            (2, QuicLbEngine::Table)
+        ]
     );
 
     // A taken codepoint is refused with what to do.

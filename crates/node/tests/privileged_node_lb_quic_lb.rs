@@ -7,8 +7,13 @@
 //!    The node starts; as soon as its acknowledgement holds both, the pinned
 //!    maps (read by the test) hold both; `/status` shows the layout and
 //!    codepoints and no key.
+//!    Then configuration 2 (encrypted, `"engine":"table"`) is added: the
+//!    node's watch on `quic_lb/configs/` applies and acknowledges it within
+//!    seconds (the full read runs only every 30 s otherwise), with the table
+//!    engine in the maps and `/status`; a value naming an unknown engine is
+//!    rejected with its reason and never applied.
 //! 2. Configuration 0 is retired: the acknowledgement names its new value.
-//! 3. It is removed (`collect_retired_quic_lb`): the maps keep only 1, and
+//! 3. It is removed (`collect_retired_quic_lb`): the maps keep 1 and 2, and
 //!    the acknowledgement says so.
 //! 4. The node's log never holds the key.
 
@@ -20,10 +25,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_progs::xdp_lb::XdpLb;
-use flowpin_lb_core::VipCid;
+use flowpin_lb_core::{AesEngine, VipCid};
 use flowpin_node::status::LbStatus;
 use flowpin_registry::local_etcd::LocalEtcd;
-use flowpin_registry::quic_lb::{QuicLbConfigRef, QuicLbConfigSpec};
+use flowpin_registry::quic_lb::{QuicLbConfigRef, QuicLbConfigSpec, QuicLbEngine};
 use flowpin_registry::{
     BackendSpec, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
 };
@@ -69,6 +74,19 @@ fn pinned_confs(pin_dir: &Path, vip: &Vip) -> Vec<(u8, u8, u8, bool)> {
         Some(VipCid::QuicLb(c)) => c
             .iter()
             .map(|c| (c.config_id, c.server_id_len, c.nonce_len, c.key.is_some()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The pinned maps' AES engine per codepoint of `vip` (encrypted ones).
+fn pinned_engines(pin_dir: &Path, vip: &Vip) -> Vec<(u8, AesEngine)> {
+    let lb = XdpLb::inspect_pinned(pin_dir).expect("inspect_pinned");
+    match lb.state().vip_cid(vip) {
+        Some(VipCid::QuicLb(c)) => c
+            .iter()
+            .filter(|c| c.key.is_some())
+            .map(|c| (c.config_id, c.engine))
             .collect(),
         _ => Vec::new(),
     }
@@ -229,23 +247,78 @@ port_file = "{pf}"
     let view = rt.block_on(reg.quic_lb_view()).expect("view");
     assert_eq!(view.issuable().len(), 2);
 
+    // 1b. A value with an unknown engine: rejected with its reason, never
+    // applied. Then configuration 2 with the table engine, chosen
+    // explicitly: applied and acknowledged promptly (the watch).
+    let bad_key = format!(
+        "{}quic_lb/configs/udp/10.100.0.7/443/3",
+        reg.layout().prefix()
+    );
+    rt.block_on(reg.etcd().put(
+        bad_key.as_bytes(),
+        format!(r#"{{"server_id_len":4,"nonce_len":12,"key":"{KEY_HEX}","engine":"fast"}}"#),
+        None,
+    ))
+    .expect("put a bad value");
+    let view = rt.block_on(reg.quic_lb_view()).expect("view");
+    let why = view
+        .rejected
+        .iter()
+        .find(|(k, _)| k.ends_with("/443/3"))
+        .map(|(_, why)| why.clone())
+        .expect("the unknown engine is rejected");
+    assert!(
+        why.contains("fast") && why.contains("constant-time") && why.contains("table"),
+        "{why}"
+    );
+    assert!(!why.to_lowercase().contains(KEY_HEX), "key in the reason");
+    let t0 = Instant::now();
+    rt.block_on(reg.put_quic_lb_config(
+        &vip,
+        2,
+        &QuicLbConfigSpec::new(4, 12, Some(key)).with_engine(QuicLbEngine::Table),
+    ))
+    .expect("put config 2");
+    wait_acked(&rt, &reg, &[0, 1, 2]);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "config 2 acknowledged after {took:?}: the watch on quic_lb/configs/ did not wake the node"
+    );
+    assert_eq!(
+        pinned_engines(&pin_dir, &vip),
+        vec![(1, AesEngine::ConstantTime), (2, AesEngine::Table)]
+    );
+    let body = http_get(port, "/status").expect("/status");
+    let st: LbStatus = serde_json::from_str(&body).expect("LbStatus");
+    assert_eq!(
+        st.vips["10.100.0.7:443/udp"]
+            .cid
+            .clone()
+            .expect("cid")
+            .to_string(),
+        "quic-lb 0:sid4+nonce6,1:sid4+nonce12/enc-ct,2:sid4+nonce12/enc-table"
+    );
+    rt.block_on(reg.etcd().delete(bad_key.as_bytes(), None))
+        .expect("delete the bad value");
+
     // 2. Retire 0: the acknowledgement names its new value.
     assert!(rt
         .block_on(reg.retire_quic_lb_config(&vip, 0))
         .expect("retire"));
-    let acked = wait_acked(&rt, &reg, &[0, 1]);
+    let acked = wait_acked(&rt, &reg, &[0, 1, 2]);
     let view = rt.block_on(reg.quic_lb_view()).expect("view");
     assert_eq!(
         view.issuable()
             .iter()
             .map(|c| c.at.config_id)
             .collect::<Vec<_>>(),
-        vec![1],
+        vec![1, 2],
         "a retiring config is not issued; acked {acked:?}"
     );
     assert_eq!(
         pinned_confs(&pin_dir, &vip).len(),
-        2,
+        3,
         "retiring stays routable"
     );
 
@@ -257,8 +330,11 @@ port_file = "{pf}"
         removed.iter().map(|r| r.config_id).collect::<Vec<_>>(),
         vec![0]
     );
-    wait_acked(&rt, &reg, &[1]);
-    assert_eq!(pinned_confs(&pin_dir, &vip), vec![(1, 4, 12, true)]);
+    wait_acked(&rt, &reg, &[1, 2]);
+    assert_eq!(
+        pinned_confs(&pin_dir, &vip),
+        vec![(1, 4, 12, true), (2, 4, 12, true)]
+    );
 
     // 4. The key never reached the log.
     drop(cleanup);
@@ -267,6 +343,7 @@ port_file = "{pf}"
         text.contains("QUIC-LB configurations acknowledged"),
         "{text}"
     );
+    assert!(text.contains("QUIC-LB registry entry rejected"), "{text}");
     assert!(!text.to_lowercase().contains(KEY_HEX), "key in the log");
     drop(host);
 }

@@ -15,6 +15,7 @@ pub mod local_etcd;
 mod model;
 pub mod quic_lb;
 mod quic_lb_etcd;
+mod quic_lb_watch;
 mod registry;
 mod security;
 mod validate;
@@ -29,6 +30,7 @@ pub use model::{
     VipFlags, VipSpec, MAX_WEIGHT,
 };
 pub use quic_lb_etcd::{QuicLbReporter, QuicLbView};
+pub use quic_lb_watch::QuicLbConfigWatch;
 pub use registry::{
     AllocateOptions, Registration, Registry, RegistryConfig, ServerIdClaim, DEFAULT_QUARANTINE,
     MAX_QUARANTINE, MAX_TTL, MIN_TTL,

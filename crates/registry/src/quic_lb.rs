@@ -51,9 +51,62 @@ pub enum QuicLbConfigState {
     Retiring,
 }
 
+/// Which AES-128 engine load balancers decrypt an encrypted configuration's
+/// CIDs with (JSON `"engine"`). The trade-off is documented in
+/// `crates/bpf-progs/README.md` ("Encrypted CIDs in XDP: two engines"):
+/// constant-time is the default; the table engine is faster but leaks key
+/// bits through cache timing to code sharing the CPU caches, so it is an
+/// explicit choice. Any other value is rejected (the configuration is not
+/// applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuicLbEngine {
+    /// Constant-time (`"constant-time"`, the default).
+    #[default]
+    ConstantTime,
+    /// Table-based, faster, NOT constant-time (`"table"`).
+    Table,
+}
+
+impl QuicLbEngine {
+    /// `"constant-time"` or `"table"`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuicLbEngine::ConstantTime => "constant-time",
+            QuicLbEngine::Table => "table",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == QuicLbEngine::ConstantTime
+    }
+}
+
+impl std::str::FromStr for QuicLbEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<QuicLbEngine, String> {
+        match s {
+            "constant-time" => Ok(QuicLbEngine::ConstantTime),
+            "table" => Ok(QuicLbEngine::Table),
+            other => Err(format!(
+                "unknown AES engine {other:?}: use \"constant-time\" (the default) or \"table\" \
+                 (faster, not constant-time)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for QuicLbEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A QUIC-LB configuration of a VIP as stored (the codepoint is in the
 /// key). JSON: `{"server_id_len":2,"nonce_len":6,"key":"<32 hex digits>"}`
-/// (`key` absent: plaintext; `state` absent: active).
+/// (`key` absent: plaintext; `state` absent: active; `engine` absent:
+/// `"constant-time"`, else `"table"`, only with a key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuicLbConfigSpec {
@@ -71,6 +124,10 @@ pub struct QuicLbConfigSpec {
     /// [`Registry::retire_quic_lb_config`](crate::Registry::retire_quic_lb_config)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retiring_since_ms: Option<u64>,
+    /// The AES engine of an encrypted configuration (constant-time unless
+    /// chosen otherwise; a plaintext configuration keeps the default).
+    #[serde(default, skip_serializing_if = "QuicLbEngine::is_default")]
+    pub engine: QuicLbEngine,
 }
 
 mod key_hex {
@@ -106,12 +163,26 @@ impl QuicLbConfigSpec {
             key,
             state: QuicLbConfigState::Active,
             retiring_since_ms: None,
+            engine: QuicLbEngine::ConstantTime,
         }
+    }
+
+    /// The same with AES engine `engine` (for an encrypted configuration).
+    pub fn with_engine(mut self, engine: QuicLbEngine) -> QuicLbConfigSpec {
+        self.engine = engine;
+        self
     }
 
     /// The codec's configuration at codepoint `config_id`, or why not (a
     /// message naming the limit, never the key).
     pub fn config(&self, config_id: u8) -> Result<QuicLbConfig, String> {
+        if self.key.is_none() && self.engine != QuicLbEngine::ConstantTime {
+            return Err(format!(
+                "engine {:?} is for encrypted configurations (with a key); a plaintext one has no \
+                 AES: drop \"engine\" or add a key",
+                self.engine.as_str()
+            ));
+        }
         QuicLbConfig::new(config_id, self.server_id_len, self.nonce_len)
             .map(|c| c.with_key(self.key))
             .map_err(|e| e.to_string())

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use flowpin_registry::quic_lb::{issue_choice, QuicLbConfigSpec, QuicLbConfigState};
+use flowpin_registry::quic_lb::{issue_choice, QuicLbConfigSpec, QuicLbConfigState, QuicLbEngine};
 use flowpin_registry::{Error, Proto, Vip};
 use flowpin_tcp_opt::quic_lb::QuicLbKey;
 use support::{etcd, registry};
@@ -152,4 +152,114 @@ async fn rotation_in_the_drafts_order_on_etcd() {
     let watch = reg.watch().await.expect("watch");
     let snap = watch.current();
     assert_eq!(snap.reject_counts.total(), 0, "{:?}", snap.rejected);
+}
+
+/// A configuration's AES engine on etcd: the table engine chosen
+/// explicitly is stored and read back, the default is constant-time; an
+/// unknown engine or `table` without a key is refused by
+/// `put_quic_lb_config` and, written behind its back, rejected by the view
+/// with the reason (never among the configurations). The config watch
+/// wakes on a configuration's change, not on an acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_are_stored_validated_and_watched() {
+    let Some(etcd) = etcd("engines_are_stored_validated_and_watched").await else {
+        return;
+    };
+    let reg = registry(&etcd.endpoint()).await;
+    let key: QuicLbKey = "8f95f09245765f80256934e50c66207f".parse().expect("key");
+    let mut watch = reg.watch_quic_lb_configs();
+    // The first wake-up: the watch is established.
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .expect("watch established");
+
+    reg.put_quic_lb_config(&vip(), 0, &QuicLbConfigSpec::new(4, 12, Some(key)))
+        .await
+        .expect("put config 0");
+    tokio::time::timeout(Duration::from_secs(2), watch.changed())
+        .await
+        .expect("woken by config 0");
+    reg.put_quic_lb_config(
+        &vip(),
+        1,
+        &QuicLbConfigSpec::new(4, 12, Some(key)).with_engine(QuicLbEngine::Table),
+    )
+    .await
+    .expect("put config 1");
+    tokio::time::timeout(Duration::from_secs(2), watch.changed())
+        .await
+        .expect("woken by config 1");
+    let e = reg
+        .put_quic_lb_config(
+            &vip(),
+            2,
+            &QuicLbConfigSpec::new(4, 12, None).with_engine(QuicLbEngine::Table),
+        )
+        .await
+        .expect_err("table without a key");
+    assert!(e.to_string().contains("encrypted"), "{e}");
+
+    // Behind the registry's back: an unknown engine.
+    let bad = format!(
+        "{}quic_lb/configs/udp/10.0.0.9/443/3",
+        reg.layout().prefix()
+    );
+    reg.etcd()
+        .put(
+            bad.as_bytes(),
+            r#"{"server_id_len":4,"nonce_len":12,"key":"8f95f09245765f80256934e50c66207f","engine":"fast"}"#,
+            None,
+        )
+        .await
+        .expect("raw put");
+    tokio::time::timeout(Duration::from_secs(2), watch.changed())
+        .await
+        .expect("woken by the bad value too");
+    let view = reg.quic_lb_view().await.expect("view");
+    let engines: Vec<(u8, QuicLbEngine)> = view
+        .configs
+        .iter()
+        .map(|c| (c.at.config_id, c.spec.engine))
+        .collect();
+    assert_eq!(
+        engines,
+        vec![(0, QuicLbEngine::ConstantTime), (1, QuicLbEngine::Table)]
+    );
+    assert_eq!(view.rejected.len(), 1, "{:?}", view.rejected);
+    let (k, why) = &view.rejected[0];
+    assert_eq!(k, &bad);
+    assert!(
+        why.contains("fast") && why.contains("constant-time") && why.contains("table"),
+        "{why}"
+    );
+    assert!(!why.contains("8f95f0"), "key in the reason: {why}");
+    // The stored JSON: "engine" only when chosen.
+    let raw = reg
+        .etcd()
+        .get(
+            format!(
+                "{}quic_lb/configs/udp/10.0.0.9/443/0",
+                reg.layout().prefix()
+            ),
+            None,
+        )
+        .await
+        .expect("get");
+    let text = String::from_utf8_lossy(raw.kvs()[0].value()).to_string();
+    assert!(!text.contains("engine"), "{text}");
+
+    // An acknowledgement does not wake it.
+    let lb = reg
+        .quic_lb_acker("lb1", Duration::from_secs(10))
+        .await
+        .expect("acker");
+    lb.set(view.configs.iter().map(|c| c.at))
+        .await
+        .expect("ack");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watch.changed())
+            .await
+            .is_err(),
+        "an acknowledgement woke the config watch"
+    );
 }

@@ -3,10 +3,14 @@
  * xdp_lb: one AES-128 block, the two engines a VIP chooses from
  * (flowpin_cid_cfg.engine):
  *
- * FLOWPIN_AES_CONST_TIME (default): the kernel's crypto kfuncs
- *   bpf_crypto_encrypt/decrypt with an "ecb(aes-fixed-time)" skcipher
- *   context. XDP may not create one (bpf_crypto_ctx_create is for sleepable
- *   programs) nor acquire one (bpf_crypto_ctx_acquire is refused in XDP):
+ * FLOWPIN_AES_CONST_TIME (default): a bitsliced AES-128 in BPF
+ *   (xdp_lb_aes_ct.h: no table, no secret-dependent branch or memory
+ *   access; round keys bitsliced in flowpin_cid_cfg.rk) for decryption, and
+ *   for encryption the kernel's crypto kfuncs bpf_crypto_encrypt with an
+ *   "ecb(aes-fixed-time)" skcipher context (faster for that direction
+ *   here). XDP may not create
+ *   such a context (bpf_crypto_ctx_create is for sleepable programs) nor
+ *   acquire one (bpf_crypto_ctx_acquire is refused in XDP):
  *   user space runs the sleepable SEC("syscall") program xdp_lb_crypto_setup
  *   with the key, which creates the context and stores it as a kptr in
  *   `cid_crypto`; XDP loads the kptr (an RCU pointer: XDP runs under RCU)
@@ -26,6 +30,7 @@
 
 #include "xdp_lb_maps.h"
 #include "xdp_lb_aes_tables.h"
+#include "xdp_lb_aes_ct.h"
 
 /* The kernel's crypto kfuncs (kernel/bpf/crypto.c), weak: a kernel without
  * them loads the program and its constant-time configurations hash. */

@@ -84,6 +84,32 @@ pub(crate) fn round_keys(key: &[u8; 16]) -> ([u32; 44], [u32; 44]) {
     (rk, drk)
 }
 
+/// Round keys of the constant-time bitsliced engine (`xdp_lb_aes_ct.h`),
+/// as stored in `flowpin_cid_cfg.rk`: round key `r` (0..=10) as two 64-bit
+/// words at `rk64[2r]` (planes 0..3) and `rk64[2r + 1]` (planes 4..7), plane
+/// `p` (bit `p` of every byte) in bits `16 * (p % 4)..`, byte `j` of the
+/// round key at bit `j` of its plane; each word in native byte order, split
+/// into two `u32` as they lie in memory.
+pub(crate) fn bitsliced_round_keys(key: &[u8; 16]) -> [u32; 44] {
+    let (rk, _) = round_keys(key);
+    let mut out = [0u32; 44];
+    for r in 0..11 {
+        let mut words = [0u64; 2];
+        for j in 0..16 {
+            let byte = rk[4 * r + j / 4].to_be_bytes()[j % 4];
+            for p in 0..8 {
+                words[p / 4] |= u64::from((byte >> p) & 1) << (16 * (p % 4) + j);
+            }
+        }
+        for (h, w) in words.iter().enumerate() {
+            let b = w.to_ne_bytes();
+            out[4 * r + 2 * h] = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            out[4 * r + 2 * h + 1] = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +127,33 @@ mod tests {
         assert_eq!(drk[..4], rk[40..]);
         assert_eq!(drk[40..], rk[..4]);
         assert_eq!((sbox(0), sbox(0x53)), (0x63, 0xed));
+    }
+
+    #[test]
+    fn bitsliced_keys_hold_every_round_key_bit() {
+        let key = [
+            0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6, 0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf,
+            0x4f, 0x3c,
+        ];
+        let (rk, _) = round_keys(&key);
+        let bk = bitsliced_round_keys(&key);
+        let word = |i: usize| {
+            let (a, b) = (bk[2 * i].to_ne_bytes(), bk[2 * i + 1].to_ne_bytes());
+            u64::from_ne_bytes([a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+        };
+        for r in 0..11 {
+            for j in 0..16 {
+                let byte = rk[4 * r + j / 4].to_be_bytes()[j % 4];
+                let mut got = 0u8;
+                for p in 0..8 {
+                    got |= (((word(2 * r + p / 4) >> (16 * (p % 4) + j)) & 1) as u8) << p;
+                }
+                assert_eq!(got, byte, "round {r} byte {j}");
+            }
+        }
+        // Round 0 is the key itself: byte 0 (0x2b = 0b0010_1011) at bit 0 of
+        // planes 0, 1, 3 and 5.
+        assert_eq!(word(0) & 0x0001_0001_0001_0001, 0x0001_0000_0001_0001);
+        assert_eq!(word(1) & 0x0001_0001_0001_0001, 0x0000_0000_0001_0000);
     }
 }

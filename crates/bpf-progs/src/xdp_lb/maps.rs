@@ -122,7 +122,8 @@ pub(crate) fn c_desc(d: &BackendDesc) -> flowpin_backend_desc {
     }
 }
 
-/// A `cid_cfgs` value; the table engine's round keys derived from the key.
+/// A `cid_cfgs` value; the round keys of its AES engine derived from the key
+/// (table: `rk`, `drk`; constant-time: the bitsliced keys in `rk`).
 pub(crate) fn c_cid(e: &CidEntry) -> flowpin_cid_cfg {
     let mut v = flowpin_cid_cfg {
         layout: e.layout,
@@ -137,6 +138,9 @@ pub(crate) fn c_cid(e: &CidEntry) -> flowpin_cid_cfg {
         let (rk, drk) = super::aes_key::round_keys(&e.key.0);
         v.rk = rk;
         v.drk = drk;
+    } else if e.layout == lb::CID_QUIC_LB_ENC {
+        // Constant-time: the bitsliced engine's round keys.
+        v.rk = super::aes_key::bitsliced_round_keys(&e.key.0);
     }
     v
 }
@@ -185,8 +189,10 @@ impl KernelMaps {
                 "cid_crypto",
                 "install AES context",
                 95,
-                "a process that reopened the pins cannot install constant-time QUIC-LB keys; \
-                 reload the program (XdpLb::load or XdpLb::upgrade) or use AesEngine::Table",
+                "a process that reopened the pins cannot install the kernel AES context of a \
+                 constant-time four-pass QUIC-LB configuration (server ID + nonce other than 16 \
+                 octets); reload the program (XdpLb::load or XdpLb::upgrade) or use \
+                 AesEngine::Table",
             ));
         };
         let mut args = crate::skel::xdp_lb::types::flowpin_crypto_args {
@@ -405,9 +411,15 @@ impl MapWriter for KernelMaps {
             } => {
                 let idx = vip_id * lb::CID_CFGS_PER_VIP + u32::from(*slot);
                 let v = value.as_ref().map_or_else(flowpin_cid_cfg::default, c_cid);
-                let ct = value
-                    .as_ref()
-                    .filter(|e| e.layout == lb::CID_QUIC_LB_ENC && e.engine == lb::AES_CONST_TIME);
+                // The kernel context serves the constant-time encryptions of
+                // the four-pass network; the single pass decrypts with the
+                // bitsliced engine and its round keys in `cid_cfgs` alone.
+                let ct = value.as_ref().filter(|e| {
+                    e.layout == lb::CID_QUIC_LB_ENC
+                        && e.engine == lb::AES_CONST_TIME
+                        && u32::from(e.sid_len) + u32::from(e.nonce_len)
+                            != lb::QUIC_LB_SINGLE_PASS_LEN
+                });
                 // The context exists before the entry that uses it, and
                 // goes after the entry stops using it.
                 if let Some(e) = ct {

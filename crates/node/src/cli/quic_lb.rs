@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use flowpin_registry::lb::vip_name;
-use flowpin_registry::quic_lb::QuicLbConfigSpec;
+use flowpin_registry::quic_lb::{QuicLbConfigSpec, QuicLbEngine};
 use flowpin_registry::Vip;
 use flowpin_tcp_opt::quic_lb::tool::{decode_lines, encode_lines, load_key, QuicLbToolError};
 use flowpin_tcp_opt::quic_lb::QuicLbConfig;
@@ -140,6 +140,11 @@ pub(crate) enum VipQuicLbAction {
         /// Plaintext even if $FLOWPIN_QUIC_LB_KEY is set.
         #[arg(long, conflicts_with = "key_file")]
         plaintext: bool,
+        /// AES engine of an encrypted configuration: `constant-time` (the
+        /// default) or `table` (faster, not constant-time: see
+        /// crates/bpf-progs/README.md, "Encrypted CIDs in XDP: two engines").
+        #[arg(long, value_parser = parse_engine)]
+        engine: Option<QuicLbEngine>,
         /// Where the registry is.
         #[command(flatten)]
         registry: RegistryArgs,
@@ -165,7 +170,13 @@ struct QuicLbWriteOut {
     vip: String,
     config_id: u8,
     encrypted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<&'static str>,
     revision: i64,
+}
+
+fn parse_engine(s: &str) -> Result<QuicLbEngine, String> {
+    s.parse()
 }
 
 /// Runs `vip quic-lb add|retire`.
@@ -178,11 +189,13 @@ pub(crate) async fn vip_action(action: VipQuicLbAction) -> Result<(), CliError> 
             nonce_len,
             key_file,
             plaintext,
+            engine,
             registry,
         } => {
             let key = load_key(key_file.as_deref(), plaintext).map_err(tool)?;
             let reg = super::registry::connect(&registry).await?;
-            let spec = QuicLbConfigSpec::new(server_id_len, nonce_len, key);
+            let spec = QuicLbConfigSpec::new(server_id_len, nonce_len, key)
+                .with_engine(engine.unwrap_or_default());
             let revision = reg.put_quic_lb_config(&vip, id, &spec).await?;
             (
                 QuicLbWriteOut {
@@ -190,6 +203,7 @@ pub(crate) async fn vip_action(action: VipQuicLbAction) -> Result<(), CliError> 
                     vip: vip_name(&vip),
                     config_id: id,
                     encrypted: Some(key.is_some()),
+                    engine: key.map(|_| engine.unwrap_or_default().as_str()),
                     revision,
                 },
                 registry.json,
@@ -209,6 +223,7 @@ pub(crate) async fn vip_action(action: VipQuicLbAction) -> Result<(), CliError> 
                     vip: vip_name(&vip),
                     config_id: id,
                     encrypted: None,
+                    engine: None,
                     revision: 0,
                 },
                 registry.json,
@@ -218,10 +233,11 @@ pub(crate) async fn vip_action(action: VipQuicLbAction) -> Result<(), CliError> 
     if json {
         return print_json(&out);
     }
-    let enc = match out.encrypted {
-        Some(true) => ", encrypted",
-        Some(false) => ", plaintext",
-        None => "",
+    let enc = match (out.encrypted, out.engine) {
+        (Some(true), Some(engine)) => format!(", encrypted, {engine} AES"),
+        (Some(true), None) => ", encrypted".to_string(),
+        (Some(false), _) => ", plaintext".to_string(),
+        (None, _) => String::new(),
     };
     println!(
         "{} QUIC-LB config {} of {}{enc}{}",

@@ -1,5 +1,7 @@
 //! The VIPs' QUIC-LB configurations (issue 22): read from the registry
-//! (`quic_lb/configs/…`, beside the routing snapshot), declared in the
+//! (`quic_lb/configs/…`, beside the routing snapshot) whenever its watch on
+//! that prefix wakes ([`QuicLbConfigWatch`]; read again every
+//! [`RESYNC`] as well, and every [`POLL`] while no watch runs), declared in the
 //! desired state ([`apply_to_desired`]: layout [`VipCid::QuicLb`]), and
 //! acknowledged under this LB's lease (`quic_lb/acks/{lb}`) only once a
 //! reconcile wrote them into the maps — the draft's order: servers issue
@@ -11,16 +13,20 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use flowpin_lb_core::{AesEngine, Desired};
+use flowpin_lb_core::Desired;
 use flowpin_registry::quic_lb::{apply_to_desired, QuicLbConfigRef, StoredQuicLbConfig};
-use flowpin_registry::{QuicLbReporter, Registry};
+use flowpin_registry::{QuicLbConfigWatch, QuicLbReporter, Registry};
 use tracing::{info, warn};
 
 use crate::config::LbConfig;
 
-/// How often the configurations are read again (the routing watch does not
-/// cover `quic_lb/`).
+/// The tick of the acknowledgement retries, and of the reads while no watch
+/// runs (registry unreachable at start).
 pub(super) const POLL: Duration = Duration::from_secs(1);
+
+/// With the watch running, the configurations are still read this often (a
+/// safety net: the watch wakes on every change).
+pub(super) const RESYNC: Duration = Duration::from_secs(30);
 
 /// The acknowledgement lease's TTL.
 const ACK_TTL: Duration = Duration::from_secs(10);
@@ -40,6 +46,10 @@ pub(super) struct QuicLb {
     acked: Option<BTreeSet<QuicLbConfigRef>>,
     /// Skipped configurations already logged (logged once each).
     skipped_logged: BTreeSet<QuicLbConfigRef>,
+    /// Wakes on changes under `quic_lb/configs/`.
+    watch: Option<QuicLbConfigWatch>,
+    /// When the configurations were last read.
+    last_read: Option<std::time::Instant>,
 }
 
 /// This LB's name in `quic_lb/acks/{lb}`: `{hostname}-{interface}`.
@@ -51,6 +61,22 @@ fn lb_name(cfg: &LbConfig) -> String {
 }
 
 impl QuicLb {
+    /// Waits for the watch on `quic_lb/configs/` (forever while there is
+    /// none: the [`POLL`] tick reads then).
+    pub(super) async fn changed(&mut self) {
+        match &mut self.watch {
+            Some(w) => w.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The [`POLL`] tick: reads the configurations if no watch runs or the
+    /// last read is older than [`RESYNC`]. Returns whether they changed.
+    pub(super) async fn tick(&mut self, cfg: &LbConfig) -> bool {
+        let due = self.watch.is_none() || self.last_read.is_none_or(|t| t.elapsed() >= RESYNC);
+        due && self.refresh(cfg).await
+    }
+
     /// Reads the configurations again (etcd registries only; a registry
     /// file has none). Returns whether they changed.
     pub(super) async fn refresh(&mut self, cfg: &LbConfig) -> bool {
@@ -76,6 +102,9 @@ impl QuicLb {
         let Some(reg) = &self.registry else {
             return false;
         };
+        if self.watch.is_none() {
+            self.watch = Some(reg.watch_quic_lb_configs());
+        }
         let view = match reg.quic_lb_view().await {
             Ok(v) => v,
             Err(e) => {
@@ -83,6 +112,7 @@ impl QuicLb {
                 return false;
             }
         };
+        self.last_read = Some(std::time::Instant::now());
         for (key, why) in &view.rejected {
             warn!(key = %key, reason = %why, "QUIC-LB registry entry rejected");
         }
@@ -97,6 +127,7 @@ impl QuicLb {
                     server_id_len = c.spec.server_id_len,
                     nonce_len = c.spec.nonce_len,
                     encrypted = c.spec.key.is_some(),
+                    engine = %c.spec.engine,
                     state = ?c.spec.state,
                     "QUIC-LB configuration read"
                 );
@@ -106,10 +137,10 @@ impl QuicLb {
         changed
     }
 
-    /// Declares the configurations in `desired` (constant-time AES for
-    /// encrypted ones).
+    /// Declares the configurations in `desired` (encrypted ones with the
+    /// AES engine each names: constant-time unless "table" was chosen).
     pub(super) fn apply_to(&mut self, desired: &mut Desired) {
-        let skipped = apply_to_desired(desired, &self.configs, AesEngine::ConstantTime);
+        let skipped = apply_to_desired(desired, &self.configs);
         let skipped_refs: BTreeSet<_> = skipped.iter().map(|(c, _)| c.at).collect();
         for (c, why) in &skipped {
             if self.skipped_logged.insert(c.at) {

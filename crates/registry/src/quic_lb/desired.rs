@@ -2,7 +2,7 @@
 
 use flowpin_lb_core::{AesEngine, Desired, QuicLbConf, VipCid};
 
-use super::StoredQuicLbConfig;
+use super::{QuicLbEngine, StoredQuicLbConfig};
 
 /// `xdp_lb` routes server IDs of at most this many octets (a flowpin
 /// server_id is 32 bits).
@@ -11,14 +11,14 @@ pub const XDP_LB_MAX_SID_LEN: usize = 4;
 /// Declares, for every VIP of `desired` that has configurations in
 /// `configs` (the [`routable`](super::routable) ones: active and
 /// retiring), the layout [`VipCid::QuicLb`] with them; other VIPs keep
-/// theirs. Encrypted configurations use `engine` (constant-time by
-/// default: [`AesEngine::ConstantTime`]). Configurations the data path
+/// theirs. Encrypted configurations use the AES engine each one names
+/// ([`QuicLbConfigSpec::engine`](super::QuicLbConfigSpec::engine):
+/// constant-time unless `"table"` was chosen). Configurations the data path
 /// cannot route (server ID above 4 octets) or of VIPs not in `desired` are
 /// left out and returned with the reason.
 pub fn apply_to_desired(
     desired: &mut Desired,
     configs: &[StoredQuicLbConfig],
-    engine: AesEngine,
 ) -> Vec<(StoredQuicLbConfig, String)> {
     let mut skipped = Vec::new();
     for c in configs {
@@ -41,7 +41,10 @@ pub fn apply_to_desired(
             server_id_len: c.spec.server_id_len,
             nonce_len: c.spec.nonce_len,
             key: c.spec.key.map(|k| flowpin_lb_core::QuicLbKey(*k.expose())),
-            engine,
+            engine: match c.spec.engine {
+                QuicLbEngine::ConstantTime => AesEngine::ConstantTime,
+                QuicLbEngine::Table => AesEngine::Table,
+            },
         };
         match &mut vip.cid {
             VipCid::QuicLb(confs) => {

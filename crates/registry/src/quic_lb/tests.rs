@@ -224,21 +224,53 @@ fn configs_become_the_vips_quic_lb_layout() {
     wide.spec.server_id_len = 5;
     wide.config = wide.spec.config(2).unwrap();
     let elsewhere = stored(9, 0, 40, QuicLbConfigState::Active, None);
-    let skipped = apply_to_desired(
-        &mut desired,
-        &[enc, plain, wide, elsewhere],
-        AesEngine::Table,
-    );
+    let mut table = stored(1, 3, 50, QuicLbConfigState::Active, None);
+    table.spec.engine = QuicLbEngine::Table;
+    let skipped = apply_to_desired(&mut desired, &[enc, plain, wide, elsewhere, table]);
     assert_eq!(skipped.len(), 2, "{skipped:?}");
     let VipCid::QuicLb(confs) = &desired.vips[&vip(1)].cid else {
         panic!("QUIC-LB layout expected");
     };
     assert_eq!(
         confs.iter().map(|c| c.config_id).collect::<Vec<_>>(),
-        vec![0, 1]
+        vec![0, 1, 3]
     );
     assert_eq!(confs[0].key, None);
     assert_eq!(confs[1].key, Some(flowpin_lb_core::QuicLbKey([1; 16])));
-    assert_eq!(confs[1].engine, AesEngine::Table);
+    // Each configuration its own engine: constant-time unless chosen.
+    assert_eq!(confs[1].engine, AesEngine::ConstantTime);
+    assert_eq!(confs[2].engine, AesEngine::Table);
     assert!(desired.vips[&vip(1)].cid.check().is_ok());
+}
+
+#[test]
+fn the_engine_is_stored_only_when_chosen_and_unknown_ones_are_refused() {
+    let key = Some(QuicLbKey::new([7; 16]));
+    let ct = QuicLbConfigSpec::new(4, 12, key);
+    let json = serde_json::to_string(&ct).unwrap();
+    assert!(!json.contains("engine"), "{json}");
+    let table = ct.with_engine(QuicLbEngine::Table);
+    let json = serde_json::to_string(&table).unwrap();
+    assert!(json.contains(r#""engine":"table""#), "{json}");
+    let back: QuicLbConfigSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.engine, QuicLbEngine::Table);
+    let explicit: QuicLbConfigSpec =
+        serde_json::from_str(&json.replace("table", "constant-time")).unwrap();
+    assert_eq!(explicit.engine, QuicLbEngine::ConstantTime);
+    // An unknown engine does not parse; the error names the choices.
+    let e = serde_json::from_str::<QuicLbConfigSpec>(&json.replace("table", "fast"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("constant-time") && e.contains("table"), "{e}");
+    assert!(!e.contains("0707070707"), "key in the error: {e}");
+    // The table engine without a key is refused by validation.
+    let plain = QuicLbConfigSpec::new(4, 12, None).with_engine(QuicLbEngine::Table);
+    let e = plain.config(1).unwrap_err();
+    assert!(e.contains("encrypted"), "{e}");
+    assert!(QuicLbConfigSpec::new(4, 12, None).config(1).is_ok());
+    assert_eq!("table".parse::<QuicLbEngine>(), Ok(QuicLbEngine::Table));
+    assert!("TABLE"
+        .parse::<QuicLbEngine>()
+        .unwrap_err()
+        .contains("constant-time"));
 }
