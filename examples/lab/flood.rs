@@ -73,7 +73,7 @@ const RING_CHANGE_AFTER: Duration = Duration::from_secs(2);
 /// not admit goes on to the backends as a plain flood.
 const SEED_PPS: u64 = 2_000;
 /// Flood frames circulating in the XDP loops at most (both LBs together).
-const LOOP_FRAMES: u32 = 64;
+const LOOP_FRAMES: u32 = 8;
 /// [`LOOP_FRAMES`], or `LAB_FLOOD_LOOP_FRAMES` (at most 192: the veth
 /// rings hold 256 frames).
 fn loop_frames() -> u32 {
@@ -83,7 +83,7 @@ fn loop_frames() -> u32 {
         .map_or(LOOP_FRAMES, |n: u32| n.min(192))
 }
 /// A loop frame goes on to its backend after this many laps.
-const LOOP_LAPS: u32 = 16_384;
+const LOOP_LAPS: u32 = 32_767;
 /// A legitimate new flow succeeds if its exchange completes within this.
 const NEW_FLOW_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -336,6 +336,7 @@ pub(crate) fn run_once(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(SEED_PPS);
+    debug_drops(&run, topo, "before flood")?;
     let flood_loop = FloodLoop::start(topo)?;
     let flood = Flood::start(&topo.client, target, kind, max_pps)?;
     let t0 = Instant::now();
@@ -354,6 +355,7 @@ pub(crate) fn run_once(
     let sent = flood.stop()?;
     let secs = t0.elapsed().as_secs_f64();
     let (looped, in_flight) = flood_loop.drain()?;
+    debug_drops(&run, topo, "after drain")?;
     let (legit_tried, legit_ok) = prober.stop()?;
     let g1 = sum_global(&lbs)?;
     let (p1, _) = vip_packets(&lbs, &vip)?;
@@ -387,6 +389,7 @@ pub(crate) fn run_once(
     // Long enough for a stalled ping to be detected.
     pause(STALL_AFTER + Duration::from_millis(300))?;
     let reports = legit.finish();
+    debug_drops(&run, topo, "end")?;
     let (_, sid_routed) = vip_packets(&lbs, &vip)?;
     let lb_drops = {
         let g = sum_global(&lbs)?;
@@ -455,6 +458,51 @@ impl Drop for FloodLoop<'_> {
     fn drop(&mut self) {
         let _ = self.topo.set_router_lb_program(None);
     }
+}
+
+fn debug_drops(run: &Run, topo: &Topology, when: &str) -> Result<(), Error> {
+    if std::env::var_os("LAB_FLOOD_DEBUG").is_none() {
+        return Ok(());
+    }
+    let mut line = format!("DEBUG drops {when}:");
+    for (j, be) in topo.backends.iter().enumerate() {
+        let snmp = be.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        if let [h, v] = udp[..] {
+            for (k, val) in h.split_whitespace().zip(v.split_whitespace()) {
+                if k == "RcvbufErrors" {
+                    line.push_str(&format!(" be{j}.{k}={val}"));
+                }
+            }
+        }
+    }
+    for (ns, name) in [
+        (&topo.router, "r-lb1"),
+        (&topo.router, "r-lb2"),
+        (&topo.lbs[0], "eth0"),
+        (&topo.lbs[1], "eth0"),
+    ] {
+        let out = ns.ip(&["-s", "-s", "link", "show", "dev", name])?;
+        let t = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<&str> = t.lines().map(str::trim).collect();
+        // RX: bytes packets errors dropped ...; the line after is the values.
+        let mut vals = Vec::new();
+        for (k, l) in lines.iter().enumerate() {
+            if l.starts_with("RX:") || l.starts_with("TX:") {
+                if let Some(v) = lines.get(k + 1) {
+                    let f: Vec<&str> = v.split_whitespace().collect();
+                    vals.push(format!(
+                        "{}drop={}",
+                        &l[..2],
+                        f.get(3).copied().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        line.push_str(&format!(" | {}/{name} {}", ns.name(), vals.join(",")));
+    }
+    run.progress(line);
+    Ok(())
 }
 
 /// Opens legitimate new flows one after another during the flood.
@@ -588,6 +636,31 @@ fn parse_udp_reply(b: &[u8]) -> Option<(u16, u32, u64)> {
     ))
 }
 
+/// A 4 MiB receive buffer (`SO_RCVBUFFORCE`: the lab runs as root): the
+/// servers are threads of the lab, which the flood's CPU load can keep off
+/// a CPU for a while; the default buffer (~200 small datagrams) then
+/// overflows with the long-lived flows' pings and the flood frames that
+/// reach the backends, and the lab would count the servers' losses as
+/// broken flows.
+fn big_receive_buffer(s: &UdpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let bytes: nix::libc::c_int = 4 << 20;
+    // SAFETY: setsockopt(2) on a socket we own, with an int option value of the stated size.
+    let r = unsafe {
+        nix::libc::setsockopt(
+            s.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_RCVBUFFORCE,
+            (&bytes as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The backends' UDP servers (threads of the lab in each backend's
 /// namespace, bound to VIP:443): answer a ping with their index, their
 /// server_id and the ping's sequence; ignore anything else (the flood).
@@ -604,6 +677,7 @@ impl UdpServers {
             let sock = ns.run(|| -> std::io::Result<UdpSocket> {
                 let s = UdpSocket::bind(SocketAddr::from((topo::VIP, UDP_PORT)))?;
                 s.set_read_timeout(Some(Duration::from_millis(50)))?;
+                big_receive_buffer(&s)?;
                 Ok(s)
             })??;
             let stop2 = stop.clone();
