@@ -157,11 +157,11 @@ pub mod sockops_server_id;
 pub mod xdp_attach;
 #[cfg(feature = "xdp-decap")]
 pub mod xdp_decap;
+#[cfg(feature = "xdp-flood")]
+pub mod xdp_flood;
 #[cfg(feature = "xdp-lb")]
 pub mod xdp_lb;
 #[cfg(feature = "xdp-pass")]
 pub mod xdp_pass;
-#[cfg(feature = "xdp-flood")]
-pub mod xdp_flood;
 #[cfg(feature = "xdp-reflect")]
 pub mod xdp_reflect;

@@ -24,7 +24,9 @@ fn inner(src: Ipv4Addr, sport: u16, udp: bool, id: u16) -> Vec<u8> {
     let mut v = Vec::new();
     let b = PacketBuilder::ipv4(src.octets(), VIP.octets(), 63);
     if udp {
-        b.udp(sport, 443).write(&mut v, &[0xc0, 0, 0, 0, 1]).unwrap();
+        b.udp(sport, 443)
+            .write(&mut v, &[0xc0, 0, 0, 0, 1])
+            .unwrap();
     } else {
         b.tcp(sport, 8080, 0x1234_5678, 64240)
             .syn()
@@ -125,7 +127,10 @@ fn privileged_xdp_flood_sends_a_flood_frame_back_as_a_new_flood_packet() {
         assert_eq!(id2, 0x8002);
         assert_eq!(f.in_flight().unwrap(), 1, "still one frame in the loop");
         let s = f.stats().unwrap();
-        assert_eq!((s.admitted, s.reflected, s.seeds_passed, s.other), (1, 2, 0, 0));
+        assert_eq!(
+            (s.admitted, s.reflected, s.seeds_passed, s.other),
+            (1, 2, 0, 0)
+        );
     }
 }
 
@@ -180,7 +185,10 @@ fn privileged_xdp_flood_passes_legit_short_and_malformed_frames_untouched() {
     }
     assert_eq!(f.in_flight().unwrap(), 0);
     let s = f.stats().unwrap();
-    assert_eq!((s.other, s.reflected, s.admitted), (frames.len() as u64, 0, 0));
+    assert_eq!(
+        (s.other, s.reflected, s.admitted),
+        (frames.len() as u64, 0, 0)
+    );
 }
 
 #[test]
@@ -216,7 +224,13 @@ fn privileged_xdp_flood_caps_the_population_retires_after_laps_and_drains() {
     assert_eq!(f.test_run(&seed).unwrap().verdict, XdpVerdict::Pass);
     let s = f.stats().unwrap();
     assert_eq!(
-        (s.admitted, s.reflected, s.seeds_passed, s.retired, s.drained),
+        (
+            s.admitted,
+            s.reflected,
+            s.seeds_passed,
+            s.retired,
+            s.drained
+        ),
         (2, 3, 3, 1, 1)
     );
     f.reset_in_flight().unwrap();
@@ -232,7 +246,10 @@ fn xdp_flood_config_is_checked() {
         XdpFloodConfig::default().spoofed(Ipv4Addr::new(198, 18, 0, 0), 33),
     ];
     for c in bad {
-        assert!(matches!(c.value(), Err(XdpFloodError::InvalidConfig(_))), "{c:?}");
+        assert!(
+            matches!(c.value(), Err(XdpFloodError::InvalidConfig(_))),
+            "{c:?}"
+        );
     }
     let v = XdpFloodConfig::default().value().unwrap();
     let word = |i: usize| u32::from_ne_bytes(v[i * 4..i * 4 + 4].try_into().unwrap());
