@@ -460,6 +460,9 @@ impl Drop for FloodLoop<'_> {
     }
 }
 
+/// With `LAB_FLOOD_DEBUG` set: the backends' UDP receive-buffer drops and
+/// the drop counters of the veths between the router and the LBs (and
+/// their `ethtool -S` drop/error counters when ethtool is installed).
 fn debug_drops(run: &Run, topo: &Topology, when: &str) -> Result<(), Error> {
     if std::env::var_os("LAB_FLOOD_DEBUG").is_none() {
         return Ok(());
@@ -500,6 +503,18 @@ fn debug_drops(run: &Run, topo: &Topology, when: &str) -> Result<(), Error> {
             }
         }
         line.push_str(&format!(" | {}/{name} {}", ns.name(), vals.join(",")));
+        // The veth's own counters (XDP_TX errors, ring drops), if ethtool is installed.
+        if let Ok(o) = std::process::Command::new("ip")
+            .args(["netns", "exec", ns.name(), "ethtool", "-S", name])
+            .output()
+        {
+            let t = String::from_utf8_lossy(&o.stdout).to_string();
+            for l in t.lines().map(str::trim) {
+                if !l.ends_with(": 0") && (l.contains("drop") || l.contains("err")) {
+                    line.push_str(&format!(" [{l}]"));
+                }
+            }
+        }
     }
     run.progress(line);
     Ok(())
