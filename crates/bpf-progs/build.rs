@@ -8,6 +8,7 @@
 //! | `xdp-decap` | `xdp_decap` |
 //! | `xdp-pass` | `xdp_pass` |
 //! | `xdp-reflect` | `xdp_reflect` (bench loop; not a default feature) |
+//! | `xdp-flood` | `xdp_flood` (the lab's flood loop; not a default feature) |
 //! | `sockops` | `sockops_server_id` |
 //! | `reuseport` | `sk_reuseport_select` |
 //! | `sk-lookup` | `sk_lookup` |
@@ -73,6 +74,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("sk_reuseport_select", "REUSEPORT"),
     ("sockops_server_id", "SOCKOPS"),
     ("xdp_decap", "XDP_DECAP"),
+    ("xdp_flood", "XDP_FLOOD"),
     ("xdp_lb", "XDP_LB"),
     ("xdp_pass", "XDP_PASS"),
     ("xdp_reflect", "XDP_REFLECT"),

@@ -12,16 +12,31 @@
 //!
 //! Each run: fresh LBs with a small connection table ([`TABLE_BYTES`], so
 //! the flood inserts many times its size), the long-lived flows open and
-//! confirmed, then the flood ([`crate::flood_gen`], from the client
-//! namespace) for [`FLOOD`]; [`RING_CHANGE_AFTER`] into it backend 5 joins
-//! the ring on both LBs. Meanwhile a prober opens legitimate new
-//! connections (or UDP flows) one after another and counts those that
-//! complete an exchange. The row reports broken long-lived flows (the
-//! table keeps them: 0 expected with **and** without server_id), the share
-//! of legitimate new flows that succeeded, the LBs' confirmed evictions
-//! (0 expected), and the offered (sent by the generator) and received
-//! (VIP packets the LBs saw) rates. The lab fails on a broken flow or a
-//! confirmed eviction ([`failures`]).
+//! confirmed, then the flood for [`FLOOD`]; [`RING_CHANGE_AFTER`] into it
+//! backend 5 joins the ring on both LBs. Meanwhile a prober opens
+//! legitimate new connections (or UDP flows) one after another and counts
+//! those that complete an exchange.
+//!
+//! The flood is an XDP loop seeded from the client namespace: the
+//! generator ([`crate::flood_gen`], `AF_PACKET`, paced to [`SEED_PPS`])
+//! sends spoofed frames to the VIP; the router forwards them to the LBs;
+//! on the router's veth end facing each LB, where the LB's `XDP_TX` output
+//! lands, `xdp_flood` (instead of `xdp_pass`) admits up to [`LOOP_FRAMES`]
+//! of them into a loop: each time the LB sends one out encapsulated, it is
+//! turned straight back into a new spoofed SYN (UDP datagram) to the VIP
+//! and `XDP_TX`ed to the LB, without the kernel stack. Legitimate traffic
+//! passes untouched; seeds beyond the cap, and loop frames after
+//! [`LOOP_LAPS`] laps, go on to the backends. The frames in flight stay far
+//! below the veth rings (256 frames), so the loop never crowds legitimate
+//! packets out of a ring.
+//!
+//! The row reports broken long-lived flows (the table keeps them: 0
+//! expected with **and** without server_id), the share of legitimate new
+//! flows that succeeded, the LBs' confirmed evictions (0 expected), and
+//! the rates: offered (flood frames sent to the LBs: the generator's plus
+//! the loop's), received (VIP packets the LBs processed), and what went on
+//! to the backends. The lab fails on a broken flow or a confirmed
+//! eviction ([`failures`]).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -30,6 +45,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use flowpin_bpf_progs::xdp_flood::{FloodMode, FloodStats, XdpFlood, XdpFloodConfig};
 use flowpin_bpf_progs::xdp_lb::{LbStats, Proto, Vip, VipFlags, XdpLb, XdpLbConfig, CONN_WAYS};
 use flowpin_tcp_opt::{encode_cid, CidLayout, ServerId};
 use flowpin_testing::NetNs;
@@ -52,6 +68,22 @@ const TABLE_BYTES: u64 = 1 << 18;
 const FLOOD: Duration = Duration::from_secs(6);
 /// When, into the flood, backend 5 joins the ring.
 const RING_CHANGE_AFTER: Duration = Duration::from_secs(2);
+/// The generator's rate (frames per second; `LAB_FLOOD_MAX_PPS` overrides,
+/// 0 unpaced): it only seeds the loop and tops it up, and what the loop does
+/// not admit goes on to the backends as a plain flood.
+const SEED_PPS: u64 = 2_000;
+/// Flood frames circulating in the XDP loops at most (both LBs together).
+const LOOP_FRAMES: u32 = 8;
+/// [`LOOP_FRAMES`], or `LAB_FLOOD_LOOP_FRAMES` (at most 192: the veth
+/// rings hold 256 frames).
+fn loop_frames() -> u32 {
+    std::env::var("LAB_FLOOD_LOOP_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(LOOP_FRAMES, |n: u32| n.min(192))
+}
+/// A loop frame goes on to its backend after this many laps.
+const LOOP_LAPS: u32 = 32_767;
 /// A legitimate new flow succeeds if its exchange completes within this.
 const NEW_FLOW_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -108,10 +140,20 @@ pub(crate) struct FloodFigures {
     /// exchange during the floods, over those tried.
     pub(crate) legit_new_success_ratio: f64,
     pub(crate) legit_new_tried: u64,
-    /// Frames the generator sent per second (mean of both runs).
+    /// Flood frames sent to the LBs per second: the generator's and the
+    /// XDP loop's (mean of both runs).
     pub(crate) flood_offered_pps: f64,
     /// VIP packets the LBs received per second during the floods (mean of both runs).
     pub(crate) flood_received_pps: f64,
+    /// Of the offered rate: the generator's `AF_PACKET` frames per second.
+    pub(crate) flood_generator_pps: f64,
+    /// Of the offered rate: loop frames sent back to the LBs per second.
+    pub(crate) flood_loop_pps: f64,
+    /// Flood frames that went on to the backends per second (seeds the
+    /// loop did not admit, loop frames after their laps).
+    pub(crate) flood_to_backends_pps: f64,
+    /// The loops' population cap (frames in flight, both LBs).
+    pub(crate) flood_loop_frames: u32,
     /// Connection-table entries per LB (sets × ways).
     pub(crate) table_entries: u64,
     /// Flows an LB inserted over its table size, per run (mean over LBs and runs).
@@ -128,6 +170,9 @@ pub(crate) struct FloodRun {
     legit_ok: u64,
     offered_pps: f64,
     received_pps: f64,
+    generator_pps: f64,
+    loop_pps: f64,
+    to_backends_pps: f64,
     table_entries: u64,
 }
 
@@ -148,6 +193,10 @@ impl FloodFigures {
             legit_new_tried: tried,
             flood_offered_pps: (a.offered_pps + b.offered_pps) / 2.0,
             flood_received_pps: (a.received_pps + b.received_pps) / 2.0,
+            flood_generator_pps: (a.generator_pps + b.generator_pps) / 2.0,
+            flood_loop_pps: (a.loop_pps + b.loop_pps) / 2.0,
+            flood_to_backends_pps: (a.to_backends_pps + b.to_backends_pps) / 2.0,
+            flood_loop_frames: loop_frames(),
             table_entries: entries,
             flood_table_turnovers: (a.new_flows + b.new_flows) as f64
                 / (2 * topo::LBS) as f64
@@ -286,7 +335,9 @@ pub(crate) fn run_once(
     let max_pps = std::env::var("LAB_FLOOD_MAX_PPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(SEED_PPS);
+    debug_drops(&run, topo, "before flood")?;
+    let flood_loop = FloodLoop::start(topo)?;
     let flood = Flood::start(&topo.client, target, kind, max_pps)?;
     let t0 = Instant::now();
     let prober = Prober::start(&topo.client, s)?;
@@ -303,6 +354,8 @@ pub(crate) fn run_once(
     pause(FLOOD.saturating_sub(t0.elapsed()))?;
     let sent = flood.stop()?;
     let secs = t0.elapsed().as_secs_f64();
+    let (looped, in_flight) = flood_loop.drain()?;
+    debug_drops(&run, topo, "after drain")?;
     let (legit_tried, legit_ok) = prober.stop()?;
     let g1 = sum_global(&lbs)?;
     let (p1, _) = vip_packets(&lbs, &vip)?;
@@ -312,16 +365,22 @@ pub(crate) fn run_once(
         new_flows: g1.new_flows - g0.new_flows,
         legit_tried,
         legit_ok,
-        offered_pps: sent.pps(),
+        offered_pps: (sent.packets + looped.reflected) as f64 / secs,
         received_pps: (p1 - p0) as f64 / secs,
+        generator_pps: sent.pps(),
+        loop_pps: looped.reflected as f64 / secs,
+        to_backends_pps: (looped.seeds_passed + looped.retired) as f64 / secs,
         table_entries,
     };
     run.progress(format!(
-        "flood over: offered {:.0} pkt/s ({} frames in {:.1} s), the LBs received {:.0} VIP pkt/s; {} new flows inserted ({:.1}x the table per LB), {} probation / {} confirmed evictions; legitimate new flows {legit_ok}/{legit_tried} succeeded",
+        "flood over: offered {:.0} pkt/s ({} generator frames and {} loop frames in {:.1} s; {} seeds joined the loop, {in_flight} in flight at the end), the LBs received {:.0} VIP pkt/s, {:.0} pkt/s went on to the backends; {} new flows inserted ({:.1}x the table per LB), {} probation / {} confirmed evictions; legitimate new flows {legit_ok}/{legit_tried} succeeded",
         fr.offered_pps,
         sent.packets,
-        sent.secs,
+        looped.reflected,
+        secs,
+        looped.admitted,
         fr.received_pps,
+        fr.to_backends_pps,
         fr.new_flows,
         fr.new_flows as f64 / (table_entries.max(1) * topo::LBS as u64) as f64,
         fr.probation_evictions,
@@ -330,11 +389,13 @@ pub(crate) fn run_once(
     // Long enough for a stalled ping to be detected.
     pause(STALL_AFTER + Duration::from_millis(300))?;
     let reports = legit.finish();
+    debug_drops(&run, topo, "end")?;
     let (_, sid_routed) = vip_packets(&lbs, &vip)?;
     let lb_drops = {
         let g = sum_global(&lbs)?;
         crate::control::dropped(&g)
     };
+    drop(flood_loop);
     drop(lbs);
     drop(servers);
     let t = Tally::of(&reports, None);
@@ -359,6 +420,104 @@ pub(crate) fn run_once(
         },
         fr,
     ))
+}
+
+/// The XDP loop: `xdp_flood` on the router's veth ends facing the LBs;
+/// dropping puts `xdp_pass` back (the loop, drained or not, is gone then:
+/// `xdp_pass` hands its frames to the router, which forwards them on).
+struct FloodLoop<'a> {
+    topo: &'a Topology,
+    prog: XdpFlood,
+    cfg: XdpFloodConfig,
+}
+
+impl<'a> FloodLoop<'a> {
+    fn start(topo: &'a Topology) -> Result<FloodLoop<'a>, Error> {
+        let cfg = XdpFloodConfig::default()
+            .mode(FloodMode::Loop)
+            .max_in_flight(loop_frames())
+            .laps(LOOP_LAPS);
+        let prog = XdpFlood::load(&cfg)?;
+        topo.set_router_lb_program(Some(prog.program_fd()))?;
+        Ok(FloodLoop { topo, prog, cfg })
+    }
+
+    /// Empties the loop (its frames dropped); the counters of the loop's
+    /// run and the frames that were in flight.
+    fn drain(&self) -> Result<(FloodStats, i64), Error> {
+        let s = self.prog.stats()?;
+        let in_flight = self.prog.in_flight()?;
+        self.prog
+            .configure(&self.cfg.clone().mode(FloodMode::Drain))?;
+        std::thread::sleep(Duration::from_millis(100));
+        Ok((s, in_flight))
+    }
+}
+
+impl Drop for FloodLoop<'_> {
+    fn drop(&mut self) {
+        let _ = self.topo.set_router_lb_program(None);
+    }
+}
+
+/// With `LAB_FLOOD_DEBUG` set: the backends' UDP receive-buffer drops and
+/// the drop counters of the veths between the router and the LBs (and
+/// their `ethtool -S` drop/error counters when ethtool is installed).
+fn debug_drops(run: &Run, topo: &Topology, when: &str) -> Result<(), Error> {
+    if std::env::var_os("LAB_FLOOD_DEBUG").is_none() {
+        return Ok(());
+    }
+    let mut line = format!("DEBUG drops {when}:");
+    for (j, be) in topo.backends.iter().enumerate() {
+        let snmp = be.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))??;
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        if let [h, v] = udp[..] {
+            for (k, val) in h.split_whitespace().zip(v.split_whitespace()) {
+                if k == "RcvbufErrors" {
+                    line.push_str(&format!(" be{j}.{k}={val}"));
+                }
+            }
+        }
+    }
+    for (ns, name) in [
+        (&topo.router, "r-lb1"),
+        (&topo.router, "r-lb2"),
+        (&topo.lbs[0], "eth0"),
+        (&topo.lbs[1], "eth0"),
+    ] {
+        let out = ns.ip(&["-s", "-s", "link", "show", "dev", name])?;
+        let t = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<&str> = t.lines().map(str::trim).collect();
+        // RX: bytes packets errors dropped ...; the line after is the values.
+        let mut vals = Vec::new();
+        for (k, l) in lines.iter().enumerate() {
+            if l.starts_with("RX:") || l.starts_with("TX:") {
+                if let Some(v) = lines.get(k + 1) {
+                    let f: Vec<&str> = v.split_whitespace().collect();
+                    vals.push(format!(
+                        "{}drop={}",
+                        &l[..2],
+                        f.get(3).copied().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        line.push_str(&format!(" | {}/{name} {}", ns.name(), vals.join(",")));
+        // The veth's own counters (XDP_TX errors, ring drops), if ethtool is installed.
+        if let Ok(o) = std::process::Command::new("ip")
+            .args(["netns", "exec", ns.name(), "ethtool", "-S", name])
+            .output()
+        {
+            let t = String::from_utf8_lossy(&o.stdout).to_string();
+            for l in t.lines().map(str::trim) {
+                if !l.ends_with(": 0") && (l.contains("drop") || l.contains("err")) {
+                    line.push_str(&format!(" [{l}]"));
+                }
+            }
+        }
+    }
+    run.progress(line);
+    Ok(())
 }
 
 /// Opens legitimate new flows one after another during the flood.
@@ -492,6 +651,31 @@ fn parse_udp_reply(b: &[u8]) -> Option<(u16, u32, u64)> {
     ))
 }
 
+/// A 4 MiB receive buffer (`SO_RCVBUFFORCE`: the lab runs as root): the
+/// servers are threads of the lab, which the flood's CPU load can keep off
+/// a CPU for a while; the default buffer (~200 small datagrams) then
+/// overflows with the long-lived flows' pings and the flood frames that
+/// reach the backends, and the lab would count the servers' losses as
+/// broken flows.
+fn big_receive_buffer(s: &UdpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let bytes: nix::libc::c_int = 4 << 20;
+    // SAFETY: setsockopt(2) on a socket we own, with an int option value of the stated size.
+    let r = unsafe {
+        nix::libc::setsockopt(
+            s.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_RCVBUFFORCE,
+            (&bytes as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The backends' UDP servers (threads of the lab in each backend's
 /// namespace, bound to VIP:443): answer a ping with their index, their
 /// server_id and the ping's sequence; ignore anything else (the flood).
@@ -508,6 +692,7 @@ impl UdpServers {
             let sock = ns.run(|| -> std::io::Result<UdpSocket> {
                 let s = UdpSocket::bind(SocketAddr::from((topo::VIP, UDP_PORT)))?;
                 s.set_read_timeout(Some(Duration::from_millis(50)))?;
+                big_receive_buffer(&s)?;
                 Ok(s)
             })??;
             let stop2 = stop.clone();
@@ -688,9 +873,13 @@ fn drive_udp(mut flows: Vec<UdpFlow>, stop: &AtomicBool) -> Vec<ConnReport> {
 /// The table's line for a flood row.
 pub(crate) fn table_line(name: &str, f: &FloodFigures) -> String {
     format!(
-        "  {name:<58} flood offered {:.0} pkt/s, LBs received {:.0} VIP pkt/s; {} new flows (per LB and run {:.1}x its table of {} entries); evictions: {} probation, {} confirmed; legitimate new flows succeeded {:.1}% of {}\n",
+        "  {name:<58} flood offered {:.0} pkt/s (generator {:.0}, XDP loop {:.0}, {} frames), LBs received {:.0} VIP pkt/s, backends {:.0} pkt/s; {} new flows (per LB and run {:.1}x its table of {} entries); evictions: {} probation, {} confirmed; legitimate new flows succeeded {:.1}% of {}\n",
         f.flood_offered_pps,
+        f.flood_generator_pps,
+        f.flood_loop_pps,
+        f.flood_loop_frames,
         f.flood_received_pps,
+        f.flood_to_backends_pps,
         f.lb_new_flows,
         f.flood_table_turnovers,
         f.table_entries,

@@ -12,9 +12,11 @@
 //! ```
 
 use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use flowpin_bpf_progs::link::Link;
 use flowpin_bpf_progs::xdp_attach::XdpLink;
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_testing::{disable_tx_checksum_offload, run_cmd, unique_name, NetNs, TestingError};
@@ -308,6 +310,17 @@ impl Topology {
         };
         topo.set_ecmp(&vec![true; n_lbs])?;
         Ok(topo)
+    }
+
+    /// Runs `prog` instead of `xdp_pass` on the router's veth ends facing
+    /// the LBs (where the LBs' `XDP_TX` output lands); `None` puts
+    /// `xdp_pass` back. The flood scenarios' loop ([`crate::flood`]).
+    pub(crate) fn set_router_lb_program(&self, prog: Option<BorrowedFd<'_>>) -> Result<(), Error> {
+        let prog = prog.unwrap_or_else(|| self._pass.program_fd());
+        for l in &self._pass_links {
+            l.update_program(prog)?;
+        }
+        Ok(())
     }
 
     /// Every namespace of the network, for the lab's check that none is

@@ -82,6 +82,7 @@
 //! | `xdp-decap` | `xdp_decap` | [`xdp_decap`] |
 //! | `xdp-pass` | `xdp_pass` | [`xdp_pass`] |
 //! | `xdp-reflect` | `xdp_reflect` (bench loop, **not** on by default) | `xdp_reflect` |
+//! | `xdp-flood` | `xdp_flood` (the lab's flood loop, **not** on by default) | `xdp_flood` |
 //! | `sockops` | `sockops_server_id` | [`sockops_server_id`] |
 //! | `reuseport` | `sk_reuseport_select` | [`sk_reuseport_select`] |
 //! | `sk-lookup` | `sk_lookup` | [`sk_lookup`] |
@@ -156,6 +157,8 @@ pub mod sockops_server_id;
 pub mod xdp_attach;
 #[cfg(feature = "xdp-decap")]
 pub mod xdp_decap;
+#[cfg(feature = "xdp-flood")]
+pub mod xdp_flood;
 #[cfg(feature = "xdp-lb")]
 pub mod xdp_lb;
 #[cfg(feature = "xdp-pass")]
