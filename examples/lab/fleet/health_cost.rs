@@ -89,6 +89,10 @@ pub(crate) struct ProbeCost {
     pub(crate) window_s: f64,
     pub(crate) target_pct: f64,
     pub(crate) within_target: bool,
+    /// The profile `flowpin-node` was built with (`release` or `dev`): the
+    /// target is judged on a release build only (a dev build's user-space
+    /// cost is several times an operator's).
+    pub(crate) node_profile: &'static str,
 }
 
 impl ProbeCost {
@@ -109,7 +113,11 @@ impl ProbeCost {
             list(&self.probe_cpu_pct_per_lb),
             list(&self.process_cpu_pct_per_lb),
             list(&self.napi_cpu_pct_per_lb),
-            if self.within_target { "met" } else { "NOT met" },
+            match (self.node_profile, self.within_target) {
+                ("release", true) => "met",
+                ("release", false) => "NOT met",
+                _ => "not judged: dev build of flowpin-node, run the lab with --release",
+            },
         )
     }
 }
@@ -555,6 +563,7 @@ pub(crate) fn measure(f: &mut Fleet, created: &mut Created) -> Result<ProbeCost,
             .collect(),
         window_s: secs,
         target_pct: TARGET_PCT,
+        node_profile: super::node_bin::profile(),
     };
     progress(r.line().trim_end());
     Ok(r)

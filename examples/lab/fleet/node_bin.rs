@@ -31,7 +31,7 @@ struct Target {
 
 /// The profile this lab binary was built with: `release` without debug
 /// assertions (`--release`), `dev` with them.
-fn profile() -> &'static str {
+pub(crate) fn profile() -> &'static str {
     if cfg!(debug_assertions) {
         "dev"
     } else {
