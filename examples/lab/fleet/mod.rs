@@ -291,6 +291,20 @@ fn sid_routed(port: u16) -> u64 {
         .sum()
 }
 
+/// The growth of per-LB counters from `before` to `now`; a counter that
+/// went down was reset (an LB replaced with its pins removed), so its whole
+/// value is new. Summing first and subtracting would hide a replaced LB's
+/// new packets behind the count it lost.
+fn sid_routed_delta(before: &[u64], now: &[u64]) -> u64 {
+    now.iter()
+        .enumerate()
+        .map(|(i, n)| match before.get(i) {
+            Some(b) if n >= b => n - b,
+            _ => *n,
+        })
+        .sum()
+}
+
 fn vip_name(addr: Ipv4Addr) -> String {
     format!("{addr}:{}/tcp", topo::VIP_PORT)
 }
@@ -647,9 +661,16 @@ impl Fleet {
         Ok(())
     }
 
-    /// Packets routed by server_id, summed over the LBs.
-    pub(crate) fn sid_routed(&self) -> u64 {
-        self.lbs.iter().map(|n| sid_routed(n.port)).sum()
+    /// Packets routed by server_id, per LB (in `self.lbs` order).
+    pub(crate) fn sid_routed(&self) -> Vec<u64> {
+        self.lbs.iter().map(|n| sid_routed(n.port)).collect()
+    }
+
+    /// Packets routed by server_id since `before` (a [`Fleet::sid_routed`]),
+    /// summed over the LBs. An LB whose counter went down was replaced with
+    /// its state (the pinned counters) lost: all of its count is new.
+    pub(crate) fn sid_routed_since(&self, before: &[u64]) -> u64 {
+        sid_routed_delta(before, &self.sid_routed())
     }
 
     /// Restarts LB `i` after `sig` (it reopens its pins); returns whether
@@ -903,5 +924,20 @@ pub(crate) fn main(
             eprintln!("fleet failed: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sid_routed_delta;
+
+    #[test]
+    fn a_replaced_lbs_new_count_is_not_hidden_by_what_it_lost() {
+        // LB1 counted 600 before it was replaced (pins removed), then 300.
+        assert_eq!(sid_routed_delta(&[600, 200, 200], &[300, 250, 260]), 410);
+        // No LB replaced: the plain growth.
+        assert_eq!(sid_routed_delta(&[10, 20], &[15, 20]), 5);
+        // An LB that was not there before counts whole.
+        assert_eq!(sid_routed_delta(&[10], &[10, 7]), 7);
     }
 }
