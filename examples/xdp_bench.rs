@@ -55,6 +55,8 @@
 
 #[path = "xdp_bench/live.rs"]
 mod live;
+#[path = "xdp_bench/memory.rs"]
+mod memory;
 #[path = "xdp_bench/quic_lb.rs"]
 mod quic_lb;
 
@@ -527,6 +529,42 @@ fn print_live(l: &live::Live, opts: &live::LiveOpts, cases: &[Case]) {
             }
         );
     }
+    for x in &l.line_loads {
+        println!(
+            "  line load (user space, CPU {}, {} random lines of a {} MiB area with 4 KiB pages, one CPU's table): {:.1} ns back to back, {:.1} ns after {:.0} ns of work (asked: {:.0} ns, one lru_hit packet's time on the loop)",
+            l.lb_cpu,
+            x.lines,
+            x.area_bytes >> 20,
+            x.back_to_back_ns,
+            x.spaced_ns,
+            x.spacing_ns,
+            x.spacing_target_ns
+        );
+    }
+    let (b64, bnew) = line_load_budgets(l);
+    let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.0} ns"));
+    let own = |n: &str| l.paths.iter().find(|p| p.name == n).map(|p| p.own_ns());
+    let extra_64k = own("lru_hit_64k").zip(own("lru_hit")).map(|(a, b)| a - b);
+    println!(
+        "  what the targets leave for that one line load per packet: lru_hit_64k >= 0.45 leaves {} (limit x 1.22 - lru_hit's own; observed: 64k costs {} more than lru_hit), new_flow >= 0.5 leaves {} for the whole path (limit x 1.0)",
+        f(b64),
+        f(extra_64k),
+        f(bnew)
+    );
+}
+
+/// What the live targets leave for the one table-line load the
+/// cache-missing paths pay, ns per packet: `lru_hit_64k` >= 0.45 leaves
+/// limit × (1/0.45 − 1) − lru_hit's own cost; `new_flow` >= 0.5 leaves
+/// limit × (1/0.5 − 1) for everything, the load included. `None` without
+/// the paths.
+fn line_load_budgets(l: &live::Live) -> (Option<f64>, Option<f64>) {
+    let path = |n: &str| l.paths.iter().find(|p| p.name == n);
+    let hit_own = path("lru_hit").map(|p| p.own_ns().max(0.0));
+    let b64 =
+        path("lru_hit_64k").and_then(|p| Some(1e3 / p.limit_mpps * (1.0 / 0.45 - 1.0) - hit_own?));
+    let bnew = path("new_flow").map(|p| 1e3 / p.limit_mpps * (1.0 / 0.5 - 1.0));
+    (b64, bnew)
 }
 
 fn live_json(l: &live::Live) -> serde_json::Value {
@@ -545,6 +583,26 @@ fn live_json(l: &live::Live) -> serde_json::Value {
             }),
         );
     }
+    let (b64, bnew) = line_load_budgets(l);
+    m.insert(
+        "line_loads".into(),
+        serde_json::json!(l
+            .line_loads
+            .iter()
+            .map(|x| serde_json::json!({
+                "lines": x.lines,
+                "area_bytes": x.area_bytes,
+                "back_to_back_ns": (x.back_to_back_ns * 10.0).round() / 10.0,
+                "spacing_ns": (x.spacing_ns * 10.0).round() / 10.0,
+                "spaced_ns": (x.spaced_ns * 10.0).round() / 10.0,
+            }))
+            .collect::<Vec<_>>()),
+    );
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    m.insert(
+        "line_load_budget_ns".into(),
+        serde_json::json!({"lru_hit_64k": b64.map(r1), "new_flow": bnew.map(r1)}),
+    );
     m.insert("load_before".into(), l.load_before.clone().into());
     m.insert("load_after".into(), l.load_after.clone().into());
     serde_json::Value::Object(m)

@@ -110,6 +110,9 @@ pub(crate) struct Live {
     pub(crate) mode: XdpMode,
     pub(crate) load_before: String,
     pub(crate) load_after: String,
+    /// One table line's load on this machine: 65,536 lines, then every
+    /// line of one CPU's table (`memory.rs`).
+    pub(crate) line_loads: Vec<super::memory::LineLoad>,
 }
 
 fn loadavg() -> String {
@@ -721,12 +724,25 @@ pub(crate) fn run(opts: &LiveOpts) -> Res<Live> {
         return Err(format!("the reflector reflected nothing: {rs:?}").into());
     }
     let lb_cpu = b.lb_cpu;
+    let area =
+        b.lb.conn_sets_per_cpu() as usize * flowpin_bpf_progs::xdp_lb::CONN_SET_BYTES as usize;
     drop(b);
+    let load_after = loadavg();
+    // The work of one lru_hit packet on the loop, between two loads.
+    let spacing = paths
+        .iter()
+        .find(|p| p.name == "lru_hit")
+        .map_or(100.0, |p| 1e3 / p.mpps);
+    let mut line_loads = Vec::new();
+    for lines in [FLOWS_64K as usize, area / 64] {
+        line_loads.push(super::memory::measure(area, lines, spacing, lb_cpu)?);
+    }
     Ok(Live {
         paths,
         lb_cpu,
         mode,
         load_before,
-        load_after: loadavg(),
+        load_after,
+        line_loads,
     })
 }
