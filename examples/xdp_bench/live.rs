@@ -732,7 +732,8 @@ pub(crate) fn run(opts: &LiveOpts) -> Res<Live> {
     let spacing = paths
         .iter()
         .find(|p| p.name == "lru_hit")
-        .map_or(100.0, |p| 1e3 / p.mpps);
+        .map_or(100.0, |p| 1e3 / p.mpps)
+        .clamp(1.0, 10_000.0);
     let mut line_loads = Vec::new();
     for lines in [FLOWS_64K as usize, area / 64] {
         line_loads.push(super::memory::measure(area, lines, spacing, lb_cpu)?);
