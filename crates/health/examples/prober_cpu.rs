@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_abi::vip::{Proto, Vip};
+use flowpin_bpf_progs::netdev::{set_offload, Offload};
 use flowpin_health::metrics::HealthMetrics;
 use flowpin_health::{DirectRoutes, Health, HealthCheck, Prober};
 use flowpin_testing::{NetNs, VethPair};
@@ -88,48 +89,6 @@ fn sum_ns(threads: &[(u32, u32)]) -> u64 {
         .sum()
 }
 
-const ETHTOOL_SGRO: u32 = 0x2c;
-const ETHTOOL_STSO: u32 = 0x1f;
-
-/// One `SIOCETHTOOL` set command (`ETHTOOL_SGRO`, `ETHTOOL_STSO`) on
-/// `ifname` in the calling thread's namespace.
-fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<(), Error> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    if ifname.len() > 15 {
-        return Err(format!("interface name {ifname:?} is too long").into());
-    }
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-    let mut val = EthtoolValue { cmd, data };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut ifr: nix::libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as nix::libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&mut val as *mut EthtoolValue).cast();
-    // SAFETY: SIOCETHTOOL reads `ifr` (NUL-terminated: at most 15 bytes
-    // copied into a zeroed 16-byte array) and the ethtool_value it points
-    // to, both alive on this frame for the whole call.
-    let rc = unsafe {
-        nix::libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            nix::libc::SIOCETHTOOL as _,
-            &mut ifr,
-        )
-    };
-    if rc < 0 {
-        return Err(format!(
-            "SIOCETHTOOL {cmd:#x} on {ifname}: {}",
-            std::io::Error::last_os_error()
-        )
-        .into());
-    }
-    Ok(())
-}
-
 /// NAPI receive on `dev` in `ns`, threaded; the NAPI threads' pids. veth
 /// receives with NAPI when GRO is on, and only takes that path for a
 /// socket's TCP segments when the sending end has no TSO (`veth_xmit`,
@@ -137,8 +96,8 @@ fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<(), Error> {
 fn threaded_napi(ns: &NetNs, dev: &str) -> Result<Vec<u32>, Error> {
     let d = dev.to_string();
     ns.run(move || {
-        ethtool_set(&d, ETHTOOL_STSO, 0)?;
-        ethtool_set(&d, ETHTOOL_SGRO, 1)
+        set_offload(&d, Offload::Tso, false)?;
+        set_offload(&d, Offload::Gro, true)
     })??;
     // `ip netns exec` mounts the namespace's own /sys.
     ns.exec(

@@ -29,6 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use flowpin_bpf_progs::netdev::{offload, set_offload, Offload};
 use flowpin_bpf_progs::xdp_decap::XdpDecap;
 use flowpin_registry::health::HealthCheck;
 use flowpin_registry::{BackendSpec, Proto, ServerId, Vip, VipFlags, VipSpec};
@@ -176,47 +177,12 @@ fn napi_threads(dev: &str) -> Vec<u32> {
         .collect()
 }
 
-const ETHTOOL_GTSO: u32 = 0x1e;
-const ETHTOOL_STSO: u32 = 0x1f;
-
-/// One `SIOCETHTOOL` with a `struct ethtool_value` on `ifname` in the
-/// calling thread's namespace; returns its `data`.
-fn ethtool(ifname: &str, cmd: u32, data: u32) -> Result<u32, Error> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    if ifname.len() > 15 {
-        return Err(format!("interface name {ifname:?} is too long").into());
-    }
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-    let mut val = EthtoolValue { cmd, data };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut ifr: nix::libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as nix::libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&mut val as *mut EthtoolValue).cast();
-    // SAFETY: SIOCETHTOOL reads `ifr` (NUL-terminated: at most 15 bytes in
-    // a zeroed 16-byte array) and the ethtool_value it points to, both
-    // alive on this frame for the whole call.
-    let rc = unsafe { nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCETHTOOL as _, &mut ifr) };
-    if rc < 0 {
-        return Err(format!(
-            "SIOCETHTOOL {cmd:#x} on {ifname}: {}",
-            std::io::Error::last_os_error()
-        )
-        .into());
-    }
-    Ok(val.data)
-}
-
 /// One end of an LB's link, switched to threaded NAPI without TSO.
 struct LinkEnd<'a> {
     ns: &'a NetNs,
     dev: String,
-    tso_was: Option<u32>,
+    /// TSO was on: switch it back on after.
+    tso_was_on: bool,
     threaded: bool,
 }
 
@@ -225,16 +191,16 @@ impl<'a> LinkEnd<'a> {
         let mut end = LinkEnd {
             ns,
             dev: dev.to_string(),
-            tso_was: None,
+            tso_was_on: false,
             threaded: false,
         };
         let d = end.dev.clone();
         // Off already where XDP runs on either end of a veth (the kernel
         // drops the peer's software GSO then): nothing to switch.
-        if ns.run(move || ethtool(&d, ETHTOOL_GTSO, 0))?? != 0 {
+        if ns.run(move || offload(&d, Offload::Tso))?? {
             let d = end.dev.clone();
-            ns.run(move || ethtool(&d, ETHTOOL_STSO, 0))??;
-            end.tso_was = Some(1);
+            ns.run(move || set_offload(&d, Offload::Tso, false))??;
+            end.tso_was_on = true;
         }
         end.set_threaded(true)?;
         end.threaded = true;
@@ -263,9 +229,9 @@ impl Drop for LinkEnd<'_> {
         if self.threaded {
             let _ = self.set_threaded(false);
         }
-        if let Some(t) = self.tso_was {
+        if self.tso_was_on {
             let d = self.dev.clone();
-            let _ = self.ns.run(move || ethtool(&d, ETHTOOL_STSO, t));
+            let _ = self.ns.run(move || set_offload(&d, Offload::Tso, true));
         }
     }
 }
