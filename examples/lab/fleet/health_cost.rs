@@ -33,7 +33,9 @@ use flowpin_bpf_progs::netdev::{offload, set_offload, Offload};
 use flowpin_bpf_progs::xdp_decap::XdpDecap;
 use flowpin_registry::health::HealthCheck;
 use flowpin_registry::{BackendSpec, Proto, ServerId, Vip, VipFlags, VipSpec};
-use flowpin_testing::NetNs;
+use flowpin_testing::{
+    enable_threaded_napi, process_cpu_ns, set_threaded_napi, thread_cpu_ns, NetNs,
+};
 use serde::Serialize;
 
 use super::{progress, status, Fleet};
@@ -139,44 +141,6 @@ pub(crate) fn selected(coverage: Coverage) -> bool {
         })
 }
 
-/// `sum_exec_runtime` of every thread of `pid`, ns.
-fn process_ns(pid: u32) -> u64 {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    dir.filter_map(|e| {
-        let p = e.ok()?.path().join("schedstat");
-        std::fs::read_to_string(p)
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse::<u64>()
-            .ok()
-    })
-    .sum()
-}
-
-fn thread_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Pids of the kernel threads `napi/<dev>-*` (every namespace's).
-fn napi_threads(dev: &str) -> Vec<u32> {
-    let prefix = format!("napi/{dev}-");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
-        })
-        .collect()
-}
-
 /// One end of an LB's link, switched to threaded NAPI without TSO.
 struct LinkEnd<'a> {
     ns: &'a NetNs,
@@ -187,7 +151,9 @@ struct LinkEnd<'a> {
 }
 
 impl<'a> LinkEnd<'a> {
-    fn switch(ns: &'a NetNs, dev: &str) -> Result<LinkEnd<'a>, Error> {
+    /// Switches `dev` in `ns`; with `napi`, the pids of the NAPI threads
+    /// that appeared (at least one, or an error).
+    fn switch(ns: &'a NetNs, dev: &str, napi: bool) -> Result<(LinkEnd<'a>, Vec<u32>), Error> {
         let mut end = LinkEnd {
             ns,
             dev: dev.to_string(),
@@ -202,32 +168,22 @@ impl<'a> LinkEnd<'a> {
             ns.run(move || set_offload(&d, Offload::Tso, false))??;
             end.tso_was_on = true;
         }
-        end.set_threaded(true)?;
+        // Switched back off on drop even when no NAPI thread appears.
         end.threaded = true;
-        Ok(end)
-    }
-
-    fn set_threaded(&self, on: bool) -> Result<(), Error> {
-        // `ip netns exec` mounts the namespace's own /sys.
-        self.ns.exec(
-            "sh",
-            &[
-                "-c",
-                &format!(
-                    "echo {} > /sys/class/net/{}/threaded",
-                    u8::from(on),
-                    self.dev
-                ),
-            ],
-        )?;
-        Ok(())
+        let threads = if napi {
+            enable_threaded_napi(ns, dev)?
+        } else {
+            set_threaded_napi(ns, dev, true)?;
+            Vec::new()
+        };
+        Ok((end, threads))
     }
 }
 
 impl Drop for LinkEnd<'_> {
     fn drop(&mut self) {
         if self.threaded {
-            let _ = self.set_threaded(false);
+            let _ = set_threaded_napi(self.ns, &self.dev, false);
         }
         if self.tso_was_on {
             let d = self.dev.clone();
@@ -296,7 +252,13 @@ fn mark(f: &Fleet, napi: &[Vec<u32>]) -> Result<Vec<(u64, u64)>, Error> {
         .zip(napi)
         .map(|(n, threads)| {
             let pid = n.proc_.pid().ok_or("an LB is gone")?;
-            Ok((process_ns(pid), threads.iter().map(|t| thread_ns(*t)).sum()))
+            Ok((
+                process_cpu_ns(pid).unwrap_or(0),
+                threads
+                    .iter()
+                    .map(|t| thread_cpu_ns(*t, *t).unwrap_or(0))
+                    .sum(),
+            ))
         })
         .collect()
 }
@@ -423,23 +385,12 @@ pub(crate) fn measure(f: &mut Fleet, created: &mut Created) -> Result<ProbeCost,
     // NAPI threads are the ones that appear when it is switched.
     let mut napi = Vec::new();
     for (i, ns) in f.topo.lbs.iter().enumerate() {
-        let before = napi_threads(topo::LB_IF);
-        s.links.push(LinkEnd::switch(ns, topo::LB_IF)?);
-        let new: Vec<u32> = napi_threads(topo::LB_IF)
-            .into_iter()
-            .filter(|p| !before.contains(p))
-            .collect();
-        if new.is_empty() {
-            return Err(format!(
-                "LB {}: no napi/{}-* kernel thread appeared with threaded NAPI on",
-                i + 1,
-                topo::LB_IF
-            )
-            .into());
-        }
+        let (end, new) =
+            LinkEnd::switch(ns, topo::LB_IF, true).map_err(|e| format!("LB {}: {e}", i + 1))?;
+        s.links.push(end);
         napi.push(new);
-        s.links
-            .push(LinkEnd::switch(&f.topo.router, &format!("r-lb{}", i + 1))?);
+        let (end, _) = LinkEnd::switch(&f.topo.router, &format!("r-lb{}", i + 1), false)?;
+        s.links.push(end);
     }
 
     progress(format!(
