@@ -47,7 +47,7 @@ use flowpin_bpf_progs::xdp_attach::{XdpAttachMode, XdpLink, XdpMode, XdpTarget};
 use flowpin_bpf_progs::xdp_lb::{Backend, Proto, Vip, VipFlags, VipStats, XdpLb, XdpLbConfig};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_bpf_progs::xdp_reflect::{ReflectMode, XdpReflect, XdpReflectConfig};
-use flowpin_testing::{unique_name, NetNs, VethPair};
+use flowpin_testing::{enable_threaded_napi, pin_thread, unique_name, NetNs, VethPair};
 use nix::libc;
 use nix::unistd::Pid;
 
@@ -233,12 +233,6 @@ impl Injector {
     }
 }
 
-fn cpuset(cpu: usize) -> nix::sched::CpuSet {
-    let mut s = nix::sched::CpuSet::new();
-    let _ = s.set(cpu);
-    s
-}
-
 /// CPUs online (`/sys/devices/system/cpu/online`, e.g. `0-1`): not this
 /// thread's affinity, which the test-run part narrowed to CPU 0.
 fn cpus_online() -> usize {
@@ -257,46 +251,17 @@ fn cpus_online() -> usize {
 /// NAPI kthread (`napi/<ifname>-<napi id>`), pinned to `cpu`. The veth
 /// has one NAPI instance once an XDP program is attached.
 fn threaded_napi(ns: &NetNs, ifname: &str, cpu: usize) -> Res<i32> {
-    ns.exec(
-        "sh",
-        &["-c", &format!("echo 1 > /sys/class/net/{ifname}/threaded")],
-    )
-    .map_err(|e| format!("turning on threaded NAPI on {ifname}: {e}"))?;
-    let prefix = format!("napi/{ifname}-");
-    let t0 = Instant::now();
-    loop {
-        let mut found = Vec::new();
-        for e in std::fs::read_dir("/proc")?.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-                continue;
-            };
-            let comm = comm.trim_end();
-            // comm may be cut at 15 bytes.
-            if comm.starts_with(&prefix) || (comm.len() >= 15 && prefix.starts_with(comm)) {
-                found.push(pid);
-            }
-        }
-        match found.len() {
-            1 => {
-                let pid = found[0];
-                nix::sched::sched_setaffinity(Pid::from_raw(pid), &cpuset(cpu))
-                    .map_err(|e| format!("pinning NAPI thread {pid} to CPU {cpu}: {e}"))?;
-                return Ok(pid);
-            }
-            0 if t0.elapsed() < Duration::from_secs(2) => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            n => {
-                return Err(format!(
-                    "{n} NAPI threads named {prefix}* after turning on threaded NAPI (expected 1)"
-                )
-                .into())
-            }
-        }
-    }
+    let found = enable_threaded_napi(ns, ifname)
+        .map_err(|e| format!("turning on threaded NAPI on {ifname}: {e}"))?;
+    let &[pid] = found.as_slice() else {
+        return Err(format!(
+            "{} NAPI threads named napi/{ifname}-* after turning on threaded NAPI (expected 1)",
+            found.len()
+        )
+        .into());
+    };
+    pin_thread(pid, cpu)?;
+    Ok(i32::try_from(pid)?)
 }
 
 /// CPU time of thread `pid` so far, ns.

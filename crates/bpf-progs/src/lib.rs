@@ -115,7 +115,7 @@
 //! directory from that crate's build script (`DEP_FLOWPIN_BPF_ABI_INCLUDE`),
 //! and its drift test checks every `#define` against the Rust constants.
 //! `src/bpf/` keeps the programs and their private headers (`bpf_common.h`,
-//! `xdp_lb_*.h`).
+//! `bpf_crypto_kfuncs.h`, `xdp_lb_*.h`).
 #![deny(missing_docs)]
 // The shared modules' crate-private helpers serve several programs; with
 // only some programs on, some are unused. Dead code is linted with every

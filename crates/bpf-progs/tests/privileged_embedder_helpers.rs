@@ -1,7 +1,8 @@
 //! Privileged: what an embedder needs around the programs, used the way an
 //! out-of-tree program would, from the test's own thread (no setns code
 //! here): XDP attach to an interface of another network namespace, a child
-//! process started inside a cgroup and a namespace, TX checksum offload off.
+//! process started inside a cgroup and a namespace, TX checksum offload off,
+//! GRO and TSO switched.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -142,4 +143,40 @@ fn privileged_tx_checksum_offload_off_in_another_netns() {
     let e = netdev::disable_tx_checksum_offload("ef0").unwrap_err();
     assert!(e.is(19), "ENODEV expected: {e}");
     assert!(e.to_string().contains("netns::run_in"), "{e}");
+}
+
+#[test]
+fn privileged_gro_and_tso_switch_in_another_netns() {
+    if !require_bpf("privileged_gro_and_tso_switch_in_another_netns") {
+        return;
+    }
+    use netdev::Offload;
+    let a = NetNs::new("eo").unwrap();
+    let b = NetNs::new("ep").unwrap();
+    let _veth = VethPair::new(&a, "eo0", &b, "eo1").unwrap();
+    let get = |o: Offload| {
+        netns::run_in(a.path(), move || netdev::offload("eo0", o))
+            .unwrap()
+            .unwrap()
+    };
+    let set = |o: Offload, on: bool| {
+        netns::run_in(a.path(), move || netdev::set_offload("eo0", o, on))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{o:?} {on} on the veth: {e}"))
+    };
+    // veth starts with TSO on and GRO off (no XDP program attached).
+    assert!(get(Offload::Tso), "veth starts with TSO on");
+    assert!(!get(Offload::Gro), "veth starts with GRO off");
+    set(Offload::Tso, false);
+    set(Offload::Gro, true);
+    assert!(!get(Offload::Tso), "TSO is off");
+    assert!(get(Offload::Gro), "GRO is on");
+    set(Offload::Tso, true);
+    set(Offload::Gro, false);
+    assert!(get(Offload::Tso), "TSO is back on");
+    assert!(!get(Offload::Gro), "GRO is back off");
+    // Not in this namespace: ENODEV, and the error says where to look.
+    let e = netdev::set_offload("eo0", Offload::Gro, true).unwrap_err();
+    assert!(e.is(19), "ENODEV expected: {e}");
+    assert!(e.to_string().contains("ETHTOOL_SGRO on"), "{e}");
 }

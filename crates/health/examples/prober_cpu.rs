@@ -30,24 +30,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_abi::vip::{Proto, Vip};
+use flowpin_bpf_progs::netdev::{set_offload, Offload};
 use flowpin_health::metrics::HealthMetrics;
 use flowpin_health::{DirectRoutes, Health, HealthCheck, Prober};
-use flowpin_testing::{NetNs, VethPair};
+use flowpin_testing::{enable_threaded_napi, thread_cpu_ns, NetNs, VethPair};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const BACKENDS: u8 = 100;
 const PORTS: [u16; 3] = [18080, 18081, 18082];
-
-/// `sum_exec_runtime` of a task, ns (`/proc/<pid>/task/<tid>/schedstat`).
-fn runtime_ns(pid: u32, tid: u32) -> Result<u64, Error> {
-    let p = format!("/proc/{pid}/task/{tid}/schedstat");
-    let s = std::fs::read_to_string(&p).map_err(|e| format!("{p}: {e}"))?;
-    Ok(s.split_whitespace()
-        .next()
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| format!("{p}: unexpected {s:?}"))?)
-}
 
 /// The calling thread's (user, kernel) time, µs (`getrusage(RUSAGE_THREAD)`).
 fn thread_user_sys() -> (u64, u64) {
@@ -67,67 +58,11 @@ fn gettid() -> u32 {
     u32::try_from(nix::unistd::gettid().as_raw()).unwrap_or(0)
 }
 
-/// The pids of the NAPI kernel threads of `dev` (`napi/<dev>-<id>`).
-fn napi_threads(dev: &str) -> Vec<u32> {
-    let prefix = format!("napi/{dev}-");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
-        })
-        .collect()
-}
-
 fn sum_ns(threads: &[(u32, u32)]) -> u64 {
     threads
         .iter()
-        .map(|(p, t)| runtime_ns(*p, *t).unwrap_or(0))
+        .map(|(p, t)| thread_cpu_ns(*p, *t).unwrap_or(0))
         .sum()
-}
-
-const ETHTOOL_SGRO: u32 = 0x2c;
-const ETHTOOL_STSO: u32 = 0x1f;
-
-/// One `SIOCETHTOOL` set command (`ETHTOOL_SGRO`, `ETHTOOL_STSO`) on
-/// `ifname` in the calling thread's namespace.
-fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<(), Error> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    if ifname.len() > 15 {
-        return Err(format!("interface name {ifname:?} is too long").into());
-    }
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-    let mut val = EthtoolValue { cmd, data };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut ifr: nix::libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as nix::libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&mut val as *mut EthtoolValue).cast();
-    // SAFETY: SIOCETHTOOL reads `ifr` (NUL-terminated: at most 15 bytes
-    // copied into a zeroed 16-byte array) and the ethtool_value it points
-    // to, both alive on this frame for the whole call.
-    let rc = unsafe {
-        nix::libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            nix::libc::SIOCETHTOOL as _,
-            &mut ifr,
-        )
-    };
-    if rc < 0 {
-        return Err(format!(
-            "SIOCETHTOOL {cmd:#x} on {ifname}: {}",
-            std::io::Error::last_os_error()
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// NAPI receive on `dev` in `ns`, threaded; the NAPI threads' pids. veth
@@ -137,19 +72,10 @@ fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<(), Error> {
 fn threaded_napi(ns: &NetNs, dev: &str) -> Result<Vec<u32>, Error> {
     let d = dev.to_string();
     ns.run(move || {
-        ethtool_set(&d, ETHTOOL_STSO, 0)?;
-        ethtool_set(&d, ETHTOOL_SGRO, 1)
+        set_offload(&d, Offload::Tso, false)?;
+        set_offload(&d, Offload::Gro, true)
     })??;
-    // `ip netns exec` mounts the namespace's own /sys.
-    ns.exec(
-        "sh",
-        &["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")],
-    )?;
-    let pids = napi_threads(dev);
-    if pids.is_empty() {
-        return Err(format!("no napi/{dev}-* kernel thread after enabling threaded NAPI").into());
-    }
-    Ok(pids)
+    Ok(enable_threaded_napi(ns, dev)?)
 }
 
 struct Figures {

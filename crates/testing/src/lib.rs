@@ -13,6 +13,7 @@
 //! |---|---|
 //! | network namespaces, veth | [`NetNs`], [`VethPair`], [`enter_netns`] |
 //! | the routed LB topology of live tests (feature `bpf`) | [`RoutedLb`], [`RoutedLbConfig`] |
+//! | threaded NAPI, CPU time of threads | [`enable_threaded_napi`], [`set_threaded_napi`], [`napi_threads`], [`pin_thread`], [`thread_cpu_ns`], [`process_cpu_ns`] |
 //! | cgroup v2 | [`Cgroup`], [`cgroup2_mount`], [`current_cgroup`], [`CgroupMembership`] |
 //! | may this test run? | [`require_bpf`] (feature `bpf`), [`require_root`], [`is_root`], [`record_skip`], [`SKIP_LOG_ENV`] |
 //! | small things | [`unique_name`], [`run_cmd`], [`mac_str`], [`disable_tx_checksum_offload`] (feature `bpf`) |
@@ -35,12 +36,17 @@
 #![deny(missing_docs)]
 
 mod cgroup;
+mod napi;
 mod netns;
 #[cfg(feature = "bpf")]
 mod routed;
 mod skip;
 
 pub use cgroup::{cgroup2_mount, current_cgroup, Cgroup, CgroupMembership};
+pub use napi::{
+    enable_threaded_napi, napi_threads, pin_thread, process_cpu_ns, set_threaded_napi,
+    thread_cpu_ns,
+};
 pub use netns::{enter_netns, NetNs, VethPair};
 #[cfg(feature = "bpf")]
 pub use routed::{RoutedLb, RoutedLbConfig};
@@ -106,6 +112,23 @@ pub enum TestingError {
         /// The underlying error (errno).
         #[source]
         source: io::Error,
+    },
+    /// Threaded NAPI was turned on, but no new `napi/<dev>-*` kernel thread
+    /// appeared.
+    #[error("no new napi/{dev}-* kernel thread appeared within 2 s of turning on threaded NAPI on {dev}: does the interface use NAPI (a veth: GRO on or an XDP program attached), and was threaded NAPI off before?")]
+    NoNapiThread {
+        /// The interface.
+        dev: String,
+    },
+    /// `sched_setaffinity(2)` of a thread failed.
+    #[error("pinning thread {pid} to CPU {cpu}: {errno} (is CPU {cpu} online, and does thread {pid} still exist?)")]
+    Affinity {
+        /// The thread.
+        pid: u32,
+        /// The CPU.
+        cpu: usize,
+        /// errno.
+        errno: nix::Error,
     },
 }
 

@@ -71,3 +71,54 @@ fn privileged_cgroup_membership_moves_the_process_in_and_back() {
     }
     assert_eq!(current_cgroup().unwrap(), home);
 }
+
+#[test]
+fn privileged_threaded_napi_threads_appear_are_timed_and_pinned() {
+    use flowpin_bpf_progs::netdev::{set_offload, Offload};
+    use flowpin_testing::{
+        enable_threaded_napi, napi_threads, pin_thread, set_threaded_napi, thread_cpu_ns,
+        TestingError,
+    };
+    if !require_bpf("privileged_threaded_napi_threads_appear_are_timed_and_pinned") {
+        return;
+    }
+    let a = NetNs::new("tn").expect("netns a");
+    let b = NetNs::new("to").expect("netns b");
+    // Short names: the thread is `napi/<dev>-<id>`, cut at 15 bytes.
+    let tag = std::process::id() & 0xffff;
+    let (da, db) = (format!("n{tag:04x}"), format!("m{tag:04x}"));
+    let _veth = VethPair::new(&a, &da, &b, &db).expect("veth");
+    // A veth without GRO (nor XDP) has no NAPI instance: nothing to thread.
+    assert!(enable_threaded_napi(&a, &da).is_err());
+    assert!(napi_threads(&da).is_empty());
+    let d = da.clone();
+    a.run(move || set_offload(&d, Offload::Gro, true))
+        .unwrap()
+        .expect("GRO on");
+    let threads = enable_threaded_napi(&a, &da).expect("threaded NAPI on");
+    assert!(!threads.is_empty());
+    assert_eq!(napi_threads(&da), threads, "only this veth's threads");
+    for &pid in &threads {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert!(comm.starts_with(&format!("napi/{da}-")), "{comm}");
+        thread_cpu_ns(pid, pid).expect("a NAPI thread's CPU time");
+    }
+    let pid = threads[0];
+    pin_thread(pid, 0).expect("pin to CPU 0");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Cpus_allowed_list:", "0"]),
+        "{status}"
+    );
+    // Already threaded: no new thread appears, and the error says so.
+    let e = enable_threaded_napi(&a, &da).unwrap_err();
+    assert!(matches!(e, TestingError::NoNapiThread { .. }), "{e}");
+    assert!(e.to_string().contains(&format!("napi/{da}-*")), "{e}");
+    set_threaded_napi(&a, &da, false).expect("threaded NAPI off");
+    let threaded = a
+        .exec("cat", &[&format!("/sys/class/net/{da}/threaded")])
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&threaded.stdout).trim(), "0");
+}

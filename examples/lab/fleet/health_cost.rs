@@ -29,10 +29,13 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use flowpin_bpf_progs::netdev::{offload, set_offload, Offload};
 use flowpin_bpf_progs::xdp_decap::XdpDecap;
 use flowpin_registry::health::HealthCheck;
 use flowpin_registry::{BackendSpec, Proto, ServerId, Vip, VipFlags, VipSpec};
-use flowpin_testing::NetNs;
+use flowpin_testing::{
+    enable_threaded_napi, process_cpu_ns, set_threaded_napi, thread_cpu_ns, NetNs,
+};
 use serde::Serialize;
 
 use super::{progress, status, Fleet};
@@ -138,134 +141,53 @@ pub(crate) fn selected(coverage: Coverage) -> bool {
         })
 }
 
-/// `sum_exec_runtime` of every thread of `pid`, ns.
-fn process_ns(pid: u32) -> u64 {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    dir.filter_map(|e| {
-        let p = e.ok()?.path().join("schedstat");
-        std::fs::read_to_string(p)
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse::<u64>()
-            .ok()
-    })
-    .sum()
-}
-
-fn thread_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Pids of the kernel threads `napi/<dev>-*` (every namespace's).
-fn napi_threads(dev: &str) -> Vec<u32> {
-    let prefix = format!("napi/{dev}-");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
-        })
-        .collect()
-}
-
-const ETHTOOL_GTSO: u32 = 0x1e;
-const ETHTOOL_STSO: u32 = 0x1f;
-
-/// One `SIOCETHTOOL` with a `struct ethtool_value` on `ifname` in the
-/// calling thread's namespace; returns its `data`.
-fn ethtool(ifname: &str, cmd: u32, data: u32) -> Result<u32, Error> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    if ifname.len() > 15 {
-        return Err(format!("interface name {ifname:?} is too long").into());
-    }
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-    let mut val = EthtoolValue { cmd, data };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut ifr: nix::libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as nix::libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&mut val as *mut EthtoolValue).cast();
-    // SAFETY: SIOCETHTOOL reads `ifr` (NUL-terminated: at most 15 bytes in
-    // a zeroed 16-byte array) and the ethtool_value it points to, both
-    // alive on this frame for the whole call.
-    let rc = unsafe { nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCETHTOOL as _, &mut ifr) };
-    if rc < 0 {
-        return Err(format!(
-            "SIOCETHTOOL {cmd:#x} on {ifname}: {}",
-            std::io::Error::last_os_error()
-        )
-        .into());
-    }
-    Ok(val.data)
-}
-
 /// One end of an LB's link, switched to threaded NAPI without TSO.
 struct LinkEnd<'a> {
     ns: &'a NetNs,
     dev: String,
-    tso_was: Option<u32>,
+    /// TSO was on: switch it back on after.
+    tso_was_on: bool,
     threaded: bool,
 }
 
 impl<'a> LinkEnd<'a> {
-    fn switch(ns: &'a NetNs, dev: &str) -> Result<LinkEnd<'a>, Error> {
+    /// Switches `dev` in `ns`; with `napi`, the pids of the NAPI threads
+    /// that appeared (at least one, or an error).
+    fn switch(ns: &'a NetNs, dev: &str, napi: bool) -> Result<(LinkEnd<'a>, Vec<u32>), Error> {
         let mut end = LinkEnd {
             ns,
             dev: dev.to_string(),
-            tso_was: None,
+            tso_was_on: false,
             threaded: false,
         };
         let d = end.dev.clone();
         // Off already where XDP runs on either end of a veth (the kernel
         // drops the peer's software GSO then): nothing to switch.
-        if ns.run(move || ethtool(&d, ETHTOOL_GTSO, 0))?? != 0 {
+        if ns.run(move || offload(&d, Offload::Tso))?? {
             let d = end.dev.clone();
-            ns.run(move || ethtool(&d, ETHTOOL_STSO, 0))??;
-            end.tso_was = Some(1);
+            ns.run(move || set_offload(&d, Offload::Tso, false))??;
+            end.tso_was_on = true;
         }
-        end.set_threaded(true)?;
+        // Switched back off on drop even when no NAPI thread appears.
         end.threaded = true;
-        Ok(end)
-    }
-
-    fn set_threaded(&self, on: bool) -> Result<(), Error> {
-        // `ip netns exec` mounts the namespace's own /sys.
-        self.ns.exec(
-            "sh",
-            &[
-                "-c",
-                &format!(
-                    "echo {} > /sys/class/net/{}/threaded",
-                    u8::from(on),
-                    self.dev
-                ),
-            ],
-        )?;
-        Ok(())
+        let threads = if napi {
+            enable_threaded_napi(ns, dev)?
+        } else {
+            set_threaded_napi(ns, dev, true)?;
+            Vec::new()
+        };
+        Ok((end, threads))
     }
 }
 
 impl Drop for LinkEnd<'_> {
     fn drop(&mut self) {
         if self.threaded {
-            let _ = self.set_threaded(false);
+            let _ = set_threaded_napi(self.ns, &self.dev, false);
         }
-        if let Some(t) = self.tso_was {
+        if self.tso_was_on {
             let d = self.dev.clone();
-            let _ = self.ns.run(move || ethtool(&d, ETHTOOL_STSO, t));
+            let _ = self.ns.run(move || set_offload(&d, Offload::Tso, true));
         }
     }
 }
@@ -330,7 +252,13 @@ fn mark(f: &Fleet, napi: &[Vec<u32>]) -> Result<Vec<(u64, u64)>, Error> {
         .zip(napi)
         .map(|(n, threads)| {
             let pid = n.proc_.pid().ok_or("an LB is gone")?;
-            Ok((process_ns(pid), threads.iter().map(|t| thread_ns(*t)).sum()))
+            Ok((
+                process_cpu_ns(pid).unwrap_or(0),
+                threads
+                    .iter()
+                    .map(|t| thread_cpu_ns(*t, *t).unwrap_or(0))
+                    .sum(),
+            ))
         })
         .collect()
 }
@@ -457,23 +385,12 @@ pub(crate) fn measure(f: &mut Fleet, created: &mut Created) -> Result<ProbeCost,
     // NAPI threads are the ones that appear when it is switched.
     let mut napi = Vec::new();
     for (i, ns) in f.topo.lbs.iter().enumerate() {
-        let before = napi_threads(topo::LB_IF);
-        s.links.push(LinkEnd::switch(ns, topo::LB_IF)?);
-        let new: Vec<u32> = napi_threads(topo::LB_IF)
-            .into_iter()
-            .filter(|p| !before.contains(p))
-            .collect();
-        if new.is_empty() {
-            return Err(format!(
-                "LB {}: no napi/{}-* kernel thread appeared with threaded NAPI on",
-                i + 1,
-                topo::LB_IF
-            )
-            .into());
-        }
+        let (end, new) =
+            LinkEnd::switch(ns, topo::LB_IF, true).map_err(|e| format!("LB {}: {e}", i + 1))?;
+        s.links.push(end);
         napi.push(new);
-        s.links
-            .push(LinkEnd::switch(&f.topo.router, &format!("r-lb{}", i + 1))?);
+        let (end, _) = LinkEnd::switch(&f.topo.router, &format!("r-lb{}", i + 1), false)?;
+        s.links.push(end);
     }
 
     progress(format!(

@@ -32,30 +32,10 @@
 #include "xdp_lb_aes_tables.h"
 #include "xdp_lb_aes_ct.h"
 
-/* The kernel's crypto kfuncs (kernel/bpf/crypto.c), weak: a kernel without
- * them loads the program and its constant-time configurations hash. */
-/* Opaque; a complete (empty) type so its BTF kind matches the kernel's. */
-struct bpf_crypto_ctx {
-};
-struct bpf_crypto_params {
-	char type[14];
-	__u8 reserved[2];
-	char algo[128];
-	__u8 key[256];
-	__u32 key_len;
-	__u32 authsize;
-};
-extern struct bpf_crypto_ctx *bpf_crypto_ctx_create(const struct bpf_crypto_params *params,
-						    __u32 params__sz, int *err) __ksym __weak;
-extern void bpf_crypto_ctx_release(struct bpf_crypto_ctx *ctx) __ksym __weak;
-extern int bpf_crypto_encrypt(struct bpf_crypto_ctx *ctx, const struct bpf_dynptr *src,
-			      const struct bpf_dynptr *dst,
-			      const struct bpf_dynptr *siv__nullable) __ksym __weak;
-extern int bpf_crypto_decrypt(struct bpf_crypto_ctx *ctx, const struct bpf_dynptr *src,
-			      const struct bpf_dynptr *dst,
-			      const struct bpf_dynptr *siv__nullable) __ksym __weak;
-
-#define __fp_kptr __attribute__((btf_type_tag("kptr")))
+/* The kernel's crypto kfuncs, weak (the default of bpf_crypto_kfuncs.h): a
+ * kernel without them loads the program and its constant-time
+ * configurations hash. */
+#include "bpf_crypto_kfuncs.h"
 
 struct fp_crypto_slot {
 	struct bpf_crypto_ctx __fp_kptr *ctx;
