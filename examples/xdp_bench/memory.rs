@@ -23,8 +23,10 @@ use std::error::Error;
 use std::hint::black_box;
 use std::time::Instant;
 
-use nix::libc;
+use memmap2::{Advice, MmapMut};
 use nix::unistd::Pid;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -46,64 +48,13 @@ pub(crate) struct LineLoad {
     pub(crate) spaced_ns: f64,
 }
 
-/// Anonymous memory with 4 KiB pages, unmapped on drop.
-struct Area {
-    ptr: *mut u64,
-    bytes: usize,
-}
-
-impl Area {
-    fn new(bytes: usize) -> Res<Self> {
-        // SAFETY: a fresh private anonymous mapping; no existing memory is
-        // touched, the result is checked against MAP_FAILED.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!(
-                "memory probe: mmap of {bytes} bytes failed: {}",
-                std::io::Error::last_os_error()
-            )
-            .into());
-        }
-        // SAFETY: `p` is the mapping just made, `bytes` long. Huge pages
-        // off before the first touch: the map the probe stands for has
-        // 4 KiB pages. A refusal only means no THP here (then 4 KiB anyway).
-        unsafe { libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE) };
-        Ok(Area {
-            ptr: p.cast(),
-            bytes,
-        })
-    }
-
-    fn words(&mut self) -> &mut [u64] {
-        // SAFETY: the mapping is `bytes` long, readable and writable,
-        // zero-filled, u64-aligned (page-aligned), and borrowed mutably
-        // through `self` only.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.bytes / 8) }
-    }
-}
-
-impl Drop for Area {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the mapping made in `new`; no slice outlives `self`.
-        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
-    }
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The next line's index, stored in the first 8 bytes of line `i`.
+#[inline(always)]
+fn next_of(area: &[u8], i: usize) -> u64 {
+    let o = i * LINE;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&area[o..o + 8]);
+    u64::from_ne_bytes(b)
 }
 
 /// `iters` steps of a dependent ALU chain seeded by `y`.
@@ -118,13 +69,13 @@ fn work(mut y: u64, iters: u32) -> u64 {
 /// Follows the chain `loads` times from line `start`, `iters` work steps
 /// after each load; each next address depends on the work. Returns the
 /// elapsed ns and the final line (kept alive).
-fn chase(w: &[u64], start: usize, loads: u32, iters: u32) -> (f64, usize) {
+fn chase(area: &[u8], start: usize, loads: u32, iters: u32) -> (f64, usize) {
     let zero = black_box(0u64);
     let mut cur = start;
     let mut y = 1u64;
     let t = Instant::now();
     for _ in 0..loads {
-        let next = w[cur * (LINE / 8)];
+        let next = next_of(area, cur);
         y = work(y ^ next, iters);
         cur = (next ^ (y & zero)) as usize;
     }
@@ -167,22 +118,23 @@ fn measure_here(area_bytes: usize, lines: usize, spacing_ns: f64) -> Res<LineLoa
         )
         .into());
     }
-    let mut area = Area::new(area_bytes)?;
-    let w = area.words();
-    // Touch every page (4 KiB pages faulted in), then draw `lines`
-    // distinct lines and chain them in random order.
-    for p in (0..w.len()).step_by(4096 / 8) {
-        w[p] = 1;
+    // 4 KiB pages, as the map has: huge pages off before the first touch
+    // (a refusal only means no THP here, so 4 KiB pages anyway).
+    let mut area = MmapMut::map_anon(area_bytes)
+        .map_err(|e| format!("memory probe: mapping {area_bytes} bytes failed: {e}"))?;
+    let _ = area.advise(Advice::NoHugePage);
+    // Touch every page, then draw `lines` distinct lines and chain them in
+    // random order.
+    for p in (0..area_bytes).step_by(4096) {
+        area[p] = 1;
     }
-    let mut rng = 0x5eed_u64;
     let mut idx: Vec<usize> = (0..total).collect();
-    for i in (1..total).rev() {
-        let j = (splitmix(&mut rng) % (i as u64 + 1)) as usize;
-        idx.swap(i, j);
-    }
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(0x5eed));
     for i in 0..lines {
-        w[idx[i] * (LINE / 8)] = idx[(i + 1) % lines] as u64;
+        let o = idx[i] * LINE;
+        area[o..o + 8].copy_from_slice(&(idx[(i + 1) % lines] as u64).to_ne_bytes());
     }
+    let w: &[u8] = &area;
     let start = idx[0];
     // Warm: the chain once around, then measure back to back.
     chase(w, start, lines as u32, 0);
