@@ -18,54 +18,25 @@
 //! 4. The node's log never holds the key.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_lb_core::{AesEngine, VipCid};
 use flowpin_node::status::LbStatus;
-use flowpin_registry::local_etcd::LocalEtcd;
 use flowpin_registry::quic_lb::{QuicLbConfigRef, QuicLbConfigSpec, QuicLbEngine};
-use flowpin_registry::{
-    BackendSpec, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
-};
+use flowpin_registry::{BackendSpec, Proto, Registry, ServerId, Vip, VipFlags, VipSpec};
 use flowpin_tcp_opt::quic_lb::QuicLbKey;
-use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
+use flowpin_testing::require_bpf;
+
+mod node_rig;
+use node_rig::http_get;
+use node_rig::lb::{LbCleanup, LbLab, LbTags};
 
 /// The draft's test-vector key (never to appear in a log or `/status`).
 const KEY_HEX: &str = "8f95f09245765f80256934e50c66207f";
-
-struct Cleanup {
-    child: Option<Child>,
-    pin_dir: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = XdpLb::unpin(&self.pin_dir);
-        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
 
 /// The pinned maps' QUIC-LB codepoints of `vip` (read from the kernel).
 fn pinned_confs(pin_dir: &Path, vip: &Vip) -> Vec<(u8, u8, u8, bool)> {
@@ -121,72 +92,29 @@ fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
     if !require_bpf("privileged_lb_node_applies_and_acknowledges_quic_lb_configs") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let etcd = rt
-        .block_on(LocalEtcd::start())
-        .expect("etcd (as root a missing etcd is a failure: apt-get install etcd-server)");
-    let prefix = format!("/{}", unique_name("nqlb"));
-    let reg = rt
-        .block_on(Registry::connect(RegistryConfig::new(
-            [etcd.endpoint()],
-            &prefix,
-        )))
-        .expect("registry");
-
-    let lbns = NetNs::new("qlb").expect("netns");
-    let rtr = NetNs::new("qrt").expect("netns");
-    let _veth = VethPair::new(&lbns, "eth0", &rtr, "r0").expect("veth");
-    let mac = |ns: &NetNs, dev: &str| -> String {
-        let out = ns
-            .ip(&["-json", "link", "show", "dev", dev])
-            .expect("ip link");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip json");
-        v[0]["address"].as_str().expect("mac").to_string()
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pin_dir = Path::new("/sys/fs/bpf").join(unique_name("node-qlb"));
-    let port_file = dir.path().join("port");
+    let LbLab {
+        rt,
+        etcd: _etcd,
+        prefix: _,
+        reg,
+        lbns: _lbns,
+        rtr: _rtr,
+        veth: _veth,
+        dir,
+        pin_dir,
+        port_file,
+        config,
+    } = LbLab::new(
+        &LbTags {
+            prefix: "nqlb",
+            lbns: "qlb",
+            rtr: "qrt",
+            pins: "node-qlb",
+        },
+        "ring_size = 251\nlru_memory_mib = 1\nxdp_mode = \"generic\"",
+    );
     let log = dir.path().join("node.log");
-    let config = dir.path().join("lb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[registry]
-endpoints = ["{ep}"]
-prefix = "{prefix}"
-
-[lb]
-interface = "eth0"
-netns = "{ns}"
-pin_dir = "{pins}"
-local_mac = "{lmac}"
-next_hop_mac = "{rmac}"
-ring_size = 251
-lru_memory_mib = 1
-xdp_mode = "generic"
-
-[metrics]
-listen = "127.0.0.1:0"
-port_file = "{pf}"
-"#,
-            ep = etcd.endpoint(),
-            ns = lbns.path().display(),
-            pins = pin_dir.display(),
-            lmac = mac(&lbns, "eth0"),
-            rmac = mac(&rtr, "r0"),
-            pf = port_file.display(),
-        ),
-    )
-    .expect("write config");
-    let mut cleanup = Cleanup {
-        child: None,
-        pin_dir: pin_dir.clone(),
-    };
+    let mut cleanup = LbCleanup::new(&pin_dir);
 
     let vip = Vip::new("10.100.0.7".parse().expect("ip"), 443, Proto::Udp);
     let key: QuicLbKey = KEY_HEX.parse().expect("key");
