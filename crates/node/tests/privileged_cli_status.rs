@@ -15,7 +15,7 @@ use flowpin_registry::{BackendSpec, BackendState, Proto, ServerId, Vip, VipFlags
 use flowpin_testing::require_bpf;
 
 mod node_rig;
-use node_rig::lb::{mac, LbCleanup, LbLab, LbTags};
+use node_rig::lb::{mac, LbCleanup, LbLab};
 
 fn http_status(port: u16) -> Option<LbStatus> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -65,33 +65,27 @@ fn wait_status(port_file: &Path, pred: impl Fn(&LbStatus) -> bool) -> LbStatus {
     }
 }
 
+/// The test's `[lb]` lines (after the interface, namespace, pins and MACs).
+const LB_LINES: &str =
+    "conn_table_shared = true\nring_size = 4093\nlru_memory_mib = 1\nxdp_mode = \"generic\"";
+
 #[test]
 fn privileged_status_and_stats_read_the_pins_of_a_running_lb() {
     if !require_bpf("privileged_status_and_stats_read_the_pins_of_a_running_lb") {
         return;
     }
+    let lab = LbLab::new(["clist", "clb", "crt", "cli-lb"], LB_LINES);
     let LbLab {
         rt,
-        etcd: _etcd,
-        prefix: _,
         reg,
         lbns,
         rtr,
-        veth: _veth,
-        dir: _dir,
         pin_dir,
         port_file,
         config,
-    } = LbLab::new(
-        &LbTags {
-            prefix: "clist",
-            lbns: "clb",
-            rtr: "crt",
-            pins: "cli-lb",
-        },
-        "conn_table_shared = true\nring_size = 4093\nlru_memory_mib = 1\nxdp_mode = \"generic\"",
-    );
-    let mut cleanup = LbCleanup::new(&pin_dir);
+        ..
+    } = &lab;
+    let mut cleanup = LbCleanup::new(pin_dir);
     let vip = Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
     let b = |i: u8| -> std::net::IpAddr { format!("10.2.{i}.2").parse().expect("ip") };
     let host = rt

@@ -33,7 +33,7 @@ use flowpin_testing::require_bpf;
 
 mod node_rig;
 use node_rig::http_get;
-use node_rig::lb::{LbCleanup, LbLab, LbTags};
+use node_rig::lb::{LbCleanup, LbLab};
 
 /// The draft's test-vector key (never to appear in a log or `/status`).
 const KEY_HEX: &str = "8f95f09245765f80256934e50c66207f";
@@ -87,34 +87,26 @@ fn wait_acked(
     }
 }
 
+/// The test's `[lb]` lines (after the interface, namespace, pins and MACs).
+const LB_LINES: &str = "ring_size = 251\nlru_memory_mib = 1\nxdp_mode = \"generic\"";
+
 #[test]
 fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
     if !require_bpf("privileged_lb_node_applies_and_acknowledges_quic_lb_configs") {
         return;
     }
+    let lab = LbLab::new(["nqlb", "qlb", "qrt", "node-qlb"], LB_LINES);
     let LbLab {
         rt,
-        etcd: _etcd,
-        prefix: _,
         reg,
-        lbns: _lbns,
-        rtr: _rtr,
-        veth: _veth,
         dir,
         pin_dir,
         port_file,
         config,
-    } = LbLab::new(
-        &LbTags {
-            prefix: "nqlb",
-            lbns: "qlb",
-            rtr: "qrt",
-            pins: "node-qlb",
-        },
-        "ring_size = 251\nlru_memory_mib = 1\nxdp_mode = \"generic\"",
-    );
+        ..
+    } = &lab;
     let log = dir.path().join("node.log");
-    let mut cleanup = LbCleanup::new(&pin_dir);
+    let mut cleanup = LbCleanup::new(pin_dir);
 
     let vip = Vip::new("10.100.0.7".parse().expect("ip"), 443, Proto::Udp);
     let key: QuicLbKey = KEY_HEX.parse().expect("key");

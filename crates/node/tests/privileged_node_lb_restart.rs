@@ -24,7 +24,7 @@ use flowpin_testing::require_bpf;
 
 mod node_rig;
 use node_rig::http_get;
-use node_rig::lb::{LbCleanup, LbLab, LbTags};
+use node_rig::lb::{LbCleanup, LbLab};
 
 fn spawn_node(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
@@ -74,33 +74,24 @@ fn addr(i: u8) -> IpAddr {
     format!("10.2.{i}.2").parse().expect("ip")
 }
 
+/// The test's `[lb]` lines (after the interface, namespace, pins and MACs).
+const LB_LINES: &str = "tunnel_src_v4 = \"10.200.0.0/16\"\nconn_table_shared = true\nring_size = 4093\nlru_memory_mib = 1\nxdp_mode = \"generic\"";
+
 #[test]
 fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
     if !require_bpf("privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs") {
         return;
     }
+    let lab = LbLab::new(["node", "nlb", "nrt", "node-lb"], LB_LINES);
     let LbLab {
         rt,
-        etcd: _etcd,
-        prefix: _,
         reg,
-        lbns: _lbns,
-        rtr: _rtr,
-        veth: _veth,
-        dir: _dir,
         pin_dir,
         port_file,
         config,
-    } = LbLab::new(
-        &LbTags {
-            prefix: "node",
-            lbns: "nlb",
-            rtr: "nrt",
-            pins: "node-lb",
-        },
-        "tunnel_src_v4 = \"10.200.0.0/16\"\nconn_table_shared = true\nring_size = 4093\nlru_memory_mib = 1\nxdp_mode = \"generic\"",
-    );
-    let mut cleanup = LbCleanup::new(&pin_dir);
+        ..
+    } = &lab;
+    let mut cleanup = LbCleanup::new(pin_dir);
 
     let key = Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
     let vip = key; // the registry's VIP is the load balancer's

@@ -27,7 +27,7 @@ use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
 
 mod node_rig;
 use node_rig::http_get;
-use node_rig::lb::{mac, runtime, start_etcd};
+use node_rig::lb::{mac, runtime, start_etcd, write_lb_toml, LbToml};
 
 /// A node process with its stderr in a file.
 struct Node {
@@ -182,39 +182,21 @@ impl Lab {
     /// Writes `name.toml`: `lb` lines are appended to `[lb]`.
     fn config(&self, name: &str, endpoint: &str, listen: &str, lb: &str) -> PathBuf {
         let p = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(
+        write_lb_toml(
             &p,
-            format!(
-                r#"
-[registry]
-endpoints = ["{endpoint}"]
-prefix = "/{prefix}"
-
-[lb]
-interface = "eth0"
-netns = "{ns}"
-pin_dir = "{pins}"
-local_mac = "{lmac}"
-next_hop_mac = "{rmac}"
-tunnel_src_v4 = "10.200.0.0/16"
-conn_table_shared = true
-lru_memory_mib = 1
-ring_size = 4093
-{lb}
-
-[metrics]
-listen = "{listen}"
-port_file = "{pf}"
-"#,
-                prefix = unique_name("start"),
-                ns = self.lbns.path().display(),
-                pins = self.pin_dir().display(),
-                lmac = mac(&self.lbns, "eth0"),
-                rmac = mac(&self.rtr, "r0"),
-                pf = self.port_file().display(),
-            ),
-        )
-        .expect("write config");
+            &LbToml {
+                endpoint,
+                prefix: &format!("/{}", unique_name("start")),
+                lbns: &self.lbns,
+                rtr: &self.rtr,
+                pin_dir: self.pin_dir(),
+                lb_lines: &format!(
+                    "tunnel_src_v4 = \"10.200.0.0/16\"\nconn_table_shared = true\nlru_memory_mib = 1\nring_size = 4093\n{lb}"
+                ),
+                listen,
+                port_file: &self.port_file(),
+            },
+        );
         p
     }
 

@@ -40,6 +40,62 @@ pub(crate) fn mac(ns: &NetNs, dev: &str) -> String {
     v[0]["address"].as_str().expect("mac").to_string()
 }
 
+/// What an `lb.toml` of the tests says.
+pub(crate) struct LbToml<'a> {
+    /// The etcd endpoint.
+    pub(crate) endpoint: &'a str,
+    /// The registry prefix.
+    pub(crate) prefix: &'a str,
+    /// The LB's namespace (its `eth0` is the interface).
+    pub(crate) lbns: &'a NetNs,
+    /// The router's namespace (its `r0`'s MAC is the next hop).
+    pub(crate) rtr: &'a NetNs,
+    /// `lb.pin_dir`.
+    pub(crate) pin_dir: &'a Path,
+    /// Appended to `[lb]`.
+    pub(crate) lb_lines: &'a str,
+    /// `metrics.listen`.
+    pub(crate) listen: &'a str,
+    /// `metrics.port_file`.
+    pub(crate) port_file: &'a Path,
+}
+
+/// Writes `t` as TOML to `path`.
+pub(crate) fn write_lb_toml(path: &Path, t: &LbToml<'_>) {
+    std::fs::write(
+        path,
+        format!(
+            r#"
+[registry]
+endpoints = ["{ep}"]
+prefix = "{prefix}"
+
+[lb]
+interface = "eth0"
+netns = "{ns}"
+pin_dir = "{pins}"
+local_mac = "{lmac}"
+next_hop_mac = "{rmac}"
+{lb_lines}
+
+[metrics]
+listen = "{listen}"
+port_file = "{pf}"
+"#,
+            ep = t.endpoint,
+            prefix = t.prefix,
+            ns = t.lbns.path().display(),
+            pins = t.pin_dir.display(),
+            lmac = mac(t.lbns, "eth0"),
+            rmac = mac(t.rtr, "r0"),
+            lb_lines = t.lb_lines,
+            listen = t.listen,
+            pf = t.port_file.display(),
+        ),
+    )
+    .expect("write config");
+}
+
 /// Kills the node (if started) and removes the pins on every exit path.
 pub(crate) struct LbCleanup {
     pub(crate) child: Option<Child>,
@@ -68,18 +124,6 @@ impl Drop for LbCleanup {
     }
 }
 
-/// Unique names of one test's resources.
-pub(crate) struct LbTags<'a> {
-    /// The registry prefix (`/<unique>`).
-    pub(crate) prefix: &'a str,
-    /// The LB's namespace.
-    pub(crate) lbns: &'a str,
-    /// The router's namespace.
-    pub(crate) rtr: &'a str,
-    /// The pin directory under `/sys/fs/bpf`.
-    pub(crate) pins: &'a str,
-}
-
 /// An LB node's test setup. Fields are dropped in this order: the files,
 /// the veth, the namespaces, the registry client, etcd, the runtime.
 pub(crate) struct LbLab {
@@ -102,47 +146,34 @@ pub(crate) struct LbLab {
 
 impl LbLab {
     /// Starts etcd, connects, makes the namespaces and writes `lb.toml`.
-    pub(crate) fn new(tags: &LbTags<'_>, lb_lines: &str) -> LbLab {
+    /// `tags` (each made unique): the registry prefix, the LB's namespace,
+    /// the router's namespace, the pin directory under `/sys/fs/bpf`.
+    pub(crate) fn new(tags: [&str; 4], lb_lines: &str) -> LbLab {
+        let [prefix_tag, lbns_tag, rtr_tag, pins_tag] = tags;
         let rt = runtime();
         let etcd = start_etcd(&rt);
-        let prefix = format!("/{}", unique_name(tags.prefix));
+        let prefix = format!("/{}", unique_name(prefix_tag));
         let reg = connect(&rt, etcd.endpoint(), &prefix);
-        let lbns = NetNs::new(tags.lbns).expect("netns");
-        let rtr = NetNs::new(tags.rtr).expect("netns");
+        let lbns = NetNs::new(lbns_tag).expect("netns");
+        let rtr = NetNs::new(rtr_tag).expect("netns");
         let veth = VethPair::new(&lbns, "eth0", &rtr, "r0").expect("veth");
         let dir = tempfile::tempdir().expect("tempdir");
-        let pin_dir = Path::new("/sys/fs/bpf").join(unique_name(tags.pins));
+        let pin_dir = Path::new("/sys/fs/bpf").join(unique_name(pins_tag));
         let port_file = dir.path().join("port");
         let config = dir.path().join("lb.toml");
-        std::fs::write(
+        write_lb_toml(
             &config,
-            format!(
-                r#"
-[registry]
-endpoints = ["{ep}"]
-prefix = "{prefix}"
-
-[lb]
-interface = "eth0"
-netns = "{ns}"
-pin_dir = "{pins}"
-local_mac = "{lmac}"
-next_hop_mac = "{rmac}"
-{lb_lines}
-
-[metrics]
-listen = "127.0.0.1:0"
-port_file = "{pf}"
-"#,
-                ep = etcd.endpoint(),
-                ns = lbns.path().display(),
-                pins = pin_dir.display(),
-                lmac = mac(&lbns, "eth0"),
-                rmac = mac(&rtr, "r0"),
-                pf = port_file.display(),
-            ),
-        )
-        .expect("write config");
+            &LbToml {
+                endpoint: &etcd.endpoint(),
+                prefix: &prefix,
+                lbns: &lbns,
+                rtr: &rtr,
+                pin_dir: &pin_dir,
+                lb_lines,
+                listen: "127.0.0.1:0",
+                port_file: &port_file,
+            },
+        );
         LbLab {
             dir,
             veth,
