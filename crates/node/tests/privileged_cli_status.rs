@@ -105,12 +105,12 @@ fn privileged_status_and_stats_read_the_pins_of_a_running_lb() {
     cleanup.child = Some(
         Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
             .args(["lb", "--config"])
-            .arg(&config)
+            .arg(config)
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn node"),
     );
-    let st = wait_status(&port_file, |s| {
+    let st = wait_status(port_file, |s| {
         s.vips
             .get("10.100.0.1:8080/tcp")
             .is_some_and(|v| v.backends == 2 && v.draining == 1)
@@ -128,7 +128,7 @@ fn privileged_status_and_stats_read_the_pins_of_a_running_lb() {
         "add",
         "10.100.0.1",
         "lladdr",
-        &mac(&lbns, "eth0"),
+        &mac(lbns, "eth0"),
         "dev",
         "r0",
     ])
@@ -206,7 +206,7 @@ fn privileged_status_and_stats_read_the_pins_of_a_running_lb() {
     // A change in progress holds the directory's lock: status waits (5 s
     // at most), then says so instead of hanging or reading half a change.
     {
-        let f = std::fs::File::open(&pin_dir).expect("open pin dir");
+        let f = std::fs::File::open(pin_dir).expect("open pin dir");
         let _held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .expect("flock");

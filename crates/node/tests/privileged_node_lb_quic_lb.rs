@@ -129,7 +129,7 @@ fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
     cleanup.child = Some(
         Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
             .args(["lb", "--config"])
-            .arg(&config)
+            .arg(config)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -137,13 +137,13 @@ fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
             .spawn()
             .expect("spawn flowpin-node lb"),
     );
-    wait_acked(&rt, &reg, &[0, 1]);
+    wait_acked(rt, reg, &[0, 1]);
     // Acknowledged only once the maps hold them.
     assert_eq!(
-        pinned_confs(&pin_dir, &vip),
+        pinned_confs(pin_dir, &vip),
         vec![(0, 4, 6, false), (1, 4, 12, true)]
     );
-    let port: u16 = std::fs::read_to_string(&port_file)
+    let port: u16 = std::fs::read_to_string(port_file)
         .expect("port")
         .trim()
         .parse()
@@ -199,14 +199,14 @@ fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
         &QuicLbConfigSpec::new(4, 12, Some(key)).with_engine(QuicLbEngine::Table),
     ))
     .expect("put config 2");
-    wait_acked(&rt, &reg, &[0, 1, 2]);
+    wait_acked(rt, reg, &[0, 1, 2]);
     let took = t0.elapsed();
     assert!(
         took < Duration::from_secs(5),
         "config 2 acknowledged after {took:?}: the watch on quic_lb/configs/ did not wake the node"
     );
     assert_eq!(
-        pinned_engines(&pin_dir, &vip),
+        pinned_engines(pin_dir, &vip),
         vec![(1, AesEngine::ConstantTime), (2, AesEngine::Table)]
     );
     let body = http_get(port, "/status").expect("/status");
@@ -226,7 +226,7 @@ fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
     assert!(rt
         .block_on(reg.retire_quic_lb_config(&vip, 0))
         .expect("retire"));
-    let acked = wait_acked(&rt, &reg, &[0, 1, 2]);
+    let acked = wait_acked(rt, reg, &[0, 1, 2]);
     let view = rt.block_on(reg.quic_lb_view()).expect("view");
     assert_eq!(
         view.issuable()
@@ -237,7 +237,7 @@ fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
         "a retiring config is not issued; acked {acked:?}"
     );
     assert_eq!(
-        pinned_confs(&pin_dir, &vip).len(),
+        pinned_confs(pin_dir, &vip).len(),
         3,
         "retiring stays routable"
     );
@@ -250,9 +250,9 @@ fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
         removed.iter().map(|r| r.config_id).collect::<Vec<_>>(),
         vec![0]
     );
-    wait_acked(&rt, &reg, &[1, 2]);
+    wait_acked(rt, reg, &[1, 2]);
     assert_eq!(
-        pinned_confs(&pin_dir, &vip),
+        pinned_confs(pin_dir, &vip),
         vec![(1, 4, 12, true), (2, 4, 12, true)]
     );
 

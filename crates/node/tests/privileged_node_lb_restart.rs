@@ -116,15 +116,15 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
         .expect("revision");
 
     // 1. First start: load, pin, attach, apply.
-    cleanup.child = Some(spawn_node(&config));
-    let s1 = wait_status(&port_file, rev1);
+    cleanup.child = Some(spawn_node(config));
+    let s1 = wait_status(port_file, rev1);
     assert!(!s1.reopened, "first start must load: {s1:?}");
     assert_eq!(s1.role, NodeRole::Lb);
     assert_eq!(s1.pid, cleanup.child.as_ref().expect("child").id());
     let vip_name = "10.100.0.1:8080/tcp";
     let digest1 = s1.vips[vip_name].digest;
     assert_eq!(s1.vips[vip_name].backends, 3, "{s1:?}");
-    let port: u16 = std::fs::read_to_string(&port_file)
+    let port: u16 = std::fs::read_to_string(port_file)
         .expect("port")
         .trim()
         .parse()
@@ -162,7 +162,7 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
     kill9(&mut cleanup);
     assert!(pin_dir.join("link").exists(), "link pin gone after SIGKILL");
     {
-        let lb = XdpLb::open_pinned(&pin_dir).expect("open_pinned after SIGKILL");
+        let lb = XdpLb::open_pinned(pin_dir).expect("open_pinned after SIGKILL");
         let got: Vec<IpAddr> = lb
             .backends(&vip)
             .expect("VIP")
@@ -173,9 +173,9 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
     }
 
     // 3. Restart without a change: reopened, same digest.
-    std::fs::remove_file(&port_file).expect("remove port file");
-    cleanup.child = Some(spawn_node(&config));
-    let s2 = wait_status(&port_file, rev1);
+    std::fs::remove_file(port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(config));
+    let s2 = wait_status(port_file, rev1);
     assert!(s2.reopened, "restart must reopen the pins: {s2:?}");
     assert_eq!(s2.vips[vip_name].digest, digest1, "{s2:?}");
     assert_eq!(s2.apply_errors, 0);
@@ -189,9 +189,9 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
             host.set_state(&key, addr(2), BackendState::Draining).await
         })
         .expect("registry change");
-    std::fs::remove_file(&port_file).expect("remove port file");
-    cleanup.child = Some(spawn_node(&config));
-    let s3 = wait_status(&port_file, rev2);
+    std::fs::remove_file(port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(config));
+    let s3 = wait_status(port_file, rev2);
     assert!(s3.reopened);
     assert_eq!(s3.vips[vip_name].backends, 4, "{s3:?}");
     assert_eq!(s3.vips[vip_name].draining, 1, "{s3:?}");
@@ -204,7 +204,7 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
     let digest3 = s3.vips[vip_name].digest;
     kill9(&mut cleanup);
     {
-        let lb = XdpLb::open_pinned(&pin_dir).expect("open_pinned");
+        let lb = XdpLb::open_pinned(pin_dir).expect("open_pinned");
         let got: Vec<(IpAddr, Option<u32>)> = lb
             .backends(&vip)
             .expect("VIP")
@@ -221,9 +221,9 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
         assert!(!lb.is_draining(&vip, addr(1)));
     }
     // And once more: a plain restart keeps that digest.
-    std::fs::remove_file(&port_file).expect("remove port file");
-    cleanup.child = Some(spawn_node(&config));
-    let s4 = wait_status(&port_file, rev2);
+    std::fs::remove_file(port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(config));
+    let s4 = wait_status(port_file, rev2);
     assert_eq!(s4.vips[vip_name].digest, digest3);
     drop(cleanup);
     assert!(!pin_dir.exists(), "pins left behind");
