@@ -17,11 +17,12 @@
 //!
 //! See crates/tcp-opt/README.md for the algorithm, step by step.
 use std::error::Error;
-use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use flowpin::tcp_opt::quic_lb::tool::{decode_lines, encode_lines, load_key};
+use clap::Parser;
+use flowpin::tcp_opt::quic_lb::tool::{decode_lines, encode_lines, QuicLbToolError};
 use flowpin::tcp_opt::quic_lb::QuicLbConfig;
+// The same flags as `flowpin-node quic-lb encode|decode`.
+use flowpin_node::quic_lb_args::{ConfigArgs, QuicLbCmd as Command};
 use rand::RngCore;
 
 #[derive(Parser, Debug)]
@@ -31,56 +32,13 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Write a CID: first octet, then server ID + nonce (encrypted with a key).
-    Encode {
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// The server ID, hex (`--server-id-len` octets).
-        #[arg(long, conflicts_with = "flowpin_id")]
-        server_id: Option<String>,
-        /// A flowpin server_id (decimal), written big-endian in the server ID.
-        #[arg(long)]
-        flowpin_id: Option<u32>,
-        /// The nonce, hex (`--nonce-len` octets); random if absent.
-        #[arg(long)]
-        nonce: Option<String>,
-    },
-    /// Read a CID: the server ID (what a load balancer routes by) and the nonce.
-    Decode {
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// The CID, hex.
-        cid: String,
-    },
-}
-
-#[derive(Args, Debug)]
-struct ConfigArgs {
-    /// Config rotation codepoint, 0..=6.
-    #[arg(long)]
-    config_id: u8,
-    /// Server ID octets, 1..=15.
-    #[arg(long)]
-    server_id_len: u8,
-    /// Nonce octets, 4..=18 (server ID + nonce <= 19).
-    #[arg(long)]
-    nonce_len: u8,
-    /// A file holding the key (32 hex digits); else $FLOWPIN_QUIC_LB_KEY;
-    /// else plaintext.
-    #[arg(long)]
-    key_file: Option<PathBuf>,
-    /// Plaintext even if $FLOWPIN_QUIC_LB_KEY is set.
-    #[arg(long, conflicts_with = "key_file")]
-    plaintext: bool,
-}
-
-impl ConfigArgs {
-    fn config(&self) -> Result<QuicLbConfig, Box<dyn Error>> {
-        let key = load_key(self.key_file.as_deref(), self.plaintext)?;
-        Ok(QuicLbConfig::new(self.config_id, self.server_id_len, self.nonce_len)?.with_key(key))
-    }
+/// The configuration with its key; a codec error is returned as the codec
+/// gave it.
+fn load_config(args: &ConfigArgs) -> Result<QuicLbConfig, Box<dyn Error>> {
+    args.config().map_err(|e| match e {
+        QuicLbToolError::Codec(e) => e.into(),
+        e => e.into(),
+    })
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -91,7 +49,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             flowpin_id,
             nonce,
         } => {
-            let config = config.config()?;
+            let config = load_config(&config)?;
             let mut random = [0u8; 18];
             rand::rng().fill_bytes(&mut random);
             print!(
@@ -106,7 +64,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             );
         }
         Command::Decode { config, cid } => {
-            print!("{}", decode_lines(&config.config()?, &cid)?);
+            print!("{}", decode_lines(&load_config(&config)?, &cid)?);
         }
     }
     Ok(())

@@ -447,3 +447,58 @@ where
     }
     Ok(prog)
 }
+
+/// A loaded program and the directory it is pinned in (set once: by
+/// [`pin`](Self::pin), or when reopened from its pins): the pin / reopen /
+/// upgrade part every pinnable program's handle shares.
+#[derive(Debug)]
+pub(crate) struct PinnedProg {
+    fd: OwnedFd,
+    dir: std::sync::OnceLock<PathBuf>,
+}
+
+impl PinnedProg {
+    /// A program just loaded, not pinned.
+    pub(crate) fn loaded(fd: OwnedFd) -> Self {
+        PinnedProg {
+            fd,
+            dir: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A program reopened from its pins under `dir`.
+    pub(crate) fn reopened(fd: OwnedFd, dir: &Path) -> Self {
+        PinnedProg {
+            fd,
+            dir: std::sync::OnceLock::from(dir.to_path_buf()),
+        }
+    }
+
+    /// Pins `maps` and the program under `dir` per [`pin_dir`] and
+    /// remembers `dir` (where [`upgrade`](Self::upgrade) replaces the `prog` pin).
+    pub(crate) fn pin<M: MapTable>(&self, dir: &Path, maps: &M) -> Result<(), KernelError> {
+        pin_dir(dir, maps, self.fd.as_fd())?;
+        let _ = self.dir.set(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Replaces the program per [`upgrade`]: `load` this build's program,
+    /// swap it into `link`, and repin it when pinned.
+    pub(crate) fn upgrade<E>(
+        &mut self,
+        link: &impl Link,
+        load: impl FnOnce() -> Result<OwnedFd, E>,
+    ) -> Result<(), E>
+    where
+        E: From<KernelError> + From<LinkError>,
+    {
+        self.fd = upgrade(self.dir.get(), link, load)?;
+        Ok(())
+    }
+}
+
+impl AsFd for PinnedProg {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -53,7 +53,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
 pub use crate::link::Link;
-use crate::pinned_maps::{self, MapTable};
+use crate::pinned_maps::{self, MapTable, PinnedProg};
 use crate::skel::xdp_decap::types::decap_stats;
 use crate::skel::xdp_decap::XdpDecapSkelBuilder;
 use crate::xdp_attach::{attach_xdp, xdp_test_run};
@@ -233,10 +233,9 @@ impl From<decap_stats> for DecapStats {
 /// [`upgrade`](Self::upgrade) swaps this build's program into a link.
 #[derive(Debug)]
 pub struct XdpDecap {
-    prog: OwnedFd,
+    prog: PinnedProg,
     maps: DecapMaps,
     config: XdpDecapConfig,
-    pin_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 pinned_maps::map_table! {
@@ -288,10 +287,9 @@ impl XdpDecap {
         }
         let (prog, maps) = load_program(&config, None)?;
         Ok(XdpDecap {
-            prog,
+            prog: PinnedProg::loaded(prog),
             maps,
             config,
-            pin_dir: std::sync::OnceLock::new(),
         })
     }
 
@@ -300,10 +298,7 @@ impl XdpDecap {
     /// from [`attach`](Self::attach) with [`Link::pin`],
     /// conventionally as `dir/link`.
     pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        pinned_maps::pin_dir(dir, &self.maps, self.prog.as_fd())?;
-        let _ = self.pin_dir.set(dir.to_path_buf());
-        Ok(())
+        Ok(self.prog.pin(dir.as_ref(), &self.maps)?)
     }
 
     /// Reopens an `xdp_decap` pinned by [`pin`](Self::pin): its program
@@ -323,14 +318,11 @@ impl XdpDecap {
         }
         let (prog, maps) = pinned_maps::open_table::<DecapMaps>(dir)?;
         let config = XdpDecapConfig::default().max_tunnel_addrs(maps.tunnel_v4.max_entries());
-        let d = XdpDecap {
-            prog,
+        Ok(XdpDecap {
+            prog: PinnedProg::reopened(prog, dir),
             maps,
             config,
-            pin_dir: std::sync::OnceLock::new(),
-        };
-        let _ = d.pin_dir.set(dir.to_path_buf());
-        Ok(d)
+        })
     }
 
     /// Removes a pinned `xdp_decap` directory (every pin in it, links
@@ -344,10 +336,9 @@ impl XdpDecap {
     /// into `link` atomically (`BPF_LINK_UPDATE`). When pinned, the `prog`
     /// pin is replaced too.
     pub fn upgrade(&mut self, link: &XdpLink) -> Result<()> {
-        self.prog = pinned_maps::upgrade(self.pin_dir.get(), link, || {
+        self.prog.upgrade(link, || {
             load_program(&self.config, Some(&self.maps)).map(|(prog, _)| prog)
-        })?;
-        Ok(())
+        })
     }
 
     /// The program's fd (for `attach_xdp`, queries, or test runs).

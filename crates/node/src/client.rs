@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::backend::{fatal, lock_pin_dir, write_port_file};
+use crate::backend::{fatal, lock_pin_dir};
 use crate::config::{ClientConfig, ClientOnExit};
 use crate::http::{self, Query};
 use crate::NodeError;
@@ -235,23 +235,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
-    let (_keep_tx, mut requests) = match &cfg.metrics {
-        Some(m) => {
-            let (addr, rx) = http::serve(m.listen).await.map_err(|e| {
-                fatal(format!(
-                    "metrics.listen {}: {e}: another process uses it; pick another address or stop that process",
-                    m.listen
-                ))
-            })?;
-            write_port_file(m.port_file.as_deref(), addr);
-            info!(%addr, "metrics on http://{addr}/metrics, status on http://{addr}/status");
-            (None, rx)
-        }
-        None => {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            (Some(tx), rx)
-        }
-    };
+    let (_keep_tx, mut requests) = http::start_optional(cfg.metrics.as_ref()).await?;
     let dir = cfg.pin_dir();
     let _lock = lock_pin_dir(&dir)?;
     let path = open_or_load(&cfg)?;

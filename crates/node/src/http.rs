@@ -4,6 +4,7 @@
 //! answers with the rendered body: no locks, nothing computed while idle.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -11,6 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::config::MetricsSection;
+use crate::NodeError;
 
 /// What a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +51,54 @@ async fn ask(tx: &mpsc::Sender<Request>, q: Query, content_type: &'static str) -
     }
 }
 
+/// Writes the bound port to `path` (if set) through a temporary file, so a
+/// reader never sees it half written; a failure is logged, not fatal.
+pub(crate) fn write_port_file(path: Option<&Path>, addr: SocketAddr) {
+    if let Some(p) = path {
+        let tmp = p.with_extension("tmp");
+        if std::fs::write(&tmp, addr.port().to_string())
+            .and_then(|()| std::fs::rename(&tmp, p))
+            .is_err()
+        {
+            warn!(file = %p.display(), "cannot write the metrics port file");
+        }
+    }
+}
+
+/// Logs where the endpoint answers.
+pub(crate) fn log_endpoint(addr: SocketAddr) {
+    info!(%addr, "metrics on http://{addr}/metrics, status on http://{addr}/status");
+}
+
+/// Starts the endpoint of a role whose `metrics` section is optional
+/// (backend, client): with a section, binds `metrics.listen` (an address in
+/// use is a fatal error saying what to do), writes `metrics.port_file` and
+/// returns the request stream; without one, returns a stream that never
+/// yields, kept open by the returned sender (hold it as long as the loop runs).
+pub(crate) async fn start_optional(
+    metrics: Option<&MetricsSection>,
+) -> Result<(Option<mpsc::Sender<Request>>, mpsc::Receiver<Request>), NodeError> {
+    match metrics {
+        Some(m) => {
+            let (addr, rx) = serve(m.listen).await.map_err(|e| {
+                crate::backend::fatal(format!(
+                    "metrics.listen {}: {e}: another process uses it; pick another address or stop that process",
+                    m.listen
+                ))
+            })?;
+            write_port_file(m.port_file.as_deref(), addr);
+            log_endpoint(addr);
+            Ok((None, rx))
+        }
+        None => {
+            let (tx, rx) = mpsc::channel(1);
+            Ok((Some(tx), rx))
+        }
+    }
+}
+
 /// Binds `listen` and serves `/metrics` and `/status` in a task. Returns
 /// the bound address (port 0 picks one) and the request stream.
-#[allow(dead_code)] // the backend role's endpoint
 pub(crate) async fn serve(
     listen: SocketAddr,
 ) -> std::io::Result<(SocketAddr, mpsc::Receiver<Request>)> {

@@ -443,18 +443,6 @@ impl Node {
     }
 }
 
-fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
-    if let Some(p) = path {
-        let tmp = p.with_extension("tmp");
-        if std::fs::write(&tmp, addr.port().to_string())
-            .and_then(|()| std::fs::rename(&tmp, p))
-            .is_err()
-        {
-            warn!(file = %p.display(), "cannot write the metrics port file");
-        }
-    }
-}
-
 /// Runs `flowpin-node lb` until SIGTERM / SIGINT.
 pub async fn run(config_path: &Path) -> Result<()> {
     let cfg = LbConfig::load(config_path)?;
@@ -491,8 +479,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         None
     };
     let (addr, mut requests) = http::serve_on(listener)?;
-    write_port_file(cfg.metrics.port_file.as_deref(), addr);
-    info!(%addr, "metrics on http://{addr}/metrics, status on http://{addr}/status");
+    http::write_port_file(cfg.metrics.port_file.as_deref(), addr);
+    http::log_endpoint(addr);
     let mut node = Node {
         cfg: cfg.clone(),
         config_path: config_path.to_path_buf(),

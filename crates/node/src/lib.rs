@@ -25,6 +25,7 @@ pub mod file_registry;
 mod http;
 pub mod lb;
 pub mod pin_lock;
+pub mod quic_lb_args;
 pub mod status;
 mod traps;
 

@@ -6,33 +6,16 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_node::status::LbStatus;
-use flowpin_registry::local_etcd::LocalEtcd;
-use flowpin_registry::{
-    BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
-};
-use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
+use flowpin_registry::{BackendSpec, BackendState, Proto, ServerId, Vip, VipFlags, VipSpec};
+use flowpin_testing::require_bpf;
 
-struct Cleanup {
-    child: Option<Child>,
-    pin_dir: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = XdpLb::unpin(&self.pin_dir);
-        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
-    }
-}
+mod node_rig;
+use node_rig::lb::{mac, LbCleanup, LbLab};
 
 fn http_status(port: u16) -> Option<LbStatus> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -82,75 +65,27 @@ fn wait_status(port_file: &Path, pred: impl Fn(&LbStatus) -> bool) -> LbStatus {
     }
 }
 
+/// The test's `[lb]` lines (after the interface, namespace, pins and MACs).
+const LB_LINES: &str =
+    "conn_table_shared = true\nring_size = 4093\nlru_memory_mib = 1\nxdp_mode = \"generic\"";
+
 #[test]
 fn privileged_status_and_stats_read_the_pins_of_a_running_lb() {
     if !require_bpf("privileged_status_and_stats_read_the_pins_of_a_running_lb") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let etcd = rt.block_on(LocalEtcd::start()).expect("etcd");
-    let prefix = format!("/{}", unique_name("clist"));
-    let reg = rt
-        .block_on(Registry::connect(RegistryConfig::new(
-            [etcd.endpoint()],
-            &prefix,
-        )))
-        .expect("registry");
-
-    let lbns = NetNs::new("clb").expect("netns");
-    let rtr = NetNs::new("crt").expect("netns");
-    let _veth = VethPair::new(&lbns, "eth0", &rtr, "r0").expect("veth");
-    let mac = |ns: &NetNs, dev: &str| -> String {
-        let out = ns
-            .ip(&["-json", "link", "show", "dev", dev])
-            .expect("ip link");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip json");
-        v[0]["address"].as_str().expect("mac").to_string()
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pin_dir = Path::new("/sys/fs/bpf").join(unique_name("cli-lb"));
-    let port_file = dir.path().join("port");
-    let config = dir.path().join("lb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[registry]
-endpoints = ["{ep}"]
-prefix = "{prefix}"
-
-[lb]
-interface = "eth0"
-netns = "{ns}"
-pin_dir = "{pins}"
-local_mac = "{lmac}"
-next_hop_mac = "{rmac}"
-conn_table_shared = true
-ring_size = 4093
-lru_memory_mib = 1
-xdp_mode = "generic"
-
-[metrics]
-listen = "127.0.0.1:0"
-port_file = "{pf}"
-"#,
-            ep = etcd.endpoint(),
-            ns = lbns.path().display(),
-            pins = pin_dir.display(),
-            lmac = mac(&lbns, "eth0"),
-            rmac = mac(&rtr, "r0"),
-            pf = port_file.display(),
-        ),
-    )
-    .expect("write config");
-    let mut cleanup = Cleanup {
-        child: None,
-        pin_dir: pin_dir.clone(),
-    };
+    let lab = LbLab::new(["clist", "clb", "crt", "cli-lb"], LB_LINES);
+    let LbLab {
+        rt,
+        reg,
+        lbns,
+        rtr,
+        pin_dir,
+        port_file,
+        config,
+        ..
+    } = &lab;
+    let mut cleanup = LbCleanup::new(pin_dir);
     let vip = Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
     let b = |i: u8| -> std::net::IpAddr { format!("10.2.{i}.2").parse().expect("ip") };
     let host = rt
@@ -170,12 +105,12 @@ port_file = "{pf}"
     cleanup.child = Some(
         Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
             .args(["lb", "--config"])
-            .arg(&config)
+            .arg(config)
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn node"),
     );
-    let st = wait_status(&port_file, |s| {
+    let st = wait_status(port_file, |s| {
         s.vips
             .get("10.100.0.1:8080/tcp")
             .is_some_and(|v| v.backends == 2 && v.draining == 1)
@@ -193,7 +128,7 @@ port_file = "{pf}"
         "add",
         "10.100.0.1",
         "lladdr",
-        &mac(&lbns, "eth0"),
+        &mac(lbns, "eth0"),
         "dev",
         "r0",
     ])
@@ -271,7 +206,7 @@ port_file = "{pf}"
     // A change in progress holds the directory's lock: status waits (5 s
     // at most), then says so instead of hanging or reading half a change.
     {
-        let f = std::fs::File::open(&pin_dir).expect("open pin dir");
+        let f = std::fs::File::open(pin_dir).expect("open pin dir");
         let _held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .expect("flock");

@@ -18,54 +18,25 @@
 //! 4. The node's log never holds the key.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_lb_core::{AesEngine, VipCid};
 use flowpin_node::status::LbStatus;
-use flowpin_registry::local_etcd::LocalEtcd;
 use flowpin_registry::quic_lb::{QuicLbConfigRef, QuicLbConfigSpec, QuicLbEngine};
-use flowpin_registry::{
-    BackendSpec, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
-};
+use flowpin_registry::{BackendSpec, Proto, Registry, ServerId, Vip, VipFlags, VipSpec};
 use flowpin_tcp_opt::quic_lb::QuicLbKey;
-use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
+use flowpin_testing::require_bpf;
+
+mod node_rig;
+use node_rig::http_get;
+use node_rig::lb::{LbCleanup, LbLab};
 
 /// The draft's test-vector key (never to appear in a log or `/status`).
 const KEY_HEX: &str = "8f95f09245765f80256934e50c66207f";
-
-struct Cleanup {
-    child: Option<Child>,
-    pin_dir: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = XdpLb::unpin(&self.pin_dir);
-        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
 
 /// The pinned maps' QUIC-LB codepoints of `vip` (read from the kernel).
 fn pinned_confs(pin_dir: &Path, vip: &Vip) -> Vec<(u8, u8, u8, bool)> {
@@ -116,77 +87,26 @@ fn wait_acked(
     }
 }
 
+/// The test's `[lb]` lines (after the interface, namespace, pins and MACs).
+const LB_LINES: &str = "ring_size = 251\nlru_memory_mib = 1\nxdp_mode = \"generic\"";
+
 #[test]
 fn privileged_lb_node_applies_and_acknowledges_quic_lb_configs() {
     if !require_bpf("privileged_lb_node_applies_and_acknowledges_quic_lb_configs") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let etcd = rt
-        .block_on(LocalEtcd::start())
-        .expect("etcd (as root a missing etcd is a failure: apt-get install etcd-server)");
-    let prefix = format!("/{}", unique_name("nqlb"));
-    let reg = rt
-        .block_on(Registry::connect(RegistryConfig::new(
-            [etcd.endpoint()],
-            &prefix,
-        )))
-        .expect("registry");
-
-    let lbns = NetNs::new("qlb").expect("netns");
-    let rtr = NetNs::new("qrt").expect("netns");
-    let _veth = VethPair::new(&lbns, "eth0", &rtr, "r0").expect("veth");
-    let mac = |ns: &NetNs, dev: &str| -> String {
-        let out = ns
-            .ip(&["-json", "link", "show", "dev", dev])
-            .expect("ip link");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip json");
-        v[0]["address"].as_str().expect("mac").to_string()
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pin_dir = Path::new("/sys/fs/bpf").join(unique_name("node-qlb"));
-    let port_file = dir.path().join("port");
+    let lab = LbLab::new(["nqlb", "qlb", "qrt", "node-qlb"], LB_LINES);
+    let LbLab {
+        rt,
+        reg,
+        dir,
+        pin_dir,
+        port_file,
+        config,
+        ..
+    } = &lab;
     let log = dir.path().join("node.log");
-    let config = dir.path().join("lb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[registry]
-endpoints = ["{ep}"]
-prefix = "{prefix}"
-
-[lb]
-interface = "eth0"
-netns = "{ns}"
-pin_dir = "{pins}"
-local_mac = "{lmac}"
-next_hop_mac = "{rmac}"
-ring_size = 251
-lru_memory_mib = 1
-xdp_mode = "generic"
-
-[metrics]
-listen = "127.0.0.1:0"
-port_file = "{pf}"
-"#,
-            ep = etcd.endpoint(),
-            ns = lbns.path().display(),
-            pins = pin_dir.display(),
-            lmac = mac(&lbns, "eth0"),
-            rmac = mac(&rtr, "r0"),
-            pf = port_file.display(),
-        ),
-    )
-    .expect("write config");
-    let mut cleanup = Cleanup {
-        child: None,
-        pin_dir: pin_dir.clone(),
-    };
+    let mut cleanup = LbCleanup::new(pin_dir);
 
     let vip = Vip::new("10.100.0.7".parse().expect("ip"), 443, Proto::Udp);
     let key: QuicLbKey = KEY_HEX.parse().expect("key");
@@ -209,7 +129,7 @@ port_file = "{pf}"
     cleanup.child = Some(
         Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
             .args(["lb", "--config"])
-            .arg(&config)
+            .arg(config)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -217,13 +137,13 @@ port_file = "{pf}"
             .spawn()
             .expect("spawn flowpin-node lb"),
     );
-    wait_acked(&rt, &reg, &[0, 1]);
+    wait_acked(rt, reg, &[0, 1]);
     // Acknowledged only once the maps hold them.
     assert_eq!(
-        pinned_confs(&pin_dir, &vip),
+        pinned_confs(pin_dir, &vip),
         vec![(0, 4, 6, false), (1, 4, 12, true)]
     );
-    let port: u16 = std::fs::read_to_string(&port_file)
+    let port: u16 = std::fs::read_to_string(port_file)
         .expect("port")
         .trim()
         .parse()
@@ -279,14 +199,14 @@ port_file = "{pf}"
         &QuicLbConfigSpec::new(4, 12, Some(key)).with_engine(QuicLbEngine::Table),
     ))
     .expect("put config 2");
-    wait_acked(&rt, &reg, &[0, 1, 2]);
+    wait_acked(rt, reg, &[0, 1, 2]);
     let took = t0.elapsed();
     assert!(
         took < Duration::from_secs(5),
         "config 2 acknowledged after {took:?}: the watch on quic_lb/configs/ did not wake the node"
     );
     assert_eq!(
-        pinned_engines(&pin_dir, &vip),
+        pinned_engines(pin_dir, &vip),
         vec![(1, AesEngine::ConstantTime), (2, AesEngine::Table)]
     );
     let body = http_get(port, "/status").expect("/status");
@@ -306,7 +226,7 @@ port_file = "{pf}"
     assert!(rt
         .block_on(reg.retire_quic_lb_config(&vip, 0))
         .expect("retire"));
-    let acked = wait_acked(&rt, &reg, &[0, 1, 2]);
+    let acked = wait_acked(rt, reg, &[0, 1, 2]);
     let view = rt.block_on(reg.quic_lb_view()).expect("view");
     assert_eq!(
         view.issuable()
@@ -317,7 +237,7 @@ port_file = "{pf}"
         "a retiring config is not issued; acked {acked:?}"
     );
     assert_eq!(
-        pinned_confs(&pin_dir, &vip).len(),
+        pinned_confs(pin_dir, &vip).len(),
         3,
         "retiring stays routable"
     );
@@ -330,9 +250,9 @@ port_file = "{pf}"
         removed.iter().map(|r| r.config_id).collect::<Vec<_>>(),
         vec![0]
     );
-    wait_acked(&rt, &reg, &[1, 2]);
+    wait_acked(rt, reg, &[1, 2]);
     assert_eq!(
-        pinned_confs(&pin_dir, &vip),
+        pinned_confs(pin_dir, &vip),
         vec![(1, 4, 12, true), (2, 4, 12, true)]
     );
 

@@ -12,50 +12,19 @@
 //!    drained. Restart: the node catches up with the registry's revision,
 //!    and the pinned state holds the new backends (one draining).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::IpAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_node::status::{LbStatus, NodeRole};
-use flowpin_registry::local_etcd::LocalEtcd;
-use flowpin_registry::{
-    BackendSpec, BackendState, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
-};
-use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
+use flowpin_registry::{BackendSpec, BackendState, Proto, ServerId, Vip, VipFlags, VipSpec};
+use flowpin_testing::require_bpf;
 
-/// Kills the node and removes the pins on every exit path.
-struct Cleanup {
-    child: Option<Child>,
-    pin_dir: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = XdpLb::unpin(&self.pin_dir);
-        // SIGKILL leaves the node's (empty) lock directory.
-        let _ = std::fs::remove_dir(flowpin_node::pin_lock::lock_path(&self.pin_dir));
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
+mod node_rig;
+use node_rig::http_get;
+use node_rig::lb::{LbCleanup, LbLab};
 
 fn spawn_node(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flowpin-node"))
@@ -90,7 +59,7 @@ fn wait_status(port_file: &Path, rev: i64) -> LbStatus {
     }
 }
 
-fn kill9(c: &mut Cleanup) {
+fn kill9(c: &mut LbCleanup) {
     if let Some(mut child) = c.child.take() {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
@@ -105,78 +74,24 @@ fn addr(i: u8) -> IpAddr {
     format!("10.2.{i}.2").parse().expect("ip")
 }
 
+/// The test's `[lb]` lines (after the interface, namespace, pins and MACs).
+const LB_LINES: &str = "tunnel_src_v4 = \"10.200.0.0/16\"\nconn_table_shared = true\nring_size = 4093\nlru_memory_mib = 1\nxdp_mode = \"generic\"";
+
 #[test]
 fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
     if !require_bpf("privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let etcd = rt
-        .block_on(LocalEtcd::start())
-        .expect("etcd (as root a missing etcd is a failure: apt-get install etcd-server)");
-    let prefix = format!("/{}", unique_name("node"));
-    let reg = rt
-        .block_on(Registry::connect(RegistryConfig::new(
-            [etcd.endpoint()],
-            &prefix,
-        )))
-        .expect("registry");
-
-    let lbns = NetNs::new("nlb").expect("netns");
-    let rtr = NetNs::new("nrt").expect("netns");
-    let _veth = VethPair::new(&lbns, "eth0", &rtr, "r0").expect("veth");
-    let mac = |ns: &NetNs, dev: &str| -> String {
-        let out = ns
-            .ip(&["-json", "link", "show", "dev", dev])
-            .expect("ip link");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip json");
-        v[0]["address"].as_str().expect("mac").to_string()
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pin_dir = Path::new("/sys/fs/bpf").join(unique_name("node-lb"));
-    let port_file = dir.path().join("port");
-    let config = dir.path().join("lb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[registry]
-endpoints = ["{ep}"]
-prefix = "{prefix}"
-
-[lb]
-interface = "eth0"
-netns = "{ns}"
-pin_dir = "{pins}"
-local_mac = "{lmac}"
-next_hop_mac = "{rmac}"
-tunnel_src_v4 = "10.200.0.0/16"
-conn_table_shared = true
-ring_size = 4093
-lru_memory_mib = 1
-xdp_mode = "generic"
-
-[metrics]
-listen = "127.0.0.1:0"
-port_file = "{pf}"
-"#,
-            ep = etcd.endpoint(),
-            ns = lbns.path().display(),
-            pins = pin_dir.display(),
-            lmac = mac(&lbns, "eth0"),
-            rmac = mac(&rtr, "r0"),
-            pf = port_file.display(),
-        ),
-    )
-    .expect("write config");
-    let mut cleanup = Cleanup {
-        child: None,
-        pin_dir: pin_dir.clone(),
-    };
+    let lab = LbLab::new(["node", "nlb", "nrt", "node-lb"], LB_LINES);
+    let LbLab {
+        rt,
+        reg,
+        pin_dir,
+        port_file,
+        config,
+        ..
+    } = &lab;
+    let mut cleanup = LbCleanup::new(pin_dir);
 
     let key = Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
     let vip = key; // the registry's VIP is the load balancer's
@@ -201,15 +116,15 @@ port_file = "{pf}"
         .expect("revision");
 
     // 1. First start: load, pin, attach, apply.
-    cleanup.child = Some(spawn_node(&config));
-    let s1 = wait_status(&port_file, rev1);
+    cleanup.child = Some(spawn_node(config));
+    let s1 = wait_status(port_file, rev1);
     assert!(!s1.reopened, "first start must load: {s1:?}");
     assert_eq!(s1.role, NodeRole::Lb);
     assert_eq!(s1.pid, cleanup.child.as_ref().expect("child").id());
     let vip_name = "10.100.0.1:8080/tcp";
     let digest1 = s1.vips[vip_name].digest;
     assert_eq!(s1.vips[vip_name].backends, 3, "{s1:?}");
-    let port: u16 = std::fs::read_to_string(&port_file)
+    let port: u16 = std::fs::read_to_string(port_file)
         .expect("port")
         .trim()
         .parse()
@@ -247,7 +162,7 @@ port_file = "{pf}"
     kill9(&mut cleanup);
     assert!(pin_dir.join("link").exists(), "link pin gone after SIGKILL");
     {
-        let lb = XdpLb::open_pinned(&pin_dir).expect("open_pinned after SIGKILL");
+        let lb = XdpLb::open_pinned(pin_dir).expect("open_pinned after SIGKILL");
         let got: Vec<IpAddr> = lb
             .backends(&vip)
             .expect("VIP")
@@ -258,9 +173,9 @@ port_file = "{pf}"
     }
 
     // 3. Restart without a change: reopened, same digest.
-    std::fs::remove_file(&port_file).expect("remove port file");
-    cleanup.child = Some(spawn_node(&config));
-    let s2 = wait_status(&port_file, rev1);
+    std::fs::remove_file(port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(config));
+    let s2 = wait_status(port_file, rev1);
     assert!(s2.reopened, "restart must reopen the pins: {s2:?}");
     assert_eq!(s2.vips[vip_name].digest, digest1, "{s2:?}");
     assert_eq!(s2.apply_errors, 0);
@@ -274,9 +189,9 @@ port_file = "{pf}"
             host.set_state(&key, addr(2), BackendState::Draining).await
         })
         .expect("registry change");
-    std::fs::remove_file(&port_file).expect("remove port file");
-    cleanup.child = Some(spawn_node(&config));
-    let s3 = wait_status(&port_file, rev2);
+    std::fs::remove_file(port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(config));
+    let s3 = wait_status(port_file, rev2);
     assert!(s3.reopened);
     assert_eq!(s3.vips[vip_name].backends, 4, "{s3:?}");
     assert_eq!(s3.vips[vip_name].draining, 1, "{s3:?}");
@@ -289,7 +204,7 @@ port_file = "{pf}"
     let digest3 = s3.vips[vip_name].digest;
     kill9(&mut cleanup);
     {
-        let lb = XdpLb::open_pinned(&pin_dir).expect("open_pinned");
+        let lb = XdpLb::open_pinned(pin_dir).expect("open_pinned");
         let got: Vec<(IpAddr, Option<u32>)> = lb
             .backends(&vip)
             .expect("VIP")
@@ -306,9 +221,9 @@ port_file = "{pf}"
         assert!(!lb.is_draining(&vip, addr(1)));
     }
     // And once more: a plain restart keeps that digest.
-    std::fs::remove_file(&port_file).expect("remove port file");
-    cleanup.child = Some(spawn_node(&config));
-    let s4 = wait_status(&port_file, rev2);
+    std::fs::remove_file(port_file).expect("remove port file");
+    cleanup.child = Some(spawn_node(config));
+    let s4 = wait_status(port_file, rev2);
     assert_eq!(s4.vips[vip_name].digest, digest3);
     drop(cleanup);
     assert!(!pin_dir.exists(), "pins left behind");

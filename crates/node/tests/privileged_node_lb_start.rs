@@ -13,19 +13,21 @@
 //! - native XDP_TX into a veth peer without XDP: the deployment warning and
 //!   `flowpin_interface_tx_dropped_total` rising, logged.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flowpin_bpf_progs::xdp_lb::XdpLb;
 use flowpin_node::status::LbStatus;
-use flowpin_registry::local_etcd::LocalEtcd;
 use flowpin_registry::{
     BackendSpec, Proto, Registry, RegistryConfig, ServerId, Vip, VipFlags, VipSpec,
 };
 use flowpin_testing::{require_bpf, unique_name, NetNs, VethPair};
+
+mod node_rig;
+use node_rig::http_get;
+use node_rig::lb::{mac, runtime, start_etcd, write_lb_toml, LbToml};
 
 /// A node process with its stderr in a file.
 struct Node {
@@ -110,19 +112,6 @@ impl Drop for Pins {
     }
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
 fn port_of(port_file: &Path) -> Option<u16> {
     std::fs::read_to_string(port_file)
         .ok()
@@ -148,14 +137,6 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse().ok())
-}
-
-fn mac(ns: &NetNs, dev: &str) -> String {
-    let out = ns
-        .ip(&["-json", "link", "show", "dev", dev])
-        .expect("ip link");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip json");
-    v[0]["address"].as_str().expect("mac").to_string()
 }
 
 /// Whether `dev` in `ns` has an XDP program (any mode).
@@ -201,39 +182,21 @@ impl Lab {
     /// Writes `name.toml`: `lb` lines are appended to `[lb]`.
     fn config(&self, name: &str, endpoint: &str, listen: &str, lb: &str) -> PathBuf {
         let p = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(
+        write_lb_toml(
             &p,
-            format!(
-                r#"
-[registry]
-endpoints = ["{endpoint}"]
-prefix = "/{prefix}"
-
-[lb]
-interface = "eth0"
-netns = "{ns}"
-pin_dir = "{pins}"
-local_mac = "{lmac}"
-next_hop_mac = "{rmac}"
-tunnel_src_v4 = "10.200.0.0/16"
-conn_table_shared = true
-lru_memory_mib = 1
-ring_size = 4093
-{lb}
-
-[metrics]
-listen = "{listen}"
-port_file = "{pf}"
-"#,
-                prefix = unique_name("start"),
-                ns = self.lbns.path().display(),
-                pins = self.pin_dir().display(),
-                lmac = mac(&self.lbns, "eth0"),
-                rmac = mac(&self.rtr, "r0"),
-                pf = self.port_file().display(),
-            ),
-        )
-        .expect("write config");
+            &LbToml {
+                endpoint,
+                prefix: &format!("/{}", unique_name("start")),
+                lbns: &self.lbns,
+                rtr: &self.rtr,
+                pin_dir: self.pin_dir(),
+                lb_lines: &format!(
+                    "tunnel_src_v4 = \"10.200.0.0/16\"\nconn_table_shared = true\nlru_memory_mib = 1\nring_size = 4093\n{lb}"
+                ),
+                listen,
+                port_file: &self.port_file(),
+            },
+        );
         p
     }
 
@@ -348,14 +311,8 @@ fn privileged_lb_config_vs_pins_sighup_and_tx_drops() {
     if !require_bpf("privileged_lb_config_vs_pins_sighup_and_tx_drops") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let etcd = rt
-        .block_on(LocalEtcd::start())
-        .expect("etcd (as root a missing etcd is a failure: apt-get install etcd-server)");
+    let rt = runtime();
+    let etcd = start_etcd(&rt);
     let lab = Lab::new();
     let ep = etcd.endpoint();
     let generic = lab.config("generic", &ep, "127.0.0.1:0", "xdp_mode = \"generic\"");

@@ -73,7 +73,7 @@ use libbpf_rs::skel::SkelBuilder;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::error::KernelError;
-use crate::pinned_maps::{self, MapTable};
+use crate::pinned_maps::{self, MapTable, PinnedProg};
 use crate::skel::sockops_server_id::types::{flowpin_sockops_meta, flowpin_sockops_stats};
 use crate::skel::sockops_server_id::SockopsServerIdSkelBuilder;
 
@@ -127,10 +127,9 @@ type Result<T> = std::result::Result<T, ServerIdOpsError>;
 /// own.
 #[derive(Debug)]
 pub struct ServerIdOps {
-    prog: OwnedFd,
+    prog: PinnedProg,
     maps: SockopsMaps,
     config: ServerIdOpsConfig,
-    pin_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// Layout version of a pinned instance (`FLOWPIN_SOCKOPS_LAYOUT_VERSION`;
@@ -253,10 +252,9 @@ impl ServerIdOps {
                 .map_err(KernelError::map("server_addrs", "update"))?;
         }
         Ok(ServerIdOps {
-            prog,
+            prog: PinnedProg::loaded(prog),
             maps,
             config,
-            pin_dir: std::sync::OnceLock::new(),
         })
     }
 
@@ -264,10 +262,7 @@ impl ServerIdOps {
     /// 0600). Pin the cgroup link from [`attach`](Self::attach) with
     /// [`Link::pin`], conventionally as `dir/link`.
     pub fn pin(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        pinned_maps::pin_dir(dir, &self.maps, self.prog.as_fd())?;
-        let _ = self.pin_dir.set(dir.to_path_buf());
-        Ok(())
+        Ok(self.prog.pin(dir.as_ref(), &self.maps)?)
     }
 
     /// Reopens an instance pinned by [`pin`](Self::pin); its configuration
@@ -313,14 +308,11 @@ impl ServerIdOps {
             .layout(layout_of(&meta))
             .ports(&ports)
             .addrs(&addrs);
-        let ops = ServerIdOps {
-            prog,
+        Ok(ServerIdOps {
+            prog: PinnedProg::reopened(prog, dir),
             maps,
             config,
-            pin_dir: std::sync::OnceLock::new(),
-        };
-        let _ = ops.pin_dir.set(dir.to_path_buf());
-        Ok(ops)
+        })
     }
 
     /// Removes a pinned directory (every pin in it, links included, and
@@ -334,10 +326,9 @@ impl ServerIdOps {
     /// per-socket server_ids, the filters and counters stay) and swaps it
     /// into `link` atomically (cgroup `BPF_LINK_UPDATE`).
     pub fn upgrade(&mut self, link: &SockopsLink) -> Result<()> {
-        self.prog = pinned_maps::upgrade(self.pin_dir.get(), link, || {
+        self.prog.upgrade(link, || {
             load_program(&self.config, Some(&self.maps)).map(|(prog, _)| prog)
-        })?;
-        Ok(())
+        })
     }
 
     /// The configuration this instance was loaded with.

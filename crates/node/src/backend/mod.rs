@@ -97,18 +97,6 @@ pub(crate) fn lock_pin_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File
     })
 }
 
-pub(crate) fn write_port_file(path: Option<&Path>, addr: std::net::SocketAddr) {
-    if let Some(p) = path {
-        let tmp = p.with_extension("tmp");
-        if std::fs::write(&tmp, addr.port().to_string())
-            .and_then(|()| std::fs::rename(&tmp, p))
-            .is_err()
-        {
-            warn!(file = %p.display(), "cannot write the metrics port file");
-        }
-    }
-}
-
 /// Reports the service's own verdict for every backend this host registered.
 async fn report_self_health(online: &online::Online, v: &self_check::Verdict) {
     if v.healthy {
@@ -341,23 +329,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let cfg = BackendConfig::load(config_path)?;
     let mut sig = signals()?;
     // Every resource is checked before the data path is touched.
-    let (_http_tx, mut requests) = match &cfg.metrics {
-        Some(m) => {
-            let (addr, rx) = http::serve(m.listen).await.map_err(|e| {
-                fatal(format!(
-                    "metrics.listen {}: {e}: another process uses it; pick another address or stop that process",
-                    m.listen
-                ))
-            })?;
-            write_port_file(m.port_file.as_deref(), addr);
-            info!(%addr, "metrics on http://{addr}/metrics, status on http://{addr}/status");
-            (None, rx)
-        }
-        None => {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            (Some(tx), rx)
-        }
-    };
+    let (_http_tx, mut requests) = http::start_optional(cfg.metrics.as_ref()).await?;
     let pin_dir = cfg.pin_dir();
     let _lock = lock_pin_dir(&pin_dir)?;
     let dp = DataPath::open(&cfg, &pin_dir)?;

@@ -8,79 +8,19 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use flowpin_registry::lb::vip_name;
 use flowpin_registry::quic_lb::{QuicLbConfigSpec, QuicLbEngine};
 use flowpin_registry::Vip;
 use flowpin_tcp_opt::quic_lb::tool::{decode_lines, encode_lines, load_key, QuicLbToolError};
-use flowpin_tcp_opt::quic_lb::QuicLbConfig;
 use serde::Serialize;
 
 use super::{parse_vip, print_json, CliError, RegistryArgs};
 
-/// `quic-lb encode` / `quic-lb decode`.
-#[derive(Subcommand)]
-pub(crate) enum QuicLbCmd {
-    /// Write a CID: first octet, then server ID + nonce (encrypted with a key).
-    Encode {
-        /// The configuration.
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// The server ID, hex (`--server-id-len` octets).
-        #[arg(long, conflicts_with = "flowpin_id")]
-        server_id: Option<String>,
-        /// A flowpin server_id (decimal), written big-endian in the server ID.
-        #[arg(long)]
-        flowpin_id: Option<u32>,
-        /// The nonce, hex (`--nonce-len` octets); random if absent.
-        #[arg(long)]
-        nonce: Option<String>,
-    },
-    /// Read a CID: the server ID (what a load balancer routes by) and the nonce.
-    Decode {
-        /// The configuration.
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// The CID, hex.
-        cid: String,
-    },
-}
-
-/// A QUIC-LB configuration on the command line (the key from a file or
-/// the environment).
-#[derive(Args)]
-pub(crate) struct ConfigArgs {
-    /// Config rotation codepoint, 0..=6.
-    #[arg(long)]
-    config_id: u8,
-    /// Server ID octets, 1..=15.
-    #[arg(long)]
-    server_id_len: u8,
-    /// Nonce octets, 4..=18 (server ID + nonce <= 19).
-    #[arg(long)]
-    nonce_len: u8,
-    /// A file holding the key (32 hex digits); else $FLOWPIN_QUIC_LB_KEY;
-    /// else plaintext.
-    #[arg(long)]
-    key_file: Option<PathBuf>,
-    /// Plaintext even if $FLOWPIN_QUIC_LB_KEY is set.
-    #[arg(long, conflicts_with = "key_file")]
-    plaintext: bool,
-}
+pub(crate) use flowpin_node::quic_lb_args::QuicLbCmd;
 
 fn tool(e: QuicLbToolError) -> CliError {
     CliError::Usage(e.to_string())
-}
-
-impl ConfigArgs {
-    fn config(&self) -> Result<QuicLbConfig, CliError> {
-        let key = load_key(self.key_file.as_deref(), self.plaintext).map_err(tool)?;
-        Ok(
-            QuicLbConfig::new(self.config_id, self.server_id_len, self.nonce_len)
-                .map_err(|e| CliError::Usage(e.to_string()))?
-                .with_key(key),
-        )
-    }
 }
 
 /// 18 random octets (a nonce when none is given).
@@ -101,13 +41,13 @@ pub(crate) fn run(cmd: &QuicLbCmd) -> Result<(), CliError> {
             flowpin_id,
             nonce,
         } => encode_lines(
-            &config.config()?,
+            &config.config().map_err(tool)?,
             server_id.as_deref(),
             *flowpin_id,
             nonce.as_deref(),
             &random18()?,
         ),
-        QuicLbCmd::Decode { config, cid } => decode_lines(&config.config()?, cid),
+        QuicLbCmd::Decode { config, cid } => decode_lines(&config.config().map_err(tool)?, cid),
     }
     .map_err(tool)?;
     print!("{out}");

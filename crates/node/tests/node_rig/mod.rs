@@ -16,9 +16,11 @@ use flowpin_bpf_progs::xdp_lb::{Backend, XdpLb, XdpLbConfig, XdpLink};
 use flowpin_bpf_progs::xdp_pass::XdpPass;
 use flowpin_node::backend::BackendStatus;
 use flowpin_registry::local_etcd::LocalEtcd;
-use flowpin_registry::{Proto, Registry, RegistryConfig, Vip, VipFlags, VipSpec};
+use flowpin_registry::{Proto, Registry, Vip, VipFlags, VipSpec};
 use flowpin_testing::{unique_name, Cgroup, NetNs, RoutedLb, RoutedLbConfig};
 use nix::sys::signal::Signal;
+
+pub(crate) mod lb;
 
 pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
 pub(crate) const PORT: u16 = 8080;
@@ -88,21 +90,10 @@ pub(crate) fn lb_vip() -> flowpin_bpf_progs::xdp_lb::Vip {
 impl Rig {
     /// `subnet`: one per test (`10.<subnet>.x.y`); `backends` hosts.
     pub(crate) fn new(tag: &str, subnet: u8, backends: usize) -> Rig {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let etcd = rt
-            .block_on(LocalEtcd::start())
-            .expect("etcd (as root a missing etcd is a failure: apt-get install etcd-server)");
+        let rt = lb::runtime();
+        let etcd = lb::start_etcd(&rt);
         let prefix = format!("/{}", unique_name(tag));
-        let reg = rt
-            .block_on(Registry::connect(RegistryConfig::new(
-                [etcd.endpoint()],
-                &prefix,
-            )))
-            .unwrap();
+        let reg = lb::connect(&rt, etcd.endpoint(), &prefix);
         rt.block_on(reg.put_vip(&VipSpec::new(vip_key(), VipFlags::SERVER_ID)))
             .unwrap();
         let cfg = RoutedLbConfig {
