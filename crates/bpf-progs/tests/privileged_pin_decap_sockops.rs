@@ -126,6 +126,37 @@ fn privileged_pinned_decap_reopens_and_upgrades() {
     assert!(!dir.0.exists());
 }
 
+/// An upgrade through the handle that pinned (not one reopened from the
+/// pins) repins the program too.
+#[test]
+fn privileged_decap_pinned_then_upgraded_by_the_same_handle_repins() {
+    if !require_root("privileged_decap_pinned_then_upgraded_by_the_same_handle_repins") {
+        return;
+    }
+    let ns = NetNs::new("dpup").unwrap();
+    ns.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u1"])
+        .unwrap();
+    ns.ip(&["link", "set", "u0", "up"]).unwrap();
+    let dir = pin_dir("decup");
+    let mut d = XdpDecap::load(XdpDecapConfig::default().max_tunnel_addrs(8)).unwrap();
+    let link = d
+        .attach(XdpTarget::ifname_in_netns("u0", ns.path()))
+        .unwrap();
+    d.pin(&dir.0).unwrap();
+    let old_id = link.program_id().unwrap();
+    d.upgrade(&link).unwrap();
+    let new_id = link.program_id().unwrap();
+    assert_ne!(old_id, new_id);
+    assert_eq!(
+        prog_id(XdpDecap::open_pinned(&dir.0).unwrap().program_fd()).unwrap(),
+        new_id,
+        "the prog pin follows an upgrade through the handle that pinned"
+    );
+    drop((d, link));
+    XdpDecap::unpin(&dir.0).unwrap();
+    assert!(!dir.0.exists());
+}
+
 #[test]
 fn privileged_pinned_sockops_keeps_a_live_connection_across_an_upgrade() {
     if !require_root("privileged_pinned_sockops_keeps_a_live_connection_across_an_upgrade") {
