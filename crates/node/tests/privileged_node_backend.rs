@@ -37,13 +37,16 @@ fn privileged_backend_agent_restart_and_upgrade_lose_nothing() {
     assert!(!st.reopened);
     let sid = st.server_id.expect("a server_id");
     rig.echo_server("privileged_backend_agent_restart_and_upgrade_lose_nothing");
-    let p = Pinger::start(&rig.net.client);
-    std::thread::sleep(Duration::from_millis(500));
+    // The baseline while nothing crosses the LB: read under traffic, a
+    // packet the LB counted before its read and the backend decapsulated
+    // after the (earlier) decap read would count on one side only.
     let (d0, t0, r0) = (
         decap_ipip(&pins),
         rig.lb_packets(),
         tcp_retrans(&rig.net.client),
     );
+    let p = Pinger::start(&rig.net.client);
+    std::thread::sleep(Duration::from_millis(500));
     let ops_prog = SockopsLink::from_pinned(pins.join("sockops/link"))
         .unwrap()
         .program_id()
