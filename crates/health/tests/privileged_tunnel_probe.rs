@@ -11,17 +11,19 @@
 //! within `interval × fall + 1 s` with `connect_timeout` / `timeout`.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod tunnel_probe_support;
 
 use flowpin_bpf_abi::vip::{Proto, Vip};
 use flowpin_bpf_progs::probe_encap::{ProbeEncap, ProbeEncapConfig};
 use flowpin_bpf_progs::xdp_decap::{XdpDecap, XdpDecapConfig};
 use flowpin_health::{FailReason, Health, HealthCheck, Prober, TunnelRoutes};
 use flowpin_testing::{disable_tx_checksum_offload, require_bpf, RoutedLb, RoutedLbConfig};
+use tunnel_probe_support::{serve, wait_states, HTTP, UDP};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 222, 0, 1);
 const NET: RoutedLbConfig = RoutedLbConfig {
@@ -30,49 +32,6 @@ const NET: RoutedLbConfig = RoutedLbConfig {
     lb_mac: [0x02, 0x5e, 0, 0, 0x22, 2],
     router_mac: [0x02, 0x5e, 0, 0, 0x22, 1],
 };
-const HTTP: u16 = 8080;
-const UDP: u16 = 5353;
-
-fn serve(net: &RoutedLb, j: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
-    let tcp = net.backends[j]
-        .run(|| TcpListener::bind((VIP, HTTP)).unwrap())
-        .unwrap();
-    let udp = net.backends[j]
-        .run(|| UdpSocket::bind((VIP, UDP)).unwrap())
-        .unwrap();
-    tcp.set_nonblocking(true).unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let s1 = stop.clone();
-    let s2 = stop.clone();
-    vec![
-        std::thread::spawn(move || {
-            while !s1.load(Ordering::Relaxed) {
-                match tcp.accept() {
-                    Ok((mut s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        s.set_read_timeout(Some(Duration::from_millis(300)))
-                            .unwrap();
-                        let mut b = [0u8; 512];
-                        let _ = s.read(&mut b);
-                        let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }),
-        std::thread::spawn(move || {
-            let mut b = [0u8; 64];
-            while !s2.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = udp.recv_from(&mut b) {
-                    if &b[..n] == b"ping" {
-                        let _ = udp.send_to(b"pong", from);
-                    }
-                }
-            }
-        }),
-    ]
-}
 
 #[test]
 fn privileged_prober_through_the_tunnel_up_and_down() {
@@ -86,8 +45,8 @@ fn privileged_prober_through_the_tunnel_up_and_down() {
         .unwrap();
     let _decap_link = net.backends[0].run(|| decap.attach("b0")).unwrap().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = serve(&net, 0, &stop);
-    threads.extend(serve(&net, 1, &stop));
+    let mut threads = serve(&net, 0, IpAddr::V4(VIP), &stop);
+    threads.extend(serve(&net, 1, IpAddr::V4(VIP), &stop));
 
     net.lb
         .ip(&[
@@ -125,7 +84,6 @@ fn privileged_prober_through_the_tunnel_up_and_down() {
                 .unwrap();
             rt.block_on(async move {
                 let prober = Prober::new(routes.clone());
-                let t0 = Instant::now();
                 prober
                     .set_targets([
                         (tcp_vip, b0, http.clone()),
@@ -141,17 +99,7 @@ fn privileged_prober_through_the_tunnel_up_and_down() {
                     (tcp_vip, b1, Health::Down),
                     (udp_vip, b1, Health::Down),
                 ];
-                loop {
-                    if want.iter().all(|(v, b, h)| prober.state(v, *b) == *h) {
-                        break;
-                    }
-                    assert!(
-                        t0.elapsed() < http.detection_time() + Duration::from_secs(1),
-                        "not decided in time: {:#?}",
-                        prober.status()
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                wait_states(&prober, &routes, &want, &http).await;
                 let st = prober.status();
                 let down = st.get(&tcp_vip, b1).unwrap();
                 assert_eq!(
