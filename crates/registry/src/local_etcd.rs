@@ -159,7 +159,31 @@ impl LocalEtcd {
         if opts.tls {
             etcd.tls = Some(LocalTls::generate(etcd.dir.path(), etcd.host)?);
         }
-        etcd.restart().await?;
+        if etcd.netns.is_none() && etcd.peer_port == etcd.client_port {
+            etcd.peer_port = free_port()?;
+        }
+        // A port found free can be taken before etcd binds it (another
+        // test's etcd, a client's ephemeral port): then etcd exits at once
+        // with "address already in use" and writes no data; pick two new
+        // ports and start again, a few times.
+        let mut retries = 4;
+        loop {
+            match etcd.restart().await {
+                Err(Error::LocalEtcd {
+                    what: "start",
+                    detail,
+                }) if etcd.netns.is_none()
+                    && retries > 0
+                    && detail.contains("address already in use") =>
+                {
+                    retries -= 1;
+                    let _ = std::fs::remove_dir_all(etcd.data_dir());
+                    etcd.client_port = free_port()?;
+                    etcd.peer_port = free_port()?;
+                }
+                r => break r?,
+            }
+        }
         if let Some((user, password)) = opts.auth {
             let creds = EtcdCredentials::new(user, password);
             tls::enable_auth(&etcd.endpoint(), etcd.client_tls().as_ref(), &creds).await?;
