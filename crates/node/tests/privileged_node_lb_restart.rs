@@ -95,7 +95,10 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
 
     let key = Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
     let vip = key; // the registry's VIP is the load balancer's
-    let host = rt
+                   // rev1: the revision of the last write (what a node that applied it
+                   // reports; a new watch's revision also moves with writes outside
+                   // `routing/`).
+    let (host, rev1) = rt
         .block_on(async {
             reg.put_vip(&VipSpec::new(key, VipFlags::SERVER_ID)).await?;
             let h = reg.register(Duration::from_secs(30)).await?;
@@ -107,13 +110,10 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
                     )
                 })
                 .collect();
-            h.add_backends(&entries).await?;
-            Ok::<_, flowpin_registry::Error>(h)
+            let rev = h.add_backends(&entries).await?;
+            Ok::<_, flowpin_registry::Error>((h, rev))
         })
         .expect("registry writes");
-    let rev1 = rt
-        .block_on(async { reg.watch().await.map(|w| w.current().revision) })
-        .expect("revision");
 
     // 1. First start: load, pin, attach, apply.
     cleanup.child = Some(spawn_node(config));

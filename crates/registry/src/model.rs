@@ -290,6 +290,13 @@ impl RejectCounts {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshot {
     /// The etcd revision this snapshot is the state of (0: never synced).
+    ///
+    /// A running watch moves it with each change under `routing/`; a new
+    /// watch (or a resync) reads the store's revision, which writes outside
+    /// `routing/` (server_id claims, QUIC-LB acknowledgements) move too. Two
+    /// watches with the same content may so differ: to know whether a write
+    /// is in a snapshot, compare with the revision the write returned
+    /// (`snapshot.revision >= written`), not with another watch's.
     pub revision: i64,
     /// Every valid VIP with its valid backends.
     pub vips: BTreeMap<Vip, VipEntry>,

@@ -711,3 +711,49 @@ async fn an_unreachable_etcd_is_an_actionable_error_not_a_hang() {
     let msg = err.to_string();
     assert!(msg.contains("check that etcd is up"), "{msg}");
 }
+
+/// What `Snapshot::revision` promises: every watch reaches the revision a
+/// routing write returned; a write outside `routing/` (a server_id claim)
+/// moves a new watch's revision but not a running one's, so two watches
+/// with one content may differ (the lab once waited for a new watch's
+/// revision and timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_revision_covers_each_write_and_outside_writes_move_only_new_watches() {
+    let Some(etcd) = etcd("snapshot_revision_covers_each_write").await else {
+        return;
+    };
+    let reg = registry(&etcd.endpoint()).await;
+    with_vip(&reg).await;
+    let mut running = reg.watch().await.expect("watch");
+    let host = reg
+        .register(Duration::from_secs(30))
+        .await
+        .expect("register");
+    let written = host
+        .add_backend(&vip(), &BackendSpec::new(ip("10.1.0.2"), 1, sid(7)))
+        .await
+        .expect("add");
+    let seen = tokio::time::timeout(
+        Duration::from_secs(10),
+        running.wait_for(|s| s.revision >= written),
+    )
+    .await
+    .expect("the running watch did not reach the write's revision")
+    .expect("watch task alive");
+    assert_eq!(seen.backend_count(), 1, "{seen:?}");
+    assert_eq!(seen.revision, written, "nothing else was written");
+
+    // A write outside routing/: a server_id claim.
+    let claim = reg.allocate_server_id("host-a").await.expect("claim");
+    let fresh = reg.watch().await.expect("new watch").current();
+    assert!(
+        fresh.revision > written,
+        "a new watch reads the store's revision ({} after a claim, write at {written})",
+        fresh.revision
+    );
+    assert_eq!(fresh.vips, seen.vips, "same content");
+    // The running watch gets no event for it: its revision stays.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(running.current().revision, written);
+    drop(claim);
+}

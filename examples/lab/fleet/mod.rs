@@ -730,7 +730,11 @@ fn convergence(f: &Fleet) -> Result<(Vec<f64>, bool), Error> {
     let addr =
         |j: usize| -> IpAddr { Ipv4Addr::new(10, 3, (j / 200) as u8, (j % 200) as u8 + 2).into() };
     let sid = |j: usize| ServerId::new(2000 + j as u32);
-    let host = f.rt.block_on(async {
+    // `rev0` is the revision of the lab's own last write: a watch started
+    // now reads the store's revision, which writes outside `routing/` (the
+    // LBs' QUIC-LB acknowledgements, server_id claims) move past the last
+    // routing change an LB's watch has seen (CI: LBs at 8, a new watch at 9).
+    let (host, rev0) = f.rt.block_on(async {
         f.reg
             .put_vip(&VipSpec::new(key, VipFlags::SERVER_ID))
             .await?;
@@ -738,11 +742,10 @@ fn convergence(f: &Fleet) -> Result<(Vec<f64>, bool), Error> {
         let entries: Vec<_> = (0..SYNTH_BACKENDS)
             .map(|j| (key, BackendSpec::new(addr(j), 100, sid(j))))
             .collect();
-        h.add_backends(&entries).await?;
-        Ok::<_, flowpin_registry::Error>(h)
+        let rev = h.add_backends(&entries).await?;
+        Ok::<_, flowpin_registry::Error>((h, rev))
     })?;
     let mut watch = f.rt.block_on(f.reg.watch())?;
-    let rev0 = watch.current().revision;
     wait_agree(&f.lbs, &vip, rev0, Duration::from_secs(20))?;
 
     progress(format!(
