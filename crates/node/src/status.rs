@@ -43,7 +43,9 @@ pub struct LbStatus {
     /// The node's process id.
     pub pid: u32,
     /// etcd revision of the last registry snapshot applied without error
-    /// (0 before the first one).
+    /// (0 before the first one). It moves with changes under `routing/`
+    /// (see `flowpin_registry::Snapshot::revision`): wait for
+    /// `revision >= r`, `r` the revision a write returned.
     pub revision: i64,
     /// Whether the registry watch is connected to etcd.
     pub registry_connected: bool,
