@@ -95,9 +95,10 @@ fn privileged_lb_node_killed_and_restarted_reopens_pins_and_resyncs() {
 
     let key = Vip::new("10.100.0.1".parse().expect("ip"), 8080, Proto::Tcp);
     let vip = key; // the registry's VIP is the load balancer's
-                   // rev1: the revision of the last write (what a node that applied it
-                   // reports; a new watch's revision also moves with writes outside
-                   // `routing/`).
+
+    // rev1: the revision of the last write (what a node that applied it
+    // reports; a new watch's revision also moves with writes outside
+    // `routing/`).
     let (host, rev1) = rt
         .block_on(async {
             reg.put_vip(&VipSpec::new(key, VipFlags::SERVER_ID)).await?;
